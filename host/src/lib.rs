@@ -1,0 +1,28 @@
+//! # Pincer
+//!
+//! A messaging gateway whose channels (Telegram, WhatsApp, Slack, ...) and
+//! agent tools are sandboxed WebAssembly components.
+//!
+//! The modules follow the architecture:
+//! - [`plugins`]: the WIT contract's host side: loading, sandboxing, calling
+//!   and hot-reloading plugin components.
+//! - [`channels`]: running channel plugins: the receive loop, senders and
+//!   webhook dispatch.
+//! - [`health`]: the channel health monitor (stale detection, restarts with
+//!   cooldown and an hourly cap, gave-up state).
+//! - [`store`]: durable state behind a small trait (SQLite by default).
+//! - [`events`]: the in-process event bus behind a small trait.
+//! - [`netguard`]: which network addresses outbound requests may reach.
+//! - [`clock`]: wall-clock time, replaceable in tests.
+//! - [`bundled`]: the plugins shipped inside the `pincer` binary.
+//! - [`bench`]: `pincer bench` measurements.
+
+pub mod bench;
+pub mod bundled;
+pub mod channels;
+pub mod clock;
+pub mod events;
+pub mod health;
+pub mod netguard;
+pub mod plugins;
+pub mod store;

@@ -1,0 +1,197 @@
+//! Host capabilities given to plugins, one small unit ("factor") each with its
+//! configuration, its linking and its per-instance state: [`log`], [`kv`],
+//! [`clock`], [`secrets`] and outbound [`http`]. [`HostState`] is the `T` of
+//! every plugin `Store<T>` and bundles the per-instance part of each factor
+//! with the sandboxed WASI context.
+
+pub mod clock;
+pub mod http;
+pub mod kv;
+pub mod log;
+pub mod secrets;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{ResourceLimiter, Store};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use super::bindings;
+
+/// Per-store state of one plugin instance.
+pub struct HostState {
+    pub(crate) plugin: Arc<str>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    http_ctx: WasiHttpCtx,
+    pub(crate) http: http::OutboundHttp,
+    pub(crate) log: log::PluginLog,
+    pub(crate) kv: kv::PluginKv,
+    pub(crate) clock: clock::PluginClock,
+    pub(crate) secrets: secrets::PluginSecrets,
+    pub(crate) limiter: MemoryLimiter,
+    /// CPU budget left for the current call, in epoch ticks.
+    pub(crate) cpu_ticks_left: u64,
+    /// Set when the epoch callback stopped a call for exceeding its CPU budget.
+    pub(crate) cpu_exhausted: bool,
+}
+
+/// Everything needed to build a [`HostState`] for one plugin.
+#[derive(Clone)]
+pub struct Capabilities {
+    pub plugin: Arc<str>,
+    pub data_dir: Option<std::path::PathBuf>,
+    pub http: Arc<http::HttpPolicy>,
+    pub log: Arc<log::LogLimiter>,
+    pub kv: kv::PluginKv,
+    pub clock: crate::clock::SharedClock,
+    pub secrets: Arc<secrets::SecretValues>,
+    pub memory_bytes: usize,
+}
+
+impl HostState {
+    /// A fresh, default-deny sandbox for one instance: no environment, no
+    /// arguments, no network sockets, stdio discarded, only the plugin's own
+    /// data directory preopened.
+    pub fn new(caps: &Capabilities) -> anyhow::Result<Self> {
+        let mut wasi = WasiCtx::builder();
+        if let Some(dir) = &caps.data_dir {
+            std::fs::create_dir_all(dir)?;
+            wasi.preopened_dir(dir, "/data", FsPerms::ReadWrite)?;
+        }
+        Ok(HostState {
+            plugin: caps.plugin.clone(),
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            http_ctx: WasiHttpCtx::new(),
+            http: http::OutboundHttp::new(caps.plugin.clone(), caps.http.clone(), caps.secrets.clone()),
+            log: log::PluginLog::new(caps.plugin.clone(), caps.log.clone()),
+            kv: caps.kv.clone(),
+            clock: clock::PluginClock(caps.clock.clone()),
+            secrets: secrets::PluginSecrets(caps.secrets.clone()),
+            limiter: MemoryLimiter::new(caps.memory_bytes),
+            cpu_ticks_left: u64::MAX,
+            cpu_exhausted: false,
+        })
+    }
+}
+
+/// Create a store for `state` with the memory limiter and the CPU-budget
+/// epoch callback installed.
+pub fn new_store(engine: &wasmtime::Engine, state: HostState) -> Store<HostState> {
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limiter);
+    store.epoch_deadline_callback(|mut ctx| {
+        let st = ctx.data_mut();
+        if st.cpu_ticks_left == 0 {
+            st.cpu_exhausted = true;
+            Ok(wasmtime::UpdateDeadline::Interrupt)
+        } else {
+            st.cpu_ticks_left -= 1;
+            // Yield to tokio at every tick so a busy guest never starves
+            // other tasks on this worker thread.
+            Ok(wasmtime::UpdateDeadline::Yield(1))
+        }
+    });
+    store.set_epoch_deadline(1);
+    store
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http_ctx,
+            table: &mut self.table,
+            hooks: &mut self.http,
+        }
+    }
+}
+
+/// Caps the total linear memory of one store and records when it was hit.
+#[derive(Debug)]
+pub struct MemoryLimiter {
+    max_bytes: usize,
+    used: usize,
+    pub(crate) hit: bool,
+}
+
+impl MemoryLimiter {
+    fn new(max_bytes: usize) -> Self {
+        MemoryLimiter {
+            max_bytes,
+            used: 0,
+            hit: false,
+        }
+    }
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> anyhow::Result<bool> {
+        let grow = desired.saturating_sub(current);
+        if self.used.saturating_add(grow) > self.max_bytes {
+            self.hit = true;
+            return Ok(false);
+        }
+        self.used += grow;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> anyhow::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+
+    fn instances(&self) -> usize {
+        64
+    }
+    fn tables(&self) -> usize {
+        64
+    }
+    fn memories(&self) -> usize {
+        32
+    }
+}
+
+/// Link WASI (p2), `wasi:http` and Pincer's host interfaces into `linker`.
+///
+/// `wasi:sockets` is linked (so components from toolchains that always import
+/// it, such as componentize-py, still load) but the context grants no network,
+/// so every socket operation is denied; outbound traffic must use `wasi:http`.
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+    use bindings::channel::pincer::plugin as p;
+    p::types::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    p::log::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    p::kv::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    p::clock::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    p::secrets::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    Ok(())
+}
+
+impl bindings::channel::pincer::plugin::types::Host for HostState {}
+
+/// The data directory of plugin `name` below `root`.
+pub fn data_dir(root: &Path, name: &str) -> std::path::PathBuf {
+    root.join(name)
+}

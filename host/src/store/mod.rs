@@ -1,0 +1,40 @@
+//! Durable state. The runtime talks to small traits ([`KvStore`] today;
+//! sessions and the webhook outbox later) so a cluster mode can swap the
+//! embedded SQLite database ([`SqliteStore`]) for PostgreSQL or Redis.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use std::sync::Arc;
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A limit (key or value size, key count) was exceeded.
+    #[error("{0}")]
+    Limit(String),
+    /// The database worker is gone.
+    #[error("store is closed")]
+    Closed,
+}
+
+/// Per-plugin key-value storage. Keys are namespaced by plugin name, so one
+/// plugin can never see another's data.
+pub trait KvStore: Send + Sync + 'static {
+    /// The value of `key` in `plugin`'s namespace.
+    fn get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Set `key` in `plugin`'s namespace.
+    fn set(&self, plugin: &str, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// Remove `key` from `plugin`'s namespace.
+    fn delete(&self, plugin: &str, key: &str) -> Result<(), StoreError>;
+    /// Keys with `prefix` in `plugin`'s namespace, in order (at most `limit`).
+    fn list_keys(&self, plugin: &str, prefix: &str, limit: usize)
+    -> Result<Vec<String>, StoreError>;
+}
+
+/// A shared key-value store.
+pub type SharedKv = Arc<dyn KvStore>;

@@ -1,0 +1,133 @@
+//! The embedded store: one SQLite file in WAL mode, with versioned migrations.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{KvStore, StoreError};
+
+/// Migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[
+    // 1: plugin key-value data.
+    "CREATE TABLE plugin_kv (
+        plugin TEXT NOT NULL,
+        key    TEXT NOT NULL,
+        value  BLOB NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (plugin, key)
+    ) WITHOUT ROWID;",
+];
+
+/// SQLite-backed store.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database at `path` and run migrations.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    /// An in-memory database (tests, benchmarks).
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Self, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+            conn.execute_batch(&format!(
+                "BEGIN; {sql} PRAGMA user_version = {}; COMMIT;",
+                i + 1
+            ))?;
+        }
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent
+        // (statements are atomic), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Largest key a plugin may use.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Largest value a plugin may store.
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+
+impl KvStore for SqliteStore {
+    fn get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .conn()
+            .prepare_cached("SELECT value FROM plugin_kv WHERE plugin = ?1 AND key = ?2")?
+            .query_row(params![plugin, key], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn set(&self, plugin: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        if key.len() > MAX_KEY_BYTES {
+            return Err(StoreError::Limit(format!("key longer than {MAX_KEY_BYTES} bytes")));
+        }
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(StoreError::Limit(format!(
+                "value larger than {MAX_VALUE_BYTES} bytes"
+            )));
+        }
+        let now = crate::clock::SystemClock.now_ms_i64();
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO plugin_kv (plugin, key, value, updated_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (plugin, key) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
+            )?
+            .execute(params![plugin, key, value, now])?;
+        Ok(())
+    }
+
+    fn delete(&self, plugin: &str, key: &str) -> Result<(), StoreError> {
+        self.conn()
+            .prepare_cached("DELETE FROM plugin_kv WHERE plugin = ?1 AND key = ?2")?
+            .execute(params![plugin, key])?;
+        Ok(())
+    }
+
+    fn list_keys(
+        &self,
+        plugin: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT key FROM plugin_kv WHERE plugin = ?1 AND substr(key, 1, length(?2)) = ?2
+             ORDER BY key LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![plugin, prefix, limit as i64], |r| r.get(0))?;
+        Ok(rows.collect::<Result<Vec<String>, _>>()?)
+    }
+}
+
+trait NowI64 {
+    fn now_ms_i64(&self) -> i64;
+}
+impl NowI64 for crate::clock::SystemClock {
+    fn now_ms_i64(&self) -> i64 {
+        use crate::clock::Clock;
+        self.now_ms() as i64
+    }
+}
