@@ -1,1 +1,96 @@
-fn main() {}
+//! Builds the plugins in `../plugins` (and the SDK they use) for
+//! `wasm32-wasip2` from source, copies them with their manifests into
+//! `OUT_DIR/plugins`, and embeds the bundled ones into the binary. A plugin
+//! that fails to build fails the host build: a missing or stale `.wasm` is
+//! never used silently.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Plugins shipped in the binary and installed into a new plugins directory.
+const BUNDLED: &[(&str, &str)] = &[
+    ("echo", "echo"),
+    ("clock", "clock"),
+    ("http-fetch", "http-fetch"),
+];
+/// Plugins built for the test suite only.
+const TESTING: &[(&str, &str)] = &[
+    ("hostile", "testing/hostile"),
+    ("testchan", "testing/testchan"),
+];
+
+fn main() {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = manifest_dir.parent().expect("host/ has a parent").to_path_buf();
+    let plugins = root.join("plugins");
+    for dir in ["plugins", "sdk", "wit"] {
+        watch(&root.join(dir));
+    }
+    let target_dir = root.join("target").join("wasm-plugins");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&plugins)
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--locked"])
+        .env("CARGO_TARGET_DIR", &target_dir);
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_LLVM_COV",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd.status().unwrap_or_else(|e| panic!("running cargo for the plugins: {e}"));
+    if !status.success() {
+        panic!(
+            "building the plugins in {} for wasm32-wasip2 failed (is the target installed? `rustup target add wasm32-wasip2`)",
+            plugins.display()
+        );
+    }
+    let built = target_dir.join("wasm32-wasip2").join("release");
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("plugins");
+    std::fs::create_dir_all(&out).expect("creating OUT_DIR/plugins");
+    let mut code = String::from("/// Bundled plugins: (name, component bytes, manifest TOML).\npub const BUNDLED: &[(&str, &[u8], &str)] = &[\n");
+    for (name, dir) in BUNDLED.iter().chain(TESTING) {
+        let artifact = built.join(format!("pincer_plugin_{}.wasm", name.replace('-', "_")));
+        let wasm = out.join(format!("{name}.wasm"));
+        std::fs::copy(&artifact, &wasm)
+            .unwrap_or_else(|e| panic!("plugin {name}: {} missing after build: {e}", artifact.display()));
+        let toml = out.join(format!("{name}.toml"));
+        std::fs::copy(plugins.join(dir).join("pincer.toml"), &toml)
+            .unwrap_or_else(|e| panic!("plugin {name}: pincer.toml: {e}"));
+        if BUNDLED.iter().any(|(n, _)| n == name) {
+            code.push_str(&format!(
+                "    ({name:?}, include_bytes!({:?}), include_str!({:?})),\n",
+                wasm.display().to_string(),
+                toml.display().to_string()
+            ));
+        }
+    }
+    code.push_str("];\n");
+    code.push_str(&format!(
+        "/// Where this build put every plugin it built (bundled and test-only).\npub const BUILD_PLUGIN_DIR: &str = {:?};\n",
+        out.display().to_string()
+    ));
+    std::fs::write(out.parent().expect("out has parent").join("bundled.rs"), code).expect("writing bundled.rs");
+}
+
+fn watch(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        if name == "target" {
+            continue;
+        }
+        if path.is_dir() {
+            watch(&path);
+        } else {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+    }
+}

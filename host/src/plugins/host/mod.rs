@@ -142,7 +142,7 @@ impl ResourceLimiter for MemoryLimiter {
         current: usize,
         desired: usize,
         _maximum: Option<usize>,
-    ) -> anyhow::Result<bool> {
+    ) -> wasmtime::Result<bool> {
         let grow = desired.saturating_sub(current);
         if self.used.saturating_add(grow) > self.max_bytes {
             self.hit = true;
@@ -157,7 +157,7 @@ impl ResourceLimiter for MemoryLimiter {
         _current: usize,
         desired: usize,
         _maximum: Option<usize>,
-    ) -> anyhow::Result<bool> {
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 

@@ -1,0 +1,472 @@
+//! One channel: its receiver task, its sender pool and its status.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+
+use super::{ChannelError, Inbound};
+use crate::plugins::bindings::{OutboundMessage, ReceiveMode, WebhookRequest, WebhookResponse};
+use crate::plugins::{CallError, Instance, PluginError, PluginRegistry, PluginVersion};
+
+/// Idle sender instances kept per channel.
+const POOL_SIZE: usize = 4;
+/// Message ids remembered for deduplication, per channel.
+const DEDUPE_WINDOW: usize = 4096;
+
+/// A channel's state, as the health monitor and operators see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChannelState {
+    /// Starting (instantiating and calling `start`).
+    Starting,
+    /// Running normally.
+    Running,
+    /// Judged stale or failing, not yet restarted.
+    Unhealthy,
+    /// Being restarted.
+    Restarting,
+    /// Start or restart failed; the monitor will try again after its cooldown.
+    Failed,
+    /// The monitor stopped trying (hourly cap); an operator restart clears it.
+    GaveUp,
+    /// Stopped by an operator (or not auto-started).
+    Stopped,
+}
+
+impl ChannelState {
+    /// The kebab-case name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ChannelState::Starting => "starting",
+            ChannelState::Running => "running",
+            ChannelState::Unhealthy => "unhealthy",
+            ChannelState::Restarting => "restarting",
+            ChannelState::Failed => "failed",
+            ChannelState::GaveUp => "gave-up",
+            ChannelState::Stopped => "stopped",
+        }
+    }
+}
+
+/// Mutable status of one channel.
+#[derive(Debug, Clone)]
+pub struct ChannelStatus {
+    pub state: ChannelState,
+    pub last_error: Option<String>,
+    /// Unix ms of the last successful (re)start.
+    pub last_start_at: Option<u64>,
+    /// Unix ms of recent restarts (for the hourly cap).
+    pub restart_times: VecDeque<u64>,
+    /// Restarts since the gateway started.
+    pub restarts_total: u64,
+    /// Consecutive failed polls/starts (reconnect attempts).
+    pub reconnect_attempts: u64,
+    /// Consecutive checks that found the channel stale or failed.
+    pub bad_checks: u32,
+}
+
+/// One channel.
+pub struct ChannelRunner {
+    name: String,
+    registry: Arc<PluginRegistry>,
+    inbound: broadcast::Sender<Inbound>,
+    pool: Mutex<Vec<Instance>>,
+    receiver: tokio::sync::Mutex<Option<Receiver>>,
+    status: Mutex<ChannelStatus>,
+    seen: Mutex<(HashSet<String>, VecDeque<String>)>,
+    pub(crate) last_inbound_at: AtomicU64,
+    pub(crate) last_outbound_at: AtomicU64,
+    /// Serializes start/stop/restart so two restart owners never interleave.
+    lifecycle: tokio::sync::Mutex<()>,
+}
+
+struct Receiver {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl ChannelRunner {
+    pub(crate) fn new(
+        name: String,
+        registry: Arc<PluginRegistry>,
+        inbound: broadcast::Sender<Inbound>,
+    ) -> Arc<Self> {
+        Arc::new(ChannelRunner {
+            name,
+            registry,
+            inbound,
+            pool: Mutex::new(Vec::new()),
+            receiver: tokio::sync::Mutex::new(None),
+            status: Mutex::new(ChannelStatus {
+                state: ChannelState::Stopped,
+                last_error: None,
+                last_start_at: None,
+                restart_times: VecDeque::new(),
+                restarts_total: 0,
+                reconnect_attempts: 0,
+                bad_checks: 0,
+            }),
+            seen: Mutex::new((HashSet::new(), VecDeque::new())),
+            last_inbound_at: AtomicU64::new(0),
+            last_outbound_at: AtomicU64::new(0),
+            lifecycle: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The channel's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A copy of the status.
+    pub fn status(&self) -> ChannelStatus {
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn update<R>(&self, f: impl FnOnce(&mut ChannelStatus) -> R) -> R {
+        f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Set the state; returns the previous one.
+    pub(crate) fn set_state(&self, state: ChannelState, error: Option<String>) -> ChannelState {
+        self.update(|s| {
+            let prev = s.state;
+            s.state = state;
+            if error.is_some() {
+                s.last_error = error;
+            }
+            prev
+        })
+    }
+
+    fn now(&self) -> u64 {
+        self.registry.config().clock.now_ms()
+    }
+
+    /// The current version, or `Unavailable`.
+    pub fn version(&self) -> Result<Arc<PluginVersion>, ChannelError> {
+        self.registry
+            .current(&self.name)
+            .ok_or_else(|| ChannelError::Unavailable(self.name.clone()))
+    }
+
+    /// Receive mode of the current version.
+    pub fn mode(&self) -> Option<ReceiveMode> {
+        self.registry
+            .current(&self.name)
+            .and_then(|v| v.channel_capabilities().map(|c| c.mode))
+    }
+
+    fn call_err(&self, error: CallError) -> ChannelError {
+        ChannelError::Call {
+            channel: self.name.clone(),
+            error,
+        }
+    }
+
+    /// A started instance of the current version (from the pool or new).
+    pub(crate) async fn checkout(&self) -> Result<Instance, ChannelError> {
+        let version = self.version()?;
+        loop {
+            let Some(inst) = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop() else {
+                break;
+            };
+            if Arc::ptr_eq(inst.version(), &version) {
+                return Ok(inst);
+            }
+        }
+        let config: Vec<(String, String)> = version.settings.config.clone().into_iter().collect();
+        let mut inst = Instance::new(version).await.map_err(|e| self.call_err(e))?;
+        inst.start(&config).await.map_err(|e| self.call_err(e))?;
+        Ok(inst)
+    }
+
+    /// Return an instance to the pool if it is healthy and current.
+    pub(crate) fn checkin(&self, inst: Instance) {
+        if inst.is_poisoned() {
+            return;
+        }
+        let current = self.registry.current(&self.name);
+        if current.is_some_and(|v| Arc::ptr_eq(&v, inst.version())) {
+            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.len() < POOL_SIZE {
+                pool.push(inst);
+            }
+        }
+    }
+
+    fn clear_pool(&self) {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    fn accepting(&self) -> Result<(), ChannelError> {
+        match self.status().state {
+            ChannelState::Stopped => Err(ChannelError::Unavailable(self.name.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Send a message.
+    pub async fn send(&self, message: &OutboundMessage) -> Result<String, ChannelError> {
+        self.accepting()?;
+        let mut inst = self.checkout().await?;
+        let r = inst.send(message).await;
+        self.after_call(inst, &r);
+        let id = r.map_err(|e| self.call_err(e))?;
+        self.last_outbound_at.store(self.now(), Ordering::Relaxed);
+        Ok(id)
+    }
+
+    /// Edit a message.
+    pub async fn edit(
+        &self,
+        conversation: &str,
+        message_id: &str,
+        text: &str,
+    ) -> Result<(), ChannelError> {
+        self.accepting()?;
+        let mut inst = self.checkout().await?;
+        let r = inst.edit(conversation, message_id, text).await;
+        self.after_call(inst, &r);
+        r.map_err(|e| self.call_err(e))?;
+        self.last_outbound_at.store(self.now(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Handle a webhook push.
+    pub async fn webhook(&self, request: &WebhookRequest) -> Result<WebhookResponse, ChannelError> {
+        self.accepting()?;
+        let mut inst = self.checkout().await?;
+        let r = inst.handle_webhook(request).await;
+        self.after_call(inst, &r);
+        let mut response = r.map_err(|e| self.call_err(e))?;
+        let messages = std::mem::take(&mut response.messages);
+        for m in messages {
+            self.deliver(Inbound::from_wit(&self.name, m));
+        }
+        Ok(response)
+    }
+
+    fn after_call<T>(&self, inst: Instance, r: &Result<T, CallError>) {
+        let failed = r.as_ref().is_err_and(CallError::poisons_instance);
+        self.registry.record_call(&self.name, failed);
+        if let Err(e) = r {
+            tracing::warn!(channel = %self.name, error = %e, "channel call failed");
+        }
+        self.checkin(inst);
+    }
+
+    /// Publish an inbound message unless its id was seen recently.
+    fn deliver(&self, message: Inbound) {
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if !message.id.is_empty() {
+                if seen.0.contains(&message.id) {
+                    tracing::debug!(channel = %self.name, id = %message.id, "duplicate inbound message dropped");
+                    return;
+                }
+                seen.0.insert(message.id.clone());
+                seen.1.push_back(message.id.clone());
+                if seen.1.len() > DEDUPE_WINDOW
+                    && let Some(old) = seen.1.pop_front()
+                {
+                    seen.0.remove(&old);
+                }
+            }
+        }
+        self.last_inbound_at.store(self.now(), Ordering::Relaxed);
+        tracing::debug!(channel = %self.name, id = %message.id, "inbound message");
+        let _ = self.inbound.send(message);
+    }
+
+    /// Start (or restart from scratch): stop any receiver, then start a fresh
+    /// instance; poll-mode channels get a new receiver task.
+    pub async fn start(self: &Arc<Self>) -> Result<(), ChannelError> {
+        let _life = self.lifecycle.lock().await;
+        self.start_locked(None).await
+    }
+
+    async fn start_locked(self: &Arc<Self>, inst: Option<Instance>) -> Result<(), ChannelError> {
+        self.stop_receiver().await;
+        self.set_state(ChannelState::Starting, None);
+        let inst = match inst {
+            Some(i) => i,
+            None => {
+                self.clear_pool();
+                match self.checkout().await {
+                    Ok(i) => i,
+                    Err(e) => {
+                        self.update(|s| s.reconnect_attempts += 1);
+                        self.set_state(ChannelState::Failed, Some(e.to_string()));
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        let mode = inst
+            .version()
+            .channel_capabilities()
+            .map(|c| c.mode)
+            .unwrap_or(ReceiveMode::Webhook);
+        match mode {
+            ReceiveMode::Poll => self.spawn_receiver(inst).await,
+            ReceiveMode::Webhook => self.checkin(inst),
+        }
+        let now = self.now();
+        self.update(|s| {
+            s.state = ChannelState::Running;
+            s.last_start_at = Some(now);
+            s.reconnect_attempts = 0;
+            s.bad_checks = 0;
+        });
+        tracing::info!(channel = %self.name, ?mode, "channel running");
+        Ok(())
+    }
+
+    /// Stop the channel (operator action): receiver stopped, pool dropped.
+    pub async fn stop(&self) {
+        let _life = self.lifecycle.lock().await;
+        self.stop_receiver().await;
+        self.clear_pool();
+        self.set_state(ChannelState::Stopped, None);
+    }
+
+    /// Restart: stop the receiver, call the plugin's `restart` within
+    /// `timeout`; if that fails, traps or times out, drop the instance and
+    /// create a fresh one. Ends `Running` or `Failed` (with the error).
+    pub async fn restart(self: &Arc<Self>, timeout: Duration) -> Result<(), ChannelError> {
+        let _life = self.lifecycle.lock().await;
+        self.stop_receiver().await;
+        self.set_state(ChannelState::Restarting, None);
+        let now = self.now();
+        self.update(|s| {
+            s.restart_times.push_back(now);
+            s.restarts_total += 1;
+        });
+        let reused = match self.checkout().await {
+            Ok(mut inst) => match inst.restart(timeout).await {
+                Ok(()) => Some(inst),
+                Err(e) => {
+                    tracing::warn!(channel = %self.name, error = %e, "plugin restart failed; re-creating the instance");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::warn!(channel = %self.name, error = %e, "no instance to restart; re-creating");
+                None
+            }
+        };
+        if reused.is_none() {
+            self.clear_pool();
+        }
+        self.start_locked(reused).await
+    }
+
+    async fn stop_receiver(&self) {
+        let receiver = self.receiver.lock().await.take();
+        if let Some(r) = receiver {
+            let _ = r.stop.send(true);
+            // Wait until the old receiver is gone: never two receivers.
+            let _ = r.task.await;
+        }
+    }
+
+    /// Whether the receiver task (poll mode) is alive.
+    pub async fn receiver_alive(&self) -> bool {
+        self.receiver
+            .lock()
+            .await
+            .as_ref()
+            .is_some_and(|r| !r.task.is_finished())
+    }
+
+    async fn spawn_receiver(self: &Arc<Self>, inst: Instance) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let me = self.clone();
+        let task = tokio::spawn(async move { me.receive_loop(inst, stop_rx).await });
+        *self.receiver.lock().await = Some(Receiver {
+            stop: stop_tx,
+            task,
+        });
+    }
+
+    async fn receive_loop(self: Arc<Self>, first: Instance, mut stop: watch::Receiver<bool>) {
+        let mut inst = Some(first);
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let mut current = match inst.take() {
+                Some(i) if !i.is_poisoned() => i,
+                _ => match self.checkout().await {
+                    Ok(i) => i,
+                    Err(e) => {
+                        self.update(|s| {
+                            s.reconnect_attempts += 1;
+                            s.last_error = Some(e.to_string());
+                        });
+                        if sleep_or_stop(&mut stop, backoff).await {
+                            return;
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        continue;
+                    }
+                },
+            };
+            let wait = current.version().limits.poll_wait_ms.min(u64::from(u32::MAX)) as u32;
+            let result = tokio::select! {
+                _ = stop.changed() => return,
+                r = current.poll(wait) => r,
+            };
+            let delay = match result {
+                Ok(messages) => {
+                    backoff = Duration::from_millis(500);
+                    self.update(|s| s.reconnect_attempts = 0);
+                    for m in messages {
+                        self.deliver(Inbound::from_wit(&self.name, m));
+                    }
+                    None
+                }
+                Err(e) => {
+                    self.registry
+                        .record_call(&self.name, e.poisons_instance());
+                    tracing::warn!(channel = %self.name, error = %e, "poll failed");
+                    self.update(|s| {
+                        s.reconnect_attempts += 1;
+                        s.last_error = Some(e.to_string());
+                    });
+                    let d = match e.plugin_error() {
+                        Some(PluginError::RateLimited { retry_after_ms, .. }) => {
+                            Duration::from_millis(*retry_after_ms)
+                        }
+                        _ => backoff,
+                    };
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    Some(d)
+                }
+            };
+            if !current.is_poisoned() {
+                inst = Some(current);
+            }
+            if let Some(d) = delay
+                && sleep_or_stop(&mut stop, d).await
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// Sleep for `d` unless stopped first; returns true if stopped.
+async fn sleep_or_stop(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
+    tokio::select! {
+        _ = stop.changed() => true,
+        _ = tokio::time::sleep(d) => *stop.borrow(),
+    }
+}

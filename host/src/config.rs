@@ -1,0 +1,48 @@
+//! The gateway's configuration file (TOML). Every key is optional.
+//!
+//! ```toml
+//! data_dir = ".pincer"                 # database, compile cache, plugin data
+//! plugins_dir = ".pincer/plugins"      # watched for <name>.wasm + <name>.toml
+//! allow_cidrs = ["127.0.0.0/8"]        # private ranges plugins may reach
+//!
+//! [health]                             # see health::HealthConfig
+//! check_interval_ms = 60000
+//!
+//! [plugins.telegram]                   # see plugins::PluginSettings
+//! allowed_hosts = ["https://api.telegram.org"]
+//! secrets = { bot_token = "env:TELEGRAM_BOT_TOKEN" }
+//! config = { mode = "poll" }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::health::HealthConfig;
+use crate::plugins::PluginSettings;
+
+/// The configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// Plugins directory.
+    pub plugins_dir: Option<PathBuf>,
+    /// Address ranges plugins may reach although private or reserved.
+    pub allow_cidrs: Vec<String>,
+    /// Health monitor settings.
+    pub health: HealthConfig,
+    /// Per-plugin settings.
+    pub plugins: BTreeMap<String, PluginSettings>,
+}
+
+impl FileConfig {
+    /// Read and parse `path`.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
+    }
+}

@@ -1,0 +1,423 @@
+//! One sandboxed plugin instance, and calls into it with every limit applied.
+//!
+//! Each call gets a fresh CPU budget (epoch ticks), a wall-clock timeout that
+//! also covers time blocked in host calls, and the store's memory limit. A
+//! trap, timeout or exhausted limit returns a classified [`CallError`] and
+//! poisons the instance (wasmtime stores cannot be re-entered after a trap);
+//! its owner drops it and instantiates a fresh one. Typed errors returned by
+//! the plugin ([`PluginError`]) leave the instance usable.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use wasmtime::Store;
+
+use super::bindings::{
+    self, Capabilities, InboundMessage, OutboundMessage, ToolInfo, WebhookRequest,
+    WebhookResponse, WitError,
+};
+use super::engine::EPOCH_TICK;
+use super::host::{self, HostState};
+use super::loader::{PluginVersion, Pre};
+use super::manifest::PluginKind;
+
+/// A typed error returned by a plugin (the WIT `error` variant).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum PluginError {
+    /// Bad configuration.
+    #[error("config: {message}")]
+    Config { message: String },
+    /// Credentials rejected.
+    #[error("auth: {message}")]
+    Auth { message: String },
+    /// Temporary failure.
+    #[error("transient: {message}")]
+    Transient { message: String },
+    /// Rate-limited.
+    #[error("rate limited, retry after {retry_after_ms} ms: {message}")]
+    RateLimited { retry_after_ms: u64, message: String },
+    /// Permanent failure.
+    #[error("permanent: {message}")]
+    Permanent { message: String },
+    /// Not supported.
+    #[error("unsupported: {message}")]
+    Unsupported { message: String },
+}
+
+impl From<WitError> for PluginError {
+    fn from(e: WitError) -> Self {
+        match e {
+            WitError::Config(message) => PluginError::Config { message },
+            WitError::Auth(message) => PluginError::Auth { message },
+            WitError::Transient(message) => PluginError::Transient { message },
+            WitError::RateLimited(r) => PluginError::RateLimited {
+                retry_after_ms: r.retry_after_ms,
+                message: r.message,
+            },
+            WitError::Permanent(message) => PluginError::Permanent { message },
+            WitError::Unsupported(message) => PluginError::Unsupported { message },
+        }
+    }
+}
+
+/// Why a call into a plugin failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// The wall-clock limit passed.
+    #[error("`{call}` timed out after {ms} ms")]
+    Timeout { call: &'static str, ms: u64 },
+    /// The CPU budget ran out (epoch interruption).
+    #[error("`{call}` exceeded its CPU budget of {ms} ms")]
+    CpuLimit { call: &'static str, ms: u64 },
+    /// The memory limit was hit (the guest then failed or trapped).
+    #[error("`{call}` exceeded the memory limit of {mb} MiB")]
+    MemoryLimit { call: &'static str, mb: u64 },
+    /// The guest trapped (panic, unreachable, bad memory access, ...).
+    #[error("`{call}` trapped: {message}")]
+    Trap { call: &'static str, message: String },
+    /// The plugin returned a typed error.
+    #[error("`{call}` failed: {error}")]
+    Plugin {
+        call: &'static str,
+        error: PluginError,
+    },
+    /// A fresh instance could not be created.
+    #[error("instantiating failed: {0}")]
+    Instantiate(String),
+    /// No such plugin is loaded.
+    #[error("plugin `{0}` is not loaded")]
+    NotLoaded(String),
+    /// The plugin is of the other kind.
+    #[error("plugin `{name}` is a {actual}, not a {wanted}")]
+    WrongKind {
+        name: String,
+        actual: PluginKind,
+        wanted: PluginKind,
+    },
+}
+
+impl CallError {
+    /// The plugin's typed error, if that is what this is.
+    pub fn plugin_error(&self) -> Option<&PluginError> {
+        match self {
+            CallError::Plugin { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+    /// Whether the instance is unusable after this error (a trap or limit).
+    pub fn poisons_instance(&self) -> bool {
+        matches!(
+            self,
+            CallError::Timeout { .. }
+                | CallError::CpuLimit { .. }
+                | CallError::MemoryLimit { .. }
+                | CallError::Trap { .. }
+                | CallError::Instantiate(_)
+        )
+    }
+}
+
+enum Bindings {
+    Channel(bindings::channel::ChannelPlugin),
+    Tool(bindings::tool::ToolPlugin),
+}
+
+/// A live instance of one plugin version.
+pub struct Instance {
+    store: Store<HostState>,
+    bindings: Bindings,
+    version: Arc<PluginVersion>,
+    poisoned: bool,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("plugin", &self.version.name)
+            .field("poisoned", &self.poisoned)
+            .finish_non_exhaustive()
+    }
+}
+
+fn cpu_ticks(ms: u64) -> u64 {
+    (ms / EPOCH_TICK.as_millis() as u64).max(1)
+}
+
+impl Instance {
+    /// Instantiate `version` in a fresh sandbox.
+    pub async fn new(version: Arc<PluginVersion>) -> Result<Self, CallError> {
+        let state = HostState::new(&version.caps)
+            .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
+        let mut store = host::new_store(version.component.engine(), state);
+        store.data_mut().cpu_ticks_left = cpu_ticks(version.limits.cpu_ms);
+        let timeout = Duration::from_millis(version.limits.call_timeout_ms);
+        let made = match &version.pre {
+            Pre::Channel(pre) => {
+                tokio::time::timeout(timeout, pre.instantiate_async(&mut store))
+                    .await
+                    .map(|r| r.map(Bindings::Channel))
+            }
+            Pre::Tool(pre) => tokio::time::timeout(timeout, pre.instantiate_async(&mut store))
+                .await
+                .map(|r| r.map(Bindings::Tool)),
+        };
+        let bindings = match made {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => return Err(CallError::Instantiate(format!("{e:#}"))),
+            Err(_) => return Err(CallError::Instantiate("timed out".into())),
+        };
+        Ok(Instance {
+            store,
+            bindings,
+            version,
+            poisoned: false,
+        })
+    }
+
+    /// The version this instance runs.
+    pub fn version(&self) -> &Arc<PluginVersion> {
+        &self.version
+    }
+
+    /// Whether a trap or limit made this instance unusable.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.version.limits.call_timeout_ms)
+    }
+
+    fn begin(&mut self, call: &'static str) -> Result<(), CallError> {
+        if self.poisoned {
+            return Err(CallError::Trap {
+                call,
+                message: "instance is unusable after an earlier failure".into(),
+            });
+        }
+        let ticks = cpu_ticks(self.version.limits.cpu_ms);
+        let st = self.store.data_mut();
+        st.cpu_ticks_left = ticks;
+        st.cpu_exhausted = false;
+        self.store.set_epoch_deadline(1);
+        Ok(())
+    }
+
+    fn finish<T>(
+        &mut self,
+        call: &'static str,
+        timeout: Duration,
+        outcome: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T, CallError> {
+        let err = match outcome {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => e,
+            Err(_) => {
+                self.poisoned = true;
+                return Err(CallError::Timeout {
+                    call,
+                    ms: timeout.as_millis() as u64,
+                });
+            }
+        };
+        self.poisoned = true;
+        let st = self.store.data();
+        if st.cpu_exhausted {
+            return Err(CallError::CpuLimit {
+                call,
+                ms: self.version.limits.cpu_ms,
+            });
+        }
+        if st.limiter.hit {
+            return Err(CallError::MemoryLimit {
+                call,
+                mb: self.version.limits.memory_mb,
+            });
+        }
+        let message = match err.downcast_ref::<wasmtime::Trap>() {
+            Some(trap) => trap.to_string(),
+            None => format!("{err:#}"),
+        };
+        let message = self.version.caps.secrets.scrub(&message);
+        Err(CallError::Trap { call, message })
+    }
+
+    fn wrong_kind(&self, wanted: PluginKind) -> CallError {
+        CallError::WrongKind {
+            name: self.version.name.clone(),
+            actual: self.version.kind,
+            wanted,
+        }
+    }
+}
+
+/// Flatten a WIT `result<T, error>` into a [`CallError`].
+fn typed<T>(call: &'static str, r: Result<T, WitError>) -> Result<T, CallError> {
+    r.map_err(|e| CallError::Plugin {
+        call,
+        error: e.into(),
+    })
+}
+
+macro_rules! guarded {
+    ($self:ident, $call:literal, $timeout:expr, |$b:ident, $s:ident| $body:expr) => {{
+        $self.begin($call)?;
+        let timeout = $timeout;
+        let outcome = {
+            let $s = &mut $self.store;
+            let $b = &$self.bindings;
+            tokio::time::timeout(timeout, $body).await
+        };
+        $self.finish($call, timeout, outcome)
+    }};
+}
+
+impl Instance {
+    /// `name()`.
+    pub async fn name(&mut self) -> Result<String, CallError> {
+        guarded!(self, "name", self.timeout(), |b, s| async {
+            match b {
+                Bindings::Channel(c) => c.pincer_plugin_plugin().call_name(s).await,
+                Bindings::Tool(t) => t.pincer_plugin_plugin().call_name(s).await,
+            }
+        })
+    }
+
+    /// `last-activity()`, Unix ms.
+    pub async fn last_activity(&mut self) -> Result<u64, CallError> {
+        guarded!(self, "last-activity", self.timeout(), |b, s| async {
+            match b {
+                Bindings::Channel(c) => c.pincer_plugin_plugin().call_last_activity(s).await,
+                Bindings::Tool(t) => t.pincer_plugin_plugin().call_last_activity(s).await,
+            }
+        })
+    }
+
+    /// `restart()` with its own time limit.
+    pub async fn restart(&mut self, timeout: Duration) -> Result<(), CallError> {
+        let r = guarded!(self, "restart", timeout, |b, s| async {
+            match b {
+                Bindings::Channel(c) => c.pincer_plugin_plugin().call_restart(s).await,
+                Bindings::Tool(t) => t.pincer_plugin_plugin().call_restart(s).await,
+            }
+        })?;
+        typed("restart", r)
+    }
+
+    fn channel(&self) -> Result<&bindings::channel::ChannelPlugin, CallError> {
+        match &self.bindings {
+            Bindings::Channel(c) => Ok(c),
+            Bindings::Tool(_) => Err(self.wrong_kind(PluginKind::Channel)),
+        }
+    }
+
+    fn tool(&self) -> Result<&bindings::tool::ToolPlugin, CallError> {
+        match &self.bindings {
+            Bindings::Tool(t) => Ok(t),
+            Bindings::Channel(_) => Err(self.wrong_kind(PluginKind::Tool)),
+        }
+    }
+
+    /// Channel `describe()`.
+    pub async fn describe_channel(&mut self) -> Result<Capabilities, CallError> {
+        self.channel()?;
+        guarded!(self, "describe", self.timeout(), |b, s| async {
+            let Bindings::Channel(c) = b else {
+                unreachable!()
+            };
+            c.pincer_plugin_channel().call_describe(s).await
+        })
+    }
+
+    /// Channel `start(config)`.
+    pub async fn start(&mut self, config: &[(String, String)]) -> Result<(), CallError> {
+        self.channel()?;
+        let r = guarded!(self, "start", self.timeout(), |b, s| async {
+            let Bindings::Channel(c) = b else {
+                unreachable!()
+            };
+            c.pincer_plugin_channel().call_start(s, config).await
+        })?;
+        typed("start", r)
+    }
+
+    /// Channel `poll(wait_ms)`; the time limit is the wait plus the call timeout.
+    pub async fn poll(&mut self, wait_ms: u32) -> Result<Vec<InboundMessage>, CallError> {
+        self.channel()?;
+        let timeout = self.timeout() + Duration::from_millis(u64::from(wait_ms));
+        let r = guarded!(self, "poll", timeout, |b, s| async {
+            let Bindings::Channel(c) = b else {
+                unreachable!()
+            };
+            c.pincer_plugin_channel().call_poll(s, wait_ms).await
+        })?;
+        typed("poll", r)
+    }
+
+    /// Channel `handle-webhook(request)`.
+    pub async fn handle_webhook(
+        &mut self,
+        request: &WebhookRequest,
+    ) -> Result<WebhookResponse, CallError> {
+        self.channel()?;
+        let r = guarded!(self, "handle-webhook", self.timeout(), |b, s| async {
+            let Bindings::Channel(c) = b else {
+                unreachable!()
+            };
+            c.pincer_plugin_channel().call_handle_webhook(s, request).await
+        })?;
+        typed("handle-webhook", r)
+    }
+
+    /// Channel `send(message)`, returning the platform message id.
+    pub async fn send(&mut self, message: &OutboundMessage) -> Result<String, CallError> {
+        self.channel()?;
+        let r = guarded!(self, "send", self.timeout(), |b, s| async {
+            let Bindings::Channel(c) = b else {
+                unreachable!()
+            };
+            c.pincer_plugin_channel().call_send(s, message).await
+        })?;
+        typed("send", r)
+    }
+
+    /// Channel `edit(conversation, message_id, text)`.
+    pub async fn edit(
+        &mut self,
+        conversation: &str,
+        message_id: &str,
+        text: &str,
+    ) -> Result<(), CallError> {
+        self.channel()?;
+        let r = guarded!(self, "edit", self.timeout(), |b, s| async {
+            let Bindings::Channel(c) = b else {
+                unreachable!()
+            };
+            c.pincer_plugin_channel()
+                .call_edit(s, conversation, message_id, text)
+                .await
+        })?;
+        typed("edit", r)
+    }
+
+    /// Tool `describe()`.
+    pub async fn describe_tool(&mut self) -> Result<ToolInfo, CallError> {
+        self.tool()?;
+        guarded!(self, "describe", self.timeout(), |b, s| async {
+            let Bindings::Tool(t) = b else { unreachable!() };
+            t.pincer_plugin_tool().call_describe(s).await
+        })
+    }
+
+    /// Tool `invoke(arguments)` with JSON text in and out.
+    pub async fn invoke(&mut self, arguments: &str) -> Result<String, CallError> {
+        self.tool()?;
+        let r = guarded!(self, "invoke", self.timeout(), |b, s| async {
+            let Bindings::Tool(t) = b else { unreachable!() };
+            t.pincer_plugin_tool().call_invoke(s, arguments).await
+        })?;
+        typed("invoke", r)
+    }
+}

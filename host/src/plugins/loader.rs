@@ -1,0 +1,334 @@
+//! From a file on disk to a checked, pre-instantiated [`PluginVersion`].
+//!
+//! A plugin is `<name>.wasm` with an optional `<name>.toml` manifest beside
+//! it. Loading compiles (or loads from the cache), checks that the component
+//! exports a supported version of the contract, resolves its imports once
+//! (`InstancePre`), and smoke-tests one instance (`name`, `describe`), so a
+//! version that is swapped in is known to instantiate.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+
+use super::bindings::{self, Capabilities, SUPPORTED_WIT_VERSIONS, ToolInfo, WIT_PACKAGE};
+use super::cache::{CompileCache, Source};
+use super::host::{self, HostState};
+use super::manifest::{Limits, Manifest, PluginKind, PluginSettings};
+
+/// Why a plugin file could not be loaded.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("reading {path}: {message}")]
+    Io { path: PathBuf, message: String },
+    /// The manifest is invalid.
+    #[error("manifest {path}: {message}")]
+    Manifest { path: PathBuf, message: String },
+    /// Not a valid component (corrupt, truncated, not wasm).
+    #[error("compiling {path}: {message}")]
+    Compile { path: PathBuf, message: String },
+    /// Built against a contract version this host does not support.
+    #[error(
+        "plugin uses {interface}@{found}, but this host supports {WIT_PACKAGE}@{supported}; rebuild the plugin against a supported version"
+    )]
+    WitVersion {
+        interface: String,
+        found: String,
+        supported: String,
+    },
+    /// Exports neither the channel nor the tool interface.
+    #[error(
+        "not a Pincer plugin: it must export {WIT_PACKAGE}/plugin and {WIT_PACKAGE}/channel or {WIT_PACKAGE}/tool (it exports: {exports})"
+    )]
+    NotAPlugin { exports: String },
+    /// Manifest says one kind, component is the other.
+    #[error("manifest says kind `{manifest}` but the component is a {component}")]
+    KindMismatch {
+        manifest: PluginKind,
+        component: PluginKind,
+    },
+    /// An import the host does not provide, or a type mismatch.
+    #[error("linking: {0}")]
+    Link(String),
+    /// Instantiating or calling `name`/`describe` failed.
+    #[error("smoke test failed: {0}")]
+    Smoke(String),
+}
+
+/// Pre-instantiated component of either kind.
+#[derive(Clone)]
+pub enum Pre {
+    /// A channel.
+    Channel(bindings::channel::ChannelPluginPre<HostState>),
+    /// A tool.
+    Tool(bindings::tool::ToolPluginPre<HostState>),
+}
+
+/// What the smoke test learned.
+#[derive(Debug, Clone)]
+pub enum Describe {
+    /// A channel's capabilities.
+    Channel(Capabilities),
+    /// A tool's description.
+    Tool(ToolInfo),
+}
+
+/// One loaded, ready-to-instantiate version of a plugin.
+pub struct PluginVersion {
+    /// Registry name.
+    pub name: String,
+    /// The manifest (implicit if none was shipped).
+    pub manifest: Manifest,
+    /// Channel or tool.
+    pub kind: PluginKind,
+    /// Hex SHA-256 of the component file.
+    pub sha256: String,
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Compiled now or loaded from the cache.
+    pub source: Source,
+    /// Time to compile or deserialize.
+    pub compile_time: Duration,
+    /// Limits in force (manifest, then operator overrides).
+    pub limits: Limits,
+    /// The operator's settings when loaded.
+    pub settings: PluginSettings,
+    /// What the plugin reported at load.
+    pub describe: Describe,
+    /// The `name()` the plugin reported at load.
+    pub reported_name: String,
+    pub(crate) pre: Pre,
+    pub(crate) caps: host::Capabilities,
+    /// The component (cheap to clone).
+    pub component: Component,
+}
+
+impl std::fmt::Debug for PluginVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginVersion")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("version", &self.manifest.version)
+            .field("sha256", &self.sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PluginVersion {
+    /// Channel capabilities, if this is a channel.
+    pub fn channel_capabilities(&self) -> Option<&Capabilities> {
+        match &self.describe {
+            Describe::Channel(c) => Some(c),
+            Describe::Tool(_) => None,
+        }
+    }
+    /// Tool description, if this is a tool.
+    pub fn tool_info(&self) -> Option<&ToolInfo> {
+        match &self.describe {
+            Describe::Tool(t) => Some(t),
+            Describe::Channel(_) => None,
+        }
+    }
+}
+
+/// The manifest path for a component path (`x.wasm` → `x.toml`).
+pub fn manifest_path(wasm: &Path) -> PathBuf {
+    wasm.with_extension("toml")
+}
+
+/// Read the file and manifest, hash it, compile or load from cache, check the
+/// contract and link. Blocking (Cranelift): run it on a blocking thread.
+pub(crate) fn prepare(
+    engine: &Engine,
+    linker: &Linker<HostState>,
+    cache: &CompileCache,
+    path: &Path,
+) -> Result<(Manifest, Component, Pre, PluginKind, String, Source, Duration), LoadError> {
+    let bytes = std::fs::read(path).map_err(|e| LoadError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let mpath = manifest_path(path);
+    let manifest = match std::fs::read_to_string(&mpath) {
+        Ok(text) => Manifest::parse(&text).map_err(|message| LoadError::Manifest {
+            path: mpath.clone(),
+            message,
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("plugin");
+            Manifest::implicit(stem)
+        }
+        Err(e) => {
+            return Err(LoadError::Io {
+                path: mpath,
+                message: e.to_string(),
+            });
+        }
+    };
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    let started = Instant::now();
+    let (component, source) =
+        cache
+            .load(engine, &bytes, &sha256)
+            .map_err(|e| LoadError::Compile {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+    let compile_time = started.elapsed();
+    let kind = check_contract(engine, &component)?;
+    if let Some(declared) = manifest.kind
+        && declared != kind
+    {
+        return Err(LoadError::KindMismatch {
+            manifest: declared,
+            component: kind,
+        });
+    }
+    let instance_pre = linker
+        .instantiate_pre(&component)
+        .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+    let pre = match kind {
+        PluginKind::Channel => Pre::Channel(
+            bindings::channel::ChannelPluginPre::new(instance_pre)
+                .map_err(|e| LoadError::Link(format!("{e:#}")))?,
+        ),
+        PluginKind::Tool => Pre::Tool(
+            bindings::tool::ToolPluginPre::new(instance_pre)
+                .map_err(|e| LoadError::Link(format!("{e:#}")))?,
+        ),
+    };
+    Ok((manifest, component, pre, kind, sha256, source, compile_time))
+}
+
+/// Split `pincer:plugin/channel@0.1.0` into (`channel`, `0.1.0`).
+fn contract_item(name: &str) -> Option<(&str, &str)> {
+    let rest = name.strip_prefix(WIT_PACKAGE)?.strip_prefix('/')?;
+    Some(rest.split_once('@').unwrap_or((rest, "")))
+}
+
+/// Versions are compatible when they share the semver track (`0.1.x`, `1.x`).
+fn track(version: &str) -> String {
+    let parts: Vec<&str> = version.split('.').collect();
+    match parts.as_slice() {
+        ["0", minor, ..] => format!("0.{minor}"),
+        [major, ..] => major.to_string(),
+        [] => String::new(),
+    }
+}
+
+fn supported(version: &str) -> bool {
+    SUPPORTED_WIT_VERSIONS
+        .iter()
+        .any(|s| track(s) == track(version))
+}
+
+/// Check the contract version of every `pincer:plugin` import and export,
+/// and find the plugin's kind.
+fn check_contract(engine: &Engine, component: &Component) -> Result<PluginKind, LoadError> {
+    let ty = component.component_type();
+    let supported_list = SUPPORTED_WIT_VERSIONS.join(", ");
+    let mut has_plugin = false;
+    let mut kind = None;
+    let mut names = Vec::new();
+    for (name, _) in ty.imports(engine) {
+        if let Some((iface, version)) = contract_item(name)
+            && !supported(version)
+        {
+            return Err(LoadError::WitVersion {
+                interface: format!("{WIT_PACKAGE}/{iface}"),
+                found: version.to_string(),
+                supported: supported_list,
+            });
+        }
+    }
+    for (name, _) in ty.exports(engine) {
+        names.push(name.to_string());
+        let Some((iface, version)) = contract_item(name) else {
+            continue;
+        };
+        if !supported(version) {
+            return Err(LoadError::WitVersion {
+                interface: format!("{WIT_PACKAGE}/{iface}"),
+                found: version.to_string(),
+                supported: supported_list,
+            });
+        }
+        match iface {
+            "plugin" => has_plugin = true,
+            "channel" => kind = Some(PluginKind::Channel),
+            "tool" => kind = Some(PluginKind::Tool),
+            _ => {}
+        }
+    }
+    match (has_plugin, kind) {
+        (true, Some(kind)) => Ok(kind),
+        _ => Err(LoadError::NotAPlugin {
+            exports: if names.is_empty() {
+                "nothing".into()
+            } else {
+                names.join(", ")
+            },
+        }),
+    }
+}
+
+/// Build the finished version after the smoke test.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn finish(
+    name: String,
+    manifest: Manifest,
+    component: Component,
+    pre: Pre,
+    kind: PluginKind,
+    sha256: String,
+    source: Source,
+    compile_time: Duration,
+    path: PathBuf,
+    settings: PluginSettings,
+    caps: host::Capabilities,
+    describe: Describe,
+    reported_name: String,
+) -> Arc<PluginVersion> {
+    let limits = settings.limits.unwrap_or(manifest.limits);
+    Arc::new(PluginVersion {
+        name,
+        manifest,
+        kind,
+        sha256,
+        path,
+        source,
+        compile_time,
+        limits,
+        settings,
+        describe,
+        reported_name,
+        pre,
+        caps,
+        component,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_versions() {
+        assert_eq!(
+            contract_item("pincer:plugin/channel@0.1.0"),
+            Some(("channel", "0.1.0"))
+        );
+        assert_eq!(contract_item("wasi:http/types@0.2.0"), None);
+        assert!(supported("0.1.0"));
+        assert!(supported("0.1.7"));
+        assert!(!supported("0.2.0"));
+        assert!(!supported("1.0.0"));
+    }
+}

@@ -1,0 +1,25 @@
+//! Plugins: the host side of the WIT contract (`wit/pincer.wit`).
+//!
+//! - [`engine`]: the one wasmtime `Engine` (epochs, pooling) and its `Linker`;
+//! - [`host`]: the capabilities plugins import (log, kv, clock, secrets, http);
+//! - [`manifest`]: the plugin manifest and the operator's per-plugin settings;
+//! - [`cache`]: compiled artifacts on disk, so restarts load in milliseconds;
+//! - [`loader`]: a file on disk to a checked, pre-instantiated [`PluginVersion`];
+//! - [`instance`]: one sandboxed instance and limited, classified calls into it;
+//! - [`registry`]: the loaded plugins, version swaps and the plugin list API;
+//! - [`watcher`]: hot-load from the plugins directory.
+
+pub mod bindings;
+pub mod cache;
+pub mod engine;
+pub mod host;
+pub mod instance;
+pub mod loader;
+pub mod manifest;
+pub mod registry;
+pub mod watcher;
+
+pub use instance::{CallError, Instance, PluginError};
+pub use loader::{LoadError, PluginVersion};
+pub use manifest::{Limits, Manifest, PluginKind, PluginSettings};
+pub use registry::{PluginInfo, PluginRegistry, PluginState, RuntimeConfig};

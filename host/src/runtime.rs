@@ -1,0 +1,135 @@
+//! The assembled runtime: plugin registry, channel manager and health
+//! monitor wired together, fed by the plugins directory.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::channels::ChannelManager;
+use crate::events::EventBus;
+use crate::health::{HealthConfig, HealthMonitor};
+use crate::plugins::watcher::{self, Change};
+use crate::plugins::{LoadError, PluginKind, PluginRegistry, RuntimeConfig};
+use crate::store::SharedKv;
+
+/// Everything the runtime needs.
+pub struct RuntimeOptions {
+    /// Directory watched for plugins.
+    pub plugins_dir: PathBuf,
+    /// Plugin runtime settings.
+    pub runtime: RuntimeConfig,
+    /// Health monitor settings.
+    pub health: HealthConfig,
+    /// Durable key-value store for plugins.
+    pub kv: SharedKv,
+    /// Event bus.
+    pub events: Arc<dyn EventBus>,
+}
+
+/// The plugin runtime.
+pub struct Runtime {
+    /// Loaded plugins.
+    pub plugins: Arc<PluginRegistry>,
+    /// Running channels.
+    pub channels: Arc<ChannelManager>,
+    /// The health monitor.
+    pub health: Arc<HealthMonitor>,
+    /// The event bus.
+    pub events: Arc<dyn EventBus>,
+    plugins_dir: PathBuf,
+}
+
+/// A running directory watcher; dropping it stops hot-loading.
+pub struct WatchHandle {
+    _watcher: watcher::Watcher,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for WatchHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Runtime {
+    /// Build the runtime (no plugins loaded yet).
+    pub fn new(opts: RuntimeOptions) -> anyhow::Result<Arc<Self>> {
+        let clock = opts.runtime.clock.clone();
+        let plugins = PluginRegistry::new(opts.runtime, opts.kv, opts.events.clone())?;
+        let channels = ChannelManager::new(plugins.clone());
+        let health = HealthMonitor::new(channels.clone(), opts.health, clock, opts.events.clone());
+        Ok(Arc::new(Runtime {
+            plugins,
+            channels,
+            health,
+            events: opts.events,
+            plugins_dir: opts.plugins_dir,
+        }))
+    }
+
+    /// The plugins directory.
+    pub fn plugins_dir(&self) -> &Path {
+        &self.plugins_dir
+    }
+
+    /// Apply one change: load (and start, for channels) or unload.
+    pub async fn apply(&self, change: &Change) -> Result<(), LoadError> {
+        match change {
+            Change::Upsert(path) => {
+                let loaded = self.plugins.load_file(path).await?;
+                if loaded.version.kind == PluginKind::Channel {
+                    self.channels.on_loaded(loaded.version).await;
+                }
+                Ok(())
+            }
+            Change::Remove(path) => {
+                if let Some(name) = self.plugins.remove_file(path).await {
+                    self.channels.on_removed(&name).await;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Load every plugin in the directory; returns the failures.
+    pub async fn load_dir(&self) -> anyhow::Result<Vec<(PathBuf, LoadError)>> {
+        std::fs::create_dir_all(&self.plugins_dir)?;
+        let mut failures = Vec::new();
+        for path in watcher::scan(&self.plugins_dir)? {
+            if let Err(e) = self.apply(&Change::Upsert(path.clone())).await {
+                failures.push((path, e));
+            }
+        }
+        Ok(failures)
+    }
+
+    /// Reload one plugin by name (or all) from its file.
+    pub async fn reload(&self, name: Option<&str>) -> Vec<(String, Result<(), LoadError>)> {
+        let mut out = Vec::new();
+        for info in self.plugins.list() {
+            if name.is_some_and(|n| n != info.name) {
+                continue;
+            }
+            let r = self.apply(&Change::Upsert(info.path.clone())).await;
+            out.push((info.name, r));
+        }
+        out
+    }
+
+    /// Watch the plugins directory and apply changes as they settle.
+    pub fn watch(self: &Arc<Self>, settle: Duration) -> anyhow::Result<WatchHandle> {
+        std::fs::create_dir_all(&self.plugins_dir)?;
+        let (w, mut rx) = watcher::watch(&self.plugins_dir, settle)?;
+        let me = self.clone();
+        let task = tokio::spawn(async move {
+            while let Some(change) = rx.recv().await {
+                // Errors are logged and recorded by the registry.
+                let _ = me.apply(&change).await;
+            }
+        });
+        Ok(WatchHandle {
+            _watcher: w,
+            task,
+        })
+    }
+}
