@@ -20,8 +20,12 @@ const TESTING: &[(&str, &str)] = &[
 ];
 
 fn main() {
-    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let root = manifest_dir.parent().expect("host/ has a parent").to_path_buf();
+    let manifest_dir =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = manifest_dir
+        .parent()
+        .expect("host/ has a parent")
+        .to_path_buf();
     let plugins = root.join("plugins");
     for dir in ["plugins", "sdk", "wit"] {
         watch(&root.join(dir));
@@ -30,7 +34,13 @@ fn main() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&plugins)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--locked"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--locked",
+        ])
         .env("CARGO_TARGET_DIR", &target_dir);
     for var in [
         "RUSTFLAGS",
@@ -42,7 +52,9 @@ fn main() {
     ] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().unwrap_or_else(|e| panic!("running cargo for the plugins: {e}"));
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("running cargo for the plugins: {e}"));
     if !status.success() {
         panic!(
             "building the plugins in {} for wasm32-wasip2 failed (is the target installed? `rustup target add wasm32-wasip2`)",
@@ -52,12 +64,18 @@ fn main() {
     let built = target_dir.join("wasm32-wasip2").join("release");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("plugins");
     std::fs::create_dir_all(&out).expect("creating OUT_DIR/plugins");
-    let mut code = String::from("/// Bundled plugins: (name, component bytes, manifest TOML).\npub const BUNDLED: &[(&str, &[u8], &str)] = &[\n");
+    let mut code = String::from(
+        "/// Bundled plugins: (name, component bytes, manifest TOML).\npub const BUNDLED: &[(&str, &[u8], &str)] = &[\n",
+    );
     for (name, dir) in BUNDLED.iter().chain(TESTING) {
         let artifact = built.join(format!("pincer_plugin_{}.wasm", name.replace('-', "_")));
         let wasm = out.join(format!("{name}.wasm"));
-        std::fs::copy(&artifact, &wasm)
-            .unwrap_or_else(|e| panic!("plugin {name}: {} missing after build: {e}", artifact.display()));
+        std::fs::copy(&artifact, &wasm).unwrap_or_else(|e| {
+            panic!(
+                "plugin {name}: {} missing after build: {e}",
+                artifact.display()
+            )
+        });
         let toml = out.join(format!("{name}.toml"));
         std::fs::copy(plugins.join(dir).join("pincer.toml"), &toml)
             .unwrap_or_else(|e| panic!("plugin {name}: pincer.toml: {e}"));
@@ -74,7 +92,11 @@ fn main() {
         "/// Where this build put every plugin it built (bundled and test-only).\npub const BUILD_PLUGIN_DIR: &str = {:?};\n",
         out.display().to_string()
     ));
-    std::fs::write(out.parent().expect("out has parent").join("bundled.rs"), code).expect("writing bundled.rs");
+    std::fs::write(
+        out.parent().expect("out has parent").join("bundled.rs"),
+        code,
+    )
+    .expect("writing bundled.rs");
 }
 
 fn watch(dir: &Path) {

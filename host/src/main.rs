@@ -15,7 +15,11 @@ use pincer::runtime::{Runtime, RuntimeOptions};
 use pincer::store::SqliteStore;
 
 #[derive(Parser)]
-#[command(name = "pincer", version, about = "WebAssembly plugin-host messaging gateway")]
+#[command(
+    name = "pincer",
+    version,
+    about = "WebAssembly plugin-host messaging gateway"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -139,8 +143,12 @@ async fn build_runtime(r: &Resolved) -> anyhow::Result<Arc<Runtime>> {
 async fn serve(common: Common, no_bundled: bool) -> anyhow::Result<()> {
     let r = resolve(&common)?;
     if !no_bundled && !r.plugins_dir.exists() {
-        let written = pincer::bundled::install(&r.plugins_dir, false)
-            .with_context(|| format!("installing bundled plugins into {}", r.plugins_dir.display()))?;
+        let written = pincer::bundled::install(&r.plugins_dir, false).with_context(|| {
+            format!(
+                "installing bundled plugins into {}",
+                r.plugins_dir.display()
+            )
+        })?;
         tracing::info!(dir = %r.plugins_dir.display(), plugins = ?written, "installed bundled plugins");
     }
     let runtime = build_runtime(&r).await?;

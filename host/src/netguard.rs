@@ -153,7 +153,12 @@ mod tests {
             let ip: IpAddr = bad.parse().unwrap();
             assert!(g.check(ip).is_err(), "{bad} should be blocked");
         }
-        for good in ["1.1.1.1", "93.184.216.34", "2606:4700::1111", "::ffff:1.1.1.1"] {
+        for good in [
+            "1.1.1.1",
+            "93.184.216.34",
+            "2606:4700::1111",
+            "::ffff:1.1.1.1",
+        ] {
             let ip: IpAddr = good.parse().unwrap();
             assert!(g.check(ip).is_ok(), "{good} should be allowed");
         }

@@ -127,9 +127,6 @@ impl Runtime {
                 let _ = me.apply(&change).await;
             }
         });
-        Ok(WatchHandle {
-            _watcher: w,
-            task,
-        })
+        Ok(WatchHandle { _watcher: w, task })
     }
 }

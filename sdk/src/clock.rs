@@ -8,6 +8,7 @@ pub fn now_ms() -> u64 {
 /// Block this plugin call for `ms` milliseconds (the host stays responsive:
 /// the wait is a host-side timer, and the call's wall-clock limit still applies).
 pub fn sleep_ms(ms: u64) {
-    let pollable = wasip2::clocks::monotonic_clock::subscribe_duration(ms.saturating_mul(1_000_000));
+    let pollable =
+        wasip2::clocks::monotonic_clock::subscribe_duration(ms.saturating_mul(1_000_000));
     pollable.block();
 }

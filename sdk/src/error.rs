@@ -11,7 +11,10 @@ pub enum Error {
     /// Temporary failure; the host may retry.
     Transient(String),
     /// Rate-limited: retry after this many milliseconds.
-    RateLimited { retry_after_ms: u64, message: String },
+    RateLimited {
+        retry_after_ms: u64,
+        message: String,
+    },
     /// Can never succeed.
     Permanent(String),
     /// Not supported by this plugin.
@@ -39,8 +42,14 @@ impl std::fmt::Display for Error {
             Error::Config(m) => write!(f, "config: {m}"),
             Error::Auth(m) => write!(f, "auth: {m}"),
             Error::Transient(m) => write!(f, "transient: {m}"),
-            Error::RateLimited { retry_after_ms, message } => {
-                write!(f, "rate limited (retry after {retry_after_ms} ms): {message}")
+            Error::RateLimited {
+                retry_after_ms,
+                message,
+            } => {
+                write!(
+                    f,
+                    "rate limited (retry after {retry_after_ms} ms): {message}"
+                )
             }
             Error::Permanent(m) => write!(f, "permanent: {m}"),
             Error::Unsupported(m) => write!(f, "unsupported: {m}"),
@@ -56,9 +65,13 @@ impl From<Error> for WitError {
             Error::Config(m) => WitError::Config(m),
             Error::Auth(m) => WitError::Auth(m),
             Error::Transient(m) => WitError::Transient(m),
-            Error::RateLimited { retry_after_ms, message } => {
-                WitError::RateLimited(RateLimit { retry_after_ms, message })
-            }
+            Error::RateLimited {
+                retry_after_ms,
+                message,
+            } => WitError::RateLimited(RateLimit {
+                retry_after_ms,
+                message,
+            }),
             Error::Permanent(m) => WitError::Permanent(m),
             Error::Unsupported(m) => WitError::Unsupported(m),
         }

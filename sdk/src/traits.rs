@@ -123,7 +123,9 @@ macro_rules! export_channel {
             fn last_activity() -> u64 {
                 <$ty as $crate::Channel>::last_activity()
             }
-            fn restart() -> ::core::result::Result<(), $crate::bindings::channel::pincer::plugin::types::Error> {
+            fn restart()
+            -> ::core::result::Result<(), $crate::bindings::channel::pincer::plugin::types::Error>
+            {
                 <$ty as $crate::Channel>::restart().map_err($crate::__wit_err)
             }
         }
@@ -131,34 +133,60 @@ macro_rules! export_channel {
             fn describe() -> $crate::Capabilities {
                 <$ty as $crate::Channel>::capabilities()
             }
-            fn start(config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>)
-                -> ::core::result::Result<(), $crate::bindings::channel::pincer::plugin::types::Error> {
+            fn start(
+                config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
+            ) -> ::core::result::Result<(), $crate::bindings::channel::pincer::plugin::types::Error>
+            {
                 <$ty as $crate::Channel>::start($crate::Config(config)).map_err($crate::__wit_err)
             }
-            fn poll(wait_ms: u32)
-                -> ::core::result::Result<::std::vec::Vec<$crate::InboundMessage>, $crate::bindings::channel::pincer::plugin::types::Error> {
+            fn poll(
+                wait_ms: u32,
+            ) -> ::core::result::Result<
+                ::std::vec::Vec<$crate::InboundMessage>,
+                $crate::bindings::channel::pincer::plugin::types::Error,
+            > {
                 let out = <$ty as $crate::Channel>::poll(wait_ms).map_err($crate::__wit_err)?;
-                if !out.is_empty() { $crate::touch(); }
+                if !out.is_empty() {
+                    $crate::touch();
+                }
                 Ok(out)
             }
-            fn handle_webhook(request: $crate::WebhookRequest)
-                -> ::core::result::Result<$crate::WebhookResponse, $crate::bindings::channel::pincer::plugin::types::Error> {
-                let out = <$ty as $crate::Channel>::handle_webhook(request).map_err($crate::__wit_err)?;
-                if !out.messages.is_empty() { $crate::touch(); }
+            fn handle_webhook(
+                request: $crate::WebhookRequest,
+            ) -> ::core::result::Result<
+                $crate::WebhookResponse,
+                $crate::bindings::channel::pincer::plugin::types::Error,
+            > {
+                let out =
+                    <$ty as $crate::Channel>::handle_webhook(request).map_err($crate::__wit_err)?;
+                if !out.messages.is_empty() {
+                    $crate::touch();
+                }
                 Ok(out)
             }
-            fn send(message: $crate::OutboundMessage)
-                -> ::core::result::Result<::std::string::String, $crate::bindings::channel::pincer::plugin::types::Error> {
+            fn send(
+                message: $crate::OutboundMessage,
+            ) -> ::core::result::Result<
+                ::std::string::String,
+                $crate::bindings::channel::pincer::plugin::types::Error,
+            > {
                 let id = <$ty as $crate::Channel>::send(message).map_err($crate::__wit_err)?;
                 $crate::touch();
                 Ok(id)
             }
-            fn edit(conversation: ::std::string::String, message_id: ::std::string::String, text: ::std::string::String)
-                -> ::core::result::Result<(), $crate::bindings::channel::pincer::plugin::types::Error> {
-                <$ty as $crate::Channel>::edit(conversation, message_id, text).map_err($crate::__wit_err)
+            fn edit(
+                conversation: ::std::string::String,
+                message_id: ::std::string::String,
+                text: ::std::string::String,
+            ) -> ::core::result::Result<(), $crate::bindings::channel::pincer::plugin::types::Error>
+            {
+                <$ty as $crate::Channel>::edit(conversation, message_id, text)
+                    .map_err($crate::__wit_err)
             }
-            fn typing(conversation: ::std::string::String)
-                -> ::core::result::Result<(), $crate::bindings::channel::pincer::plugin::types::Error> {
+            fn typing(
+                conversation: ::std::string::String,
+            ) -> ::core::result::Result<(), $crate::bindings::channel::pincer::plugin::types::Error>
+            {
                 <$ty as $crate::Channel>::typing(conversation).map_err($crate::__wit_err)
             }
         }
@@ -177,7 +205,9 @@ macro_rules! export_tool {
             fn last_activity() -> u64 {
                 <$ty as $crate::Tool>::last_activity()
             }
-            fn restart() -> ::core::result::Result<(), $crate::bindings::channel::pincer::plugin::types::Error> {
+            fn restart()
+            -> ::core::result::Result<(), $crate::bindings::channel::pincer::plugin::types::Error>
+            {
                 <$ty as $crate::Tool>::restart().map_err($crate::__wit_err)
             }
         }
@@ -185,11 +215,17 @@ macro_rules! export_tool {
             fn describe() -> $crate::ToolInfo {
                 <$ty as $crate::Tool>::describe()
             }
-            fn invoke(arguments: ::std::string::String)
-                -> ::core::result::Result<::std::string::String, $crate::bindings::channel::pincer::plugin::types::Error> {
+            fn invoke(
+                arguments: ::std::string::String,
+            ) -> ::core::result::Result<
+                ::std::string::String,
+                $crate::bindings::channel::pincer::plugin::types::Error,
+            > {
                 $crate::touch();
                 let args: $crate::__serde_json::Value = $crate::__serde_json::from_str(&arguments)
-                    .map_err(|e| $crate::Error::Permanent(format!("arguments are not JSON: {e}")))?;
+                    .map_err(|e| {
+                        $crate::Error::Permanent(format!("arguments are not JSON: {e}"))
+                    })?;
                 let out = <$ty as $crate::Tool>::invoke(args)?;
                 Ok(out.to_string())
             }

@@ -15,7 +15,11 @@ use tokio::sync::broadcast;
 /// The component built from source for plugin `name` (fails loudly if missing).
 pub fn built_plugin(name: &str) -> PathBuf {
     let p = Path::new(pincer::bundled::BUILD_PLUGIN_DIR).join(format!("{name}.wasm"));
-    assert!(p.is_file(), "plugin {name} was not built: {} missing", p.display());
+    assert!(
+        p.is_file(),
+        "plugin {name} was not built: {} missing",
+        p.display()
+    );
     p
 }
 
@@ -23,8 +27,11 @@ pub fn built_plugin(name: &str) -> PathBuf {
 pub fn install_plugin(dir: &Path, name: &str, as_name: &str) {
     let wasm = built_plugin(name);
     std::fs::copy(&wasm, dir.join(format!("{as_name}.wasm"))).expect("copy wasm");
-    std::fs::copy(wasm.with_extension("toml"), dir.join(format!("{as_name}.toml")))
-        .expect("copy manifest");
+    std::fs::copy(
+        wasm.with_extension("toml"),
+        dir.join(format!("{as_name}.toml")),
+    )
+    .expect("copy manifest");
 }
 
 /// A runtime over temporary directories.
@@ -72,7 +79,10 @@ impl TestRuntime {
 
 /// Wait for the first event matching `pred` (the timeout only guards
 /// against a hung test; the wait itself is event-driven).
-pub async fn wait_event(rx: &mut broadcast::Receiver<Event>, pred: impl Fn(&Event) -> bool) -> Event {
+pub async fn wait_event(
+    rx: &mut broadcast::Receiver<Event>,
+    pred: impl Fn(&Event) -> bool,
+) -> Event {
     tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             match rx.recv().await {
@@ -92,9 +102,14 @@ pub async fn wait_event(rx: &mut broadcast::Receiver<Event>, pred: impl Fn(&Even
 pub async fn http_server(
     status: u16,
     body: &'static str,
-) -> (std::net::SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -107,7 +122,9 @@ pub async fn http_server(
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
                 loop {
-                    let Ok(n) = sock.read(&mut chunk).await else { return };
+                    let Ok(n) = sock.read(&mut chunk).await else {
+                        return;
+                    };
                     if n == 0 {
                         return;
                     }
@@ -118,11 +135,14 @@ pub async fn http_server(
                             .lines()
                             .find_map(|l| {
                                 let (k, v) = l.split_once(':')?;
-                                k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse().ok())?
                             })
                             .unwrap_or(0);
                         while buf.len() < end + 4 + len {
-                            let Ok(n) = sock.read(&mut chunk).await else { return };
+                            let Ok(n) = sock.read(&mut chunk).await else {
+                                return;
+                            };
                             if n == 0 {
                                 break;
                             }

@@ -25,14 +25,27 @@ async fn bundled_plugins_load_and_answer() {
         assert_eq!(p.state, PluginState::Loaded, "{p:?}");
         assert!(p.last_error.is_none());
     }
-    assert_eq!(t.runtime.plugins.info("echo").unwrap().kind, Some(PluginKind::Channel));
+    assert_eq!(
+        t.runtime.plugins.info("echo").unwrap().kind,
+        Some(PluginKind::Channel)
+    );
 
     // clock
-    let out = t.runtime.plugins.invoke_tool("clock", r#"{"utc_offset_minutes": 60}"#).await.unwrap();
+    let out = t
+        .runtime
+        .plugins
+        .invoke_tool("clock", r#"{"utc_offset_minutes": 60}"#)
+        .await
+        .unwrap();
     let v: Value = serde_json::from_str(&out).unwrap();
     assert!(v["unix_ms"].as_u64().unwrap() > 1_600_000_000_000);
     assert!(v["iso8601"].as_str().unwrap().ends_with("+01:00"), "{v}");
-    let err = t.runtime.plugins.invoke_tool("clock", r#"{"utc_offset_minutes": 99999}"#).await.unwrap_err();
+    let err = t
+        .runtime
+        .plugins
+        .invoke_tool("clock", r#"{"utc_offset_minutes": 99999}"#)
+        .await
+        .unwrap_err();
     assert!(err.plugin_error().is_some(), "typed error expected: {err}");
 
     // echo: a webhook push becomes an inbound message; a send is stored.
@@ -54,7 +67,10 @@ async fn bundled_plugins_load_and_answer() {
         .unwrap();
     assert_eq!(resp.status, 200);
     let m = inbound.recv().await.unwrap();
-    assert_eq!((m.channel.as_str(), m.id.as_str(), m.text.as_str()), ("echo", "m1", "hello"));
+    assert_eq!(
+        (m.channel.as_str(), m.id.as_str(), m.text.as_str()),
+        ("echo", "m1", "hello")
+    );
     let bad = t
         .runtime
         .channels
@@ -84,10 +100,20 @@ async fn bundled_plugins_load_and_answer() {
         )
         .await
         .unwrap();
-    let stored = t.runtime.plugins.kv().get("echo", &format!("sent/{id}")).unwrap().unwrap();
+    let stored = t
+        .runtime
+        .plugins
+        .kv()
+        .get("echo", &format!("sent/{id}"))
+        .unwrap()
+        .unwrap();
     let stored: Value = serde_json::from_slice(&stored).unwrap();
     assert_eq!(stored["text"], "hi back");
-    t.runtime.channels.edit("echo", "c1", &id, "edited").await.unwrap();
+    t.runtime
+        .channels
+        .edit("echo", "c1", &id, "edited")
+        .await
+        .unwrap();
     let health = t.runtime.health.snapshot().await;
     let echo = health.iter().find(|h| h.name == "echo").unwrap();
     assert!(echo.healthy && echo.last_inbound_at.is_some() && echo.last_outbound_at.is_some());
@@ -105,20 +131,32 @@ async fn http_fetch_allowed_hosts_private_ranges_and_secrets() {
         "http-fetch".to_string(),
         PluginSettings {
             allowed_hosts: Some(vec!["http://127.0.0.1:*".into()]),
-            secrets: [("token".to_string(), pincer::plugins::manifest::SecretSource::Value("s3cr3t".into()))].into(),
+            secrets: [(
+                "token".to_string(),
+                pincer::plugins::manifest::SecretSource::Value("s3cr3t".into()),
+            )]
+            .into(),
             ..Default::default()
         },
     );
     // Loopback allowed by host pattern but not by the address guard.
     let blocked = TestRuntime::new(
-        RuntimeConfig { settings: settings.clone(), ..Default::default() },
+        RuntimeConfig {
+            settings: settings.clone(),
+            ..Default::default()
+        },
         HealthConfig::default(),
     );
     pincer_tests::install_plugin(&blocked.plugins_dir(), "http-fetch", "http-fetch");
     assert!(blocked.runtime.load_dir().await.unwrap().is_empty());
     let url = format!("http://{addr}/bot{{{{secret:token}}}}/getMe");
     let args = serde_json::json!({ "url": url }).to_string();
-    let err = blocked.runtime.plugins.invoke_tool("http-fetch", &args).await.unwrap_err();
+    let err = blocked
+        .runtime
+        .plugins
+        .invoke_tool("http-fetch", &args)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("address prohibited"), "{err}");
 
     // With the operator's exception for 127.0.0.0/8 the request goes through.
@@ -132,15 +170,32 @@ async fn http_fetch_allowed_hosts_private_ranges_and_secrets() {
     );
     pincer_tests::install_plugin(&t.plugins_dir(), "http-fetch", "http-fetch");
     assert!(t.runtime.load_dir().await.unwrap().is_empty());
-    let out = t.runtime.plugins.invoke_tool("http-fetch", &args).await.unwrap();
+    let out = t
+        .runtime
+        .plugins
+        .invoke_tool("http-fetch", &args)
+        .await
+        .unwrap();
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["status"], 200);
     assert_eq!(v["body"], "pong");
-    let seen = tokio::time::timeout(Duration::from_secs(30), requests.recv()).await.unwrap().unwrap();
-    assert!(seen.starts_with("GET /bots3cr3t/getMe "), "secret not filled in: {seen}");
+    let seen = tokio::time::timeout(Duration::from_secs(30), requests.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        seen.starts_with("GET /bots3cr3t/getMe "),
+        "secret not filled in: {seen}"
+    );
 
     // A host outside the allowed list is denied before any connection.
-    let other = serde_json::json!({ "url": format!("http://localhost:{}/", addr.port()) }).to_string();
-    let err = t.runtime.plugins.invoke_tool("http-fetch", &other).await.unwrap_err();
+    let other =
+        serde_json::json!({ "url": format!("http://localhost:{}/", addr.port()) }).to_string();
+    let err = t
+        .runtime
+        .plugins
+        .invoke_tool("http-fetch", &other)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("host not allowed"), "{err}");
 }

@@ -29,15 +29,28 @@ fn health() -> HealthConfig {
 }
 
 async fn testchan(clock: Arc<ManualClock>) -> TestRuntime {
-    let t = TestRuntime::new(RuntimeConfig { clock, ..Default::default() }, health());
+    let t = TestRuntime::new(
+        RuntimeConfig {
+            clock,
+            ..Default::default()
+        },
+        health(),
+    );
     install_plugin(&t.plugins_dir(), "testchan", "testchan");
     assert!(t.runtime.load_dir().await.unwrap().is_empty());
-    assert_eq!(t.runtime.channels.get("testchan").unwrap().status().state, ChannelState::Running);
+    assert_eq!(
+        t.runtime.channels.get("testchan").unwrap().status().state,
+        ChannelState::Running
+    );
     t
 }
 
 fn kv_set(t: &TestRuntime, key: &str, value: &str) {
-    t.runtime.plugins.kv().set("testchan", key, value.as_bytes()).unwrap();
+    t.runtime
+        .plugins
+        .kv()
+        .set("testchan", key, value.as_bytes())
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,7 +61,11 @@ async fn send_completes_while_poll_in_flight_and_inbound_is_deduplicated() {
     // The receiver sits in a 25 s poll; a send must not wait for it.
     let send = t.runtime.channels.send(
         "testchan",
-        OutboundMessage { conversation: "c".into(), text: "out".into(), reply_to: None },
+        OutboundMessage {
+            conversation: "c".into(),
+            text: "out".into(),
+            reply_to: None,
+        },
     );
     let id = tokio::time::timeout(Duration::from_secs(10), send)
         .await
@@ -57,10 +74,18 @@ async fn send_completes_while_poll_in_flight_and_inbound_is_deduplicated() {
     assert_eq!(id, "t1");
 
     let mut inbound = t.runtime.channels.subscribe_inbound();
-    kv_set(&t, "inbox", r#"[{"id":"1","conversation":"c","text":"a"},{"id":"1","conversation":"c","text":"dup"},{"id":"2","conversation":"c","text":"b"}]"#);
+    kv_set(
+        &t,
+        "inbox",
+        r#"[{"id":"1","conversation":"c","text":"a"},{"id":"1","conversation":"c","text":"dup"},{"id":"2","conversation":"c","text":"b"}]"#,
+    );
     let a = inbound.recv().await.unwrap();
     let b = inbound.recv().await.unwrap();
-    assert_eq!((a.text.as_str(), b.text.as_str()), ("a", "b"), "duplicate id must be dropped");
+    assert_eq!(
+        (a.text.as_str(), b.text.as_str()),
+        ("a", "b"),
+        "duplicate id must be dropped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,7 +108,10 @@ async fn stale_channel_restarted_with_cooldown_and_cap_then_gave_up_then_manual(
     monitor.check_once().await;
     assert_eq!(runner.status().restarts_total, 1);
     assert_eq!(runner.status().state, ChannelState::Running);
-    wait_event(&mut events, |e| matches!(e, Event::ChannelRestarted { manual: false, .. })).await;
+    wait_event(&mut events, |e| {
+        matches!(e, Event::ChannelRestarted { manual: false, .. })
+    })
+    .await;
     assert!(runner.receiver_alive().await);
 
     // Still stale 10 s later, but within the 15 s cooldown: no restart.
@@ -106,7 +134,11 @@ async fn stale_channel_restarted_with_cooldown_and_cap_then_gave_up_then_manual(
     assert_eq!(s.state, ChannelState::GaveUp);
     assert_eq!(s.restarts_total, 2, "hourly cap must hold");
     assert!(s.last_error.unwrap().contains("gave up"));
-    wait_event(&mut events, |e| matches!(e, Event::ChannelState { to, .. } if to == "gave-up")).await;
+    wait_event(
+        &mut events,
+        |e| matches!(e, Event::ChannelState { to, .. } if to == "gave-up"),
+    )
+    .await;
     let snap = monitor.snapshot().await;
     let h = snap.iter().find(|h| h.name == "testchan").unwrap();
     assert!(!h.healthy && h.restarts == 2);
@@ -121,7 +153,10 @@ async fn stale_channel_restarted_with_cooldown_and_cap_then_gave_up_then_manual(
     let h = monitor.restart_channel("testchan").await.unwrap();
     assert_eq!(h.state, ChannelState::Running);
     assert!(runner.receiver_alive().await);
-    wait_event(&mut events, |e| matches!(e, Event::ChannelRestarted { manual: true, .. })).await;
+    wait_event(&mut events, |e| {
+        matches!(e, Event::ChannelRestarted { manual: true, .. })
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,7 +197,11 @@ async fn failing_restart_ends_in_gave_up_and_manual_restart_recovers() {
 
     // The operator fixes the cause and restarts: running again.
     t.runtime.plugins.kv().delete("testchan", "start").unwrap();
-    t.runtime.plugins.kv().delete("testchan", "restart").unwrap();
+    t.runtime
+        .plugins
+        .kv()
+        .delete("testchan", "restart")
+        .unwrap();
     let h = monitor.restart_channel("testchan").await.unwrap();
     assert_eq!(h.state, ChannelState::Running);
     assert!(runner.receiver_alive().await);

@@ -8,7 +8,13 @@ use pincer::plugins::{CallError, PluginSettings, RuntimeConfig};
 use pincer_tests::{TestRuntime, install_plugin};
 
 async fn runtime(settings: BTreeMap<String, PluginSettings>) -> TestRuntime {
-    let t = TestRuntime::new(RuntimeConfig { settings, ..Default::default() }, HealthConfig::default());
+    let t = TestRuntime::new(
+        RuntimeConfig {
+            settings,
+            ..Default::default()
+        },
+        HealthConfig::default(),
+    );
     install_plugin(&t.plugins_dir(), "hostile", "hostile");
     install_plugin(&t.plugins_dir(), "clock", "clock");
     let failures = t.runtime.load_dir().await.unwrap();
@@ -22,7 +28,12 @@ async fn hostile(t: &TestRuntime, mode: &str) -> Result<String, CallError> {
 }
 
 async fn clock_still_answers(t: &TestRuntime) {
-    let out = t.runtime.plugins.invoke_tool("clock", "{}").await.expect("clock answers");
+    let out = t
+        .runtime
+        .plugins
+        .invoke_tool("clock", "{}")
+        .await
+        .expect("clock answers");
     assert!(out.contains("unix_ms"));
 }
 
@@ -32,11 +43,17 @@ async fn hostile_plugins_are_contained() {
     assert_eq!(hostile(&t, "ok").await.unwrap(), r#"{"ok":true}"#);
 
     let e = hostile(&t, "loop").await.unwrap_err();
-    assert!(matches!(e, CallError::CpuLimit { .. }), "infinite loop: {e}");
+    assert!(
+        matches!(e, CallError::CpuLimit { .. }),
+        "infinite loop: {e}"
+    );
     clock_still_answers(&t).await;
 
     let e = hostile(&t, "membomb").await.unwrap_err();
-    assert!(matches!(e, CallError::MemoryLimit { mb: 32, .. }), "memory bomb: {e}");
+    assert!(
+        matches!(e, CallError::MemoryLimit { mb: 32, .. }),
+        "memory bomb: {e}"
+    );
     clock_still_answers(&t).await;
 
     let e = hostile(&t, "trap").await.unwrap_err();
@@ -44,7 +61,10 @@ async fn hostile_plugins_are_contained() {
     clock_still_answers(&t).await;
 
     let e = hostile(&t, "slow").await.unwrap_err();
-    assert!(matches!(e, CallError::Timeout { ms: 3000, .. }), "blocked in a host call: {e}");
+    assert!(
+        matches!(e, CallError::Timeout { ms: 3000, .. }),
+        "blocked in a host call: {e}"
+    );
     clock_still_answers(&t).await;
 
     // Outside the allowed hosts: denied before any connection.
@@ -72,14 +92,28 @@ async fn metadata_address_refused_even_when_host_allowed() {
     let mut settings = BTreeMap::new();
     settings.insert(
         "hostile".to_string(),
-        PluginSettings { allowed_hosts: Some(vec!["http://*:*".into()]), ..Default::default() },
+        PluginSettings {
+            allowed_hosts: Some(vec!["http://*:*".into()]),
+            ..Default::default()
+        },
     );
     let t = runtime(settings).await;
     let e = hostile(&t, "metadata").await.unwrap_err();
     assert!(e.to_string().contains("address prohibited"), "{e}");
-    for url in ["http://127.0.0.1:9/", "http://[::1]:9/", "http://10.0.0.1/", "http://[::ffff:127.0.0.1]:9/", "http://0.0.0.0:9/"] {
+    for url in [
+        "http://127.0.0.1:9/",
+        "http://[::1]:9/",
+        "http://10.0.0.1/",
+        "http://[::ffff:127.0.0.1]:9/",
+        "http://0.0.0.0:9/",
+    ] {
         let args = serde_json::json!({ "mode": "forbidden", "url": url }).to_string();
-        let e = t.runtime.plugins.invoke_tool("hostile", &args).await.unwrap_err();
+        let e = t
+            .runtime
+            .plugins
+            .invoke_tool("hostile", &args)
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("address prohibited"), "{url}: {e}");
     }
     clock_still_answers(&t).await;

@@ -160,7 +160,9 @@ impl ChannelManager {
         message_id: &str,
         text: &str,
     ) -> Result<(), ChannelError> {
-        self.runner(name)?.edit(conversation, message_id, text).await
+        self.runner(name)?
+            .edit(conversation, message_id, text)
+            .await
     }
 
     /// Hand a webhook request to channel `name`; inbound messages it carries

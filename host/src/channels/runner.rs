@@ -125,7 +125,10 @@ impl ChannelRunner {
 
     /// A copy of the status.
     pub fn status(&self) -> ChannelStatus {
-        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub(crate) fn update<R>(&self, f: impl FnOnce(&mut ChannelStatus) -> R) -> R {
@@ -419,7 +422,11 @@ impl ChannelRunner {
                     }
                 },
             };
-            let wait = current.version().limits.poll_wait_ms.min(u64::from(u32::MAX)) as u32;
+            let wait = current
+                .version()
+                .limits
+                .poll_wait_ms
+                .min(u64::from(u32::MAX)) as u32;
             let result = tokio::select! {
                 _ = stop.changed() => return,
                 r = current.poll(wait) => r,
@@ -434,8 +441,7 @@ impl ChannelRunner {
                     None
                 }
                 Err(e) => {
-                    self.registry
-                        .record_call(&self.name, e.poisons_instance());
+                    self.registry.record_call(&self.name, e.poisons_instance());
                     tracing::warn!(channel = %self.name, error = %e, "poll failed");
                     self.update(|s| {
                         s.reconnect_attempts += 1;

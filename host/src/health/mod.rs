@@ -130,7 +130,13 @@ impl HealthMonitor {
     fn transition(&self, runner: &ChannelRunner, to: ChannelState, reason: &str) {
         let from = runner.set_state(to, None);
         if from != to {
-            tracing::info!(channel = runner.name(), from = from.as_str(), to = to.as_str(), reason, "channel state changed");
+            tracing::info!(
+                channel = runner.name(),
+                from = from.as_str(),
+                to = to.as_str(),
+                reason,
+                "channel state changed"
+            );
             self.events.publish(Event::ChannelState {
                 channel: runner.name().to_string(),
                 from: from.as_str().to_string(),
@@ -227,9 +233,8 @@ impl HealthMonitor {
             return;
         }
         if recent >= self.config.max_restarts_per_hour {
-            let why = format!(
-                "gave up after {recent} restarts within an hour; last problem: {reason}"
-            );
+            let why =
+                format!("gave up after {recent} restarts within an hour; last problem: {reason}");
             runner.set_state(ChannelState::GaveUp, Some(why.clone()));
             tracing::error!(channel = runner.name(), reason = %why, "channel gave up");
             self.events.publish(Event::ChannelState {
@@ -244,7 +249,12 @@ impl HealthMonitor {
     }
 
     async fn restart(&self, runner: &Arc<ChannelRunner>, reason: &str, manual: bool) {
-        tracing::warn!(channel = runner.name(), reason, manual, "restarting channel");
+        tracing::warn!(
+            channel = runner.name(),
+            reason,
+            manual,
+            "restarting channel"
+        );
         let from = runner.status().state;
         let result = runner
             .restart(Duration::from_millis(self.config.restart_timeout_ms))
@@ -303,7 +313,10 @@ impl HealthMonitor {
             running,
             connected: s.state == ChannelState::Running,
             mode,
-            last_activity_at: [inbound, outbound, s.last_start_at].into_iter().flatten().max(),
+            last_activity_at: [inbound, outbound, s.last_start_at]
+                .into_iter()
+                .flatten()
+                .max(),
             last_inbound_at: inbound,
             last_outbound_at: outbound,
             last_start_at: s.last_start_at,

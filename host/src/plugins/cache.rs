@@ -36,7 +36,11 @@ impl CompileCache {
     fn path(&self, engine: &Engine, sha256: &str) -> Option<PathBuf> {
         let mut h = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
-        Some(self.dir.as_ref()?.join(format!("{sha256}-{:016x}.cwasm", h.finish())))
+        Some(
+            self.dir
+                .as_ref()?
+                .join(format!("{sha256}-{:016x}.cwasm", h.finish())),
+        )
     }
 
     /// The component for `bytes`: from the cache if present, else compiled

@@ -14,8 +14,8 @@ use serde::Serialize;
 use wasmtime::Store;
 
 use super::bindings::{
-    self, Capabilities, InboundMessage, OutboundMessage, ToolInfo, WebhookRequest,
-    WebhookResponse, WitError,
+    self, Capabilities, InboundMessage, OutboundMessage, ToolInfo, WebhookRequest, WebhookResponse,
+    WitError,
 };
 use super::engine::EPOCH_TICK;
 use super::host::{self, HostState};
@@ -37,7 +37,10 @@ pub enum PluginError {
     Transient { message: String },
     /// Rate-limited.
     #[error("rate limited, retry after {retry_after_ms} ms: {message}")]
-    RateLimited { retry_after_ms: u64, message: String },
+    RateLimited {
+        retry_after_ms: u64,
+        message: String,
+    },
     /// Permanent failure.
     #[error("permanent: {message}")]
     Permanent { message: String },
@@ -148,17 +151,15 @@ fn cpu_ticks(ms: u64) -> u64 {
 impl Instance {
     /// Instantiate `version` in a fresh sandbox.
     pub async fn new(version: Arc<PluginVersion>) -> Result<Self, CallError> {
-        let state = HostState::new(&version.caps)
-            .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
+        let state =
+            HostState::new(&version.caps).map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
         let mut store = host::new_store(version.component.engine(), state);
         store.data_mut().cpu_ticks_left = cpu_ticks(version.limits.cpu_ms);
         let timeout = Duration::from_millis(version.limits.call_timeout_ms);
         let made = match &version.pre {
-            Pre::Channel(pre) => {
-                tokio::time::timeout(timeout, pre.instantiate_async(&mut store))
-                    .await
-                    .map(|r| r.map(Bindings::Channel))
-            }
+            Pre::Channel(pre) => tokio::time::timeout(timeout, pre.instantiate_async(&mut store))
+                .await
+                .map(|r| r.map(Bindings::Channel)),
             Pre::Tool(pre) => tokio::time::timeout(timeout, pre.instantiate_async(&mut store))
                 .await
                 .map(|r| r.map(Bindings::Tool)),
@@ -366,7 +367,9 @@ impl Instance {
             let Bindings::Channel(c) = b else {
                 unreachable!()
             };
-            c.pincer_plugin_channel().call_handle_webhook(s, request).await
+            c.pincer_plugin_channel()
+                .call_handle_webhook(s, request)
+                .await
         })?;
         typed("handle-webhook", r)
     }

@@ -140,6 +140,18 @@ pub fn manifest_path(wasm: &Path) -> PathBuf {
     wasm.with_extension("toml")
 }
 
+/// What [`prepare`] produces: manifest, component, pre-instantiated linking,
+/// kind, hex SHA-256, where the compiled code came from, and how long it took.
+pub(crate) type Prepared = (
+    Manifest,
+    Component,
+    Pre,
+    PluginKind,
+    String,
+    Source,
+    Duration,
+);
+
 /// Read the file and manifest, hash it, compile or load from cache, check the
 /// contract and link. Blocking (Cranelift): run it on a blocking thread.
 pub(crate) fn prepare(
@@ -147,7 +159,7 @@ pub(crate) fn prepare(
     linker: &Linker<HostState>,
     cache: &CompileCache,
     path: &Path,
-) -> Result<(Manifest, Component, Pre, PluginKind, String, Source, Duration), LoadError> {
+) -> Result<Prepared, LoadError> {
     let bytes = std::fs::read(path).map_err(|e| LoadError::Io {
         path: path.to_path_buf(),
         message: e.to_string(),

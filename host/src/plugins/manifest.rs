@@ -2,7 +2,7 @@
 //! operator's per-plugin settings that grant secrets and adjust hosts/limits.
 //!
 //! ```toml
-//! name = "telegram"                 # registry name (default: the file stem)
+//! name = "telegram"                 # registry name (required; without a manifest: the file stem)
 //! kind = "channel"                  # channel | tool (must match the exports)
 //! version = "0.3.1"
 //! wit = "pincer:plugin@0.1.0"       # contract version built against

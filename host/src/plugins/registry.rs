@@ -255,12 +255,7 @@ impl PluginRegistry {
                 ),
             });
         }
-        let settings = self
-            .config
-            .settings
-            .get(&name)
-            .cloned()
-            .unwrap_or_default();
+        let settings = self.config.settings.get(&name).cloned().unwrap_or_default();
         let caps = self.capabilities(&name, &manifest, &settings)?;
         let placeholder = match kind {
             PluginKind::Channel => Describe::Channel(super::bindings::Capabilities {
@@ -495,7 +490,10 @@ impl PluginRegistry {
             inst.invoke(arguments).await
         }
         .await;
-        self.record_call(name, result.as_ref().is_err_and(CallError::poisons_instance));
+        self.record_call(
+            name,
+            result.as_ref().is_err_and(CallError::poisons_instance),
+        );
         if let Err(e) = &result {
             tracing::warn!(plugin = name, error = %e, "tool call failed");
         }

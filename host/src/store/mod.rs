@@ -32,8 +32,12 @@ pub trait KvStore: Send + Sync + 'static {
     /// Remove `key` from `plugin`'s namespace.
     fn delete(&self, plugin: &str, key: &str) -> Result<(), StoreError>;
     /// Keys with `prefix` in `plugin`'s namespace, in order (at most `limit`).
-    fn list_keys(&self, plugin: &str, prefix: &str, limit: usize)
-    -> Result<Vec<String>, StoreError>;
+    fn list_keys(
+        &self,
+        plugin: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
 }
 
 /// A shared key-value store.

@@ -82,7 +82,9 @@ impl KvStore for SqliteStore {
 
     fn set(&self, plugin: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
         if key.len() > MAX_KEY_BYTES {
-            return Err(StoreError::Limit(format!("key longer than {MAX_KEY_BYTES} bytes")));
+            return Err(StoreError::Limit(format!(
+                "key longer than {MAX_KEY_BYTES} bytes"
+            )));
         }
         if value.len() > MAX_VALUE_BYTES {
             return Err(StoreError::Limit(format!(

@@ -24,7 +24,9 @@ impl Tool for Clock {
             Some(v) => v
                 .as_i64()
                 .filter(|m| (-1440..=1440).contains(m))
-                .ok_or_else(|| Error::permanent("utc_offset_minutes must be an integer in -1440..=1440"))?,
+                .ok_or_else(|| {
+                    Error::permanent("utc_offset_minutes must be an integer in -1440..=1440")
+                })?,
         };
         let now = clock::now_ms();
         Ok(json!({

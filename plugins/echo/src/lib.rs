@@ -33,7 +33,10 @@ impl Echo {
         if let Some(url) = url {
             let resp = http::Request::post(&url).json(record)?.send()?;
             if resp.status >= 300 {
-                return Err(Error::transient(format!("reply_url answered {}", resp.status)));
+                return Err(Error::transient(format!(
+                    "reply_url answered {}",
+                    resp.status
+                )));
             }
         }
         Ok(())
@@ -67,17 +70,29 @@ impl Channel for Echo {
 
     fn handle_webhook(request: WebhookRequest) -> Result<WebhookResponse, Error> {
         if request.method != "POST" {
-            return Ok(pincer_sdk::webhook_json(405, &json!({"error": "POST a JSON message"}), vec![]));
+            return Ok(pincer_sdk::webhook_json(
+                405,
+                &json!({"error": "POST a JSON message"}),
+                vec![],
+            ));
         }
         let body: Value = match serde_json::from_slice(&request.body) {
             Ok(v) => v,
             Err(e) => {
-                return Ok(pincer_sdk::webhook_json(400, &json!({"error": format!("invalid JSON: {e}")}), vec![]));
+                return Ok(pincer_sdk::webhook_json(
+                    400,
+                    &json!({"error": format!("invalid JSON: {e}")}),
+                    vec![],
+                ));
             }
         };
         let field = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_string);
         let (Some(conversation), Some(text)) = (field("conversation"), field("text")) else {
-            return Ok(pincer_sdk::webhook_json(400, &json!({"error": "`conversation` and `text` are required"}), vec![]));
+            return Ok(pincer_sdk::webhook_json(
+                400,
+                &json!({"error": "`conversation` and `text` are required"}),
+                vec![],
+            ));
         };
         let id = match field("id") {
             Some(id) => id,
@@ -91,7 +106,11 @@ impl Channel for Echo {
             text,
             timestamp: clock::now_ms(),
         };
-        Ok(pincer_sdk::webhook_json(200, &json!({"ok": true, "id": id}), vec![message]))
+        Ok(pincer_sdk::webhook_json(
+            200,
+            &json!({"ok": true, "id": id}),
+            vec![message],
+        ))
     }
 
     fn send(message: OutboundMessage) -> Result<String, Error> {

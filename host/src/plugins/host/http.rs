@@ -104,9 +104,8 @@ pub struct HttpPolicy {
     /// Longest connect time.
     pub max_connect: Duration,
     /// Longest wait for the first response byte (long polls need long ones).
+    /// The body is bounded by the plugin call's wall-clock limit.
     pub max_first_byte: Duration,
-    /// Longest gap between response body chunks.
-    pub max_between_bytes: Duration,
 }
 
 impl HttpPolicy {
@@ -117,7 +116,6 @@ impl HttpPolicy {
             guard,
             max_connect: Duration::from_secs(10),
             max_first_byte: Duration::from_secs(120),
-            max_between_bytes: Duration::from_secs(60),
         }
     }
 

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use crate::plugins::bindings::channel::pincer::plugin::kv::Host;
 use crate::plugins::bindings::WitError;
+use crate::plugins::bindings::channel::pincer::plugin::kv::Host;
 use crate::store::{SharedKv, StoreError};
 
 /// Most keys `list-keys` returns.
@@ -53,6 +53,8 @@ impl Host for super::HostState {
         self.kv.run(move |p, s| s.delete(p, &key)).await
     }
     async fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, WitError> {
-        self.kv.run(move |p, s| s.list_keys(p, &prefix, MAX_LIST)).await
+        self.kv
+            .run(move |p, s| s.list_keys(p, &prefix, MAX_LIST))
+            .await
     }
 }

@@ -22,7 +22,6 @@ use super::bindings;
 
 /// Per-store state of one plugin instance.
 pub struct HostState {
-    pub(crate) plugin: Arc<str>,
     wasi: WasiCtx,
     table: ResourceTable,
     http_ctx: WasiHttpCtx,
@@ -62,11 +61,14 @@ impl HostState {
             wasi.preopened_dir(dir, "/data", FsPerms::ReadWrite)?;
         }
         Ok(HostState {
-            plugin: caps.plugin.clone(),
             wasi: wasi.build(),
             table: ResourceTable::new(),
             http_ctx: WasiHttpCtx::new(),
-            http: http::OutboundHttp::new(caps.plugin.clone(), caps.http.clone(), caps.secrets.clone()),
+            http: http::OutboundHttp::new(
+                caps.plugin.clone(),
+                caps.http.clone(),
+                caps.secrets.clone(),
+            ),
             log: log::PluginLog::new(caps.plugin.clone(), caps.log.clone()),
             kv: caps.kv.clone(),
             clock: clock::PluginClock(caps.clock.clone()),

@@ -43,7 +43,10 @@ impl Tool for Hostile {
             "trap" => panic!("hostile plugin trapping on purpose"),
             // A host outside the allow-list, or any URL the test names.
             "forbidden" => {
-                let url = args.get("url").and_then(Value::as_str).unwrap_or("http://example.com/");
+                let url = args
+                    .get("url")
+                    .and_then(Value::as_str)
+                    .unwrap_or("http://example.com/");
                 let resp = http::Request::get(url).send()?;
                 Ok(json!({"status": resp.status}))
             }

@@ -11,8 +11,7 @@
 use std::cell::RefCell;
 
 use pincer_sdk::{
-    Capabilities, Channel, Config, Error, InboundMessage, OutboundMessage, ReceiveMode, clock,
-    kv,
+    Capabilities, Channel, Config, Error, InboundMessage, OutboundMessage, ReceiveMode, clock, kv,
 };
 use serde_json::Value;
 
@@ -30,7 +29,12 @@ fn take_inbox() -> Result<Vec<InboundMessage>, Error> {
     Ok(list
         .into_iter()
         .map(|m| {
-            let s = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+            let s = |k: &str| {
+                m.get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
             InboundMessage {
                 id: s("id"),
                 conversation: s("conversation"),
@@ -98,7 +102,9 @@ impl Channel for TestChan {
 
     fn restart() -> Result<(), Error> {
         match kv::get_string("restart")?.as_deref() {
-            Some("fail") => Err(Error::Transient("restart failure requested by the test".into())),
+            Some("fail") => Err(Error::Transient(
+                "restart failure requested by the test".into(),
+            )),
             Some("hang") => loop {
                 clock::sleep_ms(60_000);
             },
