@@ -10,6 +10,16 @@ use pincer::plugins::{PluginKind, PluginSettings, PluginState, RuntimeConfig};
 use pincer_tests::{TestRuntime, http_server};
 use serde_json::Value;
 
+fn post(body: &[u8]) -> WebhookRequest {
+    WebhookRequest {
+        method: "POST".into(),
+        path: "/".into(),
+        query: String::new(),
+        headers: vec![],
+        body: body.to_vec(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bundled_plugins_load_and_answer() {
     let t = TestRuntime::new(RuntimeConfig::default(), HealthConfig::default());
@@ -55,13 +65,7 @@ async fn bundled_plugins_load_and_answer() {
         .channels
         .webhook(
             "echo",
-            WebhookRequest {
-                method: "POST".into(),
-                path: "/".into(),
-                query: String::new(),
-                headers: vec![],
-                body: br#"{"conversation":"c1","sender":"u1","text":"hello","id":"m1"}"#.to_vec(),
-            },
+            post(br#"{"conversation":"c1","sender":"u1","text":"hello","id":"m1"}"#),
         )
         .await
         .unwrap();
@@ -74,16 +78,7 @@ async fn bundled_plugins_load_and_answer() {
     let bad = t
         .runtime
         .channels
-        .webhook(
-            "echo",
-            WebhookRequest {
-                method: "POST".into(),
-                path: "/".into(),
-                query: String::new(),
-                headers: vec![],
-                body: b"not json".to_vec(),
-            },
-        )
+        .webhook("echo", post(b"not json"))
         .await
         .unwrap();
     assert_eq!(bad.status, 400);

@@ -182,10 +182,8 @@ impl HealthMonitor {
         let in_grace = status
             .last_start_at
             .is_some_and(|t| now.saturating_sub(t) < self.config.startup_grace_ms);
-        let failed = status.state == ChannelState::Failed
-            || (poll_mode
-                && status.state != ChannelState::Failed
-                && !runner.receiver_alive().await);
+        let failed =
+            status.state == ChannelState::Failed || (poll_mode && !runner.receiver_alive().await);
         let reason = if failed {
             Some(
                 status

@@ -91,6 +91,22 @@ struct Slot {
     failures: AtomicU64,
 }
 
+impl Slot {
+    /// An empty slot for the plugin in `path`.
+    fn new(path: &Path) -> Arc<Self> {
+        Arc::new(Slot {
+            current: ArcSwapOption::empty(),
+            status: Mutex::new(SlotStatus {
+                path: path.to_path_buf(),
+                last_error: None,
+                loaded_at_ms: None,
+            }),
+            calls: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        })
+    }
+}
+
 struct SlotStatus {
     path: PathBuf,
     last_error: Option<String>,
@@ -201,18 +217,7 @@ impl PluginRegistry {
             tracing::error!(plugin = %name, path = %path.display(), error = %e, "plugin failed to load");
             {
                 let mut slots = self.slots_write();
-                let slot = slots.entry(name.clone()).or_insert_with(|| {
-                    Arc::new(Slot {
-                        current: ArcSwapOption::empty(),
-                        status: Mutex::new(SlotStatus {
-                            path: path.to_path_buf(),
-                            last_error: None,
-                            loaded_at_ms: None,
-                        }),
-                        calls: AtomicU64::new(0),
-                        failures: AtomicU64::new(0),
-                    })
-                });
+                let slot = slots.entry(name.clone()).or_insert_with(|| Slot::new(path));
                 slot.status
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -316,18 +321,7 @@ impl PluginRegistry {
 
         let replaced = {
             let mut slots = self.slots_write();
-            let slot = slots.entry(name.clone()).or_insert_with(|| {
-                Arc::new(Slot {
-                    current: ArcSwapOption::empty(),
-                    status: Mutex::new(SlotStatus {
-                        path: path.to_path_buf(),
-                        last_error: None,
-                        loaded_at_ms: None,
-                    }),
-                    calls: AtomicU64::new(0),
-                    failures: AtomicU64::new(0),
-                })
-            });
+            let slot = slots.entry(name.clone()).or_insert_with(|| Slot::new(path));
             let old = slot.current.swap(Some(version.clone()));
             let mut st = slot.status.lock().unwrap_or_else(|p| p.into_inner());
             st.path = path.to_path_buf();

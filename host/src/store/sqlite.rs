@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{KvStore, StoreError};
+use crate::clock::Clock;
 
 /// Migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -91,7 +92,7 @@ impl KvStore for SqliteStore {
                 "value larger than {MAX_VALUE_BYTES} bytes"
             )));
         }
-        let now = crate::clock::SystemClock.now_ms_i64();
+        let now = crate::clock::SystemClock.now_ms() as i64;
         self.conn()
             .prepare_cached(
                 "INSERT INTO plugin_kv (plugin, key, value, updated_ms) VALUES (?1, ?2, ?3, ?4)
@@ -121,15 +122,5 @@ impl KvStore for SqliteStore {
         )?;
         let rows = stmt.query_map(params![plugin, prefix, limit as i64], |r| r.get(0))?;
         Ok(rows.collect::<Result<Vec<String>, _>>()?)
-    }
-}
-
-trait NowI64 {
-    fn now_ms_i64(&self) -> i64;
-}
-impl NowI64 for crate::clock::SystemClock {
-    fn now_ms_i64(&self) -> i64 {
-        use crate::clock::Clock;
-        self.now_ms() as i64
     }
 }
