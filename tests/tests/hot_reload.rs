@@ -7,12 +7,18 @@ use pincer::events::Event;
 use pincer::health::HealthConfig;
 use pincer::plugins::{CallError, PluginState, RuntimeConfig};
 use pincer_tests::{TestRuntime, built_plugin, wait_event};
+use sha2::{Digest, Sha256};
 
-fn write_plugin(dir: &std::path::Path, from: &str, name: &str, version: &str) {
+/// Writes a manifest and a component, each atomically, and returns the
+/// component's sha256. The two writes are separate, so the watcher may load
+/// an intermediate pairing (new manifest, old component); tests wait for the
+/// event carrying both the version and the hash they wrote.
+fn write_plugin(dir: &std::path::Path, from: &str, name: &str, version: &str) -> String {
     let manifest = format!("name = \"{name}\"\nkind = \"tool\"\nversion = \"{version}\"\n");
     pincer::bundled::write_atomic(&dir.join(format!("{name}.toml")), manifest.as_bytes()).unwrap();
     let bytes = std::fs::read(built_plugin(from)).unwrap();
     pincer::bundled::write_atomic(&dir.join(format!("{name}.wasm")), &bytes).unwrap();
+    hex::encode(Sha256::digest(&bytes))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -23,8 +29,8 @@ async fn add_replace_corrupt_remove() {
     let mut events = t.subscribe();
 
     // Add.
-    write_plugin(&dir, "clock", "swap", "1.0.0");
-    wait_event(&mut events, |e| matches!(e, Event::PluginLoaded { plugin, version, .. } if plugin == "swap" && version == "1.0.0")).await;
+    let h1 = write_plugin(&dir, "clock", "swap", "1.0.0");
+    wait_event(&mut events, |e| matches!(e, Event::PluginLoaded { plugin, version, hash, .. } if plugin == "swap" && version == "1.0.0" && *hash == h1)).await;
     let v1 = t.runtime.plugins.current("swap").unwrap();
     assert_eq!(v1.tool_info().unwrap().name, "clock");
     assert!(
@@ -37,8 +43,8 @@ async fn add_replace_corrupt_remove() {
     );
 
     // Replace with a different component: the new version answers.
-    write_plugin(&dir, "http-fetch", "swap", "2.0.0");
-    wait_event(&mut events, |e| matches!(e, Event::PluginLoaded { plugin, version, replaced: true, .. } if plugin == "swap" && version == "2.0.0")).await;
+    let h2 = write_plugin(&dir, "http-fetch", "swap", "2.0.0");
+    wait_event(&mut events, |e| matches!(e, Event::PluginLoaded { plugin, version, hash, replaced: true, .. } if plugin == "swap" && version == "2.0.0" && *hash == h2)).await;
     let v2 = t.runtime.plugins.current("swap").unwrap();
     assert_ne!(v1.sha256, v2.sha256);
     assert_eq!(v2.tool_info().unwrap().name, "http_fetch");
