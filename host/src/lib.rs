@@ -17,6 +17,7 @@
 //! - [`bundled`]: the plugins shipped inside the `pincer` binary.
 //! - [`bench`]: `pincer bench` measurements.
 
+pub mod agent;
 pub mod bench;
 pub mod bundled;
 pub mod channels;
@@ -26,5 +27,6 @@ pub mod events;
 pub mod health;
 pub mod netguard;
 pub mod plugins;
+pub mod protocol;
 pub mod runtime;
 pub mod store;

@@ -2,8 +2,10 @@
 //! sessions and the webhook outbox later) so a cluster mode can swap the
 //! embedded SQLite database ([`SqliteStore`]) for PostgreSQL or Redis.
 
+mod sessions;
 mod sqlite;
 
+pub use sessions::*;
 pub use sqlite::SqliteStore;
 
 use std::sync::Arc;

@@ -1,0 +1,107 @@
+//! Roles, scopes and which scope each method needs (the reference's §7).
+//! `health` is always allowed; `operator.admin` allows everything; a
+//! method needing `operator.read` is also allowed with `operator.write`;
+//! a method not in the table needs `operator.admin` (default-deny).
+
+/// Read-only operator access.
+pub const READ: &str = "operator.read";
+/// Operator writes (chat, agent runs).
+pub const WRITE: &str = "operator.write";
+/// Everything.
+pub const ADMIN: &str = "operator.admin";
+/// Device and node pairing.
+pub const PAIRING: &str = "operator.pairing";
+/// Exec and plugin approvals.
+pub const APPROVALS: &str = "operator.approvals";
+
+/// Every operator scope a client may ask for.
+pub const ALL_OPERATOR_SCOPES: [&str; 6] = [
+    ADMIN,
+    READ,
+    WRITE,
+    APPROVALS,
+    PAIRING,
+    "operator.talk.secrets",
+];
+
+/// The scope `method` needs, or `None` when it is always allowed.
+pub fn required_scope(method: &str) -> Option<&'static str> {
+    match method {
+        "health" => None,
+        "status"
+        | "logs.tail"
+        | "channels.status"
+        | "models.list"
+        | "tools.catalog"
+        | "agents.list"
+        | "agent.identity.get"
+        | "sessions.list"
+        | "sessions.subscribe"
+        | "sessions.unsubscribe"
+        | "sessions.messages.subscribe"
+        | "sessions.messages.unsubscribe"
+        | "system-presence"
+        | "last-heartbeat"
+        | "node.list"
+        | "chat.history"
+        | "plugins.list"
+        | "webhooks.list"
+        | "webhooks.deliveries" => Some(READ),
+        "agent" | "agent.wait" | "chat.send" | "chat.abort" | "sessions.abort" => Some(WRITE),
+        "device.pair.list"
+        | "device.pair.approve"
+        | "device.pair.reject"
+        | "device.pair.remove" => Some(PAIRING),
+        _ => Some(ADMIN),
+    }
+}
+
+/// Whether a connection holding `scopes` may call `method`; `Err` names the
+/// missing scope.
+pub fn authorize(method: &str, scopes: &[String]) -> Result<(), &'static str> {
+    let Some(needed) = required_scope(method) else {
+        return Ok(());
+    };
+    let has = |s: &str| scopes.iter().any(|x| x == s);
+    if has(ADMIN) || has(needed) || (needed == READ && has(WRITE)) {
+        Ok(())
+    } else {
+        Err(needed)
+    }
+}
+
+/// Whether a connection holding `scopes` receives an event guarded by
+/// `scope` (read-guarded events also go to writers and admins).
+pub fn may_receive(scope: Option<&str>, scopes: &[String]) -> bool {
+    match scope {
+        None => true,
+        Some(s) => authorize_scope(s, scopes),
+    }
+}
+
+fn authorize_scope(needed: &str, scopes: &[String]) -> bool {
+    let has = |s: &str| scopes.iter().any(|x| x == s);
+    has(ADMIN) || has(needed) || (needed == READ && has(WRITE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn table() {
+        assert!(authorize("health", &[]).is_ok());
+        assert_eq!(authorize("status", &[]), Err(READ));
+        assert!(authorize("status", &s(&[READ])).is_ok());
+        assert!(authorize("status", &s(&[WRITE])).is_ok());
+        assert_eq!(authorize("chat.send", &s(&[READ])), Err(WRITE));
+        assert_eq!(authorize("sessions.delete", &s(&[READ, WRITE])), Err(ADMIN));
+        assert!(authorize("sessions.delete", &s(&[ADMIN])).is_ok());
+        assert_eq!(authorize("no.such.method", &s(&[READ])), Err(ADMIN));
+        assert_eq!(authorize("device.pair.list", &s(&[READ])), Err(PAIRING));
+    }
+}
