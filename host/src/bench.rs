@@ -228,3 +228,8 @@ pub async fn plugins() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+/// `pincer bench gateway`: see `bench_gateway.rs`.
+pub async fn gateway() -> anyhow::Result<()> {
+    anyhow::bail!("pincer bench gateway is being written")
+}

@@ -8,6 +8,14 @@
 //! [health]                             # see health::HealthConfig
 //! check_interval_ms = 60000
 //!
+//! [gateway]                            # see gateway::GatewayConfig
+//! listen = "127.0.0.1:18789"
+//! allowed_origins = ["https://control.example.com"]
+//!
+//! [agent]                              # see agent::AgentConfig
+//! provider = "openai"                  # or "echo" (default)
+//! openai = { base_url = "http://127.0.0.1:11434/v1", model = "llama3.2" }
+//!
 //! [plugins.telegram]                   # see plugins::PluginSettings
 //! allowed_hosts = ["https://api.telegram.org"]
 //! secrets = { bot_token = "env:TELEGRAM_BOT_TOKEN" }
@@ -19,6 +27,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::agent::AgentConfig;
+use crate::gateway::GatewayConfig;
 use crate::health::HealthConfig;
 use crate::plugins::PluginSettings;
 
@@ -36,6 +46,10 @@ pub struct FileConfig {
     pub health: HealthConfig,
     /// Per-plugin settings.
     pub plugins: BTreeMap<String, PluginSettings>,
+    /// Gateway (listener, auth, limits).
+    pub gateway: GatewayConfig,
+    /// Agent (provider, model).
+    pub agent: AgentConfig,
 }
 
 impl FileConfig {

@@ -24,6 +24,7 @@ pub mod channels;
 pub mod clock;
 pub mod config;
 pub mod events;
+pub mod gateway;
 pub mod health;
 pub mod netguard;
 pub mod plugins;

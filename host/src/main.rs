@@ -3,12 +3,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pincer::config::FileConfig;
 use pincer::events::LocalBus;
+use pincer::gateway::launch::Options;
+use pincer::gateway::logbuf::LogBuffer;
 use pincer::netguard::NetGuard;
 use pincer::plugins::RuntimeConfig;
 use pincer::runtime::{Runtime, RuntimeOptions};
@@ -41,12 +42,31 @@ struct Common {
     allow_cidrs: Option<String>,
 }
 
+#[derive(clap::Args, Clone)]
+struct GatewayArgs {
+    /// Listen address for WebSocket and HTTP (default 127.0.0.1:18789).
+    #[arg(long, env = "PINCER_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// Shared token operators must present (required off loopback unless a
+    /// password is set).
+    #[arg(long, env = "PINCER_GATEWAY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Shared password (alternative to a token).
+    #[arg(long, env = "PINCER_GATEWAY_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Model provider: `echo` (default, offline) or `openai`.
+    #[arg(long, env = "PINCER_PROVIDER")]
+    provider: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway: load plugins, hot-reload them, monitor channels.
     Serve {
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        gateway: GatewayArgs,
         /// Do not install the bundled plugins into a new plugins directory.
         #[arg(long)]
         no_bundled: bool,
@@ -85,6 +105,8 @@ enum PluginsCommand {
 enum BenchWhat {
     /// Plugin runtime: compile, load, instantiate, call, reload, restart, memory.
     Plugins,
+    /// Gateway over loopback: handshakes, health requests, memory, fan-out.
+    Gateway,
 }
 
 struct Resolved {
@@ -140,33 +162,46 @@ async fn build_runtime(r: &Resolved) -> anyhow::Result<Arc<Runtime>> {
     })
 }
 
-async fn serve(common: Common, no_bundled: bool) -> anyhow::Result<()> {
+async fn serve(
+    common: Common,
+    gw: GatewayArgs,
+    no_bundled: bool,
+    logs: Arc<LogBuffer>,
+) -> anyhow::Result<()> {
     let r = resolve(&common)?;
-    if !no_bundled && !r.plugins_dir.exists() {
-        let written = pincer::bundled::install(&r.plugins_dir, false).with_context(|| {
-            format!(
-                "installing bundled plugins into {}",
-                r.plugins_dir.display()
-            )
-        })?;
-        tracing::info!(dir = %r.plugins_dir.display(), plugins = ?written, "installed bundled plugins");
+    let mut opts = Options::new(&r.data_dir);
+    opts.plugins_dir = r.plugins_dir.clone();
+    opts.install_bundled = !no_bundled;
+    opts.gateway = r.file.gateway.clone();
+    opts.agent = r.file.agent.clone();
+    opts.health = r.file.health;
+    opts.plugins = r.file.plugins.clone();
+    opts.allow_cidrs = r.allow.clone();
+    opts.logs = Some(logs);
+    if let Some(listen) = gw.listen {
+        opts.gateway.listen = listen;
     }
-    let runtime = build_runtime(&r).await?;
-    for (path, e) in runtime.load_dir().await? {
-        tracing::error!(path = %path.display(), error = %e, "plugin not loaded");
+    if gw.token.is_some() {
+        opts.gateway.token = gw.token;
     }
-    let _watch = runtime.watch(Duration::from_millis(300))?;
-    let monitor = runtime.health.spawn();
-    for p in runtime.plugins.list() {
+    if gw.password.is_some() {
+        opts.gateway.password = gw.password;
+    }
+    if let Some(p) = gw.provider {
+        opts.agent.provider = p;
+    }
+    let running = pincer::gateway::launch::start(opts).await?;
+    for p in running.gateway.runtime.plugins.list() {
         tracing::info!(plugin = %p.name, kind = ?p.kind, version = ?p.version, state = ?p.state, "plugin");
     }
-    tracing::info!(plugins_dir = %r.plugins_dir.display(), "pincer running; drop plugins into the plugins directory to load them");
-    shutdown_signal().await;
-    tracing::info!("shutting down");
-    monitor.abort();
-    for ch in runtime.channels.all() {
-        ch.stop().await;
-    }
+    tracing::info!(
+        addr = %running.addr,
+        plugins_dir = %r.plugins_dir.display(),
+        "pincer running: WebSocket and HTTP on ws://{0} and http://{0}; drop plugins into the plugins directory to load them",
+        running.addr
+    );
+    running.wait(shutdown_signal()).await?;
+    tracing::info!("stopped");
     Ok(())
 }
 
@@ -194,15 +229,24 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let logs = LogBuffer::new();
+    tracing_subscriber::registry()
+        .with(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
         )
+        .with(tracing_subscriber::fmt::layer())
+        .with(pincer::gateway::logbuf::Layer(logs.clone()))
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { common, no_bundled } => serve(common, no_bundled).await,
+        Command::Serve {
+            common,
+            gateway,
+            no_bundled,
+        } => serve(common, gateway, no_bundled, logs).await,
         Command::Plugins { command } => match command {
             PluginsCommand::List { common } => {
                 let r = resolve(&common)?;
@@ -220,6 +264,7 @@ async fn main() -> anyhow::Result<()> {
         },
         Command::Bench { what } => match what {
             BenchWhat::Plugins => pincer::bench::plugins().await,
+            BenchWhat::Gateway => pincer::bench::gateway().await,
         },
     }
 }

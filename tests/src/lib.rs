@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests: a runtime over a temporary directory
 //! with plugins built from source by `host/build.rs`.
 
+pub mod gateway;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,9 +1,11 @@
-//! Durable state. The runtime talks to small traits ([`KvStore`] today;
-//! sessions and the webhook outbox later) so a cluster mode can swap the
-//! embedded SQLite database ([`SqliteStore`]) for PostgreSQL or Redis.
+//! Durable state. The runtime talks to small traits ([`KvStore`] for plugin
+//! data, [`SessionStore`] for sessions, devices and the event log the webhook
+//! outbox reads) so a cluster mode can swap the embedded SQLite database
+//! ([`SqliteStore`]) for PostgreSQL or Redis.
 
 mod sessions;
 mod sqlite;
+mod sqlite_sessions;
 
 pub use sessions::*;
 pub use sqlite::SqliteStore;
@@ -19,6 +21,10 @@ pub enum StoreError {
     /// A limit (key or value size, key count) was exceeded.
     #[error("{0}")]
     Limit(String),
+    /// A stored value could not be decoded (e.g. JSON that does not parse);
+    /// the message names the table and column.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
     /// The database worker is gone.
     #[error("store is closed")]
     Closed,

@@ -18,6 +18,82 @@ const MIGRATIONS: &[&str] = &[
         updated_ms INTEGER NOT NULL,
         PRIMARY KEY (plugin, key)
     ) WITHOUT ROWID;",
+    // 2: sessions, transcripts, inbound dedupe, device pairing and the event
+    // log (the webhook outbox). JSON columns hold serde_json text.
+    "CREATE TABLE sessions (
+        key          TEXT PRIMARY KEY NOT NULL,
+        session_id   TEXT NOT NULL UNIQUE,
+        agent_id     TEXT NOT NULL,
+        channel      TEXT,
+        conversation TEXT,
+        created_ms   INTEGER NOT NULL,
+        updated_ms   INTEGER NOT NULL,
+        message_count INTEGER NOT NULL DEFAULT 0,
+        settings     TEXT NOT NULL DEFAULT '{}',
+        last_preview TEXT
+    );
+    CREATE INDEX sessions_by_updated ON sessions (updated_ms DESC, key);
+    -- session_key survives resets, so deleting a session can find every
+    -- transcript it ever had.
+    CREATE TABLE messages (
+        session_id  TEXT NOT NULL,
+        seq         INTEGER NOT NULL,
+        session_key TEXT NOT NULL,
+        id          TEXT NOT NULL UNIQUE,
+        role        TEXT NOT NULL,
+        content     TEXT NOT NULL,
+        ts          INTEGER NOT NULL,
+        run_id      TEXT,
+        stop_reason TEXT,
+        meta        TEXT NOT NULL DEFAULT '{}',
+        PRIMARY KEY (session_id, seq)
+    );
+    CREATE INDEX messages_by_key ON messages (session_key);
+    CREATE TABLE inbound_seen (
+        channel    TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        ts         INTEGER NOT NULL,
+        PRIMARY KEY (channel, message_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX inbound_seen_by_ts ON inbound_seen (ts);
+    CREATE TABLE devices (
+        device_id   TEXT PRIMARY KEY NOT NULL,
+        public_key  TEXT NOT NULL,
+        roles       TEXT NOT NULL,
+        scopes      TEXT NOT NULL,
+        meta        TEXT NOT NULL,
+        approved_ms INTEGER NOT NULL
+    );
+    -- One pending request per device (UNIQUE device_id).
+    CREATE TABLE pair_requests (
+        request_id TEXT PRIMARY KEY NOT NULL,
+        device_id  TEXT NOT NULL UNIQUE,
+        public_key TEXT NOT NULL,
+        role       TEXT NOT NULL,
+        scopes     TEXT NOT NULL,
+        meta       TEXT NOT NULL,
+        ts         INTEGER NOT NULL
+    );
+    CREATE TABLE device_tokens (
+        device_id    TEXT NOT NULL,
+        role         TEXT NOT NULL,
+        token_sha256 TEXT NOT NULL,
+        scopes       TEXT NOT NULL,
+        issued_ms    INTEGER NOT NULL,
+        PRIMARY KEY (device_id, role)
+    ) WITHOUT ROWID;
+    -- scope: 'session:<key>', 'plugin:<channel or plugin name>' or 'global';
+    -- seq is contiguous per scope (the unique index also serves MAX(seq)).
+    CREATE TABLE events (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind        TEXT NOT NULL,
+        session_key TEXT,
+        scope       TEXT NOT NULL,
+        seq         INTEGER NOT NULL,
+        ts          INTEGER NOT NULL,
+        data        TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX events_by_scope_seq ON events (scope, seq);",
 ];
 
 /// SQLite-backed store.
@@ -60,7 +136,7 @@ impl SqliteStore {
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(super) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent
         // (statements are atomic), so a poisoned lock is still usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())

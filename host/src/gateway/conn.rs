@@ -1,0 +1,622 @@
+//! One WebSocket connection: the `connect.challenge` handshake (protocol
+//! negotiation, origin check, shared and device auth, pairing), then the
+//! request loop, with a writer task draining the connection's queue.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tracing::{debug, info, warn};
+
+use super::auth::{self, AuthMode};
+use super::hub::{Broadcast, Conn, Outgoing, event_text};
+use super::methods::{self, Ctx};
+use super::{Gateway, now_ms};
+use crate::protocol::connect::{
+    ConnectParams, Features, HelloAuth, HelloOk, Policy, ServerInfo, Snapshot, client_meta,
+};
+use crate::protocol::errors::{ErrorShape, code};
+use crate::protocol::frames::{ClientFrame, EventFrame, FrameError, Response};
+use crate::protocol::{self, MAX_PREAUTH_PAYLOAD, close_reason, device, negotiate, scopes};
+use crate::store::{DeviceRecord, PairRequest};
+
+/// What the HTTP upgrade saw.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Remote address.
+    pub remote: SocketAddr,
+    /// `Origin` header (browsers).
+    pub origin: Option<String>,
+    /// `Host` header.
+    pub host: Option<String>,
+}
+
+type Ws<S> = WebSocketStream<S>;
+
+async fn close<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut Ws<S>, code: u16, reason: &str) {
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: close_reason(reason).into(),
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), ws.close(Some(frame))).await;
+}
+
+async fn send_text<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut Ws<S>, text: String) -> bool {
+    tokio::time::timeout(Duration::from_secs(10), ws.send(Message::Text(text.into())))
+        .await
+        .is_ok_and(|r| r.is_ok())
+}
+
+/// A handshake failure: the response to send (if any) and the close.
+struct Refusal {
+    response: Option<Response>,
+    code: u16,
+    reason: String,
+}
+
+impl Refusal {
+    fn reply(id: &str, error: ErrorShape, code: u16) -> Self {
+        let reason = error.message.clone();
+        Refusal {
+            response: Some(Response::err(id, error)),
+            code,
+            reason,
+        }
+    }
+}
+
+/// The outcome of a successful handshake.
+struct Admitted {
+    conn: Arc<Conn>,
+    rx: mpsc::UnboundedReceiver<Outgoing>,
+}
+
+/// Serve one upgraded WebSocket until it closes.
+pub async fn serve<S>(gw: Arc<Gateway>, mut ws: Ws<S>, peer: Peer)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    gw.counters
+        .connections_total
+        .fetch_add(1, Ordering::Relaxed);
+    let nonce = uuid::Uuid::new_v4().to_string();
+    let challenge = json!({ "nonce": nonce, "ts": now_ms() });
+    if !send_text(
+        &mut ws,
+        EventFrame::new("connect.challenge", Some(&challenge), None, None).to_text(),
+    )
+    .await
+    {
+        return;
+    }
+    let admitted = match handshake(&gw, &mut ws, &peer, &nonce).await {
+        Ok(Some(a)) => a,
+        Ok(None) => return,
+        Err(r) => {
+            gw.counters
+                .handshake_failures
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(remote = %peer.remote, reason = %r.reason, "handshake refused");
+            if let Some(resp) = r.response {
+                send_text(&mut ws, resp.to_text()).await;
+            }
+            close(&mut ws, r.code, &r.reason).await;
+            return;
+        }
+    };
+    gw.counters.handshakes.fetch_add(1, Ordering::Relaxed);
+    run(gw, ws, admitted).await;
+}
+
+/// Read and check the first frame; `Ok(None)` when the peer went away.
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    gw: &Arc<Gateway>,
+    ws: &mut Ws<S>,
+    peer: &Peer,
+    nonce: &str,
+) -> Result<Option<Admitted>, Refusal> {
+    let deadline = Duration::from_millis(gw.config.handshake_timeout_ms);
+    let text = loop {
+        let msg = match tokio::time::timeout(deadline, ws.next()).await {
+            Err(_) => {
+                return Err(Refusal {
+                    response: None,
+                    code: 1000,
+                    reason: String::new(),
+                });
+            }
+            Ok(None) | Ok(Some(Err(_))) => return Ok(None),
+            Ok(Some(Ok(m))) => m,
+        };
+        match msg {
+            Message::Text(t) => {
+                if t.len() > MAX_PREAUTH_PAYLOAD {
+                    return Err(too_large());
+                }
+                break t.to_string();
+            }
+            Message::Binary(b) => {
+                if b.len() > MAX_PREAUTH_PAYLOAD {
+                    return Err(too_large());
+                }
+                return Err(invalid_frame());
+            }
+            Message::Close(_) => return Ok(None),
+            _ => continue,
+        }
+    };
+    gw.counters.frames_in.fetch_add(1, Ordering::Relaxed);
+    let req = match ClientFrame::parse(&text) {
+        Ok(ClientFrame::Req(r)) => r,
+        Ok(ClientFrame::Cancel { .. }) | Err(FrameError::Json(_)) => return Err(invalid_frame()),
+        Err(FrameError::Invalid {
+            id: Some(id),
+            reason,
+        }) => {
+            return Err(Refusal::reply(
+                &id,
+                ErrorShape::invalid(format!("invalid request frame: {reason}")),
+                1008,
+            ));
+        }
+        Err(FrameError::Invalid { id: None, .. }) => return Err(invalid_frame()),
+    };
+    if req.method != "connect" {
+        return Err(Refusal::reply(
+            &req.id,
+            ErrorShape::invalid("invalid handshake: first request must be connect"),
+            1008,
+        ));
+    }
+    let params = ConnectParams::parse(&req.params).map_err(|e| {
+        Refusal::reply(
+            &req.id,
+            ErrorShape::invalid(format!("invalid connect params: {e}")),
+            1008,
+        )
+    })?;
+    let Some(protocol) = negotiate(params.min_protocol, params.max_protocol) else {
+        let error = ErrorShape::invalid("protocol mismatch").with_details(json!({
+            "code": "PROTOCOL_MISMATCH",
+            "clientMinProtocol": params.min_protocol,
+            "clientMaxProtocol": params.max_protocol,
+            "expectedProtocol": protocol::SUPPORTED_PROTOCOLS[1],
+            "minimumProbeProtocol": protocol::SUPPORTED_PROTOCOLS[0],
+        }));
+        return Err(Refusal::reply(&req.id, error, 1002));
+    };
+    let role = params.role().to_string();
+    if role != "operator" && role != "node" {
+        return Err(Refusal::reply(
+            &req.id,
+            ErrorShape::invalid("invalid role"),
+            1008,
+        ));
+    }
+    check_origin(gw, peer).map_err(|e| Refusal::reply(&req.id, e, 1008))?;
+
+    // Shared secret first, then a device token.
+    let supplied = params.auth.clone().unwrap_or_default();
+    let shared_ok = match gw.config.auth_mode() {
+        AuthMode::None => true,
+        AuthMode::Token(t) => supplied
+            .token
+            .as_deref()
+            .is_some_and(|s| auth::secret_eq(s, &t)),
+        AuthMode::Password(p) => supplied
+            .password
+            .as_deref()
+            .is_some_and(|s| auth::secret_eq(s, &p)),
+    };
+    let now = now_ms();
+    let mut device_scopes: Option<Vec<String>> = None;
+    let mut device_key: Option<Vec<u8>> = None;
+    if params.device.is_some() {
+        let key = device::verify(&params, nonce, now).map_err(|e| {
+            Refusal::reply(
+                &req.id,
+                ErrorShape::device_auth(e.code, e.reason, e.message),
+                1008,
+            )
+        })?;
+        device_key = Some(key);
+        if !shared_ok {
+            let dev = params
+                .device
+                .as_ref()
+                .map(|d| d.id.clone())
+                .unwrap_or_default();
+            for candidate in [&supplied.device_token, &supplied.token]
+                .into_iter()
+                .flatten()
+            {
+                if let Ok(Some(s)) =
+                    gw.sessions
+                        .check_device_token(&dev, &role, &auth::token_hash(candidate))
+                {
+                    device_scopes = Some(s);
+                    break;
+                }
+            }
+        }
+    }
+    if !shared_ok && device_scopes.is_none() {
+        return Err(Refusal::reply(
+            &req.id,
+            auth_error(&gw.config.auth_mode(), &supplied),
+            1008,
+        ));
+    }
+    let granted: Vec<String> = match &device_scopes {
+        None => params.scopes.clone(),
+        Some(allowed) if params.scopes.is_empty() => allowed.clone(),
+        Some(allowed) => params
+            .scopes
+            .iter()
+            .filter(|s| allowed.contains(s) || allowed.iter().any(|a| a == scopes::ADMIN))
+            .cloned()
+            .collect(),
+    };
+
+    // Pairing: a verified device is approved when the connection proved the
+    // shared secret or comes from loopback; otherwise it waits for an
+    // operator's `device.pair.approve`.
+    let mut hello_auth = HelloAuth {
+        role: role.clone(),
+        scopes: granted.clone(),
+        device_token: None,
+        issued_at_ms: None,
+    };
+    if let (Some(d), Some(_key)) = (&params.device, &device_key) {
+        let paired = gw.sessions.get_device(&d.id).ok().flatten();
+        if paired.is_none() {
+            if shared_ok || peer.remote.ip().is_loopback() {
+                let rec = DeviceRecord {
+                    device_id: d.id.clone(),
+                    public_key: d.public_key.clone(),
+                    roles: vec![role.clone()],
+                    scopes: granted.clone(),
+                    meta: client_meta(&params),
+                    approved_ms: now,
+                };
+                if let Err(e) = gw.sessions.put_device(&rec) {
+                    warn!(error = %e, "storing paired device");
+                }
+            } else {
+                let request_id = uuid::Uuid::new_v4().to_string();
+                let mut meta = client_meta(&params);
+                meta.insert("remoteIp".into(), json!(peer.remote.ip().to_string()));
+                let pr = PairRequest {
+                    request_id: request_id.clone(),
+                    device_id: d.id.clone(),
+                    public_key: d.public_key.clone(),
+                    role: role.clone(),
+                    scopes: params.scopes.clone(),
+                    meta,
+                    ts: now,
+                };
+                let _ = gw.sessions.put_pair_request(&pr);
+                gw.broadcast(&Broadcast {
+                    name: "device.pair.requested",
+                    payload: methods::devices::pair_request_json(&pr),
+                    scope: Some(scopes::PAIRING),
+                    droppable: false,
+                    audience: super::hub::Audience::All,
+                    state_version: None,
+                });
+                let error = ErrorShape::new(code::NOT_PAIRED, "pairing required").with_details(
+                    json!({"code":"PAIRING_REQUIRED","requestId":request_id,"reason":"not-paired"}),
+                );
+                return Err(Refusal::reply(&req.id, error, 1008));
+            }
+        }
+        let token = auth::new_token();
+        if gw
+            .sessions
+            .put_device_token(&d.id, &role, &auth::token_hash(&token), &granted, now)
+            .is_ok()
+        {
+            hello_auth.device_token = Some(token);
+            hello_auth.issued_at_ms = Some(now);
+        }
+    }
+
+    let conn_id = uuid::Uuid::new_v4().to_string();
+    let presence = (params.client.mode != "cli" && params.client.mode != "probe").then(|| {
+        let mut p = client_meta(&params);
+        p.remove("clientId");
+        p.remove("clientMode");
+        p.insert("mode".into(), json!(params.client.mode));
+        p.insert(
+            "host".into(),
+            json!(
+                params
+                    .client
+                    .display_name
+                    .clone()
+                    .unwrap_or_else(|| params.client.id.clone())
+            ),
+        );
+        p.insert("ip".into(), json!(peer.remote.ip().to_string()));
+        p.insert("roles".into(), json!([role]));
+        p.insert("scopes".into(), json!(granted));
+        p.insert("reason".into(), json!("connect"));
+        p.insert("ts".into(), json!(now));
+        if let Some(d) = &params.device {
+            p.insert("deviceId".into(), json!(d.id));
+        }
+        if let Some(i) = &params.client.instance_id {
+            p.insert("instanceId".into(), json!(i));
+        }
+        Value::Object(p)
+    });
+    let is_admin = granted.iter().any(|s| s == scopes::ADMIN);
+    let (conn, rx) = Conn::new(
+        conn_id.clone(),
+        protocol,
+        role,
+        granted,
+        params.caps.iter().any(|c| c == "tool-events"),
+        presence,
+        peer.remote,
+        gw.config.max_buffered_bytes,
+    );
+    let hello = HelloOk {
+        kind: "hello-ok",
+        protocol,
+        server: ServerInfo {
+            version: super::VERSION.to_string(),
+            conn_id,
+        },
+        features: Features {
+            methods: methods::METHODS.to_vec(),
+            events: methods::EVENTS.to_vec(),
+        },
+        snapshot: Snapshot {
+            presence: {
+                let mut p = gw.hub.presence();
+                if let Some(me) = &conn.presence {
+                    p.push(me.clone());
+                }
+                p
+            },
+            health: methods::system::health_summary(gw).await,
+            state_version: gw.state_version(),
+            uptime_ms: gw.uptime_ms(),
+            session_defaults: gw.session_defaults(),
+            auth_mode: is_admin.then(|| gw.config.auth_mode().name()),
+        },
+        auth: hello_auth,
+        policy: Policy {
+            max_payload: gw.config.max_payload,
+            max_buffered_bytes: gw.config.max_buffered_bytes,
+            tick_interval_ms: gw.config.tick_interval_ms,
+        },
+    };
+    let payload = serde_json::to_value(&hello).unwrap_or(Value::Null);
+    conn.respond(Response::ok(&req.id, payload).to_text());
+    info!(conn = %conn.id, client = %params.client.id, mode = %params.client.mode, protocol, remote = %peer.remote, "connected");
+    Ok(Some(Admitted { conn, rx }))
+}
+
+fn too_large() -> Refusal {
+    Refusal {
+        response: None,
+        code: 1009,
+        reason: "preauth payload too large".into(),
+    }
+}
+
+fn invalid_frame() -> Refusal {
+    Refusal {
+        response: None,
+        code: 1008,
+        reason: "invalid request frame".into(),
+    }
+}
+
+fn auth_error(mode: &AuthMode, supplied: &crate::protocol::connect::ConnectAuth) -> ErrorShape {
+    match mode {
+        AuthMode::Password(_) if supplied.password.is_none() => ErrorShape::auth(
+            "AUTH_PASSWORD_MISSING",
+            "gateway password missing (set auth.password)",
+            "update_auth_configuration",
+        ),
+        AuthMode::Password(_) => ErrorShape::auth(
+            "AUTH_PASSWORD_MISMATCH",
+            "gateway password mismatch",
+            "update_auth_credentials",
+        ),
+        _ if supplied.token.is_none() && supplied.device_token.is_none() => ErrorShape::auth(
+            "AUTH_TOKEN_MISSING",
+            "gateway token missing (set auth.token)",
+            "update_auth_configuration",
+        ),
+        _ => ErrorShape::auth(
+            "AUTH_TOKEN_MISMATCH",
+            "gateway token mismatch",
+            "update_auth_credentials",
+        ),
+    }
+}
+
+/// Browsers send `Origin`: allow the gateway's own host, loopback pages when
+/// the gateway itself is on loopback, and the configured origins.
+fn check_origin(gw: &Gateway, peer: &Peer) -> Result<(), ErrorShape> {
+    let Some(origin) = peer.origin.as_deref() else {
+        return Ok(());
+    };
+    let origin_host = origin
+        .split("://")
+        .nth(1)
+        .unwrap_or(origin)
+        .trim_end_matches('/');
+    let same_host = peer
+        .host
+        .as_deref()
+        .is_some_and(|h| h.eq_ignore_ascii_case(origin_host));
+    let loopback_page = gw.config.listen.ip().is_loopback() && {
+        let h = origin_host.rsplit_once(':').map_or(origin_host, |(h, _)| h);
+        matches!(h, "localhost" | "127.0.0.1" | "[::1]")
+    };
+    if same_host || loopback_page || gw.config.allowed_origins.iter().any(|o| o == origin) {
+        return Ok(());
+    }
+    Err(
+        ErrorShape::invalid(format!("origin not allowed ({origin})"))
+            .with_details(json!({"code": "CONTROL_UI_ORIGIN_NOT_ALLOWED"})),
+    )
+}
+
+/// The connected phase: requests in, queue out.
+async fn run<S>(gw: Arc<Gateway>, ws: Ws<S>, admitted: Admitted)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Admitted { conn, rx } = admitted;
+    let (sink, mut stream) = ws.split();
+    gw.hub.add(conn.clone());
+    if conn.presence.is_some() {
+        gw.presence_changed();
+    }
+    let writer = tokio::spawn(write_loop(gw.clone(), conn.clone(), rx, sink));
+    let ctx = Ctx {
+        gw: gw.clone(),
+        conn: conn.clone(),
+    };
+    loop {
+        let msg = tokio::select! {
+            _ = conn.kill.cancelled() => break,
+            m = stream.next() => m,
+        };
+        let text = match msg {
+            None | Some(Err(_)) => break,
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Close(_))) => break,
+            Some(Ok(_)) => continue,
+        };
+        gw.counters.frames_in.fetch_add(1, Ordering::Relaxed);
+        match ClientFrame::parse(&text) {
+            Ok(ClientFrame::Req(req)) => methods::handle(&ctx, req).await,
+            Ok(ClientFrame::Cancel { id }) => {
+                let run = conn
+                    .pending_runs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&id)
+                    .cloned();
+                if let Some(run_id) = run {
+                    gw.runs.abort(&run_id, "rpc");
+                }
+            }
+            // Not JSON: logged and ignored, the socket stays open.
+            Err(FrameError::Json(e)) => {
+                debug!(conn = %conn.id, error = %e, "ignoring non-JSON frame")
+            }
+            Err(FrameError::Invalid { id, reason }) => conn.respond(
+                Response::err(
+                    id.unwrap_or_else(|| "invalid".into()),
+                    ErrorShape::invalid(format!("invalid request frame: {reason}")),
+                )
+                .to_text(),
+            ),
+        }
+    }
+    let was_listed = gw.hub.remove(&conn.id);
+    if conn.close_reason().is_none() {
+        conn.close(1000, "");
+    }
+    if conn.presence.is_some() && was_listed {
+        gw.presence_changed();
+    }
+    // The writer sends the close frame (with a bound) and ends.
+    let _ = writer.await;
+    // Drain what the peer still sends after our close until it closes too.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(_)) = stream.next().await {}
+    })
+    .await;
+    debug!(conn = %conn.id, "disconnected");
+}
+
+async fn write_loop<S>(
+    gw: Arc<Gateway>,
+    conn: Arc<Conn>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    mut sink: futures::stream::SplitSink<Ws<S>, Message>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut seq: u64 = 0;
+    loop {
+        let item = tokio::select! {
+            biased;
+            _ = conn.kill.cancelled() => break,
+            item = rx.recv() => match item { Some(i) => i, None => break },
+        };
+        let text = match &item {
+            Outgoing::Response(t) => t.clone(),
+            Outgoing::Event {
+                name,
+                payload,
+                state_version,
+            } => {
+                seq += 1;
+                event_text(name, payload, seq, *state_version)
+            }
+        };
+        let sent = tokio::select! {
+            _ = conn.kill.cancelled() => break,
+            r = sink.send(Message::Text(text.into())) => r.is_ok(),
+        };
+        conn.written(&item);
+        conn.seq.store(seq, Ordering::Relaxed);
+        gw.counters.frames_out.fetch_add(1, Ordering::Relaxed);
+        if !sent {
+            return;
+        }
+    }
+    // Flush what is already queued when closing normally (e.g. shutdown:
+    // the `shutdown` event precedes the close), bounded.
+    let (code, reason) = conn.close_reason().unwrap_or((1000, String::new()));
+    if code != 1008 {
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Ok(item) = rx.try_recv() {
+                let text = match &item {
+                    Outgoing::Response(t) => t.clone(),
+                    Outgoing::Event {
+                        name,
+                        payload,
+                        state_version,
+                    } => {
+                        seq += 1;
+                        event_text(name, payload, seq, *state_version)
+                    }
+                };
+                if sink.send(Message::Text(text.into())).await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: close_reason(&reason).into(),
+    };
+    let _ = tokio::time::timeout(
+        Duration::from_secs(10),
+        sink.send(Message::Close(Some(frame))),
+    )
+    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+}

@@ -1,0 +1,420 @@
+//! The connection hub: every live operator connection, its outgoing queue,
+//! and event fan-out with scope guards, subscriptions and slow-consumer
+//! handling.
+//!
+//! Each connection has an unbounded queue drained by its own writer task;
+//! the hub accounts the queued bytes. Past `max_buffered_bytes`, droppable
+//! events (chat deltas, presence, session events) are skipped and any
+//! other event marks the connection a slow consumer: it is removed at once
+//! and its writer closes it with 1008. A slow socket therefore never slows
+//! the broadcaster or anyone else. The writer stamps the per-connection
+//! `seq` as it sends, so dropped events never leave a gap.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::frames::StateVersion;
+use crate::protocol::scopes;
+
+/// Something queued for a connection's writer.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// A pre-serialized response frame.
+    Response(String),
+    /// An event; the writer adds `seq`.
+    Event {
+        /// Event name.
+        name: Arc<str>,
+        /// Pre-serialized payload JSON (shared across connections).
+        payload: Arc<str>,
+        /// State counters, for presence/health events.
+        state_version: Option<StateVersion>,
+    },
+}
+
+impl Outgoing {
+    fn cost(&self) -> usize {
+        match self {
+            Outgoing::Response(s) => s.len(),
+            Outgoing::Event { name, payload, .. } => payload.len() + name.len() + 64,
+        }
+    }
+}
+
+/// Who an event goes to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Audience {
+    /// Every operator connection allowed by the scope guard.
+    All,
+    /// Connections that advertised the `tool-events` capability.
+    ToolEvents,
+    /// Connections that called `sessions.subscribe`.
+    SessionSubscribers,
+    /// Connections subscribed to this session's messages.
+    MessageSubscribers(String),
+}
+
+/// One event to fan out.
+#[derive(Debug, Clone)]
+pub struct Broadcast {
+    /// Event name.
+    pub name: &'static str,
+    /// Payload.
+    pub payload: Value,
+    /// Scope needed to receive it.
+    pub scope: Option<&'static str>,
+    /// Skipped for slow consumers rather than closing them.
+    pub droppable: bool,
+    /// Recipients.
+    pub audience: Audience,
+    /// State counters to attach.
+    pub state_version: Option<StateVersion>,
+}
+
+/// A live connection as the hub sees it.
+#[derive(Debug)]
+pub struct Conn {
+    /// Connection id (`hello-ok.server.connId`).
+    pub id: String,
+    /// Negotiated protocol.
+    pub protocol: u32,
+    /// `operator` or `node`.
+    pub role: String,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+    /// Advertised `tool-events`.
+    pub tool_events: bool,
+    /// Presence entry (None for CLI clients, which are not shown).
+    pub presence: Option<Value>,
+    /// Remote address.
+    pub remote: std::net::SocketAddr,
+    sessions_subscribed: AtomicBool,
+    message_subs: Mutex<HashSet<String>>,
+    tx: mpsc::UnboundedSender<Outgoing>,
+    buffered: AtomicUsize,
+    max_buffered: usize,
+    /// Cancelled when the connection must close (slow consumer, shutdown).
+    pub kill: CancellationToken,
+    /// `agent` requests in flight: request id → run id (for v4 `cancel`).
+    pub pending_runs: Mutex<HashMap<String, String>>,
+    kill_reason: Mutex<Option<(u16, String)>>,
+    /// Events sent (the writer's `seq`).
+    pub seq: AtomicU64,
+}
+
+impl Conn {
+    /// A connection and the receiving end of its queue.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: String,
+        protocol: u32,
+        role: String,
+        scopes: Vec<String>,
+        tool_events: bool,
+        presence: Option<Value>,
+        remote: std::net::SocketAddr,
+        max_buffered: usize,
+    ) -> (Arc<Conn>, mpsc::UnboundedReceiver<Outgoing>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Arc::new(Conn {
+                id,
+                protocol,
+                role,
+                scopes,
+                tool_events,
+                presence,
+                remote,
+                sessions_subscribed: AtomicBool::new(false),
+                message_subs: Mutex::new(HashSet::new()),
+                tx,
+                buffered: AtomicUsize::new(0),
+                max_buffered,
+                kill: CancellationToken::new(),
+                pending_runs: Mutex::new(HashMap::new()),
+                kill_reason: Mutex::new(None),
+                seq: AtomicU64::new(0),
+            }),
+            rx,
+        )
+    }
+
+    /// Queue a response (never dropped; counts toward the buffer).
+    pub fn respond(&self, text: String) {
+        let item = Outgoing::Response(text);
+        self.buffered.fetch_add(item.cost(), Ordering::Relaxed);
+        let _ = self.tx.send(item);
+    }
+
+    /// Queue an event; `false` if it was dropped or the connection is now a
+    /// slow consumer.
+    fn offer(&self, item: Outgoing, droppable: bool) -> Offer {
+        let cost = item.cost();
+        if self.buffered.load(Ordering::Relaxed) + cost > self.max_buffered {
+            return if droppable {
+                Offer::Dropped
+            } else {
+                Offer::Slow
+            };
+        }
+        self.buffered.fetch_add(cost, Ordering::Relaxed);
+        match self.tx.send(item) {
+            Ok(()) => Offer::Queued,
+            Err(_) => Offer::Dropped,
+        }
+    }
+
+    /// The writer reports `item` written.
+    pub fn written(&self, item: &Outgoing) {
+        self.buffered.fetch_sub(item.cost(), Ordering::Relaxed);
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn buffered(&self) -> usize {
+        self.buffered.load(Ordering::Relaxed)
+    }
+
+    /// Ask the writer to close with `code` and `reason`.
+    pub fn close(&self, code: u16, reason: &str) {
+        let mut r = self.kill_reason.lock().unwrap_or_else(|p| p.into_inner());
+        if r.is_none() {
+            *r = Some((code, reason.to_string()));
+        }
+        drop(r);
+        self.kill.cancel();
+    }
+
+    /// Why the connection is being closed, if it is.
+    pub fn close_reason(&self) -> Option<(u16, String)> {
+        self.kill_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// `sessions.subscribe` / `unsubscribe`.
+    pub fn set_sessions_subscribed(&self, on: bool) {
+        self.sessions_subscribed.store(on, Ordering::Relaxed);
+    }
+
+    /// `sessions.messages.subscribe` / `unsubscribe`.
+    pub fn set_message_sub(&self, key: &str, on: bool) {
+        let mut subs = self.message_subs.lock().unwrap_or_else(|p| p.into_inner());
+        if on {
+            subs.insert(key.to_string());
+        } else {
+            subs.remove(key);
+        }
+    }
+
+    fn wants(&self, b: &Broadcast) -> bool {
+        if self.role != "operator" || !scopes::may_receive(b.scope, &self.scopes) {
+            return false;
+        }
+        match &b.audience {
+            Audience::All => true,
+            Audience::ToolEvents => self.tool_events,
+            Audience::SessionSubscribers => self.sessions_subscribed.load(Ordering::Relaxed),
+            Audience::MessageSubscribers(key) => self
+                .message_subs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(key),
+        }
+    }
+}
+
+enum Offer {
+    Queued,
+    Dropped,
+    Slow,
+}
+
+/// All live connections.
+#[derive(Debug, Default)]
+pub struct Hub {
+    conns: Mutex<HashMap<String, Arc<Conn>>>,
+    /// Events dropped for slow consumers.
+    pub dropped: AtomicU64,
+    /// Connections closed as slow consumers.
+    pub slow_closed: AtomicU64,
+}
+
+impl Hub {
+    /// Register a connection.
+    pub fn add(&self, conn: Arc<Conn>) {
+        self.lock().insert(conn.id.clone(), conn);
+    }
+
+    /// Remove a connection; whether it was there.
+    pub fn remove(&self, id: &str) -> bool {
+        self.lock().remove(id).is_some()
+    }
+
+    /// Number of live connections.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// A snapshot of the connections.
+    pub fn all(&self) -> Vec<Arc<Conn>> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// Presence entries of the live connections.
+    pub fn presence(&self) -> Vec<Value> {
+        self.lock()
+            .values()
+            .filter_map(|c| c.presence.clone())
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Conn>>> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Fan `b` out; returns the connections that became slow consumers
+    /// (already removed and told to close).
+    pub fn broadcast(&self, b: &Broadcast) -> Vec<Arc<Conn>> {
+        let targets: Vec<Arc<Conn>> = self
+            .lock()
+            .values()
+            .filter(|c| c.wants(b))
+            .cloned()
+            .collect();
+        if targets.is_empty() {
+            return Vec::new();
+        }
+        let payload: Arc<str> = Arc::from(serde_json::to_string(&b.payload).unwrap_or_default());
+        let name: Arc<str> = Arc::from(b.name);
+        let mut slow = Vec::new();
+        for c in targets {
+            let item = Outgoing::Event {
+                name: name.clone(),
+                payload: payload.clone(),
+                state_version: b.state_version,
+            };
+            match c.offer(item, b.droppable) {
+                Offer::Queued => {}
+                Offer::Dropped => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                Offer::Slow => {
+                    self.slow_closed.fetch_add(1, Ordering::Relaxed);
+                    self.remove(&c.id);
+                    c.close(1008, "slow consumer");
+                    slow.push(c);
+                }
+            }
+        }
+        slow
+    }
+
+    /// Send `name` to one connection (targeted, still seq-stamped).
+    pub fn send_to(&self, conn: &Conn, name: &'static str, payload: &Value) {
+        let item = Outgoing::Event {
+            name: Arc::from(name),
+            payload: Arc::from(serde_json::to_string(payload).unwrap_or_default()),
+            state_version: None,
+        };
+        if let Offer::Slow = conn.offer(item, false) {
+            self.remove(&conn.id);
+            conn.close(1008, "slow consumer");
+        }
+    }
+}
+
+/// Serialize an event frame from its parts without re-serializing the
+/// payload (fan-out to many connections shares one payload string).
+pub fn event_text(
+    name: &str,
+    payload: &str,
+    seq: u64,
+    state_version: Option<StateVersion>,
+) -> String {
+    let name = serde_json::to_string(name).unwrap_or_else(|_| "\"invalid\"".into());
+    let mut s = String::with_capacity(payload.len() + name.len() + 80);
+    s.push_str(r#"{"type":"event","event":"#);
+    s.push_str(&name);
+    s.push_str(r#","payload":"#);
+    s.push_str(if payload.is_empty() { "null" } else { payload });
+    s.push_str(r#","seq":"#);
+    s.push_str(&seq.to_string());
+    if let Some(sv) = state_version {
+        s.push_str(&format!(
+            r#","stateVersion":{{"presence":{},"health":{}}}"#,
+            sv.presence, sv.health
+        ));
+    }
+    s.push('}');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn event_text_is_a_valid_envelope() {
+        let t = event_text(
+            "tick",
+            r#"{"ts":1}"#,
+            5,
+            Some(StateVersion {
+                presence: 1,
+                health: 2,
+            }),
+        );
+        let v: Value = serde_json::from_str(&t).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"event","event":"tick","payload":{"ts":1},"seq":5,"stateVersion":{"presence":1,"health":2}})
+        );
+    }
+
+    #[test]
+    fn slow_consumer_drops_then_closes() {
+        let hub = Hub::default();
+        let addr = "127.0.0.1:1".parse().unwrap();
+        let (c, _rx) = Conn::new(
+            "c".into(),
+            4,
+            "operator".into(),
+            vec![scopes::ADMIN.into()],
+            false,
+            None,
+            addr,
+            1000,
+        );
+        hub.add(c.clone());
+        let big = Broadcast {
+            name: "chat",
+            payload: json!("x".repeat(600)),
+            scope: None,
+            droppable: true,
+            audience: Audience::All,
+            state_version: None,
+        };
+        assert!(hub.broadcast(&big).is_empty());
+        assert!(hub.broadcast(&big).is_empty()); // dropped: over budget
+        assert_eq!(hub.dropped.load(Ordering::Relaxed), 1);
+        let must = Broadcast {
+            droppable: false,
+            ..big
+        };
+        assert_eq!(hub.broadcast(&must).len(), 1);
+        assert_eq!(c.close_reason(), Some((1008, "slow consumer".into())));
+        assert!(hub.is_empty());
+    }
+}

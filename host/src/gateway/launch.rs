@@ -1,0 +1,178 @@
+//! Assembling and starting a whole gateway (store, plugin runtime, watcher,
+//! health monitor, provider, listener): used by `pincer serve`, the tests
+//! and `pincer bench gateway`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use super::{Gateway, GatewayConfig, logbuf::LogBuffer, server};
+use crate::agent::{AgentConfig, build_provider};
+use crate::events::LocalBus;
+use crate::health::HealthConfig;
+use crate::plugins::{PluginSettings, RuntimeConfig};
+use crate::runtime::{Runtime, RuntimeOptions, WatchHandle};
+use crate::store::SqliteStore;
+
+/// Everything needed to start a gateway.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Data directory (database, compile cache, plugin data).
+    pub data_dir: PathBuf,
+    /// Plugins directory (watched).
+    pub plugins_dir: PathBuf,
+    /// Install the bundled plugins when the plugins directory is missing.
+    pub install_bundled: bool,
+    /// Gateway settings.
+    pub gateway: GatewayConfig,
+    /// Agent settings.
+    pub agent: AgentConfig,
+    /// Health monitor settings.
+    pub health: HealthConfig,
+    /// Per-plugin settings.
+    pub plugins: std::collections::BTreeMap<String, PluginSettings>,
+    /// Private ranges plugins may reach.
+    pub allow_cidrs: Vec<ipnet::IpNet>,
+    /// Log capture for `logs.tail`.
+    pub logs: Option<Arc<LogBuffer>>,
+    /// Debounce for the plugins directory watcher.
+    pub watch_settle: Duration,
+}
+
+impl Options {
+    /// Defaults for `data_dir` (plugins in `<data_dir>/plugins`).
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
+        Options {
+            plugins_dir: data_dir.join("plugins"),
+            data_dir,
+            install_bundled: true,
+            gateway: GatewayConfig::default(),
+            agent: AgentConfig::default(),
+            health: HealthConfig::default(),
+            plugins: Default::default(),
+            allow_cidrs: Vec::new(),
+            logs: None,
+            watch_settle: Duration::from_millis(300),
+        }
+    }
+}
+
+/// A running gateway.
+pub struct Running {
+    /// The bound address.
+    pub addr: std::net::SocketAddr,
+    /// Shared state.
+    pub gateway: Arc<Gateway>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _watch: WatchHandle,
+    monitor: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    /// Shut down (the `shutdown` event, runs finished or persisted, sockets
+    /// closed with 1012, channels stopped) and wait for it.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let r = (&mut self.task).await.context("gateway task")?;
+        self.monitor.abort();
+        for ch in self.gateway.runtime.channels.all() {
+            ch.stop().await;
+        }
+        r
+    }
+
+    /// Wait until the server ends (after `shutdown` resolves elsewhere).
+    pub async fn wait(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        tokio::select! {
+            r = &mut self.task => return r.context("gateway task")?,
+            _ = shutdown => {}
+        }
+        self.stop().await
+    }
+}
+
+/// Build everything and start listening.
+pub async fn start(opts: Options) -> anyhow::Result<Running> {
+    opts.gateway.check()?;
+    std::fs::create_dir_all(&opts.data_dir)
+        .with_context(|| format!("creating data dir {}", opts.data_dir.display()))?;
+    if opts.install_bundled && !opts.plugins_dir.exists() {
+        let written = crate::bundled::install(&opts.plugins_dir, false).with_context(|| {
+            format!(
+                "installing bundled plugins into {}",
+                opts.plugins_dir.display()
+            )
+        })?;
+        tracing::info!(dir = %opts.plugins_dir.display(), plugins = ?written, "installed bundled plugins");
+    }
+    std::fs::create_dir_all(&opts.plugins_dir)
+        .with_context(|| format!("creating plugins dir {}", opts.plugins_dir.display()))?;
+    let db = opts.data_dir.join("pincer.db");
+    let store = Arc::new(SqliteStore::open(&db).context("opening the database")?);
+    let runtime = Runtime::new(RuntimeOptions {
+        plugins_dir: opts.plugins_dir.clone(),
+        runtime: RuntimeConfig {
+            data_dir: Some(opts.data_dir.clone()),
+            settings: opts.plugins.clone(),
+            allow_cidrs: opts.allow_cidrs.clone(),
+            clock: crate::clock::system(),
+        },
+        health: opts.health,
+        kv: store.clone(),
+        events: Arc::new(LocalBus::default()),
+    })?;
+    let provider = build_provider(&opts.agent).map_err(|e| anyhow::anyhow!(e))?;
+    let listener = TcpListener::bind(opts.gateway.listen)
+        .await
+        .with_context(|| format!("listening on {}", opts.gateway.listen))?;
+    let addr = listener.local_addr()?;
+    let mut config = opts.gateway.clone();
+    config.listen = addr;
+    let gateway = Gateway::new(
+        config,
+        runtime.clone(),
+        store,
+        provider,
+        opts.logs.clone(),
+        db.display().to_string(),
+    );
+    // Subscribe to channel messages before any channel starts.
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(server::serve(gateway.clone(), listener, async move {
+        let _ = stop_rx.await;
+    }));
+    for (path, e) in runtime.load_dir().await? {
+        tracing::error!(path = %path.display(), error = %e, "plugin not loaded");
+    }
+    let watch = runtime.watch(opts.watch_settle)?;
+    let monitor = runtime.health.spawn();
+    gateway.ready.store(true, Ordering::Relaxed);
+    Ok(Running {
+        addr,
+        gateway,
+        stop: Some(stop_tx),
+        task,
+        _watch: watch,
+        monitor,
+    })
+}

@@ -1,0 +1,391 @@
+//! `chat.send`, `chat.abort`, `chat.history`, `chat.inject`, `agent` (two
+//! responses on one id) and `agent.wait`.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{Ctx, Reply, params};
+use crate::gateway::hub::{Audience, Broadcast};
+use crate::gateway::runs::{
+    Origin, RunResult, RunSpec, StartOutcome, assistant_message, message_json,
+};
+use crate::gateway::{canonical_key, now_ms};
+use crate::protocol::errors::{ErrorShape, code};
+use crate::protocol::frames::Response;
+use crate::protocol::scopes;
+use crate::store::NewMessage;
+
+/// Longest session key accepted.
+pub const MAX_SESSION_KEY: usize = 512;
+/// Longest message accepted (characters are bytes here; the frame limit
+/// applies first).
+pub const MAX_MESSAGE_BYTES: usize = 5_000_000;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SendParams {
+    session_key: String,
+    message: String,
+    idempotency_key: String,
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    attachments: Vec<Value>,
+}
+
+fn is_stop_command(m: &str) -> bool {
+    matches!(
+        m.trim().to_ascii_lowercase().as_str(),
+        "/stop" | "/abort" | "stop"
+    )
+}
+
+fn done_payload(r: &RunResult) -> (Value, Option<ErrorShape>) {
+    match r.status {
+        "error" => (
+            json!({"runId": r.run_id, "status": "error", "summary": r.error.clone().unwrap_or_default()}),
+            Some(ErrorShape::unavailable(
+                r.error.clone().unwrap_or_else(|| "run failed".into()),
+            )),
+        ),
+        status => (
+            json!({"runId": r.run_id, "status": if status == "aborted" { "aborted" } else { "ok" }}),
+            None,
+        ),
+    }
+}
+
+/// `chat.send`: answers at once with `{runId, status:"started"}`.
+pub fn send(ctx: &Ctx, p: &Value) -> Reply {
+    let p: SendParams = match params("chat.send", p) {
+        Ok(p) => p,
+        Err(e) => return Reply::Err(e),
+    };
+    if p.session_key.is_empty() || p.session_key.chars().count() > MAX_SESSION_KEY {
+        return Reply::Err(ErrorShape::bad_params(
+            "chat.send",
+            "sessionKey must be 1..512 characters",
+        ));
+    }
+    if p.idempotency_key.is_empty() {
+        return Reply::Err(ErrorShape::bad_params(
+            "chat.send",
+            "idempotencyKey must be non-empty",
+        ));
+    }
+    if p.message.trim().is_empty() && p.attachments.is_empty() {
+        return Reply::Err(ErrorShape::invalid("message or attachment required"));
+    }
+    if p.message.len() > MAX_MESSAGE_BYTES {
+        return Reply::Err(ErrorShape::invalid("message too large"));
+    }
+    let key = canonical_key(&p.session_key);
+    let gw = &ctx.gw;
+    if gw.shutting_down() {
+        return Reply::Err(ErrorShape::unavailable("gateway is shutting down").retry_after(1000));
+    }
+    if is_stop_command(&p.message) {
+        let ids = gw.runs.abort_session(&key, "stop");
+        return Reply::Ok(json!({"ok": true, "aborted": !ids.is_empty(), "runIds": ids}));
+    }
+    let spec = RunSpec {
+        run_id: p.idempotency_key.clone(),
+        session_key: key,
+        message: p.message,
+        origin: Origin::Operator,
+        timeout: p.timeout_ms.filter(|t| *t > 0).map(Duration::from_millis),
+    };
+    match gw.runs.start(gw, spec) {
+        StartOutcome::Started => {
+            Reply::Ok(json!({"runId": p.idempotency_key, "status": "started"}))
+        }
+        StartOutcome::InFlight => {
+            Reply::Ok(json!({"runId": p.idempotency_key, "status": "in_flight"}))
+        }
+        StartOutcome::Done(r) => match done_payload(&r) {
+            (v, None) => Reply::Ok(v),
+            (v, Some(e)) => Reply::ErrWith(e, v),
+        },
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AbortParams {
+    session_key: String,
+    run_id: Option<String>,
+}
+
+/// `chat.abort`.
+pub fn abort(ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
+    let p: AbortParams = params("chat.abort", p)?;
+    let key = canonical_key(&p.session_key);
+    let runs = &ctx.gw.runs;
+    let ids = match &p.run_id {
+        Some(id) => match runs.session_of(id) {
+            Some(s) if s != key => {
+                return Err(ErrorShape::invalid("runId does not match sessionKey"));
+            }
+            Some(_) => {
+                runs.abort(id, "rpc");
+                vec![id.clone()]
+            }
+            None => vec![],
+        },
+        None => runs.abort_session(&key, "rpc"),
+    };
+    Ok(json!({"ok": true, "aborted": !ids.is_empty(), "runIds": ids}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HistoryParams {
+    session_key: String,
+    limit: Option<usize>,
+    max_chars: Option<usize>,
+}
+
+/// Largest `chat.history` response.
+pub const MAX_HISTORY_BYTES: usize = 6 * 1024 * 1024;
+/// Messages bigger than this are replaced by a placeholder in history.
+pub const MAX_HISTORY_MESSAGE_BYTES: usize = 128 * 1024;
+
+/// `chat.history`.
+pub fn history(ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
+    let p: HistoryParams = params("chat.history", p)?;
+    let limit = p.limit.unwrap_or(200);
+    if !(1..=1000).contains(&limit) {
+        return Err(ErrorShape::bad_params(
+            "chat.history",
+            "limit must be 1..1000",
+        ));
+    }
+    let key = canonical_key(&p.session_key);
+    let gw = &ctx.gw;
+    let entry = gw
+        .sessions
+        .get_session(&key)
+        .map_err(|e| ErrorShape::unavailable(e.to_string()))?;
+    let msgs = gw
+        .sessions
+        .history(&key, limit)
+        .map_err(|e| ErrorShape::unavailable(e.to_string()))?;
+    let mut out = Vec::with_capacity(msgs.len());
+    let mut total = 0;
+    for m in msgs.iter().rev() {
+        let mut v = message_json(m);
+        let size = v.to_string().len();
+        if size > MAX_HISTORY_MESSAGE_BYTES {
+            v["content"] =
+                json!([{"type": "text", "text": format!("[message omitted: {size} bytes]")}]);
+        } else if let Some(max) = p.max_chars
+            && let Some(Value::Array(blocks)) = v.get_mut("content")
+        {
+            for b in blocks {
+                if let Some(Value::String(t)) = b.get_mut("text")
+                    && t.chars().count() > max
+                {
+                    *t = t.chars().take(max).collect();
+                }
+            }
+        }
+        total += v.to_string().len();
+        if total > MAX_HISTORY_BYTES {
+            break;
+        }
+        out.push(v);
+    }
+    out.reverse();
+    let mut result = json!({"sessionKey": key, "messages": out});
+    if let Some(e) = entry {
+        result["sessionId"] = json!(e.session_id);
+        for k in ["thinkingLevel", "fastMode", "verboseLevel"] {
+            if let Some(v) = e.settings.get(k) {
+                result[k] = v.clone();
+            }
+        }
+    }
+    Ok(result)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InjectParams {
+    session_key: String,
+    message: String,
+    label: Option<String>,
+}
+
+/// `chat.inject`: add an assistant message to the transcript without a run.
+pub fn inject(ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
+    let p: InjectParams = params("chat.inject", p)?;
+    if p.label.as_ref().is_some_and(|l| l.chars().count() > 100) {
+        return Err(ErrorShape::bad_params(
+            "chat.inject",
+            "label is longer than 100 characters",
+        ));
+    }
+    let key = canonical_key(&p.session_key);
+    let gw = &ctx.gw;
+    let mut meta = Map::new();
+    if let Some(l) = &p.label {
+        meta.insert("label".into(), json!(l));
+    }
+    let m = gw
+        .sessions
+        .append_message(
+            &key,
+            NewMessage {
+                role: "assistant".into(),
+                content: json!([{"type": "text", "text": p.message}]),
+                run_id: None,
+                stop_reason: Some("injected".into()),
+                meta,
+                event: Some("message.sent"),
+            },
+        )
+        .map_err(|e| ErrorShape::unavailable(e.to_string()))?;
+    gw.broadcast(&Broadcast {
+        name: "chat",
+        payload: json!({
+            "runId": format!("inject-{}", m.id),
+            "sessionKey": key,
+            "seq": 0,
+            "state": "final",
+            "message": assistant_message(&p.message, m.timestamp),
+        }),
+        scope: Some(scopes::READ),
+        droppable: false,
+        audience: Audience::All,
+        state_version: None,
+    });
+    Ok(json!({"ok": true, "messageId": m.id}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AgentParams {
+    message: String,
+    idempotency_key: String,
+    session_key: Option<String>,
+    timeout: Option<u64>,
+}
+
+/// `agent`: `{status:"accepted"}` now, and a second response with the same
+/// id when the run ends.
+pub fn agent(ctx: &Ctx, req_id: &str, p: &Value) -> Reply {
+    let p: AgentParams = match params("agent", p) {
+        Ok(p) => p,
+        Err(e) => return Reply::Err(e),
+    };
+    if p.idempotency_key.is_empty() {
+        return Reply::Err(ErrorShape::bad_params(
+            "agent",
+            "idempotencyKey must be non-empty",
+        ));
+    }
+    let gw = ctx.gw.clone();
+    if gw.shutting_down() {
+        return Reply::Err(ErrorShape::unavailable("gateway is shutting down").retry_after(1000));
+    }
+    let key = canonical_key(p.session_key.as_deref().unwrap_or("main"));
+    let run_id = p.idempotency_key.clone();
+    let spec = RunSpec {
+        run_id: run_id.clone(),
+        session_key: key,
+        message: p.message,
+        origin: Origin::Operator,
+        // `timeout` is in seconds in the CLI's agent params.
+        timeout: p.timeout.filter(|t| *t > 0).map(Duration::from_secs),
+    };
+    let outcome = gw.runs.start(&gw, spec);
+    if let StartOutcome::Done(r) = &outcome {
+        return final_reply(r, req_id, &ctx.conn);
+    }
+    let accepted = json!({"runId": run_id, "status": "accepted", "acceptedAt": now_ms()});
+    ctx.conn.respond(Response::ok(req_id, accepted).to_text());
+    ctx.conn
+        .pending_runs
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(req_id.to_string(), run_id.clone());
+    let conn = ctx.conn.clone();
+    let req_id = req_id.to_string();
+    tokio::spawn(async move {
+        let result = gw.runs.wait(&run_id, Duration::from_secs(24 * 3600)).await;
+        conn.pending_runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&req_id);
+        if let Some(Some(r)) = result {
+            final_reply(&r, &req_id, &conn);
+        }
+    });
+    Reply::Done
+}
+
+fn final_reply(r: &RunResult, req_id: &str, conn: &crate::gateway::hub::Conn) -> Reply {
+    let resp = match r.status {
+        "ok" => Response::ok(
+            req_id,
+            json!({"runId": r.run_id, "status": "ok", "summary": "completed",
+                   "result": {"payloads": [{"text": r.text}], "text": r.text}}),
+        ),
+        "aborted" => Response::ok(
+            req_id,
+            json!({"runId": r.run_id, "status": "aborted", "summary": "aborted", "result": {"payloads": [{"text": r.text}], "text": r.text}}),
+        ),
+        _ => Response::err_with(
+            req_id,
+            ErrorShape::unavailable(r.error.clone().unwrap_or_else(|| "run failed".into())),
+            json!({"runId": r.run_id, "status": "error", "summary": r.error.clone().unwrap_or_default()}),
+        ),
+    };
+    conn.respond(resp.to_text());
+    Reply::Done
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WaitParams {
+    run_id: String,
+    timeout_ms: Option<u64>,
+}
+
+/// `agent.wait`.
+pub async fn wait(ctx: &Ctx, p: &Value) -> Reply {
+    let p: WaitParams = match params("agent.wait", p) {
+        Ok(p) => p,
+        Err(e) => return Reply::Err(e),
+    };
+    let timeout = Duration::from_millis(p.timeout_ms.unwrap_or(30_000).min(3_600_000));
+    match ctx.gw.runs.wait(&p.run_id, timeout).await {
+        None => Reply::Err(
+            ErrorShape::new(
+                "AGENT_RESULT_NOT_FOUND",
+                format!("unknown runId: {}", p.run_id),
+            )
+            .with_details(json!({"runId": p.run_id})),
+        ),
+        Some(None) => Reply::Ok(json!({"runId": p.run_id, "status": "timeout"})),
+        Some(Some(r)) => {
+            let mut v = json!({
+                "runId": r.run_id,
+                "status": if r.status == "error" { "error" } else { "ok" },
+                "startedAt": r.started_at,
+                "endedAt": r.ended_at,
+            });
+            if r.status == "aborted" {
+                v["aborted"] = json!(true);
+            }
+            if let Some(e) = &r.error {
+                v["error"] = json!(e);
+            }
+            Reply::Ok(v)
+        }
+    }
+}
+
+#[allow(dead_code)]
+const _: &str = code::AGENT_TIMEOUT;

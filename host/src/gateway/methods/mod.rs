@@ -1,0 +1,238 @@
+//! Protocol methods: the dispatch table, scope checks and one module per
+//! area. `features.methods` is exactly [`METHODS`].
+
+pub mod chat;
+pub mod devices;
+pub mod plugins;
+pub mod sessions;
+pub mod system;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tracing::debug;
+
+use super::Gateway;
+use super::hub::Conn;
+use crate::protocol::errors::ErrorShape;
+use crate::protocol::frames::{Request, Response};
+use crate::protocol::scopes;
+
+/// Implemented methods (advertised in `hello-ok.features.methods`).
+pub const METHODS: &[&str] = &[
+    "health",
+    "status",
+    "chat.send",
+    "chat.abort",
+    "chat.history",
+    "chat.inject",
+    "sessions.list",
+    "sessions.subscribe",
+    "sessions.unsubscribe",
+    "sessions.messages.subscribe",
+    "sessions.messages.unsubscribe",
+    "sessions.patch",
+    "sessions.reset",
+    "sessions.delete",
+    "sessions.abort",
+    "models.list",
+    "agents.list",
+    "agent.identity.get",
+    "agent",
+    "agent.wait",
+    "system-presence",
+    "last-heartbeat",
+    "node.list",
+    "device.pair.list",
+    "device.pair.approve",
+    "device.pair.reject",
+    "device.pair.remove",
+    "logs.tail",
+    "tools.catalog",
+    "channels.status",
+    "channels.start",
+    "channels.stop",
+    "channels.restart",
+    "plugins.list",
+    "plugins.reload",
+];
+
+/// Events this gateway sends.
+pub const EVENTS: &[&str] = &[
+    "connect.challenge",
+    "agent",
+    "chat",
+    "session.message",
+    "session.tool",
+    "sessions.changed",
+    "presence",
+    "tick",
+    "shutdown",
+    "health",
+    "device.pair.requested",
+    "device.pair.resolved",
+];
+
+/// What a handler sees.
+#[derive(Clone)]
+pub struct Ctx {
+    /// The gateway.
+    pub gw: Arc<Gateway>,
+    /// The calling connection.
+    pub conn: Arc<Conn>,
+}
+
+/// A handler's answer.
+pub enum Reply {
+    /// `ok:true` with this payload.
+    Ok(Value),
+    /// `ok:false`.
+    Err(ErrorShape),
+    /// `ok:false` with a payload too.
+    ErrWith(ErrorShape, Value),
+    /// The handler responded itself.
+    Done,
+}
+
+impl From<Result<Value, ErrorShape>> for Reply {
+    fn from(r: Result<Value, ErrorShape>) -> Self {
+        match r {
+            Ok(v) => Reply::Ok(v),
+            Err(e) => Reply::Err(e),
+        }
+    }
+}
+
+/// Parse `params` (absent = `{}`) into `T`, or the reference's error.
+pub fn params<T: DeserializeOwned>(method: &str, params: &Value) -> Result<T, ErrorShape> {
+    let p = if params.is_null() {
+        Value::Object(Default::default())
+    } else {
+        params.clone()
+    };
+    serde_json::from_value(p).map_err(|e| ErrorShape::bad_params(method, e))
+}
+
+/// Methods that may wait (they run on their own task so the connection
+/// keeps serving).
+fn may_block(method: &str) -> bool {
+    matches!(
+        method,
+        "agent.wait"
+            | "plugins.reload"
+            | "channels.start"
+            | "channels.stop"
+            | "channels.restart"
+            | "status"
+            | "health"
+            | "channels.status"
+    )
+}
+
+/// Handle one request and queue its response.
+pub async fn handle(ctx: &Ctx, req: Request) {
+    let conn = &ctx.conn;
+    if req.method == "connect" {
+        conn.respond(
+            Response::err(
+                &req.id,
+                ErrorShape::invalid("connect is only valid as the first request"),
+            )
+            .to_text(),
+        );
+        return;
+    }
+    if !METHODS.contains(&req.method.as_str()) {
+        conn.respond(Response::err(&req.id, ErrorShape::unknown_method(&req.method)).to_text());
+        return;
+    }
+    if conn.role != "operator" {
+        conn.respond(Response::err(&req.id, ErrorShape::unauthorized_role(&conn.role)).to_text());
+        return;
+    }
+    if let Err(missing) = scopes::authorize(&req.method, &conn.scopes) {
+        conn.respond(
+            Response::err(&req.id, ErrorShape::missing_scope(conn.protocol, missing)).to_text(),
+        );
+        return;
+    }
+    if may_block(&req.method) {
+        let ctx = ctx.clone();
+        tokio::spawn(async move { run(&ctx, req).await });
+    } else {
+        run(ctx, req).await;
+    }
+}
+
+async fn run(ctx: &Ctx, req: Request) {
+    let started = Instant::now();
+    let reply = dispatch(ctx, &req).await;
+    let ok = !matches!(reply, Reply::Err(_) | Reply::ErrWith(..));
+    let resp = match reply {
+        Reply::Ok(v) => Some(Response::ok(&req.id, v)),
+        Reply::Err(e) => Some(Response::err(&req.id, e)),
+        Reply::ErrWith(e, v) => Some(Response::err_with(&req.id, e, v)),
+        Reply::Done => None,
+    };
+    if let Some(r) = resp {
+        ctx.conn.respond(r.to_text());
+    }
+    let elapsed = started.elapsed();
+    metrics::histogram!("pincer_method_duration_seconds", "method" => req.method.clone())
+        .record(elapsed.as_secs_f64());
+    debug!(conn = %ctx.conn.id, req = %req.id, method = %req.method, ok, micros = elapsed.as_micros() as u64, "request");
+}
+
+async fn dispatch(ctx: &Ctx, req: &Request) -> Reply {
+    let p = &req.params;
+    let gw = &ctx.gw;
+    match req.method.as_str() {
+        "health" => Reply::Ok(system::health_summary(gw).await),
+        "status" => Reply::Ok(system::status(gw).await),
+        "models.list" => Reply::Ok(system::models(gw)),
+        "agents.list" => Reply::Ok(system::agents()),
+        "agent.identity.get" => Reply::Ok(system::identity()),
+        "system-presence" => Reply::Ok(Value::Array(gw.hub.presence())),
+        "last-heartbeat" => Reply::Ok(Value::Null),
+        "node.list" => Reply::Ok(serde_json::json!({"ts": super::now_ms(), "nodes": []})),
+        "logs.tail" => system::logs_tail(gw, p).into(),
+        "tools.catalog" => Reply::Ok(system::tools_catalog(gw)),
+        "chat.send" => chat::send(ctx, p),
+        "chat.abort" => chat::abort(ctx, p).into(),
+        "chat.history" => chat::history(ctx, p).into(),
+        "chat.inject" => chat::inject(ctx, p).into(),
+        "agent" => chat::agent(ctx, &req.id, p),
+        "agent.wait" => chat::wait(ctx, p).await,
+        "sessions.list" => sessions::list(ctx, p).into(),
+        "sessions.subscribe" => sessions::subscribe(ctx, true),
+        "sessions.unsubscribe" => sessions::subscribe(ctx, false),
+        "sessions.messages.subscribe" => sessions::messages_subscribe(ctx, p, true).into(),
+        "sessions.messages.unsubscribe" => sessions::messages_subscribe(ctx, p, false).into(),
+        "sessions.patch" => sessions::patch(ctx, p).into(),
+        "sessions.reset" => sessions::reset(ctx, p).into(),
+        "sessions.delete" => sessions::delete(ctx, p).into(),
+        "sessions.abort" => sessions::abort(ctx, p).into(),
+        "device.pair.list" => devices::list(ctx).into(),
+        "device.pair.approve" => devices::approve(ctx, p).into(),
+        "device.pair.reject" => devices::reject(ctx, p).into(),
+        "device.pair.remove" => devices::remove(ctx, p).into(),
+        "channels.status" => Reply::Ok(plugins::channels_status(gw).await),
+        "channels.start" | "channels.stop" | "channels.restart" => {
+            let action = req.method.trim_start_matches("channels.");
+            match params::<plugins::ChannelParams>(&req.method, p) {
+                Ok(cp) => plugins::channel_action(gw, &cp.channel, action)
+                    .await
+                    .into(),
+                Err(e) => Reply::Err(e),
+            }
+        }
+        "plugins.list" => Reply::Ok(serde_json::json!({"plugins": gw.runtime.plugins.list()})),
+        "plugins.reload" => match params::<plugins::ReloadParams>(&req.method, p) {
+            Ok(rp) => Reply::Ok(plugins::reload(gw, rp.name.as_deref()).await),
+            Err(e) => Reply::Err(e),
+        },
+        other => Reply::Err(ErrorShape::unknown_method(other)),
+    }
+}

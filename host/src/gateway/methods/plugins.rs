@@ -1,0 +1,98 @@
+//! Pincer's plugin methods: `channels.status` (the health monitor's view in
+//! OpenClaw's channel-snapshot shape), `channels.start/stop/restart`,
+//! `plugins.list`, `plugins.reload`.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::gateway::{Gateway, now_ms};
+use crate::health::ChannelHealth;
+use crate::protocol::errors::ErrorShape;
+
+/// `{channel}` params.
+#[derive(Deserialize)]
+pub struct ChannelParams {
+    /// Channel plugin name.
+    #[serde(alias = "name")]
+    pub channel: String,
+}
+
+/// `{name?}` params.
+#[derive(Deserialize)]
+pub struct ReloadParams {
+    /// Plugin to reload (all when absent).
+    pub name: Option<String>,
+}
+
+/// One channel in OpenClaw's snapshot shape plus Pincer's fields (absent
+/// values are omitted rather than `null`).
+pub fn channel_json(c: &ChannelHealth) -> Value {
+    let mut v = json!({
+        "configured": true,
+        "running": c.running,
+        "connected": c.connected,
+        "mode": c.mode,
+        "lastInboundAt": c.last_inbound_at,
+        "lastOutboundAt": c.last_outbound_at,
+        "lastStartAt": c.last_start_at,
+        "reconnectAttempts": c.reconnect_attempts,
+        "lastError": c.last_error,
+        "restarts": c.restarts,
+        "restartsTotal": c.restarts_total,
+        "state": c.state.as_str(),
+        "healthy": c.healthy,
+        "lastActivityAt": c.last_activity_at,
+    });
+    if let Value::Object(m) = &mut v {
+        m.retain(|_, x| !x.is_null());
+    }
+    v
+}
+
+/// `channels.status`.
+pub async fn channels_status(gw: &Gateway) -> Value {
+    let snap = gw.runtime.health.snapshot().await;
+    let mut channels = serde_json::Map::new();
+    let mut labels = serde_json::Map::new();
+    for c in &snap {
+        channels.insert(c.name.clone(), channel_json(c));
+        labels.insert(c.name.clone(), json!(c.name));
+    }
+    json!({
+        "ts": now_ms(),
+        "channelOrder": snap.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
+        "channelLabels": labels,
+        "channels": channels,
+    })
+}
+
+/// `channels.start` / `stop` / `restart` (and the HTTP equivalents).
+pub async fn channel_action(gw: &Gateway, name: &str, action: &str) -> Result<Value, ErrorShape> {
+    let ch = &gw.runtime.channels;
+    let r = match action {
+        "start" => ch.start(name).await,
+        "stop" => ch.stop(name).await,
+        "restart" => gw.runtime.health.restart_channel(name).await.map(|_| ()),
+        other => {
+            return Err(ErrorShape::invalid(format!(
+                "unknown channel action {other:?}"
+            )));
+        }
+    };
+    r.map_err(|e| ErrorShape::unavailable(e.to_string()))?;
+    let snap = gw.runtime.health.snapshot().await;
+    let state = snap.iter().find(|c| c.name == name).map(channel_json);
+    Ok(json!({"ok": true, "channel": name, "status": state}))
+}
+
+/// `plugins.reload`.
+pub async fn reload(gw: &Gateway, name: Option<&str>) -> Value {
+    let results = gw.runtime.reload(name).await;
+    json!({
+        "ok": results.iter().all(|(_, r)| r.is_ok()),
+        "results": results.iter().map(|(n, r)| match r {
+            Ok(()) => json!({"plugin": n, "ok": true}),
+            Err(e) => json!({"plugin": n, "ok": false, "error": e.to_string()}),
+        }).collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,356 @@
+//! The gateway: the OpenClaw WebSocket protocol server and the HTTP API on
+//! one port, on top of the plugin [`Runtime`](crate::runtime::Runtime).
+//!
+//! - [`server`]: the listener, HTTP routes and WebSocket upgrade;
+//! - [`conn`]: one WebSocket connection: handshake, auth, request loop,
+//!   writer;
+//! - [`hub`]: live connections and event fan-out;
+//! - [`methods`]: the protocol methods;
+//! - [`runs`]: agent runs (chat streaming, abort, idempotency);
+//! - [`inbound`]: channel messages routed to sessions and answered;
+//! - [`http_api`]: `/healthz`, `/readyz`, `/metrics`, `/v1/*`, channel
+//!   webhooks;
+//! - [`auth`]: shared token/password and device tokens;
+//! - [`logbuf`]: recent log lines for `logs.tail`;
+//! - [`launch`]: assembling and starting the whole gateway.
+
+pub mod auth;
+pub mod conn;
+pub mod http_api;
+pub mod hub;
+pub mod inbound;
+pub mod launch;
+pub mod logbuf;
+pub mod methods;
+pub mod runs;
+pub mod server;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::agent::Provider;
+use crate::protocol::frames::StateVersion;
+use crate::runtime::Runtime;
+use crate::store::SharedSessions;
+
+pub use auth::AuthMode;
+
+/// `[gateway]` settings; every field has a default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Listen address (default `127.0.0.1:18789`).
+    pub listen: SocketAddr,
+    /// Shared token (or env `PINCER_GATEWAY_TOKEN`).
+    pub token: Option<String>,
+    /// Shared password (or env `PINCER_GATEWAY_PASSWORD`).
+    pub password: Option<String>,
+    /// Browser origins allowed besides the gateway's own host.
+    pub allowed_origins: Vec<String>,
+    /// Most simultaneous WebSocket connections (default 10 000).
+    pub max_connections: usize,
+    /// New connections per IP per minute (default 600; loopback exempt
+    /// unless `limit_loopback`).
+    pub connections_per_minute: u32,
+    /// Apply the per-IP rate limit to loopback too (tests).
+    pub limit_loopback: bool,
+    /// Handshake timeout, ms (default 10 000).
+    pub handshake_timeout_ms: u64,
+    /// `tick` interval, ms (default 30 000).
+    pub tick_interval_ms: u64,
+    /// `policy.maxPayload` (default 25 MiB).
+    pub max_payload: usize,
+    /// `policy.maxBufferedBytes` (default 50 MiB).
+    pub max_buffered_bytes: usize,
+    /// Chat delta throttle per run, ms (default 150).
+    pub delta_throttle_ms: u64,
+    /// How long shutdown waits for in-flight runs, ms (default 5 000).
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 18789)),
+            token: None,
+            password: None,
+            allowed_origins: Vec::new(),
+            max_connections: 10_000,
+            connections_per_minute: 600,
+            limit_loopback: false,
+            handshake_timeout_ms: 10_000,
+            tick_interval_ms: crate::protocol::TICK_INTERVAL_MS,
+            max_payload: crate::protocol::MAX_PAYLOAD,
+            max_buffered_bytes: crate::protocol::MAX_BUFFERED_BYTES,
+            delta_throttle_ms: 150,
+            shutdown_grace_ms: 5_000,
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// The auth mode these settings give.
+    pub fn auth_mode(&self) -> AuthMode {
+        match (&self.token, &self.password) {
+            (Some(t), _) if !t.is_empty() => AuthMode::Token(t.clone()),
+            (_, Some(p)) if !p.is_empty() => AuthMode::Password(p.clone()),
+            _ => AuthMode::None,
+        }
+    }
+
+    /// Refuse to expose an unauthenticated gateway beyond loopback.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if !self.listen.ip().is_loopback() && matches!(self.auth_mode(), AuthMode::None) {
+            anyhow::bail!(
+                "refusing to listen on {} without authentication: set --token (or \
+                 PINCER_GATEWAY_TOKEN) or a password, or listen on 127.0.0.1",
+                self.listen
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Gateway counters exported on `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// WebSocket connections accepted.
+    pub connections_total: AtomicU64,
+    /// Connections refused (limit, rate, origin).
+    pub connections_refused: AtomicU64,
+    /// Frames received.
+    pub frames_in: AtomicU64,
+    /// Frames sent.
+    pub frames_out: AtomicU64,
+    /// Handshakes completed.
+    pub handshakes: AtomicU64,
+    /// Handshakes failed.
+    pub handshake_failures: AtomicU64,
+}
+
+/// Shared gateway state.
+pub struct Gateway {
+    /// Settings.
+    pub config: GatewayConfig,
+    /// Plugins, channels and health.
+    pub runtime: Arc<Runtime>,
+    /// Sessions, transcripts, devices.
+    pub sessions: SharedSessions,
+    /// The model provider.
+    pub provider: Arc<dyn Provider>,
+    /// Live connections.
+    pub hub: hub::Hub,
+    /// Agent runs.
+    pub runs: runs::RunManager,
+    /// Recent log lines, when captured.
+    pub logs: Option<Arc<logbuf::LogBuffer>>,
+    /// Counters.
+    pub counters: Counters,
+    /// Where the database lives (reported in `health`).
+    pub store_path: String,
+    /// Set once the plugins directory has been loaded (`/readyz`).
+    pub ready: AtomicBool,
+    started: Instant,
+    presence_version: AtomicU64,
+    health_version: AtomicU64,
+    shutting_down: AtomicBool,
+    ip_rate: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("listen", &self.config.listen)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The server version reported in `hello-ok`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+impl Gateway {
+    /// Assemble a gateway.
+    pub fn new(
+        config: GatewayConfig,
+        runtime: Arc<Runtime>,
+        sessions: SharedSessions,
+        provider: Arc<dyn Provider>,
+        logs: Option<Arc<logbuf::LogBuffer>>,
+        store_path: String,
+    ) -> Arc<Self> {
+        let run_timeout = Duration::from_secs(600);
+        Arc::new(Gateway {
+            runs: runs::RunManager::new(run_timeout),
+            config,
+            runtime,
+            sessions,
+            provider,
+            hub: hub::Hub::default(),
+            logs,
+            counters: Counters::default(),
+            store_path,
+            ready: AtomicBool::new(false),
+            started: Instant::now(),
+            presence_version: AtomicU64::new(1),
+            health_version: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+            ip_rate: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Milliseconds since start.
+    pub fn uptime_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Current state counters.
+    pub fn state_version(&self) -> StateVersion {
+        StateVersion {
+            presence: self.presence_version.load(Ordering::Relaxed),
+            health: self.health_version.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Presence changed: bump the counter and tell everyone (droppable).
+    pub fn presence_changed(&self) {
+        self.presence_version.fetch_add(1, Ordering::Relaxed);
+        let b = hub::Broadcast {
+            name: "presence",
+            payload: json!({ "presence": self.hub.presence() }),
+            scope: None,
+            droppable: true,
+            audience: hub::Audience::All,
+            state_version: Some(self.state_version()),
+        };
+        self.broadcast(&b);
+    }
+
+    /// Health refreshed: bump the counter and send the summary.
+    pub async fn health_changed(&self) {
+        self.health_version.fetch_add(1, Ordering::Relaxed);
+        let summary = methods::system::health_summary(self).await;
+        let b = hub::Broadcast {
+            name: "health",
+            payload: summary,
+            scope: None,
+            droppable: true,
+            audience: hub::Audience::All,
+            state_version: Some(self.state_version()),
+        };
+        self.broadcast(&b);
+    }
+
+    /// Fan out, then announce presence if slow consumers were cut off.
+    pub fn broadcast(&self, b: &hub::Broadcast) {
+        let slow = self.hub.broadcast(b);
+        if !slow.is_empty() {
+            for c in &slow {
+                tracing::warn!(conn = %c.id, remote = %c.remote, "closing slow consumer");
+            }
+            if b.name != "presence" {
+                self.presence_changed();
+            }
+        }
+    }
+
+    /// Whether shutdown has begun.
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// Admission control for a new connection from `ip`.
+    pub fn admit(&self, ip: IpAddr) -> Result<(), &'static str> {
+        if self.shutting_down() {
+            return Err("shutting down");
+        }
+        if self.hub.len() >= self.config.max_connections {
+            return Err("too many connections");
+        }
+        if ip.is_loopback() && !self.config.limit_loopback {
+            return Ok(());
+        }
+        let mut rates = self.ip_rate.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if rates.len() > 10_000 {
+            rates.retain(|_, (t, _)| now.duration_since(*t) < Duration::from_secs(60));
+        }
+        let entry = rates.entry(ip).or_insert((now, 0));
+        if now.duration_since(entry.0) >= Duration::from_secs(60) {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+        if entry.1 > self.config.connections_per_minute {
+            return Err("connection rate limit exceeded");
+        }
+        Ok(())
+    }
+
+    /// Start shutdown: announce it, let runs finish for the grace period,
+    /// abort the rest (their partial answers are persisted), then close
+    /// every socket with 1012.
+    pub async fn shutdown(&self, reason: &str) {
+        if self.shutting_down.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tracing::info!(reason, "gateway shutting down");
+        self.broadcast(&hub::Broadcast {
+            name: "shutdown",
+            payload: json!({ "reason": reason }),
+            scope: None,
+            droppable: false,
+            audience: hub::Audience::All,
+            state_version: None,
+        });
+        let grace = Duration::from_millis(self.config.shutdown_grace_ms);
+        if tokio::time::timeout(grace, self.runs.wait_idle())
+            .await
+            .is_err()
+        {
+            self.runs.abort_all("shutdown");
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.runs.wait_idle()).await;
+        }
+        for c in self.hub.all() {
+            c.close(1012, "service restart");
+        }
+    }
+
+    /// Default session defaults for `hello-ok` and the UIs.
+    pub fn session_defaults(&self) -> Value {
+        json!({
+            "defaultAgentId": "main",
+            "mainKey": "main",
+            "mainSessionKey": MAIN_SESSION,
+            "scope": "per-sender",
+        })
+    }
+}
+
+/// The operator's main session.
+pub const MAIN_SESSION: &str = "agent:main:main";
+
+/// Canonical session key: `main` → `agent:main:main`; `agent:…` and
+/// `global` unchanged; anything else → `agent:main:<key>`.
+pub fn canonical_key(key: &str) -> String {
+    let key = key.trim();
+    if key.is_empty() || key == "main" {
+        MAIN_SESSION.to_string()
+    } else if key.starts_with("agent:") || key == "global" {
+        key.to_string()
+    } else {
+        format!("agent:main:{key}")
+    }
+}
+
+/// Unix time, ms.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

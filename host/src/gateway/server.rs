@@ -1,0 +1,175 @@
+//! The listener: one port for HTTP (axum) and the WebSocket protocol (any
+//! path with an `Upgrade: websocket` header), plus the gateway's periodic
+//! tasks (`tick`, health refresh) and the channel inbound router.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tracing::{info, warn};
+
+use super::conn::{self, Peer};
+use super::hub::{Audience, Broadcast};
+use super::{Gateway, http_api, inbound, now_ms};
+
+/// Serve `gw` on `listener` until `shutdown` resolves; then run the
+/// gateway's shutdown (the `shutdown` event, in-flight runs finished or
+/// persisted, sockets closed with 1012) and return.
+pub async fn serve(
+    gw: Arc<Gateway>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    info!(%addr, auth = gw.config.auth_mode().name(), "gateway listening");
+    let background = spawn_background(&gw);
+    let app = http_api::router(gw.clone())
+        .layer(middleware::from_fn_with_state(gw.clone(), upgrade_any_path));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let gw2 = gw.clone();
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        gw2.shutdown("service restart").await;
+        let _ = stop_tx.send(());
+    });
+    server.await?;
+    let _ = stop_rx.await;
+    for t in background {
+        t.abort();
+    }
+    Ok(())
+}
+
+fn spawn_background(gw: &Arc<Gateway>) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    let g = gw.clone();
+    tasks.push(tokio::spawn(async move {
+        let period = Duration::from_millis(g.config.tick_interval_ms.max(10));
+        let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            g.broadcast(&Broadcast {
+                name: "tick",
+                payload: json!({ "ts": now_ms() }),
+                scope: None,
+                droppable: false,
+                audience: Audience::All,
+                state_version: None,
+            });
+        }
+    }));
+    let g = gw.clone();
+    tasks.push(tokio::spawn(async move {
+        let period = Duration::from_secs(60);
+        let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        loop {
+            every.tick().await;
+            g.health_changed().await;
+        }
+    }));
+    tasks.push(inbound::spawn(gw.clone()));
+    tasks
+}
+
+fn is_upgrade(req: &Request) -> bool {
+    let has = |name: header::HeaderName, want: &str| {
+        req.headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case(want)))
+    };
+    has(header::UPGRADE, "websocket") && has(header::CONNECTION, "upgrade")
+}
+
+/// Route WebSocket upgrades on any path to the protocol; everything else
+/// to the HTTP API.
+async fn upgrade_any_path(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    if !is_upgrade(&req) {
+        return next.run(req).await;
+    }
+    if let Err(why) = gw.admit(remote.ip()) {
+        gw.counters
+            .connections_refused
+            .fetch_add(1, Ordering::Relaxed);
+        warn!(%remote, why, "refusing WebSocket connection");
+        let mut r = (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+        if why.contains("rate") {
+            *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        }
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return r;
+    }
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key").into_response();
+    };
+    if req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v != "13")
+    {
+        return (StatusCode::BAD_REQUEST, "unsupported WebSocket version").into_response();
+    }
+    let header_str = |name: header::HeaderName| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let peer = Peer {
+        remote,
+        origin: header_str(header::ORIGIN),
+        host: header_str(header::HOST),
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let max_payload = gw.config.max_payload;
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                warn!(%remote, error = %e, "WebSocket upgrade failed");
+                return;
+            }
+        };
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(max_payload))
+            .max_frame_size(Some(max_payload));
+        let ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await;
+        conn::serve(gw, ws, peer).await;
+    });
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    resp
+}

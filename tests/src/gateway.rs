@@ -1,0 +1,296 @@
+//! A real gateway on loopback and a protocol client for end-to-end tests.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use pincer::gateway::launch::{self, Options, Running};
+
+/// How long a test waits for any one frame before failing (a hang guard,
+/// not a timing assertion).
+pub const FRAME_WAIT: Duration = Duration::from_secs(30);
+
+/// A gateway in a temporary data directory with the bundled plugins.
+pub struct TestGateway {
+    /// The running server.
+    pub running: Option<Running>,
+    /// Its address.
+    pub addr: std::net::SocketAddr,
+    /// The data directory (kept alive with the gateway).
+    pub dir: tempfile::TempDir,
+}
+
+impl TestGateway {
+    /// Options for a gateway in a fresh temp dir on an ephemeral port.
+    pub fn options() -> (Options, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut opts = Options::new(dir.path());
+        opts.gateway.listen = "127.0.0.1:0".parse().expect("addr");
+        opts.watch_settle = Duration::from_millis(100);
+        (opts, dir)
+    }
+
+    /// Start with `opts` (from [`TestGateway::options`]).
+    pub async fn start_with(opts: Options, dir: tempfile::TempDir) -> TestGateway {
+        let running = launch::start(opts).await.expect("gateway starts");
+        TestGateway {
+            addr: running.addr,
+            running: Some(running),
+            dir,
+        }
+    }
+
+    /// Start with defaults and token `secret`.
+    pub async fn start() -> TestGateway {
+        let (mut opts, dir) = Self::options();
+        opts.gateway.token = Some("secret".into());
+        Self::start_with(opts, dir).await
+    }
+
+    /// `ws://addr/`.
+    pub fn url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    /// The gateway state.
+    pub fn gw(&self) -> &std::sync::Arc<pincer::gateway::Gateway> {
+        &self.running.as_ref().expect("running").gateway
+    }
+
+    /// Shut down and wait.
+    pub async fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await.expect("clean shutdown");
+        }
+    }
+}
+
+/// Connect params for a CLI-like client with `scopes`, speaking
+/// `min..=max`, with token `token`.
+pub fn connect_params(min: u32, max: u32, token: Option<&str>, scopes: &[&str]) -> Value {
+    let mut p = json!({
+        "minProtocol": min, "maxProtocol": max,
+        "client": {"id": "test", "version": "1.0.0", "platform": "linux", "mode": "test"},
+        "caps": ["tool-events"],
+        "role": "operator",
+        "scopes": scopes,
+    });
+    if let Some(t) = token {
+        p["auth"] = json!({"token": t});
+    }
+    p
+}
+
+/// Every operator scope.
+pub const ALL: &[&str] = &[
+    "operator.admin",
+    "operator.read",
+    "operator.write",
+    "operator.pairing",
+];
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A protocol client that buffers events while waiting for responses.
+pub struct Client {
+    /// The socket.
+    pub ws: Ws,
+    /// Events received and not yet consumed.
+    pub events: VecDeque<Value>,
+    /// The challenge nonce.
+    pub nonce: String,
+    /// The hello-ok payload (after a successful connect).
+    pub hello: Value,
+    next_id: u64,
+    last_seq: u64,
+}
+
+/// How a socket ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Closed {
+    /// Close code (1006 when there was no close frame).
+    pub code: u16,
+    /// Reason.
+    pub reason: String,
+}
+
+impl Client {
+    /// Open a socket and read the challenge.
+    pub async fn open(url: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connect");
+        let mut c = Client {
+            ws,
+            events: VecDeque::new(),
+            nonce: String::new(),
+            hello: Value::Null,
+            next_id: 0,
+            last_seq: 0,
+        };
+        let challenge = c.raw_next().await.expect("challenge");
+        assert_eq!(challenge["type"], "event");
+        assert_eq!(challenge["event"], "connect.challenge");
+        assert!(challenge.get("seq").is_none());
+        c.nonce = challenge["payload"]["nonce"]
+            .as_str()
+            .expect("nonce")
+            .to_string();
+        c
+    }
+
+    /// Open and connect with `params`; panics unless hello-ok.
+    pub async fn connect(url: &str, params: Value) -> Client {
+        let mut c = Client::open(url).await;
+        let res = c.request("connect", params).await;
+        assert_eq!(res["ok"], true, "connect failed: {res}");
+        assert_eq!(res["payload"]["type"], "hello-ok");
+        c.hello = res["payload"].clone();
+        c
+    }
+
+    /// Connect as an admin with token `secret` at protocol 3..4.
+    pub async fn admin(url: &str) -> Client {
+        Client::connect(url, connect_params(3, 4, Some("secret"), ALL)).await
+    }
+
+    /// Send raw text.
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws
+            .send(Message::Text(text.to_string().into()))
+            .await
+            .expect("send");
+    }
+
+    /// The next JSON frame, or how the socket closed.
+    pub async fn raw_next(&mut self) -> Result<Value, Closed> {
+        loop {
+            let msg = tokio::time::timeout(FRAME_WAIT, self.ws.next())
+                .await
+                .expect("a frame within the hang guard");
+            match msg {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(&t).expect("server sends JSON");
+                    return Ok(v);
+                }
+                Some(Ok(Message::Close(f))) => {
+                    return Err(f.map_or(
+                        Closed {
+                            code: 1005,
+                            reason: String::new(),
+                        },
+                        |f| Closed {
+                            code: f.code.into(),
+                            reason: f.reason.to_string(),
+                        },
+                    ));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => {
+                    return Err(Closed {
+                        code: 1006,
+                        reason: String::new(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn note_event(&mut self, v: &Value) {
+        if let Some(seq) = v.get("seq").and_then(Value::as_u64) {
+            assert_eq!(seq, self.last_seq + 1, "event seq must be contiguous: {v}");
+            self.last_seq = seq;
+        }
+    }
+
+    /// Send a request with a fresh id.
+    pub async fn send_req(&mut self, method: &str, params: Value) -> String {
+        self.next_id += 1;
+        let id = format!("{}:{}", self.next_id, method);
+        let frame = json!({"type": "req", "id": id, "method": method, "params": params});
+        self.send_text(&frame.to_string()).await;
+        id
+    }
+
+    /// Wait for the response with `id`, buffering events.
+    pub async fn response(&mut self, id: &str) -> Value {
+        loop {
+            let v = self
+                .raw_next()
+                .await
+                .unwrap_or_else(|c| panic!("closed waiting for {id}: {c:?}"));
+            if v["type"] == "res" && v["id"] == id {
+                return v;
+            }
+            if v["type"] == "event" {
+                self.note_event(&v);
+                self.events.push_back(v);
+            }
+        }
+    }
+
+    /// Request and wait for its response.
+    pub async fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.send_req(method, params).await;
+        self.response(&id).await
+    }
+
+    /// Request; panics unless ok; returns the payload.
+    pub async fn call(&mut self, method: &str, params: Value) -> Value {
+        let r = self.request(method, params).await;
+        assert_eq!(r["ok"], true, "{method} failed: {r}");
+        r["payload"].clone()
+    }
+
+    /// The next event matching `pred` (earlier non-matching ones are kept).
+    pub async fn event(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) = self.events.iter().position(&pred) {
+            return self.events.remove(i).expect("index");
+        }
+        loop {
+            let v = self
+                .raw_next()
+                .await
+                .unwrap_or_else(|c| panic!("closed waiting for event: {c:?}"));
+            if v["type"] != "event" {
+                continue;
+            }
+            self.note_event(&v);
+            if pred(&v) {
+                return v;
+            }
+            self.events.push_back(v);
+        }
+    }
+
+    /// Chat events of `run_id` up to and including its terminal event.
+    pub async fn chat_run(&mut self, run_id: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        loop {
+            let rid = run_id.to_string();
+            let e = self
+                .event(move |e| e["event"] == "chat" && e["payload"]["runId"] == rid.as_str())
+                .await;
+            let state = e["payload"]["state"].as_str().unwrap_or("").to_string();
+            out.push(e["payload"].clone());
+            if state != "delta" {
+                return out;
+            }
+        }
+    }
+
+    /// Read until the socket closes; how it closed.
+    pub async fn closed(&mut self) -> Closed {
+        loop {
+            match self.raw_next().await {
+                Ok(_) => continue,
+                Err(c) => return c,
+            }
+        }
+    }
+}
