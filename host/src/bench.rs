@@ -229,7 +229,4 @@ pub async fn plugins() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `pincer bench gateway`: see `bench_gateway.rs`.
-pub async fn gateway() -> anyhow::Result<()> {
-    anyhow::bail!("pincer bench gateway is being written")
-}
+pub use crate::bench_gateway::gateway;

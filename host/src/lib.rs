@@ -19,6 +19,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod bench_gateway;
 pub mod bundled;
 pub mod channels;
 pub mod clock;
