@@ -1,5 +1,8 @@
 //! Helpers for the end-to-end tests: a runtime over a temporary directory
-//! with plugins built from source by `host/build.rs`.
+//! with plugins built from source by `host/build.rs`, and a scriptable fake
+//! OpenAI-compatible server ([`fake_openai`]).
+
+pub mod fake_openai;
 
 pub mod gateway;
 
