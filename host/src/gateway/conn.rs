@@ -15,7 +15,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::auth::{self, AuthMode};
 use super::hub::{Broadcast, Conn, Outgoing, event_text};
@@ -404,7 +404,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let payload = serde_json::to_value(&hello).unwrap_or(Value::Null);
     conn.respond(Response::ok(&req.id, payload).to_text());
-    info!(conn = %conn.id, client = %params.client.id, mode = %params.client.mode, protocol, remote = %peer.remote, "connected");
+    debug!(conn = %conn.id, client = %params.client.id, mode = %params.client.mode, protocol, remote = %peer.remote, "connected");
     Ok(Some(Admitted { conn, rx }))
 }
 

@@ -34,6 +34,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
+    // Install the metrics recorder before the first request is timed.
+    let _ = http_api::prometheus();
     info!(%addr, auth = gw.config.auth_mode().name(), "gateway listening");
     let background = spawn_background(&gw);
     let app = http_api::router(gw.clone())
@@ -155,7 +157,11 @@ async fn upgrade_any_path(
                 return;
             }
         };
+        // A small initial read buffer: idle connections are the common
+        // case, and the buffer grows for big frames.
         let config = WebSocketConfig::default()
+            .read_buffer_size(8 * 1024)
+            .write_buffer_size(0)
             .max_message_size(Some(max_payload))
             .max_frame_size(Some(max_payload));
         let ws =
