@@ -24,10 +24,10 @@ pub struct ReloadParams {
     pub name: Option<String>,
 }
 
-/// One channel in OpenClaw's snapshot shape plus Pincer's fields (absent
-/// values are omitted rather than `null`).
+/// One channel in OpenClaw's snapshot shape plus Pincer's fields; times
+/// never seen and the absent last error are `null`, as in OpenClaw.
 pub fn channel_json(c: &ChannelHealth) -> Value {
-    let mut v = json!({
+    let v = json!({
         "configured": true,
         "running": c.running,
         "connected": c.connected,
@@ -43,9 +43,6 @@ pub fn channel_json(c: &ChannelHealth) -> Value {
         "healthy": c.healthy,
         "lastActivityAt": c.last_activity_at,
     });
-    if let Value::Object(m) = &mut v {
-        m.retain(|_, x| !x.is_null());
-    }
     v
 }
 

@@ -58,7 +58,7 @@ impl Tool for Hostile {
             // Flood the log: the host must rate-limit it and stay responsive.
             "logflood" => {
                 let line = "x".repeat(10_000);
-                for i in 0..200_000u32 {
+                for i in 0..20_000u32 {
                     log::info(&line, &[("i", &i.to_string())]);
                 }
                 Ok(json!({"flooded": true}))
