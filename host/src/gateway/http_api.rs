@@ -69,6 +69,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// Bearer token / password check for `/v1` and `/metrics`.
+#[allow(clippy::result_large_err)] // the error is the response to send
 fn authorized(gw: &Gateway, headers: &HeaderMap) -> Result<(), Response> {
     let secret = match gw.config.auth_mode() {
         AuthMode::None => return Ok(()),

@@ -100,10 +100,13 @@ struct Active {
     done: watch::Receiver<Option<RunResult>>,
 }
 
+/// Finished runs by id, and their ids oldest first (for the size cap).
+type Finished = (HashMap<String, (RunResult, Instant)>, VecDeque<String>);
+
 /// All runs.
 pub struct RunManager {
     active: Mutex<HashMap<String, Active>>,
-    finished: Mutex<(HashMap<String, (RunResult, Instant)>, VecDeque<String>)>,
+    finished: Mutex<Finished>,
     idle: Notify,
     default_timeout: Duration,
 }
