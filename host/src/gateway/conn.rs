@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::{debug, warn};
 
 use super::auth::{self, AuthMode};
-use super::hub::{Broadcast, Conn, Outgoing, event_text};
+use super::hub::{Broadcast, Conn, Outgoing};
 use super::methods::{self, Ctx};
 use super::{Gateway, now_ms};
 use crate::protocol::connect::{
@@ -563,17 +563,7 @@ async fn write_loop<S>(
             _ = conn.kill.cancelled() => break,
             item = rx.recv() => match item { Some(i) => i, None => break },
         };
-        let text = match &item {
-            Outgoing::Response(t) => t.clone(),
-            Outgoing::Event {
-                name,
-                payload,
-                state_version,
-            } => {
-                seq += 1;
-                event_text(name, payload, seq, *state_version)
-            }
-        };
+        let text = item.render(&mut seq);
         let sent = tokio::select! {
             _ = conn.kill.cancelled() => break,
             r = sink.send(Message::Text(text.into())) => r.is_ok(),
@@ -591,17 +581,7 @@ async fn write_loop<S>(
     if code != 1008 {
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             while let Ok(item) = rx.try_recv() {
-                let text = match &item {
-                    Outgoing::Response(t) => t.clone(),
-                    Outgoing::Event {
-                        name,
-                        payload,
-                        state_version,
-                    } => {
-                        seq += 1;
-                        event_text(name, payload, seq, *state_version)
-                    }
-                };
+                let text = item.render(&mut seq);
                 if sink.send(Message::Text(text.into())).await.is_err() {
                     break;
                 }

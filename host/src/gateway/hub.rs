@@ -38,6 +38,21 @@ pub enum Outgoing {
 }
 
 impl Outgoing {
+    /// The frame text; events take the next of the connection's `seq`.
+    pub fn render(&self, seq: &mut u64) -> String {
+        match self {
+            Outgoing::Response(t) => t.clone(),
+            Outgoing::Event {
+                name,
+                payload,
+                state_version,
+            } => {
+                *seq += 1;
+                event_text(name, payload, *seq, *state_version)
+            }
+        }
+    }
+
     fn cost(&self) -> usize {
         match self {
             Outgoing::Response(s) => s.len(),

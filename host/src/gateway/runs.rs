@@ -434,23 +434,8 @@ pub fn content_text(content: &Value) -> String {
 }
 
 fn session_changed(gw: &Gateway, key: &str, reason: &str, run_id: &str) {
-    let mut payload = json!({"sessionKey": key, "reason": reason, "runId": run_id, "ts": now_ms()});
-    if let Ok(Some(entry)) = gw.sessions.get_session(key)
-        && let (Value::Object(p), Value::Object(row)) =
-            (&mut payload, super::methods::sessions::session_row(&entry))
-    {
-        for (k, v) in row {
-            p.entry(k).or_insert(v);
-        }
-    }
-    gw.broadcast(&Broadcast {
-        name: "sessions.changed",
-        payload,
-        scope: Some(scopes::READ),
-        droppable: true,
-        audience: Audience::SessionSubscribers,
-        state_version: None,
-    });
+    let entry = gw.sessions.get_session(key).ok().flatten();
+    super::methods::sessions::changed(gw, key, reason, entry.as_ref(), Some(run_id));
 }
 
 fn message_event(gw: &Gateway, key: &str, m: &TranscriptMessage) {

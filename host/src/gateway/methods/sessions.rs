@@ -96,8 +96,19 @@ pub fn messages_subscribe(ctx: &Ctx, p: &Value, on: bool) -> Result<Value, Error
     Ok(json!({"subscribed": on, "key": key}))
 }
 
-fn changed(gw: &Gateway, key: &str, reason: &str, entry: Option<&SessionEntry>) {
+/// Tell `sessions.subscribe`d connections that session `key` changed,
+/// with its row when it still exists and the run that changed it, if any.
+pub fn changed(
+    gw: &Gateway,
+    key: &str,
+    reason: &str,
+    entry: Option<&SessionEntry>,
+    run_id: Option<&str>,
+) {
     let mut payload = json!({"sessionKey": key, "reason": reason, "ts": now_ms()});
+    if let Some(r) = run_id {
+        payload["runId"] = json!(r);
+    }
     if let Some(Value::Object(row)) = entry.map(session_row)
         && let Value::Object(p) = &mut payload
     {
@@ -181,7 +192,7 @@ pub fn patch(ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
         .patch_session(&key, &patch)
         .map_err(store_err)?
         .ok_or_else(|| ErrorShape::invalid(format!("session not found: {key}")))?;
-    changed(gw, &key, "patch", Some(&entry));
+    changed(gw, &key, "patch", Some(&entry), None);
     let mut resolved = json!({"modelProvider": gw.provider.name()});
     if let Some(m) = entry.settings.get("model") {
         resolved["model"] = m.clone();
@@ -211,7 +222,7 @@ pub fn reset(ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
         .reset_session(&key)
         .map_err(store_err)?
         .ok_or_else(|| ErrorShape::invalid(format!("session not found: {key}")))?;
-    changed(gw, &key, "reset", Some(&entry));
+    changed(gw, &key, "reset", Some(&entry), None);
     Ok(json!({"ok": true, "key": key, "entry": session_row(&entry)}))
 }
 
@@ -234,7 +245,7 @@ pub fn delete(ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
         .delete_session(&key, delete_transcript)
         .map_err(store_err)?;
     if deleted {
-        changed(gw, &key, "delete", None);
+        changed(gw, &key, "delete", None, None);
     }
     Ok(
         json!({"ok": true, "key": key, "deleted": deleted, "archived": deleted && !delete_transcript}),
