@@ -12,6 +12,10 @@
 //! listen = "127.0.0.1:18789"
 //! allowed_origins = ["https://control.example.com"]
 //!
+//! [webhooks]                           # see webhooks::WebhookConfig
+//! retry_schedule_secs = [5, 300, 1800, 7200, 18000, 36000, 36000]
+//! allow_cidrs = ["10.1.0.0/16"]        # also PINCER_WEBHOOK_ALLOW_CIDRS
+//!
 //! [agent]                              # see agent::AgentConfig
 //! provider = "openai"                  # or "echo" (default)
 //! openai = { base_url = "http://127.0.0.1:11434/v1", model = "llama3.2" }
@@ -31,6 +35,7 @@ use crate::agent::AgentConfig;
 use crate::gateway::GatewayConfig;
 use crate::health::HealthConfig;
 use crate::plugins::PluginSettings;
+use crate::webhooks::WebhookConfig;
 
 /// The configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -50,6 +55,8 @@ pub struct FileConfig {
     pub gateway: GatewayConfig,
     /// Agent (provider, model).
     pub agent: AgentConfig,
+    /// Outgoing webhooks.
+    pub webhooks: WebhookConfig,
 }
 
 impl FileConfig {

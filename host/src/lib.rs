@@ -12,6 +12,8 @@
 //!   cooldown and an hourly cap, gave-up state).
 //! - [`store`]: durable state behind a small trait (SQLite by default).
 //! - [`events`]: the in-process event bus behind a small trait.
+//! - [`webhooks`]: outgoing webhooks (registry, signing, SSRF guard, the
+//!   durable dispatcher).
 //! - [`netguard`]: which network addresses outbound requests may reach.
 //! - [`clock`]: wall-clock time, replaceable in tests.
 //! - [`bundled`]: the plugins shipped inside the `pincer` binary.
@@ -32,3 +34,4 @@ pub mod plugins;
 pub mod protocol;
 pub mod runtime;
 pub mod store;
+pub mod webhooks;

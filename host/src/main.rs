@@ -174,6 +174,7 @@ async fn serve(
     opts.install_bundled = !no_bundled;
     opts.gateway = r.file.gateway.clone();
     opts.agent = r.file.agent.clone();
+    opts.webhooks = r.file.webhooks.clone();
     opts.health = r.file.health;
     opts.plugins = r.file.plugins.clone();
     opts.allow_cidrs = r.allow.clone();

@@ -54,7 +54,16 @@ impl NetGuard {
 
     /// Whether `addr` may be connected to.
     pub fn check(&self, addr: IpAddr) -> Result<(), Blocked> {
-        if self.allow.iter().any(|net| net.contains(&addr)) {
+        // An IPv4-mapped address is allowed when its IPv4 form is.
+        let mapped = match addr {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
+            IpAddr::V4(_) => None,
+        };
+        if self
+            .allow
+            .iter()
+            .any(|net| net.contains(&addr) || mapped.is_some_and(|m| net.contains(&m)))
+        {
             return Ok(());
         }
         match blocked_range(addr) {
@@ -110,8 +119,11 @@ fn blocked_v6(ip: Ipv6Addr) -> Option<&'static str> {
     if s[..6] == [0, 0, 0, 0, 0, 0] {
         return Some("::/96 (IPv4-compatible, deprecated)");
     }
+    if s[..5] == [0, 0, 0, 0, 0xffff] {
+        return Some("::ffff:0:0:0/96 (IPv4-translated)");
+    }
     Some(match s[0] {
-        0x0064 if s[1] == 0xff9b => "64:ff9b::/96 (NAT64)",
+        0x0064 if s[1] == 0xff9b => "64:ff9b::/32 (NAT64, incl. local-use 64:ff9b:1::/48)",
         0x0100 if s[1..4] == [0, 0, 0] => "100::/64 (discard)",
         0x2001 if s[1] < 0x0200 => "2001::/23 (IETF protocol assignments, Teredo)",
         0x2001 if s[1] == 0x0db8 => "2001:db8::/32 (documentation)",
@@ -149,6 +161,7 @@ mod tests {
             "fe80::1",
             "ff02::1",
             "64:ff9b::a00:1",
+            "::ffff:0:7f00:1",
         ] {
             let ip: IpAddr = bad.parse().unwrap();
             assert!(g.check(ip).is_err(), "{bad} should be blocked");
@@ -170,6 +183,9 @@ mod tests {
         assert!(g.check("127.0.0.1".parse().unwrap()).is_ok());
         assert!(g.check("::1".parse().unwrap()).is_ok());
         assert!(g.check("10.0.0.1".parse().unwrap()).is_err());
+        // The IPv4-mapped form of an allowed address is allowed too.
+        assert!(g.check("::ffff:127.0.0.1".parse().unwrap()).is_ok());
+        assert!(g.check("::ffff:10.0.0.1".parse().unwrap()).is_err());
         assert!(NetGuard::parse_cidrs("nonsense").is_err());
     }
 }

@@ -294,3 +294,71 @@ impl Client {
         }
     }
 }
+
+/// A gateway in a child process (this test binary re-executed with one
+/// ignored test selected), for kill -9 tests.
+pub struct ChildGateway {
+    /// The child process.
+    pub child: std::process::Child,
+    /// `ws://addr/`.
+    pub url: String,
+    /// Its address.
+    pub addr: String,
+}
+
+impl ChildGateway {
+    /// Re-run the current test binary with only `test` (an `#[ignore]`d
+    /// test that starts a gateway and prints `LISTENING <addr>`), with `env`
+    /// set; returns once the child is listening.
+    pub fn spawn(test: &str, env: &[(&str, &str)]) -> ChildGateway {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let exe = std::env::current_exe().expect("test exe");
+        let mut cmd = Command::new(exe);
+        cmd.args([
+            test,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn child gateway");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("child printed its address before exiting")
+                .expect("read child stdout");
+            // libtest prints `test NAME ... ` without a newline first.
+            if let Some(i) = line.find("LISTENING ") {
+                break line[i + "LISTENING ".len()..].trim().to_string();
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        ChildGateway {
+            child,
+            url: format!("ws://{addr}/"),
+            addr,
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL"); // Child::kill is SIGKILL on Unix.
+        self.child.wait().expect("reaped");
+    }
+}
+
+impl Drop for ChildGateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,10 +1,13 @@
 //! Helpers for the end-to-end tests: a runtime over a temporary directory
 //! with plugins built from source by `host/build.rs`, and a scriptable fake
-//! OpenAI-compatible server ([`fake_openai`]).
+//! OpenAI-compatible server ([`fake_openai`]), and a scriptable webhook
+//! receiver ([`webhook_receiver`]).
 
 pub mod fake_openai;
 
 pub mod gateway;
+
+pub mod webhook_receiver;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -5,10 +5,7 @@
 //! variable naming the data directory; the child prints its address and
 //! serves until it is killed with SIGKILL.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
-use pincer_tests::gateway::{Client, TestGateway};
+use pincer_tests::gateway::{ChildGateway, Client, TestGateway};
 use serde_json::{Value, json};
 
 const CHILD_ENV: &str = "PINCER_TEST_CHILD_DATA_DIR";
@@ -38,44 +35,8 @@ async fn child_gateway() {
     std::future::pending::<()>().await;
 }
 
-struct ChildGateway {
-    child: Child,
-    url: String,
-}
-
 fn spawn_child(dir: &std::path::Path) -> ChildGateway {
-    let exe = std::env::current_exe().expect("test exe");
-    let mut child = Command::new(exe)
-        .args([
-            "child_gateway",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn child gateway");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("child printed its address before exiting")
-            .expect("read child stdout");
-        // libtest prints `test child_gateway ... ` without a newline first.
-        if let Some(i) = line.find("LISTENING ") {
-            break line[i + "LISTENING ".len()..].trim().to_string();
-        }
-    };
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    ChildGateway {
-        child,
-        url: format!("ws://{addr}/"),
-    }
+    ChildGateway::spawn("child_gateway", &[(CHILD_ENV, &dir.display().to_string())])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,8 +65,7 @@ async fn kill_9_loses_nothing_committed() {
         e["event"] == "chat" && e["payload"]["runId"] == "k2" && e["payload"]["state"] == "delta"
     })
     .await;
-    g.child.kill().expect("SIGKILL"); // Child::kill is SIGKILL on Unix.
-    g.child.wait().expect("reaped");
+    g.kill();
     assert!(c.closed().await.code != 1000);
 
     let mut g2 = spawn_child(dir.path());
@@ -132,8 +92,7 @@ async fn kill_9_loses_nothing_committed() {
     )
     .await;
     assert_eq!(c.chat_run("k3").await.last().unwrap()["state"], "final");
-    g2.child.kill().unwrap();
-    g2.child.wait().unwrap();
+    g2.kill();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

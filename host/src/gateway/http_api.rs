@@ -2,7 +2,8 @@
 //! - `GET /healthz` (alive), `GET /readyz` (plugins loaded, store open);
 //! - `GET /metrics` (Prometheus text);
 //! - `/v1/…`: sessions, channels and plugins as JSON (bearer token or
-//!   password when the gateway has one);
+//!   password when the gateway has one); `/v1/webhooks` is in
+//!   [`super::http_webhooks`];
 //! - `/channels/{name}/webhook[/…]`: inbound webhooks for push-mode
 //!   channel plugins (503 with `Retry-After` while the plugin reloads).
 //!
@@ -61,7 +62,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/plugins/reload", post(reload_plugins))
         .route("/channels/{name}/webhook", any(channel_webhook))
         .route("/channels/{name}/webhook/{*rest}", any(channel_webhook))
-        .with_state(gw)
+        .with_state(gw.clone())
+        .merge(super::http_webhooks::router(gw))
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -70,7 +72,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 /// Bearer token / password check for `/v1` and `/metrics`.
 #[allow(clippy::result_large_err)] // the error is the response to send
-fn authorized(gw: &Gateway, headers: &HeaderMap) -> Result<(), Response> {
+pub(super) fn authorized(gw: &Gateway, headers: &HeaderMap) -> Result<(), Response> {
     let secret = match gw.config.auth_mode() {
         AuthMode::None => return Ok(()),
         AuthMode::Token(s) | AuthMode::Password(s) => s,

@@ -15,9 +15,12 @@ use super::{Gateway, GatewayConfig, logbuf::LogBuffer, server};
 use crate::agent::{AgentConfig, build_provider};
 use crate::events::LocalBus;
 use crate::health::HealthConfig;
+use crate::netguard::NetGuard;
 use crate::plugins::{PluginSettings, RuntimeConfig};
 use crate::runtime::{Runtime, RuntimeOptions, WatchHandle};
 use crate::store::SqliteStore;
+use crate::webhooks::ssrf::SsrfGuard;
+use crate::webhooks::{Dispatcher, WebhookConfig, Webhooks, bridge};
 
 /// Everything needed to start a gateway.
 #[derive(Debug, Clone)]
@@ -32,6 +35,9 @@ pub struct Options {
     pub gateway: GatewayConfig,
     /// Agent settings.
     pub agent: AgentConfig,
+    /// Outgoing webhooks (`allow_cidrs` is extended by
+    /// `PINCER_WEBHOOK_ALLOW_CIDRS` at start).
+    pub webhooks: WebhookConfig,
     /// Health monitor settings.
     pub health: HealthConfig,
     /// Per-plugin settings.
@@ -54,6 +60,7 @@ impl Options {
             install_bundled: true,
             gateway: GatewayConfig::default(),
             agent: AgentConfig::default(),
+            webhooks: WebhookConfig::default(),
             health: HealthConfig::default(),
             plugins: Default::default(),
             allow_cidrs: Vec::new(),
@@ -73,6 +80,10 @@ pub struct Running {
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     _watch: WatchHandle,
     monitor: tokio::task::JoinHandle<()>,
+    /// The webhook dispatcher and the bus-to-event-log bridge.
+    background: Vec<tokio::task::JoinHandle<()>>,
+    /// The webhook dispatcher (tests drive it, benches read it).
+    pub dispatcher: Arc<Dispatcher>,
 }
 
 impl std::fmt::Debug for Running {
@@ -92,6 +103,9 @@ impl Running {
         }
         let r = (&mut self.task).await.context("gateway task")?;
         self.monitor.abort();
+        for task in &self.background {
+            task.abort();
+        }
         for ch in self.gateway.runtime.channels.all() {
             ch.stop().await;
         }
@@ -127,6 +141,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
     }
     std::fs::create_dir_all(&opts.plugins_dir)
         .with_context(|| format!("creating plugins dir {}", opts.plugins_dir.display()))?;
+    opts.webhooks.check().map_err(|e| anyhow::anyhow!(e))?;
     let db = opts.data_dir.join("pincer.db");
     let store = Arc::new(SqliteStore::open(&db).context("opening the database")?);
     let runtime = Runtime::new(RuntimeOptions {
@@ -141,6 +156,10 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
         kv: store.clone(),
         events: Arc::new(LocalBus::default()),
     })?;
+    // Plugin and health events go into the event log (and so to webhooks)
+    // from before the first plugin loads.
+    let bridge = bridge::spawn(&*runtime.events, store.clone());
+    let (webhooks, dispatcher) = webhooks(&opts.webhooks, store.clone())?;
     let provider = build_provider(&opts.agent).map_err(|e| anyhow::anyhow!(e))?;
     let listener = TcpListener::bind(opts.gateway.listen)
         .await
@@ -152,6 +171,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
         config,
         runtime.clone(),
         store,
+        webhooks,
         provider,
         opts.logs.clone(),
         db.display().to_string(),
@@ -166,6 +186,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
     }
     let watch = runtime.watch(opts.watch_settle)?;
     let monitor = runtime.health.spawn();
+    let background = vec![bridge, dispatcher.spawn()];
     gateway.ready.store(true, Ordering::Relaxed);
     Ok(Running {
         addr,
@@ -174,5 +195,37 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
         task,
         _watch: watch,
         monitor,
+        background,
+        dispatcher,
     })
+}
+
+/// The webhook registry and dispatcher, with the SSRF guard's allow-list
+/// from the config plus `PINCER_WEBHOOK_ALLOW_CIDRS`.
+fn webhooks(
+    config: &WebhookConfig,
+    store: Arc<SqliteStore>,
+) -> anyhow::Result<(Arc<Webhooks>, Arc<Dispatcher>)> {
+    let mut cidrs = config.allow_cidrs.join(",");
+    if let Ok(env) = std::env::var("PINCER_WEBHOOK_ALLOW_CIDRS") {
+        cidrs.push(',');
+        cidrs.push_str(&env);
+    }
+    let allow = NetGuard::parse_cidrs(&cidrs).map_err(|e| {
+        anyhow::anyhow!("webhook allow-list (config or PINCER_WEBHOOK_ALLOW_CIDRS): {e}")
+    })?;
+    if !allow.is_empty() {
+        tracing::info!(cidrs = ?allow, "webhooks may reach these otherwise blocked ranges");
+    }
+    let guard = SsrfGuard::system(NetGuard::new(allow));
+    let clock = crate::clock::system();
+    let registry = Webhooks::new(
+        store.clone(),
+        guard.clone(),
+        clock.clone(),
+        config.rotation_grace(),
+    );
+    let dispatcher = Dispatcher::new(store.clone(), store, config.clone(), clock, guard)
+        .context("building the webhook HTTP client")?;
+    Ok((registry, dispatcher))
 }

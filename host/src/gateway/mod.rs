@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod conn;
 pub mod http_api;
+pub mod http_webhooks;
 pub mod hub;
 pub mod inbound;
 pub mod launch;
@@ -142,6 +143,8 @@ pub struct Gateway {
     pub runtime: Arc<Runtime>,
     /// Sessions, transcripts, devices.
     pub sessions: SharedSessions,
+    /// The outgoing-webhook registry.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
     /// The model provider.
     pub provider: Arc<dyn Provider>,
     /// Live connections.
@@ -180,6 +183,7 @@ impl Gateway {
         config: GatewayConfig,
         runtime: Arc<Runtime>,
         sessions: SharedSessions,
+        webhooks: Arc<crate::webhooks::Webhooks>,
         provider: Arc<dyn Provider>,
         logs: Option<Arc<logbuf::LogBuffer>>,
         store_path: String,
@@ -190,6 +194,7 @@ impl Gateway {
             config,
             runtime,
             sessions,
+            webhooks,
             provider,
             hub: hub::Hub::default(),
             logs,

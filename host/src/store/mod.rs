@@ -1,14 +1,18 @@
 //! Durable state. The runtime talks to small traits ([`KvStore`] for plugin
-//! data, [`SessionStore`] for sessions, devices and the event log the webhook
-//! outbox reads) so a cluster mode can swap the embedded SQLite database
-//! ([`SqliteStore`]) for PostgreSQL or Redis.
+//! data, [`SessionStore`] for sessions, devices and the event log,
+//! [`WebhookStore`] for the webhook registry and its outbox) so a cluster
+//! mode can swap the embedded SQLite database ([`SqliteStore`]) for
+//! PostgreSQL or Redis.
 
 mod sessions;
 mod sqlite;
 mod sqlite_sessions;
+mod sqlite_webhooks;
+mod webhooks;
 
 pub use sessions::*;
 pub use sqlite::SqliteStore;
+pub use webhooks::*;
 
 use std::sync::Arc;
 

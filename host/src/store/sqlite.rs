@@ -1,9 +1,11 @@
 //! The embedded store: one SQLite file in WAL mode, with versioned migrations.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use rusqlite::hooks::Action;
 use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::Notify;
 
 use super::{KvStore, StoreError};
 use crate::clock::Clock;
@@ -94,11 +96,57 @@ const MIGRATIONS: &[&str] = &[
         data        TEXT NOT NULL
     );
     CREATE UNIQUE INDEX events_by_scope_seq ON events (scope, seq);",
+    // 3: outgoing webhooks (registry, outbox, attempt log).
+    "CREATE TABLE webhook_endpoints (
+        id                         TEXT PRIMARY KEY NOT NULL,
+        url                        TEXT NOT NULL,
+        description                TEXT,
+        events                     TEXT NOT NULL, -- JSON array of filters
+        enabled                    INTEGER NOT NULL,
+        secret                     TEXT NOT NULL,
+        previous_secret            TEXT,
+        previous_secret_expires_ms INTEGER,
+        failing_since_ms           INTEGER,
+        disabled_reason            TEXT,
+        created_ms                 INTEGER NOT NULL,
+        updated_ms                 INTEGER NOT NULL
+    );
+    -- One row per (event, endpoint), inserted in the event's transaction.
+    CREATE TABLE webhook_deliveries (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        endpoint_id     TEXT NOT NULL REFERENCES webhook_endpoints (id) ON DELETE CASCADE,
+        event_id        INTEGER NOT NULL,
+        msg_id          TEXT NOT NULL,
+        kind            TEXT NOT NULL,
+        body            TEXT NOT NULL,
+        status          TEXT NOT NULL, -- pending, in_flight, delivered, failed
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_ms INTEGER NOT NULL,
+        created_ms      INTEGER NOT NULL,
+        updated_ms      INTEGER NOT NULL,
+        last_status     INTEGER,
+        last_error      TEXT,
+        UNIQUE (endpoint_id, event_id)
+    );
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries (status, next_attempt_ms);
+    CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries (endpoint_id, id);
+    CREATE TABLE webhook_attempts (
+        delivery_id INTEGER NOT NULL REFERENCES webhook_deliveries (id) ON DELETE CASCADE,
+        attempt     INTEGER NOT NULL,
+        ts_ms       INTEGER NOT NULL,
+        status      INTEGER,
+        latency_ms  INTEGER NOT NULL,
+        error       TEXT,
+        PRIMARY KEY (delivery_id, attempt)
+    ) WITHOUT ROWID;",
 ];
 
 /// SQLite-backed store.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// Notified when webhook deliveries are inserted (see
+    /// [`super::WebhookStore::outbox_signal`]).
+    pub(super) outbox: Arc<Notify>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -131,8 +179,21 @@ impl SqliteStore {
                 i + 1
             ))?;
         }
+        // Wake the webhook dispatcher whenever deliveries are written. The
+        // hook runs while the writer holds the connection lock, so the
+        // dispatcher's read (which takes the lock) sees the committed rows.
+        let outbox = Arc::new(Notify::new());
+        let signal = outbox.clone();
+        conn.update_hook(Some(
+            move |action: Action, _db: &str, table: &str, _row: i64| {
+                if action == Action::SQLITE_INSERT && table == "webhook_deliveries" {
+                    signal.notify_one();
+                }
+            },
+        ));
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            outbox,
         })
     }
 

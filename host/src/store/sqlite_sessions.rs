@@ -39,7 +39,7 @@ macro_rules! session_cols {
 impl SqliteStore {
     /// Run `f` in one `IMMEDIATE` transaction with the current time,
     /// committing only if it succeeds.
-    fn write_tx<R>(
+    pub(super) fn write_tx<R>(
         &self,
         f: impl FnOnce(&Connection, i64) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
@@ -190,7 +190,7 @@ impl SessionStore for SqliteStore {
                 let mut data = session_data(&session);
                 data.insert("messageId".into(), message.id.clone().into());
                 data.insert("role".into(), message.role.clone().into());
-                data.insert("seq".into(), seq.into());
+                data.insert("messageSeq".into(), seq.into());
                 if let Some(run_id) = &message.run_id {
                     data.insert("runId".into(), run_id.clone().into());
                 }
@@ -506,14 +506,16 @@ fn insert_event(
         now,
         data.to_string()
     ])?;
-    Ok(EventRecord {
+    let event = EventRecord {
         id: conn.last_insert_rowid(),
         kind: kind.to_owned(),
         session_key: session_key.map(str::to_owned),
         seq,
         ts: now,
         data,
-    })
+    };
+    super::sqlite_webhooks::fan_out(conn, &event)?;
+    Ok(event)
 }
 
 /// The sequence an event is numbered in: its session, else the channel or
@@ -641,11 +643,14 @@ fn pair_done(
 }
 
 /// Decode a JSON column; `what` names it for the error.
-fn parse<T: DeserializeOwned>(text: &str, what: impl FnOnce() -> String) -> Result<T, StoreError> {
+pub(super) fn parse<T: DeserializeOwned>(
+    text: &str,
+    what: impl FnOnce() -> String,
+) -> Result<T, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{}: {e}", what())))
 }
 
-fn list_json(items: &[String]) -> String {
+pub(super) fn list_json(items: &[String]) -> String {
     Value::from(items.to_vec()).to_string()
 }
 
@@ -682,7 +687,7 @@ fn truncate(text: &str, chars: usize) -> String {
 }
 
 /// A `usize` limit as SQLite wants it.
-fn sql_limit(limit: usize) -> i64 {
+pub(super) fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
@@ -1067,7 +1072,7 @@ mod tests {
             events[1].data,
             json!({"sessionKey": "k1", "sessionId": k1.session_id, "agentId": "main",
                    "channel": "echo", "conversation": "bob", "messageId": m1.id,
-                   "role": "user", "seq": 1, "runId": "run-9", "text": "hi there"})
+                   "role": "user", "messageSeq": 1, "runId": "run-9", "text": "hi there"})
         );
 
         // Paging with a cursor visits every event exactly once.

@@ -6,6 +6,7 @@ pub mod devices;
 pub mod plugins;
 pub mod sessions;
 pub mod system;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -57,6 +58,14 @@ pub const METHODS: &[&str] = &[
     "channels.restart",
     "plugins.list",
     "plugins.reload",
+    "webhooks.add",
+    "webhooks.list",
+    "webhooks.get",
+    "webhooks.delete",
+    "webhooks.toggle",
+    "webhooks.rotate",
+    "webhooks.deliveries",
+    "webhooks.replay",
 ];
 
 /// Events this gateway sends.
@@ -128,6 +137,7 @@ fn may_block(method: &str) -> bool {
             | "status"
             | "health"
             | "channels.status"
+            | "webhooks.add"
     )
 }
 
@@ -233,6 +243,7 @@ async fn dispatch(ctx: &Ctx, req: &Request) -> Reply {
             Ok(rp) => Reply::Ok(plugins::reload(gw, rp.name.as_deref()).await),
             Err(e) => Reply::Err(e),
         },
+        m if m.starts_with("webhooks.") => webhooks::handle(ctx, m, p).await.into(),
         other => Reply::Err(ErrorShape::unknown_method(other)),
     }
 }
