@@ -389,7 +389,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 p
             },
-            health: methods::system::health_summary(gw).await,
+            health: gw.snapshot_health().await,
             state_version: gw.state_version(),
             uptime_ms: gw.uptime_ms(),
             session_defaults: gw.session_defaults(),

@@ -7,7 +7,7 @@
 //! - `/channels/{name}/webhook[/…]`: inbound webhooks for push-mode
 //!   channel plugins (503 with `Retry-After` while the plugin reloads).
 //!
-//! The API is described in `docs/http-api.md`.
+//! The API is described in `docs/openapi.json` (OpenAPI 3.1).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
@@ -17,6 +17,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -46,9 +47,9 @@ pub fn prometheus() -> &'static PrometheusHandle {
 
 /// The routes.
 pub fn router(gw: Arc<Gateway>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
-        .route("/readyz", get(readyz))
+    // Everything under /v1 and /metrics needs the bearer token (when the
+    // gateway has one), checked once here before any extractor runs.
+    let secured = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/v1/sessions", get(list_sessions))
         .route(
@@ -60,10 +61,23 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/channels/{name}/{action}", post(channel_action))
         .route("/v1/plugins", get(list_plugins))
         .route("/v1/plugins/reload", post(reload_plugins))
+        .merge(super::http_webhooks::routes())
+        .route_layer(middleware::from_fn_with_state(gw.clone(), require_auth));
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
+        .route("/readyz", get(readyz))
         .route("/channels/{name}/webhook", any(channel_webhook))
         .route("/channels/{name}/webhook/{*rest}", any(channel_webhook))
-        .with_state(gw.clone())
-        .merge(super::http_webhooks::router(gw))
+        .merge(secured)
+        .with_state(gw)
+}
+
+/// The bearer check as middleware (see [`authorized`]).
+async fn require_auth(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+    match authorized(&gw, req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(r) => r,
+    }
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -72,7 +86,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 /// Bearer token / password check for `/v1` and `/metrics`.
 #[allow(clippy::result_large_err)] // the error is the response to send
-pub(super) fn authorized(gw: &Gateway, headers: &HeaderMap) -> Result<(), Response> {
+fn authorized(gw: &Gateway, headers: &HeaderMap) -> Result<(), Response> {
     let secret = match gw.config.auth_mode() {
         AuthMode::None => return Ok(()),
         AuthMode::Token(s) | AuthMode::Password(s) => s,
@@ -104,10 +118,7 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
     (status, Json(body)).into_response()
 }
 
-async fn metrics_text(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&gw, &headers) {
-        return r;
-    }
+async fn metrics_text(State(gw): State<Arc<Gateway>>) -> Response {
     let handle = prometheus();
     let c = &gw.counters;
     metrics::gauge!("pincer_connections").set(gw.hub.len() as f64);
@@ -160,28 +171,14 @@ struct LimitQuery {
     limit: Option<usize>,
 }
 
-async fn list_sessions(
-    State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
-    Query(q): Query<LimitQuery>,
-) -> Response {
-    if let Err(r) = authorized(&gw, &headers) {
-        return r;
-    }
+async fn list_sessions(State(gw): State<Arc<Gateway>>, Query(q): Query<LimitQuery>) -> Response {
     match gw.sessions.list_sessions(q.limit.unwrap_or(100).min(1000)) {
         Ok(list) => Json(json!({"sessions": list})).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
-async fn get_session(
-    State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
-    Path(key): Path<String>,
-) -> Response {
-    if let Err(r) = authorized(&gw, &headers) {
-        return r;
-    }
+async fn get_session(State(gw): State<Arc<Gateway>>, Path(key): Path<String>) -> Response {
     match gw.sessions.get_session(&canonical_key(&key)) {
         Ok(Some(s)) => Json(s).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no session {key:?}")),
@@ -189,14 +186,7 @@ async fn get_session(
     }
 }
 
-async fn delete_session(
-    State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
-    Path(key): Path<String>,
-) -> Response {
-    if let Err(r) = authorized(&gw, &headers) {
-        return r;
-    }
+async fn delete_session(State(gw): State<Arc<Gateway>>, Path(key): Path<String>) -> Response {
     match gw.sessions.delete_session(&canonical_key(&key), true) {
         Ok(true) => Json(json!({"deleted": true})).into_response(),
         Ok(false) => error(StatusCode::NOT_FOUND, format!("no session {key:?}")),
@@ -206,13 +196,9 @@ async fn delete_session(
 
 async fn session_messages(
     State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
     Path(key): Path<String>,
     Query(q): Query<LimitQuery>,
 ) -> Response {
-    if let Err(r) = authorized(&gw, &headers) {
-        return r;
-    }
     match gw
         .sessions
         .history(&canonical_key(&key), q.limit.unwrap_or(200).min(1000))
@@ -222,38 +208,25 @@ async fn session_messages(
     }
 }
 
-async fn list_channels(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&gw, &headers) {
-        return r;
-    }
+async fn list_channels(State(gw): State<Arc<Gateway>>) -> Response {
     Json(methods::plugins::channels_status(&gw).await).into_response()
 }
 
 async fn channel_action(
     State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
     Path((name, action)): Path<(String, String)>,
 ) -> Response {
-    if let Err(r) = authorized(&gw, &headers) {
-        return r;
-    }
     match methods::plugins::channel_action(&gw, &name, &action).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => error(StatusCode::BAD_REQUEST, e.message),
     }
 }
 
-async fn list_plugins(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&gw, &headers) {
-        return r;
-    }
+async fn list_plugins(State(gw): State<Arc<Gateway>>) -> Response {
     Json(json!({"plugins": gw.runtime.plugins.list()})).into_response()
 }
 
-async fn reload_plugins(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&gw, &headers) {
-        return r;
-    }
+async fn reload_plugins(State(gw): State<Arc<Gateway>>) -> Response {
     Json(methods::plugins::reload(&gw, None).await).into_response()
 }
 

@@ -164,7 +164,14 @@ pub struct Gateway {
     health_version: AtomicU64,
     shutting_down: AtomicBool,
     ip_rate: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    /// The health summary last put in a `hello-ok` snapshot, with its time
+    /// and the health state version it was built at.
+    snapshot_health: Mutex<Option<(Instant, u64, Value)>>,
 }
+
+/// How long a `hello-ok` may reuse a health summary (when the health state
+/// version has not moved): a reconnect storm then costs no database reads.
+const SNAPSHOT_HEALTH_TTL: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -206,7 +213,33 @@ impl Gateway {
             health_version: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
             ip_rate: Mutex::new(HashMap::new()),
+            snapshot_health: Mutex::new(None),
         })
+    }
+
+    /// The health summary for a `hello-ok` snapshot: built at most once a
+    /// second unless the health state version moved (the `health` method
+    /// always builds a fresh one).
+    pub async fn snapshot_health(&self) -> Value {
+        let version = self.health_version.load(Ordering::Relaxed);
+        {
+            let cached = self
+                .snapshot_health
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some((at, v, summary)) = &*cached
+                && *v == version
+                && at.elapsed() < SNAPSHOT_HEALTH_TTL
+            {
+                return summary.clone();
+            }
+        }
+        let summary = methods::system::health_summary(self).await;
+        *self
+            .snapshot_health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), version, summary.clone()));
+        summary
     }
 
     /// Milliseconds since start.

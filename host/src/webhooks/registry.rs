@@ -40,6 +40,8 @@ pub const EVENT_TYPES: &[&str] = &[
 
 /// Longest description kept.
 const MAX_DESCRIPTION: usize = 1024;
+/// Longest the previous secret may keep signing after a rotation.
+const MAX_ROTATION_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Longest a registration waits for DNS.
 const DNS_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most filter entries per endpoint.
@@ -215,6 +217,12 @@ impl Webhooks {
     pub fn rotate(&self, id: &str, grace: Option<Duration>) -> Result<WithSecret, WebhookError> {
         let now = self.now();
         let grace = grace.unwrap_or(self.rotation_grace);
+        if grace > MAX_ROTATION_GRACE {
+            return Err(WebhookError::Invalid(format!(
+                "graceSeconds must be at most {} (30 days)",
+                MAX_ROTATION_GRACE.as_secs()
+            )));
+        }
         let secret = Secret::generate().to_whsec();
         let endpoint = self
             .store
