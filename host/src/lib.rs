@@ -22,6 +22,7 @@
 pub mod agent;
 pub mod bench;
 pub mod bench_gateway;
+pub mod bench_webhooks;
 pub mod bundled;
 pub mod channels;
 pub mod clock;

@@ -81,6 +81,9 @@ enum Command {
         /// What to measure.
         #[arg(value_enum)]
         what: BenchWhat,
+        /// Events per throughput run (`webhooks` only; default 5000).
+        #[arg(long)]
+        events: Option<usize>,
     },
 }
 
@@ -107,6 +110,8 @@ enum BenchWhat {
     Plugins,
     /// Gateway over loopback: handshakes, health requests, memory, fan-out.
     Gateway,
+    /// Outgoing webhooks: delivery throughput, fan-out, event-to-receipt latency.
+    Webhooks,
 }
 
 struct Resolved {
@@ -263,9 +268,16 @@ async fn main() -> anyhow::Result<()> {
                 Ok(())
             }
         },
-        Command::Bench { what } => match what {
+        Command::Bench { what, events } => match what {
+            BenchWhat::Plugins | BenchWhat::Gateway if events.is_some() => {
+                anyhow::bail!("--events applies to `pincer bench webhooks` only")
+            }
             BenchWhat::Plugins => pincer::bench::plugins().await,
             BenchWhat::Gateway => pincer::bench::gateway().await,
+            BenchWhat::Webhooks => {
+                let n = events.unwrap_or(pincer::bench_webhooks::DEFAULT_EVENTS);
+                pincer::bench_webhooks::webhooks(n).await
+            }
         },
     }
 }

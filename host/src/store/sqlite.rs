@@ -130,6 +130,8 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX webhook_deliveries_due ON webhook_deliveries (status, next_attempt_ms);
     CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries (endpoint_id, id);
+    CREATE INDEX webhook_deliveries_due_by_endpoint
+        ON webhook_deliveries (endpoint_id, status, next_attempt_ms);
     CREATE TABLE webhook_attempts (
         delivery_id INTEGER NOT NULL REFERENCES webhook_deliveries (id) ON DELETE CASCADE,
         attempt     INTEGER NOT NULL,

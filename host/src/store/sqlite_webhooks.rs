@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use super::sqlite_sessions::{list_json, parse, sql_limit};
 use super::{
-    Attempt, Delivery, DeliveryStatus, EventRecord, Settle, Settled, SqliteStore, StoreError,
-    WebhookEndpoint, WebhookStore,
+    Attempt, Delivery, DeliveryStatus, DueDelivery, EventRecord, Settle, Settled, SqliteStore,
+    StoreError, WebhookEndpoint, WebhookStore,
 };
 
 /// The `webhook_endpoints` columns [`endpoint_row`] reads, in order.
@@ -197,24 +197,48 @@ impl WebhookStore for SqliteStore {
         now_ms: i64,
         limit: usize,
         exclude_endpoints: &[String],
-    ) -> Result<Vec<Delivery>, StoreError> {
+    ) -> Result<Vec<DueDelivery>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(concat!(
-            "SELECT ",
-            delivery_cols!(),
-            " FROM webhook_deliveries
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, endpoint_id FROM webhook_deliveries
              WHERE status = 'pending' AND next_attempt_ms <= ?1
                AND endpoint_id IN (SELECT id FROM webhook_endpoints WHERE enabled = 1)
                AND endpoint_id NOT IN (SELECT value FROM json_each(?2))
-             ORDER BY next_attempt_ms, id LIMIT ?3"
-        ))?;
+             ORDER BY next_attempt_ms LIMIT ?3",
+        )?;
         let rows = stmt
             .query_map(
                 params![now_ms, list_json(exclude_endpoints), sql_limit(limit)],
-                delivery_row,
+                |r| {
+                    Ok(DueDelivery {
+                        id: r.get(0)?,
+                        endpoint_id: r.get(1)?,
+                    })
+                },
             )?
             .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter().map(delivery_done).collect()
+        Ok(rows)
+    }
+
+    fn due_deliveries_of(
+        &self,
+        endpoint_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<DueDelivery>, StoreError> {
+        Ok(self
+            .conn()
+            .prepare_cached(
+                "SELECT d.id FROM webhook_deliveries d
+                 JOIN webhook_endpoints e ON e.id = d.endpoint_id AND e.enabled = 1
+                 WHERE d.endpoint_id = ?1 AND d.status = 'pending' AND d.next_attempt_ms <= ?2
+                 ORDER BY d.next_attempt_ms LIMIT 1",
+            )?
+            .query_row(params![endpoint_id, now_ms], |r| r.get(0))
+            .optional()?
+            .map(|id| DueDelivery {
+                id,
+                endpoint_id: endpoint_id.to_owned(),
+            }))
     }
 
     fn next_due_ms(&self) -> Result<Option<i64>, StoreError> {
@@ -229,28 +253,22 @@ impl WebhookStore for SqliteStore {
     }
 
     fn begin_attempt(&self, delivery_id: i64, now_ms: i64) -> Result<Option<Delivery>, StoreError> {
-        self.write_tx(|tx, _| {
-            let claimed = tx
-                .prepare_cached(
-                    "UPDATE webhook_deliveries SET status = 'in_flight', attempts = attempts + 1,
-                     updated_ms = ?2 WHERE id = ?1 AND status = 'pending'",
-                )?
-                .execute(params![delivery_id, now_ms])?;
-            if claimed == 0 {
-                return Ok(None);
-            }
-            load_delivery(tx, delivery_id)
-        })
+        // One statement, so one implicit transaction: claimed and counted
+        // (committed) before the caller sends anything.
+        self.conn()
+            .prepare_cached(concat!(
+                "UPDATE webhook_deliveries SET status = 'in_flight', attempts = attempts + 1,
+                 updated_ms = ?2 WHERE id = ?1 AND status = 'pending' RETURNING ",
+                delivery_cols!()
+            ))?
+            .query_row(params![delivery_id, now_ms], delivery_row)
+            .optional()?
+            .map(delivery_done)
+            .transpose()
     }
 
     fn finish_attempt(&self, attempt: &Attempt, settle: Settle) -> Result<Settled, StoreError> {
         self.write_tx(|tx, _| {
-            let Some(delivery) = load_delivery(tx, attempt.delivery_id)? else {
-                // Deleted with its endpoint meanwhile.
-                return Ok(Settled {
-                    failing_since_ms: None,
-                });
-            };
             let now = attempt.ts_ms + i64::try_from(attempt.latency_ms).unwrap_or(0);
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO webhook_attempts
@@ -266,14 +284,15 @@ impl WebhookStore for SqliteStore {
                 attempt.error,
             ])?;
             let (status, next) = match settle {
-                Settle::Delivered => ("delivered", delivery.next_attempt_ms),
-                Settle::RetryAt(at) => ("pending", at),
-                Settle::Failed => ("failed", delivery.next_attempt_ms),
+                Settle::Delivered => ("delivered", None),
+                Settle::RetryAt(at) => ("pending", Some(at)),
+                Settle::Failed => ("failed", None),
             };
             // Only an in-flight delivery is settled: a replay or a disable
             // that happened meanwhile wins.
             tx.prepare_cached(
-                "UPDATE webhook_deliveries SET status = ?2, next_attempt_ms = ?3,
+                "UPDATE webhook_deliveries SET status = ?2,
+                 next_attempt_ms = COALESCE(?3, next_attempt_ms),
                  last_status = ?4, last_error = ?5, updated_ms = ?6
                  WHERE id = ?1 AND status = 'in_flight'",
             )?
@@ -285,18 +304,23 @@ impl WebhookStore for SqliteStore {
                 attempt.error,
                 now
             ])?;
-            tx.prepare_cached(
-                "UPDATE webhook_endpoints SET failing_since_ms =
-                 CASE WHEN ?3 THEN NULL ELSE COALESCE(failing_since_ms, ?2) END WHERE id = ?1",
-            )?
-            .execute(params![
-                delivery.endpoint_id,
-                attempt.ts_ms,
-                settle == Settle::Delivered
-            ])?;
+            // The endpoint's failing streak; no row when the endpoint (and
+            // with it the delivery) was deleted meanwhile.
             let failing_since_ms = tx
-                .prepare_cached("SELECT failing_since_ms FROM webhook_endpoints WHERE id = ?1")?
-                .query_row([&delivery.endpoint_id], |r| r.get(0))
+                .prepare_cached(
+                    "UPDATE webhook_endpoints SET failing_since_ms =
+                     CASE WHEN ?3 THEN NULL ELSE COALESCE(failing_since_ms, ?2) END
+                     WHERE id = (SELECT endpoint_id FROM webhook_deliveries WHERE id = ?1)
+                     RETURNING failing_since_ms",
+                )?
+                .query_row(
+                    params![
+                        attempt.delivery_id,
+                        attempt.ts_ms,
+                        settle == Settle::Delivered
+                    ],
+                    |r| r.get::<_, Option<i64>>(0),
+                )
                 .optional()?
                 .flatten();
             Ok(Settled { failing_since_ms })

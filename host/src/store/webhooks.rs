@@ -144,6 +144,15 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
+/// A delivery that is due, as the dispatcher picks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueDelivery {
+    /// The delivery.
+    pub id: i64,
+    /// Its endpoint.
+    pub endpoint_id: String,
+}
+
 /// How an attempt settles its delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settle {
@@ -196,13 +205,21 @@ pub trait WebhookStore: Send + Sync + 'static {
 
     /// Pending deliveries due at `now_ms` to enabled endpoints, oldest due
     /// first, at most `limit`, skipping `exclude_endpoints` (those at their
-    /// concurrency limit).
+    /// concurrency limit). Only ids: [`WebhookStore::begin_attempt`] loads
+    /// the one it claims.
     fn due_deliveries(
         &self,
         now_ms: i64,
         limit: usize,
         exclude_endpoints: &[String],
-    ) -> Result<Vec<Delivery>, StoreError>;
+    ) -> Result<Vec<DueDelivery>, StoreError>;
+    /// The oldest pending delivery of `endpoint_id` due at `now_ms`, if the
+    /// endpoint is enabled.
+    fn due_deliveries_of(
+        &self,
+        endpoint_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<DueDelivery>, StoreError>;
     /// When the earliest pending delivery to an enabled endpoint is due.
     fn next_due_ms(&self) -> Result<Option<i64>, StoreError>;
     /// Claim a pending delivery for an attempt: it becomes in-flight and its

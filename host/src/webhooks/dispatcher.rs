@@ -21,7 +21,8 @@ use super::signing::{Secret, signature_header};
 use super::ssrf::SsrfGuard;
 use crate::clock::SharedClock;
 use crate::store::{
-    Attempt, Delivery, Settle, SharedSessions, SharedWebhooks, StoreError, WebhookEndpoint,
+    Attempt, Delivery, DueDelivery, Settle, SharedSessions, SharedWebhooks, StoreError,
+    WebhookEndpoint,
 };
 
 /// Deliveries claimed per pass.
@@ -165,8 +166,9 @@ impl Dispatcher {
                 let _ = rx.wait_for(|n| *n < running).await;
                 continue;
             }
-            total += started.len();
-            futures::future::join_all(started).await;
+            for attempts in futures::future::join_all(started).await {
+                total += attempts.unwrap_or(0);
+            }
         }
     }
 
@@ -194,9 +196,10 @@ impl Dispatcher {
     }
 
     /// Claim due deliveries within the concurrency limits and start an
-    /// attempt task for each. Returns the tasks and when the next delivery
-    /// is due.
-    fn pump(self: &Arc<Self>) -> Result<(Vec<JoinHandle<()>>, Option<i64>), StoreError> {
+    /// attempt task for each (which goes on with its endpoint's next due
+    /// deliveries). Returns the tasks (each yielding how many attempts it
+    /// made) and when the next delivery is due.
+    fn pump(self: &Arc<Self>) -> Result<(Vec<JoinHandle<usize>>, Option<i64>), StoreError> {
         let mut started = Vec::new();
         let per_endpoint = self.config.concurrency_per_endpoint.max(1);
         let max_total = self.config.max_in_flight.max(1);
@@ -210,7 +213,7 @@ impl Dispatcher {
         if room > 0 {
             let due = self
                 .store
-                .due_deliveries(self.now(), BATCH.min(room * 4), &saturated)?;
+                .due_deliveries(self.now(), BATCH.min(room), &saturated)?;
             for delivery in due {
                 if self.busy_total() >= max_total {
                     break;
@@ -227,7 +230,22 @@ impl Dispatcher {
                 let this = self.clone();
                 started.push(tokio::spawn(async move {
                     let endpoint_id = delivery.endpoint_id.clone();
-                    this.attempt(delivery).await;
+                    // The slot stays with its endpoint while the endpoint
+                    // has due deliveries: no round trip through the loop
+                    // between one attempt and the next.
+                    let mut attempts = 0;
+                    let mut next = Some(delivery);
+                    while let Some(d) = next.take() {
+                        this.attempt(d).await;
+                        attempts += 1;
+                        next = match this.store.due_deliveries_of(&endpoint_id, this.now()) {
+                            Ok(d) => d,
+                            Err(e) => {
+                                tracing::error!(error = %e, "webhook outbox unreadable");
+                                None
+                            }
+                        };
+                    }
                     {
                         let mut busy = this.busy();
                         if let Some(n) = busy.get_mut(&endpoint_id) {
@@ -239,6 +257,7 @@ impl Dispatcher {
                     }
                     this.in_flight.send_modify(|n| *n -= 1);
                     this.freed.notify_one();
+                    attempts
                 }));
             }
         }
@@ -246,14 +265,14 @@ impl Dispatcher {
     }
 
     /// One attempt of one delivery, settled in the store.
-    async fn attempt(&self, delivery: Delivery) {
+    async fn attempt(&self, delivery: DueDelivery) {
         let id = delivery.id;
         if let Err(e) = self.try_attempt(delivery).await {
             tracing::error!(delivery = id, error = %e, "webhook attempt could not be recorded");
         }
     }
 
-    async fn try_attempt(&self, delivery: Delivery) -> Result<(), StoreError> {
+    async fn try_attempt(&self, delivery: DueDelivery) -> Result<(), StoreError> {
         let started_ms = self.now();
         // Counted before sending: a crash after this point makes the retry
         // a new attempt number, never a repeat of this one.
