@@ -352,3 +352,85 @@ async fn method_shapes() {
     assert_eq!(c.call("sessions.list", json!({})).await["count"], 0);
     let _ = Duration::ZERO;
 }
+
+/// A provider that does a whole tool round and finishes within one poll
+/// (what `openai` does when the model's response is already buffered): the
+/// events it sent in that poll must all reach clients and the event log.
+struct OnePollProvider;
+
+impl pincer::agent::Provider for OnePollProvider {
+    fn name(&self) -> &str {
+        "one-poll"
+    }
+    fn models(&self) -> Vec<pincer::agent::ModelInfo> {
+        Vec::new()
+    }
+    fn run<'a>(
+        &'a self,
+        _req: pincer::agent::RunRequest,
+        _tools: std::sync::Arc<dyn pincer::agent::ToolHost>,
+        events: tokio::sync::mpsc::UnboundedSender<pincer::agent::AgentEvent>,
+        _cancel: tokio_util::sync::CancellationToken,
+    ) -> futures::future::BoxFuture<'a, Result<pincer::agent::RunOutcome, pincer::agent::AgentError>>
+    {
+        use pincer::agent::AgentEvent;
+        Box::pin(async move {
+            let _ = events.send(AgentEvent::TextDelta("Checking. ".into()));
+            let _ = events.send(AgentEvent::ToolStart {
+                call_id: "c1".into(),
+                name: "clock".into(),
+                args: json!({}),
+            });
+            let _ = events.send(AgentEvent::ToolResult {
+                call_id: "c1".into(),
+                name: "clock".into(),
+                result: json!({"now": "noon"}),
+                is_error: false,
+            });
+            let _ = events.send(AgentEvent::TextDelta("Noon.".into()));
+            Ok(pincer::agent::RunOutcome {
+                text: "Checking. Noon.".into(),
+                stop_reason: Some("stop".into()),
+                usage: None,
+            })
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_sent_in_the_providers_last_poll_are_not_lost() {
+    let (mut opts, dir) = TestGateway::options();
+    opts.gateway.token = Some("secret".into());
+    opts.provider = Some(pincer::gateway::launch::ProviderOverride(
+        std::sync::Arc::new(OnePollProvider),
+    ));
+    let g = TestGateway::start_with(opts, dir).await;
+    let mut c = Client::admin(&g.url()).await;
+    c.call(
+        "chat.send",
+        json!({"sessionKey": "main", "message": "time?", "idempotencyKey": "p1"}),
+    )
+    .await;
+    let fin = c.chat_run("p1").await;
+    assert_eq!(fin.last().unwrap()["state"], "final");
+    let tool: Vec<Value> = [
+        c.event(|e| e["event"] == "agent" && e["payload"]["stream"] == "tool")
+            .await,
+        c.event(|e| e["event"] == "agent" && e["payload"]["stream"] == "tool")
+            .await,
+    ]
+    .into_iter()
+    .map(|e| e["payload"]["data"]["phase"].clone())
+    .collect();
+    assert_eq!(tool, [json!("start"), json!("result")]);
+    let logged: Vec<String> = g
+        .gw()
+        .sessions
+        .events_after(0, 1000)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .filter(|k| k.starts_with("tool."))
+        .collect();
+    assert_eq!(logged, ["tool.called", "tool.completed"]);
+}

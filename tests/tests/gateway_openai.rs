@@ -319,7 +319,7 @@ async fn a_tool_call_runs_the_bundled_plugin_and_feeds_the_result_back() {
 
     // Tool events: one start, one result, for the model's call id.
     let tool = agent_payloads(&frames, "tool");
-    assert_eq!(tool.len(), 2, "{tool:?}");
+    assert_eq!(tool.len(), 2, "{tool:?} frames: {frames:?}");
     let start = &tool[0]["data"];
     assert_eq!(start["phase"], "start");
     assert_eq!(start["name"], "clock");

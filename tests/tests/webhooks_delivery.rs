@@ -531,3 +531,41 @@ async fn registration_refuses_ssrf_vectors_and_bad_input() {
         "nothing was registered"
     );
 }
+
+/// A receiver that never answers ties up only its own endpoint's slots:
+/// another endpoint gets every delivery meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_receiver_delays_only_its_own_endpoint() {
+    let stuck = Receiver::start().await;
+    stuck.set_default(Reply::Hold);
+    let healthy = Receiver::start().await;
+    let rig = rig(WebhookConfig::default());
+    let stuck_ep = rig
+        .hooks
+        .add(hook(stuck.url(), &["*"]))
+        .await
+        .unwrap()
+        .endpoint
+        .id;
+    rig.hooks.add(hook(healthy.url(), &["*"])).await.unwrap();
+    let loop_task = rig.dispatcher.spawn();
+    for n in 0..10 {
+        plugin_loaded(&rig.store, n);
+    }
+    // All ten reach the healthy endpoint while the stuck one holds its
+    // four concurrent attempts open.
+    let got = healthy.wait_for(10).await;
+    assert_eq!(got.len(), 10);
+    let held = stuck.wait_for(4).await;
+    assert_eq!(held.len(), 4, "at most 4 attempts in flight per endpoint");
+    let waiting = rig
+        .store
+        .list_deliveries(&stuck_ep, Some(DeliveryStatus::Pending), None, 100)
+        .unwrap();
+    assert_eq!(waiting.len(), 6);
+    // Once it answers, the rest follow.
+    stuck.set_default(Reply::Status(200));
+    stuck.release();
+    assert_eq!(stuck.wait_for(10).await.len(), 10);
+    loop_task.abort();
+}

@@ -23,6 +23,16 @@ use crate::webhooks::ssrf::SsrfGuard;
 use crate::webhooks::{Dispatcher, WebhookConfig, Webhooks, bridge};
 
 /// Everything needed to start a gateway.
+/// A provider given directly (see [`Options::provider`]).
+#[derive(Clone)]
+pub struct ProviderOverride(pub Arc<dyn crate::agent::Provider>);
+
+impl std::fmt::Debug for ProviderOverride {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ProviderOverride({})", self.0.name())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Data directory (database, compile cache, plugin data).
@@ -35,6 +45,9 @@ pub struct Options {
     pub gateway: GatewayConfig,
     /// Agent settings.
     pub agent: AgentConfig,
+    /// A provider to use instead of the one `agent` describes (embedding
+    /// programs and tests).
+    pub provider: Option<ProviderOverride>,
     /// Outgoing webhooks (`allow_cidrs` is extended by
     /// `PINCER_WEBHOOK_ALLOW_CIDRS` at start).
     pub webhooks: WebhookConfig,
@@ -60,6 +73,7 @@ impl Options {
             install_bundled: true,
             gateway: GatewayConfig::default(),
             agent: AgentConfig::default(),
+            provider: None,
             webhooks: WebhookConfig::default(),
             health: HealthConfig::default(),
             plugins: Default::default(),
@@ -160,7 +174,10 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
     // from before the first plugin loads.
     let bridge = bridge::spawn(&*runtime.events, store.clone());
     let (webhooks, dispatcher) = webhooks(&opts.webhooks, store.clone())?;
-    let provider = build_provider(&opts.agent).map_err(|e| anyhow::anyhow!(e))?;
+    let provider = match &opts.provider {
+        Some(p) => p.0.clone(),
+        None => build_provider(&opts.agent).map_err(|e| anyhow::anyhow!(e))?,
+    };
     let listener = TcpListener::bind(opts.gateway.listen)
         .await
         .with_context(|| format!("listening on {}", opts.gateway.listen))?;

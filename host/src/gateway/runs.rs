@@ -455,6 +455,50 @@ fn log_event(gw: &Gateway, kind: &str, key: &str, data: Value) {
     }
 }
 
+/// A tool start or result: logged (`tool.called` / `tool.completed`, for
+/// webhooks) and sent as an `agent` tool event.
+fn tool_event(gw: &Arc<Gateway>, em: &mut Emitter<'_>, ev: AgentEvent) {
+    let (key, run_id) = (em.session_key, em.run_id);
+    match ev {
+        AgentEvent::ToolStart {
+            call_id,
+            name,
+            args,
+        } => {
+            log_event(
+                gw,
+                "tool.called",
+                key,
+                json!({"runId": run_id, "sessionKey": key, "tool": name, "toolCallId": call_id}),
+            );
+            em.agent(
+                "tool",
+                json!({"phase": "start", "name": name, "toolCallId": call_id, "args": args}),
+                false,
+            );
+        }
+        AgentEvent::ToolResult {
+            call_id,
+            name,
+            result,
+            is_error,
+        } => {
+            log_event(
+                gw,
+                "tool.completed",
+                key,
+                json!({"runId": run_id, "sessionKey": key, "tool": name, "toolCallId": call_id, "isError": is_error}),
+            );
+            em.agent(
+                "tool",
+                json!({"phase": "result", "name": name, "toolCallId": call_id, "isError": is_error, "result": result}),
+                false,
+            );
+        }
+        AgentEvent::TextDelta(_) => {}
+    }
+}
+
 async fn execute(
     gw: &Arc<Gateway>,
     spec: &RunSpec,
@@ -630,15 +674,11 @@ async fn execute(
                             }
                         }
                     }
-                    AgentEvent::ToolStart { call_id, name, args } => {
+                    tool => {
+                        // Text before a tool call goes out first.
                         flush(&mut em, &text, &mut sent_len);
                         flush_at = None;
-                        log_event(gw, "tool.called", key, json!({"runId": run_id, "sessionKey": key, "tool": name, "toolCallId": call_id}));
-                        em.agent("tool", json!({"phase": "start", "name": name, "toolCallId": call_id, "args": args}), false);
-                    }
-                    AgentEvent::ToolResult { call_id, name, result, is_error } => {
-                        log_event(gw, "tool.completed", key, json!({"runId": run_id, "sessionKey": key, "tool": name, "toolCallId": call_id, "isError": is_error}));
-                        em.agent("tool", json!({"phase": "result", "name": name, "toolCallId": call_id, "isError": is_error, "result": result}), false);
+                        tool_event(gw, &mut em, tool);
                     }
                 }
             }
@@ -654,11 +694,19 @@ async fn execute(
             }
         }
     };
-    // Events sent just before the provider returned.
+    // Events sent in the provider's last poll (a whole tool round can run
+    // without yielding when the response is already buffered): every one
+    // goes out, in order.
     while let Ok(ev) = rx.try_recv() {
-        if let AgentEvent::TextDelta(d) = ev {
-            text.push_str(&d);
-            em.agent("assistant", json!({"text": text, "delta": d}), true);
+        match ev {
+            AgentEvent::TextDelta(d) => {
+                text.push_str(&d);
+                em.agent("assistant", json!({"text": text, "delta": d}), true);
+            }
+            tool => {
+                flush(&mut em, &text, &mut sent_len);
+                tool_event(gw, &mut em, tool);
+            }
         }
     }
     flush(&mut em, &text, &mut sent_len);
