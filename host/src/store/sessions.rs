@@ -245,6 +245,9 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> Result<EventRecord, StoreError>;
     /// Events with `id > after`, oldest first, at most `limit`.
     fn events_after(&self, after: i64, limit: usize) -> Result<Vec<EventRecord>, StoreError>;
+    /// Delete events older than `before_ms`, except the newest of each
+    /// sequence scope (so sequence numbers carry on). Returns how many.
+    fn prune_events(&self, before_ms: i64) -> Result<u64, StoreError>;
 }
 
 /// A shared session store.

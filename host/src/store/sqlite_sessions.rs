@@ -425,6 +425,17 @@ impl SessionStore for SqliteStore {
             })
             .collect()
     }
+
+    fn prune_events(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.write_tx(|tx, _| {
+            Ok(tx
+                .prepare_cached(
+                    "DELETE FROM events WHERE ts < ?1
+                     AND id NOT IN (SELECT MAX(id) FROM events GROUP BY scope)",
+                )?
+                .execute([before_ms])? as u64)
+        })
+    }
 }
 
 /// The session `key`, creating it (and logging `session.created`) if absent.
@@ -1008,6 +1019,25 @@ mod tests {
         assert!(store.mark_inbound("echo", "m2", now)?);
         assert!(store.mark_inbound("echo", "ancient", old)?);
         assert!(!store.mark_inbound("echo", "m2", now)?);
+        Ok(())
+    }
+
+    #[test]
+    fn pruning_keeps_each_scopes_newest_event_so_seqs_carry_on() -> TestResult {
+        let dir = TempDir::new()?;
+        let store = open(&dir)?;
+        for _ in 0..3 {
+            store.append_event("plugin.loaded", None, json!({"plugin": "a"}))?;
+            store.append_event("plugin.loaded", None, json!({"plugin": "b"}))?;
+        }
+        let pruned = store.prune_events(i64::MAX)?;
+        assert_eq!(pruned, 4);
+        let left: Vec<_> = all_events(&store)?.iter().map(|e| e.seq).collect();
+        assert_eq!(left, [3, 3]);
+        let next = store.append_event("plugin.loaded", None, json!({"plugin": "a"}))?;
+        assert_eq!(next.seq, 4);
+        // Nothing newer than the cut-off is touched.
+        assert_eq!(store.prune_events(0)?, 0);
         Ok(())
     }
 

@@ -17,7 +17,7 @@ use serde::Deserialize;
 /// disable_after_secs = 432000   # failing this long (5 days) disables
 /// max_retry_after_secs = 86400  # longest Retry-After honoured
 /// rotation_grace_secs = 86400   # old secret keeps signing after a rotate
-/// retention_days = 30           # settled deliveries kept this long
+/// retention_days = 30           # settled deliveries and events kept this long
 /// allow_cidrs = ["10.1.0.0/16"] # private ranges endpoints may be in
 /// ```
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -42,8 +42,8 @@ pub struct WebhookConfig {
     /// How long the previous secret keeps signing after a rotation, unless
     /// the rotate call says otherwise.
     pub rotation_grace_secs: u64,
-    /// Delivered and failed deliveries (and their attempt log) are kept
-    /// this many days.
+    /// Delivered and failed deliveries (and their attempt log), and the
+    /// event log, are kept this many days.
     pub retention_days: u64,
     /// CIDRs endpoints may resolve to even though they are private or
     /// reserved (also `PINCER_WEBHOOK_ALLOW_CIDRS`, comma-separated).

@@ -477,6 +477,11 @@ impl Dispatcher {
             Ok(n) => tracing::info!(deliveries = n, "pruned old webhook deliveries"),
             Err(e) => tracing::warn!(error = %e, "pruning webhook deliveries"),
         }
+        match self.events.prune_events(before) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(events = n, "pruned old event-log rows"),
+            Err(e) => tracing::warn!(error = %e, "pruning the event log"),
+        }
     }
 
     fn now(&self) -> i64 {
