@@ -141,11 +141,12 @@ async fn connect(url: &str) -> anyhow::Result<Ws> {
     Ok(ws)
 }
 
-/// Latency sample set.
-struct Lat(Vec<Duration>);
+/// Latency sample set (shared with the other benches).
+pub(crate) struct Lat(pub(crate) Vec<Duration>);
 
 impl Lat {
-    fn pct(&mut self, q: f64) -> Duration {
+    /// The `q` quantile (0..=1), nearest rank.
+    pub(crate) fn pct(&mut self, q: f64) -> Duration {
         self.0.sort_unstable();
         if self.0.is_empty() {
             return Duration::ZERO;
@@ -155,11 +156,13 @@ impl Lat {
     }
 }
 
-fn ms(d: Duration) -> String {
+/// A duration in milliseconds, two decimals.
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
-fn ratio(a: f64, b: f64) -> String {
+/// `a / b` as `1.23x`, or `n/a` when `b` is zero.
+pub(crate) fn ratio(a: f64, b: f64) -> String {
     if b == 0.0 {
         "n/a".into()
     } else {

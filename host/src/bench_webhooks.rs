@@ -28,6 +28,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use crate::bench_gateway::{Lat, ms, ratio};
 use crate::clock;
 use crate::netguard::NetGuard;
 use crate::store::{DeliveryStatus, SessionStore, SqliteStore, WebhookStore};
@@ -127,32 +128,6 @@ async fn start_receiver(sink: Arc<Sink>) -> anyhow::Result<(String, tokio::task:
         }
     });
     Ok((format!("http://{addr}"), task))
-}
-
-/// Latency sample set.
-struct Lat(Vec<Duration>);
-
-impl Lat {
-    fn pct(&mut self, q: f64) -> Duration {
-        self.0.sort_unstable();
-        if self.0.is_empty() {
-            return Duration::ZERO;
-        }
-        let i = ((self.0.len() - 1) as f64 * q).round() as usize;
-        self.0[i]
-    }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
-}
-
-fn ratio(a: f64, b: f64) -> String {
-    if b == 0.0 {
-        "n/a".into()
-    } else {
-        format!("{:.2}x", a / b)
-    }
 }
 
 /// The data of bench event `i`: a small inbound message (the body sent is

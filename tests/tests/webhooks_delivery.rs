@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use pincer::clock::{Clock, ManualClock, SystemClock};
 use pincer::netguard::NetGuard;
-use pincer::store::{DeliveryStatus, SessionStore, SqliteStore, WebhookStore};
+use pincer::store::{Delivery, DeliveryStatus, SessionStore, SqliteStore, WebhookStore};
 use pincer::webhooks::ssrf::{Resolver, SsrfGuard, StaticResolver, SystemResolver};
 use pincer::webhooks::{Dispatcher, NewWebhook, WebhookConfig, WebhookError, Webhooks};
 use pincer_tests::webhook_receiver::{Receiver, Reply};
@@ -22,6 +22,19 @@ struct Rig {
     hooks: Arc<Webhooks>,
     dispatcher: Arc<Dispatcher>,
     _dir: tempfile::TempDir,
+}
+
+impl Rig {
+    /// Register an endpoint; its id.
+    async fn endpoint(&self, url: String, events: &[&str]) -> String {
+        self.hooks.add(hook(url, events)).await.unwrap().endpoint.id
+    }
+    /// The endpoint's only delivery.
+    fn delivery(&self, ep: &str) -> Delivery {
+        let list = self.store.list_deliveries(ep, None, None, 10).unwrap();
+        assert_eq!(list.len(), 1, "{list:?}");
+        list[0].clone()
+    }
 }
 
 fn loopback() -> NetGuard {
@@ -101,16 +114,11 @@ async fn flaky_receiver_follows_the_schedule_and_retry_after() {
     let created = rig.hooks.add(hook(rx.url(), &["plugin.*"])).await.unwrap();
     let ep = created.endpoint.id.clone();
     plugin_loaded(&rig.store, 1);
-    let delivery = |rig: &Rig| {
-        let list = rig.store.list_deliveries(&ep, None, None, 10).unwrap();
-        assert_eq!(list.len(), 1, "one event, one delivery");
-        list[0].clone()
-    };
 
     // Attempt 1 at once: 500, retry 5 s later (+-10% jitter).
     let t1 = now(&rig);
     assert_eq!(rig.dispatcher.run_due().await.unwrap(), 1);
-    let d = delivery(&rig);
+    let d = rig.delivery(&ep);
     assert_eq!(
         (d.status, d.attempts, d.last_status),
         (DeliveryStatus::Pending, 1, Some(500))
@@ -129,7 +137,7 @@ async fn flaky_receiver_follows_the_schedule_and_retry_after() {
     rig.clock.set(d.next_attempt_ms as u64);
     let t2 = now(&rig);
     assert_eq!(rig.dispatcher.run_due().await.unwrap(), 1);
-    let d = delivery(&rig);
+    let d = rig.delivery(&ep);
     assert_eq!(d.attempts, 2);
     assert!(
         (t2 + 270_000..=t2 + 330_000).contains(&d.next_attempt_ms),
@@ -141,7 +149,7 @@ async fn flaky_receiver_follows_the_schedule_and_retry_after() {
     rig.clock.set(d.next_attempt_ms as u64);
     let t3 = now(&rig);
     assert_eq!(rig.dispatcher.run_due().await.unwrap(), 1);
-    let d = delivery(&rig);
+    let d = rig.delivery(&ep);
     assert_eq!((d.attempts, d.last_status), (3, Some(429)));
     assert_eq!(d.next_attempt_ms, t3 + 7_000);
     assert!(rig.hooks.get(&ep).unwrap().failing_since_ms == Some(t1));
@@ -150,7 +158,7 @@ async fn flaky_receiver_follows_the_schedule_and_retry_after() {
     rig.clock.advance(7_000);
     let t4 = now(&rig);
     assert_eq!(rig.dispatcher.run_due().await.unwrap(), 1);
-    let d = delivery(&rig);
+    let d = rig.delivery(&ep);
     assert_eq!((d.status, d.attempts), (DeliveryStatus::Delivered, 4));
     assert_eq!(rig.hooks.get(&ep).unwrap().failing_since_ms, None);
     assert_eq!(rig.dispatcher.run_due().await.unwrap(), 0);
@@ -187,20 +195,14 @@ async fn schedule_exhaustion_fails_the_delivery_and_replay_resends_it() {
         ..WebhookConfig::default()
     };
     let rig = rig(config);
-    let ep = rig
-        .hooks
-        .add(hook(rx.url(), &["*"]))
-        .await
-        .unwrap()
-        .endpoint
-        .id;
+    let ep = rig.endpoint(rx.url(), &["*"]).await;
     plugin_loaded(&rig.store, 1);
     let since = now(&rig) - 120_000;
     for step in [0, 1_000, 2_000] {
         rig.clock.advance(step);
         assert_eq!(rig.dispatcher.run_due().await.unwrap(), 1);
     }
-    let d = &rig.store.list_deliveries(&ep, None, None, 10).unwrap()[0];
+    let d = &rig.delivery(&ep);
     assert_eq!((d.status, d.attempts), (DeliveryStatus::Failed, 3));
     assert!(d.last_error.as_deref().unwrap().contains("503"), "{d:?}");
     rig.clock.advance(3_600_000);
@@ -214,7 +216,7 @@ async fn schedule_exhaustion_fails_the_delivery_and_replay_resends_it() {
     rx.set_default(Reply::Status(204));
     assert_eq!(rig.hooks.replay(&ep, None, Some(since)).unwrap(), 1);
     assert_eq!(rig.dispatcher.run_due().await.unwrap(), 1);
-    let d2 = &rig.store.list_deliveries(&ep, None, None, 10).unwrap()[0];
+    let d2 = &rig.delivery(&ep);
     assert_eq!((d2.status, d2.attempts), (DeliveryStatus::Delivered, 4));
     let got = rx.received();
     assert_eq!(got.len(), 4);
@@ -236,20 +238,14 @@ async fn gone_disables_the_endpoint_and_reports_it() {
     let rx = Receiver::start().await;
     rx.script([Reply::Status(410)]);
     let rig = rig(WebhookConfig::default());
-    let ep = rig
-        .hooks
-        .add(hook(rx.url(), &["plugin.*"]))
-        .await
-        .unwrap()
-        .endpoint
-        .id;
+    let ep = rig.endpoint(rx.url(), &["plugin.*"]).await;
     plugin_loaded(&rig.store, 1);
     assert_eq!(rig.dispatcher.run_due().await.unwrap(), 1);
 
     let endpoint = rig.hooks.get(&ep).unwrap();
     assert!(!endpoint.enabled);
     assert!(endpoint.disabled_reason.as_deref().unwrap().contains("410"));
-    let d = &rig.store.list_deliveries(&ep, None, None, 10).unwrap()[0];
+    let d = &rig.delivery(&ep);
     assert_eq!(d.status, DeliveryStatus::Failed);
     let disabled: Vec<_> = rig
         .store
@@ -263,13 +259,7 @@ async fn gone_disables_the_endpoint_and_reports_it() {
 
     // Nothing more is queued or sent to it.
     plugin_loaded(&rig.store, 2);
-    assert_eq!(
-        rig.store
-            .list_deliveries(&ep, None, None, 10)
-            .unwrap()
-            .len(),
-        1
-    );
+    rig.delivery(&ep); // still only the first
     rig.clock.advance(86_400_000);
     assert_eq!(rig.dispatcher.run_due().await.unwrap(), 0);
     assert_eq!(rx.received().len(), 1);
@@ -291,13 +281,7 @@ async fn an_endpoint_failing_for_the_configured_period_is_disabled() {
         ..WebhookConfig::default()
     };
     let rig = rig(config);
-    let ep = rig
-        .hooks
-        .add(hook(rx.url(), &["plugin.loaded"]))
-        .await
-        .unwrap()
-        .endpoint
-        .id;
+    let ep = rig.endpoint(rx.url(), &["plugin.loaded"]).await;
     plugin_loaded(&rig.store, 1);
     let start = now(&rig);
     let mut attempts = 0;
@@ -325,7 +309,7 @@ async fn an_endpoint_failing_for_the_configured_period_is_disabled() {
     rx.set_default(Reply::Status(200));
     assert_eq!(rig.hooks.replay(&ep, None, Some(0)).unwrap(), 1);
     assert_eq!(rig.dispatcher.run_due().await.unwrap(), 1);
-    let d = &rig.store.list_deliveries(&ep, None, None, 10).unwrap()[0];
+    let d = &rig.delivery(&ep);
     assert_eq!(d.status, DeliveryStatus::Delivered);
 }
 
@@ -384,16 +368,10 @@ async fn redirects_are_failures_and_are_not_followed() {
         )],
     )]);
     let rig = rig(WebhookConfig::default());
-    let ep = rig
-        .hooks
-        .add(hook(rx.url(), &["*"]))
-        .await
-        .unwrap()
-        .endpoint
-        .id;
+    let ep = rig.endpoint(rx.url(), &["*"]).await;
     plugin_loaded(&rig.store, 1);
     assert_eq!(rig.dispatcher.run_due().await.unwrap(), 1);
-    let d = &rig.store.list_deliveries(&ep, None, None, 10).unwrap()[0];
+    let d = &rig.delivery(&ep);
     assert_eq!(
         (d.status, d.last_status),
         (DeliveryStatus::Pending, Some(302))
@@ -414,16 +392,10 @@ async fn the_receiver_can_stop_retries() {
         vec![("webhook-delivery", "abort-message".into())],
     )]);
     let rig = rig(WebhookConfig::default());
-    let ep = rig
-        .hooks
-        .add(hook(rx.url(), &["*"]))
-        .await
-        .unwrap()
-        .endpoint
-        .id;
+    let ep = rig.endpoint(rx.url(), &["*"]).await;
     plugin_loaded(&rig.store, 1);
     assert_eq!(rig.dispatcher.run_due().await.unwrap(), 1);
-    let d = &rig.store.list_deliveries(&ep, None, None, 10).unwrap()[0];
+    let d = &rig.delivery(&ep);
     assert_eq!(d.status, DeliveryStatus::Failed);
 }
 
@@ -446,15 +418,11 @@ async fn delivery_time_resolution_is_checked_again() {
         SsrfGuard::new(NetGuard::default(), rebound),
     );
     let ep = rig
-        .hooks
-        .add(hook("http://hooks.example.com/in".into(), &["*"]))
-        .await
-        .unwrap()
-        .endpoint
-        .id;
+        .endpoint("http://hooks.example.com/in".into(), &["*"])
+        .await;
     plugin_loaded(&rig.store, 1);
     assert_eq!(rig.dispatcher.run_due().await.unwrap(), 1);
-    let d = &rig.store.list_deliveries(&ep, None, None, 10).unwrap()[0];
+    let d = &rig.delivery(&ep);
     assert_eq!((d.status, d.last_status), (DeliveryStatus::Pending, None));
     let error = d.last_error.clone().unwrap();
     assert!(error.contains("10.0.0.1"), "{error}");
@@ -540,13 +508,7 @@ async fn a_stuck_receiver_delays_only_its_own_endpoint() {
     stuck.set_default(Reply::Hold);
     let healthy = Receiver::start().await;
     let rig = rig(WebhookConfig::default());
-    let stuck_ep = rig
-        .hooks
-        .add(hook(stuck.url(), &["*"]))
-        .await
-        .unwrap()
-        .endpoint
-        .id;
+    let stuck_ep = rig.endpoint(stuck.url(), &["*"]).await;
     rig.hooks.add(hook(healthy.url(), &["*"])).await.unwrap();
     let loop_task = rig.dispatcher.spawn();
     for n in 0..10 {

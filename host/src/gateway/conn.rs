@@ -557,16 +557,37 @@ async fn write_loop<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut seq: u64 = 0;
+    // An item taken from the queue but not handed to the sink when the
+    // connection was killed; it goes first in the final flush.
+    let mut unsent = None;
     loop {
         let item = tokio::select! {
             biased;
             _ = conn.kill.cancelled() => break,
             item = rx.recv() => match item { Some(i) => i, None => break },
         };
+        // Wait for room without handing anything over, so a kill while a
+        // slow peer blocks us leaves the item unrendered: a `seq` is only
+        // stamped on a frame that is really sent.
+        let ready = tokio::select! {
+            _ = conn.kill.cancelled() => {
+                unsent = Some(item);
+                break;
+            }
+            r = futures::future::poll_fn(|cx| sink.poll_ready_unpin(cx)) => r.is_ok(),
+        };
+        if !ready {
+            return;
+        }
         let text = item.render(&mut seq);
+        if sink.start_send_unpin(Message::Text(text.into())).is_err() {
+            return;
+        }
+        // A kill now leaves the frame in the sink; the close below
+        // flushes it.
         let sent = tokio::select! {
             _ = conn.kill.cancelled() => break,
-            r = sink.send(Message::Text(text.into())) => r.is_ok(),
+            r = futures::future::poll_fn(|cx| sink.poll_flush_unpin(cx)) => r.is_ok(),
         };
         conn.written(&item);
         conn.seq.store(seq, Ordering::Relaxed);
@@ -580,7 +601,8 @@ async fn write_loop<S>(
     let (code, reason) = conn.close_reason().unwrap_or((1000, String::new()));
     if code != 1008 {
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            while let Ok(item) = rx.try_recv() {
+            let queued = std::iter::from_fn(|| rx.try_recv().ok());
+            for item in unsent.into_iter().chain(queued) {
                 let text = item.render(&mut seq);
                 if sink.send(Message::Text(text.into())).await.is_err() {
                     break;
