@@ -139,23 +139,31 @@ impl WebhookStore for SqliteStore {
     fn set_endpoint_enabled(
         &self,
         id: &str,
-        enabled: bool,
+        enabled: Option<bool>,
         reason: Option<&str>,
         now_ms: i64,
     ) -> Result<Option<WebhookEndpoint>, StoreError> {
         let out = self.write_tx(|tx, _| {
-            let changed = tx
+            // `None` flips, decided inside the transaction so two
+            // concurrent flips cannot both read the same state.
+            let Some(now_enabled) = tx
                 .prepare_cached(
-                    "UPDATE webhook_endpoints SET enabled = ?2, updated_ms = ?3,
-                     disabled_reason = CASE WHEN ?2 THEN NULL ELSE ?4 END,
-                     failing_since_ms = CASE WHEN ?2 THEN NULL ELSE failing_since_ms END
-                     WHERE id = ?1",
+                    "UPDATE webhook_endpoints SET enabled = COALESCE(?2, NOT enabled),
+                     updated_ms = ?3 WHERE id = ?1 RETURNING enabled",
                 )?
-                .execute(params![id, enabled, now_ms, reason])?;
-            if changed == 0 {
+                .query_row(params![id, enabled, now_ms], |r| r.get::<_, bool>(0))
+                .optional()?
+            else {
                 return Ok(None);
-            }
-            if !enabled {
+            };
+            tx.prepare_cached(
+                "UPDATE webhook_endpoints SET
+                 disabled_reason = CASE WHEN ?2 THEN NULL ELSE ?3 END,
+                 failing_since_ms = CASE WHEN ?2 THEN NULL ELSE failing_since_ms END
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, now_enabled, reason])?;
+            if !now_enabled {
                 let error = format!("endpoint disabled: {}", reason.unwrap_or("by the operator"));
                 tx.prepare_cached(
                     "UPDATE webhook_deliveries SET status = 'failed', last_error = ?2,
@@ -165,7 +173,7 @@ impl WebhookStore for SqliteStore {
             }
             load_endpoint(tx, id)
         })?;
-        if enabled && out.is_some() {
+        if out.as_ref().is_some_and(|ep| ep.enabled) {
             self.outbox.notify_one();
         }
         Ok(out)

@@ -184,13 +184,14 @@ pub trait WebhookStore: Send + Sync + 'static {
     /// Remove an endpoint with its deliveries and attempt log; whether it
     /// existed.
     fn delete_endpoint(&self, id: &str) -> Result<bool, StoreError>;
-    /// Enable or disable. Disabling fails the endpoint's pending deliveries
-    /// with `reason` (they can be replayed after re-enabling); enabling
-    /// clears the failing streak. `None` if the endpoint does not exist.
+    /// Enable or disable (`None` flips, atomically). Disabling fails the
+    /// endpoint's pending deliveries with `reason` (they can be replayed
+    /// after re-enabling); enabling clears the failing streak. `None` if the
+    /// endpoint does not exist.
     fn set_endpoint_enabled(
         &self,
         id: &str,
-        enabled: bool,
+        enabled: Option<bool>,
         reason: Option<&str>,
         now_ms: i64,
     ) -> Result<Option<WebhookEndpoint>, StoreError>;

@@ -456,7 +456,7 @@ impl Dispatcher {
         }
         if self
             .store
-            .set_endpoint_enabled(&ep.id, false, Some(reason), self.now())?
+            .set_endpoint_enabled(&ep.id, Some(false), Some(reason), self.now())?
             .is_none()
         {
             return Ok(());

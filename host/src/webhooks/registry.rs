@@ -200,15 +200,11 @@ impl Webhooks {
     /// Enable or disable (`None` flips). Disabling fails pending deliveries
     /// (replayable); enabling clears the failure streak.
     pub fn toggle(&self, id: &str, enabled: Option<bool>) -> Result<WebhookEndpoint, WebhookError> {
-        let enabled = match enabled {
-            Some(e) => e,
-            None => !self.get(id)?.enabled,
-        };
         let ep = self
             .store
             .set_endpoint_enabled(id, enabled, Some("disabled by the operator"), self.now())?
             .ok_or_else(|| not_found(id))?;
-        tracing::info!(endpoint = %id, enabled, "webhook toggled");
+        tracing::info!(endpoint = %id, enabled = ep.enabled, "webhook toggled");
         Ok(ep)
     }
 
