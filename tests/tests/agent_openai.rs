@@ -154,10 +154,12 @@ async fn streams_text_deltas_and_reports_usage() {
         ContextMessage {
             role: "user".into(),
             text: "earlier".into(),
+            ..Default::default()
         },
         ContextMessage {
             role: "assistant".into(),
             text: "noted".into(),
+            ..Default::default()
         },
     ];
     let (result, events) = run(&p, req, Arc::new(NoTools)).await;

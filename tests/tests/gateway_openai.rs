@@ -305,6 +305,7 @@ async fn a_tool_call_runs_the_bundled_plugin_and_feeds_the_result_back() {
             usage: None,
         },
         Script::text(&["It is ", "an hour ahead."]),
+        Script::text(&["Yes."]),
     ])
     .await;
     let g = gateway(&fake).await;
@@ -412,6 +413,32 @@ async fn a_tool_call_runs_the_bundled_plugin_and_feeds_the_result_back() {
     let hm = h["messages"].as_array().expect("messages");
     assert_eq!(hm.len(), 2, "{h}");
     assert_eq!(text_of(&hm[1]), streamed);
+
+    // The next turn gives the model the whole exchange again: the call,
+    // its result under the same id, then the answer.
+    c.call(
+        "chat.send",
+        json!({"sessionKey": "main", "message": "sure?", "idempotencyKey": "oa-tool-2"}),
+    )
+    .await;
+    let frames = run_frames(&mut c, "oa-tool-2").await;
+    assert_eq!(chat_payloads(&frames).last().unwrap()["state"], "final");
+    let bodies = fake.requests();
+    assert_eq!(bodies.len(), 3);
+    let replay = bodies[2]["messages"].as_array().expect("messages");
+    assert_eq!(replay.len(), 5, "{replay:?}");
+    assert_eq!(replay[0], msgs[0]);
+    assert_eq!(replay[1], msgs[1]);
+    assert_eq!(replay[2]["role"], "tool");
+    assert_eq!(replay[2]["tool_call_id"], "call_clock_1");
+    let replayed: Value =
+        serde_json::from_str(replay[2]["content"].as_str().expect("tool content")).expect("JSON");
+    assert_eq!(replayed, *out);
+    assert_eq!(
+        replay[3],
+        json!({"role": "assistant", "content": "It is an hour ahead."})
+    );
+    assert_eq!(replay[4], json!({"role": "user", "content": "sure?"}));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,12 +23,43 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// One message of context given to a provider.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContextMessage {
     /// `user`, `assistant`, `system` or `tool`.
     pub role: String,
-    /// Its text.
+    /// Its text (for an assistant message: all the text of its run).
     pub text: String,
+    /// For an assistant message, the tool rounds of its run, in order:
+    /// `text` starts with their texts, and the rest is the final answer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_rounds: Vec<ToolRound>,
+}
+
+/// The text a model wrote before asking for tools, and those calls with
+/// their results (kept in the transcript so a later turn can replay them).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolRound {
+    /// Text before the calls.
+    pub text: String,
+    /// The calls, in order.
+    pub calls: Vec<ToolCallRecord>,
+}
+
+/// One tool call and its result.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolCallRecord {
+    /// The call id (from the model).
+    pub id: String,
+    /// The tool's name.
+    pub name: String,
+    /// The arguments as the model sent them (JSON text).
+    pub arguments: String,
+    /// The result (or the error message).
+    pub result: String,
+    /// Whether the call failed.
+    pub is_error: bool,
 }
 
 /// A tool the model may call.

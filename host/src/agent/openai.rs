@@ -592,17 +592,49 @@ impl Run<'_> {
 /// `tool` messages carry no call id (which a `tool` message needs), so they
 /// are replayed as assistant text.
 fn initial_messages(req: &RunRequest) -> Vec<Value> {
-    let mut messages: Vec<Value> = req
-        .history
-        .iter()
-        .map(|m| match m.role.as_str() {
-            "user" | "assistant" | "system" => json!({"role": m.role, "content": m.text}),
-            "tool" => json!({"role": "assistant", "content": format!("[tool result] {}", m.text)}),
-            _ => json!({"role": "user", "content": m.text}),
-        })
-        .collect();
+    let mut messages: Vec<Value> = Vec::new();
+    for m in &req.history {
+        match m.role.as_str() {
+            "assistant" if !m.tool_rounds.is_empty() => replay_tool_rounds(m, &mut messages),
+            "user" | "assistant" | "system" => {
+                messages.push(json!({"role": m.role, "content": m.text}));
+            }
+            "tool" => messages
+                .push(json!({"role": "assistant", "content": format!("[tool result] {}", m.text)})),
+            _ => messages.push(json!({"role": "user", "content": m.text})),
+        }
+    }
     messages.push(json!({"role": "user", "content": req.message}));
     messages
+}
+
+/// An earlier assistant turn that called tools, as the model saw it: per
+/// round, the assistant's `tool_calls` message and one `tool` message per
+/// call; then the final answer.
+fn replay_tool_rounds(m: &super::ContextMessage, messages: &mut Vec<Value>) {
+    let mut before = String::new();
+    for round in &m.tool_rounds {
+        before.push_str(&round.text);
+        messages.push(json!({
+            "role": "assistant",
+            "content": if round.text.is_empty() { Value::Null } else { Value::String(round.text.clone()) },
+            "tool_calls": round.calls.iter().map(|c| json!({
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments},
+            })).collect::<Vec<_>>(),
+        }));
+        for c in &round.calls {
+            let content = if c.is_error {
+                format!("error: {}", c.result)
+            } else {
+                c.result.clone()
+            };
+            messages.push(json!({"role": "tool", "tool_call_id": c.id, "content": content}));
+        }
+    }
+    let answer = m.text.strip_prefix(before.as_str()).unwrap_or(&m.text);
+    messages.push(json!({"role": "assistant", "content": answer}));
 }
 
 /// Add one `delta.tool_calls[]` fragment to the round's calls. The first
@@ -889,10 +921,12 @@ mod tests {
                 super::super::ContextMessage {
                     role: "system".into(),
                     text: "be brief".into(),
+                    ..Default::default()
                 },
                 super::super::ContextMessage {
                     role: "tool".into(),
                     text: "{\"t\":1}".into(),
+                    ..Default::default()
                 },
             ],
             message: "hi".into(),

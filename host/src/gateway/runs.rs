@@ -18,7 +18,10 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::hub::{Audience, Broadcast};
 use super::{Gateway, now_ms};
-use crate::agent::{AgentError, AgentEvent, ContextMessage, RunRequest, ToolHost, ToolSpec};
+use crate::agent::{
+    AgentError, AgentEvent, ContextMessage, RunRequest, ToolCallRecord, ToolHost, ToolRound,
+    ToolSpec,
+};
 use crate::plugins::{PluginKind, PluginRegistry};
 use crate::protocol::scopes;
 use crate::store::{NewMessage, TranscriptMessage};
@@ -455,6 +458,70 @@ fn log_event(gw: &Gateway, kind: &str, key: &str, data: Value) {
     }
 }
 
+/// The run's tool rounds, stored with its assistant message so a later
+/// turn can give the model the calls and results again.
+#[derive(Default)]
+struct ToolLog {
+    rounds: Vec<ToolRound>,
+    /// How much of the run's text the rounds already hold.
+    consumed: usize,
+}
+
+impl ToolLog {
+    /// Note a tool event; `text` is the run's text so far.
+    fn record(&mut self, text: &str, ev: &AgentEvent) {
+        match ev {
+            AgentEvent::ToolStart {
+                call_id,
+                name,
+                args,
+            } => {
+                // New text since the last call means a new round (calls with
+                // no text between them share one).
+                if self.rounds.is_empty() || text.len() > self.consumed {
+                    self.rounds.push(ToolRound {
+                        text: text.get(self.consumed..).unwrap_or_default().to_owned(),
+                        calls: Vec::new(),
+                    });
+                    self.consumed = text.len();
+                }
+                if let Some(round) = self.rounds.last_mut() {
+                    round.calls.push(ToolCallRecord {
+                        id: call_id.clone(),
+                        name: name.clone(),
+                        arguments: match args {
+                            Value::String(raw) => raw.clone(),
+                            v => v.to_string(),
+                        },
+                        ..ToolCallRecord::default()
+                    });
+                }
+            }
+            AgentEvent::ToolResult {
+                call_id,
+                result,
+                is_error,
+                ..
+            } => {
+                if let Some(call) = self
+                    .rounds
+                    .iter_mut()
+                    .rev()
+                    .flat_map(|r| r.calls.iter_mut())
+                    .find(|c| &c.id == call_id)
+                {
+                    call.result = match result {
+                        Value::String(s) => s.clone(),
+                        v => v.to_string(),
+                    };
+                    call.is_error = *is_error;
+                }
+            }
+            AgentEvent::TextDelta(_) => {}
+        }
+    }
+}
+
 /// A tool start or result: logged (`tool.called` / `tool.completed`, for
 /// webhooks) and sent as an `agent` tool event.
 fn tool_event(gw: &Arc<Gateway>, em: &mut Emitter<'_>, ev: AgentEvent) {
@@ -549,6 +616,12 @@ async fn execute(
         .map(|m| ContextMessage {
             role: m.role.clone(),
             text: content_text(&m.content),
+            // Unreadable rounds (an older format) only lose the replay.
+            tool_rounds: m
+                .meta
+                .get("toolRounds")
+                .and_then(|r| serde_json::from_value(r.clone()).ok())
+                .unwrap_or_default(),
         })
         .collect();
     match gw.sessions.append_message(
@@ -638,6 +711,7 @@ async fn execute(
     let mut sent_len = 0usize;
     let mut last_delta: Option<tokio::time::Instant> = None;
     let mut flush_at: Option<tokio::time::Instant> = None;
+    let mut tools_log = ToolLog::default();
 
     let flush = |em: &mut Emitter<'_>, text: &str, sent_len: &mut usize| {
         if text.len() > *sent_len {
@@ -678,6 +752,7 @@ async fn execute(
                         // Text before a tool call goes out first.
                         flush(&mut em, &text, &mut sent_len);
                         flush_at = None;
+                        tools_log.record(&text, &tool);
                         tool_event(gw, &mut em, tool);
                     }
                 }
@@ -705,6 +780,7 @@ async fn execute(
             }
             tool => {
                 flush(&mut em, &text, &mut sent_len);
+                tools_log.record(&text, &tool);
                 tool_event(gw, &mut em, tool);
             }
         }
@@ -717,6 +793,9 @@ async fn execute(
         let mut meta = Map::new();
         if let Some(u) = usage {
             meta.insert("usage".into(), u);
+        }
+        if !tools_log.rounds.is_empty() {
+            meta.insert("toolRounds".into(), json!(tools_log.rounds));
         }
         match gw.sessions.append_message(
             key,
