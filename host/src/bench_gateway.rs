@@ -211,9 +211,19 @@ async fn handshakes(url: &str, n: usize, par: usize, full: bool) -> anyhow::Resu
             anyhow::Ok(lat)
         }));
     }
-    let mut all = Vec::with_capacity(n);
+    summarise(tasks, t, "handshake task").await
+}
+
+/// Join tasks that each return their latencies; the rate is over the time
+/// since `t`.
+async fn summarise(
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Vec<Duration>>>>,
+    t: Instant,
+    what: &'static str,
+) -> anyhow::Result<Run> {
+    let mut all = Vec::new();
     for task in tasks {
-        all.extend(task.await.context("handshake task")??);
+        all.extend(task.await.context(what)??);
     }
     let elapsed = t.elapsed();
     let mut lat = Lat(all);
@@ -257,17 +267,7 @@ async fn requests(url: &str, method: &str, total: usize, conns: usize) -> anyhow
     }
     start.wait().await;
     let t = Instant::now();
-    let mut all = Vec::with_capacity(total);
-    for task in tasks {
-        all.extend(task.await.context("request task")??);
-    }
-    let elapsed = t.elapsed();
-    let mut lat = Lat(all);
-    Ok(Run {
-        rate: lat.0.len() as f64 / elapsed.as_secs_f64(),
-        p50: lat.pct(0.5),
-        p99: lat.pct(0.99),
-    })
+    summarise(tasks, t, "request task").await
 }
 
 /// One chat fan-out: every reader's time to the `final` chat event of the

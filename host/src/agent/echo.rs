@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -120,36 +119,9 @@ impl Provider for EchoProvider {
             let text = match parse_tool_command(&req.message) {
                 Some((name, args)) => {
                     let call_id = format!("call_{}", uuid::Uuid::new_v4().simple());
-                    let parsed: Value = serde_json::from_str(args)
-                        .unwrap_or_else(|_| Value::String(args.to_string()));
-                    let _ = events.send(AgentEvent::ToolStart {
-                        call_id: call_id.clone(),
-                        name: name.to_string(),
-                        args: parsed,
-                    });
-                    let result = tokio::select! {
-                        _ = cancel.cancelled() => return Err(AgentError::Aborted),
-                        r = tools.invoke(name, args) => r,
-                    };
-                    let (value, is_error, text) = match result {
-                        Ok(out) => {
-                            let v = serde_json::from_str(&out)
-                                .unwrap_or_else(|_| Value::String(out.clone()));
-                            (v, false, out)
-                        }
-                        Err(e) => (
-                            Value::String(e.clone()),
-                            true,
-                            format!("tool {name} failed: {e}"),
-                        ),
-                    };
-                    let _ = events.send(AgentEvent::ToolResult {
-                        call_id,
-                        name: name.to_string(),
-                        result: value,
-                        is_error,
-                    });
-                    text
+                    super::call_tool(&*tools, &events, &cancel, &call_id, name, args)
+                        .await?
+                        .unwrap_or_else(|e| format!("tool {name} failed: {e}"))
                 }
                 None => req.message.clone(),
             };

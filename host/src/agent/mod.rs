@@ -196,6 +196,58 @@ pub trait Provider: Send + Sync {
     ) -> BoxFuture<'a, Result<RunOutcome, AgentError>>;
 }
 
+/// One tool call as every provider makes it: announced with
+/// [`AgentEvent::ToolStart`], run through `tools` (abandoned with
+/// [`AgentError::Aborted`] when `cancel` fires) and reported with
+/// [`AgentEvent::ToolResult`]. A call with no name or with arguments that
+/// are not JSON is refused without reaching the tool, so the model (which
+/// can correct itself) gets the reason. Returns the tool's output, or the
+/// error as `Err`.
+pub async fn call_tool(
+    tools: &dyn ToolHost,
+    events: &mpsc::UnboundedSender<AgentEvent>,
+    cancel: &CancellationToken,
+    call_id: &str,
+    name: &str,
+    arguments: &str,
+) -> Result<Result<String, String>, AgentError> {
+    let parsed: Result<Value, _> = serde_json::from_str(arguments);
+    let _ = events.send(AgentEvent::ToolStart {
+        call_id: call_id.to_owned(),
+        name: name.to_owned(),
+        args: parsed
+            .as_ref()
+            .cloned()
+            .unwrap_or_else(|_| Value::String(arguments.to_owned())),
+    });
+    let result = if name.is_empty() {
+        Err("the tool call has no function name".to_string())
+    } else if let Err(e) = &parsed {
+        Err(format!("the arguments are not valid JSON: {e}"))
+    } else {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(AgentError::Aborted),
+            r = tools.invoke(name, arguments) => r,
+        }
+    };
+    tracing::info!(tool = %name, call_id, ok = result.is_ok(), "tool call");
+    let (value, is_error) = match &result {
+        Ok(out) => (
+            serde_json::from_str(out).unwrap_or_else(|_| Value::String(out.clone())),
+            false,
+        ),
+        Err(e) => (Value::String(e.clone()), true),
+    };
+    let _ = events.send(AgentEvent::ToolResult {
+        call_id: call_id.to_owned(),
+        name: name.to_owned(),
+        result: value,
+        is_error,
+    });
+    Ok(result)
+}
+
 /// A model offered by a provider (`models.list`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -489,43 +489,16 @@ impl Run<'_> {
 
     /// Run one tool call; returns the content of its `tool` message.
     async fn call_tool(&self, call: &ToolCall) -> Result<String, AgentError> {
-        let parsed: Result<Value, _> = serde_json::from_str(&call.arguments);
-        let _ = self.events.send(AgentEvent::ToolStart {
-            call_id: call.id.clone(),
-            name: call.name.clone(),
-            args: parsed
-                .as_ref()
-                .cloned()
-                .unwrap_or_else(|_| Value::String(call.arguments.clone())),
-        });
-        let result = if call.name.is_empty() {
-            Err("the tool call has no function name".to_string())
-        } else if let Err(e) = &parsed {
-            // Tell the model, which can correct itself, rather than the tool.
-            Err(format!("the arguments are not valid JSON: {e}"))
-        } else {
-            tokio::select! {
-                biased;
-                _ = self.cancel.cancelled() => return Err(AgentError::Aborted),
-                r = self.tools.invoke(&call.name, &call.arguments) => r,
-            }
-        };
-        tracing::info!(tool = %call.name, call_id = %call.id, ok = result.is_ok(), "tool call");
-        let (value, is_error, content) = match result {
-            Ok(out) => (
-                serde_json::from_str(&out).unwrap_or_else(|_| Value::String(out.clone())),
-                false,
-                out,
-            ),
-            Err(e) => (Value::String(e.clone()), true, format!("error: {e}")),
-        };
-        let _ = self.events.send(AgentEvent::ToolResult {
-            call_id: call.id.clone(),
-            name: call.name.clone(),
-            result: value,
-            is_error,
-        });
-        Ok(content)
+        let result = super::call_tool(
+            &*self.tools,
+            &self.events,
+            &self.cancel,
+            &call.id,
+            &call.name,
+            &call.arguments,
+        )
+        .await?;
+        Ok(result.unwrap_or_else(|e| format!("error: {e}")))
     }
 
     /// Turn a non-2xx response into the error for it.

@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::Gateway;
 use super::methods::webhooks::{DeliveriesParams, ReplayParams, deliveries_json, replay_json};
@@ -150,7 +150,7 @@ async fn deliveries(
     q.id = id;
     match deliveries_json(&gw.webhooks, q) {
         Ok(v) => Json(v).into_response(),
-        Err(e) => shape_error(e),
+        Err(e) => registry_error(e),
     }
 }
 
@@ -162,24 +162,6 @@ async fn replay(State(gw): Gw, Path(id): Path<String>, bytes: Bytes) -> Response
     r.id = id;
     match replay_json(&gw.webhooks, r) {
         Ok(v) => Json(v).into_response(),
-        Err(e) => shape_error(e),
+        Err(e) => registry_error(e),
     }
-}
-
-/// A protocol error shape (from the shared method code) as an HTTP error.
-fn shape_error(e: crate::protocol::errors::ErrorShape) -> Response {
-    let not_found = e
-        .details
-        .as_ref()
-        .and_then(|d| d.get("code"))
-        .and_then(Value::as_str)
-        == Some("NOT_FOUND");
-    let status = if not_found {
-        StatusCode::NOT_FOUND
-    } else if e.code == crate::protocol::errors::code::UNAVAILABLE {
-        StatusCode::INTERNAL_SERVER_ERROR
-    } else {
-        StatusCode::BAD_REQUEST
-    };
-    error(status, e.message)
 }

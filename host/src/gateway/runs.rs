@@ -458,6 +458,64 @@ fn log_event(gw: &Gateway, kind: &str, key: &str, data: Value) {
     }
 }
 
+/// A run's streamed output: the text so far, throttled `chat` deltas, the
+/// channel reply and the tool rounds. Every provider event goes through
+/// [`RunStream::on_event`], during the run and after it returns.
+#[derive(Default)]
+struct RunStream {
+    text: String,
+    /// How much of `text` went out in `chat` deltas.
+    sent_len: usize,
+    last_delta: Option<tokio::time::Instant>,
+    /// When the held-back text is due (throttled deltas).
+    flush_at: Option<tokio::time::Instant>,
+    throttle: Duration,
+    tools: ToolLog,
+    /// The channel reply being streamed, for channel runs.
+    reply: Option<watch::Sender<(String, bool)>>,
+}
+
+impl RunStream {
+    fn on_event(&mut self, gw: &Arc<Gateway>, em: &mut Emitter<'_>, ev: AgentEvent) {
+        match ev {
+            AgentEvent::TextDelta(d) => {
+                self.text.push_str(&d);
+                em.agent("assistant", json!({"text": self.text, "delta": d}), true);
+                if let Some(tx) = &self.reply {
+                    let _ = tx.send((self.text.clone(), false));
+                }
+                match self.last_delta {
+                    Some(t) if t.elapsed() < self.throttle => {
+                        self.flush_at.get_or_insert(t + self.throttle);
+                    }
+                    _ => self.flush(em),
+                }
+            }
+            tool => {
+                // Text before a tool call goes out first.
+                self.flush(em);
+                self.tools.record(&self.text, &tool);
+                tool_event(gw, em, tool);
+            }
+        }
+    }
+
+    /// Send the text not yet sent as a `chat` delta (v3 cumulative text and
+    /// v4 `deltaText`).
+    fn flush(&mut self, em: &mut Emitter<'_>) {
+        self.flush_at = None;
+        if self.text.len() > self.sent_len {
+            let mut p = Map::new();
+            p.insert("state".into(), json!("delta"));
+            p.insert("message".into(), assistant_message(&self.text, now_ms()));
+            p.insert("deltaText".into(), json!(&self.text[self.sent_len..]));
+            em.chat(p, true);
+            self.sent_len = self.text.len();
+            self.last_delta = Some(tokio::time::Instant::now());
+        }
+    }
+}
+
 /// The run's tool rounds, stored with its assistant message so a later
 /// turn can give the model the calls and results again.
 #[derive(Default)]
@@ -489,10 +547,7 @@ impl ToolLog {
                     round.calls.push(ToolCallRecord {
                         id: call_id.clone(),
                         name: name.clone(),
-                        arguments: match args {
-                            Value::String(raw) => raw.clone(),
-                            v => v.to_string(),
-                        },
+                        arguments: as_text(args),
                         ..ToolCallRecord::default()
                     });
                 }
@@ -510,15 +565,20 @@ impl ToolLog {
                     .flat_map(|r| r.calls.iter_mut())
                     .find(|c| &c.id == call_id)
                 {
-                    call.result = match result {
-                        Value::String(s) => s.clone(),
-                        v => v.to_string(),
-                    };
+                    call.result = as_text(result);
                     call.is_error = *is_error;
                 }
             }
             AgentEvent::TextDelta(_) => {}
         }
+    }
+}
+
+/// A string as itself, any other JSON value as JSON text.
+fn as_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        v => v.to_string(),
     }
 }
 
@@ -705,63 +765,22 @@ async fn execute(
     };
     let provider = gw.provider.clone();
     let mut run = provider.run(req, tools, tx, cancel.clone());
-    let throttle = Duration::from_millis(gw.config.delta_throttle_ms);
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut text = String::new();
-    let mut sent_len = 0usize;
-    let mut last_delta: Option<tokio::time::Instant> = None;
-    let mut flush_at: Option<tokio::time::Instant> = None;
-    let mut tools_log = ToolLog::default();
-
-    let flush = |em: &mut Emitter<'_>, text: &str, sent_len: &mut usize| {
-        if text.len() > *sent_len {
-            let mut p = Map::new();
-            p.insert("state".into(), json!("delta"));
-            p.insert("message".into(), assistant_message(text, now_ms()));
-            p.insert("deltaText".into(), json!(&text[*sent_len..]));
-            em.chat(p, true);
-            *sent_len = text.len();
-        }
+    let mut out = RunStream {
+        throttle: Duration::from_millis(gw.config.delta_throttle_ms),
+        reply: reply_tx,
+        ..RunStream::default()
     };
-
     let outcome = loop {
         tokio::select! {
             biased;
             ev = rx.recv() => {
                 let Some(ev) = ev else { continue };
-                match ev {
-                    AgentEvent::TextDelta(d) => {
-                        text.push_str(&d);
-                        em.agent("assistant", json!({"text": text, "delta": d}), true);
-                        if let Some(tx) = &reply_tx {
-                            let _ = tx.send((text.clone(), false));
-                        }
-                        let now = tokio::time::Instant::now();
-                        match last_delta {
-                            Some(t) if now.duration_since(t) < throttle => {
-                                flush_at.get_or_insert(t + throttle);
-                            }
-                            _ => {
-                                flush(&mut em, &text, &mut sent_len);
-                                last_delta = Some(now);
-                                flush_at = None;
-                            }
-                        }
-                    }
-                    tool => {
-                        // Text before a tool call goes out first.
-                        flush(&mut em, &text, &mut sent_len);
-                        flush_at = None;
-                        tools_log.record(&text, &tool);
-                        tool_event(gw, &mut em, tool);
-                    }
-                }
+                out.on_event(gw, &mut em, ev);
             }
             r = &mut run => break r,
-            _ = async { if let Some(t) = flush_at { tokio::time::sleep_until(t).await } }, if flush_at.is_some() => {
-                flush(&mut em, &text, &mut sent_len);
-                last_delta = Some(tokio::time::Instant::now());
-                flush_at = None;
+            _ = async { if let Some(t) = out.flush_at { tokio::time::sleep_until(t).await } }, if out.flush_at.is_some() => {
+                out.flush(&mut em);
             }
             _ = tokio::time::sleep_until(deadline) => {
                 cancel.cancel();
@@ -770,22 +789,17 @@ async fn execute(
         }
     };
     // Events sent in the provider's last poll (a whole tool round can run
-    // without yielding when the response is already buffered): every one
-    // goes out, in order.
+    // without yielding when the response is already buffered).
     while let Ok(ev) = rx.try_recv() {
-        match ev {
-            AgentEvent::TextDelta(d) => {
-                text.push_str(&d);
-                em.agent("assistant", json!({"text": text, "delta": d}), true);
-            }
-            tool => {
-                flush(&mut em, &text, &mut sent_len);
-                tools_log.record(&text, &tool);
-                tool_event(gw, &mut em, tool);
-            }
-        }
+        out.on_event(gw, &mut em, ev);
     }
-    flush(&mut em, &text, &mut sent_len);
+    out.flush(&mut em);
+    let RunStream {
+        mut text,
+        tools: tools_log,
+        reply: reply_tx,
+        ..
+    } = out;
     let ended_at = now_ms();
     result.ended_at = ended_at;
 

@@ -3,7 +3,6 @@
 //! delivery per subscribed endpoint inside the event's own transaction.
 
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Map, Value, json};
@@ -45,10 +44,9 @@ pub fn webhook_body(event: &EventRecord) -> String {
             .or_insert_with(|| Value::from(key.as_str()));
     }
     data.insert("seq".into(), event.seq.into());
-    let ts = UNIX_EPOCH + Duration::from_millis(u64::try_from(event.ts).unwrap_or(0));
     json!({
         "type": event.kind,
-        "timestamp": humantime::format_rfc3339_millis(ts).to_string(),
+        "timestamp": crate::webhooks::rfc3339(event.ts),
         "data": data,
     })
     .to_string()

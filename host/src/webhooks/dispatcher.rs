@@ -45,8 +45,6 @@ pub struct Dispatcher {
     busy: Mutex<HashMap<String, usize>>,
     /// Wakes the loop: deliveries written (the store's signal).
     outbox: Arc<Notify>,
-    /// Wakes the loop: an attempt finished (capacity freed).
-    freed: Notify,
     /// Serialises disabling (see [`Dispatcher::disable`]).
     disabling: Mutex<()>,
     /// Attempts in flight (for [`Dispatcher::settled`]).
@@ -101,7 +99,6 @@ impl Dispatcher {
             guard,
             client,
             busy: Mutex::new(HashMap::new()),
-            freed: Notify::new(),
             in_flight: watch::Sender::new(0),
             disabling: Mutex::new(()),
         }))
@@ -127,6 +124,7 @@ impl Dispatcher {
                 }
             }
             let mut last_prune = None::<Instant>;
+            let mut running = this.in_flight.subscribe();
             loop {
                 if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
                     last_prune = Some(Instant::now());
@@ -139,9 +137,12 @@ impl Dispatcher {
                         Duration::from_secs(1)
                     }
                 };
+                // Only attempts finishing change the count from here on
+                // (this loop is the one that starts them): capacity freed.
+                running.borrow_and_update();
                 tokio::select! {
                     _ = this.outbox.notified() => {}
-                    _ = this.freed.notified() => {}
+                    _ = running.changed() => {}
                     _ = tokio::time::sleep(wait) => {}
                 }
             }
@@ -256,7 +257,6 @@ impl Dispatcher {
                         }
                     }
                     this.in_flight.send_modify(|n| *n -= 1);
-                    this.freed.notify_one();
                     attempts
                 }));
             }
@@ -493,7 +493,7 @@ impl Dispatcher {
     }
 
     fn busy_total(&self) -> usize {
-        self.busy().values().sum()
+        *self.in_flight.borrow()
     }
 }
 

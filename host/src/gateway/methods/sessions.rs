@@ -178,15 +178,7 @@ pub fn patch(ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
         patch.insert(k.clone(), v.clone());
     }
     let gw = &ctx.gw;
-    gw.sessions
-        .ensure_session(
-            &key,
-            &NewSession {
-                agent_id: "main".into(),
-                ..Default::default()
-            },
-        )
-        .map_err(store_err)?;
+    ensure_operator_session(gw, &key)?;
     let entry = gw
         .sessions
         .patch_session(&key, &patch)
@@ -202,21 +194,27 @@ pub fn patch(ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
     )
 }
 
+/// Create the operator session `key` if it does not exist yet.
+fn ensure_operator_session(gw: &Gateway, key: &str) -> Result<(), ErrorShape> {
+    gw.sessions
+        .ensure_session(
+            key,
+            &NewSession {
+                agent_id: "main".into(),
+                ..Default::default()
+            },
+        )
+        .map(|_| ())
+        .map_err(store_err)
+}
+
 /// `sessions.reset`.
 pub fn reset(ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
     let p: KeyParams = params("sessions.reset", p)?;
     let key = canonical_key(&p.key);
     let gw = &ctx.gw;
     gw.runs.abort_session(&key, "reset");
-    gw.sessions
-        .ensure_session(
-            &key,
-            &NewSession {
-                agent_id: "main".into(),
-                ..Default::default()
-            },
-        )
-        .map_err(store_err)?;
+    ensure_operator_session(gw, &key)?;
     let entry = gw
         .sessions
         .reset_session(&key)

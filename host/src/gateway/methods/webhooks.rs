@@ -121,17 +121,15 @@ pub async fn handle(ctx: &Ctx, method: &str, p: &Value) -> Result<Value, ErrorSh
 
 /// `webhooks.deliveries`.
 pub fn deliveries(ctx: &Ctx, d: DeliveriesParams) -> Result<Value, ErrorShape> {
-    deliveries_json(&ctx.gw.webhooks, d)
+    deliveries_json(&ctx.gw.webhooks, d).map_err(error_shape)
 }
 
 /// The delivery log as JSON (shared with the HTTP API).
 pub fn deliveries_json(
     hooks: &crate::webhooks::Webhooks,
     d: DeliveriesParams,
-) -> Result<Value, ErrorShape> {
-    let list = hooks
-        .deliveries(&d.id, d.status.as_deref(), d.before, d.limit.unwrap_or(50))
-        .map_err(error_shape)?;
+) -> Result<Value, WebhookError> {
+    let list = hooks.deliveries(&d.id, d.status.as_deref(), d.before, d.limit.unwrap_or(50))?;
     Ok(json!({
         "deliveries": list.iter().map(|(d, a)| delivery_json(d, a)).collect::<Vec<_>>(),
     }))
@@ -139,16 +137,14 @@ pub fn deliveries_json(
 
 /// `webhooks.replay`.
 pub fn replay(ctx: &Ctx, r: ReplayParams) -> Result<Value, ErrorShape> {
-    replay_json(&ctx.gw.webhooks, r)
+    replay_json(&ctx.gw.webhooks, r).map_err(error_shape)
 }
 
 /// Replay and answer with the count (shared with the HTTP API).
 pub fn replay_json(
     hooks: &crate::webhooks::Webhooks,
     r: ReplayParams,
-) -> Result<Value, ErrorShape> {
-    let queued = hooks
-        .replay(&r.id, r.delivery_id, r.since)
-        .map_err(error_shape)?;
+) -> Result<Value, WebhookError> {
+    let queued = hooks.replay(&r.id, r.delivery_id, r.since)?;
     Ok(json!({"queued": queued}))
 }
