@@ -21,8 +21,6 @@
 
 pub mod agent;
 pub mod bench;
-pub mod bench_gateway;
-pub mod bench_webhooks;
 pub mod bundled;
 pub mod channels;
 pub mod clock;

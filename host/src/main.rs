@@ -112,6 +112,8 @@ enum BenchWhat {
     Gateway,
     /// Outgoing webhooks: delivery throughput, fan-out, event-to-receipt latency.
     Webhooks,
+    /// A healthy client's latency and the gateway's memory under attack.
+    Attack,
 }
 
 struct Resolved {
@@ -269,14 +271,15 @@ async fn main() -> anyhow::Result<()> {
             }
         },
         Command::Bench { what, events } => match what {
-            BenchWhat::Plugins | BenchWhat::Gateway if events.is_some() => {
+            BenchWhat::Plugins | BenchWhat::Gateway | BenchWhat::Attack if events.is_some() => {
                 anyhow::bail!("--events applies to `pincer bench webhooks` only")
             }
-            BenchWhat::Plugins => pincer::bench::plugins().await,
-            BenchWhat::Gateway => pincer::bench::gateway().await,
+            BenchWhat::Plugins => pincer::bench::plugins::plugins().await,
+            BenchWhat::Gateway => pincer::bench::gateway::gateway().await,
+            BenchWhat::Attack => pincer::bench::attack::attack().await,
             BenchWhat::Webhooks => {
-                let n = events.unwrap_or(pincer::bench_webhooks::DEFAULT_EVENTS);
-                pincer::bench_webhooks::webhooks(n).await
+                let n = events.unwrap_or(pincer::bench::webhooks::DEFAULT_EVENTS);
+                pincer::bench::webhooks::webhooks(n).await
             }
         },
     }

@@ -63,6 +63,34 @@ impl Tool for Hostile {
                 }
                 Ok(json!({"flooded": true}))
             }
+            // Fill key-value storage with 256 KiB values until the host
+            // refuses: the per-plugin quota must stop it.
+            "kvflood" => {
+                let value = vec![b'v'; 256 * 1024];
+                let mut written = 0u64;
+                for i in 0..1_000_000u32 {
+                    if pincer_sdk::kv::set(&format!("flood/{i}"), &value).is_err() {
+                        break;
+                    }
+                    written += 1;
+                }
+                Ok(json!({"written": written}))
+            }
+            // Send as many requests to `url` as the host lets through.
+            "httpflood" => {
+                let url = args
+                    .get("url")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| Error::permanent("httpflood needs `url`"))?;
+                let mut sent = 0u64;
+                for _ in 0..10_000u32 {
+                    if http::Request::get(url).send().is_err() {
+                        break;
+                    }
+                    sent += 1;
+                }
+                Ok(json!({"sent": sent}))
+            }
             // Wait (in a host timer) longer than any sane call timeout.
             "slow" => {
                 pincer_sdk::clock::sleep_ms(3_600_000);

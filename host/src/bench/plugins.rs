@@ -7,6 +7,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::{median, ms, rss_bytes, us};
 use crate::clock;
 use crate::events::LocalBus;
 use crate::health::HealthConfig;
@@ -14,28 +15,6 @@ use crate::plugins::cache::CompileCache;
 use crate::plugins::{Instance, RuntimeConfig};
 use crate::runtime::{Runtime, RuntimeOptions};
 use crate::store::SqliteStore;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn us(d: Duration) -> String {
-    format!("{:.1} µs", d.as_secs_f64() * 1e6)
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
-}
-
-/// Resident set size of this process, in bytes (Linux; 0 elsewhere).
-pub fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map(|pages| pages * 4096)
-        .unwrap_or(0)
-}
 
 /// Run the plugin benchmarks and print the results.
 pub async fn plugins() -> anyhow::Result<()> {
@@ -228,5 +207,3 @@ pub async fn plugins() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
-
-pub use crate::bench_gateway::gateway;

@@ -16,21 +16,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::bench::rss_bytes;
+use super::client::{FRAME_WAIT, Ws, connect, open, open_file_limit, response, send_json};
+use super::{Lat, ms, ratio, rss_bytes};
 use crate::gateway::launch::{self, Options};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// How long any one frame may take before the benchmark fails (a hang
-/// guard, not a measurement).
-const FRAME_WAIT: Duration = Duration::from_secs(30);
 
 /// The shared token the bench gateway is started with.
 const TOKEN: &str = "bench";
@@ -41,134 +33,6 @@ const FDS_NEEDED: u64 = 4096;
 
 /// Idle connections held open for the memory and fan-out measurements.
 const IDLE: usize = 1000;
-
-/// The soft `RLIMIT_NOFILE` of this process from `/proc/self/limits`.
-fn open_file_limit() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    let soft = line.split_whitespace().nth(3)?;
-    if soft == "unlimited" {
-        return Some(u64::MAX);
-    }
-    soft.parse().ok()
-}
-
-/// Turn a connect error into a clear message when it is the fd limit.
-fn fd_context(e: impl std::fmt::Display) -> anyhow::Error {
-    let s = e.to_string();
-    if s.contains("Too many open files") {
-        anyhow::anyhow!(
-            "{s}: the benchmark holds {IDLE} connections with both ends in this process; \
-             run `ulimit -n {FDS_NEEDED}` (or more) first"
-        )
-    } else {
-        anyhow::anyhow!("{s}")
-    }
-}
-
-/// The next JSON text frame (other frames skipped).
-async fn next_json(ws: &mut Ws) -> anyhow::Result<Value> {
-    loop {
-        let msg = tokio::time::timeout(FRAME_WAIT, ws.next())
-            .await
-            .context("no frame within 30 s")?;
-        match msg {
-            Some(Ok(Message::Text(t))) => {
-                return serde_json::from_str(&t).context("server sent invalid JSON");
-            }
-            Some(Ok(Message::Close(f))) => anyhow::bail!("socket closed by the server: {f:?}"),
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(fd_context(e)).context("reading a frame"),
-            None => anyhow::bail!("socket ended without a close frame"),
-        }
-    }
-}
-
-/// Send one JSON frame.
-async fn send_json(ws: &mut Ws, v: &Value) -> anyhow::Result<()> {
-    ws.send(Message::Text(v.to_string().into()))
-        .await
-        .context("sending a frame")
-}
-
-/// Open a socket and read the `connect.challenge` (the WebSocket upgrade
-/// plus the server's first frame).
-async fn open(url: &str) -> anyhow::Result<Ws> {
-    // Small client buffers (the default read buffer is 128 KiB) so the
-    // client end adds little to the per-connection RSS figure.
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0);
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), false)
-        .await
-        .map_err(fd_context)
-        .with_context(|| format!("WebSocket connect to {url}"))?;
-    let challenge = next_json(&mut ws).await.context("reading the challenge")?;
-    anyhow::ensure!(
-        challenge["event"] == "connect.challenge",
-        "expected connect.challenge, got {challenge}"
-    );
-    Ok(ws)
-}
-
-/// Wait for the response to `id`, skipping events; its payload if ok.
-async fn response(ws: &mut Ws, id: &str) -> anyhow::Result<Value> {
-    loop {
-        let v = next_json(ws).await?;
-        if v["type"] == "res" && v["id"] == id {
-            anyhow::ensure!(v["ok"] == true, "request {id} failed: {v}");
-            return Ok(v["payload"].clone());
-        }
-    }
-}
-
-/// Open a socket and complete the protocol handshake (`hello-ok`), as a
-/// CLI operator (not a presence entry).
-async fn connect(url: &str) -> anyhow::Result<Ws> {
-    let mut ws = open(url).await?;
-    let req = json!({"type": "req", "id": "1", "method": "connect", "params": {
-        "minProtocol": 3, "maxProtocol": 4,
-        "client": {"id": "test", "version": "1", "platform": "linux", "mode": "cli"},
-        "role": "operator", "scopes": ["operator.admin"],
-        "auth": {"token": TOKEN},
-    }});
-    send_json(&mut ws, &req).await?;
-    let hello = response(&mut ws, "1").await.context("connect")?;
-    anyhow::ensure!(
-        hello["type"] == "hello-ok",
-        "expected hello-ok, got {hello}"
-    );
-    Ok(ws)
-}
-
-/// Latency sample set (shared with the other benches).
-pub(crate) struct Lat(pub(crate) Vec<Duration>);
-
-impl Lat {
-    /// The `q` quantile (0..=1), nearest rank.
-    pub(crate) fn pct(&mut self, q: f64) -> Duration {
-        self.0.sort_unstable();
-        if self.0.is_empty() {
-            return Duration::ZERO;
-        }
-        let i = ((self.0.len() - 1) as f64 * q).round() as usize;
-        self.0[i]
-    }
-}
-
-/// A duration in milliseconds, two decimals.
-pub(crate) fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
-}
-
-/// `a / b` as `1.23x`, or `n/a` when `b` is zero.
-pub(crate) fn ratio(a: f64, b: f64) -> String {
-    if b == 0.0 {
-        "n/a".into()
-    } else {
-        format!("{:.2}x", a / b)
-    }
-}
 
 /// One measured loop: rate, p50, p99.
 struct Run {
@@ -201,7 +65,7 @@ async fn handshakes(url: &str, n: usize, par: usize, full: bool) -> anyhow::Resu
             for _ in 0..count {
                 let t = Instant::now();
                 let mut ws = if full {
-                    connect(&url).await?
+                    connect(&url, TOKEN).await?
                 } else {
                     open(&url).await?
                 };
@@ -239,7 +103,7 @@ async fn summarise(
 async fn requests(url: &str, method: &str, total: usize, conns: usize) -> anyhow::Result<Run> {
     let mut sockets = Vec::with_capacity(conns);
     for _ in 0..conns {
-        sockets.push(connect(url).await?);
+        sockets.push(connect(url, TOKEN).await?);
     }
     let per = total / conns;
     let start = Arc::new(tokio::sync::Barrier::new(conns + 1));
@@ -431,7 +295,7 @@ async fn run(dir: &std::path::Path) -> anyhow::Result<()> {
     let before = rss_bytes();
     let mut idle = Vec::with_capacity(IDLE);
     for _ in 0..IDLE {
-        idle.push(connect(&url).await?);
+        idle.push(connect(&url, TOKEN).await?);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rss_bytes();
@@ -461,7 +325,7 @@ async fn run(dir: &std::path::Path) -> anyhow::Result<()> {
         spawn_reader(ws, events.clone(), tx.clone(), closed.clone());
     }
     drop(tx);
-    let mut sender = connect(&url).await?;
+    let mut sender = connect(&url, TOKEN).await?;
     let mut runs = Vec::new();
     for _ in 0..3 {
         runs.push(fanout(&mut sender, IDLE, &events, &mut finals).await?);

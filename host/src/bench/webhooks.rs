@@ -28,7 +28,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::bench_gateway::{Lat, ms, ratio};
+use super::{Lat, ms, ratio};
 use crate::clock;
 use crate::netguard::NetGuard;
 use crate::store::{DeliveryStatus, SessionStore, SqliteStore, WebhookStore};

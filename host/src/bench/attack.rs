@@ -1,0 +1,699 @@
+//! `pincer bench attack`: a healthy operator's `health` latency and the
+//! gateway's memory while the gateway is attacked, each measured against
+//! the same run without an attack.
+//!
+//! The gateway runs as a child process (`pincer serve` from this binary) so
+//! its resident memory is its own; the attackers and the healthy client live
+//! in this process and reach it over loopback. Scenarios, one at a time:
+//!
+//! 1. 2,000 unauthenticated sockets, each sending an unfinished 20 MiB
+//!    fragment then a ping every 4 s, reconnecting when closed;
+//! 2. 1,000 webhook pushes to a slow channel (an `echo` copy whose replies
+//!    go to a receiver that takes 2 s per request);
+//! 3. a plugin flooding key-value data, logs and outbound requests;
+//! 4. 8 CPU-spinning tool calls at a time;
+//! 5. one channel sender sending 1,000 messages.
+//!
+//! Needs about 2,200 file descriptors in this process: run it after
+//! `ulimit -n 8192`. It uses the test-only `hostile` plugin, so it runs from
+//! a build of the source tree.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::client::{connect, next_json, open_file_limit, response, send_json};
+use super::{Lat, ms, ratio};
+
+/// The token the attacked gateway is started with.
+const TOKEN: &str = "bench-attack-token";
+
+/// Unauthenticated sockets in the pre-auth flood.
+const PREAUTH_SOCKETS: usize = 2000;
+
+/// The size each pre-auth socket declares for its unfinished fragment.
+const FRAGMENT: u64 = 20 << 20;
+
+/// Descriptors this process needs (the pre-auth sockets plus clients).
+const FDS_NEEDED: u64 = 4096;
+
+/// How long an attack runs before the healthy client starts measuring.
+const RAMP: Duration = Duration::from_secs(2);
+
+/// How long the healthy client measures.
+const WINDOW: Duration = Duration::from_secs(6);
+
+/// Pause between two healthy `health` requests.
+const PROBE_GAP: Duration = Duration::from_millis(10);
+
+/// How long the slow channel's reply receiver takes per request.
+const SLOW_REPLY: Duration = Duration::from_secs(2);
+
+/// The gateway under attack: a child process.
+struct Target {
+    child: tokio::process::Child,
+    pid: u32,
+    addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Target {
+    fn ws_url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    fn http(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `(VmRSS, VmHWM)` of the gateway, in bytes.
+    fn memory(&self) -> (u64, u64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .map(|kib| kib * 1024)
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// Reset the peak (`VmHWM`) to the current RSS.
+    fn reset_peak(&self) {
+        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.pid), "5");
+    }
+}
+
+/// A small HTTP server in this process: the slow channel's reply receiver
+/// and the sink the flooding plugin may reach. Counts requests.
+struct Receivers {
+    addr: SocketAddr,
+    slow_hits: Arc<AtomicU64>,
+    sink_hits: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn receivers() -> anyhow::Result<Receivers> {
+    use axum::routing::{any, post};
+    let slow_hits = Arc::new(AtomicU64::new(0));
+    let sink_hits = Arc::new(AtomicU64::new(0));
+    let (s, k) = (slow_hits.clone(), sink_hits.clone());
+    let app = axum::Router::new()
+        .route(
+            "/reply",
+            post(move || {
+                let s = s.clone();
+                async move {
+                    tokio::time::sleep(SLOW_REPLY).await;
+                    s.fetch_add(1, Ordering::Relaxed);
+                    "ok"
+                }
+            }),
+        )
+        .route(
+            "/sink",
+            any(move || {
+                let k = k.clone();
+                async move {
+                    k.fetch_add(1, Ordering::Relaxed);
+                    "ok"
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(Receivers {
+        addr,
+        slow_hits,
+        sink_hits,
+        task,
+    })
+}
+
+/// A free loopback port (bound and released; the child binds it next).
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Install the plugins the scenarios use and write the configuration.
+fn prepare(dir: &Path, port: u16, rx: SocketAddr) -> anyhow::Result<PathBuf> {
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins)?;
+    crate::bundled::install(&plugins, true)?;
+    let built = Path::new(crate::bundled::BUILD_PLUGIN_DIR);
+    let (echo, _, echo_toml) = crate::bundled::BUNDLED
+        .iter()
+        .find(|(n, _, _)| *n == "echo")
+        .context("echo is bundled")?;
+    // The slow channel: an echo copy whose replies go to the slow receiver.
+    std::fs::write(
+        plugins.join("slow.toml"),
+        echo_toml.replace("name = \"echo\"", "name = \"slow\""),
+    )?;
+    std::fs::write(plugins.join("slow.wasm"), echo)?;
+    for ext in ["toml", "wasm"] {
+        let from = built.join(format!("hostile.{ext}"));
+        std::fs::copy(&from, plugins.join(format!("hostile.{ext}"))).with_context(|| {
+            format!(
+                "{} (the test-only `hostile` plugin; run this benchmark from a build of the source tree)",
+                from.display()
+            )
+        })?;
+    }
+    let config = dir.join("pincer.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"allow_cidrs = ["127.0.0.0/8"]
+
+[gateway]
+listen = "127.0.0.1:{port}"
+
+[plugins.echo]
+dm_policy = "open"
+
+[plugins.slow]
+dm_policy = "open"
+allowed_hosts = ["http://{rx}"]
+config = {{ reply_url = "http://{rx}/reply" }}
+
+[plugins.hostile]
+allowed_hosts = ["http://{rx}"]
+"#
+        ),
+    )?;
+    Ok(config)
+}
+
+/// Start `pincer serve` and wait until it is ready.
+async fn start(dir: &Path, port: u16, config: &Path) -> anyhow::Result<Target> {
+    let exe = std::env::current_exe().context("locating the pincer binary")?;
+    let log = std::fs::File::create(dir.join("gateway.log"))?;
+    let child = tokio::process::Command::new(exe)
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--config")
+        .arg(config)
+        .arg("--no-bundled")
+        .env("PINCER_GATEWAY_TOKEN", TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting `pincer serve`")?;
+    let pid = child.id().context("child pid")?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let target = Target {
+        child,
+        pid,
+        addr,
+        dir: dir.to_path_buf(),
+    };
+    let client = reqwest::Client::new();
+    let t = Instant::now();
+    loop {
+        if let Ok(r) = client.get(target.http("/readyz")).send().await
+            && r.status().is_success()
+        {
+            return Ok(target);
+        }
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(120),
+            "the gateway did not become ready; see {}",
+            dir.join("gateway.log").display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The healthy client: `health` requests, one at a time, for `WINDOW`.
+async fn probe(url: &str) -> anyhow::Result<(Lat, u64)> {
+    let mut ws = connect(url, TOKEN)
+        .await
+        .context("healthy client connect")?;
+    let mut lat = Vec::new();
+    let mut failed = 0u64;
+    let end = Instant::now() + WINDOW;
+    let mut i = 0u64;
+    while Instant::now() < end {
+        i += 1;
+        let id = format!("h{i}");
+        let t = Instant::now();
+        send_json(
+            &mut ws,
+            &json!({"type": "req", "id": id, "method": "health", "params": {}}),
+        )
+        .await?;
+        match response(&mut ws, &id).await {
+            Ok(_) => lat.push(t.elapsed()),
+            Err(_) => failed += 1,
+        }
+        tokio::time::sleep(PROBE_GAP).await;
+    }
+    Ok((Lat(lat), failed))
+}
+
+/// One scenario's figures.
+struct Outcome {
+    name: String,
+    p50: Duration,
+    p99: Duration,
+    failed: u64,
+    peak: u64,
+    after: u64,
+    note: String,
+}
+
+/// Run `attack` (started, then measured after `RAMP` for `WINDOW`), stop it
+/// and collect its note.
+async fn scenario<F, Fut>(target: &Target, name: &str, attack: F) -> anyhow::Result<Outcome>
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = String> + Send + 'static,
+{
+    target.reset_peak();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(attack(stop.clone()));
+    tokio::time::sleep(RAMP).await;
+    let (mut lat, failed) = probe(&target.ws_url()).await?;
+    let (_, peak) = target.memory();
+    stop.cancel();
+    let note = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .map_err(|_| anyhow::anyhow!("scenario `{name}` did not stop"))?
+        .context("attack task")?;
+    // Let the gateway release what the attack made it hold.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (after, _) = target.memory();
+    Ok(Outcome {
+        name: name.into(),
+        p50: lat.pct(0.5),
+        p99: lat.pct(0.99),
+        failed,
+        peak,
+        after,
+        note,
+    })
+}
+
+/// 64 KiB of `a`: the unmasked payload of the pre-auth fragments.
+static CHUNK: [u8; 65536] = [b'a'; 65536];
+
+/// Counters of the pre-auth flood.
+#[derive(Default)]
+struct FloodStats {
+    refused: AtomicU64,
+    upgraded: AtomicU64,
+    closed_early: AtomicU64,
+    whole_fragment: AtomicU64,
+    max_written: AtomicU64,
+}
+
+/// One pre-auth attacker: upgrade, send an unfinished `FRAGMENT`-byte text
+/// fragment, then a ping every 4 s; reconnect when the server closes.
+async fn preauth_attacker(addr: SocketAddr, stats: Arc<FloodStats>, stop: CancellationToken) {
+    while !stop.is_cancelled() {
+        let attempt = preauth_once(addr, &stats);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = attempt => {}
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
+/// One pre-auth connection's life; `None` when it ended (refused, closed
+/// by the server or failed).
+async fn preauth_once(addr: SocketAddr, stats: &FloodStats) -> Option<()> {
+    let mut s = TcpStream::connect(addr).await.ok()?;
+    let req = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+        let n = s.read(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    if !head.starts_with(b"HTTP/1.1 101") {
+        stats.refused.fetch_add(1, Ordering::Relaxed);
+        return None;
+    }
+    stats.upgraded.fetch_add(1, Ordering::Relaxed);
+    // FIN=0, text; masked with a zero key; 64-bit length.
+    let mut frame = vec![0x01, 0x80 | 127];
+    frame.extend_from_slice(&FRAGMENT.to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    s.write_all(&frame).await.ok()?;
+    let mut written = 0u64;
+    while written < FRAGMENT {
+        let n = (FRAGMENT - written).min(CHUNK.len() as u64) as usize;
+        if s.write_all(&CHUNK[..n]).await.is_err() {
+            stats.max_written.fetch_max(written, Ordering::Relaxed);
+            stats.closed_early.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        written += n as u64;
+    }
+    stats.max_written.fetch_max(written, Ordering::Relaxed);
+    stats.whole_fragment.fetch_add(1, Ordering::Relaxed);
+    loop {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        // A masked, empty ping.
+        s.write_all(&[0x89, 0x80, 0, 0, 0, 0]).await.ok()?;
+    }
+}
+
+async fn preauth_flood(addr: SocketAddr, stop: CancellationToken) -> String {
+    let stats = Arc::new(FloodStats::default());
+    let tasks: Vec<_> = (0..PREAUTH_SOCKETS)
+        .map(|_| tokio::spawn(preauth_attacker(addr, stats.clone(), stop.clone())))
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+    format!(
+        "{} upgrades, {} refused; {} closed mid-fragment (most sent {} KiB), {} sent the whole 20 MiB",
+        stats.upgraded.load(Ordering::Relaxed),
+        stats.refused.load(Ordering::Relaxed),
+        stats.closed_early.load(Ordering::Relaxed),
+        stats.max_written.load(Ordering::Relaxed) / 1024,
+        stats.whole_fragment.load(Ordering::Relaxed),
+    )
+}
+
+/// POST `total` echo-channel messages to `channel` with `par` workers;
+/// `sender(i)` names the sender of message `i`.
+async fn pushes(
+    base: String,
+    channel: &'static str,
+    total: usize,
+    par: usize,
+    sender: fn(usize) -> String,
+    stop: CancellationToken,
+) -> String {
+    let client = reqwest::Client::new();
+    let next = Arc::new(AtomicU64::new(0));
+    let statuses = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<
+        String,
+        u64,
+    >::new()));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..par {
+        let (client, next, statuses, stop, base) = (
+            client.clone(),
+            next.clone(),
+            statuses.clone(),
+            stop.clone(),
+            base.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if i >= total || stop.is_cancelled() {
+                    return;
+                }
+                let body = json!({
+                    "conversation": format!("conv-{}", sender(i)),
+                    "sender": sender(i),
+                    "text": format!("message {i}"),
+                    "id": format!("m{i}"),
+                });
+                let key = match client
+                    .post(format!("{base}/channels/{channel}/webhook"))
+                    .json(&body)
+                    .send()
+                    .await
+                {
+                    Ok(r) => r.status().as_u16().to_string(),
+                    Err(_) => "error".into(),
+                };
+                *statuses
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(key)
+                    .or_default() += 1;
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let statuses = statuses.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    format!(
+        "{} pushes in {:.1} s, answers {}",
+        next.load(Ordering::Relaxed).min(total as u64),
+        started.elapsed().as_secs_f64(),
+        statuses
+            .iter()
+            .map(|(k, v)| format!("{k}×{v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// Run `/tool hostile {args}` as an operator in session `session` until
+/// stopped; returns (runs finished, runs that ended in an error).
+async fn tool_loop(
+    url: String,
+    session: String,
+    args: Value,
+    stop: CancellationToken,
+) -> (u64, u64) {
+    let Ok(mut ws) = connect(&url, TOKEN).await else {
+        return (0, 0);
+    };
+    let (mut done, mut errors) = (0u64, 0u64);
+    let mut n = 0u64;
+    while !stop.is_cancelled() {
+        n += 1;
+        let run = format!("{session}-{n}-{}", uuid::Uuid::new_v4());
+        let id = format!("c{n}");
+        let msg = format!("/tool hostile {args}");
+        if send_json(
+            &mut ws,
+            &json!({"type": "req", "id": id, "method": "chat.send", "params": {
+                "sessionKey": session, "message": msg, "idempotencyKey": run,
+            }}),
+        )
+        .await
+        .is_err()
+        {
+            break;
+        }
+        // Wait for this run's end (final, error or aborted).
+        let ended = async {
+            loop {
+                let v = next_json(&mut ws).await?;
+                if v["type"] == "res" && v["id"] == id && v["ok"] != true {
+                    return anyhow::Ok(false);
+                }
+                if v["event"] == "chat" && v["payload"]["runId"] == run.as_str() {
+                    match v["payload"]["state"].as_str() {
+                        Some("final") => return Ok(true),
+                        Some("error") | Some("aborted") => return Ok(false),
+                        _ => {}
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            r = ended => match r {
+                Ok(true) => done += 1,
+                Ok(false) => { done += 1; errors += 1; }
+                Err(_) => break,
+            },
+        }
+    }
+    (done, errors)
+}
+
+async fn tool_calls(url: String, calls: Vec<(String, Value)>, stop: CancellationToken) -> String {
+    let tasks: Vec<_> = calls
+        .iter()
+        .map(|(session, args)| {
+            tokio::spawn(tool_loop(
+                url.clone(),
+                session.clone(),
+                args.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    let mut parts = Vec::new();
+    for ((session, _), t) in calls.iter().zip(tasks) {
+        let (done, errors) = t.await.unwrap_or((0, 0));
+        parts.push(format!(
+            "{session}: {done} runs ({errors} refused or failed)"
+        ));
+    }
+    parts.join("; ")
+}
+
+/// Run the attack benchmark and print the results.
+pub async fn attack() -> anyhow::Result<()> {
+    if let Some(limit) = open_file_limit() {
+        anyhow::ensure!(
+            limit >= FDS_NEEDED,
+            "the open-file limit is {limit}; this benchmark holds {PREAUTH_SOCKETS} sockets: \
+             run `ulimit -n 8192` first"
+        );
+    }
+    let dir = std::env::temp_dir().join(format!("pincer-bench-attack-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let rx = receivers().await?;
+    let port = free_port()?;
+    let config = prepare(&dir, port, rx.addr)?;
+    let mut target = start(&dir, port, &config).await?;
+    let result = run(&target, &rx).await;
+    let _ = target.child.kill().await;
+    rx.task.abort();
+    if result.is_ok() {
+        let _ = std::fs::remove_dir_all(&target.dir);
+    } else {
+        eprintln!("gateway log kept in {}", target.dir.display());
+    }
+    result
+}
+
+async fn run(target: &Target, rx: &Receivers) -> anyhow::Result<()> {
+    let url = target.ws_url();
+    let base = format!("http://{}", target.addr);
+    let mut rows = Vec::new();
+    rows.push(
+        scenario(target, "baseline (no attack)", |_stop| async {
+            String::new()
+        })
+        .await?,
+    );
+    let addr = target.addr;
+    rows.push(
+        scenario(
+            target,
+            "2,000 unauthenticated sockets sending 20 MiB fragments",
+            move |stop| preauth_flood(addr, stop),
+        )
+        .await?,
+    );
+    let slow_before = rx.slow_hits.load(Ordering::Relaxed);
+    let b = base.clone();
+    rows.push(
+        scenario(
+            target,
+            "1,000 webhook pushes to a slow channel",
+            move |stop| pushes(b, "slow", 1000, 50, |i| format!("user{i}"), stop),
+        )
+        .await?,
+    );
+    let slow_replies = rx.slow_hits.load(Ordering::Relaxed) - slow_before;
+    if let Some(r) = rows.last_mut() {
+        r.note.push_str(&format!(
+            "; {slow_replies} replies reached the slow receiver"
+        ));
+    }
+    let sink_before = rx.sink_hits.load(Ordering::Relaxed);
+    let sink = format!("http://{}/sink", rx.addr);
+    let u = url.clone();
+    rows.push(
+        scenario(
+            target,
+            "a plugin floods key-value data, logs and outbound requests",
+            move |stop| {
+                tool_calls(
+                    u,
+                    vec![
+                        ("flood-kv".into(), json!({"mode": "kvflood"})),
+                        ("flood-log".into(), json!({"mode": "logflood"})),
+                        (
+                            "flood-http".into(),
+                            json!({"mode": "httpflood", "url": sink}),
+                        ),
+                    ],
+                    stop,
+                )
+            },
+        )
+        .await?,
+    );
+    let sink_hits = rx.sink_hits.load(Ordering::Relaxed) - sink_before;
+    if let Some(r) = rows.last_mut() {
+        r.note
+            .push_str(&format!("; {sink_hits} requests reached the sink"));
+    }
+    let u = url.clone();
+    rows.push(
+        scenario(target, "8 CPU-spinning tool calls at a time", move |stop| {
+            tool_calls(
+                u,
+                (0..8)
+                    .map(|i| (format!("spin-{i}"), json!({"mode": "loop"})))
+                    .collect(),
+                stop,
+            )
+        })
+        .await?,
+    );
+    let b = base.clone();
+    rows.push(
+        scenario(target, "one sender sends 1,000 messages", move |stop| {
+            pushes(b, "echo", 1000, 10, |_| "spammer".into(), stop)
+        })
+        .await?,
+    );
+
+    let base_p50 = rows[0].p50.as_secs_f64();
+    let base_p99 = rows[0].p99.as_secs_f64();
+    let base_rss = rows[0].peak as f64;
+    println!(
+        "| scenario | healthy `health` p50 / p99 | vs baseline (p50 / p99) | gateway RSS peak / 3 s after | attack outcome |"
+    );
+    println!("|---|---|---|---|---|");
+    for r in &rows {
+        let failed = if r.failed > 0 {
+            format!(" ({} failed)", r.failed)
+        } else {
+            String::new()
+        };
+        println!(
+            "| {} | {} / {}{failed} | {} / {} | {:.0} MiB ({}) / {:.0} MiB | {} |",
+            r.name,
+            ms(r.p50),
+            ms(r.p99),
+            ratio(r.p50.as_secs_f64(), base_p50),
+            ratio(r.p99.as_secs_f64(), base_p99),
+            r.peak as f64 / (1 << 20) as f64,
+            ratio(r.peak as f64, base_rss),
+            r.after as f64 / (1 << 20) as f64,
+            r.note,
+        );
+    }
+    Ok(())
+}

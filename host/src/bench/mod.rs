@@ -1,0 +1,69 @@
+//! `pincer bench`: measurements printed as Markdown tables (copied into
+//! `BENCHMARKS.md`). Every figure is measured against a baseline in the same
+//! run where one makes sense, because the machines this runs on are shared
+//! and noisy.
+//!
+//! - [`plugins`]: the plugin runtime (compile, instantiate, call, reload);
+//! - [`gateway`]: the gateway over loopback (handshakes, requests, fan-out);
+//! - [`webhooks`]: outgoing webhook delivery;
+//! - [`attack`]: a healthy client's latency and the gateway's memory while
+//!   it is attacked from the network and from plugins.
+//!
+//! This module holds what they share: sample sets, formatting, memory.
+
+pub mod attack;
+mod client;
+pub mod gateway;
+pub mod plugins;
+pub mod webhooks;
+
+use std::time::Duration;
+
+/// The median of `v` (which must not be empty).
+pub(crate) fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// A duration in microseconds, one decimal.
+pub(crate) fn us(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+/// A duration in milliseconds, two decimals.
+pub(crate) fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+/// `a / b` as `1.23x`, or `n/a` when `b` is zero.
+pub(crate) fn ratio(a: f64, b: f64) -> String {
+    if b == 0.0 {
+        "n/a".into()
+    } else {
+        format!("{:.2}x", a / b)
+    }
+}
+
+/// Resident set size of this process, in bytes (Linux; 0 elsewhere).
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map(|pages| pages * 4096)
+        .unwrap_or(0)
+}
+
+/// Latency sample set.
+pub(crate) struct Lat(pub(crate) Vec<Duration>);
+
+impl Lat {
+    /// The `q` quantile (0..=1), nearest rank.
+    pub(crate) fn pct(&mut self, q: f64) -> Duration {
+        self.0.sort_unstable();
+        if self.0.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((self.0.len() - 1) as f64 * q).round() as usize;
+        self.0[i]
+    }
+}
