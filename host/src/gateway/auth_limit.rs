@@ -180,10 +180,7 @@ mod tests {
         assert_eq!(block.unwrap().retry_after, Duration::from_secs(10));
         assert!(l.check(a).is_err());
         assert!(l.check(b).is_ok(), "other IPs are not affected");
-        assert_eq!(
-            l.failed(a).1.unwrap().retry_after,
-            Duration::from_secs(20)
-        );
+        assert_eq!(l.failed(a).1.unwrap().retry_after, Duration::from_secs(20));
         assert_eq!(
             l.failed(a).1.unwrap().retry_after,
             Duration::from_secs(25),

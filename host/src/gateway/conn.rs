@@ -8,22 +8,22 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use tokio::io::AsyncReadExt;
-use tokio::time::Instant;
 use serde_json::{Value, json};
+use tokio::io::AsyncReadExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{debug, warn};
 
 use super::auth::{self, AuthMode};
 use super::frame_guard::{self, Lift};
 use super::hub::{Broadcast, Conn, ConnLimits, Outgoing};
-use super::preauth::PreauthSlot;
 use super::methods::{self, Ctx};
+use super::preauth::PreauthSlot;
 use super::{Gateway, now_ms};
 use crate::protocol::connect::{
     ConnectParams, Features, HelloAuth, HelloOk, Policy, ServerInfo, Snapshot, client_meta,
@@ -72,10 +72,11 @@ fn read_error_close(gw: &Gateway, e: &WsError) -> Option<(u16, &'static str)> {
                 .fetch_add(1, Ordering::Relaxed);
             Some((1007, "invalid utf-8"))
         }
-        WsError::Protocol(p) if !matches!(
-            p,
-            tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake
-        ) =>
+        WsError::Protocol(p)
+            if !matches!(
+                p,
+                tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake
+            ) =>
         {
             Some((1002, "protocol error"))
         }
