@@ -9,6 +9,8 @@ pub mod gateway;
 
 pub mod webhook_receiver;
 
+pub mod ws;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

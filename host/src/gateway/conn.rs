@@ -9,17 +9,21 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use tokio::io::AsyncReadExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{debug, warn};
 
 use super::auth::{self, AuthMode};
-use super::hub::{Broadcast, Conn, Outgoing};
+use super::frame_guard::{self, Lift};
+use super::hub::{Broadcast, Conn, ConnLimits, Outgoing};
 use super::methods::{self, Ctx};
+use super::preauth::PreauthSlot;
 use super::{Gateway, now_ms};
 use crate::protocol::connect::{
     ConnectParams, Features, HelloAuth, HelloOk, Policy, ServerInfo, Snapshot, client_meta,
@@ -40,7 +44,62 @@ pub struct Peer {
     pub host: Option<String>,
 }
 
+/// What a socket holds until its handshake succeeds: its pre-auth slot
+/// (released when it joins the hub) and the switch that lifts the 64 KiB
+/// frame limit (at `hello-ok`).
+#[derive(Debug)]
+pub struct Preauth {
+    /// The slot counted toward `max_preauth` and `max_connections`.
+    pub slot: PreauthSlot,
+    /// Lifts the pre-auth frame guard.
+    pub lift: Lift,
+}
+
 type Ws<S> = WebSocketStream<S>;
+
+/// How a read error closes the socket: 1009 for a frame or message over
+/// the limit, 1007 for invalid UTF-8 text, 1002 for other protocol
+/// violations; `None` when the peer simply went away.
+fn read_error_close(gw: &Gateway, e: &WsError) -> Option<(u16, &'static str)> {
+    if frame_guard::is_too_large(e) || matches!(e, WsError::Capacity(_)) {
+        gw.counters.frames_too_large.fetch_add(1, Ordering::Relaxed);
+        return Some((1009, "payload too large"));
+    }
+    match e {
+        WsError::Utf8(_) => {
+            gw.counters
+                .frames_invalid_utf8
+                .fetch_add(1, Ordering::Relaxed);
+            Some((1007, "invalid utf-8"))
+        }
+        WsError::Protocol(p)
+            if !matches!(
+                p,
+                tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake
+            ) =>
+        {
+            Some((1002, "protocol error"))
+        }
+        _ => None,
+    }
+}
+
+/// After closing on a read error: read and discard what the peer still
+/// sends (bounded in time and bytes, never buffered), so the socket ends
+/// with a FIN rather than a reset that could destroy our close frame.
+async fn drain_raw<S: AsyncRead + Unpin>(io: &mut S) {
+    let mut scratch = [0u8; 8 * 1024];
+    let mut left: usize = 4 << 20;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while left > 0 {
+            match io.read(&mut scratch).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
+}
 
 async fn close<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut Ws<S>, code: u16, reason: &str) {
     let frame = CloseFrame {
@@ -61,6 +120,8 @@ struct Refusal {
     response: Option<Response>,
     code: u16,
     reason: String,
+    /// The refusal came from a read error: drain before dropping.
+    drain: bool,
 }
 
 impl Refusal {
@@ -70,6 +131,7 @@ impl Refusal {
             response: Some(Response::err(id, error)),
             code,
             reason,
+            drain: false,
         }
     }
 }
@@ -80,25 +142,31 @@ struct Admitted {
     rx: mpsc::UnboundedReceiver<Outgoing>,
 }
 
-/// Serve one upgraded WebSocket until it closes.
-pub async fn serve<S>(gw: Arc<Gateway>, mut ws: Ws<S>, peer: Peer)
+/// The first frame's outcome before it is parsed.
+enum FirstFrame {
+    Text(String),
+    Gone,
+}
+
+/// Serve one upgraded WebSocket until it closes. `preauth` is released
+/// when the connection joins the hub; the handshake has one absolute
+/// deadline (`handshake_timeout_ms` from now).
+pub async fn serve<S>(gw: Arc<Gateway>, mut ws: Ws<S>, peer: Peer, preauth: Preauth)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     gw.counters
         .connections_total
         .fetch_add(1, Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_millis(gw.config.handshake_timeout_ms);
     let nonce = uuid::Uuid::new_v4().to_string();
     let challenge = json!({ "nonce": nonce, "ts": now_ms() });
-    if !send_text(
-        &mut ws,
-        EventFrame::new("connect.challenge", Some(&challenge), None, None).to_text(),
-    )
-    .await
-    {
+    let text = EventFrame::new("connect.challenge", Some(&challenge), None, None).to_text();
+    let sent = tokio::time::timeout_at(deadline, ws.send(Message::Text(text.into()))).await;
+    if !sent.is_ok_and(|r| r.is_ok()) {
         return;
     }
-    let admitted = match handshake(&gw, &mut ws, &peer, &nonce).await {
+    let admitted = match handshake(&gw, &mut ws, &peer, &nonce, deadline, &preauth.lift).await {
         Ok(Some(a)) => a,
         Ok(None) => return,
         Err(r) => {
@@ -110,11 +178,72 @@ where
                 send_text(&mut ws, resp.to_text()).await;
             }
             close(&mut ws, r.code, &r.reason).await;
+            if r.drain {
+                drain_raw(ws.get_mut()).await;
+            }
             return;
         }
     };
     gw.counters.handshakes.fetch_add(1, Ordering::Relaxed);
-    run(gw, ws, admitted).await;
+    run(gw, ws, admitted, preauth.slot).await;
+}
+
+/// Read the first text frame before `deadline` (pings and pongs are
+/// answered but do not extend it).
+async fn first_frame<S: AsyncRead + AsyncWrite + Unpin>(
+    gw: &Gateway,
+    ws: &mut Ws<S>,
+    peer: &Peer,
+    deadline: Instant,
+) -> Result<FirstFrame, Refusal> {
+    loop {
+        let msg = match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => {
+                gw.counters
+                    .handshake_timeouts
+                    .fetch_add(1, Ordering::Relaxed);
+                debug!(remote = %peer.remote, "handshake timeout");
+                // The reference closes a handshake timeout with 1000 and no
+                // reason.
+                return Err(Refusal {
+                    response: None,
+                    code: 1000,
+                    reason: String::new(),
+                    drain: false,
+                });
+            }
+            Ok(None) => return Ok(FirstFrame::Gone),
+            Ok(Some(Err(e))) => {
+                return match read_error_close(gw, &e) {
+                    Some((1009, _)) => Err(too_large()),
+                    Some((code, reason)) => Err(Refusal {
+                        response: None,
+                        code,
+                        reason: reason.into(),
+                        drain: true,
+                    }),
+                    None => Ok(FirstFrame::Gone),
+                };
+            }
+            Ok(Some(Ok(m))) => m,
+        };
+        match msg {
+            Message::Text(t) => {
+                if t.len() > MAX_PREAUTH_PAYLOAD {
+                    return Err(too_large());
+                }
+                return Ok(FirstFrame::Text(t.to_string()));
+            }
+            Message::Binary(b) => {
+                if b.len() > MAX_PREAUTH_PAYLOAD {
+                    return Err(too_large());
+                }
+                return Err(invalid_frame());
+            }
+            Message::Close(_) => return Ok(FirstFrame::Gone),
+            _ => continue,
+        }
+    }
 }
 
 /// Read and check the first frame; `Ok(None)` when the peer went away.
@@ -123,36 +252,12 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     ws: &mut Ws<S>,
     peer: &Peer,
     nonce: &str,
+    deadline: Instant,
+    lift: &Lift,
 ) -> Result<Option<Admitted>, Refusal> {
-    let deadline = Duration::from_millis(gw.config.handshake_timeout_ms);
-    let text = loop {
-        let msg = match tokio::time::timeout(deadline, ws.next()).await {
-            Err(_) => {
-                return Err(Refusal {
-                    response: None,
-                    code: 1000,
-                    reason: String::new(),
-                });
-            }
-            Ok(None) | Ok(Some(Err(_))) => return Ok(None),
-            Ok(Some(Ok(m))) => m,
-        };
-        match msg {
-            Message::Text(t) => {
-                if t.len() > MAX_PREAUTH_PAYLOAD {
-                    return Err(too_large());
-                }
-                break t.to_string();
-            }
-            Message::Binary(b) => {
-                if b.len() > MAX_PREAUTH_PAYLOAD {
-                    return Err(too_large());
-                }
-                return Err(invalid_frame());
-            }
-            Message::Close(_) => return Ok(None),
-            _ => continue,
-        }
+    let text = match first_frame(gw, ws, peer, deadline).await? {
+        FirstFrame::Text(t) => t,
+        FirstFrame::Gone => return Ok(None),
     };
     gw.counters.frames_in.fetch_add(1, Ordering::Relaxed);
     let req = match ClientFrame::parse(&text) {
@@ -204,6 +309,13 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     }
     check_origin(gw, peer).map_err(|e| Refusal::reply(&req.id, e, 1008))?;
 
+    // A blocked address gets no secret check at all (no oracle).
+    let ip = peer.remote.ip();
+    if let Err(limited) = gw.auth_limiter.check(ip) {
+        debug!(remote = %peer.remote, retry_after_ms = limited.retry_after_ms(), "connect refused: address blocked after auth failures");
+        return Err(Refusal::reply(&req.id, rate_limited(limited), 1008));
+    }
+
     // Shared secret first, then a device token.
     let supplied = params.auth.clone().unwrap_or_default();
     let shared_ok = match gw.config.auth_mode() {
@@ -250,6 +362,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     if !shared_ok && device_scopes.is_none() {
+        gw.auth_limiter.record_failure(ip, "ws-connect");
         return Err(Refusal::reply(
             &req.id,
             auth_error(&gw.config.auth_mode(), &supplied),
@@ -368,7 +481,11 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         params.caps.iter().any(|c| c == "tool-events"),
         presence,
         peer.remote,
-        gw.config.max_buffered_bytes,
+        ConnLimits {
+            max_buffered: gw.config.max_buffered_bytes,
+            max_inflight: gw.config.max_inflight_requests,
+        },
+        gw.hub.queues.clone(),
     );
     let hello = HelloOk {
         kind: "hello-ok",
@@ -403,6 +520,8 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         },
     };
     let payload = serde_json::to_value(&hello).unwrap_or(Value::Null);
+    // Authenticated: frames up to `max_payload` from here on.
+    lift.lift();
     conn.respond(Response::ok(&req.id, payload).to_text());
     debug!(conn = %conn.id, client = %params.client.id, mode = %params.client.mode, protocol, remote = %peer.remote, "connected");
     Ok(Some(Admitted { conn, rx }))
@@ -413,6 +532,7 @@ fn too_large() -> Refusal {
         response: None,
         code: 1009,
         reason: "preauth payload too large".into(),
+        drain: true,
     }
 }
 
@@ -421,7 +541,23 @@ fn invalid_frame() -> Refusal {
         response: None,
         code: 1008,
         reason: "invalid request frame".into(),
+        drain: false,
     }
+}
+
+/// The `connect` answer while the address is blocked after auth failures.
+fn rate_limited(limited: super::auth_limit::Limited) -> ErrorShape {
+    let secs = limited.retry_after_secs();
+    let mut e = ErrorShape::auth(
+        "AUTH_RATE_LIMITED",
+        &format!("too many failed authentication attempts; retry after {secs}s"),
+        "wait_then_retry",
+    )
+    .retry_after(limited.retry_after_ms());
+    if let Some(d) = e.details.as_mut() {
+        d["retryAfterMs"] = json!(limited.retry_after_ms());
+    }
+    e
 }
 
 fn auth_error(mode: &AuthMode, supplied: &crate::protocol::connect::ConnectAuth) -> ErrorShape {
@@ -478,13 +614,14 @@ fn check_origin(gw: &Gateway, peer: &Peer) -> Result<(), ErrorShape> {
 }
 
 /// The connected phase: requests in, queue out.
-async fn run<S>(gw: Arc<Gateway>, ws: Ws<S>, admitted: Admitted)
+async fn run<S>(gw: Arc<Gateway>, ws: Ws<S>, admitted: Admitted, slot: PreauthSlot)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let Admitted { conn, rx } = admitted;
     let (sink, mut stream) = ws.split();
     gw.hub.add(conn.clone());
+    drop(slot);
     if conn.presence.is_some() {
         gw.presence_changed();
     }
@@ -493,13 +630,22 @@ where
         gw: gw.clone(),
         conn: conn.clone(),
     };
+    let mut read_failed = false;
     loop {
         let msg = tokio::select! {
             _ = conn.kill.cancelled() => break,
             m = stream.next() => m,
         };
         let text = match msg {
-            None | Some(Err(_)) => break,
+            Some(Err(e)) => {
+                if let Some((code, reason)) = read_error_close(&gw, &e) {
+                    debug!(conn = %conn.id, remote = %conn.remote, code, error = %e, "closing on a bad frame");
+                    conn.close(code, reason);
+                    read_failed = true;
+                }
+                break;
+            }
+            None => break,
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Close(_))) => break,
             Some(Ok(_)) => continue,
@@ -522,13 +668,15 @@ where
             Err(FrameError::Json(e)) => {
                 debug!(conn = %conn.id, error = %e, "ignoring non-JSON frame")
             }
-            Err(FrameError::Invalid { id, reason }) => conn.respond(
-                Response::err(
-                    id.unwrap_or_else(|| "invalid".into()),
-                    ErrorShape::invalid(format!("invalid request frame: {reason}")),
-                )
-                .to_text(),
-            ),
+            Err(FrameError::Invalid { id, reason }) => {
+                conn.respond(
+                    Response::err(
+                        id.unwrap_or_else(|| "invalid".into()),
+                        ErrorShape::invalid(format!("invalid request frame: {reason}")),
+                    )
+                    .to_text(),
+                );
+            }
         }
     }
     let was_listed = gw.hub.remove(&conn.id);
@@ -539,21 +687,32 @@ where
         gw.presence_changed();
     }
     // The writer sends the close frame (with a bound) and ends.
-    let _ = writer.await;
-    // Drain what the peer still sends after our close until it closes too.
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while let Some(Ok(_)) = stream.next().await {}
-    })
-    .await;
+    let sink = writer.await.ok().flatten();
+    if read_failed {
+        // tungstenite stops reading after an error: drain the raw socket.
+        if let Some(Ok(mut ws)) = sink.map(|s| stream.reunite(s)) {
+            drain_raw(ws.get_mut()).await;
+        }
+    } else {
+        // Drain what the peer still sends after our close until it closes
+        // too.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(_)) = stream.next().await {}
+        })
+        .await;
+    }
     debug!(conn = %conn.id, "disconnected");
 }
 
+/// Drain the queue into the socket until the connection is killed, then
+/// send the close frame; returns the sink unless it failed.
 async fn write_loop<S>(
     gw: Arc<Gateway>,
     conn: Arc<Conn>,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     mut sink: futures::stream::SplitSink<Ws<S>, Message>,
-) where
+) -> Option<futures::stream::SplitSink<Ws<S>, Message>>
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut seq: u64 = 0;
@@ -577,11 +736,11 @@ async fn write_loop<S>(
             r = futures::future::poll_fn(|cx| sink.poll_ready_unpin(cx)) => r.is_ok(),
         };
         if !ready {
-            return;
+            return None;
         }
         let text = item.render(&mut seq);
         if sink.start_send_unpin(Message::Text(text.into())).is_err() {
-            return;
+            return None;
         }
         // A kill now leaves the frame in the sink; the close below
         // flushes it.
@@ -593,7 +752,7 @@ async fn write_loop<S>(
         conn.seq.store(seq, Ordering::Relaxed);
         gw.counters.frames_out.fetch_add(1, Ordering::Relaxed);
         if !sent {
-            return;
+            return None;
         }
     }
     // Flush what is already queued when closing normally (e.g. shutdown:
@@ -621,4 +780,5 @@ async fn write_loop<S>(
     )
     .await;
     let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+    Some(sink)
 }

@@ -9,13 +9,14 @@
 //!
 //! The API is described in `docs/openapi.json` (OpenAPI 3.1).
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -72,12 +73,48 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .with_state(gw)
 }
 
-/// The bearer check as middleware (see [`authorized`]).
-async fn require_auth(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+/// The bearer check as middleware (see [`authorized`]), behind the per-IP
+/// auth-failure limiter: a blocked address gets 429 with `Retry-After`
+/// without its secret being checked, and every failure is counted.
+async fn require_auth(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if matches!(gw.config.auth_mode(), AuthMode::None) {
+        return next.run(req).await;
+    }
+    let ip = remote.ip();
+    if let Err(limited) = gw.auth_limiter.check(ip) {
+        tracing::debug!(%remote, path = %req.uri().path(), "bearer auth refused: address blocked after auth failures");
+        return auth_rate_limited(limited);
+    }
     match authorized(&gw, req.headers()) {
         Ok(()) => next.run(req).await,
-        Err(r) => r,
+        Err(r) => {
+            gw.auth_limiter.record_failure(ip, "http-bearer");
+            r
+        }
     }
+}
+
+/// 429 with `Retry-After` for an address blocked after auth failures.
+fn auth_rate_limited(limited: super::auth_limit::Limited) -> Response {
+    let secs = limited.retry_after_secs();
+    let mut r = (
+        StatusCode::TOO_MANY_REQUESTS,
+        Json(json!({"error": {
+            "code": "AUTH_RATE_LIMITED",
+            "message": format!("too many failed authentication attempts; retry after {secs}s"),
+            "retryAfterMs": limited.retry_after_ms(),
+        }})),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -122,6 +159,14 @@ async fn metrics_text(State(gw): State<Arc<Gateway>>) -> Response {
     let handle = prometheus();
     let c = &gw.counters;
     metrics::gauge!("pincer_connections").set(gw.hub.len() as f64);
+    metrics::gauge!("pincer_connections_preauth").set(gw.preauth.count() as f64);
+    let q = &gw.hub.queues;
+    metrics::gauge!("pincer_ws_buffered_bytes").set(q.buffered.load(Ordering::Relaxed) as f64);
+    metrics::gauge!("pincer_ws_buffered_bytes_high_water")
+        .set(q.buffered_high_water.load(Ordering::Relaxed) as f64);
+    metrics::gauge!("pincer_ws_inflight_requests").set(q.inflight.load(Ordering::Relaxed) as f64);
+    metrics::gauge!("pincer_ws_inflight_requests_high_water")
+        .set(q.inflight_high_water.load(Ordering::Relaxed) as f64);
     for (name, v) in [
         ("pincer_connections_total", &c.connections_total),
         ("pincer_connections_refused_total", &c.connections_refused),
@@ -129,6 +174,15 @@ async fn metrics_text(State(gw): State<Arc<Gateway>>) -> Response {
         ("pincer_frames_out_total", &c.frames_out),
         ("pincer_handshakes_total", &c.handshakes),
         ("pincer_handshake_failures_total", &c.handshake_failures),
+        ("pincer_handshake_timeouts_total", &c.handshake_timeouts),
+        ("pincer_frames_too_large_total", &c.frames_too_large),
+        ("pincer_frames_invalid_utf8_total", &c.frames_invalid_utf8),
+        ("pincer_auth_failures_total", &gw.auth_limiter.failures),
+        ("pincer_auth_rate_limited_total", &gw.auth_limiter.limited),
+        (
+            "pincer_response_overflows_total",
+            &gw.hub.queues.response_overflows,
+        ),
     ] {
         metrics::counter!(name).absolute(v.load(Ordering::Relaxed));
     }

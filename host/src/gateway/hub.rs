@@ -7,8 +7,12 @@
 //! events (chat deltas, presence, session events) are skipped and any
 //! other event marks the connection a slow consumer: it is removed at once
 //! and its writer closes it with 1008. A slow socket therefore never slows
-//! the broadcaster or anyone else. The writer stamps the per-connection
-//! `seq` as it sends, so dropped events never leave a gap.
+//! the broadcaster or anyone else. Responses count against the same
+//! budget: a response that would take a connection past it is not queued
+//! and the connection is closed with 1008 at once (a client firing
+//! requests without reading cannot make the gateway hold their answers).
+//! The writer stamps the per-connection `seq` as it sends, so dropped
+//! events never leave a gap.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -91,6 +95,30 @@ pub struct Broadcast {
     pub state_version: Option<StateVersion>,
 }
 
+/// Outgoing-queue accounting shared by every connection (on `/metrics`).
+#[derive(Debug, Default)]
+pub struct QueueStats {
+    /// Bytes queued and not yet written, all connections together.
+    pub buffered: AtomicUsize,
+    /// The most bytes any one connection has had queued.
+    pub buffered_high_water: AtomicUsize,
+    /// Connections closed (1008) because a response did not fit the budget.
+    pub response_overflows: AtomicU64,
+    /// Heavy requests in flight, all connections together.
+    pub inflight: AtomicUsize,
+    /// The most heavy requests any one connection has had in flight.
+    pub inflight_high_water: AtomicUsize,
+}
+
+/// Per-connection limits.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// Outgoing bytes that may be queued (`max_buffered_bytes`).
+    pub max_buffered: usize,
+    /// Heavy requests that may run at once (`max_inflight_requests`).
+    pub max_inflight: usize,
+}
+
 /// A live connection as the hub sees it.
 #[derive(Debug)]
 pub struct Conn {
@@ -113,6 +141,10 @@ pub struct Conn {
     tx: mpsc::UnboundedSender<Outgoing>,
     buffered: AtomicUsize,
     max_buffered: usize,
+    stats: Arc<QueueStats>,
+    /// Permits for heavy requests (see [`ConnLimits::max_inflight`]).
+    pub inflight: Arc<tokio::sync::Semaphore>,
+    max_inflight: usize,
     /// Cancelled when the connection must close (slow consumer, shutdown).
     pub kill: CancellationToken,
     /// `agent` requests in flight: request id → run id (for v4 `cancel`).
@@ -133,8 +165,10 @@ impl Conn {
         tool_events: bool,
         presence: Option<Value>,
         remote: std::net::SocketAddr,
-        max_buffered: usize,
+        limits: ConnLimits,
+        stats: Arc<QueueStats>,
     ) -> (Arc<Conn>, mpsc::UnboundedReceiver<Outgoing>) {
+        let max_inflight = limits.max_inflight.max(1);
         let (tx, rx) = mpsc::unbounded_channel();
         (
             Arc::new(Conn {
@@ -149,7 +183,10 @@ impl Conn {
                 message_subs: Mutex::new(HashSet::new()),
                 tx,
                 buffered: AtomicUsize::new(0),
-                max_buffered,
+                max_buffered: limits.max_buffered,
+                stats,
+                inflight: Arc::new(tokio::sync::Semaphore::new(max_inflight)),
+                max_inflight,
                 kill: CancellationToken::new(),
                 pending_runs: Mutex::new(HashMap::new()),
                 kill_reason: Mutex::new(None),
@@ -159,34 +196,93 @@ impl Conn {
         )
     }
 
-    /// Queue a response (never dropped; counts toward the buffer).
-    pub fn respond(&self, text: String) {
-        let item = Outgoing::Response(text);
-        self.buffered.fetch_add(item.cost(), Ordering::Relaxed);
-        let _ = self.tx.send(item);
+    /// Queue a response. It counts toward the buffer budget like an event;
+    /// one that does not fit is not queued and the connection is closed
+    /// with 1008 (`slow consumer`) at once. Returns whether it was queued.
+    pub fn respond(&self, text: String) -> bool {
+        if self.close_reason().is_some() {
+            return false;
+        }
+        match self.offer(Outgoing::Response(text), false) {
+            Offer::Queued => true,
+            Offer::Dropped => false,
+            Offer::Slow => {
+                self.stats
+                    .response_overflows
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(conn = %self.id, remote = %self.remote, buffered = self.buffered(), "closing slow consumer: responses over the buffer budget");
+                self.close(1008, "slow consumer");
+                false
+            }
+        }
     }
 
-    /// Queue an event; `false` if it was dropped or the connection is now a
-    /// slow consumer.
+    /// Queue an event or response; whether it was queued, dropped or the
+    /// connection is now a slow consumer.
     fn offer(&self, item: Outgoing, droppable: bool) -> Offer {
         let cost = item.cost();
-        if self.buffered.load(Ordering::Relaxed) + cost > self.max_buffered {
-            return if droppable {
-                Offer::Dropped
-            } else {
-                Offer::Slow
-            };
+        let mut current = self.buffered.load(Ordering::Relaxed);
+        loop {
+            let next = current.saturating_add(cost);
+            if next > self.max_buffered {
+                return if droppable {
+                    Offer::Dropped
+                } else {
+                    Offer::Slow
+                };
+            }
+            match self.buffered.compare_exchange_weak(
+                current,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    self.stats.buffered.fetch_add(cost, Ordering::Relaxed);
+                    self.stats
+                        .buffered_high_water
+                        .fetch_max(next, Ordering::Relaxed);
+                    break;
+                }
+                Err(actual) => current = actual,
+            }
         }
-        self.buffered.fetch_add(cost, Ordering::Relaxed);
         match self.tx.send(item) {
             Ok(()) => Offer::Queued,
-            Err(_) => Offer::Dropped,
+            Err(_) => {
+                self.release(cost);
+                Offer::Dropped
+            }
         }
     }
 
-    /// The writer reports `item` written.
+    fn release(&self, cost: usize) {
+        self.buffered.fetch_sub(cost, Ordering::Relaxed);
+        self.stats.buffered.fetch_sub(cost, Ordering::Relaxed);
+    }
+
+    /// The writer reports `item` written (or discarded at close).
     pub fn written(&self, item: &Outgoing) {
-        self.buffered.fetch_sub(item.cost(), Ordering::Relaxed);
+        self.release(item.cost());
+    }
+
+    /// Wait for a heavy-request permit (at most
+    /// [`ConnLimits::max_inflight`] at once); `None` once the connection is
+    /// closing.
+    pub async fn heavy_permit(&self) -> Option<HeavyPermit> {
+        let permit = tokio::select! {
+            _ = self.kill.cancelled() => return None,
+            p = self.inflight.clone().acquire_owned() => p.ok()?,
+        };
+        self.stats.inflight.fetch_add(1, Ordering::Relaxed);
+        let in_use = self.max_inflight - self.inflight.available_permits();
+        self.stats
+            .inflight_high_water
+            .fetch_max(in_use, Ordering::Relaxed);
+        Some(HeavyPermit {
+            _permit: permit,
+            stats: self.stats.clone(),
+        })
     }
 
     /// Bytes queued and not yet written.
@@ -244,6 +340,27 @@ impl Conn {
     }
 }
 
+/// A heavy request's slot; released on drop.
+#[derive(Debug)]
+pub struct HeavyPermit {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    stats: Arc<QueueStats>,
+}
+
+impl Drop for HeavyPermit {
+    fn drop(&mut self) {
+        self.stats.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // Whatever is still queued is freed with the queue.
+        let left = self.buffered.load(Ordering::Relaxed);
+        self.stats.buffered.fetch_sub(left, Ordering::Relaxed);
+    }
+}
+
 enum Offer {
     Queued,
     Dropped,
@@ -258,6 +375,8 @@ pub struct Hub {
     pub dropped: AtomicU64,
     /// Connections closed as slow consumers.
     pub slow_closed: AtomicU64,
+    /// Outgoing-queue accounting (shared with every [`Conn`]).
+    pub queues: Arc<QueueStats>,
 }
 
 impl Hub {
@@ -410,7 +529,11 @@ mod tests {
             false,
             None,
             addr,
-            1000,
+            ConnLimits {
+                max_buffered: 1000,
+                max_inflight: 2,
+            },
+            hub.queues.clone(),
         );
         hub.add(c.clone());
         let big = Broadcast {

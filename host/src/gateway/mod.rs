@@ -11,11 +11,16 @@
 //! - [`http_api`]: `/healthz`, `/readyz`, `/metrics`, `/v1/*`, channel
 //!   webhooks;
 //! - [`auth`]: shared token/password and device tokens;
+//! - [`auth_limit`]: per-IP auth-failure limits with backoff;
+//! - [`preauth`]: counting and capping sockets still handshaking;
+//! - [`frame_guard`]: the 64 KiB pre-auth frame limit below tungstenite;
 //! - [`logbuf`]: recent log lines for `logs.tail`;
 //! - [`launch`]: assembling and starting the whole gateway.
 
 pub mod auth;
+pub mod auth_limit;
 pub mod conn;
+pub mod frame_guard;
 pub mod http_api;
 pub mod http_webhooks;
 pub mod hub;
@@ -23,6 +28,7 @@ pub mod inbound;
 pub mod launch;
 pub mod logbuf;
 pub mod methods;
+pub mod preauth;
 pub mod runs;
 pub mod server;
 
@@ -61,8 +67,31 @@ pub struct GatewayConfig {
     pub connections_per_minute: u32,
     /// Apply the per-IP rate limit to loopback too (tests).
     pub limit_loopback: bool,
-    /// Handshake timeout, ms (default 10 000).
+    /// Handshake deadline, ms, from the upgrade to `hello-ok`; absolute
+    /// (pings and other frames do not extend it) (default 10 000).
     pub handshake_timeout_ms: u64,
+    /// Most sockets still handshaking at once, all IPs together; they also
+    /// count toward `max_connections` (default 1 024).
+    pub max_preauth: usize,
+    /// Most sockets still handshaking from one IP, loopback included
+    /// (default 128).
+    pub max_preauth_per_ip: usize,
+    /// Most heavy requests (`health`, `status`, `agent.wait`, reloads, ...)
+    /// one connection may have in flight; further requests wait, and the
+    /// connection's reading pauses meanwhile (default 16).
+    pub max_inflight_requests: usize,
+    /// Auth failures (wrong or missing token/password, on WebSocket
+    /// `connect` or HTTP bearer auth) from one IP before it is blocked
+    /// (default 10).
+    pub auth_failures_burst: u32,
+    /// First block after `auth_failures_burst` failures, ms; doubles with
+    /// each further failure (default 1 000).
+    pub auth_backoff_base_ms: u64,
+    /// Longest block, ms (default 300 000).
+    pub auth_backoff_max_ms: u64,
+    /// An IP's failures are forgotten after this long without one, ms
+    /// (default 900 000).
+    pub auth_failure_forget_ms: u64,
     /// `tick` interval, ms (default 30 000).
     pub tick_interval_ms: u64,
     /// `policy.maxPayload` (default 25 MiB).
@@ -86,6 +115,13 @@ impl Default for GatewayConfig {
             connections_per_minute: 600,
             limit_loopback: false,
             handshake_timeout_ms: 10_000,
+            max_preauth: 1_024,
+            max_preauth_per_ip: 128,
+            max_inflight_requests: 16,
+            auth_failures_burst: 10,
+            auth_backoff_base_ms: 1_000,
+            auth_backoff_max_ms: 300_000,
+            auth_failure_forget_ms: 900_000,
             tick_interval_ms: crate::protocol::TICK_INTERVAL_MS,
             max_payload: crate::protocol::MAX_PAYLOAD,
             max_buffered_bytes: crate::protocol::MAX_BUFFERED_BYTES,
@@ -102,6 +138,18 @@ impl GatewayConfig {
             (Some(t), _) if !t.is_empty() => AuthMode::Token(t.clone()),
             (_, Some(p)) if !p.is_empty() => AuthMode::Password(p.clone()),
             _ => AuthMode::None,
+        }
+    }
+
+    /// The auth-failure limiter settings.
+    pub fn auth_limit(&self) -> auth_limit::AuthLimitConfig {
+        auth_limit::AuthLimitConfig {
+            burst: self.auth_failures_burst.max(1),
+            backoff_base: Duration::from_millis(self.auth_backoff_base_ms),
+            backoff_max: Duration::from_millis(
+                self.auth_backoff_max_ms.max(self.auth_backoff_base_ms),
+            ),
+            forget_after: Duration::from_millis(self.auth_failure_forget_ms),
         }
     }
 
@@ -133,6 +181,12 @@ pub struct Counters {
     pub handshakes: AtomicU64,
     /// Handshakes failed.
     pub handshake_failures: AtomicU64,
+    /// Handshakes that ran out of time (the absolute deadline).
+    pub handshake_timeouts: AtomicU64,
+    /// Sockets closed for a frame over the limit (1009).
+    pub frames_too_large: AtomicU64,
+    /// Sockets closed for invalid UTF-8 text (1007).
+    pub frames_invalid_utf8: AtomicU64,
 }
 
 /// Shared gateway state.
@@ -164,6 +218,10 @@ pub struct Gateway {
     health_version: AtomicU64,
     shutting_down: AtomicBool,
     ip_rate: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    /// Sockets still handshaking.
+    pub preauth: Arc<preauth::Preauth>,
+    /// Per-IP auth-failure limits.
+    pub auth_limiter: auth_limit::AuthLimiter,
     /// The health summary last put in a `hello-ok` snapshot, with its time
     /// and the health state version it was built at.
     snapshot_health: Mutex<Option<(Instant, u64, Value)>>,
@@ -196,6 +254,7 @@ impl Gateway {
         store_path: String,
     ) -> Arc<Self> {
         let run_timeout = Duration::from_secs(600);
+        let auth_limiter = auth_limit::AuthLimiter::new(config.auth_limit());
         Arc::new(Gateway {
             runs: runs::RunManager::new(run_timeout),
             config,
@@ -213,6 +272,8 @@ impl Gateway {
             health_version: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
             ip_rate: Mutex::new(HashMap::new()),
+            preauth: Arc::new(preauth::Preauth::default()),
+            auth_limiter,
             snapshot_health: Mutex::new(None),
         })
     }
@@ -302,14 +363,31 @@ impl Gateway {
         self.shutting_down.load(Ordering::Relaxed)
     }
 
-    /// Admission control for a new connection from `ip`.
-    pub fn admit(&self, ip: IpAddr) -> Result<(), &'static str> {
+    /// Admission control for a new connection from `ip`: the slot it
+    /// holds while handshaking, or why not. Handshaking sockets count
+    /// toward `max_connections` and are capped by `max_preauth` and
+    /// `max_preauth_per_ip`.
+    pub fn admit(&self, ip: IpAddr) -> Result<preauth::PreauthSlot, &'static str> {
         if self.shutting_down() {
             return Err("shutting down");
         }
-        if self.hub.len() >= self.config.max_connections {
+        if self.hub.len() + self.preauth.count() >= self.config.max_connections {
             return Err("too many connections");
         }
+        self.check_rate(ip)?;
+        self.preauth
+            .try_acquire(ip, self.config.max_preauth, self.config.max_preauth_per_ip)
+            .map_err(|e| match e {
+                preauth::PreauthFull::Total => "too many unauthenticated connections",
+                preauth::PreauthFull::PerIp => {
+                    "too many unauthenticated connections from this address"
+                }
+            })
+    }
+
+    /// The per-IP connection rate (loopback exempt unless
+    /// `limit_loopback`).
+    fn check_rate(&self, ip: IpAddr) -> Result<(), &'static str> {
         if ip.is_loopback() && !self.config.limit_loopback {
             return Ok(());
         }

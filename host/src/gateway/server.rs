@@ -22,8 +22,10 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::{info, warn};
 
 use super::conn::{self, Peer};
+use super::frame_guard::FrameGuard;
 use super::hub::{Audience, Broadcast};
 use super::{Gateway, http_api, inbound, now_ms};
+use crate::protocol::MAX_PREAUTH_PAYLOAD;
 
 /// Serve `gw` on `listener` until `shutdown` resolves; then run the
 /// gateway's shutdown (the `shutdown` event, in-flight runs finished or
@@ -102,6 +104,22 @@ fn is_upgrade(req: &Request) -> bool {
     has(header::UPGRADE, "websocket") && has(header::CONNECTION, "upgrade")
 }
 
+/// The HTTP answer to an upgrade that admission control refused: 429 for
+/// per-address limits, 503 otherwise, both with `Retry-After`.
+fn refuse_upgrade(gw: &Gateway, remote: SocketAddr, why: &'static str) -> Response {
+    gw.counters
+        .connections_refused
+        .fetch_add(1, Ordering::Relaxed);
+    warn!(%remote, why, "refusing WebSocket connection");
+    let mut r = (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+    if why.contains("rate") || why.contains("this address") {
+        *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    }
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r
+}
+
 /// Route WebSocket upgrades on any path to the protocol; everything else
 /// to the HTTP API.
 async fn upgrade_any_path(
@@ -113,19 +131,10 @@ async fn upgrade_any_path(
     if !is_upgrade(&req) {
         return next.run(req).await;
     }
-    if let Err(why) = gw.admit(remote.ip()) {
-        gw.counters
-            .connections_refused
-            .fetch_add(1, Ordering::Relaxed);
-        warn!(%remote, why, "refusing WebSocket connection");
-        let mut r = (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
-        if why.contains("rate") {
-            *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-        }
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-        return r;
-    }
+    let slot = match gw.admit(remote.ip()) {
+        Ok(slot) => slot,
+        Err(why) => return refuse_upgrade(&gw, remote, why),
+    };
     let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
         return (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key").into_response();
     };
@@ -158,16 +167,18 @@ async fn upgrade_any_path(
             }
         };
         // A small initial read buffer: idle connections are the common
-        // case, and the buffer grows for big frames.
+        // case, and the buffer grows for big frames. tungstenite enforces
+        // `max_payload`; until `hello-ok` the frame guard below it enforces
+        // the 64 KiB pre-auth limit on frame headers, before any payload is
+        // buffered.
         let config = WebSocketConfig::default()
             .read_buffer_size(8 * 1024)
             .write_buffer_size(0)
             .max_message_size(Some(max_payload))
             .max_frame_size(Some(max_payload));
-        let ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                .await;
-        conn::serve(gw, ws, peer).await;
+        let (guarded, lift) = FrameGuard::new(TokioIo::new(upgraded), MAX_PREAUTH_PAYLOAD);
+        let ws = WebSocketStream::from_raw_socket(guarded, Role::Server, Some(config)).await;
+        conn::serve(gw, ws, peer, conn::Preauth { slot, lift }).await;
     });
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -169,8 +169,17 @@ pub async fn handle(ctx: &Ctx, req: Request) {
         return;
     }
     if may_block(&req.method) {
+        // At most `max_inflight_requests` of these per connection: the
+        // read loop waits here (so the client is slowed by TCP) until one
+        // finishes, or gives up when the connection closes.
+        let Some(permit) = conn.heavy_permit().await else {
+            return;
+        };
         let ctx = ctx.clone();
-        tokio::spawn(async move { run(&ctx, req).await });
+        tokio::spawn(async move {
+            run(&ctx, req).await;
+            drop(permit);
+        });
     } else {
         run(ctx, req).await;
     }
