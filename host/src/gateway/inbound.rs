@@ -3,22 +3,30 @@
 //! update is never answered twice, even across restarts), routed to the
 //! session of its conversation, answered by the agent, and the answer is
 //! streamed back through the same channel (`send`, then `edit` while it
-//! grows when the channel can edit; one final `send` otherwise).
+//! grows when the channel can edit; one final `send` otherwise). A sender
+//! over its rate (see [`sender_rate`](super::sender_rate)) starts nothing
+//! and is told to slow down once; a message to a session whose queue is
+//! full is not answered, and its sender is told.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::Gateway;
-use super::runs::{Origin, RunSpec};
+use super::runs::{Origin, RunSpec, StartOutcome};
+use super::sender_rate::Verdict;
 use crate::channels::Inbound;
 use crate::plugins::bindings::OutboundMessage;
 use crate::store::NewSession;
 
 /// Minimum time between edits of a streamed channel reply.
 pub const EDIT_INTERVAL: Duration = Duration::from_millis(1000);
+
+/// What a sender over the rate limit is told (once per stretch).
+pub const SLOW_DOWN_NOTICE: &str =
+    "⚠️ You are sending messages too fast, so this one was not answered. Please slow down.";
 
 /// The session key of a channel conversation.
 pub fn channel_session_key(channel: &str, conversation: &str) -> String {
@@ -59,6 +67,19 @@ pub fn route(gw: &Arc<Gateway>, msg: Inbound) {
             warn!(channel = %msg.channel, error = %e, "inbound dedupe failed; handling anyway");
         }
     }
+    if let Verdict::Refuse { warn } = gw.runs.admit_sender(&msg.channel, &msg.sender) {
+        info!(channel = %msg.channel, sender = %msg.sender, id = %msg.id, "sender over the rate limit; message not answered");
+        if warn {
+            notify(
+                gw,
+                &msg.channel,
+                &msg.conversation,
+                Some(msg.id.clone()),
+                SLOW_DOWN_NOTICE.into(),
+            );
+        }
+        return;
+    }
     let key = channel_session_key(&msg.channel, &msg.conversation);
     let init = NewSession {
         agent_id: "main".into(),
@@ -81,7 +102,39 @@ pub fn route(gw: &Arc<Gateway>, msg: Inbound) {
         },
         timeout: None,
     };
-    gw.runs.start(gw, spec);
+    if let StartOutcome::QueueFull { cap } = gw.runs.start(gw, spec) {
+        warn!(channel = %msg.channel, sender = %msg.sender, id = %msg.id, cap, "session queue full; message not answered");
+        notify(
+            gw,
+            &msg.channel,
+            &msg.conversation,
+            Some(msg.id.clone()),
+            super::run_manager::QUEUE_FULL_NOTICE.into(),
+        );
+    }
+}
+
+/// Send a short notice into a channel conversation, in the background
+/// (failures are logged).
+pub fn notify(
+    gw: &Arc<Gateway>,
+    channel: &str,
+    conversation: &str,
+    reply_to: Option<String>,
+    text: String,
+) {
+    let gw = gw.clone();
+    let channel = channel.to_string();
+    let msg = OutboundMessage {
+        conversation: conversation.to_string(),
+        text,
+        reply_to,
+    };
+    tokio::spawn(async move {
+        if let Err(e) = gw.runtime.channels.send(&channel, msg).await {
+            warn!(%channel, error = %e, "sending a notice");
+        }
+    });
 }
 
 fn chunks(text: &str, max: usize) -> Vec<String> {
