@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pincer::gateway::launch::ProviderOverride;
-use pincer::gateway::run_queue::QueueDrop;
+use pincer::gateway::run_queue::{QueueDrop, QueueMode};
 use pincer::plugins::PluginSettings;
 use pincer_tests::gateway::{Client, TestGateway};
 use pincer_tests::runs::{GateProvider, PanicProvider};
@@ -470,4 +470,42 @@ async fn a_panicking_provider_still_ends_the_run() {
     tokio::time::timeout(Duration::from_secs(60), g.stop())
         .await
         .expect("shutdown does not wait for a dead run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collect_mode_answers_everything_queued_in_one_turn() {
+    let g = echo_gateway(50, |o| o.gateway.runs.queue_mode = QueueMode::Collect).await;
+    let mut c = Client::admin(&g.url()).await;
+    let long = words(400, "w");
+    for (id, m) in [("a", long.as_str()), ("b", "bee"), ("c", "sea")] {
+        c.call(
+            "chat.send",
+            json!({"sessionKey": "main", "message": m, "idempotencyKey": id}),
+        )
+        .await;
+    }
+    c.call("chat.abort", json!({"sessionKey": "main", "runId": "a"}))
+        .await;
+    let b = c.chat_run("b").await;
+    let c_end = c.chat_run("c").await;
+    for end in [b.last().unwrap(), c_end.last().unwrap()] {
+        assert_eq!(end["state"], "final", "{end}");
+        assert_eq!(text_of(&end["message"]), "bee\n\nsea");
+    }
+    let w = c.call("agent.wait", json!({"runId": "c"})).await;
+    assert_eq!(w["status"], "ok", "{w}");
+    let h = c.call("chat.history", json!({"sessionKey": "main"})).await;
+    let texts: Vec<String> = h["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(text_of)
+        .collect();
+    assert_eq!(texts.len(), 4, "{texts:?}");
+    assert_eq!(
+        &texts[2..],
+        ["bee\n\nsea", "bee\n\nsea"],
+        "one turn for both"
+    );
+    assert_eq!(g.gw().runs.active_count(), 0);
 }

@@ -574,8 +574,8 @@ impl RunGuard {
             ..
         } = &self.origin
         {
-            super::inbound::notify(
-                &self.gw,
+            crate::channels::reply::notify(
+                &self.gw.runtime.channels,
                 channel,
                 conversation,
                 reply_to.clone(),

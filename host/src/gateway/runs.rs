@@ -541,8 +541,8 @@ pub(super) async fn execute(
             ..
         } => {
             let (tx, rx) = watch::channel((String::new(), false));
-            let task = tokio::spawn(super::inbound::stream_reply(
-                gw.clone(),
+            let task = tokio::spawn(crate::channels::reply::stream_reply(
+                gw.runtime.channels.clone(),
                 channel.clone(),
                 conversation.clone(),
                 reply_to.clone(),
