@@ -4,6 +4,7 @@
 //! the next message that gets through).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -30,12 +31,14 @@ struct Bucket {
     warned: bool,
 }
 
-/// Token buckets by (channel, sender).
+/// Token buckets by (channel, sender). Keys are kept as keyed 64-bit
+/// hashes, so a sender id of any length costs a few bytes.
 #[derive(Debug)]
 pub struct SenderLimiter {
     per_sec: f64,
     burst: f64,
-    buckets: Mutex<(HashMap<(String, String), Bucket>, usize)>,
+    keys: RandomState,
+    buckets: Mutex<(HashMap<u64, Bucket>, usize)>,
 }
 
 impl SenderLimiter {
@@ -45,6 +48,7 @@ impl SenderLimiter {
         SenderLimiter {
             per_sec: f64::from(per_minute) / 60.0,
             burst: f64::from(burst.max(1)),
+            keys: RandomState::new(),
             buckets: Mutex::new((HashMap::new(), PRUNE_AT)),
         }
     }
@@ -63,7 +67,7 @@ impl SenderLimiter {
             *prune_at = (buckets.len() * 2).max(PRUNE_AT);
         }
         let b = buckets
-            .entry((channel.to_string(), sender.to_string()))
+            .entry(self.keys.hash_one((channel, sender)))
             .or_insert(Bucket {
                 tokens: self.burst,
                 at: now,
