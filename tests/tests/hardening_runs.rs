@@ -297,13 +297,12 @@ async fn the_global_cap_bounds_executing_runs_and_the_rest_wait_in_order() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_spammer_over_the_sender_rate_gets_no_runs_beyond_it_and_one_notice() {
-    let (addr, mut replies) = pincer_tests::http_server(200, "ok").await;
+/// Options whose echo channel POSTs every reply to `addr`.
+fn echo_channel_options(
+    addr: std::net::SocketAddr,
+) -> (pincer::gateway::launch::Options, tempfile::TempDir) {
     let (mut opts, dir) = TestGateway::options();
     opts.gateway.token = Some("secret".into());
-    opts.gateway.runs.sender_burst = 3;
-    opts.gateway.runs.sender_per_minute = 1;
     opts.allow_cidrs = pincer::netguard::NetGuard::parse_cidrs("127.0.0.0/8").unwrap();
     let mut settings = BTreeMap::new();
     settings.insert(
@@ -315,26 +314,60 @@ async fn a_spammer_over_the_sender_rate_gets_no_runs_beyond_it_and_one_notice() 
         },
     );
     opts.plugins = settings;
+    (opts, dir)
+}
+
+/// POST a message to the echo channel's webhook.
+async fn push(g: &TestGateway, body: Value) {
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/channels/echo/webhook", g.addr))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// Read channel replies until one contains `needle`, then everything
+/// already there; how many contained it.
+async fn count_replies(
+    replies: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    needle: &str,
+) -> usize {
+    let mut n = 0;
+    while n == 0 {
+        let r = tokio::time::timeout(Duration::from_secs(30), replies.recv())
+            .await
+            .expect("a notice within the hang guard")
+            .expect("reply server");
+        n += usize::from(r.contains(needle));
+    }
+    while let Ok(r) = replies.try_recv() {
+        n += usize::from(r.contains(needle));
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spammer_over_the_sender_rate_gets_no_runs_beyond_it_and_one_notice() {
+    let (addr, mut replies) = pincer_tests::http_server(200, "ok").await;
+    let (mut opts, dir) = echo_channel_options(addr);
+    opts.gateway.runs.sender_burst = 3;
+    opts.gateway.runs.sender_per_minute = 1;
     let g = TestGateway::start_with(opts, dir).await;
     let mut c = Client::admin(&g.url()).await;
-    let http = reqwest::Client::new();
-    let url = format!("http://{}/channels/echo/webhook", g.addr);
     let began = Instant::now();
-    let post = |body: Value| {
-        let http = http.clone();
-        let url = url.clone();
-        async move {
-            let r = http.post(&url).json(&body).send().await.unwrap();
-            assert_eq!(r.status(), 200);
-        }
-    };
     for i in 0..10 {
-        post(json!({"conversation": "c1", "sender": "spammer", "text": format!("spam {i}"), "id": format!("s{i}")}))
+        push(&g, json!({"conversation": "c1", "sender": "spammer", "text": format!("spam {i}"), "id": format!("s{i}")}))
             .await;
     }
     // Someone else in the same chat: routed after all the spam, and run
     // after every spam run that was admitted (same session, FIFO).
-    post(json!({"conversation": "c1", "sender": "friend", "text": "done", "id": "f1"})).await;
+    push(
+        &g,
+        json!({"conversation": "c1", "sender": "friend", "text": "done", "id": "f1"}),
+    )
+    .await;
     c.event(|e| is_terminal(e, "echo:f1")).await;
     let elapsed = began.elapsed();
     let h = c
@@ -360,24 +393,55 @@ async fn a_spammer_over_the_sender_rate_gets_no_runs_beyond_it_and_one_notice() 
     assert_eq!(&users[..3], ["spam 0", "spam 1", "spam 2"]);
     assert_eq!(users.last().unwrap(), "done");
     // The spammer was told once to slow down.
-    let mut notices = 0;
-    let mut seen = Vec::new();
-    while notices == 0 {
-        let r = tokio::time::timeout(Duration::from_secs(30), replies.recv())
-            .await
-            .expect("a notice within the hang guard")
-            .expect("reply server");
-        if r.contains("slow down") {
-            notices += 1;
-        }
-        seen.push(r);
+    assert_eq!(
+        count_replies(&mut replies, "slow down").await,
+        1,
+        "one notice per limited stretch"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_message_to_a_full_queue_is_not_run_and_its_sender_is_told() {
+    let (addr, mut replies) = pincer_tests::http_server(200, "ok").await;
+    let (mut opts, dir) = echo_channel_options(addr);
+    opts.agent.echo_word_delay_ms = 50;
+    opts.gateway.runs.queue_cap = 1;
+    let g = TestGateway::start_with(opts, dir).await;
+    let mut c = Client::admin(&g.url()).await;
+    let long = words(400, "w");
+    for (i, text) in [long.as_str(), "second", "third"].into_iter().enumerate() {
+        push(
+            &g,
+            json!({"conversation": "c1", "sender": format!("u{i}"), "text": text, "id": format!("m{i}")}),
+        )
+        .await;
     }
-    while let Ok(r) = replies.try_recv() {
-        if r.contains("slow down") {
-            notices += 1;
-        }
-    }
-    assert_eq!(notices, 1, "one notice per limited stretch");
+    assert_eq!(
+        count_replies(&mut replies, "Too many messages are waiting").await,
+        1
+    );
+    c.call(
+        "chat.abort",
+        json!({"sessionKey": "agent:main:echo:direct:c1", "runId": "echo:m0"}),
+    )
+    .await;
+    c.event(|e| is_terminal(e, "echo:m1")).await;
+    let h = c
+        .call(
+            "chat.history",
+            json!({"sessionKey": "agent:main:echo:direct:c1"}),
+        )
+        .await;
+    let users: Vec<String> = h["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .map(text_of)
+        .collect();
+    assert_eq!(users, [long.as_str(), "second"], "the third never ran");
+    let w = c.request("agent.wait", json!({"runId": "echo:m2"})).await;
+    assert_eq!(w["ok"], false, "unknown: {w}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
