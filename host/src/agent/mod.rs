@@ -151,6 +151,10 @@ pub enum AgentError {
     /// The provider rate-limited us.
     #[error("rate limited: {0}")]
     RateLimited(String),
+    /// The provider failed in a way it did not report (it panicked); the
+    /// details are in the gateway log only.
+    #[error("internal error in the model provider")]
+    Internal,
 }
 
 impl AgentError {

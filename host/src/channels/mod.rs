@@ -7,7 +7,9 @@
 //! stopped (and awaited) before a new one starts, so one channel never has
 //! two receivers. Inbound messages are deduplicated by platform id and
 //! published to subscribers of [`ChannelManager::subscribe_inbound`].
+//! Replies and notices go out through [`reply`].
 
+pub mod reply;
 mod runner;
 
 pub use runner::{ChannelRunner, ChannelState, ChannelStatus};

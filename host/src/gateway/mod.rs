@@ -6,7 +6,10 @@
 //!   writer;
 //! - [`hub`]: live connections and event fan-out;
 //! - [`methods`]: the protocol methods;
-//! - [`runs`]: agent runs (chat streaming, abort, idempotency);
+//! - [`runs`]: executing an agent run (chat streaming, transcript);
+//! - [`run_manager`]: which runs exist and when each executes (abort,
+//!   idempotency, the guaranteed end); [`run_queue`]: the per-session
+//!   queues and their settings; [`sender_rate`]: per-sender rate limits;
 //! - [`inbound`]: channel messages routed to sessions and answered;
 //! - [`http_api`]: `/healthz`, `/readyz`, `/metrics`, `/v1/*`, channel
 //!   webhooks;
@@ -29,7 +32,10 @@ pub mod launch;
 pub mod logbuf;
 pub mod methods;
 pub mod preauth;
+pub mod run_manager;
+pub mod run_queue;
 pub mod runs;
+pub mod sender_rate;
 pub mod server;
 
 use std::collections::HashMap;
@@ -102,6 +108,9 @@ pub struct GatewayConfig {
     pub delta_throttle_ms: u64,
     /// How long shutdown waits for in-flight runs, ms (default 5 000).
     pub shutdown_grace_ms: u64,
+    /// `[gateway.runs]`: run ordering and bounds (per-session queue, global
+    /// cap, per-sender rate).
+    pub runs: run_queue::RunLimits,
 }
 
 impl Default for GatewayConfig {
@@ -127,6 +136,7 @@ impl Default for GatewayConfig {
             max_buffered_bytes: crate::protocol::MAX_BUFFERED_BYTES,
             delta_throttle_ms: 150,
             shutdown_grace_ms: 5_000,
+            runs: run_queue::RunLimits::default(),
         }
     }
 }
@@ -256,7 +266,7 @@ impl Gateway {
         let run_timeout = Duration::from_secs(600);
         let auth_limiter = auth_limit::AuthLimiter::new(config.auth_limit());
         Arc::new(Gateway {
-            runs: runs::RunManager::new(run_timeout),
+            runs: runs::RunManager::new(run_timeout, config.runs.clone()),
             config,
             runtime,
             sessions,

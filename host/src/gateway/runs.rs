@@ -1,20 +1,22 @@
-//! Agent runs: one task per run drives the provider, persists the
-//! transcript, and turns provider events into OpenClaw `agent` and `chat`
-//! events (cumulative v3 text plus v4 `deltaText`, deltas throttled and
-//! flushed before tool events and the terminal event, exactly one terminal
-//! event per run). Runs are keyed by `runId` (= the idempotency key);
-//! finished results are kept 5 minutes for idempotent retries and
-//! `agent.wait`.
+//! Executing one agent run: drive the provider, persist the transcript,
+//! and turn provider events into OpenClaw `agent` and `chat` events
+//! (cumulative v3 text plus v4 `deltaText`, deltas throttled and flushed
+//! before tool events and the terminal event, exactly one terminal event
+//! per run). Runs are keyed by `runId` (= the idempotency key); when a run
+//! may execute, and that it always ends, is the
+//! [`run_manager`](super::run_manager)'s job.
 
-use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::warn;
 
 use super::hub::{Audience, Broadcast};
 use super::{Gateway, now_ms};
@@ -26,10 +28,10 @@ use crate::plugins::{PluginKind, PluginRegistry};
 use crate::protocol::scopes;
 use crate::store::{NewMessage, TranscriptMessage};
 
-/// Finished runs are remembered this long.
-pub const DEDUPE_TTL: Duration = Duration::from_secs(300);
-/// At most this many finished runs are remembered.
-pub const DEDUPE_MAX: usize = 1000;
+pub use super::run_manager::{
+    DEDUPE_MAX, DEDUPE_TTL, MAX_RUN_TIMEOUT, RunCounts, RunManager, StartOutcome,
+};
+
 /// Messages of context given to the provider.
 pub const CONTEXT_MESSAGES: usize = 40;
 
@@ -85,209 +87,6 @@ pub struct RunResult {
     pub text: String,
 }
 
-/// What `start` did.
-#[derive(Debug, Clone)]
-pub enum StartOutcome {
-    /// A new run started.
-    Started,
-    /// A run with this id is still going.
-    InFlight,
-    /// A run with this id finished recently.
-    Done(RunResult),
-}
-
-struct Active {
-    session_key: String,
-    cancel: CancellationToken,
-    reason: Arc<Mutex<Option<String>>>,
-    done: watch::Receiver<Option<RunResult>>,
-}
-
-/// Finished runs by id, and their ids oldest first (for the size cap).
-type Finished = (HashMap<String, (RunResult, Instant)>, VecDeque<String>);
-
-/// All runs.
-pub struct RunManager {
-    active: Mutex<HashMap<String, Active>>,
-    finished: Mutex<Finished>,
-    idle: Notify,
-    default_timeout: Duration,
-}
-
-impl std::fmt::Debug for RunManager {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunManager")
-            .field("active", &self.active_count())
-            .finish()
-    }
-}
-
-impl RunManager {
-    /// A manager whose runs time out after `default_timeout`.
-    pub fn new(default_timeout: Duration) -> Self {
-        RunManager {
-            active: Mutex::new(HashMap::new()),
-            finished: Mutex::new((HashMap::new(), VecDeque::new())),
-            idle: Notify::new(),
-            default_timeout,
-        }
-    }
-
-    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, Active>> {
-        self.active.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Runs in progress.
-    pub fn active_count(&self) -> usize {
-        self.active().len()
-    }
-
-    /// Run ids in progress in `session_key`.
-    pub fn active_in(&self, session_key: &str) -> Vec<String> {
-        self.active()
-            .iter()
-            .filter(|(_, a)| a.session_key == session_key)
-            .map(|(id, _)| id.clone())
-            .collect()
-    }
-
-    /// The session of an active run.
-    pub fn session_of(&self, run_id: &str) -> Option<String> {
-        self.active().get(run_id).map(|a| a.session_key.clone())
-    }
-
-    /// A recently finished run.
-    pub fn finished(&self, run_id: &str) -> Option<RunResult> {
-        let mut f = self.finished.lock().unwrap_or_else(|p| p.into_inner());
-        match f.0.get(run_id) {
-            Some((r, at)) if at.elapsed() < DEDUPE_TTL => Some(r.clone()),
-            Some(_) => {
-                f.0.remove(run_id);
-                None
-            }
-            None => None,
-        }
-    }
-
-    fn record(&self, result: RunResult) {
-        let mut f = self.finished.lock().unwrap_or_else(|p| p.into_inner());
-        let (map, order) = &mut *f;
-        if map
-            .insert(result.run_id.clone(), (result.clone(), Instant::now()))
-            .is_none()
-        {
-            order.push_back(result.run_id.clone());
-        }
-        while order.len() > DEDUPE_MAX {
-            if let Some(old) = order.pop_front() {
-                map.remove(&old);
-            }
-        }
-    }
-
-    /// Abort run `run_id` with `reason` (`rpc`, `stop`, `shutdown`, ...);
-    /// whether it was running.
-    pub fn abort(&self, run_id: &str, reason: &str) -> bool {
-        match self.active().get(run_id) {
-            Some(a) => {
-                a.reason
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get_or_insert_with(|| reason.to_string());
-                a.cancel.cancel();
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Abort every run in `session_key`; the aborted ids.
-    pub fn abort_session(&self, session_key: &str, reason: &str) -> Vec<String> {
-        let ids = self.active_in(session_key);
-        for id in &ids {
-            self.abort(id, reason);
-        }
-        ids
-    }
-
-    /// Abort everything.
-    pub fn abort_all(&self, reason: &str) {
-        let ids: Vec<String> = self.active().keys().cloned().collect();
-        for id in ids {
-            self.abort(&id, reason);
-        }
-    }
-
-    /// Wait until no run is active.
-    pub async fn wait_idle(&self) {
-        loop {
-            let notified = self.idle.notified();
-            if self.active().is_empty() {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    /// Wait for run `run_id` to finish, at most `timeout`. `None` if the
-    /// run is unknown; `Some(None)` on timeout.
-    pub async fn wait(&self, run_id: &str, timeout: Duration) -> Option<Option<RunResult>> {
-        if let Some(r) = self.finished(run_id) {
-            return Some(Some(r));
-        }
-        let mut rx = match self.active().get(run_id) {
-            Some(a) => a.done.clone(),
-            None => return self.finished(run_id).map(Some),
-        };
-        let waited = tokio::time::timeout(timeout, rx.wait_for(|r| r.is_some())).await;
-        match waited {
-            Ok(Ok(r)) => Some(r.clone()),
-            Ok(Err(_)) => Some(self.finished(run_id)),
-            Err(_) => Some(None),
-        }
-    }
-
-    /// Start a run unless one with this id is running or recently finished.
-    pub fn start(&self, gw: &Arc<Gateway>, spec: RunSpec) -> StartOutcome {
-        if let Some(r) = self.finished(&spec.run_id) {
-            return StartOutcome::Done(r);
-        }
-        let cancel = CancellationToken::new();
-        let reason = Arc::new(Mutex::new(None));
-        let (done_tx, done_rx) = watch::channel(None);
-        {
-            let mut active = self.active();
-            if active.contains_key(&spec.run_id) {
-                return StartOutcome::InFlight;
-            }
-            active.insert(
-                spec.run_id.clone(),
-                Active {
-                    session_key: spec.session_key.clone(),
-                    cancel: cancel.clone(),
-                    reason: reason.clone(),
-                    done: done_rx,
-                },
-            );
-        }
-        let gw = gw.clone();
-        let timeout = spec.timeout.unwrap_or(self.default_timeout);
-        let span = info_span!("run", run_id = %spec.run_id, session = %spec.session_key);
-        tokio::spawn(
-            async move {
-                let result = execute(&gw, &spec, cancel, reason, timeout).await;
-                info!(status = result.status, "run finished");
-                gw.runs.record(result.clone());
-                gw.runs.active().remove(&spec.run_id);
-                let _ = done_tx.send(Some(result));
-                gw.runs.idle.notify_waiters();
-            }
-            .instrument(span),
-        );
-        StartOutcome::Started
-    }
-}
-
 /// Tools for the provider: the loaded tool plugins.
 pub struct RegistryTools {
     registry: Arc<PluginRegistry>,
@@ -340,20 +139,22 @@ impl ToolHost for RegistryTools {
 }
 
 /// Emits a run's events with its per-run `seq`.
-struct Emitter<'a> {
-    gw: &'a Gateway,
-    run_id: &'a str,
-    session_key: &'a str,
-    seq: u64,
+pub(super) struct Emitter<'a> {
+    pub(super) gw: &'a Gateway,
+    pub(super) run_id: &'a str,
+    pub(super) session_key: &'a str,
+    /// The last `seq` used (shared with the run's guard, which may have to
+    /// publish the end).
+    pub(super) seq: &'a AtomicU64,
 }
 
 impl Emitter<'_> {
-    fn agent(&mut self, stream: &str, data: Value, droppable: bool) {
-        self.seq += 1;
+    pub(super) fn agent(&mut self, stream: &str, data: Value, droppable: bool) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let tool = stream == "tool";
         let payload = json!({
             "runId": self.run_id,
-            "seq": self.seq,
+            "seq": seq,
             "stream": stream,
             "ts": now_ms(),
             "data": data,
@@ -383,10 +184,10 @@ impl Emitter<'_> {
         });
     }
 
-    fn chat(&self, mut payload: Map<String, Value>, droppable: bool) {
+    pub(super) fn chat(&self, mut payload: Map<String, Value>, droppable: bool) {
         payload.insert("runId".into(), json!(self.run_id));
         payload.insert("sessionKey".into(), json!(self.session_key));
-        payload.insert("seq".into(), json!(self.seq));
+        payload.insert("seq".into(), json!(self.seq.load(Ordering::Relaxed)));
         self.gw.broadcast(&Broadcast {
             name: "chat",
             payload: Value::Object(payload),
@@ -626,12 +427,15 @@ fn tool_event(gw: &Arc<Gateway>, em: &mut Emitter<'_>, ev: AgentEvent) {
     }
 }
 
-async fn execute(
+/// Execute `spec` to its end, publishing its events; `timeout` is already
+/// clamped (the deadline is computed with checked arithmetic anyway).
+pub(super) async fn execute(
     gw: &Arc<Gateway>,
     spec: &RunSpec,
     cancel: CancellationToken,
     reason: Arc<Mutex<Option<String>>>,
     timeout: Duration,
+    seq: &AtomicU64,
 ) -> RunResult {
     let key = spec.session_key.as_str();
     let run_id = spec.run_id.as_str();
@@ -640,7 +444,7 @@ async fn execute(
         gw,
         run_id,
         session_key: key,
-        seq: 0,
+        seq,
     };
     let mut result = RunResult {
         run_id: run_id.to_string(),
@@ -737,8 +541,8 @@ async fn execute(
             ..
         } => {
             let (tx, rx) = watch::channel((String::new(), false));
-            let task = tokio::spawn(super::inbound::stream_reply(
-                gw.clone(),
+            let task = tokio::spawn(crate::channels::reply::stream_reply(
+                gw.runtime.channels.clone(),
                 channel.clone(),
                 conversation.clone(),
                 reply_to.clone(),
@@ -764,8 +568,14 @@ async fn execute(
         model,
     };
     let provider = gw.provider.clone();
-    let mut run = provider.run(req, tools, tx, cancel.clone());
-    let deadline = tokio::time::Instant::now() + timeout;
+    // A panic inside the provider ends the run with an error like any
+    // other failure (the guard in `run_manager` covers the rest).
+    let mut run = AssertUnwindSafe(provider.run(req, tools, tx, cancel.clone())).catch_unwind();
+    let now = tokio::time::Instant::now();
+    let deadline = now
+        .checked_add(timeout)
+        .or_else(|| now.checked_add(MAX_RUN_TIMEOUT))
+        .unwrap_or(now);
     let mut out = RunStream {
         throttle: Duration::from_millis(gw.config.delta_throttle_ms),
         reply: reply_tx,
@@ -778,7 +588,15 @@ async fn execute(
                 let Some(ev) = ev else { continue };
                 out.on_event(gw, &mut em, ev);
             }
-            r = &mut run => break r,
+            r = &mut run => break r.unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                warn!(provider = gw.provider.name(), panic = %what, "provider panicked");
+                Err(AgentError::Internal)
+            }),
             _ = async { if let Some(t) = out.flush_at { tokio::time::sleep_until(t).await } }, if out.flush_at.is_some() => {
                 out.flush(&mut em);
             }

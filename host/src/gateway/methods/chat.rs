@@ -56,7 +56,18 @@ fn done_payload(r: &RunResult) -> (Value, Option<ErrorShape>) {
     }
 }
 
-/// `chat.send`: answers at once with `{runId, status:"started"}`.
+/// A refusal for a message to a session whose queue is full (retryable).
+fn queue_full(cap: usize) -> ErrorShape {
+    ErrorShape::unavailable(format!(
+        "the session is busy and {cap} messages are already waiting; retry later"
+    ))
+    .retry_after(1000)
+    .with_details(json!({"reason": "queue_full", "queueCap": cap}))
+}
+
+/// `chat.send`: answers at once with `{runId, status:"started"}`, plus
+/// `queued: true, position` when the run waits behind the session's
+/// current run (its events stream when it starts).
 pub fn send(ctx: &Ctx, p: &Value) -> Reply {
     let p: SendParams = match params("chat.send", p) {
         Ok(p) => p,
@@ -100,6 +111,10 @@ pub fn send(ctx: &Ctx, p: &Value) -> Reply {
         StartOutcome::Started => {
             Reply::Ok(json!({"runId": p.idempotency_key, "status": "started"}))
         }
+        StartOutcome::Queued { position } => Reply::Ok(json!({
+            "runId": p.idempotency_key, "status": "started", "queued": true, "position": position,
+        })),
+        StartOutcome::QueueFull { cap } => Reply::Err(queue_full(cap)),
         StartOutcome::InFlight => {
             Reply::Ok(json!({"runId": p.idempotency_key, "status": "in_flight"}))
         }
@@ -299,9 +314,10 @@ pub fn agent(ctx: &Ctx, req_id: &str, p: &Value) -> Reply {
         // `timeout` is in seconds in the CLI's agent params.
         timeout: p.timeout.filter(|t| *t > 0).map(Duration::from_secs),
     };
-    let outcome = gw.runs.start(&gw, spec);
-    if let StartOutcome::Done(r) = &outcome {
-        return final_reply(r, req_id, &ctx.conn);
+    match gw.runs.start(&gw, spec) {
+        StartOutcome::Done(r) => return final_reply(&r, req_id, &ctx.conn),
+        StartOutcome::QueueFull { cap } => return Reply::Err(queue_full(cap)),
+        StartOutcome::Started | StartOutcome::Queued { .. } | StartOutcome::InFlight => {}
     }
     let accepted = json!({"runId": run_id, "status": "accepted", "acceptedAt": now_ms()});
     ctx.conn.respond(Response::ok(req_id, accepted).to_text());
