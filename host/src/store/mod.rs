@@ -18,6 +18,10 @@ pub use sessions::*;
 pub use sqlite::{SqliteStore, StoreConfig};
 pub use webhooks::*;
 
+/// The SQLite connection type [`SqliteStore::read`] and
+/// [`SqliteStore::write_tx`] hand to their closures.
+pub use rusqlite::Connection;
+
 use std::sync::Arc;
 
 /// Errors from the store.
