@@ -12,6 +12,10 @@
 //! listen = "127.0.0.1:18789"
 //! allowed_origins = ["https://control.example.com"]
 //!
+//! [store]                              # see store::StoreConfig
+//! readers = 4                          # read connections beside the writer
+//! max_db_mb = 0                        # database size cap in MiB (0: none)
+//!
 //! [webhooks]                           # see webhooks::WebhookConfig
 //! retry_schedule_secs = [5, 300, 1800, 7200, 18000, 36000, 36000]
 //! allow_cidrs = ["10.1.0.0/16"]        # also PINCER_WEBHOOK_ALLOW_CIDRS
@@ -35,6 +39,7 @@ use crate::agent::AgentConfig;
 use crate::gateway::GatewayConfig;
 use crate::health::HealthConfig;
 use crate::plugins::PluginSettings;
+use crate::store::StoreConfig;
 use crate::webhooks::WebhookConfig;
 
 /// The configuration file.
@@ -57,6 +62,8 @@ pub struct FileConfig {
     pub agent: AgentConfig,
     /// Outgoing webhooks.
     pub webhooks: WebhookConfig,
+    /// The embedded store.
+    pub store: StoreConfig,
 }
 
 impl FileConfig {

@@ -154,7 +154,8 @@ fn resolve(common: &Common) -> anyhow::Result<Resolved> {
 async fn build_runtime(r: &Resolved) -> anyhow::Result<Arc<Runtime>> {
     std::fs::create_dir_all(&r.data_dir)
         .with_context(|| format!("creating data dir {}", r.data_dir.display()))?;
-    let store = SqliteStore::open(&r.data_dir.join("pincer.db")).context("opening the database")?;
+    let store = SqliteStore::open_with(&r.data_dir.join("pincer.db"), &r.file.store)
+        .context("opening the database")?;
     Runtime::new(RuntimeOptions {
         plugins_dir: r.plugins_dir.clone(),
         runtime: RuntimeConfig {
@@ -182,6 +183,7 @@ async fn serve(
     opts.gateway = r.file.gateway.clone();
     opts.agent = r.file.agent.clone();
     opts.webhooks = r.file.webhooks.clone();
+    opts.store = r.file.store.clone();
     opts.health = r.file.health;
     opts.plugins = r.file.plugins.clone();
     opts.allow_cidrs = r.allow.clone();

@@ -143,14 +143,30 @@ fn authorized(gw: &Gateway, headers: &HeaderMap) -> Result<(), Response> {
     }
 }
 
+/// Ready when the initial plugin load is done and the store answers and
+/// takes writes (a write probe, see `SqliteStore::check_writable`); a 503
+/// names the reason.
 async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
-    let store_ok = gw.sessions.count_sessions().is_ok();
+    let store = gw
+        .sessions
+        .count_sessions()
+        .and_then(|_| gw.sessions.check_writable());
     let plugins_ok = gw.ready.load(Ordering::Relaxed);
-    let body = json!({"ready": store_ok && plugins_ok, "store": store_ok, "plugins": plugins_ok});
-    let status = if store_ok && plugins_ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    let mut body = json!({"ready": store.is_ok() && plugins_ok, "store": store.is_ok(), "plugins": plugins_ok});
+    let reason = match &store {
+        Err(e) => {
+            tracing::debug!(error = %e, "not ready: the store cannot write");
+            Some(format!("store cannot write: {}", e.reason()))
+        }
+        Ok(()) if !plugins_ok => Some("plugins are still loading".to_owned()),
+        Ok(()) => None,
+    };
+    let status = match reason {
+        Some(reason) => {
+            body["reason"] = reason.into();
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        None => StatusCode::OK,
     };
     (status, Json(body)).into_response()
 }

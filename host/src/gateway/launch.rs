@@ -18,7 +18,7 @@ use crate::health::HealthConfig;
 use crate::netguard::NetGuard;
 use crate::plugins::{PluginSettings, RuntimeConfig};
 use crate::runtime::{Runtime, RuntimeOptions, WatchHandle};
-use crate::store::SqliteStore;
+use crate::store::{SqliteStore, StoreConfig};
 use crate::webhooks::ssrf::SsrfGuard;
 use crate::webhooks::{Dispatcher, WebhookConfig, Webhooks, bridge};
 
@@ -61,6 +61,8 @@ pub struct Options {
     pub logs: Option<Arc<LogBuffer>>,
     /// Debounce for the plugins directory watcher.
     pub watch_settle: Duration,
+    /// The embedded store (reader connections, size limit).
+    pub store: StoreConfig,
 }
 
 impl Options {
@@ -80,6 +82,7 @@ impl Options {
             allow_cidrs: Vec::new(),
             logs: None,
             watch_settle: Duration::from_millis(300),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -157,7 +160,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
         .with_context(|| format!("creating plugins dir {}", opts.plugins_dir.display()))?;
     opts.webhooks.check().map_err(|e| anyhow::anyhow!(e))?;
     let db = opts.data_dir.join("pincer.db");
-    let store = Arc::new(SqliteStore::open(&db).context("opening the database")?);
+    let store = Arc::new(SqliteStore::open_with(&db, &opts.store).context("opening the database")?);
     let runtime = Runtime::new(RuntimeOptions {
         plugins_dir: opts.plugins_dir.clone(),
         runtime: RuntimeConfig {

@@ -4,15 +4,23 @@
 //! mode can swap the embedded SQLite database ([`SqliteStore`]) for
 //! PostgreSQL or Redis.
 
+mod pool;
+mod prune;
+mod readiness;
 mod sessions;
 mod sqlite;
 mod sqlite_sessions;
 mod sqlite_webhooks;
 mod webhooks;
 
+pub use prune::PRUNE_BATCH;
 pub use sessions::*;
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, StoreConfig};
 pub use webhooks::*;
+
+/// The SQLite connection type [`SqliteStore::read`] and
+/// [`SqliteStore::write_tx`] hand to their closures.
+pub use rusqlite::Connection;
 
 use std::sync::Arc;
 

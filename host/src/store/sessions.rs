@@ -159,8 +159,9 @@ pub struct EventRecord {
 }
 
 /// Sessions, transcripts, devices and the event log. All methods are
-/// synchronous and quick (SQLite on a local file); callers on async tasks
-/// use them directly.
+/// synchronous; implementations that block (SQLite on a local file) move
+/// the work off the async worker threads themselves, so callers on async
+/// tasks use them directly.
 pub trait SessionStore: Send + Sync + 'static {
     /// The session `key`, creating it with `init` if absent. Returns the
     /// entry and whether it was created (a `session.created` event is
@@ -247,7 +248,15 @@ pub trait SessionStore: Send + Sync + 'static {
     fn events_after(&self, after: i64, limit: usize) -> Result<Vec<EventRecord>, StoreError>;
     /// Delete events older than `before_ms`, except the newest of each
     /// sequence scope (so sequence numbers carry on). Returns how many.
+    /// Implementations delete in bounded batches, so other writers get in
+    /// between.
     fn prune_events(&self, before_ms: i64) -> Result<u64, StoreError>;
+
+    /// `Ok` if the store can take writes now (for `/readyz`); the error
+    /// says why not (disk full, read-only, ...).
+    fn check_writable(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// A shared session store.

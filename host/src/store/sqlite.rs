@@ -1,14 +1,28 @@
-//! The embedded store: one SQLite file in WAL mode, with versioned migrations.
+//! The embedded store: one SQLite file in WAL mode, with versioned
+//! migrations, written through one connection and read through a pool (see
+//! `pool.rs`), and the plugin key-value data.
+//!
+//! Other store modules reach the database only through
+//! [`SqliteStore::read`] and [`SqliteStore::write_tx`]: both run off the
+//! async worker threads, reads never wait for a write, and every write is
+//! one `IMMEDIATE` transaction after which the webhook dispatcher is woken
+//! if deliveries were inserted. A new table is a new entry at the end of
+//! [`MIGRATIONS`].
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use parking_lot::MutexGuard;
 use rusqlite::hooks::Action;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::Deserialize;
 use tokio::sync::Notify;
 
+use super::pool::{Pool, configure_writer, offload};
+use super::readiness::WriteHealth;
 use super::{KvStore, StoreError};
-use crate::clock::Clock;
 
 /// Migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -141,14 +155,46 @@ const MIGRATIONS: &[&str] = &[
         error       TEXT,
         PRIMARY KEY (delivery_id, attempt)
     ) WITHOUT ROWID;",
+    // 4: the event prune walks old events in (ts, id) order without a
+    // table scan; the readiness probe writes (and deletes) a row here.
+    "CREATE INDEX events_by_ts ON events (ts, id);
+    CREATE TABLE store_probe (pad BLOB NOT NULL);",
 ];
+
+/// Settings of the embedded store (`[store]` in the configuration file).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Read-only connections serving reads while the writer writes
+    /// (default 4, at least 1).
+    pub readers: usize,
+    /// The largest the database may grow, in MiB; `0` (the default) means
+    /// no limit but the disk. Writes that would grow it further fail with
+    /// "database or disk is full" and `/readyz` answers 503 until space is
+    /// freed (by deleting data) or the limit is raised.
+    pub max_db_mb: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            readers: 4,
+            max_db_mb: 0,
+        }
+    }
+}
 
 /// SQLite-backed store.
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
-    /// Notified when webhook deliveries are inserted (see
+    pool: Pool,
+    /// Set by the update hook when a webhook delivery row is inserted;
+    /// taken after the transaction commits.
+    deliveries_written: Arc<AtomicBool>,
+    /// Notified when webhook deliveries are committed (see
     /// [`super::WebhookStore::outbox_signal`]).
     pub(super) outbox: Arc<Notify>,
+    /// Whether writes succeed (for `/readyz`).
+    pub(super) health: WriteHealth,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -158,52 +204,125 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Open (creating if needed) the database at `path` and run migrations.
+    /// Open (creating if needed) the database at `path` with default
+    /// settings and run migrations.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, &StoreConfig::default())
+    }
+
+    /// Open (creating if needed) the database at `path` with `config` and
+    /// run migrations.
+    pub fn open_with(path: &Path, config: &StoreConfig) -> Result<Self, StoreError> {
         let conn = Connection::open(path)?;
-        Self::init(conn)
+        Self::init(conn, Some(path), config)
     }
 
-    /// An in-memory database (tests, benchmarks).
+    /// An in-memory database (tests, benchmarks); reads share the writer.
     pub fn in_memory() -> Result<Self, StoreError> {
-        Self::init(Connection::open_in_memory()?)
+        Self::init(Connection::open_in_memory()?, None, &StoreConfig::default())
     }
 
-    fn init(conn: Connection) -> Result<Self, StoreError> {
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
-            conn.execute_batch(&format!(
-                "BEGIN; {sql} PRAGMA user_version = {}; COMMIT;",
-                i + 1
-            ))?;
+    fn init(
+        conn: Connection,
+        path: Option<&Path>,
+        config: &StoreConfig,
+    ) -> Result<Self, StoreError> {
+        configure_writer(&conn)?;
+        migrate(&conn)?;
+        if config.max_db_mb > 0 {
+            let page_size: u64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+            let pages = config.max_db_mb.saturating_mul(1 << 20) / page_size.max(1);
+            conn.pragma_update(
+                None,
+                "max_page_count",
+                i64::try_from(pages).unwrap_or(i64::MAX),
+            )?;
         }
-        // Wake the webhook dispatcher whenever deliveries are written. The
-        // hook runs while the writer holds the connection lock, so the
-        // dispatcher's read (which takes the lock) sees the committed rows.
-        let outbox = Arc::new(Notify::new());
-        let signal = outbox.clone();
+        // Remember that deliveries were written; `write_tx` wakes the
+        // dispatcher once the transaction has committed, so its read (on
+        // another connection) sees the rows.
+        let deliveries_written = Arc::new(AtomicBool::new(false));
+        let flag = deliveries_written.clone();
         conn.update_hook(Some(
             move |action: Action, _db: &str, table: &str, _row: i64| {
                 if action == Action::SQLITE_INSERT && table == "webhook_deliveries" {
-                    signal.notify_one();
+                    flag.store(true, Ordering::Relaxed);
                 }
             },
         ));
         Ok(SqliteStore {
-            conn: Mutex::new(conn),
-            outbox,
+            pool: Pool::new(conn, path, config.readers)?,
+            deliveries_written,
+            outbox: Arc::new(Notify::new()),
+            health: WriteHealth::default(),
         })
     }
 
-    pub(super) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave SQLite inconsistent
-        // (statements are atomic), so a poisoned lock is still usable.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    /// Run `f` on a reader connection, off the async worker threads. Reads
+    /// run concurrently with each other and with the writer; each sees the
+    /// database as of its first statement (a read transaction for the whole
+    /// of `f` needs an explicit `BEGIN`).
+    pub fn read<R>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        offload(|| f(&self.pool.reader()))
     }
+
+    /// Run `f` in one `IMMEDIATE` transaction on the writer with the current
+    /// time (Unix ms), off the async worker threads, committing only if it
+    /// succeeds. Waiting writers get the writer in turn. A failure that
+    /// means the database cannot be written (disk full, read-only, I/O
+    /// error) is remembered for `/readyz`.
+    pub fn write_tx<R>(
+        &self,
+        f: impl FnOnce(&Connection, i64) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        offload(|| {
+            let mut conn = self.pool.writer();
+            let out = run_tx(&mut conn, f);
+            let deliveries = self.deliveries_written.swap(false, Ordering::Relaxed);
+            // Hand the writer straight to the next waiting writer, so a loop
+            // of writes (a batched prune) cannot starve the others.
+            MutexGuard::unlock_fair(conn);
+            match &out {
+                Ok(_) if deliveries => self.outbox.notify_one(),
+                Ok(_) => {}
+                Err(e) => self.health.write_failed(e),
+            }
+            out
+        })
+    }
+}
+
+fn run_tx<R>(
+    conn: &mut Connection,
+    f: impl FnOnce(&Connection, i64) -> Result<R, StoreError>,
+) -> Result<R, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let out = f(&tx, now_ms())?;
+    tx.commit()?;
+    Ok(out)
+}
+
+/// Apply the migrations the database has not seen yet.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        conn.execute_batch(&format!(
+            "BEGIN; {sql} PRAGMA user_version = {}; COMMIT;",
+            i + 1
+        ))?;
+    }
+    Ok(())
+}
+
+/// Unix ms now.
+pub(super) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Largest key a plugin may use.
@@ -213,11 +332,12 @@ pub const MAX_VALUE_BYTES: usize = 1 << 20;
 
 impl KvStore for SqliteStore {
     fn get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .conn()
-            .prepare_cached("SELECT value FROM plugin_kv WHERE plugin = ?1 AND key = ?2")?
-            .query_row(params![plugin, key], |r| r.get(0))
-            .optional()?)
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT value FROM plugin_kv WHERE plugin = ?1 AND key = ?2")?
+                .query_row(params![plugin, key], |r| r.get(0))
+                .optional()?)
+        })
     }
 
     fn set(&self, plugin: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
@@ -231,21 +351,22 @@ impl KvStore for SqliteStore {
                 "value larger than {MAX_VALUE_BYTES} bytes"
             )));
         }
-        let now = crate::clock::SystemClock.now_ms() as i64;
-        self.conn()
-            .prepare_cached(
+        self.write_tx(|tx, now| {
+            tx.prepare_cached(
                 "INSERT INTO plugin_kv (plugin, key, value, updated_ms) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (plugin, key) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
             )?
             .execute(params![plugin, key, value, now])?;
-        Ok(())
+            Ok(())
+        })
     }
 
     fn delete(&self, plugin: &str, key: &str) -> Result<(), StoreError> {
-        self.conn()
-            .prepare_cached("DELETE FROM plugin_kv WHERE plugin = ?1 AND key = ?2")?
-            .execute(params![plugin, key])?;
-        Ok(())
+        self.write_tx(|tx, _| {
+            tx.prepare_cached("DELETE FROM plugin_kv WHERE plugin = ?1 AND key = ?2")?
+                .execute(params![plugin, key])?;
+            Ok(())
+        })
     }
 
     fn list_keys(
@@ -254,12 +375,13 @@ impl KvStore for SqliteStore {
         prefix: &str,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT key FROM plugin_kv WHERE plugin = ?1 AND substr(key, 1, length(?2)) = ?2
-             ORDER BY key LIMIT ?3",
-        )?;
-        let rows = stmt.query_map(params![plugin, prefix, limit as i64], |r| r.get(0))?;
-        Ok(rows.collect::<Result<Vec<String>, _>>()?)
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT key FROM plugin_kv WHERE plugin = ?1 AND substr(key, 1, length(?2)) = ?2
+                 ORDER BY key LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![plugin, prefix, limit as i64], |r| r.get(0))?;
+            Ok(rows.collect::<Result<Vec<String>, _>>()?)
+        })
     }
 }

@@ -1,16 +1,15 @@
 //! [`SessionStore`] on the embedded SQLite database (tables from migration 2
 //! in `sqlite.rs`).
 //!
-//! Every mutating method runs in one `IMMEDIATE` transaction with the
-//! connection lock held, and writes its event-log row inside that
+//! Every mutating method runs in one `IMMEDIATE` transaction on the writer
+//! ([`SqliteStore::write_tx`]), and writes its event-log row inside that
 //! transaction, so the `events` table is a transactional outbox. Per-scope
 //! event and transcript sequence numbers are computed as `MAX(seq) + 1`
-//! inside the same transaction; the lock (and SQLite's write lock, for other
-//! processes) makes that race-free.
+//! inside the same transaction; the single writer (and SQLite's write lock,
+//! for other processes) makes that race-free. Reads run on the reader pool
+//! ([`SqliteStore::read`]).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
@@ -20,6 +19,7 @@ use super::{
     DeviceRecord, EventRecord, NewMessage, NewSession, PairRequest, SessionEntry, SessionStore,
     SqliteStore, StoreError, TranscriptMessage,
 };
+use crate::store::prune::PRUNE_BATCH;
 
 /// Characters of message text kept as a session's `last_preview`.
 const PREVIEW_CHARS: usize = 120;
@@ -36,21 +36,6 @@ macro_rules! session_cols {
     };
 }
 
-impl SqliteStore {
-    /// Run `f` in one `IMMEDIATE` transaction with the current time,
-    /// committing only if it succeeds.
-    pub(super) fn write_tx<R>(
-        &self,
-        f: impl FnOnce(&Connection, i64) -> Result<R, StoreError>,
-    ) -> Result<R, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx, now_ms())?;
-        tx.commit()?;
-        Ok(out)
-    }
-}
-
 impl SessionStore for SqliteStore {
     fn ensure_session(
         &self,
@@ -61,27 +46,29 @@ impl SessionStore for SqliteStore {
     }
 
     fn get_session(&self, key: &str) -> Result<Option<SessionEntry>, StoreError> {
-        load_session(&self.conn(), key)
+        self.read(|conn| load_session(conn, key))
     }
 
     fn list_sessions(&self, limit: usize) -> Result<Vec<SessionEntry>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(concat!(
-            "SELECT ",
-            session_cols!(),
-            " FROM sessions ORDER BY updated_ms DESC, key LIMIT ?1"
-        ))?;
-        let rows = stmt
-            .query_map([sql_limit(limit)], session_row)?
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = self.read(|conn| {
+            let mut stmt = conn.prepare_cached(concat!(
+                "SELECT ",
+                session_cols!(),
+                " FROM sessions ORDER BY updated_ms DESC, key LIMIT ?1"
+            ))?;
+            Ok(stmt
+                .query_map([sql_limit(limit)], session_row)?
+                .collect::<Result<Vec<_>, _>>()?)
+        })?;
         rows.into_iter().map(session_done).collect()
     }
 
     fn count_sessions(&self) -> Result<u64, StoreError> {
-        Ok(self
-            .conn()
-            .prepare_cached("SELECT COUNT(*) FROM sessions")?
-            .query_row([], |r| r.get(0))?)
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT COUNT(*) FROM sessions")?
+                .query_row([], |r| r.get(0))?)
+        })
     }
 
     fn patch_session(
@@ -205,15 +192,16 @@ impl SessionStore for SqliteStore {
     }
 
     fn history(&self, key: &str, limit: usize) -> Result<Vec<TranscriptMessage>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, seq, role, content, ts, run_id, stop_reason, meta FROM messages
-             WHERE session_id = (SELECT session_id FROM sessions WHERE key = ?1)
-             ORDER BY seq DESC LIMIT ?2",
-        )?;
-        let rows = stmt
-            .query_map(params![key, sql_limit(limit)], message_row)?
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, seq, role, content, ts, run_id, stop_reason, meta FROM messages
+                 WHERE session_id = (SELECT session_id FROM sessions WHERE key = ?1)
+                 ORDER BY seq DESC LIMIT ?2",
+            )?;
+            Ok(stmt
+                .query_map(params![key, sql_limit(limit)], message_row)?
+                .collect::<Result<Vec<_>, _>>()?)
+        })?;
         rows.into_iter().rev().map(message_done).collect()
     }
 
@@ -232,8 +220,8 @@ impl SessionStore for SqliteStore {
     }
 
     fn put_device(&self, device: &DeviceRecord) -> Result<(), StoreError> {
-        self.conn()
-            .prepare_cached(
+        self.write_tx(|tx, _| {
+            tx.prepare_cached(
                 "INSERT INTO devices (device_id, public_key, roles, scopes, meta, approved_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (device_id) DO UPDATE SET public_key = excluded.public_key,
@@ -248,30 +236,34 @@ impl SessionStore for SqliteStore {
                 map_json(&device.meta),
                 device.approved_ms,
             ])?;
-        Ok(())
+            Ok(())
+        })
     }
 
     fn get_device(&self, device_id: &str) -> Result<Option<DeviceRecord>, StoreError> {
-        self.conn()
-            .prepare_cached(
-                "SELECT device_id, public_key, approved_ms, roles, scopes, meta FROM devices
-                 WHERE device_id = ?1",
-            )?
-            .query_row([device_id], device_row)
-            .optional()?
-            .map(device_done)
-            .transpose()
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT device_id, public_key, approved_ms, roles, scopes, meta FROM devices
+                     WHERE device_id = ?1",
+                )?
+                .query_row([device_id], device_row)
+                .optional()?)
+        })?
+        .map(device_done)
+        .transpose()
     }
 
     fn list_devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT device_id, public_key, approved_ms, roles, scopes, meta FROM devices
-             ORDER BY approved_ms, device_id",
-        )?;
-        let rows = stmt
-            .query_map([], device_row)?
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT device_id, public_key, approved_ms, roles, scopes, meta FROM devices
+                 ORDER BY approved_ms, device_id",
+            )?;
+            Ok(stmt
+                .query_map([], device_row)?
+                .collect::<Result<Vec<_>, _>>()?)
+        })?;
         rows.into_iter().map(device_done).collect()
     }
 
@@ -289,8 +281,8 @@ impl SessionStore for SqliteStore {
     fn put_pair_request(&self, req: &PairRequest) -> Result<(), StoreError> {
         // REPLACE drops any row that conflicts on request_id or on the
         // UNIQUE device_id, so a device has at most one pending request.
-        self.conn()
-            .prepare_cached(
+        self.write_tx(|tx, _| {
+            tx.prepare_cached(
                 "INSERT OR REPLACE INTO pair_requests
                  (request_id, device_id, public_key, role, ts, scopes, meta)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -304,18 +296,20 @@ impl SessionStore for SqliteStore {
                 list_json(&req.scopes),
                 map_json(&req.meta),
             ])?;
-        Ok(())
+            Ok(())
+        })
     }
 
     fn list_pair_requests(&self) -> Result<Vec<PairRequest>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT request_id, device_id, public_key, role, ts, scopes, meta FROM pair_requests
-             ORDER BY ts, request_id",
-        )?;
-        let rows = stmt
-            .query_map([], pair_row)?
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT request_id, device_id, public_key, role, ts, scopes, meta
+                 FROM pair_requests ORDER BY ts, request_id",
+            )?;
+            Ok(stmt
+                .query_map([], pair_row)?
+                .collect::<Result<Vec<_>, _>>()?)
+        })?;
         rows.into_iter().map(pair_done).collect()
     }
 
@@ -344,8 +338,8 @@ impl SessionStore for SqliteStore {
         scopes: &[String],
         issued_ms: i64,
     ) -> Result<(), StoreError> {
-        self.conn()
-            .prepare_cached(
+        self.write_tx(|tx, _| {
+            tx.prepare_cached(
                 "INSERT INTO device_tokens (device_id, role, token_sha256, scopes, issued_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (device_id, role) DO UPDATE SET token_sha256 = excluded.token_sha256,
@@ -358,7 +352,8 @@ impl SessionStore for SqliteStore {
                 list_json(scopes),
                 issued_ms
             ])?;
-        Ok(())
+            Ok(())
+        })
     }
 
     fn check_device_token(
@@ -367,13 +362,15 @@ impl SessionStore for SqliteStore {
         role: &str,
         token_sha256: &str,
     ) -> Result<Option<Vec<String>>, StoreError> {
-        let row: Option<(String, String)> = self
-            .conn()
-            .prepare_cached(
-                "SELECT token_sha256, scopes FROM device_tokens WHERE device_id = ?1 AND role = ?2",
-            )?
-            .query_row([device_id, role], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
+        let row: Option<(String, String)> = self.read(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT token_sha256, scopes FROM device_tokens
+                     WHERE device_id = ?1 AND role = ?2",
+                )?
+                .query_row([device_id, role], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?)
+        })?;
         match row {
             Some((stored, scopes))
                 if bool::from(stored.as_bytes().ct_eq(token_sha256.as_bytes())) =>
@@ -397,27 +394,28 @@ impl SessionStore for SqliteStore {
     }
 
     fn events_after(&self, after: i64, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, kind, session_key, seq, ts, data FROM events WHERE id > ?1
-             ORDER BY id LIMIT ?2",
-        )?;
-        let rows = stmt
-            .query_map(params![after, sql_limit(limit)], |r| {
-                let data: String = r.get(5)?;
-                Ok((
-                    EventRecord {
-                        id: r.get(0)?,
-                        kind: r.get(1)?,
-                        session_key: r.get(2)?,
-                        seq: r.get(3)?,
-                        ts: r.get(4)?,
-                        data: Value::Null,
-                    },
-                    data,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, kind, session_key, seq, ts, data FROM events WHERE id > ?1
+                 ORDER BY id LIMIT ?2",
+            )?;
+            Ok(stmt
+                .query_map(params![after, sql_limit(limit)], |r| {
+                    let data: String = r.get(5)?;
+                    Ok((
+                        EventRecord {
+                            id: r.get(0)?,
+                            kind: r.get(1)?,
+                            session_key: r.get(2)?,
+                            seq: r.get(3)?,
+                            ts: r.get(4)?,
+                            data: Value::Null,
+                        },
+                        data,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?)
+        })?;
         rows.into_iter()
             .map(|(mut event, data)| {
                 event.data = parse(&data, || format!("events.data of event {}", event.id))?;
@@ -427,14 +425,11 @@ impl SessionStore for SqliteStore {
     }
 
     fn prune_events(&self, before_ms: i64) -> Result<u64, StoreError> {
-        self.write_tx(|tx, _| {
-            Ok(tx
-                .prepare_cached(
-                    "DELETE FROM events WHERE ts < ?1
-                     AND id NOT IN (SELECT MAX(id) FROM events GROUP BY scope)",
-                )?
-                .execute([before_ms])? as u64)
-        })
+        self.prune_events_in_batches(before_ms, PRUNE_BATCH, |_| {})
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        SqliteStore::check_writable(self)
     }
 }
 
@@ -702,12 +697,6 @@ pub(super) fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -717,6 +706,7 @@ mod tests {
     use tempfile::TempDir;
 
     use super::*;
+    use crate::store::sqlite::now_ms;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 

@@ -8,6 +8,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use super::prune::PRUNE_BATCH;
 use super::sqlite_sessions::{list_json, parse, sql_limit};
 use super::{
     Attempt, Delivery, DeliveryStatus, DueDelivery, EventRecord, Settle, Settled, SqliteStore,
@@ -84,8 +85,8 @@ pub(super) fn fan_out(conn: &Connection, event: &EventRecord) -> Result<(), Stor
 
 impl WebhookStore for SqliteStore {
     fn add_endpoint(&self, ep: &WebhookEndpoint) -> Result<(), StoreError> {
-        self.conn()
-            .prepare_cached(concat!(
+        self.write_tx(|tx, _| {
+            tx.prepare_cached(concat!(
                 "INSERT INTO webhook_endpoints (",
                 endpoint_cols!(),
                 ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
@@ -104,23 +105,25 @@ impl WebhookStore for SqliteStore {
                 ep.created_ms,
                 ep.updated_ms,
             ])?;
-        Ok(())
+            Ok(())
+        })
     }
 
     fn get_endpoint(&self, id: &str) -> Result<Option<WebhookEndpoint>, StoreError> {
-        load_endpoint(&self.conn(), id)
+        self.read(|conn| load_endpoint(conn, id))
     }
 
     fn list_endpoints(&self) -> Result<Vec<WebhookEndpoint>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(concat!(
-            "SELECT ",
-            endpoint_cols!(),
-            " FROM webhook_endpoints ORDER BY created_ms, id"
-        ))?;
-        let rows = stmt
-            .query_map([], endpoint_row)?
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = self.read(|conn| {
+            let mut stmt = conn.prepare_cached(concat!(
+                "SELECT ",
+                endpoint_cols!(),
+                " FROM webhook_endpoints ORDER BY created_ms, id"
+            ))?;
+            Ok(stmt
+                .query_map([], endpoint_row)?
+                .collect::<Result<Vec<_>, _>>()?)
+        })?;
         rows.into_iter().map(endpoint_done).collect()
     }
 
@@ -204,26 +207,26 @@ impl WebhookStore for SqliteStore {
         limit: usize,
         exclude_endpoints: &[String],
     ) -> Result<Vec<DueDelivery>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, endpoint_id FROM webhook_deliveries
-             WHERE status = 'pending' AND next_attempt_ms <= ?1
-               AND endpoint_id IN (SELECT id FROM webhook_endpoints WHERE enabled = 1)
-               AND endpoint_id NOT IN (SELECT value FROM json_each(?2))
-             ORDER BY next_attempt_ms LIMIT ?3",
-        )?;
-        let rows = stmt
-            .query_map(
-                params![now_ms, list_json(exclude_endpoints), sql_limit(limit)],
-                |r| {
-                    Ok(DueDelivery {
-                        id: r.get(0)?,
-                        endpoint_id: r.get(1)?,
-                    })
-                },
-            )?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, endpoint_id FROM webhook_deliveries
+                 WHERE status = 'pending' AND next_attempt_ms <= ?1
+                   AND endpoint_id IN (SELECT id FROM webhook_endpoints WHERE enabled = 1)
+                   AND endpoint_id NOT IN (SELECT value FROM json_each(?2))
+                 ORDER BY next_attempt_ms LIMIT ?3",
+            )?;
+            Ok(stmt
+                .query_map(
+                    params![now_ms, list_json(exclude_endpoints), sql_limit(limit)],
+                    |r| {
+                        Ok(DueDelivery {
+                            id: r.get(0)?,
+                            endpoint_id: r.get(1)?,
+                        })
+                    },
+                )?
+                .collect::<Result<Vec<_>, _>>()?)
+        })
     }
 
     fn due_deliveries_of(
@@ -232,15 +235,18 @@ impl WebhookStore for SqliteStore {
         now_ms: i64,
     ) -> Result<Option<DueDelivery>, StoreError> {
         Ok(self
-            .conn()
-            .prepare_cached(
-                "SELECT d.id FROM webhook_deliveries d
-                 JOIN webhook_endpoints e ON e.id = d.endpoint_id AND e.enabled = 1
-                 WHERE d.endpoint_id = ?1 AND d.status = 'pending' AND d.next_attempt_ms <= ?2
-                 ORDER BY d.next_attempt_ms LIMIT 1",
-            )?
-            .query_row(params![endpoint_id, now_ms], |r| r.get(0))
-            .optional()?
+            .read(|conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT d.id FROM webhook_deliveries d
+                         JOIN webhook_endpoints e ON e.id = d.endpoint_id AND e.enabled = 1
+                         WHERE d.endpoint_id = ?1 AND d.status = 'pending'
+                           AND d.next_attempt_ms <= ?2
+                         ORDER BY d.next_attempt_ms LIMIT 1",
+                    )?
+                    .query_row(params![endpoint_id, now_ms], |r| r.get(0))
+                    .optional()?)
+            })?
             .map(|id| DueDelivery {
                 id,
                 endpoint_id: endpoint_id.to_owned(),
@@ -248,29 +254,31 @@ impl WebhookStore for SqliteStore {
     }
 
     fn next_due_ms(&self) -> Result<Option<i64>, StoreError> {
-        Ok(self
-            .conn()
-            .prepare_cached(
-                "SELECT MIN(next_attempt_ms) FROM webhook_deliveries
-                 WHERE status = 'pending'
-                   AND endpoint_id IN (SELECT id FROM webhook_endpoints WHERE enabled = 1)",
-            )?
-            .query_row([], |r| r.get(0))?)
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT MIN(next_attempt_ms) FROM webhook_deliveries
+                     WHERE status = 'pending'
+                       AND endpoint_id IN (SELECT id FROM webhook_endpoints WHERE enabled = 1)",
+                )?
+                .query_row([], |r| r.get(0))?)
+        })
     }
 
     fn begin_attempt(&self, delivery_id: i64, now_ms: i64) -> Result<Option<Delivery>, StoreError> {
-        // One statement, so one implicit transaction: claimed and counted
-        // (committed) before the caller sends anything.
-        self.conn()
-            .prepare_cached(concat!(
-                "UPDATE webhook_deliveries SET status = 'in_flight', attempts = attempts + 1,
-                 updated_ms = ?2 WHERE id = ?1 AND status = 'pending' RETURNING ",
-                delivery_cols!()
-            ))?
-            .query_row(params![delivery_id, now_ms], delivery_row)
-            .optional()?
-            .map(delivery_done)
-            .transpose()
+        // Claimed and counted (committed) before the caller sends anything.
+        self.write_tx(|tx, _| {
+            Ok(tx
+                .prepare_cached(concat!(
+                    "UPDATE webhook_deliveries SET status = 'in_flight', attempts = attempts + 1,
+                     updated_ms = ?2 WHERE id = ?1 AND status = 'pending' RETURNING ",
+                    delivery_cols!()
+                ))?
+                .query_row(params![delivery_id, now_ms], delivery_row)
+                .optional()?)
+        })?
+        .map(delivery_done)
+        .transpose()
     }
 
     fn finish_attempt(&self, attempt: &Attempt, settle: Settle) -> Result<Settled, StoreError> {
@@ -355,49 +363,51 @@ impl WebhookStore for SqliteStore {
         before: Option<i64>,
         limit: usize,
     ) -> Result<Vec<Delivery>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(concat!(
-            "SELECT ",
-            delivery_cols!(),
-            " FROM webhook_deliveries
-             WHERE endpoint_id = ?1 AND (?2 IS NULL OR status = ?2) AND id < ?3
-             ORDER BY id DESC LIMIT ?4"
-        ))?;
-        let rows = stmt
-            .query_map(
-                params![
-                    endpoint_id,
-                    status.map(DeliveryStatus::as_str),
-                    before.unwrap_or(i64::MAX),
-                    sql_limit(limit)
-                ],
-                delivery_row,
-            )?
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = self.read(|conn| {
+            let mut stmt = conn.prepare_cached(concat!(
+                "SELECT ",
+                delivery_cols!(),
+                " FROM webhook_deliveries
+                 WHERE endpoint_id = ?1 AND (?2 IS NULL OR status = ?2) AND id < ?3
+                 ORDER BY id DESC LIMIT ?4"
+            ))?;
+            Ok(stmt
+                .query_map(
+                    params![
+                        endpoint_id,
+                        status.map(DeliveryStatus::as_str),
+                        before.unwrap_or(i64::MAX),
+                        sql_limit(limit)
+                    ],
+                    delivery_row,
+                )?
+                .collect::<Result<Vec<_>, _>>()?)
+        })?;
         rows.into_iter().map(delivery_done).collect()
     }
 
     fn get_delivery(&self, delivery_id: i64) -> Result<Option<Delivery>, StoreError> {
-        load_delivery(&self.conn(), delivery_id)
+        self.read(|conn| load_delivery(conn, delivery_id))
     }
 
     fn list_attempts(&self, delivery_id: i64) -> Result<Vec<Attempt>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT delivery_id, attempt, ts_ms, status, latency_ms, error FROM webhook_attempts
-             WHERE delivery_id = ?1 ORDER BY attempt",
-        )?;
-        let rows = stmt.query_map([delivery_id], |r| {
-            Ok(Attempt {
-                delivery_id: r.get(0)?,
-                attempt: r.get(1)?,
-                ts_ms: r.get(2)?,
-                status: r.get(3)?,
-                latency_ms: u64::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
-                error: r.get(5)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT delivery_id, attempt, ts_ms, status, latency_ms, error
+                 FROM webhook_attempts WHERE delivery_id = ?1 ORDER BY attempt",
+            )?;
+            let rows = stmt.query_map([delivery_id], |r| {
+                Ok(Attempt {
+                    delivery_id: r.get(0)?,
+                    attempt: r.get(1)?,
+                    ts_ms: r.get(2)?,
+                    status: r.get(3)?,
+                    latency_ms: u64::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
+                    error: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
     }
 
     fn replay_delivery(
@@ -443,14 +453,7 @@ impl WebhookStore for SqliteStore {
     }
 
     fn prune_deliveries(&self, before_ms: i64) -> Result<u64, StoreError> {
-        self.write_tx(|tx, _| {
-            Ok(tx
-                .prepare_cached(
-                    "DELETE FROM webhook_deliveries
-                     WHERE status IN ('delivered', 'failed') AND created_ms < ?1",
-                )?
-                .execute([before_ms])? as u64)
-        })
+        self.prune_deliveries_in_batches(before_ms, PRUNE_BATCH, |_| {})
     }
 
     fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {

@@ -172,8 +172,9 @@ pub struct Settled {
     pub failing_since_ms: Option<i64>,
 }
 
-/// The webhook registry and outbox. Synchronous and quick, like
-/// [`super::SessionStore`].
+/// The webhook registry and outbox. Synchronous, like
+/// [`super::SessionStore`] (implementations keep blocking work off the async
+/// worker threads).
 pub trait WebhookStore: Send + Sync + 'static {
     /// Register an endpoint.
     fn add_endpoint(&self, endpoint: &WebhookEndpoint) -> Result<(), StoreError>;
@@ -264,7 +265,8 @@ pub trait WebhookStore: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<u64, StoreError>;
     /// Delete settled (delivered or failed) deliveries created before
-    /// `before_ms`, with their attempts. Returns how many.
+    /// `before_ms`, with their attempts, in bounded batches. Returns how
+    /// many.
     fn prune_deliveries(&self, before_ms: i64) -> Result<u64, StoreError>;
 
     /// Notified whenever deliveries are written, so the dispatcher wakes at

@@ -1,0 +1,115 @@
+//! Pruning in bounded batches: old events (keeping each sequence scope's
+//! newest, so sequence numbers carry on) and settled webhook deliveries are
+//! deleted at most [`PRUNE_BATCH`] rows per write transaction, so a prune of
+//! millions of rows holds the writer only briefly at a time and waiting
+//! writers get their turn between batches (see [`SqliteStore::write_tx`]).
+
+use rusqlite::params;
+
+use super::pool::offload;
+use super::sqlite_sessions::sql_limit;
+use super::{SqliteStore, StoreError};
+
+/// Rows a prune examines per write transaction.
+pub const PRUNE_BATCH: usize = 1000;
+
+impl SqliteStore {
+    /// Delete events older than `before_ms` except the newest of each
+    /// sequence scope, examining at most `batch` old events per
+    /// transaction (in `(ts, id)` order, on the `events_by_ts` index).
+    /// `between` is called after each batch but the last with the number
+    /// deleted so far, while no lock is held. Returns how many were deleted.
+    pub fn prune_events_in_batches(
+        &self,
+        before_ms: i64,
+        batch: usize,
+        mut between: impl FnMut(u64),
+    ) -> Result<u64, StoreError> {
+        let batch = batch.max(1);
+        offload(|| {
+            let mut cursor = (i64::MIN, i64::MIN);
+            let mut total = 0;
+            loop {
+                let (deleted, examined, last) = self.write_tx(|tx, _| {
+                    // `superseded`: a newer event in the same scope exists
+                    // (one seek on the (scope, seq) index).
+                    let rows = tx
+                        .prepare_cached(
+                            "SELECT e.ts, e.id, EXISTS (SELECT 1 FROM events n
+                                 WHERE n.scope = e.scope AND n.seq > e.seq)
+                             FROM events e INDEXED BY events_by_ts
+                             WHERE e.ts < ?1 AND (e.ts, e.id) > (?2, ?3)
+                             ORDER BY e.ts, e.id LIMIT ?4",
+                        )?
+                        .query_map(
+                            params![before_ms, cursor.0, cursor.1, sql_limit(batch)],
+                            |r| {
+                                Ok((
+                                    r.get::<_, i64>(0)?,
+                                    r.get::<_, i64>(1)?,
+                                    r.get::<_, bool>(2)?,
+                                ))
+                            },
+                        )?
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let mut delete = tx.prepare_cached("DELETE FROM events WHERE id = ?1")?;
+                    let mut deleted = 0;
+                    for (_, id, superseded) in &rows {
+                        if *superseded {
+                            deleted += delete.execute([id])? as u64;
+                        }
+                    }
+                    Ok((deleted, rows.len(), rows.last().map(|r| (r.0, r.1))))
+                })?;
+                total += deleted;
+                match last {
+                    Some(last) if examined == batch => cursor = last,
+                    _ => return Ok(total),
+                }
+                between(total);
+            }
+        })
+    }
+
+    /// Delete settled (delivered or failed) webhook deliveries created
+    /// before `before_ms`, with their attempts, at most `batch` per
+    /// transaction (in id order). `between` is called after each full
+    /// batch with the number deleted so far, while no lock is held. Returns
+    /// how many were deleted.
+    pub fn prune_deliveries_in_batches(
+        &self,
+        before_ms: i64,
+        batch: usize,
+        mut between: impl FnMut(u64),
+    ) -> Result<u64, StoreError> {
+        let batch = batch.max(1);
+        offload(|| {
+            let mut after = 0;
+            let mut total = 0;
+            loop {
+                // Attempts go with their delivery (ON DELETE CASCADE).
+                let ids = self.write_tx(|tx, _| {
+                    Ok(tx
+                        .prepare_cached(
+                            "DELETE FROM webhook_deliveries WHERE id IN (
+                                 SELECT id FROM webhook_deliveries
+                                 WHERE id > ?2 AND status IN ('delivered', 'failed')
+                                   AND created_ms < ?1
+                                 ORDER BY id LIMIT ?3)
+                             RETURNING id",
+                        )?
+                        .query_map(params![before_ms, after, sql_limit(batch)], |r| {
+                            r.get::<_, i64>(0)
+                        })?
+                        .collect::<Result<Vec<_>, _>>()?)
+                })?;
+                total += ids.len() as u64;
+                match ids.iter().max() {
+                    Some(&last) if ids.len() == batch => after = last,
+                    _ => return Ok(total),
+                }
+                between(total);
+            }
+        })
+    }
+}
