@@ -7,7 +7,7 @@ use rusqlite::hooks::Action;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Notify;
 
-use super::{KvStore, StoreError};
+use super::{KvStore, KvUsage, StoreError};
 use crate::clock::Clock;
 
 /// Migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -261,5 +261,19 @@ impl KvStore for SqliteStore {
         )?;
         let rows = stmt.query_map(params![plugin, prefix, limit as i64], |r| r.get(0))?;
         Ok(rows.collect::<Result<Vec<String>, _>>()?)
+    }
+
+    fn usage(&self, plugin: &str) -> Result<KvUsage, StoreError> {
+        let (keys, bytes): (i64, i64) = self
+            .conn()
+            .prepare_cached(
+                "SELECT count(*), coalesce(sum(length(CAST(key AS BLOB)) + length(value)), 0)
+                 FROM plugin_kv WHERE plugin = ?1",
+            )?
+            .query_row(params![plugin], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(KvUsage {
+            keys: keys.max(0) as u64,
+            bytes: bytes.max(0) as u64,
+        })
     }
 }
