@@ -126,21 +126,33 @@ async fn tool_calls_over_the_instance_cap_are_refused_busy_and_nothing_hangs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_whose_cap_does_not_fit_the_engine_pool_is_refused() {
-    let t = runtime(settings(&[(
-        "clock",
-        QuotaSettings {
-            max_instances: Some(5_000),
-            ..Default::default()
-        },
-    )]));
+    let t = runtime(settings(&[
+        (
+            "clock",
+            QuotaSettings {
+                max_instances: Some(5_000),
+                ..Default::default()
+            },
+        ),
+        (
+            "testchan",
+            QuotaSettings {
+                max_instances: Some(1),
+                ..Default::default()
+            },
+        ),
+    ]));
     install_plugin(&t.plugins_dir(), "clock", "clock");
+    // A poll channel with one instance could never send: refused too.
+    install_plugin(&t.plugins_dir(), "testchan", "testchan");
     let failures = t.runtime.load_dir().await.unwrap();
-    assert_eq!(failures.len(), 1);
-    assert!(
-        matches!(&failures[0].1, LoadError::Capacity(m) if m.contains("max_instances")),
-        "{:?}",
-        failures[0].1
-    );
+    assert_eq!(failures.len(), 2, "{failures:?}");
+    for (path, e) in &failures {
+        assert!(
+            matches!(e, LoadError::Capacity(m) if m.contains("max_instances")),
+            "{path:?}: {e}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -605,4 +617,77 @@ async fn a_truncated_file_at_startup_serves_the_last_good_version() {
     let info = rt.plugins.info("clock").unwrap();
     assert!(info.last_error.is_none(), "{info:?}");
     let _ = Arc::clone(&rt);
+}
+
+// ---------------------------------------------------------------- measurement
+
+/// Not a test (no timing assertions): prints a healthy client's `health`
+/// latency while 8 tool calls spin on the CPU, with the calls on the
+/// gateway's own runtime (as before) and on the plugin runtime (now).
+/// `cargo test -p pincer-tests --test hardening_registry -- --ignored --nocapture measure`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_health_latency_while_tool_calls_spin() {
+    use pincer_tests::gateway::{Client, TestGateway};
+    let (mut opts, dir) = TestGateway::options();
+    opts.gateway.token = Some("secret".into());
+    std::fs::create_dir_all(&opts.plugins_dir).unwrap();
+    install_plugin(&opts.plugins_dir, "hostile", "hostile");
+    let mut gw = TestGateway::start_with(opts, dir).await;
+    let registry = gw.gw().runtime.plugins.clone();
+    let mut client = Client::admin(&gw.url()).await;
+
+    async fn sample(client: &mut Client) -> (f64, f64) {
+        let mut ms = Vec::new();
+        for _ in 0..300 {
+            let t = Instant::now();
+            assert_eq!(
+                client.call("health", serde_json::json!({})).await["ok"],
+                true
+            );
+            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        ms.sort_by(|a, b| a.total_cmp(b));
+        (ms[ms.len() / 2], ms[ms.len() * 99 / 100])
+    }
+
+    let idle = sample(&mut client).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spin = |inline: bool| {
+        (0..8)
+            .map(|_| {
+                let registry = registry.clone();
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let args = r#"{"mode":"loop"}"#;
+                        if inline {
+                            let v = registry.current("hostile").unwrap();
+                            let mut inst = pincer::plugins::Instance::new(v).await.unwrap();
+                            let _ = inst.invoke(args).await;
+                        } else {
+                            let _ = registry.invoke_tool("hostile", args).await;
+                        }
+                    }
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let tasks = spin(true);
+    let inline = sample(&mut client).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    stop.store(false, std::sync::atomic::Ordering::Relaxed);
+    let tasks = spin(false);
+    let dedicated = sample(&mut client).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    println!(
+        "health p50/p99 ms: idle {idle:.2?}; 8 spinning calls on the gateway runtime {inline:.2?}; on the plugin runtime {dedicated:.2?}"
+    );
+    gw.stop().await;
 }

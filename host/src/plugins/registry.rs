@@ -448,6 +448,12 @@ impl PluginRegistry {
         } = prepared;
         let settings = self.config.settings.get(&name).cloned().unwrap_or_default();
         let quotas = self.config.quotas.with(&settings.quotas);
+        if kind == PluginKind::Channel && quotas.max_instances < 2 {
+            // One instance may be a poll receiver for good; sends need another.
+            return Err(LoadError::Capacity(format!(
+                "channel `{name}` needs max_instances of at least 2 (a receiver and a sender)"
+            )));
+        }
         let shared = self.shared_for(&name, &quotas)?;
         let caps = self.capabilities(&name, &manifest, &settings, &quotas, &shared)?;
         let placeholder = match kind {
