@@ -230,8 +230,17 @@ impl ChannelRunner {
     /// Send a message.
     pub async fn send(&self, message: &OutboundMessage) -> Result<String, ChannelError> {
         self.accepting()?;
-        let mut inst = self.checkout().await?;
-        let r = inst.send(message).await;
+        let inst = self.checkout().await?;
+        let message = message.clone();
+        let (inst, r) = self
+            .registry
+            .run_call("send", async move {
+                let mut inst = inst;
+                let r = inst.send(&message).await;
+                (inst, r)
+            })
+            .await
+            .map_err(|e| self.call_err(e))?;
         self.after_call(inst, &r);
         let id = r.map_err(|e| self.call_err(e))?;
         self.last_outbound_at.store(self.now(), Ordering::Relaxed);
@@ -246,8 +255,21 @@ impl ChannelRunner {
         text: &str,
     ) -> Result<(), ChannelError> {
         self.accepting()?;
-        let mut inst = self.checkout().await?;
-        let r = inst.edit(conversation, message_id, text).await;
+        let inst = self.checkout().await?;
+        let (conversation, message_id, text) = (
+            conversation.to_string(),
+            message_id.to_string(),
+            text.to_string(),
+        );
+        let (inst, r) = self
+            .registry
+            .run_call("edit", async move {
+                let mut inst = inst;
+                let r = inst.edit(&conversation, &message_id, &text).await;
+                (inst, r)
+            })
+            .await
+            .map_err(|e| self.call_err(e))?;
         self.after_call(inst, &r);
         r.map_err(|e| self.call_err(e))?;
         self.last_outbound_at.store(self.now(), Ordering::Relaxed);
@@ -259,8 +281,17 @@ impl ChannelRunner {
     pub async fn webhook(&self, request: &WebhookRequest) -> Result<WebhookResponse, ChannelError> {
         self.accepting()?;
         let wait = Duration::from_millis(self.version()?.limits.call_timeout_ms);
-        let mut inst = self.checkout_within(Some(wait)).await?;
-        let r = inst.handle_webhook(request).await;
+        let inst = self.checkout_within(Some(wait)).await?;
+        let request = request.clone();
+        let (inst, r) = self
+            .registry
+            .run_call("handle-webhook", async move {
+                let mut inst = inst;
+                let r = inst.handle_webhook(&request).await;
+                (inst, r)
+            })
+            .await
+            .map_err(|e| self.call_err(e))?;
         self.after_call(inst, &r);
         let mut response = r.map_err(|e| self.call_err(e))?;
         let messages = std::mem::take(&mut response.messages);
@@ -406,7 +437,11 @@ impl ChannelRunner {
     async fn spawn_receiver(self: &Arc<Self>, inst: Instance) {
         let (stop_tx, stop_rx) = watch::channel(false);
         let me = self.clone();
-        let task = tokio::spawn(async move { me.receive_loop(inst, stop_rx).await });
+        // On the plugin call runtime, so a guest spinning in `poll` cannot
+        // hold up the gateway's own tasks.
+        let task = self
+            .registry
+            .spawn_call(async move { me.receive_loop(inst, stop_rx).await });
         *self.receiver.lock().await = Some(Receiver {
             stop: stop_tx,
             task,

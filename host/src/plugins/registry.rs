@@ -697,6 +697,33 @@ impl PluginRegistry {
         }
     }
 
+    /// Spawn `fut` (a plugin call or a channel's receive loop) on the plugin
+    /// call runtime, apart from the gateway's own tasks.
+    pub fn spawn_call<F>(&self, fut: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.calls {
+            Some(rt) => rt.spawn(fut),
+            None => tokio::spawn(fut),
+        }
+    }
+
+    /// Run `fut` on the plugin call runtime and wait for it; it is aborted
+    /// if the caller stops waiting.
+    pub async fn run_call<T: Send + 'static>(
+        &self,
+        call: &'static str,
+        fut: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Result<T, CallError> {
+        let mut task = AbortOnDrop(self.spawn_call(fut));
+        (&mut task.0).await.map_err(|e| CallError::Trap {
+            call,
+            message: format!("call task failed: {e}"),
+        })
+    }
+
     /// Run tool `name` with JSON `arguments` in a fresh instance, on the
     /// plugin call runtime. Refused with [`CallError::Busy`] when the plugin
     /// is at its instance cap.
@@ -712,22 +739,13 @@ impl PluginRegistry {
             });
         }
         let arguments = arguments.to_string();
-        let call = async move {
-            let mut inst = Instance::try_new(version).await?;
-            inst.invoke(&arguments).await
-        };
-        let result = match &self.calls {
-            Some(rt) => {
-                let mut task = AbortOnDrop(rt.spawn(call));
-                (&mut task.0).await.unwrap_or_else(|e| {
-                    Err(CallError::Trap {
-                        call: "invoke",
-                        message: format!("call task failed: {e}"),
-                    })
-                })
-            }
-            None => call.await,
-        };
+        let result = self
+            .run_call("invoke", async move {
+                let mut inst = Instance::try_new(version).await?;
+                inst.invoke(&arguments).await
+            })
+            .await
+            .and_then(|r| r);
         self.record_call(
             name,
             result.as_ref().is_err_and(CallError::poisons_instance),
