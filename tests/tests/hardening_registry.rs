@@ -280,6 +280,13 @@ async fn data_is_preopened_only_when_asked_and_granted_and_its_size_is_enforced(
             },
         ),
         (
+            "files",
+            QuotaSettings {
+                data_mb: Some(1),
+                ..Default::default()
+            },
+        ),
+        (
             "hostile",
             QuotaSettings {
                 data_mb: Some(8),
@@ -293,6 +300,7 @@ async fn data_is_preopened_only_when_asked_and_granted_and_its_size_is_enforced(
     install_hostile_as(&t, "granted", "data_mb = 4");
     // asks, no grant.
     install_hostile_as(&t, "ungranted", "data_mb = 4");
+    install_hostile_as(&t, "files", "data_mb = 1");
     assert!(t.runtime.load_dir().await.unwrap().is_empty());
 
     for plugin in ["hostile", "ungranted"] {
@@ -335,6 +343,15 @@ async fn data_is_preopened_only_when_asked_and_granted_and_its_size_is_enforced(
         .unwrap()
         .len();
     assert!(on_disk <= 1 << 20, "{on_disk} bytes on disk");
+    // Empty files cost their entry too: a flood of them stops within the grant.
+    let out = json(
+        &call(&t, "files", serde_json::json!({"mode": "datafiles"}))
+            .await
+            .unwrap(),
+    );
+    let created = out["created"].as_u64().unwrap();
+    assert!(out["error"].is_string(), "{out}");
+    assert!((1..=256).contains(&created), "{out}");
     // The refusal is final for later calls too.
     let out = json(
         &call(&t, "granted", serde_json::json!({"mode": "datafill"}))

@@ -9,6 +9,8 @@
 //! too); when the count reaches the grant the directory is measured again
 //! (at most once a second) and writes past the real usage fail with
 //! `insufficient-space`, so the plugin's directory never grows past its grant.
+//! Every directory entry costs [`ENTRY_BYTES`] of the grant (charged when a
+//! file or directory is created), so floods of empty files are bounded too.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -17,7 +19,9 @@ use std::time::{Duration, Instant};
 use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, Resource, ResourceTable};
 use wasmtime_wasi::filesystem::WasiFilesystemView;
-use wasmtime_wasi::p2::bindings::filesystem::types::{Descriptor, ErrorCode, HostDescriptor};
+use wasmtime_wasi::p2::bindings::filesystem::types::{
+    Descriptor, DescriptorFlags, ErrorCode, HostDescriptor, OpenFlags, PathFlags,
+};
 use wasmtime_wasi::p2::{DynOutputStream, OutputStream, Pollable, StreamError, StreamResult};
 
 use super::HostState;
@@ -28,6 +32,8 @@ const FS_TYPES: &str = "wasi:filesystem/types@0.2.12";
 const REMEASURE: Duration = Duration::from_secs(1);
 /// Most directory entries one measurement visits.
 const MAX_ENTRIES: usize = 200_000;
+/// What one file or directory costs of the grant, besides its contents.
+pub const ENTRY_BYTES: u64 = 4096;
 
 /// A plugin's `/data` directory and its size grant, shared by its instances.
 #[derive(Debug)]
@@ -115,7 +121,9 @@ fn measure(dir: &Path) -> u64 {
             if meta.is_dir() {
                 stack.push(e.path());
             }
-            total = total.saturating_add(allocated(&meta));
+            total = total
+                .saturating_add(allocated(&meta))
+                .saturating_add(ENTRY_BYTES);
         }
     }
     total
@@ -254,6 +262,51 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
                 Ok(res) => Ok((Ok(meter(view.table, res, budget)?),)),
                 Err(e) => Ok((Err(e.downcast()?),)),
             }
+        },
+    )?;
+    inst.func_wrap_async(
+        "[method]descriptor.open-at",
+        |mut store: StoreContextMut<'_, HostState>,
+         (fd, path_flags, path, oflags, flags): (
+            Resource<Descriptor>,
+            PathFlags,
+            String,
+            OpenFlags,
+            DescriptorFlags,
+        )| {
+            Box::new(async move {
+                let st = store.data_mut();
+                if oflags.contains(OpenFlags::CREATE)
+                    && let Some(b) = &st.data_budget
+                    && !b.take(ENTRY_BYTES)
+                {
+                    return Ok((Err(ErrorCode::InsufficientSpace),));
+                }
+                let mut view = st.filesystem();
+                match HostDescriptor::open_at(&mut view, fd, path_flags, path, oflags, flags).await
+                {
+                    Ok(d) => Ok((Ok(d),)),
+                    Err(e) => Ok((Err(e.downcast()?),)),
+                }
+            })
+        },
+    )?;
+    inst.func_wrap_async(
+        "[method]descriptor.create-directory-at",
+        |mut store: StoreContextMut<'_, HostState>, (fd, path): (Resource<Descriptor>, String)| {
+            Box::new(async move {
+                let st = store.data_mut();
+                if let Some(b) = &st.data_budget
+                    && !b.take(ENTRY_BYTES)
+                {
+                    return Ok((Err(ErrorCode::InsufficientSpace),));
+                }
+                let mut view = st.filesystem();
+                match HostDescriptor::create_directory_at(&mut view, fd, path).await {
+                    Ok(()) => Ok((Ok(()),)),
+                    Err(e) => Ok((Err(e.downcast()?),)),
+                }
+            })
         },
     )?;
     linker.allow_shadowing(false);

@@ -114,6 +114,15 @@ impl Tool for Hostile {
                 }
                 Ok(json!({"written": written, "error": null}))
             }
+            // Create empty files in /data until refused.
+            "datafiles" => {
+                for i in 0..100_000u32 {
+                    if let Err(e) = std::fs::File::create(format!("/data/empty-{i}")) {
+                        return Ok(json!({"created": i, "error": e.to_string()}));
+                    }
+                }
+                Ok(json!({"created": 100_000, "error": null}))
+            }
             other => Err(Error::permanent(format!("unknown mode {other}"))),
         }
     }
