@@ -74,13 +74,22 @@ async fn clock_answers(t: &TestRuntime) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tool_calls_over_the_instance_cap_are_refused_busy_and_nothing_hangs() {
-    let t = runtime(settings(&[(
+    let mut s = settings(&[(
         "hostile",
         QuotaSettings {
             max_instances: Some(2),
             ..Default::default()
         },
-    )]));
+    )]);
+    // Calls may last 30 s, so the two admitted calls (8 s each) are still
+    // in flight however slowly the other four are scheduled.
+    s.get_mut("hostile").unwrap().limits = Some(pincer::plugins::Limits {
+        memory_mb: 32,
+        call_timeout_ms: 30_000,
+        cpu_ms: 500,
+        poll_wait_ms: 1_000,
+    });
+    let t = runtime(s);
     install_plugin(&t.plugins_dir(), "hostile", "hostile");
     install_plugin(&t.plugins_dir(), "clock", "clock");
     assert!(t.runtime.load_dir().await.unwrap().is_empty());
@@ -93,7 +102,7 @@ async fn tool_calls_over_the_instance_cap_are_refused_busy_and_nothing_hangs() {
             let rt = t.runtime.clone();
             tokio::spawn(async move {
                 rt.plugins
-                    .invoke_tool("hostile", r#"{"mode":"sleep","ms":2500}"#)
+                    .invoke_tool("hostile", r#"{"mode":"sleep","ms":8000}"#)
                     .await
             })
         })
@@ -105,7 +114,7 @@ async fn tool_calls_over_the_instance_cap_are_refused_busy_and_nothing_hangs() {
     for c in calls {
         match c.await.unwrap() {
             Ok(out) => {
-                assert_eq!(json(&out)["slept"], 2500);
+                assert_eq!(json(&out)["slept"], 8000);
                 slept += 1;
             }
             Err(e @ CallError::Busy { cap: 2, .. }) => {

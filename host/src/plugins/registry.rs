@@ -6,6 +6,12 @@
 //! passed its smoke test; a failed load leaves the previous version serving
 //! and records the error. Callers that hold the old `Arc<PluginVersion>`
 //! finish on it; it is freed when the last one lets go.
+//!
+//! A plugin name belongs to one file: when two files' manifests claim the
+//! same name, both are refused until one of them goes. Tool names are
+//! unique too (a second tool naming an existing one is a load error). Each
+//! name has one instance gate, key-value quota and log budget shared by its
+//! versions, and tool and channel calls run on a runtime of their own.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -300,8 +306,8 @@ impl PluginRegistry {
         Some((g.in_use(), g.cap()))
     }
 
-    /// The other file(s) claiming the plugin name that `path` claimed, if
-    /// exactly one file claims it now (after a clash was resolved).
+    /// The one file that claims plugin `name`, if exactly one does (after a
+    /// clash, once all but one of the claiming files are gone).
     pub fn sole_claimant(&self, name: &str) -> Option<PathBuf> {
         let claims = self.claims();
         let mut it = claims.iter().filter(|(_, n)| *n == name).map(|(p, _)| p);
