@@ -98,4 +98,17 @@ mod tests {
         assert_eq!(q.data_bytes(Some(100)), Some(2 << 20));
         assert_eq!(Quotas::default().data_bytes(Some(10)), None);
     }
+
+    #[test]
+    fn config_file_keys() {
+        let c: crate::config::FileConfig = toml::from_str(
+            "plugin_threads = 2\n[plugin_quotas]\nkv_max_keys = 5\n[plugins.x.quotas]\ndata_mb = 3\n",
+        )
+        .unwrap();
+        assert_eq!(c.plugin_threads, 2);
+        assert_eq!(c.plugin_quotas.kv_max_keys, 5);
+        assert_eq!(c.plugin_quotas.kv_max_bytes, Quotas::default().kv_max_bytes);
+        assert_eq!(c.plugins["x"].quotas.data_mb, Some(3));
+        assert!(toml::from_str::<crate::config::FileConfig>("[plugin_quotas]\nbogus = 1").is_err());
+    }
 }
