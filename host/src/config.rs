@@ -4,6 +4,15 @@
 //! data_dir = ".pincer"                 # database, compile cache, plugin data
 //! plugins_dir = ".pincer/plugins"      # watched for <name>.wasm + <name>.toml
 //! allow_cidrs = ["127.0.0.0/8"]        # private ranges plugins may reach
+//! plugin_threads = 0                   # threads running tool calls (0: half the CPUs)
+//!
+//! [plugin_quotas]                      # see plugins::Quotas (defaults shown)
+//! max_instances = 16                   # per plugin; tool calls over it are refused as busy
+//! kv_max_bytes = 67108864              # key-value bytes per plugin
+//! kv_max_keys = 100000                 # key-value keys per plugin
+//! data_mb = 0                          # /data granted to plugins that ask (manifest data_mb)
+//! log_bytes_per_sec = 16384            # plugin log budget
+//! log_burst_bytes = 65536
 //!
 //! [health]                             # see health::HealthConfig
 //! check_interval_ms = 60000
@@ -28,6 +37,7 @@
 //! allowed_hosts = ["https://api.telegram.org"]
 //! secrets = { bot_token = "env:TELEGRAM_BOT_TOKEN" }
 //! config = { mode = "poll" }
+//! quotas = { data_mb = 16, kv_max_keys = 1000 }   # per-plugin overrides of [plugin_quotas]
 //! ```
 
 use std::collections::BTreeMap;
@@ -52,6 +62,10 @@ pub struct FileConfig {
     pub plugins_dir: Option<PathBuf>,
     /// Address ranges plugins may reach although private or reserved.
     pub allow_cidrs: Vec<String>,
+    /// Threads of the runtime that runs tool calls (0: half the CPUs).
+    pub plugin_threads: usize,
+    /// Host-wide plugin quotas.
+    pub plugin_quotas: crate::plugins::Quotas,
     /// Health monitor settings.
     pub health: HealthConfig,
     /// Per-plugin settings.

@@ -163,6 +163,8 @@ async fn build_runtime(r: &Resolved) -> anyhow::Result<Arc<Runtime>> {
             settings: r.file.plugins.clone(),
             allow_cidrs: r.allow.clone(),
             clock: pincer::clock::system(),
+            quotas: r.file.plugin_quotas,
+            plugin_threads: r.file.plugin_threads,
         },
         health: r.file.health,
         kv: Arc::new(store),
@@ -187,6 +189,8 @@ async fn serve(
     opts.health = r.file.health;
     opts.plugins = r.file.plugins.clone();
     opts.allow_cidrs = r.allow.clone();
+    opts.plugin_quotas = r.file.plugin_quotas;
+    opts.plugin_threads = r.file.plugin_threads;
     opts.logs = Some(logs);
     if let Some(listen) = gw.listen {
         opts.gateway.listen = listen;

@@ -72,19 +72,37 @@ impl Runtime {
         &self.plugins_dir
     }
 
-    /// Apply one change: load (and start, for channels) or unload.
+    /// Apply one change: load (and start, for channels) or unload. When two
+    /// files claim one name both are refused (a running channel of that name
+    /// stops); when one of them goes, the other is loaded.
     pub async fn apply(&self, change: &Change) -> Result<(), LoadError> {
         match change {
-            Change::Upsert(path) => {
-                let loaded = self.plugins.load_file(path).await?;
-                if loaded.version.kind == PluginKind::Channel {
-                    self.channels.on_loaded(loaded.version).await;
+            Change::Upsert(path) => match self.plugins.load_file(path).await {
+                Ok(loaded) => {
+                    if loaded.version.kind == PluginKind::Channel {
+                        self.channels.on_loaded(loaded.version).await;
+                    }
+                    Ok(())
                 }
-                Ok(())
-            }
+                Err(e) => {
+                    if let LoadError::NameClash { name, .. } = &e {
+                        self.channels.on_removed(name).await;
+                    }
+                    Err(e)
+                }
+            },
             Change::Remove(path) => {
                 if let Some(name) = self.plugins.remove_file(path).await {
                     self.channels.on_removed(&name).await;
+                    if let Some(other) = self.plugins.sole_claimant(&name)
+                        && self.plugins.current(&name).is_none()
+                    {
+                        tracing::info!(plugin = %name, path = ?other, "name clash resolved; loading the remaining file");
+                        let loaded = self.plugins.load_file(&other).await?;
+                        if loaded.version.kind == PluginKind::Channel {
+                            self.channels.on_loaded(loaded.version).await;
+                        }
+                    }
                 }
                 Ok(())
             }

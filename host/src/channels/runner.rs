@@ -13,7 +13,9 @@ use super::{ChannelError, Inbound};
 use crate::plugins::bindings::{OutboundMessage, ReceiveMode, WebhookRequest, WebhookResponse};
 use crate::plugins::{CallError, Instance, PluginError, PluginRegistry, PluginVersion};
 
-/// Idle sender instances kept per channel.
+/// Most idle sender instances kept per channel. Idle instances hold places
+/// in the plugin's instance cap, so the pool keeps at most the cap minus
+/// two (one for a poll receiver, one for a call in flight).
 const POOL_SIZE: usize = 4;
 /// Message ids remembered for deduplication, per channel.
 const DEDUPE_WINDOW: usize = 4096;
@@ -172,8 +174,14 @@ impl ChannelRunner {
         }
     }
 
-    /// A started instance of the current version (from the pool or new).
+    /// A started instance of the current version (from the pool or new),
+    /// waiting in line while the plugin is at its instance cap.
     pub(crate) async fn checkout(&self) -> Result<Instance, ChannelError> {
+        self.checkout_within(None).await
+    }
+
+    /// As [`checkout`](Self::checkout), giving up as busy after `max_wait`.
+    async fn checkout_within(&self, max_wait: Option<Duration>) -> Result<Instance, ChannelError> {
         let version = self.version()?;
         loop {
             let Some(inst) = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop() else {
@@ -184,7 +192,11 @@ impl ChannelRunner {
             }
         }
         let config: Vec<(String, String)> = version.settings.config.clone().into_iter().collect();
-        let mut inst = Instance::new(version).await.map_err(|e| self.call_err(e))?;
+        let inst = match max_wait {
+            None => Instance::new(version).await,
+            Some(wait) => Instance::new_within(version, wait).await,
+        };
+        let mut inst = inst.map_err(|e| self.call_err(e))?;
         inst.start(&config).await.map_err(|e| self.call_err(e))?;
         Ok(inst)
     }
@@ -196,8 +208,9 @@ impl ChannelRunner {
         }
         let current = self.registry.current(&self.name);
         if current.is_some_and(|v| Arc::ptr_eq(&v, inst.version())) {
+            let keep = POOL_SIZE.min(inst.version().gate.cap().saturating_sub(2));
             let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-            if pool.len() < POOL_SIZE {
+            if pool.len() < keep {
                 pool.push(inst);
             }
         }
@@ -217,8 +230,17 @@ impl ChannelRunner {
     /// Send a message.
     pub async fn send(&self, message: &OutboundMessage) -> Result<String, ChannelError> {
         self.accepting()?;
-        let mut inst = self.checkout().await?;
-        let r = inst.send(message).await;
+        let inst = self.checkout().await?;
+        let message = message.clone();
+        let (inst, r) = self
+            .registry
+            .run_call("send", async move {
+                let mut inst = inst;
+                let r = inst.send(&message).await;
+                (inst, r)
+            })
+            .await
+            .map_err(|e| self.call_err(e))?;
         self.after_call(inst, &r);
         let id = r.map_err(|e| self.call_err(e))?;
         self.last_outbound_at.store(self.now(), Ordering::Relaxed);
@@ -233,19 +255,43 @@ impl ChannelRunner {
         text: &str,
     ) -> Result<(), ChannelError> {
         self.accepting()?;
-        let mut inst = self.checkout().await?;
-        let r = inst.edit(conversation, message_id, text).await;
+        let inst = self.checkout().await?;
+        let (conversation, message_id, text) = (
+            conversation.to_string(),
+            message_id.to_string(),
+            text.to_string(),
+        );
+        let (inst, r) = self
+            .registry
+            .run_call("edit", async move {
+                let mut inst = inst;
+                let r = inst.edit(&conversation, &message_id, &text).await;
+                (inst, r)
+            })
+            .await
+            .map_err(|e| self.call_err(e))?;
         self.after_call(inst, &r);
         r.map_err(|e| self.call_err(e))?;
         self.last_outbound_at.store(self.now(), Ordering::Relaxed);
         Ok(())
     }
 
-    /// Handle a webhook push.
+    /// Handle a webhook push. A push waits for a free instance at most one
+    /// call timeout, then is refused as busy (HTTP 503, the platform retries).
     pub async fn webhook(&self, request: &WebhookRequest) -> Result<WebhookResponse, ChannelError> {
         self.accepting()?;
-        let mut inst = self.checkout().await?;
-        let r = inst.handle_webhook(request).await;
+        let wait = Duration::from_millis(self.version()?.limits.call_timeout_ms);
+        let inst = self.checkout_within(Some(wait)).await?;
+        let request = request.clone();
+        let (inst, r) = self
+            .registry
+            .run_call("handle-webhook", async move {
+                let mut inst = inst;
+                let r = inst.handle_webhook(&request).await;
+                (inst, r)
+            })
+            .await
+            .map_err(|e| self.call_err(e))?;
         self.after_call(inst, &r);
         let mut response = r.map_err(|e| self.call_err(e))?;
         let messages = std::mem::take(&mut response.messages);
@@ -391,7 +437,11 @@ impl ChannelRunner {
     async fn spawn_receiver(self: &Arc<Self>, inst: Instance) {
         let (stop_tx, stop_rx) = watch::channel(false);
         let me = self.clone();
-        let task = tokio::spawn(async move { me.receive_loop(inst, stop_rx).await });
+        // On the plugin call runtime, so a guest spinning in `poll` cannot
+        // hold up the gateway's own tasks.
+        let task = self
+            .registry
+            .spawn_call(async move { me.receive_loop(inst, stop_rx).await });
         *self.receiver.lock().await = Some(Receiver {
             stop: stop_tx,
             task,

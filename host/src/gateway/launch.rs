@@ -57,6 +57,10 @@ pub struct Options {
     pub plugins: std::collections::BTreeMap<String, PluginSettings>,
     /// Private ranges plugins may reach.
     pub allow_cidrs: Vec<ipnet::IpNet>,
+    /// Host-wide plugin quotas (instances, key-value, `/data`, log bytes).
+    pub plugin_quotas: crate::plugins::Quotas,
+    /// Threads running tool calls (0: half the CPUs).
+    pub plugin_threads: usize,
     /// Log capture for `logs.tail`.
     pub logs: Option<Arc<LogBuffer>>,
     /// Debounce for the plugins directory watcher.
@@ -80,6 +84,8 @@ impl Options {
             health: HealthConfig::default(),
             plugins: Default::default(),
             allow_cidrs: Vec::new(),
+            plugin_quotas: Default::default(),
+            plugin_threads: 0,
             logs: None,
             watch_settle: Duration::from_millis(300),
             store: StoreConfig::default(),
@@ -168,6 +174,8 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
             settings: opts.plugins.clone(),
             allow_cidrs: opts.allow_cidrs.clone(),
             clock: crate::clock::system(),
+            quotas: opts.plugin_quotas,
+            plugin_threads: opts.plugin_threads,
         },
         health: opts.health,
         kv: store.clone(),

@@ -5,6 +5,10 @@
 //! (and wasmtime rejects incompatible artifacts anyway; we then recompile).
 //! Artifacts are written atomically (temp file + rename) outside the watched
 //! plugins directory.
+//!
+//! `<cache dir>/last-good/<plugin name>` records the SHA-256 of the last
+//! version of each plugin that loaded, so a gateway restarted after a crash
+//! mid-copy (a truncated `.wasm`) serves that version until a new file loads.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -19,6 +23,9 @@ pub enum Source {
     Cached,
     /// Compiled with Cranelift (and cached for next time).
     Compiled,
+    /// The plugin's file did not compile; this is the last version of the
+    /// plugin that loaded (from the cache).
+    LastGood,
 }
 
 /// The on-disk cache.
@@ -73,6 +80,51 @@ impl CompileCache {
             tracing::warn!(path = %path.display(), error = %e, "could not cache compiled plugin");
         }
         Ok((component, Source::Compiled))
+    }
+}
+
+impl CompileCache {
+    fn last_good_path(&self, name: &str) -> Option<PathBuf> {
+        Some(self.dir.as_ref()?.join("last-good").join(name))
+    }
+
+    /// Record `sha256` as the last good version of plugin `name` (its
+    /// artifact is already in the cache).
+    pub fn remember_good(&self, name: &str, sha256: &str) {
+        let Some(path) = self.last_good_path(name) else {
+            return;
+        };
+        let written = (|| -> std::io::Result<()> {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&tmp, sha256)?;
+            std::fs::rename(&tmp, &path)
+        })();
+        if let Err(e) = written {
+            tracing::warn!(plugin = name, error = %e, "could not record the last good plugin version");
+        }
+    }
+
+    /// The last good compiled version of plugin `name` and its SHA-256, if
+    /// one was recorded and its artifact is still usable.
+    pub fn last_good(&self, engine: &Engine, name: &str) -> Option<(Component, String)> {
+        let sha = std::fs::read_to_string(self.last_good_path(name)?).ok()?;
+        let sha = sha.trim();
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let path = self.path(engine, sha)?;
+        // SAFETY: as in `load`: only artifacts this cache wrote, named by the
+        // hash of their source and the engine, are deserialized.
+        match unsafe { Component::deserialize_file(engine, &path) } {
+            Ok(c) => Some((c, sha.to_string())),
+            Err(e) => {
+                tracing::warn!(plugin = name, error = %e, "last good artifact unusable");
+                None
+            }
+        }
     }
 }
 

@@ -33,7 +33,7 @@ fn config(pooling: bool) -> Config {
         .max_wasm_stack(1 << 20)
         .cranelift_opt_level(wasmtime::OptLevel::Speed);
     if pooling {
-        let n = 1000;
+        let n = super::gate::ENGINE_INSTANCES as u32;
         let mut p = PoolingAllocationConfig::default();
         p.total_component_instances(n)
             .total_core_instances(4 * n)

@@ -18,6 +18,7 @@ use super::bindings::{
     WitError,
 };
 use super::engine::EPOCH_TICK;
+use super::gate::Admission;
 use super::host::{self, HostState};
 use super::loader::{PluginVersion, Pre};
 use super::manifest::PluginKind;
@@ -92,6 +93,16 @@ pub enum CallError {
     /// No such plugin is loaded.
     #[error("plugin `{0}` is not loaded")]
     NotLoaded(String),
+    /// Every instance the plugin may have is in use; retry later (HTTP 503
+    /// with `Retry-After`).
+    #[error(
+        "plugin `{plugin}` is busy: all {cap} of its instances are in use; retry in {retry_after_ms} ms"
+    )]
+    Busy {
+        plugin: String,
+        cap: usize,
+        retry_after_ms: u64,
+    },
     /// The plugin is of the other kind.
     #[error("plugin `{name}` is a {actual}, not a {wanted}")]
     WrongKind {
@@ -133,6 +144,8 @@ pub struct Instance {
     bindings: Bindings,
     version: Arc<PluginVersion>,
     poisoned: bool,
+    /// The place in the plugin's gate (`None` for load-time smoke tests).
+    _admission: Option<Admission>,
 }
 
 impl std::fmt::Debug for Instance {
@@ -149,8 +162,39 @@ fn cpu_ticks(ms: u64) -> u64 {
 }
 
 impl Instance {
-    /// Instantiate `version` in a fresh sandbox.
+    /// Instantiate `version` in a fresh sandbox, waiting in line while the
+    /// plugin is at its instance cap (for channel traffic: queued, not dropped).
     pub async fn new(version: Arc<PluginVersion>) -> Result<Self, CallError> {
+        let admission = version.gate.admit(None).await?;
+        Self::create(version, Some(admission)).await
+    }
+
+    /// Instantiate `version`, waiting at most `max_wait` for a place.
+    pub async fn new_within(
+        version: Arc<PluginVersion>,
+        max_wait: Duration,
+    ) -> Result<Self, CallError> {
+        let admission = version.gate.admit(Some(max_wait)).await?;
+        Self::create(version, Some(admission)).await
+    }
+
+    /// Instantiate `version`, or [`CallError::Busy`] at once if the plugin is
+    /// at its instance cap (tool calls).
+    pub async fn try_new(version: Arc<PluginVersion>) -> Result<Self, CallError> {
+        let admission = version.gate.try_admit()?;
+        Self::create(version, Some(admission)).await
+    }
+
+    /// An instance outside the plugin's cap, for the load-time smoke test
+    /// (covered by the engine's reserve).
+    pub(crate) async fn new_unmetered(version: Arc<PluginVersion>) -> Result<Self, CallError> {
+        Self::create(version, None).await
+    }
+
+    async fn create(
+        version: Arc<PluginVersion>,
+        admission: Option<Admission>,
+    ) -> Result<Self, CallError> {
         let state =
             HostState::new(&version.caps).map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
         let mut store = host::new_store(version.component.engine(), state);
@@ -174,6 +218,7 @@ impl Instance {
             bindings,
             version,
             poisoned: false,
+            _admission: admission,
         })
     }
 

@@ -16,6 +16,8 @@ use wasmtime::component::{Component, Linker};
 
 use super::bindings::{self, Capabilities, SUPPORTED_WIT_VERSIONS, ToolInfo, WIT_PACKAGE};
 use super::cache::{CompileCache, Source};
+use super::files;
+use super::gate::Gate;
 use super::host::{self, HostState};
 use super::manifest::{Limits, Manifest, PluginKind, PluginSettings};
 
@@ -57,6 +59,28 @@ pub enum LoadError {
     /// Instantiating or calling `name`/`describe` failed.
     #[error("smoke test failed: {0}")]
     Smoke(String),
+    /// The file stem is not a valid plugin name (shown escaped).
+    #[error(
+        "invalid plugin file name `{name}` (a plugin file is <name>.wasm with letters, digits, `-` and `_`)"
+    )]
+    BadName { name: String },
+    /// More than one file claims one plugin name: all of them are refused
+    /// until only one is left.
+    #[error("plugin name `{name}` is claimed by more than one file ({}); none of them is loaded until only one remains", .paths.iter().map(|p| format!("{p:?}")).collect::<Vec<_>>().join(", "))]
+    NameClash { name: String, paths: Vec<PathBuf> },
+    /// The tool name (or plugin name) is already served by another tool.
+    #[error(
+        "tool name `{tool}` in {path:?} is already provided by plugin `{owner}` ({owner_path:?})"
+    )]
+    ToolClash {
+        tool: String,
+        path: PathBuf,
+        owner: String,
+        owner_path: PathBuf,
+    },
+    /// The plugin's instance cap does not fit in the engine's instance pool.
+    #[error("{0}")]
+    Capacity(String),
 }
 
 /// Pre-instantiated component of either kind.
@@ -103,6 +127,8 @@ pub struct PluginVersion {
     pub reported_name: String,
     pub(crate) pre: Pre,
     pub(crate) caps: host::Capabilities,
+    /// The plugin's instance gate (shared by all its versions).
+    pub(crate) gate: Arc<Gate>,
     /// The component (cheap to clone).
     pub component: Component,
 }
@@ -140,59 +166,98 @@ pub fn manifest_path(wasm: &Path) -> PathBuf {
     wasm.with_extension("toml")
 }
 
-/// What [`prepare`] produces: manifest, component, pre-instantiated linking,
-/// kind, hex SHA-256, where the compiled code came from, and how long it took.
-pub(crate) type Prepared = (
-    Manifest,
-    Component,
-    Pre,
-    PluginKind,
-    String,
-    Source,
-    Duration,
-);
+/// What [`prepare`] produces.
+pub(crate) struct Prepared {
+    /// The manifest it was prepared with.
+    pub manifest: Manifest,
+    /// The compiled component.
+    pub component: Component,
+    /// Its pre-instantiated linking.
+    pub pre: Pre,
+    /// Channel or tool.
+    pub kind: PluginKind,
+    /// Hex SHA-256 of the component that is served.
+    pub sha256: String,
+    /// Where the compiled code came from.
+    pub source: Source,
+    /// Time to compile or deserialize.
+    pub compile_time: Duration,
+    /// Set when the file failed and the last good version is served instead.
+    pub fallback_from: Option<LoadError>,
+}
 
-/// Read the file and manifest, hash it, compile or load from cache, check the
-/// contract and link. Blocking (Cranelift): run it on a blocking thread.
+/// Read and validate the manifest of the plugin in `path` (or the implicit
+/// one named by the file stem). The stem must be a valid plugin name; the
+/// manifest is read with a size cap and its errors never quote its text.
+pub(crate) fn read_manifest(path: &Path) -> Result<Manifest, LoadError> {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+    let stem = match stem {
+        Some(s) if files::valid_name(&s) => s,
+        other => {
+            return Err(LoadError::BadName {
+                name: files::printable(other.as_deref().unwrap_or("")),
+            });
+        }
+    };
+    let mpath = manifest_path(path);
+    match files::read_capped(&mpath, files::MAX_MANIFEST_BYTES) {
+        Ok(bytes) => {
+            let text = String::from_utf8(bytes).map_err(|_| LoadError::Manifest {
+                path: mpath.clone(),
+                message: "not UTF-8 text".into(),
+            })?;
+            Manifest::parse(&text).map_err(|message| LoadError::Manifest {
+                path: mpath.clone(),
+                message,
+            })
+        }
+        Err(files::FileError::NotFound) => Ok(Manifest::implicit(&stem)),
+        Err(e) => Err(LoadError::Io {
+            path: mpath,
+            message: e.to_string(),
+        }),
+    }
+}
+
+/// Read the component (size-capped), hash it, compile or load from cache,
+/// check the contract and link. If the file does not compile and `fallback`
+/// is set, the last good compiled version of the plugin is used instead.
+/// Blocking (Cranelift): run it on a blocking thread.
 pub(crate) fn prepare(
     engine: &Engine,
     linker: &Linker<HostState>,
     cache: &CompileCache,
     path: &Path,
+    manifest: Manifest,
+    fallback: bool,
 ) -> Result<Prepared, LoadError> {
-    let bytes = std::fs::read(path).map_err(|e| LoadError::Io {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let mpath = manifest_path(path);
-    let manifest = match std::fs::read_to_string(&mpath) {
-        Ok(text) => Manifest::parse(&text).map_err(|message| LoadError::Manifest {
-            path: mpath.clone(),
-            message,
-        })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let stem = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or("plugin");
-            Manifest::implicit(stem)
-        }
-        Err(e) => {
-            return Err(LoadError::Io {
-                path: mpath,
-                message: e.to_string(),
-            });
-        }
-    };
+    let bytes =
+        files::read_capped(path, files::MAX_COMPONENT_BYTES).map_err(|e| LoadError::Io {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
     let sha256 = hex::encode(Sha256::digest(&bytes));
     let started = Instant::now();
-    let (component, source) =
-        cache
-            .load(engine, &bytes, &sha256)
-            .map_err(|e| LoadError::Compile {
+    let (component, source, sha256, fallback_from) = match cache.load(engine, &bytes, &sha256) {
+        Ok((component, source)) => (component, source, sha256, None),
+        Err(e) => {
+            let error = LoadError::Compile {
                 path: path.to_path_buf(),
                 message: e.to_string(),
-            })?;
+            };
+            match fallback
+                .then(|| cache.last_good(engine, &manifest.name))
+                .flatten()
+            {
+                Some((component, sha)) => {
+                    tracing::warn!(plugin = %manifest.name, path = ?path, error = %error, sha256 = %sha, "plugin file does not compile; serving the last good version");
+                    (component, Source::LastGood, sha, Some(error))
+                }
+                None => return Err(error),
+            }
+        }
+    };
+    drop(bytes);
     let compile_time = started.elapsed();
     let kind = check_contract(engine, &component)?;
     if let Some(declared) = manifest.kind
@@ -216,7 +281,16 @@ pub(crate) fn prepare(
                 .map_err(|e| LoadError::Link(format!("{e:#}")))?,
         ),
     };
-    Ok((manifest, component, pre, kind, sha256, source, compile_time))
+    Ok(Prepared {
+        manifest,
+        component,
+        pre,
+        kind,
+        sha256,
+        source,
+        compile_time,
+        fallback_from,
+    })
 }
 
 /// Split `pincer:plugin/channel@0.1.0` into (`channel`, `0.1.0`).
@@ -305,6 +379,7 @@ pub(crate) fn finish(
     path: PathBuf,
     settings: PluginSettings,
     caps: host::Capabilities,
+    gate: Arc<Gate>,
     describe: Describe,
     reported_name: String,
 ) -> Arc<PluginVersion> {
@@ -323,6 +398,7 @@ pub(crate) fn finish(
         reported_name,
         pre,
         caps,
+        gate,
         component,
     })
 }

@@ -9,6 +9,7 @@
 //! description = "Telegram Bot API"
 //! allowed_hosts = ["https://api.telegram.org"]   # scheme://host[:port], `*` wildcards
 //! secrets = ["bot_token"]           # names the operator must grant
+//! data_mb = 16                      # asks for a /data directory of this size (the operator must grant it)
 //!
 //! [limits]                          # all optional
 //! memory_mb = 64                    # linear memory per instance
@@ -98,6 +99,10 @@ pub struct Manifest {
     /// Config keys the plugin reads, with descriptions.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// Size of the `/data` directory the plugin asks for, in MiB; it gets
+    /// `/data` only if the operator grants a size too (`quotas.data_mb`).
+    #[serde(default)]
+    pub data_mb: Option<u64>,
 }
 
 fn default_version() -> String {
@@ -117,22 +122,20 @@ impl Manifest {
             secrets: vec![],
             limits: Limits::default(),
             config: BTreeMap::new(),
+            data_mb: None,
         }
     }
 
     /// Parse a manifest from TOML text.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let m: Manifest = toml::from_str(text).map_err(|e| e.to_string())?;
-        if m.name.is_empty()
-            || !m
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(format!(
-                "invalid plugin name `{}` (use letters, digits, `-` and `_`)",
-                m.name
-            ));
+        // Errors name the position, never the text (the file may be a
+        // symlink to something private).
+        let m: Manifest =
+            toml::from_str(text).map_err(|e| super::files::manifest_error(text, &e))?;
+        if !super::files::valid_name(&m.name) {
+            return Err(
+                "invalid plugin name in `name` (use 1-64 letters, digits, `-` and `_`)".into(),
+            );
         }
         for h in &m.allowed_hosts {
             super::host::http::HostPattern::parse(h)?;
@@ -174,6 +177,8 @@ pub struct PluginSettings {
     pub limits: Option<Limits>,
     /// Set to false to keep a channel loaded but stopped.
     pub autostart: Option<bool>,
+    /// Overrides of the host-wide plugin quotas (instances, key-value, `/data`, logs).
+    pub quotas: super::quotas::QuotaSettings,
 }
 
 #[cfg(test)]

@@ -4,6 +4,9 @@
 //! - [`host`]: the capabilities plugins import (log, kv, clock, secrets, http);
 //! - [`manifest`]: the plugin manifest and the operator's per-plugin settings;
 //! - [`cache`]: compiled artifacts on disk, so restarts load in milliseconds;
+//! - [`files`]: reading plugin files with size caps and name checks;
+//! - [`gate`]: per-plugin instance caps (busy when full);
+//! - [`quotas`]: what one plugin may use (instances, key-value, `/data`, logs);
 //! - [`loader`]: a file on disk to a checked, pre-instantiated [`PluginVersion`];
 //! - [`instance`]: one sandboxed instance and limited, classified calls into it;
 //! - [`registry`]: the loaded plugins, version swaps and the plugin list API;
@@ -12,14 +15,18 @@
 pub mod bindings;
 pub mod cache;
 pub mod engine;
+pub mod files;
+pub mod gate;
 pub mod host;
 pub mod instance;
 pub mod loader;
 pub mod manifest;
+pub mod quotas;
 pub mod registry;
 pub mod watcher;
 
 pub use instance::{CallError, Instance, PluginError};
 pub use loader::{LoadError, PluginVersion};
 pub use manifest::{Limits, Manifest, PluginKind, PluginSettings};
+pub use quotas::{QuotaSettings, Quotas};
 pub use registry::{PluginInfo, PluginRegistry, PluginState, RuntimeConfig};

@@ -6,6 +6,12 @@
 //! passed its smoke test; a failed load leaves the previous version serving
 //! and records the error. Callers that hold the old `Arc<PluginVersion>`
 //! finish on it; it is freed when the last one lets go.
+//!
+//! A plugin name belongs to one file: when two files' manifests claim the
+//! same name, both are refused until one of them goes. Tool names are
+//! unique too (a second tool naming an existing one is a load error). Each
+//! name has one instance gate, key-value quota and log budget shared by its
+//! versions, and tool and channel calls run on a runtime of their own.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -20,10 +26,12 @@ use wasmtime::component::Linker;
 
 use super::cache::{CompileCache, Source};
 use super::engine;
+use super::gate::{ENGINE_INSTANCES, ENGINE_RESERVE, Gate};
 use super::host::{self, HostState};
 use super::instance::{CallError, Instance};
 use super::loader::{self, Describe, LoadError, PluginVersion};
 use super::manifest::{PluginKind, PluginSettings};
+use super::quotas::Quotas;
 use crate::clock::SharedClock;
 use crate::events::{Event, EventBus};
 use crate::netguard::NetGuard;
@@ -41,6 +49,12 @@ pub struct RuntimeConfig {
     pub allow_cidrs: Vec<IpNet>,
     /// The clock given to plugins and the health monitor.
     pub clock: SharedClock,
+    /// Host-wide plugin quotas (each plugin's `quotas` settings override them).
+    pub quotas: Quotas,
+    /// Threads of the runtime that runs tool calls, apart from the
+    /// gateway's (0: half the CPUs, at least one), so guests spinning on the
+    /// CPU cannot starve the gateway's own tasks.
+    pub plugin_threads: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -50,6 +64,8 @@ impl Default for RuntimeConfig {
             settings: BTreeMap::new(),
             allow_cidrs: Vec::new(),
             clock: crate::clock::system(),
+            quotas: Quotas::default(),
+            plugin_threads: 0,
         }
     }
 }
@@ -113,6 +129,14 @@ struct SlotStatus {
     loaded_at_ms: Option<u64>,
 }
 
+/// What all versions of one plugin name share: the instance gate, the
+/// key-value quota and the log budget.
+struct Shared {
+    gate: Arc<Gate>,
+    kv_quota: Arc<host::kv::KvQuota>,
+    log: Arc<host::log::LogLimiter>,
+}
+
 /// The loaded plugins.
 pub struct PluginRegistry {
     engine: Engine,
@@ -124,8 +148,32 @@ pub struct PluginRegistry {
     slots: RwLock<BTreeMap<String, Arc<Slot>>>,
     /// Which file provides which plugin name.
     files: Mutex<HashMap<PathBuf, String>>,
+    /// Which plugin name each file's manifest claims (loaded or refused):
+    /// a name claimed by two files is refused for both.
+    claims: Mutex<BTreeMap<PathBuf, String>>,
+    /// Per-name state shared by versions.
+    shared: Mutex<HashMap<String, Arc<Shared>>>,
     /// Loads are serialized so two events for one file never race.
     load_lock: tokio::sync::Mutex<()>,
+    /// The runtime tool calls run on (shut down with the registry).
+    calls: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for PluginRegistry {
+    fn drop(&mut self) {
+        if let Some(rt) = self.calls.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Aborts a spawned call when the caller stops waiting for it.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// What loading a file did.
@@ -147,6 +195,19 @@ impl PluginRegistry {
         let engine = engine::build_engine()?;
         let linker = engine::build_linker(&engine)?;
         let cache = CompileCache::new(config.data_dir.as_ref().map(|d| d.join("cache")));
+        let threads = match config.plugin_threads {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get() / 2)
+                .unwrap_or(1)
+                .max(1),
+            n => n,
+        };
+        let calls = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("pincer-plugin")
+            .enable_all()
+            .build()
+            .map_err(|e| anyhow::anyhow!("starting the plugin call runtime: {e}"))?;
         Ok(Arc::new(PluginRegistry {
             engine,
             linker,
@@ -156,7 +217,10 @@ impl PluginRegistry {
             events,
             slots: RwLock::new(BTreeMap::new()),
             files: Mutex::new(HashMap::new()),
+            claims: Mutex::new(BTreeMap::new()),
+            shared: Mutex::new(HashMap::new()),
             load_lock: tokio::sync::Mutex::new(()),
+            calls: Some(calls),
         }))
     }
 
@@ -192,6 +256,65 @@ impl PluginRegistry {
         self.files.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn claims(&self) -> std::sync::MutexGuard<'_, BTreeMap<PathBuf, String>> {
+        self.claims.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn shared_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Shared>>> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The per-name shared state of `name`, created on first use. Refused if
+    /// its instance cap does not fit beside the other plugins' caps in the
+    /// engine's instance pool.
+    fn shared_for(&self, name: &str, quotas: &Quotas) -> Result<Arc<Shared>, LoadError> {
+        let mut map = self.shared_map();
+        if let Some(s) = map.get(name) {
+            return Ok(s.clone());
+        }
+        let reserved: usize = map.values().map(|s| s.gate.cap()).sum();
+        let budget = ENGINE_INSTANCES - ENGINE_RESERVE;
+        if reserved + quotas.max_instances > budget {
+            return Err(LoadError::Capacity(format!(
+                "plugin `{name}` asks for {} instances but only {} of the engine's {budget} are unreserved; lower `max_instances`",
+                quotas.max_instances,
+                budget.saturating_sub(reserved)
+            )));
+        }
+        let s = Arc::new(Shared {
+            gate: Gate::new(name, quotas.max_instances),
+            kv_quota: host::kv::KvQuota::new(quotas.kv_max_bytes, quotas.kv_max_keys),
+            log: host::log::LogLimiter::new(
+                quotas.log_bytes_per_sec as f64,
+                quotas.log_burst_bytes as f64,
+            ),
+        });
+        map.insert(name.to_string(), s.clone());
+        Ok(s)
+    }
+
+    /// The quotas in force for plugin `name`.
+    pub fn quotas(&self, name: &str) -> Quotas {
+        let settings = self.config.settings.get(name).cloned().unwrap_or_default();
+        self.config.quotas.with(&settings.quotas)
+    }
+
+    /// Instances of plugin `name` alive now, and its cap.
+    pub fn instances(&self, name: &str) -> Option<(usize, usize)> {
+        let map = self.shared_map();
+        let g = &map.get(name)?.gate;
+        Some((g.in_use(), g.cap()))
+    }
+
+    /// The one file that claims plugin `name`, if exactly one does (after a
+    /// clash, once all but one of the claiming files are gone).
+    pub fn sole_claimant(&self, name: &str) -> Option<PathBuf> {
+        let claims = self.claims();
+        let mut it = claims.iter().filter(|(_, n)| *n == name).map(|(p, _)| p);
+        let first = it.next()?.clone();
+        it.next().is_none().then_some(first)
+    }
+
     /// The current version of plugin `name`.
     pub fn current(&self, name: &str) -> Option<Arc<PluginVersion>> {
         self.slots_read().get(name)?.current.load_full()
@@ -208,13 +331,20 @@ impl PluginRegistry {
         let _serial = self.load_lock.lock().await;
         let result = self.load_inner(path).await;
         if let Err(e) = &result {
-            let name = self.name_for_path(path).unwrap_or_else(|| {
-                path.file_stem()
-                    .and_then(|s| s.to_str())
-                    .unwrap_or("?")
-                    .to_string()
-            });
-            tracing::error!(plugin = %name, path = %path.display(), error = %e, "plugin failed to load");
+            let name = self
+                .claims()
+                .get(path)
+                .cloned()
+                .or_else(|| self.name_for_path(path))
+                .unwrap_or_else(|| {
+                    super::files::printable(
+                        &path
+                            .file_stem()
+                            .map(|s| s.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
+                    )
+                });
+            tracing::error!(plugin = %name, path = ?path, error = %e, "plugin failed to load");
             {
                 let mut slots = self.slots_write();
                 let slot = slots.entry(name.clone()).or_insert_with(|| Slot::new(path));
@@ -231,37 +361,107 @@ impl PluginRegistry {
         result
     }
 
+    /// Record that `path` claims `name`; refuse (both) if another file
+    /// claims it too. A file that claimed another name before gives it up.
+    fn claim(&self, path: &Path, name: &str) -> Result<(), LoadError> {
+        let previous = self.claims().insert(path.to_path_buf(), name.to_string());
+        let renamed = previous.filter(|p| p != name);
+        let provided = renamed.is_some() && self.files().get(path) == renamed.as_ref();
+        if let (true, Some(prev)) = (provided, renamed) {
+            // The file was renamed inside its manifest: its old name goes.
+            self.files().remove(path);
+            self.slots_write().remove(&prev);
+            self.events.publish(Event::PluginUnloaded { plugin: prev });
+        }
+        let mut paths: Vec<PathBuf> = self
+            .claims()
+            .iter()
+            .filter(|(_, n)| *n == name)
+            .map(|(p, _)| p.clone())
+            .collect();
+        if paths.len() < 2 {
+            return Ok(());
+        }
+        paths.sort();
+        // Refuse both: whichever was serving stops, so neither file gets the
+        // name's secrets, hosts or data.
+        self.files().retain(|_, n| n != name);
+        if let Some(slot) = self.slots_read().get(name) {
+            slot.current.store(None);
+        }
+        Err(LoadError::NameClash {
+            name: name.to_string(),
+            paths,
+        })
+    }
+
+    /// Whether `describe`'s tool name clashes with another loaded tool.
+    fn check_tool_name(&self, name: &str, path: &Path, tool: &str) -> Result<(), LoadError> {
+        for other in self.of_kind(PluginKind::Tool) {
+            if other.name == name {
+                continue;
+            }
+            let other_tool = other.tool_info().map(|t| t.name.as_str()).unwrap_or("");
+            let clash = [tool, name]
+                .into_iter()
+                .find(|n| !n.is_empty() && (*n == other.name || *n == other_tool));
+            if let Some(t) = clash {
+                return Err(LoadError::ToolClash {
+                    tool: t.to_string(),
+                    path: path.to_path_buf(),
+                    owner: other.name.clone(),
+                    owner_path: other.path.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     async fn load_inner(&self, path: &Path) -> Result<Loaded, LoadError> {
+        let p = path.to_path_buf();
+        let manifest = tokio::task::spawn_blocking(move || loader::read_manifest(&p))
+            .await
+            .map_err(|e| LoadError::Io {
+                path: path.to_path_buf(),
+                message: format!("manifest task failed: {e}"),
+            })??;
+        let name = manifest.name.clone();
+        self.claim(path, &name)?;
+        let fallback = self.current(&name).is_none();
         let (engine, linker, cache, p) = (
             self.engine.clone(),
             self.linker.clone(),
             self.cache.clone(),
             path.to_path_buf(),
         );
-        let (manifest, component, pre, kind, sha256, source, compile_time) =
-            tokio::task::spawn_blocking(move || loader::prepare(&engine, &linker, &cache, &p))
-                .await
-                .map_err(|e| LoadError::Compile {
-                    path: path.to_path_buf(),
-                    message: format!("compile task failed: {e}"),
-                })??;
-        let name = manifest.name.clone();
-        if let Some(other) = self
-            .files()
-            .iter()
-            .find(|(f, n)| **n == name && f.as_path() != path)
-            .map(|(f, _)| f.clone())
-        {
-            return Err(LoadError::Manifest {
-                path: path.to_path_buf(),
-                message: format!(
-                    "plugin name `{name}` is already provided by {}",
-                    other.display()
-                ),
-            });
-        }
+        let prepared = tokio::task::spawn_blocking(move || {
+            loader::prepare(&engine, &linker, &cache, &p, manifest, fallback)
+        })
+        .await
+        .map_err(|e| LoadError::Compile {
+            path: path.to_path_buf(),
+            message: format!("compile task failed: {e}"),
+        })??;
+        let loader::Prepared {
+            manifest,
+            component,
+            pre,
+            kind,
+            sha256,
+            source,
+            compile_time,
+            fallback_from,
+        } = prepared;
         let settings = self.config.settings.get(&name).cloned().unwrap_or_default();
-        let caps = self.capabilities(&name, &manifest, &settings)?;
+        let quotas = self.config.quotas.with(&settings.quotas);
+        if kind == PluginKind::Channel && quotas.max_instances < 2 {
+            // One instance may be a poll receiver for good; sends need another.
+            return Err(LoadError::Capacity(format!(
+                "channel `{name}` needs max_instances of at least 2 (a receiver and a sender)"
+            )));
+        }
+        let shared = self.shared_for(&name, &quotas)?;
+        let caps = self.capabilities(&name, &manifest, &settings, &quotas, &shared)?;
         let placeholder = match kind {
             PluginKind::Channel => Describe::Channel(super::bindings::Capabilities {
                 mode: super::bindings::ReceiveMode::Poll,
@@ -287,12 +487,13 @@ impl PluginRegistry {
             path.to_path_buf(),
             settings,
             caps,
+            shared.gate.clone(),
             placeholder,
             String::new(),
         );
         // Smoke test: one instance, `name` and `describe`.
         let (reported_name, describe) = {
-            let mut inst = Instance::new(draft.clone())
+            let mut inst = Instance::new_unmetered(draft.clone())
                 .await
                 .map_err(|e| LoadError::Smoke(e.to_string()))?;
             let reported = inst
@@ -313,6 +514,9 @@ impl PluginRegistry {
             };
             (reported, describe)
         };
+        if let Describe::Tool(t) = &describe {
+            self.check_tool_name(&name, path, &t.name)?;
+        }
         let mut version = Arc::try_unwrap(draft)
             .map_err(|_| LoadError::Smoke("plugin version still in use after smoke test".into()))?;
         version.describe = describe;
@@ -325,16 +529,25 @@ impl PluginRegistry {
             let old = slot.current.swap(Some(version.clone()));
             let mut st = slot.status.lock().unwrap_or_else(|p| p.into_inner());
             st.path = path.to_path_buf();
-            st.last_error = None;
+            st.last_error = fallback_from.as_ref().map(|e| {
+                format!(
+                    "{e}; serving the last good version ({}) until a new file loads",
+                    version.sha256
+                )
+            });
             st.loaded_at_ms = Some(self.config.clock.now_ms());
             old.is_some()
         };
         self.files().insert(path.to_path_buf(), name.clone());
+        if fallback_from.is_none() {
+            self.cache.remember_good(&name, &version.sha256);
+        }
         tracing::info!(
             plugin = %name,
             kind = %kind,
             version = %version.manifest.version,
-            cached = version.source == Source::Cached,
+            cached = version.source != Source::Compiled,
+            last_good = version.source == Source::LastGood,
             load_ms = version.compile_time.as_secs_f64() * 1000.0,
             replaced,
             "plugin loaded"
@@ -354,6 +567,8 @@ impl PluginRegistry {
         name: &str,
         manifest: &super::Manifest,
         settings: &PluginSettings,
+        quotas: &Quotas,
+        shared: &Shared,
     ) -> Result<host::Capabilities, LoadError> {
         let hosts = settings
             .allowed_hosts
@@ -383,19 +598,33 @@ impl PluginRegistry {
         }
         let limits = settings.limits.unwrap_or(manifest.limits);
         let plugin: Arc<str> = Arc::from(name);
+        let data = match (&self.config.data_dir, quotas.data_bytes(manifest.data_mb)) {
+            (Some(root), Some(max)) => Some(
+                host::data::DataBudget::new(host::data_dir(&root.join("plugin-data"), name), max)
+                    .map_err(|e| LoadError::Io {
+                    path: root.join("plugin-data"),
+                    message: format!("creating the plugin's data directory: {e}"),
+                })?,
+            ),
+            _ => {
+                if manifest.data_mb.is_some() {
+                    tracing::warn!(
+                        plugin = name,
+                        "plugin asks for /data but the operator has not granted it (quotas.data_mb)"
+                    );
+                }
+                None
+            }
+        };
         Ok(host::Capabilities {
             plugin: plugin.clone(),
-            data_dir: self
-                .config
-                .data_dir
-                .as_ref()
-                .map(|d| host::data_dir(&d.join("plugin-data"), name)),
+            data,
             http: Arc::new(host::http::HttpPolicy::new(
                 allowed,
                 NetGuard::new(self.config.allow_cidrs.clone()),
             )),
-            log: host::log::LogLimiter::new(50.0, 200.0),
-            kv: host::kv::PluginKv::new(plugin, self.kv.clone()),
+            log: shared.log.clone(),
+            kv: host::kv::PluginKv::new(plugin, self.kv.clone(), shared.kv_quota.clone()),
             clock: self.config.clock.clone(),
             secrets: Arc::new(host::secrets::SecretValues(secrets)),
             memory_bytes: (limits.memory_mb as usize).saturating_mul(1 << 20),
@@ -403,11 +632,18 @@ impl PluginRegistry {
     }
 
     /// Unload the plugin that `path` provided. Returns its name.
+    /// A name still claimed by other files stays (as failed) until those
+    /// are resolved; see [`PluginRegistry::sole_claimant`].
     pub async fn remove_file(&self, path: &Path) -> Option<String> {
         let _serial = self.load_lock.lock().await;
-        let name = self.files().remove(path)?;
-        self.slots_write().remove(&name);
-        tracing::info!(plugin = %name, path = %path.display(), "plugin unloaded");
+        let claimed = self.claims().remove(path);
+        let name = self.files().remove(path).or(claimed)?;
+        let others = self.claims().values().any(|n| *n == name);
+        if !others {
+            self.slots_write().remove(&name);
+            self.shared_map().remove(&name);
+        }
+        tracing::info!(plugin = %name, path = ?path, "plugin unloaded");
         self.events.publish(Event::PluginUnloaded {
             plugin: name.clone(),
         });
@@ -435,7 +671,7 @@ impl PluginRegistry {
                     path: st.path.clone(),
                     description: v.as_ref().map(|v| v.manifest.description.clone()),
                     loaded_at_ms: st.loaded_at_ms,
-                    cached: v.as_ref().map(|v| v.source == Source::Cached),
+                    cached: v.as_ref().map(|v| v.source != Source::Compiled),
                     calls: slot.calls.load(Ordering::Relaxed),
                     failures: slot.failures.load(Ordering::Relaxed),
                 }
@@ -467,7 +703,36 @@ impl PluginRegistry {
         }
     }
 
-    /// Run tool `name` with JSON `arguments` in a fresh instance.
+    /// Spawn `fut` (a plugin call or a channel's receive loop) on the plugin
+    /// call runtime, apart from the gateway's own tasks.
+    pub fn spawn_call<F>(&self, fut: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.calls {
+            Some(rt) => rt.spawn(fut),
+            None => tokio::spawn(fut),
+        }
+    }
+
+    /// Run `fut` on the plugin call runtime and wait for it; it is aborted
+    /// if the caller stops waiting.
+    pub async fn run_call<T: Send + 'static>(
+        &self,
+        call: &'static str,
+        fut: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Result<T, CallError> {
+        let mut task = AbortOnDrop(self.spawn_call(fut));
+        (&mut task.0).await.map_err(|e| CallError::Trap {
+            call,
+            message: format!("call task failed: {e}"),
+        })
+    }
+
+    /// Run tool `name` with JSON `arguments` in a fresh instance, on the
+    /// plugin call runtime. Refused with [`CallError::Busy`] when the plugin
+    /// is at its instance cap.
     pub async fn invoke_tool(&self, name: &str, arguments: &str) -> Result<String, CallError> {
         let version = self
             .current(name)
@@ -479,11 +744,14 @@ impl PluginRegistry {
                 wanted: PluginKind::Tool,
             });
         }
-        let result = async {
-            let mut inst = Instance::new(version).await?;
-            inst.invoke(arguments).await
-        }
-        .await;
+        let arguments = arguments.to_string();
+        let result = self
+            .run_call("invoke", async move {
+                let mut inst = Instance::try_new(version).await?;
+                inst.invoke(&arguments).await
+            })
+            .await
+            .and_then(|r| r);
         self.record_call(
             name,
             result.as_ref().is_err_and(CallError::poisons_instance),

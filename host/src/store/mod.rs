@@ -58,6 +58,18 @@ pub trait KvStore: Send + Sync + 'static {
         prefix: &str,
         limit: usize,
     ) -> Result<Vec<String>, StoreError>;
+    /// How much `plugin` stores: its key count and the bytes of its keys
+    /// plus values (for quotas).
+    fn usage(&self, plugin: &str) -> Result<KvUsage, StoreError>;
+}
+
+/// What one plugin stores in the key-value store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KvUsage {
+    /// Number of keys.
+    pub keys: u64,
+    /// Bytes of keys plus values.
+    pub bytes: u64,
 }
 
 /// A shared key-value store.

@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 
 use super::pool::{Pool, configure_writer, offload};
 use super::readiness::WriteHealth;
-use super::{KvStore, StoreError};
+use super::{KvStore, KvUsage, StoreError};
 
 /// Migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -382,6 +382,21 @@ impl KvStore for SqliteStore {
             )?;
             let rows = stmt.query_map(params![plugin, prefix, limit as i64], |r| r.get(0))?;
             Ok(rows.collect::<Result<Vec<String>, _>>()?)
+        })
+    }
+
+    fn usage(&self, plugin: &str) -> Result<KvUsage, StoreError> {
+        let (keys, bytes): (i64, i64) = self.read(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT count(*), coalesce(sum(length(CAST(key AS BLOB)) + length(value)), 0)
+                     FROM plugin_kv WHERE plugin = ?1",
+                )?
+                .query_row(params![plugin], |r| Ok((r.get(0)?, r.get(1)?)))?)
+        })?;
+        Ok(KvUsage {
+            keys: keys.max(0) as u64,
+            bytes: bytes.max(0) as u64,
         })
     }
 }

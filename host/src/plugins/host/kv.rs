@@ -1,12 +1,91 @@
 //! Key-value factor: `pincer:plugin/kv`, a durable store private to each
 //! plugin (namespaced by plugin name) persisted by the host's [`KvStore`].
 //! Database work runs on the blocking pool so a slow disk never stalls tokio.
+//! Each plugin has a [`KvQuota`] (bytes and keys) shared by all its instances
+//! and versions; a `set` past it fails with `error.permanent` and stores
+//! nothing, and the plugin's other data and every other plugin are untouched.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::plugins::bindings::WitError;
 use crate::plugins::bindings::channel::pincer::plugin::kv::Host;
-use crate::store::{SharedKv, StoreError};
+use crate::store::{KvUsage, SharedKv, StoreError};
+
+/// One plugin's key-value quota and its usage (read from the store on the
+/// first write, then kept current by every write through it).
+#[derive(Debug)]
+pub struct KvQuota {
+    max_bytes: u64,
+    max_keys: u64,
+    usage: Mutex<Option<KvUsage>>,
+}
+
+impl KvQuota {
+    /// A quota of `max_bytes` (keys plus values) and `max_keys`.
+    pub fn new(max_bytes: u64, max_keys: u64) -> Arc<Self> {
+        Arc::new(KvQuota {
+            max_bytes,
+            max_keys,
+            usage: Mutex::new(None),
+        })
+    }
+
+    /// Set `key` if the quota allows it. Writes of one plugin are serialized
+    /// here so the check and the write cannot race.
+    fn set(
+        &self,
+        store: &SharedKv,
+        plugin: &str,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut guard = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        let usage = match *guard {
+            Some(u) => u,
+            None => store.usage(plugin)?,
+        };
+        let old = store
+            .get(plugin, key)?
+            .map(|v| (key.len() + v.len()) as u64);
+        let keys = usage.keys + u64::from(old.is_none());
+        let bytes =
+            usage.bytes - old.unwrap_or(0).min(usage.bytes) + (key.len() + value.len()) as u64;
+        if keys > self.max_keys {
+            *guard = Some(usage);
+            return Err(StoreError::Limit(format!(
+                "key-value quota reached: at most {} keys",
+                self.max_keys
+            )));
+        }
+        if bytes > self.max_bytes && bytes > usage.bytes {
+            *guard = Some(usage);
+            return Err(StoreError::Limit(format!(
+                "key-value quota reached: at most {} bytes of keys and values",
+                self.max_bytes
+            )));
+        }
+        store.set(plugin, key, value)?;
+        *guard = Some(KvUsage { keys, bytes });
+        Ok(())
+    }
+
+    /// Delete `key`, keeping the usage current.
+    fn delete(&self, store: &SharedKv, plugin: &str, key: &str) -> Result<(), StoreError> {
+        let mut guard = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        let old = match *guard {
+            Some(_) => store
+                .get(plugin, key)?
+                .map(|v| (key.len() + v.len()) as u64),
+            None => None,
+        };
+        store.delete(plugin, key)?;
+        if let (Some(u), Some(old)) = (guard.as_mut(), old) {
+            u.keys = u.keys.saturating_sub(1);
+            u.bytes = u.bytes.saturating_sub(old);
+        }
+        Ok(())
+    }
+}
 
 /// Most keys `list-keys` returns.
 pub const MAX_LIST: usize = 10_000;
@@ -16,23 +95,32 @@ pub const MAX_LIST: usize = 10_000;
 pub struct PluginKv {
     plugin: Arc<str>,
     store: SharedKv,
+    quota: Arc<KvQuota>,
 }
 
 impl PluginKv {
-    /// `plugin`'s namespace in `store`.
-    pub fn new(plugin: Arc<str>, store: SharedKv) -> Self {
-        PluginKv { plugin, store }
+    /// `plugin`'s namespace in `store`, limited by `quota`.
+    pub fn new(plugin: Arc<str>, store: SharedKv, quota: Arc<KvQuota>) -> Self {
+        PluginKv {
+            plugin,
+            store,
+            quota,
+        }
     }
 
     async fn run<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&str, &SharedKv) -> Result<R, StoreError> + Send + 'static,
+        f: impl FnOnce(&str, &SharedKv, &KvQuota) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, WitError> {
         let plugin = self.plugin.clone();
         let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || f(&plugin, &store)).await {
+        let quota = self.quota.clone();
+        match tokio::task::spawn_blocking(move || f(&plugin, &store, &quota)).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(StoreError::Limit(m))) => Err(WitError::Permanent(m)),
+            Ok(Err(StoreError::Limit(m))) => {
+                tracing::warn!(plugin = &*self.plugin, error = %m, "plugin kv write refused");
+                Err(WitError::Permanent(m))
+            }
             Ok(Err(e)) => {
                 tracing::error!(plugin = &*self.plugin, error = %e, "plugin kv store failed");
                 Err(WitError::Transient(format!("store unavailable: {e}")))
@@ -44,17 +132,17 @@ impl PluginKv {
 
 impl Host for super::HostState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, WitError> {
-        self.kv.run(move |p, s| s.get(p, &key)).await
+        self.kv.run(move |p, s, _| s.get(p, &key)).await
     }
     async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), WitError> {
-        self.kv.run(move |p, s| s.set(p, &key, &value)).await
+        self.kv.run(move |p, s, q| q.set(s, p, &key, &value)).await
     }
     async fn delete(&mut self, key: String) -> Result<(), WitError> {
-        self.kv.run(move |p, s| s.delete(p, &key)).await
+        self.kv.run(move |p, s, q| q.delete(s, p, &key)).await
     }
     async fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, WitError> {
         self.kv
-            .run(move |p, s| s.list_keys(p, &prefix, MAX_LIST))
+            .run(move |p, s, _| s.list_keys(p, &prefix, MAX_LIST))
             .await
     }
 }

@@ -1,6 +1,7 @@
 //! Logging factor: `pincer:plugin/log`. Records go to `tracing` tagged with the
-//! plugin name; a per-plugin token bucket (shared by all its instances) drops
-//! floods and counts what it dropped, and long records are truncated.
+//! plugin name; long records are truncated, and a per-plugin token bucket
+//! counted in bytes (shared by all its instances and versions) drops floods
+//! and counts what it dropped.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -15,7 +16,11 @@ pub const MAX_FIELDS: usize = 16;
 /// Longest field value kept, in bytes.
 pub const MAX_FIELD_BYTES: usize = 256;
 
-/// A per-plugin token bucket for log records.
+/// What each record costs on top of its text, so floods of empty records
+/// are bounded too.
+pub const RECORD_OVERHEAD_BYTES: usize = 64;
+
+/// A per-plugin token bucket for log output, in bytes.
 #[derive(Debug)]
 pub struct LogLimiter {
     rate_per_sec: f64,
@@ -31,7 +36,7 @@ struct Bucket {
 }
 
 impl LogLimiter {
-    /// Allow `rate_per_sec` records per second with bursts of `burst`.
+    /// Allow `rate_per_sec` bytes per second with bursts of `burst` bytes.
     pub fn new(rate_per_sec: f64, burst: f64) -> Arc<Self> {
         Arc::new(LogLimiter {
             rate_per_sec,
@@ -44,16 +49,18 @@ impl LogLimiter {
         })
     }
 
-    /// Take a token: `Ok(dropped_before)` if the record may be written (with
-    /// the count of records dropped since the last written one), `Err(())` if not.
-    fn admit(&self) -> Result<u64, ()> {
+    /// Take `cost` bytes: `Ok(dropped_before)` if the record may be written
+    /// (with the count of records dropped since the last written one),
+    /// `Err(())` if not.
+    fn admit(&self, cost: usize) -> Result<u64, ()> {
+        let cost = cost as f64;
         let mut b = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         let refill = now.duration_since(b.last).as_secs_f64() * self.rate_per_sec;
         b.tokens = (b.tokens + refill).min(self.burst);
         b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
+        if b.tokens >= cost {
+            b.tokens -= cost;
             Ok(std::mem::take(&mut b.dropped))
         } else {
             b.dropped += 1;
@@ -69,11 +76,12 @@ impl LogLimiter {
 
 impl Default for LogLimiter {
     fn default() -> Self {
+        let q = crate::plugins::quotas::Quotas::default();
         LogLimiter {
-            rate_per_sec: 50.0,
-            burst: 200.0,
+            rate_per_sec: q.log_bytes_per_sec as f64,
+            burst: q.log_burst_bytes as f64,
             state: Mutex::new(Bucket {
-                tokens: 200.0,
+                tokens: q.log_burst_bytes as f64,
                 last: Instant::now(),
                 dropped: 0,
             }),
@@ -108,13 +116,6 @@ fn truncate(s: &str, max: usize) -> &str {
 
 impl Host for super::HostState {
     async fn write(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {
-        let Ok(dropped) = self.log.limiter.admit() else {
-            return;
-        };
-        let plugin = &*self.log.plugin;
-        if dropped > 0 {
-            tracing::warn!(plugin, dropped, "plugin log rate limit: records dropped");
-        }
         let message = truncate(&message, MAX_MESSAGE_BYTES);
         let fields: String = fields
             .iter()
@@ -122,6 +123,18 @@ impl Host for super::HostState {
             .map(|(k, v)| format!("{}={} ", truncate(k, 64), truncate(v, MAX_FIELD_BYTES)))
             .collect();
         let fields = fields.trim_end();
+        let cost = message.len() + fields.len() + RECORD_OVERHEAD_BYTES;
+        let Ok(dropped) = self.log.limiter.admit(cost) else {
+            return;
+        };
+        let plugin = &*self.log.plugin;
+        if dropped > 0 {
+            tracing::warn!(
+                plugin,
+                dropped,
+                "plugin log budget exceeded: records dropped"
+            );
+        }
         match level {
             Level::Trace => tracing::trace!(target: "plugin", plugin, fields, "{message}"),
             Level::Debug => tracing::debug!(target: "plugin", plugin, fields, "{message}"),

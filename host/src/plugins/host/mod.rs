@@ -1,10 +1,12 @@
 //! Host capabilities given to plugins, one small unit ("factor") each with its
 //! configuration, its linking and its per-instance state: [`log`], [`kv`],
-//! [`clock`], [`secrets`] and outbound [`http`]. [`HostState`] is the `T` of
+//! [`clock`], [`secrets`], outbound [`http`] and the `/data` directory
+//! ([`data`]). [`HostState`] is the `T` of
 //! every plugin `Store<T>` and bundles the per-instance part of each factor
 //! with the sandboxed WASI context.
 
 pub mod clock;
+pub mod data;
 pub mod http;
 pub mod kv;
 pub mod log;
@@ -35,13 +37,16 @@ pub struct HostState {
     pub(crate) cpu_ticks_left: u64,
     /// Set when the epoch callback stopped a call for exceeding its CPU budget.
     pub(crate) cpu_exhausted: bool,
+    /// The `/data` grant writes are metered against (if `/data` is granted).
+    pub(crate) data_budget: Option<Arc<data::DataBudget>>,
 }
 
 /// Everything needed to build a [`HostState`] for one plugin.
 #[derive(Clone)]
 pub struct Capabilities {
     pub plugin: Arc<str>,
-    pub data_dir: Option<std::path::PathBuf>,
+    /// `/data`, only when the manifest asked for it and the operator granted it.
+    pub data: Option<Arc<data::DataBudget>>,
     pub http: Arc<http::HttpPolicy>,
     pub log: Arc<log::LogLimiter>,
     pub kv: kv::PluginKv,
@@ -52,13 +57,13 @@ pub struct Capabilities {
 
 impl HostState {
     /// A fresh, default-deny sandbox for one instance: no environment, no
-    /// arguments, no network sockets, stdio discarded, only the plugin's own
-    /// data directory preopened.
+    /// arguments, no network sockets, stdio discarded, and only the plugin's
+    /// own data directory preopened, if it was granted one.
     pub fn new(caps: &Capabilities) -> anyhow::Result<Self> {
         let mut wasi = WasiCtx::builder();
-        if let Some(dir) = &caps.data_dir {
-            std::fs::create_dir_all(dir)?;
-            wasi.preopened_dir(dir, "/data", FsPerms::ReadWrite)?;
+        if let Some(budget) = &caps.data {
+            std::fs::create_dir_all(budget.dir())?;
+            wasi.preopened_dir(budget.dir(), "/data", FsPerms::ReadWrite)?;
         }
         Ok(HostState {
             wasi: wasi.build(),
@@ -76,6 +81,7 @@ impl HostState {
             limiter: MemoryLimiter::new(caps.memory_bytes),
             cpu_ticks_left: u64::MAX,
             cpu_exhausted: false,
+            data_budget: caps.data.clone(),
         })
     }
 }
@@ -182,6 +188,7 @@ impl ResourceLimiter for MemoryLimiter {
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+    data::add_to_linker(linker)?;
     use bindings::channel::pincer::plugin as p;
     p::types::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     p::log::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
