@@ -288,12 +288,16 @@ async fn unread_responses_over_the_budget_close_with_1008() {
         .text()
         .await
         .expect("body");
+    // (The Prometheus recorder is process-wide and other tests' gateways
+    // set the same series, so values are asserted on the counters above.)
     assert!(
-        metrics.contains("pincer_response_overflows_total 1")
-            || metrics.contains("pincer_response_overflows_total 2"),
+        metrics.contains("pincer_response_overflows_total"),
         "{metrics}"
     );
-    assert!(metrics.contains("pincer_ws_buffered_bytes_high_water"));
+    assert!(
+        metrics.contains("pincer_ws_buffered_bytes_high_water"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -439,8 +443,13 @@ async fn wrong_tokens_get_the_address_blocked_for_ws_and_http() {
         .expect("metrics");
     assert_eq!(metrics.status().as_u16(), 200);
     let text = metrics.text().await.expect("body");
-    assert!(text.contains("pincer_auth_failures_total 3"), "{text}");
-    assert!(text.contains("pincer_auth_rate_limited_total 2"), "{text}");
+    // (Values on the gateway's own counters: the Prometheus recorder is
+    // process-wide and shared with other tests' gateways.)
+    assert!(text.contains("pincer_auth_failures_total"), "{text}");
+    assert!(text.contains("pincer_auth_rate_limited_total"), "{text}");
+    let limiter = &g.gw().auth_limiter;
+    assert_eq!(limiter.failures.load(Ordering::Relaxed), 3);
+    assert_eq!(limiter.limited.load(Ordering::Relaxed), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

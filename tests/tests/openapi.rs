@@ -622,7 +622,12 @@ impl Walk<'_> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_operation_is_served() {
     let doc = doc();
-    let g = TestGateway::start().await;
+    // Each secured operation is also tried without the token: more auth
+    // failures from one address than the default limit allows.
+    let (mut opts, dir) = TestGateway::options();
+    opts.gateway.token = Some("secret".into());
+    opts.gateway.auth_failures_burst = 1_000;
+    let g = TestGateway::start_with(opts, dir).await;
     let out = Walk {
         doc: &doc,
         base: format!("http://{}", g.addr),

@@ -200,9 +200,6 @@ impl Conn {
     /// one that does not fit is not queued and the connection is closed
     /// with 1008 (`slow consumer`) at once. Returns whether it was queued.
     pub fn respond(&self, text: String) -> bool {
-        if self.close_reason().is_some() {
-            return false;
-        }
         match self.offer(Outgoing::Response(text), false) {
             Offer::Queued => true,
             Offer::Dropped => false,
@@ -515,6 +512,35 @@ mod tests {
             v,
             json!({"type":"event","event":"tick","payload":{"ts":1},"seq":5,"stateVersion":{"presence":1,"health":2}})
         );
+    }
+
+    #[test]
+    fn responses_count_against_the_budget() {
+        let hub = Hub::default();
+        let addr = "127.0.0.1:1".parse().unwrap();
+        let (c, mut rx) = Conn::new(
+            "c".into(),
+            4,
+            "operator".into(),
+            vec![scopes::ADMIN.into()],
+            false,
+            None,
+            addr,
+            ConnLimits {
+                max_buffered: 1000,
+                max_inflight: 1,
+            },
+            hub.queues.clone(),
+        );
+        assert!(c.respond("r".repeat(600)));
+        assert_eq!(hub.queues.buffered.load(Ordering::Relaxed), 600);
+        assert!(!c.respond("r".repeat(600)), "over the budget");
+        assert_eq!(c.close_reason(), Some((1008, "slow consumer".into())));
+        assert_eq!(hub.queues.response_overflows.load(Ordering::Relaxed), 1);
+        assert_eq!(hub.queues.buffered_high_water.load(Ordering::Relaxed), 600);
+        let item = rx.try_recv().unwrap();
+        c.written(&item);
+        assert_eq!(hub.queues.buffered.load(Ordering::Relaxed), 0);
     }
 
     #[test]
