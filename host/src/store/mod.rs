@@ -4,6 +4,7 @@
 //! mode can swap the embedded SQLite database ([`SqliteStore`]) for
 //! PostgreSQL or Redis.
 
+mod columns;
 mod pool;
 mod prune;
 mod readiness;

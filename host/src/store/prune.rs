@@ -6,8 +6,8 @@
 
 use rusqlite::params;
 
+use super::columns::sql_limit;
 use super::pool::offload;
-use super::sqlite_sessions::sql_limit;
 use super::{SqliteStore, StoreError};
 
 /// Rows a prune examines per write transaction.
