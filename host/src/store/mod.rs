@@ -3,7 +3,13 @@
 //! [`WebhookStore`] for the webhook registry and its outbox) so a cluster
 //! mode can swap the embedded SQLite database ([`SqliteStore`]) for
 //! PostgreSQL or Redis.
+//!
+//! The traits are synchronous; [`SqliteStore`] keeps its blocking work off
+//! the async worker threads itself, writes through one connection and reads
+//! through a pool of read-only ones, so a slow read or a big prune never
+//! stalls the gateway.
 
+mod columns;
 mod pool;
 mod prune;
 mod readiness;

@@ -6,8 +6,8 @@
 
 use rusqlite::params;
 
+use super::columns::sql_limit;
 use super::pool::offload;
-use super::sqlite_sessions::sql_limit;
 use super::{SqliteStore, StoreError};
 
 /// Rows a prune examines per write transaction.
@@ -31,35 +31,33 @@ impl SqliteStore {
             let mut total = 0;
             loop {
                 let (deleted, examined, last) = self.write_tx(|tx, _| {
-                    // `superseded`: a newer event in the same scope exists
-                    // (one seek on the (scope, seq) index).
-                    let rows = tx
+                    // The next `batch` old events (a walk over the
+                    // (ts, id) index alone) ...
+                    let keys = tx
                         .prepare_cached(
-                            "SELECT e.ts, e.id, EXISTS (SELECT 1 FROM events n
-                                 WHERE n.scope = e.scope AND n.seq > e.seq)
-                             FROM events e INDEXED BY events_by_ts
-                             WHERE e.ts < ?1 AND (e.ts, e.id) > (?2, ?3)
-                             ORDER BY e.ts, e.id LIMIT ?4",
+                            "SELECT ts, id FROM events INDEXED BY events_by_ts
+                             WHERE ts < ?1 AND (ts, id) > (?2, ?3)
+                             ORDER BY ts, id LIMIT ?4",
                         )?
                         .query_map(
                             params![before_ms, cursor.0, cursor.1, sql_limit(batch)],
-                            |r| {
-                                Ok((
-                                    r.get::<_, i64>(0)?,
-                                    r.get::<_, i64>(1)?,
-                                    r.get::<_, bool>(2)?,
-                                ))
-                            },
+                            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
                         )?
                         .collect::<Result<Vec<_>, _>>()?;
-                    let mut delete = tx.prepare_cached("DELETE FROM events WHERE id = ?1")?;
-                    let mut deleted = 0;
-                    for (_, id, superseded) in &rows {
-                        if *superseded {
-                            deleted += delete.execute([id])? as u64;
-                        }
-                    }
-                    Ok((deleted, rows.len(), rows.last().map(|r| (r.0, r.1))))
+                    let Some(&last) = keys.last() else {
+                        return Ok((0, 0, None));
+                    };
+                    // ... of which those with a newer event in their scope
+                    // go (one seek on the (scope, seq) index each).
+                    let deleted = tx
+                        .prepare_cached(
+                            "DELETE FROM events INDEXED BY events_by_ts
+                             WHERE ts < ?1 AND (ts, id) > (?2, ?3) AND (ts, id) <= (?4, ?5)
+                               AND EXISTS (SELECT 1 FROM events n
+                                   WHERE n.scope = events.scope AND n.seq > events.seq)",
+                        )?
+                        .execute(params![before_ms, cursor.0, cursor.1, last.0, last.1])?;
+                    Ok((deleted as u64, keys.len(), Some(last)))
                 })?;
                 total += deleted;
                 match last {

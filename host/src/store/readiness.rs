@@ -3,7 +3,7 @@
 //! whose success is trusted for a second, forgotten as soon as any write
 //! fails for want of space, permission or a working disk.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -26,6 +26,8 @@ pub(crate) struct WriteHealth {
     /// Writes failed for want of space or permission, ever (so a probe
     /// that raced with such a failure does not record a success).
     failures: AtomicU64,
+    /// Set by a failed write, cleared by a successful probe.
+    failing: AtomicBool,
 }
 
 impl WriteHealth {
@@ -34,9 +36,12 @@ impl WriteHealth {
     /// success.
     pub(crate) fn write_failed(&self, error: &StoreError) {
         if cannot_write(error) {
-            tracing::warn!(error = %error, "store write failed: not ready until a write probe succeeds");
             let mut ok_at = self.ok_at.lock();
             self.failures.fetch_add(1, Ordering::Relaxed);
+            // Logged once per healthy-to-failing change, not per write.
+            if !self.failing.swap(true, Ordering::Relaxed) {
+                tracing::warn!(error = %error, "store write failed: not ready until a write probe succeeds");
+            }
             *ok_at = None;
         }
     }
@@ -83,6 +88,9 @@ impl SqliteStore {
         let mut ok_at = self.health.ok_at.lock();
         if self.health.failures.load(Ordering::Relaxed) == failures {
             *ok_at = Some(Instant::now());
+            if self.health.failing.swap(false, Ordering::Relaxed) {
+                tracing::info!("store writes again: ready");
+            }
         }
         Ok(())
     }

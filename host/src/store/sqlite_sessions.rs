@@ -10,16 +10,16 @@
 //! ([`SqliteStore::read`]).
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
+use super::columns::{list_json, map_json, parse, sql_limit};
+use super::prune::PRUNE_BATCH;
 use super::{
     DeviceRecord, EventRecord, NewMessage, NewSession, PairRequest, SessionEntry, SessionStore,
     SqliteStore, StoreError, TranscriptMessage,
 };
-use crate::store::prune::PRUNE_BATCH;
 
 /// Characters of message text kept as a session's `last_preview`.
 const PREVIEW_CHARS: usize = 120;
@@ -648,22 +648,6 @@ fn pair_done(
     Ok(req)
 }
 
-/// Decode a JSON column; `what` names it for the error.
-pub(super) fn parse<T: DeserializeOwned>(
-    text: &str,
-    what: impl FnOnce() -> String,
-) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{}: {e}", what())))
-}
-
-pub(super) fn list_json(items: &[String]) -> String {
-    Value::from(items.to_vec()).to_string()
-}
-
-fn map_json(map: &Map<String, Value>) -> String {
-    Value::Object(map.clone()).to_string()
-}
-
 /// The text blocks of Pi-style `content` joined by newlines (a bare string
 /// is its own text).
 fn message_text(content: &Value) -> String {
@@ -690,11 +674,6 @@ fn truncate(text: &str, chars: usize) -> String {
         Some((end, _)) => text[..end].to_owned(),
         None => text.to_owned(),
     }
-}
-
-/// A `usize` limit as SQLite wants it.
-pub(super) fn sql_limit(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use super::columns::{list_json, parse, sql_limit};
 use super::prune::PRUNE_BATCH;
-use super::sqlite_sessions::{list_json, parse, sql_limit};
 use super::{
     Attempt, Delivery, DeliveryStatus, DueDelivery, EventRecord, Settle, Settled, SqliteStore,
     StoreError, WebhookEndpoint, WebhookStore,

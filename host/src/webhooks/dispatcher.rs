@@ -124,11 +124,17 @@ impl Dispatcher {
                 }
             }
             let mut last_prune = None::<Instant>;
+            // The hourly prune runs beside the loop (in bounded batches, on
+            // a blocking thread), so a big one never delays deliveries.
+            let mut pruning = None::<JoinHandle<()>>;
             let mut running = this.in_flight.subscribe();
             loop {
-                if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
+                if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(3600))
+                    && pruning.as_ref().is_none_or(JoinHandle::is_finished)
+                {
                     last_prune = Some(Instant::now());
-                    this.prune();
+                    let me = this.clone();
+                    pruning = Some(tokio::task::spawn_blocking(move || me.prune()));
                 }
                 let wait = match this.pump() {
                     Ok((_started, next)) => this.idle_time(next),
