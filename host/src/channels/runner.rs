@@ -9,7 +9,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
-use super::{ChannelError, Inbound};
+use super::{AccessGate, ChannelError, Inbound};
 use crate::plugins::bindings::{OutboundMessage, ReceiveMode, WebhookRequest, WebhookResponse};
 use crate::plugins::{CallError, Instance, PluginError, PluginRegistry, PluginVersion};
 
@@ -75,6 +75,7 @@ pub struct ChannelRunner {
     name: String,
     registry: Arc<PluginRegistry>,
     inbound: broadcast::Sender<Inbound>,
+    access: Arc<AccessGate>,
     pool: Mutex<Vec<Instance>>,
     receiver: tokio::sync::Mutex<Option<Receiver>>,
     status: Mutex<ChannelStatus>,
@@ -95,11 +96,13 @@ impl ChannelRunner {
         name: String,
         registry: Arc<PluginRegistry>,
         inbound: broadcast::Sender<Inbound>,
+        access: Arc<AccessGate>,
     ) -> Arc<Self> {
         Arc::new(ChannelRunner {
             name,
             registry,
             inbound,
+            access,
             pool: Mutex::new(Vec::new()),
             receiver: tokio::sync::Mutex::new(None),
             status: Mutex::new(ChannelStatus {
@@ -242,7 +245,10 @@ impl ChannelRunner {
     }
 
     /// Handle a webhook push.
-    pub async fn webhook(&self, request: &WebhookRequest) -> Result<WebhookResponse, ChannelError> {
+    pub async fn webhook(
+        self: &Arc<Self>,
+        request: &WebhookRequest,
+    ) -> Result<WebhookResponse, ChannelError> {
         self.accepting()?;
         let mut inst = self.checkout().await?;
         let r = inst.handle_webhook(request).await;
@@ -264,8 +270,9 @@ impl ChannelRunner {
         self.checkin(inst);
     }
 
-    /// Publish an inbound message unless its id was seen recently.
-    fn deliver(&self, message: Inbound) {
+    /// Publish an inbound message unless its id was seen recently or the
+    /// channel's access policy refuses it.
+    fn deliver(self: &Arc<Self>, message: Inbound) {
         {
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
             if !message.id.is_empty() {
@@ -283,6 +290,9 @@ impl ChannelRunner {
             }
         }
         self.last_inbound_at.store(self.now(), Ordering::Relaxed);
+        if !self.access.admit(self, &message) {
+            return;
+        }
         tracing::debug!(channel = %self.name, id = %message.id, "inbound message");
         let _ = self.inbound.send(message);
     }

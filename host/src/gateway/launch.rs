@@ -33,6 +33,16 @@ impl std::fmt::Debug for ProviderOverride {
     }
 }
 
+/// A clock given directly (see [`Options::clock`]).
+#[derive(Clone)]
+pub struct ClockOverride(pub crate::clock::SharedClock);
+
+impl std::fmt::Debug for ClockOverride {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClockOverride")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Data directory (database, compile cache, plugin data).
@@ -61,6 +71,9 @@ pub struct Options {
     pub logs: Option<Arc<LogBuffer>>,
     /// Debounce for the plugins directory watcher.
     pub watch_settle: Duration,
+    /// The clock of plugins, channels (pairing code expiry) and the health
+    /// monitor, instead of the system clock (tests).
+    pub clock: Option<ClockOverride>,
 }
 
 impl Options {
@@ -80,6 +93,7 @@ impl Options {
             allow_cidrs: Vec::new(),
             logs: None,
             watch_settle: Duration::from_millis(300),
+            clock: None,
         }
     }
 }
@@ -156,7 +170,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&opts.plugins_dir)
         .with_context(|| format!("creating plugins dir {}", opts.plugins_dir.display()))?;
     opts.webhooks.check().map_err(|e| anyhow::anyhow!(e))?;
-    let db = opts.data_dir.join("pincer.db");
+    let db = opts.data_dir.join(crate::store::DB_FILE);
     let store = Arc::new(SqliteStore::open(&db).context("opening the database")?);
     let runtime = Runtime::new(RuntimeOptions {
         plugins_dir: opts.plugins_dir.clone(),
@@ -164,10 +178,14 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
             data_dir: Some(opts.data_dir.clone()),
             settings: opts.plugins.clone(),
             allow_cidrs: opts.allow_cidrs.clone(),
-            clock: crate::clock::system(),
+            clock: opts
+                .clock
+                .as_ref()
+                .map_or_else(crate::clock::system, |c| c.0.clone()),
         },
         health: opts.health,
         kv: store.clone(),
+        pairing: store.clone(),
         events: Arc::new(LocalBus::default()),
     })?;
     // Plugin and health events go into the event log (and so to webhooks)

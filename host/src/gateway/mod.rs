@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod conn;
 pub mod http_api;
+pub mod http_pairing;
 pub mod http_webhooks;
 pub mod hub;
 pub mod inbound;

@@ -762,6 +762,7 @@ async fn execute(
         history,
         message: spec.message.clone(),
         model,
+        operator: spec.origin == Origin::Operator,
     };
     let provider = gw.provider.clone();
     let mut run = provider.run(req, tools, tx, cancel.clone());

@@ -9,6 +9,7 @@
 //! description = "Telegram Bot API"
 //! allowed_hosts = ["https://api.telegram.org"]   # scheme://host[:port], `*` wildcards
 //! secrets = ["bot_token"]           # names the operator must grant
+//! test_only = false                 # true: pushes only from loopback (unless the operator sets `public`)
 //!
 //! [limits]                          # all optional
 //! memory_mb = 64                    # linear memory per instance
@@ -98,6 +99,11 @@ pub struct Manifest {
     /// Config keys the plugin reads, with descriptions.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// A channel for tests and demos (like the bundled `echo`): the host
+    /// accepts its pushes only from loopback peers unless the operator sets
+    /// `public = true` in `[plugins.<name>]`.
+    #[serde(default)]
+    pub test_only: bool,
 }
 
 fn default_version() -> String {
@@ -117,6 +123,7 @@ impl Manifest {
             secrets: vec![],
             limits: Limits::default(),
             config: BTreeMap::new(),
+            test_only: false,
         }
     }
 
@@ -174,6 +181,19 @@ pub struct PluginSettings {
     pub limits: Option<Limits>,
     /// Set to false to keep a channel loaded but stopped.
     pub autostart: Option<bool>,
+    /// Channels: who may message the agent in direct chats (default
+    /// `pairing`; see `crate::channels::access`).
+    pub dm_policy: crate::channels::access::DmPolicy,
+    /// Channels: platform sender ids always allowed (`"*"`: anyone).
+    pub allow_from: Vec<String>,
+    /// Channels: who may address the agent in groups (default `allowlist`).
+    pub group_policy: crate::channels::access::GroupPolicy,
+    /// Channels: in groups, answer only when mentioned or replied to
+    /// (default true).
+    pub require_mention: Option<bool>,
+    /// Test channels (manifest `test_only = true`): accept pushes from any
+    /// address, not only loopback (default false).
+    pub public: bool,
 }
 
 #[cfg(test)]

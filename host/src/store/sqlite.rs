@@ -141,6 +141,8 @@ const MIGRATIONS: &[&str] = &[
         error       TEXT,
         PRIMARY KEY (delivery_id, attempt)
     ) WITHOUT ROWID;",
+    // 4: channel sender pairing (see store/sqlite_pairing.rs).
+    super::sqlite_pairing::MIGRATION,
 ];
 
 /// SQLite-backed store.
