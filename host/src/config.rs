@@ -24,6 +24,11 @@
 //! allowed_hosts = ["https://api.telegram.org"]
 //! secrets = { bot_token = "env:TELEGRAM_BOT_TOKEN" }
 //! config = { mode = "poll" }
+//! dm_policy = "pairing"                # pairing (default) | allowlist | open | disabled
+//! allow_from = ["123456789"]           # platform sender ids always allowed ("*": anyone)
+//!
+//! [plugins.echo]                       # a test channel (manifest `test_only`)
+//! public = true                        # accept pushes from non-loopback peers too
 //! ```
 
 use std::collections::BTreeMap;

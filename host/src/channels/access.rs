@@ -352,6 +352,28 @@ mod tests {
     }
 
     #[test]
+    fn settings_parse_from_the_config_file_with_safe_defaults() {
+        let d: PluginSettings = toml::from_str("").unwrap();
+        assert_eq!(d.dm_policy, DmPolicy::Pairing);
+        assert_eq!(d.group_policy, GroupPolicy::Allowlist);
+        assert!(d.allow_from.is_empty() && d.require_mention.is_none() && !d.public);
+        let s: PluginSettings = toml::from_str(
+            r#"dm_policy = "allowlist"
+allow_from = ["123", "456"]
+group_policy = "open"
+require_mention = false
+public = true"#,
+        )
+        .unwrap();
+        assert_eq!(s.dm_policy, DmPolicy::Allowlist);
+        assert_eq!(s.allow_from, ["123", "456"]);
+        assert_eq!(s.group_policy, GroupPolicy::Open);
+        assert_eq!(s.require_mention, Some(false));
+        assert!(s.public);
+        assert!(toml::from_str::<PluginSettings>(r#"dm_policy = "everyone""#).is_err());
+    }
+
+    #[test]
     fn test_channels_take_pushes_from_loopback_only_unless_public() {
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
         let lo2: IpAddr = "127.3.4.5".parse().unwrap();
