@@ -38,6 +38,11 @@
 //! secrets = { bot_token = "env:TELEGRAM_BOT_TOKEN" }
 //! config = { mode = "poll" }
 //! quotas = { data_mb = 16, kv_max_keys = 1000 }   # per-plugin overrides of [plugin_quotas]
+//! dm_policy = "pairing"                # pairing (default) | allowlist | open | disabled
+//! allow_from = ["123456789"]           # platform sender ids always allowed ("*": anyone)
+//!
+//! [plugins.echo]                       # a test channel (manifest `test_only`)
+//! public = true                        # accept pushes from non-loopback peers too
 //! ```
 
 use std::collections::BTreeMap;

@@ -1,5 +1,6 @@
 //! The `pincer` command: `pincer serve` runs the gateway; `pincer bench`
-//! measures it; `pincer plugins` inspects and installs plugins.
+//! measures it; `pincer plugins` inspects and installs plugins; `pincer
+//! pairing` approves channel senders.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -76,6 +77,12 @@ enum Command {
         #[command(subcommand)]
         command: PluginsCommand,
     },
+    /// Channel sender pairing: approve unknown senders who got a code
+    /// (works on the data directory, with or without a running gateway).
+    Pairing {
+        #[command(subcommand)]
+        command: PairingCommand,
+    },
     /// Benchmarks (results go to stdout as a Markdown table).
     Bench {
         /// What to measure.
@@ -102,6 +109,77 @@ enum PluginsCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum PairingCommand {
+    /// Pending codes and approved senders of a channel.
+    List {
+        /// Channel name (e.g. `telegram`).
+        channel: String,
+        /// Channel account (default: every account).
+        #[arg(long)]
+        account: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Approve the sender who was given CODE: their next message is answered.
+    Approve {
+        /// Channel name.
+        channel: String,
+        /// The 8-character code the sender received.
+        code: String,
+        /// Channel account (default `default`).
+        #[arg(long)]
+        account: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Drop a pending code without approving its sender.
+    Dismiss {
+        /// Channel name.
+        channel: String,
+        /// The code.
+        code: String,
+        /// Channel account (default `default`).
+        #[arg(long)]
+        account: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// `pincer pairing …`: prints JSON.
+fn pairing(command: PairingCommand) -> anyhow::Result<()> {
+    use pincer::channels::pairing::Pairing;
+    let open = |common: &Common| -> anyhow::Result<Pairing> {
+        Ok(Pairing::open_data_dir(&resolve(common)?.data_dir)?)
+    };
+    let out = match command {
+        PairingCommand::List {
+            channel,
+            account,
+            common,
+        } => serde_json::to_value(open(&common)?.list(&channel, account.as_deref())?)?,
+        PairingCommand::Approve {
+            channel,
+            code,
+            account,
+            common,
+        } => {
+            let a = open(&common)?.approve(&channel, account.as_deref(), &code)?;
+            eprintln!("approved {} on {channel}", a.sender);
+            serde_json::to_value(a)?
+        }
+        PairingCommand::Dismiss {
+            channel,
+            code,
+            account,
+            common,
+        } => serde_json::to_value(open(&common)?.dismiss(&channel, account.as_deref(), &code)?)?,
+    };
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
 }
 
 #[derive(clap::ValueEnum, Clone, Copy)]
@@ -154,8 +232,10 @@ fn resolve(common: &Common) -> anyhow::Result<Resolved> {
 async fn build_runtime(r: &Resolved) -> anyhow::Result<Arc<Runtime>> {
     std::fs::create_dir_all(&r.data_dir)
         .with_context(|| format!("creating data dir {}", r.data_dir.display()))?;
-    let store = SqliteStore::open_with(&r.data_dir.join("pincer.db"), &r.file.store)
-        .context("opening the database")?;
+    let store = Arc::new(
+        SqliteStore::open_with(&r.data_dir.join(pincer::store::DB_FILE), &r.file.store)
+            .context("opening the database")?,
+    );
     Runtime::new(RuntimeOptions {
         plugins_dir: r.plugins_dir.clone(),
         runtime: RuntimeConfig {
@@ -167,7 +247,8 @@ async fn build_runtime(r: &Resolved) -> anyhow::Result<Arc<Runtime>> {
             plugin_threads: r.file.plugin_threads,
         },
         health: r.file.health,
-        kv: Arc::new(store),
+        kv: store.clone(),
+        pairing: store,
         events: Arc::new(LocalBus::default()),
     })
 }
@@ -276,6 +357,7 @@ async fn main() -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        Command::Pairing { command } => pairing(command),
         Command::Bench { what, events } => match what {
             BenchWhat::Plugins | BenchWhat::Gateway | BenchWhat::Attack if events.is_some() => {
                 anyhow::bail!("--events applies to `pincer bench webhooks` only")

@@ -10,7 +10,7 @@ use crate::events::EventBus;
 use crate::health::{HealthConfig, HealthMonitor};
 use crate::plugins::watcher::{self, Change};
 use crate::plugins::{LoadError, PluginKind, PluginRegistry, RuntimeConfig};
-use crate::store::SharedKv;
+use crate::store::{SharedKv, SharedPairing};
 
 /// Everything the runtime needs.
 pub struct RuntimeOptions {
@@ -22,6 +22,8 @@ pub struct RuntimeOptions {
     pub health: HealthConfig,
     /// Durable key-value store for plugins.
     pub kv: SharedKv,
+    /// Channel sender pairing state (the access policy's approvals).
+    pub pairing: SharedPairing,
     /// Event bus.
     pub events: Arc<dyn EventBus>,
 }
@@ -56,7 +58,7 @@ impl Runtime {
     pub fn new(opts: RuntimeOptions) -> anyhow::Result<Arc<Self>> {
         let clock = opts.runtime.clock.clone();
         let plugins = PluginRegistry::new(opts.runtime, opts.kv, opts.events.clone())?;
-        let channels = ChannelManager::new(plugins.clone());
+        let channels = ChannelManager::new(plugins.clone(), opts.pairing);
         let health = HealthMonitor::new(channels.clone(), opts.health, clock, opts.events.clone());
         Ok(Arc::new(Runtime {
             plugins,

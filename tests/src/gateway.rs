@@ -32,6 +32,15 @@ impl TestGateway {
         let mut opts = Options::new(dir.path());
         opts.gateway.listen = "127.0.0.1:0".parse().expect("addr");
         opts.watch_settle = Duration::from_millis(100);
+        // Tests push as strangers through the echo channel: let anyone in
+        // (the default access policy, pairing, has its own tests).
+        opts.plugins.insert(
+            "echo".into(),
+            pincer::plugins::PluginSettings {
+                dm_policy: pincer::channels::access::DmPolicy::Open,
+                ..Default::default()
+            },
+        );
         (opts, dir)
     }
 

@@ -60,7 +60,7 @@ impl TestRuntime {
     pub fn new(config: RuntimeConfig, health: HealthConfig) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("plugins")).expect("plugins dir");
-        let store = SqliteStore::open(&dir.path().join("pincer.db")).expect("open store");
+        let store = Arc::new(SqliteStore::open(&dir.path().join("pincer.db")).expect("open store"));
         let events = Arc::new(LocalBus::new(4096));
         let runtime = Runtime::new(RuntimeOptions {
             plugins_dir: dir.path().join("plugins"),
@@ -69,7 +69,8 @@ impl TestRuntime {
                 ..config
             },
             health,
-            kv: Arc::new(store),
+            kv: store.clone(),
+            pairing: store,
             events: events.clone(),
         })
         .expect("runtime");

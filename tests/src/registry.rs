@@ -35,7 +35,7 @@ pub fn install_named(dir: &Path, plugin: &str, name: &str, extra: &str) {
 /// plugins in `<data_dir>/plugins`, as a restarted gateway would have it.
 pub fn runtime_at(data_dir: &Path, config: RuntimeConfig) -> Arc<Runtime> {
     std::fs::create_dir_all(data_dir.join("plugins")).expect("plugins dir");
-    let store = SqliteStore::open(&data_dir.join("pincer.db")).expect("open store");
+    let store = Arc::new(SqliteStore::open(&data_dir.join("pincer.db")).expect("open store"));
     Runtime::new(RuntimeOptions {
         plugins_dir: data_dir.join("plugins"),
         runtime: RuntimeConfig {
@@ -43,7 +43,8 @@ pub fn runtime_at(data_dir: &Path, config: RuntimeConfig) -> Arc<Runtime> {
             ..config
         },
         health: HealthConfig::default(),
-        kv: Arc::new(store),
+        kv: store.clone(),
+        pairing: store,
         events: Arc::new(LocalBus::new(1024)),
     })
     .expect("runtime")

@@ -112,6 +112,7 @@ fn request(message: &str) -> RunRequest {
         history: Vec::new(),
         message: message.into(),
         model: None,
+        operator: true,
     }
 }
 

@@ -22,7 +22,19 @@ fn post(body: &[u8]) -> WebhookRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bundled_plugins_load_and_answer() {
-    let t = TestRuntime::new(RuntimeConfig::default(), HealthConfig::default());
+    // Senders here are strangers: let anyone through echo (the default
+    // access policy, pairing, is tested in hardening_access.rs).
+    let open = PluginSettings {
+        dm_policy: pincer::channels::access::DmPolicy::Open,
+        ..Default::default()
+    };
+    let t = TestRuntime::new(
+        RuntimeConfig {
+            settings: [("echo".to_string(), open)].into(),
+            ..Default::default()
+        },
+        HealthConfig::default(),
+    );
     let written = pincer::bundled::install(&t.plugins_dir(), false).unwrap();
     assert_eq!(written, ["echo", "clock", "http-fetch"]);
     let failures = t.runtime.load_dir().await.unwrap();

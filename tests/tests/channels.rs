@@ -29,9 +29,20 @@ fn health() -> HealthConfig {
 }
 
 async fn testchan(clock: Arc<ManualClock>) -> TestRuntime {
+    // The test channel's senders are strangers: let anyone through (the
+    // access policy's default, pairing, is tested in hardening_access.rs).
+    let settings = [(
+        "testchan".to_string(),
+        pincer::plugins::PluginSettings {
+            dm_policy: pincer::channels::access::DmPolicy::Open,
+            ..Default::default()
+        },
+    )]
+    .into();
     let t = TestRuntime::new(
         RuntimeConfig {
             clock,
+            settings,
             ..Default::default()
         },
         health(),

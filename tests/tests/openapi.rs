@@ -658,9 +658,38 @@ async fn documented_schemas_match_real_answers() {
     opts.gateway.token = Some("secret".into());
     opts.webhooks.allow_cidrs = vec!["127.0.0.0/8".into()];
     opts.webhooks.retry_schedule_secs = vec![]; // fail at the first 500
+    // echo with its default access policy (pairing), so two strangers'
+    // codes can be approved and dismissed below.
+    opts.plugins.remove("echo");
     let g = TestGateway::start_with(opts, dir).await;
     let base = format!("http://{}", g.addr);
     let client = reqwest::Client::new();
+    for sender in ["stranger-1", "stranger-2"] {
+        let r = client
+            .post(format!("{base}/channels/echo/webhook"))
+            .json(&json!({"conversation": sender, "sender": sender, "text": "hi"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let pending = g
+        .gw()
+        .runtime
+        .channels
+        .pairing()
+        .list("echo", None)
+        .unwrap()
+        .pending;
+    let code = |sender: &str| {
+        pending
+            .iter()
+            .find(|p| p.sender == sender)
+            .expect("a pending code")
+            .code
+            .clone()
+    };
+    let (approve_code, dismiss_code) = (code("stranger-1"), code("stranger-2"));
 
     let r = client
         .post(format!("{base}/v1/webhooks"))
@@ -707,6 +736,8 @@ async fn documented_schemas_match_real_answers() {
             ("toggleWebhook", json!({"enabled": true})),
             ("rotateWebhook", json!({"graceSeconds": 60})),
             ("replayWebhook", json!({"since": 0})),
+            ("approveChannelPairing", json!({"code": approve_code})),
+            ("dismissChannelPairing", json!({"code": dismiss_code})),
             (
                 "channelWebhookPost",
                 json!({"conversation": "openapi", "text": "hi"}),

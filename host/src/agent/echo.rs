@@ -1,7 +1,9 @@
 //! The `echo` provider: offline and deterministic. It streams the user's
 //! message back word by word; `/tool NAME {json}` calls tool plugin `NAME`
 //! with the JSON arguments and answers with the result, emitting the tool
-//! events, so tools can be tried with no model.
+//! events, so tools can be tried with no model. Only operator clients may
+//! use `/tool` ([`super::RunRequest::operator`]); a channel sender's
+//! `/tool` is answered with [`TOOL_REFUSED`] and calls nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +28,9 @@ impl EchoProvider {
         }
     }
 }
+
+/// The answer to `/tool` from anyone but an operator client (no tool runs).
+pub const TOOL_REFUSED: &str = "/tool is only available to operators";
 
 /// Split `/tool NAME {json}` into name and arguments (`{}` when absent).
 pub fn parse_tool_command(message: &str) -> Option<(&str, &str)> {
@@ -117,6 +122,10 @@ impl Provider for EchoProvider {
     ) -> BoxFuture<'a, Result<RunOutcome, AgentError>> {
         Box::pin(async move {
             let text = match parse_tool_command(&req.message) {
+                Some((name, _)) if !req.operator => {
+                    tracing::info!(session = %req.session_key, tool = %name, "/tool refused: not an operator");
+                    TOOL_REFUSED.to_string()
+                }
                 Some((name, args)) => {
                     let call_id = format!("call_{}", uuid::Uuid::new_v4().simple());
                     super::call_tool(&*tools, &events, &cancel, &call_id, name, args)

@@ -179,6 +179,11 @@ pub struct RunRequest {
     pub message: String,
     /// Model override from the session settings, if any.
     pub model: Option<String>,
+    /// Whether the message comes from an operator client (`chat.send`,
+    /// `agent`: operator.write or admin). Direct commands that bypass the
+    /// model, such as the echo provider's `/tool`, are refused otherwise
+    /// (channel senders never get them).
+    pub operator: bool,
 }
 
 /// A model provider.

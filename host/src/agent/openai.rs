@@ -904,6 +904,7 @@ mod tests {
             ],
             message: "hi".into(),
             model: None,
+            operator: true,
         };
         assert_eq!(
             initial_messages(&req),

@@ -21,6 +21,7 @@ pub async fn plugins() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("pincer-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("plugins"))?;
+    let store = Arc::new(SqliteStore::open(&dir.join("bench.db"))?);
     let runtime = Runtime::new(RuntimeOptions {
         plugins_dir: dir.join("plugins"),
         runtime: RuntimeConfig {
@@ -29,7 +30,8 @@ pub async fn plugins() -> anyhow::Result<()> {
             ..Default::default()
         },
         health: HealthConfig::default(),
-        kv: Arc::new(SqliteStore::open(&dir.join("bench.db"))?),
+        kv: store.clone(),
+        pairing: store,
         events: Arc::new(LocalBus::default()),
     })?;
     let engine = runtime.plugins.engine().clone();

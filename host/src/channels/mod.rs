@@ -5,13 +5,18 @@
 //! of interchangeable instances for `send`, `edit` and `handle-webhook`, so a
 //! send never waits behind a long poll. A channel's old receiver is always
 //! stopped (and awaited) before a new one starts, so one channel never has
-//! two receivers. Inbound messages are deduplicated by platform id and
-//! published to subscribers of [`ChannelManager::subscribe_inbound`].
-//! Replies and notices go out through [`reply`].
+//! two receivers. Inbound messages are deduplicated by platform id, checked
+//! against the channel's access policy ([`access`], with sender pairing in
+//! [`pairing`]) and, when allowed, published to subscribers of
+//! [`ChannelManager::subscribe_inbound`]. Replies and notices go out through
+//! [`reply`].
 
+pub mod access;
+pub mod pairing;
 pub mod reply;
 mod runner;
 
+pub use access::AccessGate;
 pub use runner::{ChannelRunner, ChannelState, ChannelStatus};
 
 use std::collections::BTreeMap;
@@ -22,6 +27,7 @@ use tokio::sync::broadcast;
 
 use crate::plugins::bindings::{InboundMessage, OutboundMessage, WebhookRequest, WebhookResponse};
 use crate::plugins::{CallError, PluginRegistry, PluginVersion};
+use crate::store::SharedPairing;
 
 /// A message received by a channel.
 #[derive(Debug, Clone, Serialize)]
@@ -75,15 +81,19 @@ pub struct ChannelManager {
     registry: Arc<PluginRegistry>,
     runners: Mutex<BTreeMap<String, Arc<ChannelRunner>>>,
     inbound: broadcast::Sender<Inbound>,
+    access: Arc<AccessGate>,
 }
 
 impl ChannelManager {
-    /// A manager for the channels in `registry`.
-    pub fn new(registry: Arc<PluginRegistry>) -> Arc<Self> {
+    /// A manager for the channels in `registry`, with pairing state in
+    /// `pairing` (dated by the registry's clock).
+    pub fn new(registry: Arc<PluginRegistry>, pairing: SharedPairing) -> Arc<Self> {
+        let clock = registry.config().clock.clone();
         Arc::new(ChannelManager {
             registry,
             runners: Mutex::new(BTreeMap::new()),
             inbound: broadcast::channel(4096).0,
+            access: Arc::new(AccessGate::new(pairing::Pairing::new(pairing, clock))),
         })
     }
 
@@ -92,7 +102,12 @@ impl ChannelManager {
         &self.registry
     }
 
-    /// Receive every inbound message from now on.
+    /// Sender pairing (list, approve, dismiss) for operators.
+    pub fn pairing(&self) -> &pairing::Pairing {
+        self.access.pairing()
+    }
+
+    /// Receive every inbound message the access policy allowed, from now on.
     pub fn subscribe_inbound(&self) -> broadcast::Receiver<Inbound> {
         self.inbound.subscribe()
     }
@@ -123,6 +138,7 @@ impl ChannelManager {
                         version.name.clone(),
                         self.registry.clone(),
                         self.inbound.clone(),
+                        self.access.clone(),
                     )
                 })
                 .clone()
@@ -175,6 +191,16 @@ impl ChannelManager {
         request: WebhookRequest,
     ) -> Result<WebhookResponse, ChannelError> {
         self.runner(name)?.webhook(&request).await
+    }
+
+    /// Whether a push to channel `name` from `peer` may reach the plugin
+    /// (see [`access::push_allowed`]); unknown channels are left to the
+    /// caller's 404.
+    pub fn push_allowed(&self, name: &str, peer: Option<std::net::IpAddr>) -> bool {
+        match self.registry.current(name) {
+            Some(v) => access::push_allowed(v.manifest.test_only, v.settings.public, peer),
+            None => true,
+        }
     }
 
     /// Start channel `name` (operator action).

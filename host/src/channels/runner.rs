@@ -9,7 +9,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
-use super::{ChannelError, Inbound};
+use super::{AccessGate, ChannelError, Inbound};
 use crate::plugins::bindings::{OutboundMessage, ReceiveMode, WebhookRequest, WebhookResponse};
 use crate::plugins::{CallError, Instance, PluginError, PluginRegistry, PluginVersion};
 
@@ -77,6 +77,7 @@ pub struct ChannelRunner {
     name: String,
     registry: Arc<PluginRegistry>,
     inbound: broadcast::Sender<Inbound>,
+    access: Arc<AccessGate>,
     pool: Mutex<Vec<Instance>>,
     receiver: tokio::sync::Mutex<Option<Receiver>>,
     status: Mutex<ChannelStatus>,
@@ -97,11 +98,13 @@ impl ChannelRunner {
         name: String,
         registry: Arc<PluginRegistry>,
         inbound: broadcast::Sender<Inbound>,
+        access: Arc<AccessGate>,
     ) -> Arc<Self> {
         Arc::new(ChannelRunner {
             name,
             registry,
             inbound,
+            access,
             pool: Mutex::new(Vec::new()),
             receiver: tokio::sync::Mutex::new(None),
             status: Mutex::new(ChannelStatus {
@@ -278,7 +281,10 @@ impl ChannelRunner {
 
     /// Handle a webhook push. A push waits for a free instance at most one
     /// call timeout, then is refused as busy (HTTP 503, the platform retries).
-    pub async fn webhook(&self, request: &WebhookRequest) -> Result<WebhookResponse, ChannelError> {
+    pub async fn webhook(
+        self: &Arc<Self>,
+        request: &WebhookRequest,
+    ) -> Result<WebhookResponse, ChannelError> {
         self.accepting()?;
         let wait = Duration::from_millis(self.version()?.limits.call_timeout_ms);
         let inst = self.checkout_within(Some(wait)).await?;
@@ -310,8 +316,9 @@ impl ChannelRunner {
         self.checkin(inst);
     }
 
-    /// Publish an inbound message unless its id was seen recently.
-    fn deliver(&self, message: Inbound) {
+    /// Publish an inbound message unless its id was seen recently or the
+    /// channel's access policy refuses it.
+    fn deliver(self: &Arc<Self>, message: Inbound) {
         {
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
             if !message.id.is_empty() {
@@ -329,6 +336,9 @@ impl ChannelRunner {
             }
         }
         self.last_inbound_at.store(self.now(), Ordering::Relaxed);
+        if !self.access.admit(self, &message) {
+            return;
+        }
         tracing::debug!(channel = %self.name, id = %message.id, "inbound message");
         let _ = self.inbound.send(message);
     }

@@ -3,9 +3,11 @@
 //! - `GET /metrics` (Prometheus text);
 //! - `/v1/…`: sessions, channels and plugins as JSON (bearer token or
 //!   password when the gateway has one); `/v1/webhooks` is in
-//!   [`super::http_webhooks`];
+//!   [`super::http_webhooks`], `/v1/channels/{name}/pairing…` in
+//!   [`super::http_pairing`];
 //! - `/channels/{name}/webhook[/…]`: inbound webhooks for push-mode
-//!   channel plugins (503 with `Retry-After` while the plugin reloads).
+//!   channel plugins (503 with `Retry-After` while the plugin reloads; 403
+//!   for a test channel pushed to from a non-loopback peer).
 //!
 //! The API is described in `docs/openapi.json` (OpenAPI 3.1).
 
@@ -26,7 +28,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::{self, AuthMode};
-use super::{Gateway, canonical_key, methods};
+use super::{Gateway, canonical_key, http_pairing, methods};
 use crate::channels::ChannelError;
 use crate::plugins::bindings::WebhookRequest;
 
@@ -62,6 +64,15 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/channels/{name}/{action}", post(channel_action))
         .route("/v1/plugins", get(list_plugins))
         .route("/v1/plugins/reload", post(reload_plugins))
+        .route("/v1/channels/{name}/pairing", get(http_pairing::list))
+        .route(
+            "/v1/channels/{name}/pairing/approve",
+            post(http_pairing::approve),
+        )
+        .route(
+            "/v1/channels/{name}/pairing/dismiss",
+            post(http_pairing::dismiss),
+        )
         .merge(super::http_webhooks::routes())
         .route_layer(middleware::from_fn_with_state(gw.clone(), require_auth));
     Router::new()
@@ -316,6 +327,21 @@ async fn channel_webhook(
         .find(|(k, _)| k == "rest")
         .map(|(_, v)| format!("/{v}"))
         .unwrap_or_else(|| "/".into());
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    if !gw
+        .runtime
+        .channels
+        .push_allowed(&name, peer.map(|p| p.ip()))
+    {
+        tracing::warn!(channel = %name, remote = ?peer, "push to a test channel from a non-loopback peer refused");
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("channel {name:?} is a test channel and accepts pushes only from loopback"),
+        );
+    }
     let query = req.uri().query().unwrap_or("").to_string();
     let headers: Vec<(String, String)> = req
         .headers()

@@ -33,6 +33,16 @@ impl std::fmt::Debug for ProviderOverride {
     }
 }
 
+/// A clock given directly (see [`Options::clock`]).
+#[derive(Clone)]
+pub struct ClockOverride(pub crate::clock::SharedClock);
+
+impl std::fmt::Debug for ClockOverride {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClockOverride")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Data directory (database, compile cache, plugin data).
@@ -67,6 +77,9 @@ pub struct Options {
     pub watch_settle: Duration,
     /// The embedded store (reader connections, size limit).
     pub store: StoreConfig,
+    /// The clock of plugins, channels (pairing code expiry) and the health
+    /// monitor, instead of the system clock (tests).
+    pub clock: Option<ClockOverride>,
 }
 
 impl Options {
@@ -89,6 +102,7 @@ impl Options {
             logs: None,
             watch_settle: Duration::from_millis(300),
             store: StoreConfig::default(),
+            clock: None,
         }
     }
 }
@@ -165,7 +179,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&opts.plugins_dir)
         .with_context(|| format!("creating plugins dir {}", opts.plugins_dir.display()))?;
     opts.webhooks.check().map_err(|e| anyhow::anyhow!(e))?;
-    let db = opts.data_dir.join("pincer.db");
+    let db = opts.data_dir.join(crate::store::DB_FILE);
     let store = Arc::new(SqliteStore::open_with(&db, &opts.store).context("opening the database")?);
     let runtime = Runtime::new(RuntimeOptions {
         plugins_dir: opts.plugins_dir.clone(),
@@ -173,12 +187,16 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
             data_dir: Some(opts.data_dir.clone()),
             settings: opts.plugins.clone(),
             allow_cidrs: opts.allow_cidrs.clone(),
-            clock: crate::clock::system(),
+            clock: opts
+                .clock
+                .as_ref()
+                .map_or_else(crate::clock::system, |c| c.0.clone()),
             quotas: opts.plugin_quotas,
             plugin_threads: opts.plugin_threads,
         },
         health: opts.health,
         kv: store.clone(),
+        pairing: store.clone(),
         events: Arc::new(LocalBus::default()),
     })?;
     // Plugin and health events go into the event log (and so to webhooks)

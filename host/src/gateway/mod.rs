@@ -25,6 +25,7 @@ pub mod auth_limit;
 pub mod conn;
 pub mod frame_guard;
 pub mod http_api;
+pub mod http_pairing;
 pub mod http_webhooks;
 pub mod hub;
 pub mod inbound;

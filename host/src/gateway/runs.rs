@@ -566,6 +566,7 @@ pub(super) async fn execute(
         history,
         message: spec.message.clone(),
         model,
+        operator: spec.origin == Origin::Operator,
     };
     let provider = gw.provider.clone();
     // A panic inside the provider ends the run with an error like any

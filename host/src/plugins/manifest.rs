@@ -10,6 +10,7 @@
 //! allowed_hosts = ["https://api.telegram.org"]   # scheme://host[:port], `*` wildcards
 //! secrets = ["bot_token"]           # names the operator must grant
 //! data_mb = 16                      # asks for a /data directory of this size (the operator must grant it)
+//! test_only = false                 # true: pushes only from loopback (unless the operator sets `public`)
 //!
 //! [limits]                          # all optional
 //! memory_mb = 64                    # linear memory per instance
@@ -103,6 +104,11 @@ pub struct Manifest {
     /// `/data` only if the operator grants a size too (`quotas.data_mb`).
     #[serde(default)]
     pub data_mb: Option<u64>,
+    /// A channel for tests and demos (like the bundled `echo`): the host
+    /// accepts its pushes only from loopback peers unless the operator sets
+    /// `public = true` in `[plugins.<name>]`.
+    #[serde(default)]
+    pub test_only: bool,
 }
 
 fn default_version() -> String {
@@ -123,6 +129,7 @@ impl Manifest {
             limits: Limits::default(),
             config: BTreeMap::new(),
             data_mb: None,
+            test_only: false,
         }
     }
 
@@ -179,6 +186,19 @@ pub struct PluginSettings {
     pub autostart: Option<bool>,
     /// Overrides of the host-wide plugin quotas (instances, key-value, `/data`, logs).
     pub quotas: super::quotas::QuotaSettings,
+    /// Channels: who may message the agent in direct chats (default
+    /// `pairing`; see `crate::channels::access`).
+    pub dm_policy: crate::channels::access::DmPolicy,
+    /// Channels: platform sender ids always allowed (`"*"`: anyone).
+    pub allow_from: Vec<String>,
+    /// Channels: who may address the agent in groups (default `allowlist`).
+    pub group_policy: crate::channels::access::GroupPolicy,
+    /// Channels: in groups, answer only when mentioned or replied to
+    /// (default true).
+    pub require_mention: Option<bool>,
+    /// Test channels (manifest `test_only = true`): accept pushes from any
+    /// address, not only loopback (default false).
+    pub public: bool,
 }
 
 #[cfg(test)]

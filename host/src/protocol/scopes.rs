@@ -49,7 +49,10 @@ pub fn required_scope(method: &str) -> Option<&'static str> {
         "device.pair.list"
         | "device.pair.approve"
         | "device.pair.reject"
-        | "device.pair.remove" => Some(PAIRING),
+        | "device.pair.remove"
+        | "channels.pairing.list"
+        | "channels.pairing.approve"
+        | "channels.pairing.dismiss" => Some(PAIRING),
         // Everything else, including every `webhooks.*` method (endpoint
         // URLs and delivery bodies are sensitive), needs admin.
         _ => Some(ADMIN),
@@ -103,5 +106,10 @@ mod tests {
         assert!(authorize("sessions.delete", &s(&[ADMIN])).is_ok());
         assert_eq!(authorize("no.such.method", &s(&[READ])), Err(ADMIN));
         assert_eq!(authorize("device.pair.list", &s(&[READ])), Err(PAIRING));
+        assert_eq!(
+            authorize("channels.pairing.approve", &s(&[READ, WRITE])),
+            Err(PAIRING)
+        );
+        assert!(authorize("channels.pairing.approve", &s(&[PAIRING])).is_ok());
     }
 }

@@ -1,6 +1,7 @@
 //! Durable state. The runtime talks to small traits ([`KvStore`] for plugin
 //! data, [`SessionStore`] for sessions, devices and the event log,
-//! [`WebhookStore`] for the webhook registry and its outbox) so a cluster
+//! [`WebhookStore`] for the webhook registry and its outbox, [`PairingStore`]
+//! for channel sender pairing) so a cluster
 //! mode can swap the embedded SQLite database ([`SqliteStore`]) for
 //! PostgreSQL or Redis.
 //!
@@ -10,15 +11,18 @@
 //! stalls the gateway.
 
 mod columns;
+mod pairing;
 mod pool;
 mod prune;
 mod readiness;
 mod sessions;
 mod sqlite;
+mod sqlite_pairing;
 mod sqlite_sessions;
 mod sqlite_webhooks;
 mod webhooks;
 
+pub use pairing::*;
 pub use prune::PRUNE_BATCH;
 pub use sessions::*;
 pub use sqlite::{SqliteStore, StoreConfig};
@@ -29,6 +33,9 @@ pub use webhooks::*;
 pub use rusqlite::Connection;
 
 use std::sync::Arc;
+
+/// The database file's name inside the data directory.
+pub const DB_FILE: &str = "pincer.db";
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]

@@ -159,6 +159,8 @@ const MIGRATIONS: &[&str] = &[
     // table scan; the readiness probe writes (and deletes) a row here.
     "CREATE INDEX events_by_ts ON events (ts, id);
     CREATE TABLE store_probe (pad BLOB NOT NULL);",
+    // 5: channel sender pairing (see store/sqlite_pairing.rs).
+    super::sqlite_pairing::MIGRATION,
 ];
 
 /// Settings of the embedded store (`[store]` in the configuration file).

@@ -3,6 +3,7 @@
 
 pub mod chat;
 pub mod devices;
+pub mod pairing;
 pub mod plugins;
 pub mod sessions;
 pub mod system;
@@ -56,6 +57,9 @@ pub const METHODS: &[&str] = &[
     "channels.start",
     "channels.stop",
     "channels.restart",
+    "channels.pairing.list",
+    "channels.pairing.approve",
+    "channels.pairing.dismiss",
     "plugins.list",
     "plugins.reload",
     "webhooks.add",
@@ -247,6 +251,7 @@ async fn dispatch(ctx: &Ctx, req: &Request) -> Reply {
                 Err(e) => Reply::Err(e),
             }
         }
+        m if m.starts_with("channels.pairing.") => pairing::handle(gw, m, p).into(),
         "plugins.list" => Reply::Ok(serde_json::json!({"plugins": gw.runtime.plugins.list()})),
         "plugins.reload" => match params::<plugins::ReloadParams>(&req.method, p) {
             Ok(rp) => Reply::Ok(plugins::reload(gw, rp.name.as_deref()).await),

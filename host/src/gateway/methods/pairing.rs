@@ -1,0 +1,107 @@
+//! `channels.pairing.list/approve/dismiss`: operators decide which unknown
+//! channel senders may talk to the agent (the `operator.pairing` scope).
+//! The HTTP API (`/v1/channels/{name}/pairing…`) calls the same functions.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::params;
+use crate::channels::pairing::PairingError;
+use crate::gateway::Gateway;
+use crate::plugins::PluginKind;
+use crate::protocol::errors::ErrorShape;
+
+/// `{channel, accountId?, code?}` params.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PairingParams {
+    /// Channel plugin name.
+    #[serde(alias = "name")]
+    pub channel: String,
+    /// Channel account (default `default`).
+    #[serde(default)]
+    pub account_id: Option<String>,
+    /// Pairing code (approve, dismiss).
+    #[serde(default)]
+    pub code: Option<String>,
+}
+
+/// Why a pairing action failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PairingFailure {
+    /// No channel plugin of that name is loaded.
+    #[error("no channel named {0:?}")]
+    NoChannel(String),
+    /// `code` was missing.
+    #[error("`code` is required")]
+    MissingCode,
+    /// The pairing operation failed.
+    #[error(transparent)]
+    Pairing(#[from] PairingError),
+}
+
+impl From<PairingFailure> for ErrorShape {
+    fn from(e: PairingFailure) -> Self {
+        match e {
+            PairingFailure::Pairing(PairingError::Store(_)) => {
+                tracing::warn!(error = %e, "pairing store failed");
+                ErrorShape::unavailable("pairing store unavailable")
+            }
+            other => ErrorShape::invalid(other.to_string()),
+        }
+    }
+}
+
+fn channel_known(gw: &Gateway, channel: &str) -> Result<(), PairingFailure> {
+    match gw.runtime.plugins.info(channel) {
+        Some(info) if info.kind == Some(PluginKind::Channel) => Ok(()),
+        _ => Err(PairingFailure::NoChannel(channel.to_string())),
+    }
+}
+
+/// Pending requests and approved senders of a channel.
+pub fn list(gw: &Gateway, p: &PairingParams) -> Result<Value, PairingFailure> {
+    channel_known(gw, &p.channel)?;
+    let list = gw
+        .runtime
+        .channels
+        .pairing()
+        .list(&p.channel, p.account_id.as_deref())?;
+    Ok(serde_json::to_value(list).unwrap_or(Value::Null))
+}
+
+/// Approve the sender holding `code`.
+pub fn approve(gw: &Gateway, p: &PairingParams) -> Result<Value, PairingFailure> {
+    channel_known(gw, &p.channel)?;
+    let code = p.code.as_deref().ok_or(PairingFailure::MissingCode)?;
+    let approved =
+        gw.runtime
+            .channels
+            .pairing()
+            .approve(&p.channel, p.account_id.as_deref(), code)?;
+    Ok(json!({"ok": true, "approved": approved}))
+}
+
+/// Drop the request holding `code` without approving it.
+pub fn dismiss(gw: &Gateway, p: &PairingParams) -> Result<Value, PairingFailure> {
+    channel_known(gw, &p.channel)?;
+    let code = p.code.as_deref().ok_or(PairingFailure::MissingCode)?;
+    let dismissed =
+        gw.runtime
+            .channels
+            .pairing()
+            .dismiss(&p.channel, p.account_id.as_deref(), code)?;
+    Ok(json!({"ok": true, "dismissed": dismissed}))
+}
+
+/// Dispatch `channels.pairing.*` over the protocol.
+pub fn handle(gw: &Gateway, method: &str, p: &Value) -> Result<Value, ErrorShape> {
+    let p: PairingParams = params(method, p)?;
+    let r = match method {
+        "channels.pairing.list" => list(gw, &p),
+        "channels.pairing.approve" => approve(gw, &p),
+        "channels.pairing.dismiss" => dismiss(gw, &p),
+        other => return Err(ErrorShape::unknown_method(other)),
+    };
+    r.map_err(ErrorShape::from)
+}
