@@ -160,6 +160,7 @@ async fn build_runtime(r: &Resolved) -> anyhow::Result<Arc<Runtime>> {
             settings: r.file.plugins.clone(),
             allow_cidrs: r.allow.clone(),
             clock: pincer::clock::system(),
+            sandbox: r.file.sandbox,
         },
         health: r.file.health,
         kv: Arc::new(store),
@@ -183,6 +184,7 @@ async fn serve(
     opts.health = r.file.health;
     opts.plugins = r.file.plugins.clone();
     opts.allow_cidrs = r.allow.clone();
+    opts.sandbox = r.file.sandbox;
     opts.logs = Some(logs);
     if let Some(listen) = gw.listen {
         opts.gateway.listen = listen;

@@ -2,8 +2,10 @@
 //!
 //! The host checks every request against the plugin's allowed hosts and
 //! refuses private and link-local addresses unless the operator allows them.
-//! Put [`crate::secrets::placeholder`] in the URL or a header where a secret
-//! belongs; the host fills it in.
+//! Put [`crate::secrets::placeholder`] where a secret belongs (the URL path,
+//! the header or JSON body field the manifest binds it to); the host fills it
+//! in there and refuses the request if a placeholder is anywhere else. Too
+//! many requests fail with [`Error::RateLimited`].
 
 use crate::Error;
 use wasip2::http::outgoing_handler;
@@ -206,6 +208,25 @@ fn map_error(code: ErrorCode) -> Error {
         }
         ErrorCode::DestinationIpProhibited => {
             Error::Permanent("request denied by the host (address prohibited)".into())
+        }
+        ErrorCode::HttpResponseBodySize(cap) => Error::Permanent(match cap {
+            Some(n) => format!("response body larger than the host's limit of {n} bytes"),
+            None => "response body larger than the host's limit".into(),
+        }),
+        // The host's refusals: a misplaced secret, or the outbound rate limit.
+        ErrorCode::InternalError(Some(m)) if m.starts_with("denied: ") => {
+            Error::Permanent(format!("request {m}"))
+        }
+        ErrorCode::InternalError(Some(m)) if m.starts_with("rate-limited: ") => {
+            let retry_after_ms = m
+                .strip_prefix("rate-limited: retry after ")
+                .and_then(|r| r.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1000);
+            Error::RateLimited {
+                retry_after_ms,
+                message: m,
+            }
         }
         other => Error::Transient(format!("http: {other:?}")),
     }

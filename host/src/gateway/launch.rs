@@ -57,6 +57,8 @@ pub struct Options {
     pub plugins: std::collections::BTreeMap<String, PluginSettings>,
     /// Private ranges plugins may reach.
     pub allow_cidrs: Vec<ipnet::IpNet>,
+    /// Host-wide ceilings on plugin limits and the default outbound budget.
+    pub sandbox: crate::plugins::SandboxConfig,
     /// Log capture for `logs.tail`.
     pub logs: Option<Arc<LogBuffer>>,
     /// Debounce for the plugins directory watcher.
@@ -78,6 +80,7 @@ impl Options {
             health: HealthConfig::default(),
             plugins: Default::default(),
             allow_cidrs: Vec::new(),
+            sandbox: Default::default(),
             logs: None,
             watch_settle: Duration::from_millis(300),
         }
@@ -165,6 +168,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
             settings: opts.plugins.clone(),
             allow_cidrs: opts.allow_cidrs.clone(),
             clock: crate::clock::system(),
+            sandbox: opts.sandbox,
         },
         health: opts.health,
         kv: store.clone(),

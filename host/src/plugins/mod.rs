@@ -3,6 +3,7 @@
 //! - [`engine`]: the one wasmtime `Engine` (epochs, pooling) and its `Linker`;
 //! - [`host`]: the capabilities plugins import (log, kv, clock, secrets, http);
 //! - [`manifest`]: the plugin manifest and the operator's per-plugin settings;
+//! - [`limits`]: host-wide ceilings and outbound budgets, and effective limits;
 //! - [`cache`]: compiled artifacts on disk, so restarts load in milliseconds;
 //! - [`loader`]: a file on disk to a checked, pre-instantiated [`PluginVersion`];
 //! - [`instance`]: one sandboxed instance and limited, classified calls into it;
@@ -14,12 +15,14 @@ pub mod cache;
 pub mod engine;
 pub mod host;
 pub mod instance;
+pub mod limits;
 pub mod loader;
 pub mod manifest;
 pub mod registry;
 pub mod watcher;
 
 pub use instance::{CallError, Instance, PluginError};
+pub use limits::{HttpLimits, HttpOverrides, SandboxConfig};
 pub use loader::{LoadError, PluginVersion};
 pub use manifest::{Limits, Manifest, PluginKind, PluginSettings};
 pub use registry::{PluginInfo, PluginRegistry, PluginState, RuntimeConfig};

@@ -22,8 +22,9 @@ use super::cache::{CompileCache, Source};
 use super::engine;
 use super::host::{self, HostState};
 use super::instance::{CallError, Instance};
+use super::limits::{self, SandboxConfig};
 use super::loader::{self, Describe, LoadError, PluginVersion};
-use super::manifest::{PluginKind, PluginSettings};
+use super::manifest::{Limits, PluginKind, PluginSettings};
 use crate::clock::SharedClock;
 use crate::events::{Event, EventBus};
 use crate::netguard::NetGuard;
@@ -41,6 +42,8 @@ pub struct RuntimeConfig {
     pub allow_cidrs: Vec<IpNet>,
     /// The clock given to plugins and the health monitor.
     pub clock: SharedClock,
+    /// Host-wide ceilings on plugin limits and the default outbound budget.
+    pub sandbox: SandboxConfig,
 }
 
 impl Default for RuntimeConfig {
@@ -50,6 +53,7 @@ impl Default for RuntimeConfig {
             settings: BTreeMap::new(),
             allow_cidrs: Vec::new(),
             clock: crate::clock::system(),
+            sandbox: SandboxConfig::default(),
         }
     }
 }
@@ -82,6 +86,10 @@ pub struct PluginInfo {
     pub cached: Option<bool>,
     pub calls: u64,
     pub failures: u64,
+    /// The limits in force (after the host-wide ceilings).
+    pub limits: Option<Limits>,
+    /// Outbound HTTP counters of the current version.
+    pub outbound: Option<host::budget::OutboundStats>,
 }
 
 struct Slot {
@@ -367,21 +375,20 @@ impl PluginRegistry {
                 path: PathBuf::from(format!("[plugins.{name}]")),
                 message,
             })?;
-        let mut secrets = BTreeMap::new();
-        for (secret, source) in &settings.secrets {
-            match source.resolve() {
-                Some(v) => {
-                    secrets.insert(secret.clone(), v);
-                }
-                None => tracing::warn!(plugin = name, secret, "granted secret has no value"),
-            }
-        }
-        for needed in &manifest.secrets {
-            if !secrets.contains_key(needed) {
-                tracing::warn!(plugin = name, secret = %needed, "plugin needs a secret the operator has not granted");
-            }
-        }
-        let limits = settings.limits.unwrap_or(manifest.limits);
+        let secrets = host::secrets::SecretValues::from_grants(name, manifest, &settings.secrets)
+            .map_err(|message| LoadError::Manifest {
+            path: PathBuf::from(format!("[plugins.{name}]")),
+            message,
+        })?;
+        let limits = limits::effective(
+            name,
+            &manifest.limits,
+            settings.limits.as_ref(),
+            &self.config.sandbox,
+        );
+        let http_limits = settings.http.map_or(self.config.sandbox.http, |o| {
+            o.apply(self.config.sandbox.http)
+        });
         let plugin: Arc<str> = Arc::from(name);
         Ok(host::Capabilities {
             plugin: plugin.clone(),
@@ -390,15 +397,17 @@ impl PluginRegistry {
                 .data_dir
                 .as_ref()
                 .map(|d| host::data_dir(&d.join("plugin-data"), name)),
-            http: Arc::new(host::http::HttpPolicy::new(
+            http: Arc::new(host::http::HttpPolicy::with_limits(
                 allowed,
                 NetGuard::new(self.config.allow_cidrs.clone()),
+                http_limits,
             )),
             log: host::log::LogLimiter::new(50.0, 200.0),
             kv: host::kv::PluginKv::new(plugin, self.kv.clone()),
             clock: self.config.clock.clone(),
-            secrets: Arc::new(host::secrets::SecretValues(secrets)),
+            secrets: Arc::new(secrets),
             memory_bytes: (limits.memory_mb as usize).saturating_mul(1 << 20),
+            limits,
         })
     }
 
@@ -438,6 +447,8 @@ impl PluginRegistry {
                     cached: v.as_ref().map(|v| v.source == Source::Cached),
                     calls: slot.calls.load(Ordering::Relaxed),
                     failures: slot.failures.load(Ordering::Relaxed),
+                    limits: v.as_ref().map(|v| v.limits),
+                    outbound: v.as_ref().map(|v| v.caps.http.stats()),
                 }
             })
             .collect()
