@@ -181,6 +181,44 @@ mod tests {
     }
 
     #[test]
+    fn config_file_sections_parse() {
+        let file: crate::config::FileConfig = toml::from_str(
+            r#"
+[sandbox]
+memory_mb = 64
+[sandbox.http]
+burst = 10
+[plugins.telegram]
+secrets = { bot_token = "env:TOKEN", hook = { value = "inline-s3cret", in = ["body:secret_token"] } }
+http = { rate_per_sec = 5 }
+"#,
+        )
+        .unwrap();
+        assert_eq!(file.sandbox.memory_mb, 64);
+        assert_eq!(file.sandbox.call_timeout_ms, 60_000);
+        assert_eq!(file.sandbox.http.burst, 10);
+        assert_eq!(file.sandbox.http.rate_per_sec, 20);
+        let tg = &file.plugins["telegram"];
+        assert_eq!(tg.http.unwrap().rate_per_sec, Some(5));
+        let hook = &tg.secrets["hook"];
+        assert_eq!(hook.resolve().as_deref(), Some("inline-s3cret"));
+        assert_eq!(
+            hook.binding().unwrap().places,
+            Some(vec!["body:secret_token".to_string()])
+        );
+        // Inline values never reach `Debug` output.
+        let shown = format!("{tg:?}");
+        assert!(
+            !shown.contains("inline-s3cret") && shown.contains("env:TOKEN"),
+            "{shown}"
+        );
+        assert!(
+            toml::from_str::<crate::config::FileConfig>("[sandbox]\nmemory = 1").is_err(),
+            "unknown keys are errors"
+        );
+    }
+
+    #[test]
     fn http_overrides_keep_unset_defaults() {
         let o = HttpOverrides {
             rate_per_sec: Some(1),

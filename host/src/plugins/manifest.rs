@@ -8,13 +8,14 @@
 //! wit = "pincer:plugin@0.1.0"       # contract version built against
 //! description = "Telegram Bot API"
 //! allowed_hosts = ["https://api.telegram.org"]   # scheme://host[:port], `*` wildcards
-//! secrets = ["bot_token"]           # names the operator must grant (see below)
+//! secrets = ["bot_token"]           # names the operator must grant: each may be
+//!                                   # filled in the URL path and `authorization`
+//!                                   # header of allowed_hosts only; or, per secret:
+//! # [secrets.bot_token]
+//! # hosts = ["https://api.telegram.org"]  # default: allowed_hosts above
+//! # in = ["path", "body:secret_token"]    # path | header:<name> | body:<json field>
 //!
-//! [secrets.webhook_secret]          # or bind each secret to hosts and places
-//! hosts = ["https://api.telegram.org"]   # default: allowed_hosts above
-//! in = ["body:secret_token"]        # path | header:<name> | body:<json field>
-//!
-//! [limits]                          # all optional
+//! [limits]                          # all optional; a request, capped by [sandbox]
 //! memory_mb = 64                    # linear memory per instance
 //! call_timeout_ms = 10000           # wall clock per call (includes host calls)
 //! cpu_ms = 5000                     # CPU time per call (epoch ticks)
@@ -313,6 +314,18 @@ x = "y""#,
         assert_eq!(m.kind, Some(PluginKind::Channel));
         assert_eq!(m.limits.memory_mb, 32);
         assert_eq!(m.limits.call_timeout_ms, Limits::default().call_timeout_ms);
+        assert_eq!(m.secrets["bot_token"], SecretBinding::default());
+        let m = Manifest::parse(
+            r#"name = "t"
+[secrets.hook]
+hosts = ["https://api.telegram.org"]
+in = ["body:secret_token", "header:X-Token"]"#,
+        )
+        .unwrap();
+        assert_eq!(m.secrets["hook"].places.as_ref().unwrap().len(), 2);
+        assert!(Manifest::parse("name = \"t\"\n[secrets.x]\nin = [\"query\"]").is_err());
+        assert!(Manifest::parse("name = \"t\"\n[secrets.x]\nhosts = [\"ftp://x\"]").is_err());
+        assert!(Manifest::parse("name = \"t\"\n[secrets.x]\nwhere = 1").is_err());
         assert!(Manifest::parse("name = \"a b\"").is_err());
         assert!(Manifest::parse("name = \"a\"\nbogus = 1").is_err());
         assert!(Manifest::parse("name = \"a\"\nallowed_hosts = [\"ftp://x\"]").is_err());

@@ -426,8 +426,11 @@ async fn fill_secrets(
             continue;
         };
         if let Some(filled) = secrets.fill(text, &Place::Header(name.as_str().to_string()), dest)? {
-            *value = http::HeaderValue::from_str(&filled)
-                .map_err(|_| Fill::Http(HttpError::HttpRequestUriInvalid))?;
+            *value = http::HeaderValue::from_str(&filled).map_err(|_| {
+                Fill::Http(denied(format!(
+                    "a secret's value is not valid in header `{name}`"
+                )))
+            })?;
         }
     }
     if !secrets.is_empty() {

@@ -354,8 +354,15 @@ impl SecretValues {
                 continue;
             }
             let placeholder = Self::placeholder(name);
-            let encoded = percent_encode(&s.value);
-            for needle in [s.value.as_str(), encoded.as_str()] {
+            let upper = percent_encode(&s.value);
+            let lower = percent_encode_lower(&s.value);
+            let mut needles = vec![s.value.as_str()];
+            for form in [upper.as_str(), lower.as_str()] {
+                if !needles.contains(&form) {
+                    needles.push(form);
+                }
+            }
+            for needle in needles {
                 let hay = current.as_deref().unwrap_or(bytes);
                 if let Some(replaced) = replace_all(hay, needle.as_bytes(), placeholder.as_bytes())
                 {
@@ -386,14 +393,24 @@ fn replace_all(hay: &[u8], needle: &[u8], with: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Percent-encode everything but unreserved characters (RFC 3986).
+/// Percent-encode everything but unreserved characters (RFC 3986), with
+/// upper-case hex digits.
 fn percent_encode(s: &str) -> String {
+    encode_with(s, |b| format!("%{b:02X}"))
+}
+
+/// The same with lower-case hex digits.
+fn percent_encode_lower(s: &str) -> String {
+    encode_with(s, |b| format!("%{b:02x}"))
+}
+
+fn encode_with(s: &str, escape: impl Fn(u8) -> String) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.push_str(&escape(b));
         }
     }
     out
@@ -463,8 +480,9 @@ mod tests {
         assert!(s.fill("/{{secret:token}}", &Place::Path, &other).is_err());
         assert_eq!(s.scrub("bad token s3:cr3t"), "bad token [secret:token]");
         assert_eq!(
-            s.scrub_response(b"x s3:cr3t y s3%3Acr3t").unwrap(),
-            b"x {{secret:token}} y {{secret:token}}"
+            s.scrub_response(b"x s3:cr3t y s3%3Acr3t z s3%3acr3t")
+                .unwrap(),
+            b"x {{secret:token}} y {{secret:token}} z {{secret:token}}"
         );
         assert_eq!(s.scrub_response(b"nothing"), None);
     }
