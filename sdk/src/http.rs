@@ -218,14 +218,12 @@ fn map_error(code: ErrorCode) -> Error {
             Error::Permanent(format!("request {m}"))
         }
         ErrorCode::InternalError(Some(m)) if m.starts_with("rate-limited: ") => {
-            let retry_after_ms = m
-                .strip_prefix("rate-limited: retry after ")
-                .and_then(|r| r.split(' ').next())
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(1000);
+            // `rate-limited: retry after N ms: MESSAGE`
+            let rest = m.strip_prefix("rate-limited: retry after ").unwrap_or(&m);
+            let (ms, message) = rest.split_once(" ms: ").unwrap_or(("1000", rest));
             Error::RateLimited {
-                retry_after_ms,
-                message: m,
+                retry_after_ms: ms.parse().unwrap_or(1000),
+                message: message.to_string(),
             }
         }
         other => Error::Transient(format!("http: {other:?}")),

@@ -364,7 +364,11 @@ async fn outbound_requests_are_rate_limited() {
     );
     assert_eq!(a.requests().len() as u64, ok);
     let first = out["first_refusal"].as_str().unwrap();
-    assert!(first.starts_with("rate limited (retry after"), "{first}");
+    assert!(
+        first.starts_with("rate limited (retry after")
+            && first.contains("may make 20 outbound requests per second (burst 40)"),
+        "{first}"
+    );
     let stats = t.runtime.plugins.info("hostile").unwrap().outbound.unwrap();
     assert_eq!((stats.requests, stats.rate_limited), (ok, limited));
 

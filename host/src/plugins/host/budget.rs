@@ -79,7 +79,7 @@ impl Counters {
 /// Outbound HTTP of one plugin since its current version loaded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct OutboundStats {
-    /// Requests sent to a server.
+    /// Requests a server answered (the response head arrived).
     pub requests: u64,
     /// Requests refused by the rate limit.
     pub rate_limited: u64,

@@ -235,6 +235,7 @@ async fn send(
 
     // 2. The allowed hosts.
     let uri = request.uri().clone();
+    let head = request.method() == http::Method::HEAD;
     let tls = match uri.scheme() {
         Some(s) if *s == Scheme::HTTPS => true,
         Some(s) if *s == Scheme::HTTP => false,
@@ -286,10 +287,12 @@ async fn send(
     let key = Key { tls, host, port };
     let (sender, response) = match policy.pool.checkout(&key) {
         Some(mut sender) => {
-            Counters::bump(&policy.counters.reused);
             match tokio::time::timeout(first_byte, sender.try_send_request(request)).await {
                 Err(_) => return Err(HttpError::ConnectionReadTimeout),
-                Ok(Ok(response)) => (sender, response),
+                Ok(Ok(response)) => {
+                    Counters::bump(&policy.counters.reused);
+                    (sender, response)
+                }
                 Ok(Err(mut e)) => match e.take_message() {
                     // Never written: the idle connection had closed; retry once fresh.
                     Some(request) => {
@@ -316,7 +319,7 @@ async fn send(
         tracing::warn!(plugin, host = %key.host, cap, "outbound response refused: body over the size cap");
         HttpError::HttpResponseBodySize(Some(cap))
     };
-    if declared.is_some_and(|n| n > cap) {
+    if !head && declared.is_some_and(|n| n > cap) {
         return Err(too_large());
     }
     let body = read_capped(incoming, cap).await?.ok_or_else(too_large)?;
@@ -335,11 +338,14 @@ async fn send(
         }
         secrets.scrub_response(&body).map_or(body, Bytes::from)
     };
-    parts.headers.remove(http::header::TRANSFER_ENCODING);
-    parts.headers.insert(
-        http::header::CONTENT_LENGTH,
-        http::HeaderValue::from(body.len()),
-    );
+    if !head {
+        // The guest gets the whole (scrubbed) body: say its length.
+        parts.headers.remove(http::header::TRANSFER_ENCODING);
+        parts.headers.insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(body.len()),
+        );
+    }
     let response = http::Response::from_parts(parts, full(body));
     Ok((response, Box::new(async { Ok(()) }) as IoFuture))
 }
