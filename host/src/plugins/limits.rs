@@ -216,6 +216,11 @@ http = { rate_per_sec = 5 }
             toml::from_str::<crate::config::FileConfig>("[sandbox]\nmemory = 1").is_err(),
             "unknown keys are errors"
         );
+        let e = toml::from_str::<crate::config::FileConfig>(
+            "[plugins.x]\nsecrets = { t = { valu = \"v\" } }",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("env:VAR"), "{e}");
     }
 
     #[test]

@@ -204,7 +204,10 @@ where
 
 /// Where a granted secret's value comes from.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a secret value, \"env:VAR\", or { value = \"...\", hosts = [...], in = [...] }"
+)]
 pub enum SecretSource {
     /// `"env:NAME"` reads the gateway's environment variable; anything else is the value.
     Value(String),
