@@ -468,3 +468,71 @@ async fn connections_are_reused() {
     let stats = t.runtime.plugins.info("hostile").unwrap().outbound.unwrap();
     assert_eq!((stats.connections_opened, stats.connections_reused), (1, 9));
 }
+
+/// Through a real gateway: the `[sandbox]` ceilings and a plugin's outbound
+/// budget come from the gateway options, and `/v1/plugins` and `/metrics`
+/// show the limits in force and the refusals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_shows_limits_and_outbound_refusals() {
+    let a = EchoServer::start().await;
+    let (mut opts, dir) = pincer_tests::gateway::TestGateway::options();
+    opts.gateway.token = Some("secret".into());
+    opts.sandbox.memory_mb = 48;
+    opts.allow_cidrs = pincer::netguard::NetGuard::parse_cidrs("127.0.0.0/8").unwrap();
+    opts.plugins.insert(
+        "http-fetch".into(),
+        PluginSettings {
+            allowed_hosts: Some(vec!["http://127.0.0.1:*".into()]),
+            limits: Some(Limits {
+                memory_mb: 512,
+                ..Limits::default()
+            }),
+            http: Some(HttpOverrides {
+                rate_per_sec: Some(0),
+                burst: Some(1),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    );
+    let g = pincer_tests::gateway::TestGateway::start_with(opts, dir).await;
+    let plugins = &g.gw().runtime.plugins;
+    let args = json!({ "url": a.url("/x") }).to_string();
+    plugins.invoke_tool("http-fetch", &args).await.unwrap();
+    let e = plugins.invoke_tool("http-fetch", &args).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            CallError::Plugin {
+                error: PluginError::RateLimited { .. },
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(a.requests().len(), 1);
+
+    let client = reqwest::Client::new();
+    let get = |path: &str| {
+        client
+            .get(format!("http://{}{path}", g.addr))
+            .bearer_auth("secret")
+            .send()
+    };
+    let list: Value = get("/v1/plugins").await.unwrap().json().await.unwrap();
+    let fetch = list["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "http-fetch")
+        .unwrap()
+        .clone();
+    assert_eq!(fetch["limits"]["memory_mb"], 48, "{fetch}");
+    assert_eq!(fetch["outbound"]["requests"], 1, "{fetch}");
+    assert_eq!(fetch["outbound"]["rate_limited"], 1, "{fetch}");
+    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains("pincer_plugin_http_rate_limited_total{plugin=\"http-fetch\"} 1"),
+        "{metrics}"
+    );
+}

@@ -375,11 +375,13 @@ impl PluginRegistry {
                 path: PathBuf::from(format!("[plugins.{name}]")),
                 message,
             })?;
-        let secrets = host::secrets::SecretValues::from_grants(name, manifest, &settings.secrets)
-            .map_err(|message| LoadError::Manifest {
-            path: PathBuf::from(format!("[plugins.{name}]")),
-            message,
-        })?;
+        let granted = &settings.secrets;
+        let secrets = host::secrets::SecretValues::from_grants(name, manifest, granted).map_err(
+            |message| LoadError::Manifest {
+                path: PathBuf::from(format!("[plugins.{name}]")),
+                message,
+            },
+        )?;
         let limits = limits::effective(
             name,
             &manifest.limits,
