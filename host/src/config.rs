@@ -33,6 +33,10 @@
 //! provider = "openai"                  # or "echo" (default)
 //! openai = { base_url = "http://127.0.0.1:11434/v1", model = "llama3.2" }
 //!
+//! [sandbox]                            # see plugins::SandboxConfig: ceilings
+//! memory_mb = 128                      # no plugin gets more, whatever it asks
+//! http = { rate_per_sec = 20, burst = 40, max_response_bytes = 10485760 }
+//!
 //! [plugins.telegram]                   # see plugins::PluginSettings
 //! allowed_hosts = ["https://api.telegram.org"]
 //! secrets = { bot_token = "env:TELEGRAM_BOT_TOKEN" }
@@ -43,6 +47,7 @@
 //!
 //! [plugins.echo]                       # a test channel (manifest `test_only`)
 //! public = true                        # accept pushes from non-loopback peers too
+//! http = { rate_per_sec = 30 }         # this plugin's outbound budget
 //! ```
 
 use std::collections::BTreeMap;
@@ -53,7 +58,7 @@ use serde::Deserialize;
 use crate::agent::AgentConfig;
 use crate::gateway::GatewayConfig;
 use crate::health::HealthConfig;
-use crate::plugins::PluginSettings;
+use crate::plugins::{PluginSettings, SandboxConfig};
 use crate::store::StoreConfig;
 use crate::webhooks::WebhookConfig;
 
@@ -75,6 +80,8 @@ pub struct FileConfig {
     pub health: HealthConfig,
     /// Per-plugin settings.
     pub plugins: BTreeMap<String, PluginSettings>,
+    /// Host-wide ceilings on plugin limits and the default outbound budget.
+    pub sandbox: SandboxConfig,
     /// Gateway (listener, auth, limits).
     pub gateway: GatewayConfig,
     /// Agent (provider, model).

@@ -245,6 +245,7 @@ async fn build_runtime(r: &Resolved) -> anyhow::Result<Arc<Runtime>> {
             clock: pincer::clock::system(),
             quotas: r.file.plugin_quotas,
             plugin_threads: r.file.plugin_threads,
+            sandbox: r.file.sandbox,
         },
         health: r.file.health,
         kv: store.clone(),
@@ -272,6 +273,7 @@ async fn serve(
     opts.allow_cidrs = r.allow.clone();
     opts.plugin_quotas = r.file.plugin_quotas;
     opts.plugin_threads = r.file.plugin_threads;
+    opts.sandbox = r.file.sandbox;
     opts.logs = Some(logs);
     if let Some(listen) = gw.listen {
         opts.gateway.listen = listen;

@@ -2,8 +2,10 @@
 //!
 //! The host checks every request against the plugin's allowed hosts and
 //! refuses private and link-local addresses unless the operator allows them.
-//! Put [`crate::secrets::placeholder`] in the URL or a header where a secret
-//! belongs; the host fills it in.
+//! Put [`crate::secrets::placeholder`] where a secret belongs (the URL path,
+//! the header or JSON body field the manifest binds it to); the host fills it
+//! in there and refuses the request if a placeholder is anywhere else. Too
+//! many requests fail with [`Error::RateLimited`].
 
 use crate::Error;
 use wasip2::http::outgoing_handler;
@@ -206,6 +208,23 @@ fn map_error(code: ErrorCode) -> Error {
         }
         ErrorCode::DestinationIpProhibited => {
             Error::Permanent("request denied by the host (address prohibited)".into())
+        }
+        ErrorCode::HttpResponseBodySize(cap) => Error::Permanent(match cap {
+            Some(n) => format!("response body larger than the host's limit of {n} bytes"),
+            None => "response body larger than the host's limit".into(),
+        }),
+        // The host's refusals: a misplaced secret, or the outbound rate limit.
+        ErrorCode::InternalError(Some(m)) if m.starts_with("denied: ") => {
+            Error::Permanent(format!("request {m}"))
+        }
+        ErrorCode::InternalError(Some(m)) if m.starts_with("rate-limited: ") => {
+            // `rate-limited: retry after N ms: MESSAGE`
+            let rest = m.strip_prefix("rate-limited: retry after ").unwrap_or(&m);
+            let (ms, message) = rest.split_once(" ms: ").unwrap_or(("1000", rest));
+            Error::RateLimited {
+                retry_after_ms: ms.parse().unwrap_or(1000),
+                message: message.to_string(),
+            }
         }
         other => Error::Transient(format!("http: {other:?}")),
     }

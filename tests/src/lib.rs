@@ -11,6 +11,8 @@ pub mod registry;
 
 pub mod runs;
 
+pub mod sandbox;
+
 pub mod webhook_receiver;
 
 pub mod ws;

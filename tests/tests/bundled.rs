@@ -138,9 +138,17 @@ async fn http_fetch_allowed_hosts_private_ranges_and_secrets() {
         "http-fetch".to_string(),
         PluginSettings {
             allowed_hosts: Some(vec!["http://127.0.0.1:*".into()]),
+            // http-fetch declares no secrets: the operator binds this one
+            // to the host and place it belongs (issue 8, B9).
             secrets: [(
                 "token".to_string(),
-                pincer::plugins::manifest::SecretSource::Value("s3cr3t".into()),
+                pincer::plugins::manifest::SecretSource::Bound(
+                    pincer::plugins::manifest::BoundSecret {
+                        value: "s3cr3t".into(),
+                        hosts: Some(vec!["http://127.0.0.1:*".into()]),
+                        places: Some(vec!["path".into()]),
+                    },
+                ),
             )]
             .into(),
             ..Default::default()

@@ -222,6 +222,19 @@ async fn metrics_text(State(gw): State<Arc<Gateway>>) -> Response {
         metrics::counter!("pincer_plugin_calls_total", "plugin" => name.clone()).absolute(p.calls);
         metrics::counter!("pincer_plugin_failures_total", "plugin" => name.clone())
             .absolute(p.failures);
+        if let Some(o) = p.outbound {
+            for (metric, v) in [
+                ("pincer_plugin_http_requests_total", o.requests),
+                ("pincer_plugin_http_rate_limited_total", o.rate_limited),
+                (
+                    "pincer_plugin_http_secrets_refused_total",
+                    o.secrets_refused,
+                ),
+                ("pincer_plugin_http_too_large_total", o.responses_too_large),
+            ] {
+                metrics::counter!(metric, "plugin" => name.clone()).absolute(v);
+            }
+        }
         let loaded = matches!(p.state, crate::plugins::PluginState::Loaded);
         metrics::gauge!("pincer_plugin_loaded", "plugin" => name).set(if loaded {
             1.0

@@ -71,6 +71,8 @@ pub struct Options {
     pub plugin_quotas: crate::plugins::Quotas,
     /// Threads running tool calls (0: half the CPUs).
     pub plugin_threads: usize,
+    /// Host-wide ceilings on plugin limits and the default outbound budget.
+    pub sandbox: crate::plugins::SandboxConfig,
     /// Log capture for `logs.tail`.
     pub logs: Option<Arc<LogBuffer>>,
     /// Debounce for the plugins directory watcher.
@@ -99,6 +101,7 @@ impl Options {
             allow_cidrs: Vec::new(),
             plugin_quotas: Default::default(),
             plugin_threads: 0,
+            sandbox: Default::default(),
             logs: None,
             watch_settle: Duration::from_millis(300),
             store: StoreConfig::default(),
@@ -193,6 +196,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
                 .map_or_else(crate::clock::system, |c| c.0.clone()),
             quotas: opts.plugin_quotas,
             plugin_threads: opts.plugin_threads,
+            sandbox: opts.sandbox,
         },
         health: opts.health,
         kv: store.clone(),

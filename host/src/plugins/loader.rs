@@ -117,7 +117,7 @@ pub struct PluginVersion {
     pub source: Source,
     /// Time to compile or deserialize.
     pub compile_time: Duration,
-    /// Limits in force (manifest, then operator overrides).
+    /// Limits in force (manifest or operator, capped by the host ceilings).
     pub limits: Limits,
     /// The operator's settings when loaded.
     pub settings: PluginSettings,
@@ -383,7 +383,7 @@ pub(crate) fn finish(
     describe: Describe,
     reported_name: String,
 ) -> Arc<PluginVersion> {
-    let limits = settings.limits.unwrap_or(manifest.limits);
+    let limits = caps.limits;
     Arc::new(PluginVersion {
         name,
         manifest,

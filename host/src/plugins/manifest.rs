@@ -11,8 +11,14 @@
 //! secrets = ["bot_token"]           # names the operator must grant
 //! data_mb = 16                      # asks for a /data directory of this size (the operator must grant it)
 //! test_only = false                 # true: pushes only from loopback (unless the operator sets `public`)
+//! secrets = ["bot_token"]           # names the operator must grant: each may be
+//!                                   # filled in the URL path and `authorization`
+//!                                   # header of allowed_hosts only; or, per secret:
+//! # [secrets.bot_token]
+//! # hosts = ["https://api.telegram.org"]  # default: allowed_hosts above
+//! # in = ["path", "body:secret_token"]    # path | header:<name> | body:<json field>
 //!
-//! [limits]                          # all optional
+//! [limits]                          # all optional; a request, capped by [sandbox]
 //! memory_mb = 64                    # linear memory per instance
 //! call_timeout_ms = 10000           # wall clock per call (includes host calls)
 //! cpu_ms = 5000                     # CPU time per call (epoch ticks)
@@ -91,9 +97,10 @@ pub struct Manifest {
     /// Hosts outbound `wasi:http` may reach.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
-    /// Secret names the plugin needs.
-    #[serde(default)]
-    pub secrets: Vec<String>,
+    /// Secrets the plugin needs, with where each may be filled in. The list
+    /// form `secrets = ["x"]` binds each to [`SecretBinding::default`].
+    #[serde(default, deserialize_with = "secrets_list_or_table")]
+    pub secrets: BTreeMap<String, SecretBinding>,
     /// Limits per call.
     #[serde(default)]
     pub limits: Limits,
@@ -125,7 +132,7 @@ impl Manifest {
             wit: None,
             description: String::new(),
             allowed_hosts: vec![],
-            secrets: vec![],
+            secrets: BTreeMap::new(),
             limits: Limits::default(),
             config: BTreeMap::new(),
             data_mb: None,
@@ -147,22 +154,133 @@ impl Manifest {
         for h in &m.allowed_hosts {
             super::host::http::HostPattern::parse(h)?;
         }
+        for (name, binding) in &m.secrets {
+            binding
+                .check()
+                .map_err(|e| format!("secret `{name}`: {e}"))?;
+        }
         Ok(m)
     }
 }
 
+/// Where a secret may be filled in: to which hosts, in which places of a
+/// request. Declared by the manifest (`[secrets.NAME]`) and optionally
+/// narrowed by the operator (`secrets = { NAME = { value = .., hosts = .., in = .. } }`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretBinding {
+    /// Host rules (`scheme://host[:port]`) the secret may be sent to. In a
+    /// manifest, `None` means the manifest's own `allowed_hosts` (never the
+    /// operator's wider list); from the operator, `None` does not narrow.
+    #[serde(default)]
+    pub hosts: Option<Vec<String>>,
+    /// Places: `path`, `header:<name>` or `body:<json field>`. In a manifest,
+    /// `None` means `["path", "header:authorization"]`; from the operator,
+    /// `None` does not narrow.
+    #[serde(default, rename = "in")]
+    pub places: Option<Vec<String>>,
+}
+
+impl SecretBinding {
+    /// Check that every host rule and place parses.
+    pub fn check(&self) -> Result<(), String> {
+        for h in self.hosts.iter().flatten() {
+            super::host::http::HostPattern::parse(h)?;
+        }
+        for p in self.places.iter().flatten() {
+            super::host::secrets::Place::parse(p)?;
+        }
+        Ok(())
+    }
+}
+
+fn secrets_list_or_table<'de, D>(d: D) -> Result<BTreeMap<String, SecretBinding>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<String>),
+        Table(BTreeMap<String, SecretBinding>),
+    }
+    Ok(match Form::deserialize(d)? {
+        Form::List(names) => names
+            .into_iter()
+            .map(|n| (n, SecretBinding::default()))
+            .collect(),
+        Form::Table(t) => t,
+    })
+}
+
 /// Where a granted secret's value comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a secret value, \"env:VAR\", or { value = \"...\", hosts = [...], in = [...] }"
+)]
 pub enum SecretSource {
     /// `"env:NAME"` reads the gateway's environment variable; anything else is the value.
     Value(String),
+    /// `{ value = "env:NAME", hosts = [..], in = [..] }`: the value, and a
+    /// binding that narrows where the plugin may have it filled in.
+    Bound(BoundSecret),
+}
+
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print inline values; `env:` references are not secret.
+        let shown = |v: &str| {
+            if v.starts_with("env:") {
+                v.to_string()
+            } else {
+                "<redacted>".to_string()
+            }
+        };
+        match self {
+            SecretSource::Value(v) => f.debug_tuple("Value").field(&shown(v)).finish(),
+            SecretSource::Bound(b) => f
+                .debug_struct("Bound")
+                .field("value", &shown(&b.value))
+                .field("hosts", &b.hosts)
+                .field("in", &b.places)
+                .finish(),
+        }
+    }
+}
+
+/// The operator's table form of a secret grant.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoundSecret {
+    /// The value, or `env:VAR`.
+    pub value: String,
+    /// Hosts it may be sent to (narrows the manifest's binding).
+    #[serde(default)]
+    pub hosts: Option<Vec<String>>,
+    /// Places it may be filled in (narrows the manifest's binding).
+    #[serde(default, rename = "in")]
+    pub places: Option<Vec<String>>,
 }
 
 impl SecretSource {
+    /// The operator's narrowing binding, if given.
+    pub fn binding(&self) -> Option<SecretBinding> {
+        match self {
+            SecretSource::Value(_) => None,
+            SecretSource::Bound(b) => Some(SecretBinding {
+                hosts: b.hosts.clone(),
+                places: b.places.clone(),
+            }),
+        }
+    }
+
     /// Resolve the secret's value.
     pub fn resolve(&self) -> Option<String> {
-        let SecretSource::Value(v) = self;
+        let v = match self {
+            SecretSource::Value(v) => v,
+            SecretSource::Bound(b) => &b.value,
+        };
         match v.strip_prefix("env:") {
             Some(var) => std::env::var(var).ok(),
             None => Some(v.clone()),
@@ -178,10 +296,13 @@ pub struct PluginSettings {
     pub config: BTreeMap<String, String>,
     /// Replaces the manifest's allowed hosts (narrow or widen).
     pub allowed_hosts: Option<Vec<String>>,
-    /// Secrets granted: name → value or `env:VAR`.
+    /// Secrets granted: name → value or `env:VAR`, or
+    /// `{ value = .., hosts = [..], in = [..] }` to narrow where it may go.
     pub secrets: BTreeMap<String, SecretSource>,
-    /// Overrides the manifest's limits.
+    /// Overrides the manifest's limits (each still capped by `[sandbox]`).
     pub limits: Option<Limits>,
+    /// Outbound HTTP budget (rate, burst, response size) for this plugin.
+    pub http: Option<super::limits::HttpOverrides>,
     /// Set to false to keep a channel loaded but stopped.
     pub autostart: Option<bool>,
     /// Overrides of the host-wide plugin quotas (instances, key-value, `/data`, logs).
@@ -222,6 +343,18 @@ x = "y""#,
         assert_eq!(m.kind, Some(PluginKind::Channel));
         assert_eq!(m.limits.memory_mb, 32);
         assert_eq!(m.limits.call_timeout_ms, Limits::default().call_timeout_ms);
+        assert_eq!(m.secrets["bot_token"], SecretBinding::default());
+        let m = Manifest::parse(
+            r#"name = "t"
+[secrets.hook]
+hosts = ["https://api.telegram.org"]
+in = ["body:secret_token", "header:X-Token"]"#,
+        )
+        .unwrap();
+        assert_eq!(m.secrets["hook"].places.as_ref().unwrap().len(), 2);
+        assert!(Manifest::parse("name = \"t\"\n[secrets.x]\nin = [\"query\"]").is_err());
+        assert!(Manifest::parse("name = \"t\"\n[secrets.x]\nhosts = [\"ftp://x\"]").is_err());
+        assert!(Manifest::parse("name = \"t\"\n[secrets.x]\nwhere = 1").is_err());
         assert!(Manifest::parse("name = \"a b\"").is_err());
         assert!(Manifest::parse("name = \"a\"\nbogus = 1").is_err());
         assert!(Manifest::parse("name = \"a\"\nallowed_hosts = [\"ftp://x\"]").is_err());

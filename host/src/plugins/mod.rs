@@ -3,6 +3,7 @@
 //! - [`engine`]: the one wasmtime `Engine` (epochs, pooling) and its `Linker`;
 //! - [`host`]: the capabilities plugins import (log, kv, clock, secrets, http);
 //! - [`manifest`]: the plugin manifest and the operator's per-plugin settings;
+//! - [`limits`]: host-wide ceilings and outbound budgets, and effective limits;
 //! - [`cache`]: compiled artifacts on disk, so restarts load in milliseconds;
 //! - [`files`]: reading plugin files with size caps and name checks;
 //! - [`gate`]: per-plugin instance caps (busy when full);
@@ -19,6 +20,7 @@ pub mod files;
 pub mod gate;
 pub mod host;
 pub mod instance;
+pub mod limits;
 pub mod loader;
 pub mod manifest;
 pub mod quotas;
@@ -26,6 +28,7 @@ pub mod registry;
 pub mod watcher;
 
 pub use instance::{CallError, Instance, PluginError};
+pub use limits::{HttpLimits, HttpOverrides, SandboxConfig};
 pub use loader::{LoadError, PluginVersion};
 pub use manifest::{Limits, Manifest, PluginKind, PluginSettings};
 pub use quotas::{QuotaSettings, Quotas};

@@ -29,8 +29,9 @@ use super::engine;
 use super::gate::{ENGINE_INSTANCES, ENGINE_RESERVE, Gate};
 use super::host::{self, HostState};
 use super::instance::{CallError, Instance};
+use super::limits::{self, SandboxConfig};
 use super::loader::{self, Describe, LoadError, PluginVersion};
-use super::manifest::{PluginKind, PluginSettings};
+use super::manifest::{Limits, PluginKind, PluginSettings};
 use super::quotas::Quotas;
 use crate::clock::SharedClock;
 use crate::events::{Event, EventBus};
@@ -55,6 +56,8 @@ pub struct RuntimeConfig {
     /// gateway's (0: half the CPUs, at least one), so guests spinning on the
     /// CPU cannot starve the gateway's own tasks.
     pub plugin_threads: usize,
+    /// Host-wide ceilings on plugin limits and the default outbound budget.
+    pub sandbox: SandboxConfig,
 }
 
 impl Default for RuntimeConfig {
@@ -66,6 +69,7 @@ impl Default for RuntimeConfig {
             clock: crate::clock::system(),
             quotas: Quotas::default(),
             plugin_threads: 0,
+            sandbox: SandboxConfig::default(),
         }
     }
 }
@@ -98,6 +102,10 @@ pub struct PluginInfo {
     pub cached: Option<bool>,
     pub calls: u64,
     pub failures: u64,
+    /// The limits in force (after the host-wide ceilings).
+    pub limits: Option<Limits>,
+    /// Outbound HTTP counters of the current version.
+    pub outbound: Option<host::budget::OutboundStats>,
 }
 
 struct Slot {
@@ -582,21 +590,22 @@ impl PluginRegistry {
                 path: PathBuf::from(format!("[plugins.{name}]")),
                 message,
             })?;
-        let mut secrets = BTreeMap::new();
-        for (secret, source) in &settings.secrets {
-            match source.resolve() {
-                Some(v) => {
-                    secrets.insert(secret.clone(), v);
-                }
-                None => tracing::warn!(plugin = name, secret, "granted secret has no value"),
-            }
-        }
-        for needed in &manifest.secrets {
-            if !secrets.contains_key(needed) {
-                tracing::warn!(plugin = name, secret = %needed, "plugin needs a secret the operator has not granted");
-            }
-        }
-        let limits = settings.limits.unwrap_or(manifest.limits);
+        let granted = &settings.secrets;
+        let secrets = host::secrets::SecretValues::from_grants(name, manifest, granted).map_err(
+            |message| LoadError::Manifest {
+                path: PathBuf::from(format!("[plugins.{name}]")),
+                message,
+            },
+        )?;
+        let limits = limits::effective(
+            name,
+            &manifest.limits,
+            settings.limits.as_ref(),
+            &self.config.sandbox,
+        );
+        let http_limits = settings.http.map_or(self.config.sandbox.http, |o| {
+            o.apply(self.config.sandbox.http)
+        });
         let plugin: Arc<str> = Arc::from(name);
         let data = match (&self.config.data_dir, quotas.data_bytes(manifest.data_mb)) {
             (Some(root), Some(max)) => Some(
@@ -619,15 +628,17 @@ impl PluginRegistry {
         Ok(host::Capabilities {
             plugin: plugin.clone(),
             data,
-            http: Arc::new(host::http::HttpPolicy::new(
+            http: Arc::new(host::http::HttpPolicy::with_limits(
                 allowed,
                 NetGuard::new(self.config.allow_cidrs.clone()),
+                http_limits,
             )),
             log: shared.log.clone(),
             kv: host::kv::PluginKv::new(plugin, self.kv.clone(), shared.kv_quota.clone()),
             clock: self.config.clock.clone(),
-            secrets: Arc::new(host::secrets::SecretValues(secrets)),
+            secrets: Arc::new(secrets),
             memory_bytes: (limits.memory_mb as usize).saturating_mul(1 << 20),
+            limits,
         })
     }
 
@@ -674,6 +685,8 @@ impl PluginRegistry {
                     cached: v.as_ref().map(|v| v.source != Source::Compiled),
                     calls: slot.calls.load(Ordering::Relaxed),
                     failures: slot.failures.load(Ordering::Relaxed),
+                    limits: v.as_ref().map(|v| v.limits),
+                    outbound: v.as_ref().map(|v| v.caps.http.stats()),
                 }
             })
             .collect()

@@ -1,15 +1,18 @@
 //! Host capabilities given to plugins, one small unit ("factor") each with its
 //! configuration, its linking and its per-instance state: [`log`], [`kv`],
-//! [`clock`], [`secrets`], outbound [`http`] and the `/data` directory
-//! ([`data`]). [`HostState`] is the `T` of
+//! [`clock`], [`secrets`], outbound [`http`] (with its [`budget`] and
+//! connection pool) and the `/data` directory ([`data`]). [`HostState`] is
+//! the `T` of
 //! every plugin `Store<T>` and bundles the per-instance part of each factor
 //! with the sandboxed WASI context.
 
+pub mod budget;
 pub mod clock;
 pub mod data;
 pub mod http;
 pub mod kv;
 pub mod log;
+mod pool;
 pub mod secrets;
 
 use std::path::Path;
@@ -53,6 +56,8 @@ pub struct Capabilities {
     pub clock: crate::clock::SharedClock,
     pub secrets: Arc<secrets::SecretValues>,
     pub memory_bytes: usize,
+    /// The effective limits (manifest request, operator, host ceilings).
+    pub limits: crate::plugins::Limits,
 }
 
 impl HostState {

@@ -20,7 +20,7 @@ impl Tool for Hostile {
         pincer_sdk::tool_info(
             &name,
             "Misbehaves on purpose (tests only).",
-            r#"{"type":"object","properties":{"mode":{"type":"string"},"url":{"type":"string"}},"required":["mode"]}"#,
+            r#"{"type":"object","properties":{"mode":{"type":"string"},"url":{"type":"string"},"method":{"type":"string"},"headers":{"type":"array"},"body":{"type":"string"},"count":{"type":"integer"}},"required":["mode"]}"#,
         )
     }
 
@@ -137,6 +137,56 @@ impl Tool for Hostile {
                     }
                 }
                 Ok(json!({"created": 100_000, "error": null}))
+            }
+            // One request exactly as described: `method`, `url`, `headers`
+            // (pairs), `body` (text). Returns status, headers and body text.
+            "request" => {
+                let url = args.get("url").and_then(Value::as_str).unwrap_or_default();
+                let method = args.get("method").and_then(Value::as_str).unwrap_or("GET");
+                let mut req = http::Request::new(method, url).max_body(64 << 20);
+                for pair in args
+                    .get("headers")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let (Some(k), Some(v)) = (
+                        pair.get(0).and_then(Value::as_str),
+                        pair.get(1).and_then(Value::as_str),
+                    ) {
+                        req = req.header(k, v);
+                    }
+                }
+                if let Some(body) = args.get("body").and_then(Value::as_str) {
+                    req = req.body(body.as_bytes().to_vec());
+                }
+                let resp = req.send()?;
+                let headers: serde_json::Map<String, Value> = resp
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect();
+                Ok(json!({"status": resp.status, "headers": headers, "body": resp.text()}))
+            }
+            // `count` GETs of `url` in one call, however they fail.
+            "flood" => {
+                let url = args.get("url").and_then(Value::as_str).unwrap_or_default();
+                let count = args.get("count").and_then(Value::as_u64).unwrap_or(1000);
+                let (mut ok, mut rate_limited, mut other) = (0u64, 0u64, 0u64);
+                let mut first_refusal = None;
+                for _ in 0..count {
+                    match http::Request::get(url).send() {
+                        Ok(_) => ok += 1,
+                        Err(e @ Error::RateLimited { .. }) => {
+                            rate_limited += 1;
+                            first_refusal.get_or_insert_with(|| e.to_string());
+                        }
+                        Err(_) => other += 1,
+                    }
+                }
+                Ok(
+                    json!({"ok": ok, "rate_limited": rate_limited, "other": other, "first_refusal": first_refusal}),
+                )
             }
             other => Err(Error::permanent(format!("unknown mode {other}"))),
         }

@@ -1,0 +1,237 @@
+//! What a plugin may spend: host-wide ceilings for the per-call limits, the
+//! default outbound HTTP budget, and how a plugin's effective limits are
+//! resolved from its manifest (a request), the operator's settings and the
+//! ceilings (which decide).
+//!
+//! ```toml
+//! [sandbox]                      # host-wide ceilings (config file)
+//! memory_mb = 128
+//! call_timeout_ms = 60000
+//! cpu_ms = 30000
+//! poll_wait_ms = 60000
+//! [sandbox.http]                 # default outbound budget of every plugin
+//! rate_per_sec = 20
+//! burst = 40
+//! max_response_bytes = 10485760
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use super::manifest::Limits;
+
+/// Host-wide ceilings and defaults for every plugin (`[sandbox]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// Most linear memory any instance may get, in MiB.
+    pub memory_mb: u64,
+    /// Longest wall-clock time of one call, in ms.
+    pub call_timeout_ms: u64,
+    /// Most CPU time of one call, in ms.
+    pub cpu_ms: u64,
+    /// Longest wait of one `poll`, in ms.
+    pub poll_wait_ms: u64,
+    /// Outbound HTTP budget of a plugin the operator did not configure.
+    pub http: HttpLimits,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            memory_mb: 128,
+            call_timeout_ms: 60_000,
+            cpu_ms: 30_000,
+            poll_wait_ms: 60_000,
+            http: HttpLimits::default(),
+        }
+    }
+}
+
+/// A plugin's outbound HTTP budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpLimits {
+    /// Requests per second the token bucket refills (0: only the burst, ever).
+    pub rate_per_sec: u32,
+    /// Requests that may be made at once after a quiet period.
+    pub burst: u32,
+    /// Largest response body handed to the plugin, in bytes.
+    pub max_response_bytes: u64,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            rate_per_sec: 20,
+            burst: 40,
+            max_response_bytes: 10 << 20,
+        }
+    }
+}
+
+/// The operator's per-plugin outbound budget (`[plugins.X] http = {..}`);
+/// each field left out keeps the host-wide default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpOverrides {
+    /// See [`HttpLimits::rate_per_sec`].
+    pub rate_per_sec: Option<u32>,
+    /// See [`HttpLimits::burst`].
+    pub burst: Option<u32>,
+    /// See [`HttpLimits::max_response_bytes`].
+    pub max_response_bytes: Option<u64>,
+}
+
+impl HttpOverrides {
+    /// `defaults` with these overrides applied.
+    pub fn apply(&self, defaults: HttpLimits) -> HttpLimits {
+        HttpLimits {
+            rate_per_sec: self.rate_per_sec.unwrap_or(defaults.rate_per_sec),
+            burst: self.burst.unwrap_or(defaults.burst),
+            max_response_bytes: self
+                .max_response_bytes
+                .unwrap_or(defaults.max_response_bytes),
+        }
+    }
+}
+
+/// The limits plugin `plugin` runs with: the operator's limits if set, else
+/// the manifest's request, each field capped at the host-wide ceiling. Every
+/// capped field is logged.
+pub fn effective(
+    plugin: &str,
+    manifest: &Limits,
+    operator: Option<&Limits>,
+    ceilings: &SandboxConfig,
+) -> Limits {
+    let (asked, source) = match operator {
+        Some(l) => (l, "operator"),
+        None => (manifest, "manifest"),
+    };
+    let cap = |limit: &'static str, asked: u64, ceiling: u64| {
+        if asked > ceiling {
+            tracing::warn!(
+                plugin,
+                limit,
+                asked,
+                ceiling,
+                source,
+                "plugin limit above the host-wide ceiling; clamped"
+            );
+            ceiling
+        } else {
+            asked
+        }
+    };
+    Limits {
+        memory_mb: cap("memory_mb", asked.memory_mb, ceilings.memory_mb),
+        call_timeout_ms: cap(
+            "call_timeout_ms",
+            asked.call_timeout_ms,
+            ceilings.call_timeout_ms,
+        ),
+        cpu_ms: cap("cpu_ms", asked.cpu_ms, ceilings.cpu_ms),
+        poll_wait_ms: cap("poll_wait_ms", asked.poll_wait_ms, ceilings.poll_wait_ms),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_asks_operator_raises_ceiling_decides() {
+        let ceilings = SandboxConfig::default();
+        let greedy = Limits {
+            memory_mb: 1024,
+            call_timeout_ms: 3_600_000,
+            cpu_ms: 3_600_000,
+            poll_wait_ms: 3_600_000,
+        };
+        let got = effective("p", &greedy, None, &ceilings);
+        assert_eq!(
+            got,
+            Limits {
+                memory_mb: 128,
+                call_timeout_ms: 60_000,
+                cpu_ms: 30_000,
+                poll_wait_ms: 60_000
+            }
+        );
+        // A modest request is kept.
+        let modest = Limits::default();
+        assert_eq!(effective("p", &modest, None, &ceilings), modest);
+        // The operator may raise up to the ceiling, not past it.
+        let raised = Limits {
+            memory_mb: 100,
+            ..modest
+        };
+        assert_eq!(
+            effective("p", &modest, Some(&raised), &ceilings).memory_mb,
+            100
+        );
+        let past = Limits {
+            memory_mb: 4096,
+            ..modest
+        };
+        assert_eq!(
+            effective("p", &modest, Some(&past), &ceilings).memory_mb,
+            128
+        );
+    }
+
+    #[test]
+    fn config_file_sections_parse() {
+        let file: crate::config::FileConfig = toml::from_str(
+            r#"
+[sandbox]
+memory_mb = 64
+[sandbox.http]
+burst = 10
+[plugins.telegram]
+secrets = { bot_token = "env:TOKEN", hook = { value = "inline-s3cret", in = ["body:secret_token"] } }
+http = { rate_per_sec = 5 }
+"#,
+        )
+        .unwrap();
+        assert_eq!(file.sandbox.memory_mb, 64);
+        assert_eq!(file.sandbox.call_timeout_ms, 60_000);
+        assert_eq!(file.sandbox.http.burst, 10);
+        assert_eq!(file.sandbox.http.rate_per_sec, 20);
+        let tg = &file.plugins["telegram"];
+        assert_eq!(tg.http.unwrap().rate_per_sec, Some(5));
+        let hook = &tg.secrets["hook"];
+        assert_eq!(hook.resolve().as_deref(), Some("inline-s3cret"));
+        assert_eq!(
+            hook.binding().unwrap().places,
+            Some(vec!["body:secret_token".to_string()])
+        );
+        // Inline values never reach `Debug` output.
+        let shown = format!("{tg:?}");
+        assert!(
+            !shown.contains("inline-s3cret") && shown.contains("env:TOKEN"),
+            "{shown}"
+        );
+        assert!(
+            toml::from_str::<crate::config::FileConfig>("[sandbox]\nmemory = 1").is_err(),
+            "unknown keys are errors"
+        );
+        let e = toml::from_str::<crate::config::FileConfig>(
+            "[plugins.x]\nsecrets = { t = { valu = \"v\" } }",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("env:VAR"), "{e}");
+    }
+
+    #[test]
+    fn http_overrides_keep_unset_defaults() {
+        let o = HttpOverrides {
+            rate_per_sec: Some(1),
+            ..Default::default()
+        };
+        let got = o.apply(HttpLimits::default());
+        assert_eq!(got.rate_per_sec, 1);
+        assert_eq!(got.burst, 40);
+        assert_eq!(got.max_response_bytes, 10 << 20);
+    }
+}
