@@ -275,6 +275,11 @@ async fn the_global_cap_bounds_executing_runs_and_the_rest_wait_in_order() {
     gate.until(|s| s.inside == 2).await;
     let counts = g.gw().runs.counts();
     assert_eq!((counts.running, counts.waiting), (2, 3), "{counts:?}");
+    let status = c.call("status", json!({})).await;
+    assert_eq!(
+        status["tasks"],
+        json!({"active": 5, "running": 2, "waiting": 3, "queued": 0})
+    );
     // Let one run through at a time: each freed slot goes to the next
     // waiting run in the order they were sent.
     for n in 3..=5 {
