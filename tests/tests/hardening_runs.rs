@@ -578,3 +578,27 @@ async fn collect_mode_answers_everything_queued_in_one_turn() {
     );
     assert_eq!(g.gw().runs.active_count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configured_run_timeout_applies_to_runs_that_ask_for_none() {
+    // The gate never opens: only the timeout can end the run.
+    let gate = GateProvider::new();
+    let (mut opts, dir) = TestGateway::options();
+    opts.gateway.token = Some("secret".into());
+    opts.agent.run_timeout_ms = 200;
+    opts.provider = Some(ProviderOverride(gate.clone()));
+    let g = TestGateway::start_with(opts, dir).await;
+    let mut c = Client::admin(&g.url()).await;
+    c.call(
+        "chat.send",
+        json!({"sessionKey": "main", "message": "wait", "idempotencyKey": "t1"}),
+    )
+    .await;
+    let end = c.chat_run("t1").await;
+    let end = end.last().unwrap();
+    assert_eq!(end["state"], "error", "{end}");
+    assert_eq!(end["errorKind"], "timeout");
+    let w = c.call("agent.wait", json!({"runId": "t1"})).await;
+    assert_eq!(w["status"], "error", "{w}");
+    assert_eq!(g.gw().runs.active_count(), 0);
+}
