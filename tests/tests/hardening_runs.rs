@@ -275,6 +275,11 @@ async fn the_global_cap_bounds_executing_runs_and_the_rest_wait_in_order() {
     gate.until(|s| s.inside == 2).await;
     let counts = g.gw().runs.counts();
     assert_eq!((counts.running, counts.waiting), (2, 3), "{counts:?}");
+    let status = c.call("status", json!({})).await;
+    assert_eq!(
+        status["tasks"],
+        json!({"active": 5, "running": 2, "waiting": 3, "queued": 0})
+    );
     // Let one run through at a time: each freed slot goes to the next
     // waiting run in the order they were sent.
     for n in 3..=5 {
@@ -571,5 +576,29 @@ async fn collect_mode_answers_everything_queued_in_one_turn() {
         ["bee\n\nsea", "bee\n\nsea"],
         "one turn for both"
     );
+    assert_eq!(g.gw().runs.active_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configured_run_timeout_applies_to_runs_that_ask_for_none() {
+    // The gate never opens: only the timeout can end the run.
+    let gate = GateProvider::new();
+    let (mut opts, dir) = TestGateway::options();
+    opts.gateway.token = Some("secret".into());
+    opts.agent.run_timeout_ms = 200;
+    opts.provider = Some(ProviderOverride(gate.clone()));
+    let g = TestGateway::start_with(opts, dir).await;
+    let mut c = Client::admin(&g.url()).await;
+    c.call(
+        "chat.send",
+        json!({"sessionKey": "main", "message": "wait", "idempotencyKey": "t1"}),
+    )
+    .await;
+    let end = c.chat_run("t1").await;
+    let end = end.last().unwrap();
+    assert_eq!(end["state"], "error", "{end}");
+    assert_eq!(end["errorKind"], "timeout");
+    let w = c.call("agent.wait", json!({"runId": "t1"})).await;
+    assert_eq!(w["status"], "error", "{w}");
     assert_eq!(g.gw().runs.active_count(), 0);
 }

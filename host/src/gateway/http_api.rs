@@ -253,6 +253,9 @@ async fn metrics_text(State(gw): State<Arc<Gateway>>) -> Response {
             .absolute(ch.restarts_total);
     }
     metrics::gauge!("pincer_runs_active").set(gw.runs.active_count() as f64);
+    let runs = gw.runs.counts();
+    metrics::gauge!("pincer_runs_running").set(runs.running as f64);
+    metrics::gauge!("pincer_runs_queued").set((runs.queued + runs.waiting) as f64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         handle.render(),

@@ -226,6 +226,9 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
         opts.logs.clone(),
         db.display().to_string(),
     );
+    gateway
+        .runs
+        .set_default_timeout(Duration::from_millis(opts.agent.run_timeout_ms));
     // Subscribe to channel messages before any channel starts.
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(server::serve(gateway.clone(), listener, async move {

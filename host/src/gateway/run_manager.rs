@@ -11,7 +11,7 @@
 //! `agent.wait`.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -120,7 +120,8 @@ pub struct RunManager {
     sched: Mutex<Sched>,
     finished: Mutex<Finished>,
     idle: Notify,
-    default_timeout: Duration,
+    /// The timeout of runs that ask for none, ms.
+    default_timeout_ms: AtomicU64,
     limits: RunLimits,
     slots: Arc<Semaphore>,
     senders: SenderLimiter,
@@ -142,11 +143,29 @@ impl RunManager {
             sched: Mutex::new(Sched::default()),
             finished: Mutex::new((HashMap::new(), VecDeque::new())),
             idle: Notify::new(),
-            default_timeout: default_timeout.min(MAX_RUN_TIMEOUT),
+            default_timeout_ms: AtomicU64::new(ms(default_timeout)),
             slots: Arc::new(Semaphore::new(limits.max_concurrent.max(1))),
             senders: SenderLimiter::new(limits.sender_per_minute, limits.sender_burst),
             limits,
         }
+    }
+
+    /// Runs that ask for no timeout get `timeout` (`[agent]
+    /// run_timeout_ms`; clamped to [`MAX_RUN_TIMEOUT`]; zero is ignored).
+    pub fn set_default_timeout(&self, timeout: Duration) {
+        if !timeout.is_zero() {
+            self.default_timeout_ms
+                .store(ms(timeout), Ordering::Relaxed);
+        }
+    }
+
+    /// The timeout for a run that asked for `requested`.
+    fn timeout(&self, requested: Option<Duration>) -> Duration {
+        requested
+            .unwrap_or_else(|| {
+                Duration::from_millis(self.default_timeout_ms.load(Ordering::Relaxed))
+            })
+            .min(MAX_RUN_TIMEOUT)
     }
 
     fn sched(&self) -> MutexGuard<'_, Sched> {
@@ -397,6 +416,11 @@ impl RunManager {
     }
 }
 
+/// `d` in whole ms, clamped to [`MAX_RUN_TIMEOUT`].
+fn ms(d: Duration) -> u64 {
+    d.min(MAX_RUN_TIMEOUT).as_millis() as u64
+}
+
 /// The text of a run that answers collected messages: all of them, in
 /// order.
 fn collected_message(first: &str, collected: &[String]) -> String {
@@ -489,10 +513,7 @@ async fn drive(
     }
     // 3. Execute.
     guard.gw.runs.set_phase(&guard.run_id, Phase::Running);
-    let timeout = spec
-        .timeout
-        .unwrap_or(guard.gw.runs.default_timeout)
-        .min(MAX_RUN_TIMEOUT);
+    let timeout = guard.gw.runs.timeout(spec.timeout);
     let result = execute(
         &guard.gw,
         &spec,

@@ -88,12 +88,18 @@ pub async fn status(gw: &Gateway) -> Value {
         .collect();
     let (count, recent) = recent_sessions(gw, 10);
     let model = gw.provider.models().first().map(|m| m.id.clone());
+    let runs = gw.runs.counts();
     json!({
         "runtimeVersion": crate::gateway::VERSION,
         "heartbeat": {"defaultAgentId": "main", "agents": []},
         "channelSummary": summary,
         "queuedSystemEvents": [],
-        "tasks": {"active": gw.runs.active_count()},
+        "tasks": {
+            "active": gw.runs.active_count(),
+            "running": runs.running,
+            "waiting": runs.waiting,
+            "queued": runs.queued,
+        },
         "taskAudit": {},
         "sessions": {
             "paths": [gw.store_path],
