@@ -887,8 +887,11 @@ async fn execute(
             result.status = "aborted";
         }
         Err(e) => {
-            let msg = e.to_string();
-            warn!(error = %msg, "run failed");
+            // Chats, channel senders and the event log get a short message
+            // with a reference; the provider's detail stays in the log.
+            let reference = super::public_error::new_ref();
+            let msg = super::public_error::run_failure(&e, &reference);
+            warn!(run_id, session = key, reference = %reference, error = %e, "run failed");
             if !text.is_empty() {
                 persist(&text, "error", None);
             }

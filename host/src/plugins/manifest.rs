@@ -142,11 +142,23 @@ impl Manifest {
 }
 
 /// Where a granted secret's value comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum SecretSource {
     /// `"env:NAME"` reads the gateway's environment variable; anything else is the value.
     Value(String),
+}
+
+/// `env:NAME` references are shown (they are not secret); inline values
+/// never are.
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let SecretSource::Value(v) = self;
+        match v.strip_prefix("env:") {
+            Some(_) => f.debug_tuple("Value").field(v).finish(),
+            None => f.write_str("Value([redacted])"),
+        }
+    }
 }
 
 impl SecretSource {
