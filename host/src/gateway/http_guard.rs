@@ -114,8 +114,8 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 /// Split `host[:port]` (IPv6 in brackets) into a lowercase name without a
-/// trailing dot, and the port.
-fn split_host(authority: &str) -> Option<(String, Option<u16>)> {
+/// trailing dot, and the port; `None` if it is not of that form.
+pub fn split_host(authority: &str) -> Option<(String, Option<u16>)> {
     let authority = authority.trim();
     let (name, port) = if let Some(rest) = authority.strip_prefix('[') {
         let (inside, after) = rest.split_once(']')?;
@@ -132,7 +132,11 @@ fn split_host(authority: &str) -> Option<(String, Option<u16>)> {
         }
     };
     let name = name.trim_end_matches('.').to_ascii_lowercase();
-    (!name.is_empty()).then_some((name, port))
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '[' | ']' | ':'));
+    valid.then_some((name, port))
 }
 
 /// The IP address a host name is, if it is a literal.
@@ -249,6 +253,13 @@ mod tests {
             assert!(!host_allowed(&public, bad), "{bad}");
         }
         assert!(host_allowed(&config("127.0.0.1:1", &["*"]), "anything"));
+        assert!(
+            config("127.0.0.1:1", &["chat.example.com:8443", "*"])
+                .check()
+                .is_ok()
+        );
+        let bad = config("127.0.0.1:1", &["https://chat.example.com"]).check();
+        assert!(bad.unwrap_err().to_string().contains("allowed_hosts"));
     }
 
     #[test]

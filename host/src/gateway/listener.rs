@@ -49,12 +49,12 @@ pub struct HttpLimits {
     pub max_sockets: usize,
 }
 
-/// Most sockets being refused (answered 503) at once; beyond that, new
-/// connections over the cap are closed without an answer.
+/// Most refused sockets (answered 503) lingering at once to drain the
+/// client's request.
 const MAX_REFUSING: usize = 64;
 
-/// How long a refused connection is given to read its 503.
-const REFUSE_LINGER: Duration = Duration::from_secs(2);
+/// How long a refused connection lingers.
+const REFUSE_LINGER: Duration = Duration::from_millis(500);
 
 /// The answer to a connection over the cap.
 const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
@@ -128,11 +128,16 @@ fn is_resource_error(e: &std::io::Error) -> bool {
         || e.kind() == std::io::ErrorKind::OutOfMemory
 }
 
-/// Over the cap: answer 503 and close, without reading the request (a
-/// bounded number at a time; the rest are just closed).
+/// Over the cap: answer 503 and close, without reading the request. A
+/// bounded number of refusals linger to drain what the client sends (so
+/// the close is a FIN, not a reset that could discard the answer); beyond
+/// that the answer is written without waiting and the socket closed.
 fn refuse(stream: TcpStream, remote: SocketAddr, refusing: &Arc<Semaphore>) {
     debug!(%remote, "refusing a connection: too many open sockets");
     let Ok(permit) = refusing.clone().try_acquire_owned() else {
+        let mut sink = [0u8; 1024];
+        while matches!(stream.try_read(&mut sink), Ok(n) if n > 0) {}
+        let _ = stream.try_write(OVERLOADED);
         return;
     };
     tokio::spawn(async move {
@@ -142,8 +147,6 @@ fn refuse(stream: TcpStream, remote: SocketAddr, refusing: &Arc<Semaphore>) {
             let mut stream = stream;
             stream.write_all(OVERLOADED).await?;
             stream.shutdown().await?;
-            // Drain what the client sent so closing sends FIN, not RST
-            // (which could discard the answer before it is read).
             let mut sink = [0u8; 1024];
             while stream.read(&mut sink).await? > 0 {}
             Ok::<_, std::io::Error>(())

@@ -147,8 +147,19 @@ impl GatewayConfig {
         }
     }
 
-    /// Refuse to expose an unauthenticated gateway beyond loopback.
+    /// Refuse to expose an unauthenticated gateway beyond loopback, and
+    /// `allowed_hosts` entries that are not `host[:port]` (or `*`).
     pub fn check(&self) -> anyhow::Result<()> {
+        if let Some(bad) = self
+            .allowed_hosts
+            .iter()
+            .find(|h| h.as_str() != "*" && http_guard::split_host(h).is_none())
+        {
+            anyhow::bail!(
+                "gateway.allowed_hosts: {bad:?} is not a host name with an optional port \
+                 (for example \"chat.example.com\" or \"chat.example.com:8443\")"
+            );
+        }
         if !self.listen.ip().is_loopback() && matches!(self.auth_mode(), AuthMode::None) {
             anyhow::bail!(
                 "refusing to listen on {} without authentication: set --token (or \
