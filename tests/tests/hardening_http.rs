@@ -397,6 +397,15 @@ async fn over_the_socket_cap_healthz_gets_a_quick_503_then_a_freed_slot_serves()
     wait_closed(&mut leaving).await;
     let r = request(g.addr, &get(&host, "/healthz")).await;
     assert_eq!(r.status, 200, "{r:?}");
+    // Operators see the refusals.
+    let r = request(g.addr, &get(&host, "/metrics")).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        r.body.contains("pincer_http_sockets_refused_total"),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("pincer_http_sockets_open"), "{}", r.body);
 }
 
 #[test]

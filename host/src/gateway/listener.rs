@@ -10,6 +10,10 @@
 //!   connection gets an immediate `503` with `Retry-After` and is closed;
 //! - accept errors (`EMFILE`, `ENFILE`, ...) back off instead of spinning.
 //!
+//! Metrics: `pincer_http_sockets_open`, `pincer_http_sockets_max`,
+//! `pincer_http_sockets_refused_total` and `pincer_http_timeouts_total`
+//! (by `reason`: header, idle or body timeout).
+//!
 //! Graceful shutdown asks every HTTP connection to finish its request and
 //! close, and waits for them; `ConnectInfo<SocketAddr>` is set on every
 //! request as `axum::serve` did.
@@ -64,6 +68,24 @@ connection: close\r\n\
 content-length: 69\r\n\r\n\
 {\"error\":{\"code\":\"OVERLOADED\",\"message\":\"too many open connections\"}}";
 
+/// A slot under the socket cap, counted in `pincer_http_sockets_open`.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit) -> Self {
+        metrics::gauge!("pincer_http_sockets_open").increment(1.0);
+        Slot { _permit: permit }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        metrics::gauge!("pincer_http_sockets_open").decrement(1.0);
+    }
+}
+
 /// Serve `app` on `listener` until `shutdown` resolves, then let the open
 /// HTTP connections finish their requests and return once they have.
 pub async fn serve(
@@ -74,6 +96,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
+    metrics::gauge!("pincer_http_sockets_max").set(limits.max_sockets as f64);
     // Every connection task holds a receiver; `closed()` on the sender
     // resolves once all of them have ended.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -103,6 +126,7 @@ pub async fn serve(
             }
         };
         let Ok(permit) = open.clone().try_acquire_owned() else {
+            metrics::counter!("pincer_http_sockets_refused_total").increment(1);
             refuse(stream, remote, &refusing);
             continue;
         };
@@ -165,7 +189,7 @@ async fn serve_connection(
 ) {
     let activity = Arc::new(Activity::new());
     let io = TrackedIo {
-        permit: Some(permit),
+        slot: Some(Slot::new(permit)),
         activity: activity.clone(),
         inner: stream,
     };
@@ -204,6 +228,7 @@ async fn serve_connection(
             }
             why = activity.expired(limits) => {
                 debug!(%remote, why, "closing HTTP connection");
+                metrics::counter!("pincer_http_timeouts_total", "reason" => why).increment(1);
                 return;
             }
             changed = stop.changed(), if !stopping => {
@@ -324,7 +349,7 @@ impl Drop for BusyGuard {
 /// its slot under the socket cap until it is shut down or dropped (also
 /// after an upgrade, for the WebSocket's whole life).
 struct TrackedIo {
-    permit: Option<OwnedSemaphorePermit>,
+    slot: Option<Slot>,
     activity: Arc<Activity>,
     inner: TcpStream,
 }
@@ -379,7 +404,7 @@ impl AsyncWrite for TrackedIo {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         // Free the slot before the peer can see the close.
-        self.permit.take();
+        self.slot.take();
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
@@ -417,6 +442,8 @@ impl HttpBody for TimeoutBody {
             return Poll::Ready(r.map(|f| f.map_err(Into::into)));
         }
         if self.deadline.as_mut().poll(cx).is_ready() {
+            metrics::counter!("pincer_http_timeouts_total", "reason" => "body timeout")
+                .increment(1);
             return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
         }
         Poll::Pending
