@@ -18,6 +18,7 @@
 //! - [`clock`]: wall-clock time, replaceable in tests.
 //! - [`bundled`]: the plugins shipped inside the `pincer` binary.
 //! - [`bench`]: `pincer bench` measurements.
+//! - [`secret`]: a string type whose `Debug` never shows the value.
 
 pub mod agent;
 pub mod bench;
@@ -32,5 +33,6 @@ pub mod netguard;
 pub mod plugins;
 pub mod protocol;
 pub mod runtime;
+pub mod secret;
 pub mod store;
 pub mod webhooks;

@@ -55,6 +55,11 @@ struct GatewayArgs {
     /// Shared password (alternative to a token).
     #[arg(long, env = "PINCER_GATEWAY_PASSWORD", hide_env_values = true)]
     password: Option<String>,
+    /// Run without a token or password (loopback only). Without this, and
+    /// without a token or password, a token is generated on first start and
+    /// kept in <data-dir>/gateway-token.
+    #[arg(long, env = "PINCER_NO_AUTH")]
+    no_auth: bool,
     /// Model provider: `echo` (default, offline) or `openai`.
     #[arg(long, env = "PINCER_PROVIDER")]
     provider: Option<String>,
@@ -278,16 +283,35 @@ async fn serve(
     if let Some(listen) = gw.listen {
         opts.gateway.listen = listen;
     }
-    if gw.token.is_some() {
-        opts.gateway.token = gw.token;
+    if let Some(token) = gw.token {
+        opts.gateway.token = Some(token.into());
     }
-    if gw.password.is_some() {
-        opts.gateway.password = gw.password;
+    if let Some(password) = gw.password {
+        opts.gateway.password = Some(password.into());
     }
+    if gw.no_auth {
+        opts.gateway.no_auth = true;
+    }
+    // The command line is never open by default: with no token, password
+    // or --no-auth, use (or create) <data_dir>/gateway-token.
+    opts.token_file = true;
     if let Some(p) = gw.provider {
         opts.agent.provider = p;
     }
     let running = pincer::gateway::launch::start(opts).await?;
+    match &running.token_file {
+        // Printed once, when generated; later starts only say where it is.
+        Some(t) if t.created => eprintln!(
+            "\nGenerated a gateway token, kept in {} (mode 0600). Use it as \
+             `Authorization: Bearer <token>` on /v1 and as auth.token in connect:\n\n    \
+             http://{}/#token={}\n",
+            t.path.display(),
+            running.addr,
+            t.token.expose()
+        ),
+        Some(t) => tracing::info!(path = %t.path.display(), "using the gateway token in this file"),
+        None => {}
+    }
     for p in running.gateway.runtime.plugins.list() {
         tracing::info!(plugin = %p.name, kind = ?p.kind, version = ?p.version, state = ?p.state, "plugin");
     }

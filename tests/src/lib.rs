@@ -7,6 +7,8 @@ pub mod fake_openai;
 
 pub mod gateway;
 
+pub mod http_surface;
+
 pub mod registry;
 
 pub mod runs;

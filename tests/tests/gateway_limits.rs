@@ -137,19 +137,18 @@ async fn per_ip_rate_refuses_with_429() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_origin_is_refused_and_loopback_origin_allowed() {
     let g = TestGateway::start().await;
-    let (res, mut ws) = connect_with_origin(&g.url(), "https://evil.example").await;
-    assert_eq!(res["ok"], false, "{res}");
-    assert_eq!(
-        res["error"]["details"]["code"], "CONTROL_UI_ORIGIN_NOT_ALLOWED",
-        "{res}"
+    // Refused at the upgrade (403), before any frame.
+    let mut req = g.url().into_client_request().expect("request");
+    req.headers_mut().insert(
+        "Origin",
+        HeaderValue::from_str("https://evil.example").expect("header"),
     );
-    let closed = loop {
-        match next_json(&mut ws).await {
-            Ok(_) => continue,
-            Err(c) => break c,
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 403);
         }
-    };
-    assert_eq!(closed.0, 1008);
+        other => panic!("expected a 403 at the upgrade, got {:?}", other.map(|_| ())),
+    }
     let origin = format!("http://127.0.0.1:{}", g.addr.port());
     let (res, _ws) = connect_with_origin(&g.url(), &origin).await;
     assert_eq!(res["ok"], true, "{res}");

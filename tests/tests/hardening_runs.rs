@@ -315,6 +315,8 @@ fn echo_channel_options(
         PluginSettings {
             allowed_hosts: Some(vec!["http://127.0.0.1:*".into()]),
             config: [("reply_url".to_string(), format!("http://{addr}/reply"))].into(),
+            // These tests push as strangers; pairing has its own tests.
+            dm_policy: pincer::channels::access::DmPolicy::Open,
             ..Default::default()
         },
     );

@@ -798,6 +798,7 @@ async fn framework_behaviour_is_as_documented() {
     let r = client
         .post(url("/v1/webhooks"))
         .bearer_auth("secret")
+        .header("content-type", "application/json")
         .body(vec![b' '; 3 << 20])
         .send()
         .await
@@ -853,6 +854,7 @@ async fn framework_behaviour_is_as_documented() {
         let r = client
             .post(url(path))
             .bearer_auth("secret")
+            .header("content-type", "application/json")
             .body(body)
             .send()
             .await

@@ -229,6 +229,7 @@ async fn http_api_manages_webhooks() {
     let r = http
         .post(&base)
         .bearer_auth("secret")
+        .header("content-type", "application/json")
         .body("{not json")
         .send()
         .await

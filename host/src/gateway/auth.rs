@@ -5,17 +5,20 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::secret::Secret;
+
 /// How operators authenticate.
 #[derive(Clone, PartialEq, Eq)]
 pub enum AuthMode {
     /// No shared secret (loopback only).
     None,
     /// A shared token.
-    Token(String),
+    Token(Secret),
     /// A shared password.
-    Password(String),
+    Password(Secret),
 }
 
+/// Only the mode's name: never the secret.
 impl std::fmt::Debug for AuthMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())

@@ -28,7 +28,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::{self, AuthMode};
-use super::{Gateway, canonical_key, http_pairing, methods};
+use super::listener::BodyTimeout;
+use super::{Gateway, canonical_key, http_pairing, methods, public_error};
 use crate::channels::ChannelError;
 use crate::plugins::bindings::WebhookRequest;
 
@@ -271,7 +272,7 @@ struct LimitQuery {
 async fn list_sessions(State(gw): State<Arc<Gateway>>, Query(q): Query<LimitQuery>) -> Response {
     match gw.sessions.list_sessions(q.limit.unwrap_or(100).min(1000)) {
         Ok(list) => Json(json!({"sessions": list})).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => internal("listing sessions", &e),
     }
 }
 
@@ -279,7 +280,7 @@ async fn get_session(State(gw): State<Arc<Gateway>>, Path(key): Path<String>) ->
     match gw.sessions.get_session(&canonical_key(&key)) {
         Ok(Some(s)) => Json(s).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no session {key:?}")),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => internal("reading a session", &e),
     }
 }
 
@@ -287,7 +288,7 @@ async fn delete_session(State(gw): State<Arc<Gateway>>, Path(key): Path<String>)
     match gw.sessions.delete_session(&canonical_key(&key), true) {
         Ok(true) => Json(json!({"deleted": true})).into_response(),
         Ok(false) => error(StatusCode::NOT_FOUND, format!("no session {key:?}")),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => internal("deleting a session", &e),
     }
 }
 
@@ -301,7 +302,7 @@ async fn session_messages(
         .history(&canonical_key(&key), q.limit.unwrap_or(200).min(1000))
     {
         Ok(msgs) => Json(json!({"messages": msgs})).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => internal("reading session messages", &e),
     }
 }
 
@@ -366,6 +367,9 @@ async fn channel_webhook(
         .collect();
     let body: Bytes = match axum::body::to_bytes(req.into_body(), MAX_WEBHOOK_BODY).await {
         Ok(b) => b,
+        Err(e) if caused_by::<BodyTimeout>(&e) => {
+            return error(StatusCode::REQUEST_TIMEOUT, "webhook body too slow");
+        }
         Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "webhook body too large"),
     };
     let request = WebhookRequest {
@@ -390,22 +394,62 @@ async fn channel_webhook(
             r
         }
         Err(ChannelError::Unknown(_)) if gw.runtime.plugins.info(&name).is_none() => {
-            error(StatusCode::NOT_FOUND, format!("no channel named {name:?}"))
+            error(StatusCode::NOT_FOUND, "no such channel")
         }
+        // Unauthenticated callers get a stable code, a short message and a
+        // reference; the channel's own error text goes to the log only.
         Err(e @ (ChannelError::Unknown(_) | ChannelError::Unavailable(_))) => {
-            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            let reference = public_error::new_ref();
+            tracing::info!(channel = %name, reference = %reference, error = %e, "webhook for an unavailable channel");
+            let mut r = public_error::response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "channel unavailable; retry later",
+                &reference,
+            );
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             r
         }
         Err(e) => {
-            tracing::warn!(channel = %name, error = %e, "webhook failed");
-            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            let reference = public_error::new_ref();
+            tracing::warn!(channel = %name, reference = %reference, error = %e, "webhook failed");
+            let mut r = public_error::response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "CHANNEL_ERROR",
+                "the channel could not handle this request",
+                &reference,
+            );
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             r
         }
     }
+}
+
+/// Whether `e` or one of its causes is an `E`.
+fn caused_by<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<E>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// A store failure on an API route: logged with a reference, answered
+/// with the reference only.
+fn internal(what: &str, e: &dyn std::fmt::Display) -> Response {
+    let reference = public_error::new_ref();
+    tracing::error!(reference = %reference, error = %e, "{what}");
+    public_error::response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL",
+        "internal error",
+        &reference,
+    )
 }
 
 /// Turn a JSON value into a response (used by tests and handlers).

@@ -52,7 +52,17 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 fn registry_error(e: WebhookError) -> Response {
     let status = match e {
         WebhookError::NotFound(_) => StatusCode::NOT_FOUND,
-        WebhookError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        WebhookError::Store(_) => {
+            // Store detail stays in the log, under the reference returned.
+            let reference = super::public_error::new_ref();
+            tracing::error!(reference = %reference, error = %e, "webhook registry");
+            return super::public_error::response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "internal error",
+                &reference,
+            );
+        }
         _ => StatusCode::BAD_REQUEST,
     };
     error(status, e.to_string())

@@ -11,7 +11,8 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use super::{Gateway, GatewayConfig, logbuf::LogBuffer, server};
+use super::token_file::{self, GatewayToken};
+use super::{AuthMode, Gateway, GatewayConfig, fdlimit, logbuf::LogBuffer, server};
 use crate::agent::{AgentConfig, build_provider};
 use crate::events::LocalBus;
 use crate::health::HealthConfig;
@@ -82,6 +83,12 @@ pub struct Options {
     /// The clock of plugins, channels (pairing code expiry) and the health
     /// monitor, instead of the system clock (tests).
     pub clock: Option<ClockOverride>,
+    /// With no token, no password and no `gateway.no_auth`, use (creating
+    /// it on first start) the token in `<data_dir>/gateway-token` instead
+    /// of running open. `pincer serve` sets it; [`Options::new`] leaves it
+    /// off, so embedders and tests that set no secret get an open gateway
+    /// (loopback only, as before).
+    pub token_file: bool,
 }
 
 impl Options {
@@ -106,6 +113,7 @@ impl Options {
             watch_settle: Duration::from_millis(300),
             store: StoreConfig::default(),
             clock: None,
+            token_file: false,
         }
     }
 }
@@ -124,6 +132,9 @@ pub struct Running {
     background: Vec<tokio::task::JoinHandle<()>>,
     /// The webhook dispatcher (tests drive it, benches read it).
     pub dispatcher: Arc<Dispatcher>,
+    /// The token from `<data_dir>/gateway-token`, when
+    /// [`Options::token_file`] supplied the gateway's token.
+    pub token_file: Option<GatewayToken>,
 }
 
 impl std::fmt::Debug for Running {
@@ -166,10 +177,22 @@ impl Running {
 }
 
 /// Build everything and start listening.
-pub async fn start(opts: Options) -> anyhow::Result<Running> {
-    opts.gateway.check()?;
+pub async fn start(mut opts: Options) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("creating data dir {}", opts.data_dir.display()))?;
+    let token_file = if opts.token_file
+        && !opts.gateway.no_auth
+        && matches!(opts.gateway.auth_mode(), AuthMode::None)
+    {
+        let t = token_file::load_or_create(&opts.data_dir).context("the gateway token file")?;
+        opts.gateway.token = Some(t.token.clone());
+        Some(t)
+    } else {
+        None
+    };
+    opts.gateway.check()?;
+    let fd_limit = fdlimit::raise();
+    tracing::debug!(fd_limit, "open-file limit");
     if opts.install_bundled && !opts.plugins_dir.exists() {
         let written = crate::bundled::install(&opts.plugins_dir, false).with_context(|| {
             format!(
@@ -250,6 +273,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
         monitor,
         background,
         dispatcher,
+        token_file,
     })
 }
 

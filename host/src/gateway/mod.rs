@@ -18,26 +18,36 @@
 //! - [`preauth`]: counting and capping sockets still handshaking;
 //! - [`frame_guard`]: the 64 KiB pre-auth frame limit below tungstenite;
 //! - [`logbuf`]: recent log lines for `logs.tail`;
-//! - [`launch`]: assembling and starting the whole gateway.
+//! - [`launch`]: assembling and starting the whole gateway;
+//! - [`listener`]: the HTTP accept loop (timeouts, socket cap);
+//! - [`http_guard`]: `Host`, `Origin` and content-type checks;
+//! - [`fdlimit`]: the descriptor limit and the socket cap it allows;
+//! - [`token_file`]: the token generated on first start;
+//! - [`public_error`]: short outward errors with a log reference.
 
 pub mod auth;
 pub mod auth_limit;
 pub mod conn;
+pub mod fdlimit;
 pub mod frame_guard;
 pub mod http_api;
+pub mod http_guard;
 pub mod http_pairing;
 pub mod http_webhooks;
 pub mod hub;
 pub mod inbound;
 pub mod launch;
+pub mod listener;
 pub mod logbuf;
 pub mod methods;
 pub mod preauth;
+pub mod public_error;
 pub mod run_manager;
 pub mod run_queue;
 pub mod runs;
 pub mod sender_rate;
 pub mod server;
+pub mod token_file;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -51,6 +61,7 @@ use serde_json::{Value, json};
 use crate::agent::Provider;
 use crate::protocol::frames::StateVersion;
 use crate::runtime::Runtime;
+use crate::secret::Secret;
 use crate::store::SharedSessions;
 
 pub use auth::AuthMode;
@@ -62,11 +73,35 @@ pub struct GatewayConfig {
     /// Listen address (default `127.0.0.1:18789`).
     pub listen: SocketAddr,
     /// Shared token (or env `PINCER_GATEWAY_TOKEN`).
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// Shared password (or env `PINCER_GATEWAY_PASSWORD`).
-    pub password: Option<String>,
+    pub password: Option<Secret>,
+    /// Run without a token or password (loopback only). Without it,
+    /// `pincer serve` generates a token on first start and keeps it in
+    /// `<data_dir>/gateway-token` (default false).
+    pub no_auth: bool,
     /// Browser origins allowed besides the gateway's own host.
     pub allowed_origins: Vec<String>,
+    /// Names (`host` or `host:port`) the gateway answers to in `Host`,
+    /// besides its listen address (and, on loopback, `localhost`,
+    /// `127.0.0.1` and `[::1]` with its port). Anything else is refused
+    /// with 421, which defeats DNS rebinding. Default empty.
+    pub allowed_hosts: Vec<String>,
+    /// Longest wait for a request's headers, ms, from its first byte (and
+    /// for a new connection's first request) (default 10 000).
+    pub http_header_timeout_ms: u64,
+    /// Longest time to receive a request body, ms (default 30 000).
+    pub http_body_timeout_ms: u64,
+    /// An HTTP keep-alive connection with no request for this long is
+    /// closed, ms (default 60 000).
+    pub http_idle_timeout_ms: u64,
+    /// Most open client sockets (HTTP and WebSocket together); default:
+    /// the descriptor limit (raised to its hard maximum at start) less
+    /// `reserved_fds`. Over the cap a new connection gets a 503 at once.
+    pub max_sockets: Option<usize>,
+    /// Descriptors kept free for the plugins directory, the store,
+    /// outbound requests and reloads (default 256).
+    pub reserved_fds: usize,
     /// Most simultaneous WebSocket connections (default 10 000).
     pub max_connections: usize,
     /// New connections per IP per minute (default 600; loopback exempt
@@ -120,7 +155,14 @@ impl Default for GatewayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 18789)),
             token: None,
             password: None,
+            no_auth: false,
             allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            http_header_timeout_ms: 10_000,
+            http_body_timeout_ms: 30_000,
+            http_idle_timeout_ms: 60_000,
+            max_sockets: None,
+            reserved_fds: 256,
             max_connections: 10_000,
             connections_per_minute: 600,
             limit_loopback: false,
@@ -164,8 +206,19 @@ impl GatewayConfig {
         }
     }
 
-    /// Refuse to expose an unauthenticated gateway beyond loopback.
+    /// Refuse to expose an unauthenticated gateway beyond loopback, and
+    /// `allowed_hosts` entries that are not `host[:port]` (or `*`).
     pub fn check(&self) -> anyhow::Result<()> {
+        if let Some(bad) = self
+            .allowed_hosts
+            .iter()
+            .find(|h| h.as_str() != "*" && http_guard::split_host(h).is_none())
+        {
+            anyhow::bail!(
+                "gateway.allowed_hosts: {bad:?} is not a host name with an optional port \
+                 (for example \"chat.example.com\" or \"chat.example.com:8443\")"
+            );
+        }
         if !self.listen.ip().is_loopback() && matches!(self.auth_mode(), AuthMode::None) {
             anyhow::bail!(
                 "refusing to listen on {} without authentication: set --token (or \

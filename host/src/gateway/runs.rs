@@ -501,19 +501,19 @@ pub(super) async fn execute(
     ) {
         Ok(m) => message_event(gw, key, &m),
         Err(e) => {
-            warn!(error = %e, "persisting user message");
-            em.agent(
-                "lifecycle",
-                json!({"phase": "error", "error": e.to_string()}),
-                false,
-            );
+            // Clients see a short message with a reference; the store's
+            // detail (paths, SQL) stays in the log.
+            let reference = super::public_error::new_ref();
+            let msg = format!("could not store the message (ref {reference})");
+            warn!(run_id, session = key, reference = %reference, error = %e, "persisting user message");
+            em.agent("lifecycle", json!({"phase": "error", "error": msg}), false);
             let mut p = Map::new();
             p.insert("state".into(), json!("error"));
-            p.insert("errorMessage".into(), json!(format!("store: {e}")));
+            p.insert("errorMessage".into(), json!(msg));
             p.insert("errorKind".into(), json!("unknown"));
             em.chat(p, false);
             result.status = "error";
-            result.error = Some(e.to_string());
+            result.error = Some(msg);
             result.ended_at = now_ms();
             return result;
         }
@@ -706,8 +706,11 @@ pub(super) async fn execute(
             result.status = "aborted";
         }
         Err(e) => {
-            let msg = e.to_string();
-            warn!(error = %msg, "run failed");
+            // Chats, channel senders and the event log get a short message
+            // with a reference; the provider's detail stays in the log.
+            let reference = super::public_error::new_ref();
+            let msg = super::public_error::run_failure(&e, &reference);
+            warn!(run_id, session = key, reference = %reference, error = %e, "run failed");
             if !text.is_empty() {
                 persist(&text, "error", None);
             }

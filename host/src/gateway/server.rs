@@ -1,6 +1,8 @@
-//! The listener: one port for HTTP (axum) and the WebSocket protocol (any
-//! path with an `Upgrade: websocket` header), plus the gateway's periodic
-//! tasks (`tick`, health refresh) and the channel inbound router.
+//! The listener: one port for HTTP (axum routes served by
+//! [`super::listener`], behind [`super::http_guard`]) and the WebSocket
+//! protocol (any path with an `Upgrade: websocket` header), plus the
+//! gateway's periodic tasks (`tick`, health refresh) and the channel
+//! inbound router.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -24,7 +27,8 @@ use tracing::{info, warn};
 use super::conn::{self, Peer};
 use super::frame_guard::FrameGuard;
 use super::hub::{Audience, Broadcast};
-use super::{Gateway, http_api, inbound, now_ms};
+use super::listener::{self, HttpLimits};
+use super::{Gateway, fdlimit, http_api, http_guard, inbound, now_ms};
 use crate::protocol::MAX_PREAUTH_PAYLOAD;
 
 /// Serve `gw` on `listener` until `shutdown` resolves; then run the
@@ -38,23 +42,31 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     // Install the metrics recorder before the first request is timed.
     let _ = http_api::prometheus();
-    info!(%addr, auth = gw.config.auth_mode().name(), "gateway listening");
+    let fd_limit = fdlimit::current();
+    let max_sockets = fdlimit::socket_cap(fd_limit, gw.config.reserved_fds, gw.config.max_sockets);
+    info!(%addr, auth = gw.config.auth_mode().name(), max_sockets, fd_limit, "gateway listening");
     let background = spawn_background(&gw);
+    // The guard runs first (outermost), before the upgrade and the routes.
     let app = http_api::router(gw.clone())
-        .layer(middleware::from_fn_with_state(gw.clone(), upgrade_any_path));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        .layer(middleware::from_fn_with_state(gw.clone(), upgrade_any_path))
+        .layer(middleware::from_fn_with_state(
+            gw.clone(),
+            http_guard::guard,
+        ));
+    let ms = |v: u64| Duration::from_millis(v.max(1));
+    let limits = HttpLimits {
+        header_timeout: ms(gw.config.http_header_timeout_ms),
+        body_timeout: ms(gw.config.http_body_timeout_ms),
+        idle_timeout: ms(gw.config.http_idle_timeout_ms),
+        max_sockets,
+    };
+    let open = Arc::new(Semaphore::new(max_sockets));
     let gw2 = gw.clone();
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    listener::serve(listener, app, limits, open, async move {
         shutdown.await;
         gw2.shutdown("service restart").await;
-        let _ = stop_tx.send(());
-    });
-    server.await?;
-    let _ = stop_rx.await;
+    })
+    .await;
     for t in background {
         t.abort();
     }

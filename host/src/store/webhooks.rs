@@ -14,6 +14,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::StoreError;
+use crate::secret::Secret;
 
 /// A subscriber's endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -37,11 +38,11 @@ pub struct WebhookEndpoint {
     /// The signing secret (`whsec_...`). Never serialized: it is shown once,
     /// when created or rotated.
     #[serde(skip)]
-    pub secret: String,
+    pub secret: Secret,
     /// The secret before the last rotation, still signing until
     /// `previous_secret_expires_ms`.
     #[serde(skip)]
-    pub previous_secret: Option<String>,
+    pub previous_secret: Option<Secret>,
     /// When the previous secret stops signing, Unix ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub previous_secret_expires_ms: Option<i64>,

@@ -89,15 +89,15 @@ pub struct NewWebhook {
 pub struct WithSecret {
     /// The endpoint.
     pub endpoint: WebhookEndpoint,
-    /// Its current `whsec_` secret.
-    pub secret: String,
+    /// Its current `whsec_` secret (`Debug` redacts it).
+    pub secret: crate::secret::Secret,
 }
 
 impl WithSecret {
     /// The endpoint's JSON plus `secret`.
     pub fn to_json(&self) -> Value {
         let mut v = endpoint_json(&self.endpoint);
-        v["secret"] = self.secret.clone().into();
+        v["secret"] = self.secret.expose().into();
         v
     }
 }
@@ -158,7 +158,7 @@ impl Webhooks {
             )));
         }
         let now = self.now();
-        let secret = Secret::generate().to_whsec();
+        let secret = crate::secret::Secret::from(Secret::generate().to_whsec());
         let endpoint = WebhookEndpoint {
             id: format!("ep_{}", Uuid::new_v4().simple()),
             url: url.to_string(),
@@ -219,7 +219,7 @@ impl Webhooks {
                 MAX_ROTATION_GRACE.as_secs()
             )));
         }
-        let secret = Secret::generate().to_whsec();
+        let secret = crate::secret::Secret::from(Secret::generate().to_whsec());
         let endpoint = self
             .store
             .rotate_secret(id, &secret, now + grace.as_millis() as i64, now)?
