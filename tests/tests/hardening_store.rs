@@ -257,11 +257,14 @@ fn migration_4_adds_the_index_the_prune_uses_also_to_an_existing_database() {
         let plan = prune_plan(&store).expect("plan");
         assert!(plan.contains("events_by_ts"), "{plan}");
         assert!(!plan.contains("SCAN e"), "a table scan: {plan}");
-        // Make it a database from before migration 4.
+        // Make it a database from before migration 4 (which also lacks the
+        // later migrations, such as pairing's).
         store
             .write_tx(|tx, _| {
                 tx.execute_batch(
-                    "DROP INDEX events_by_ts; DROP TABLE store_probe; PRAGMA user_version = 3;",
+                    "DROP INDEX events_by_ts; DROP TABLE store_probe;
+                     DROP TABLE channel_pairing_requests; DROP TABLE channel_pairing_approved;
+                     PRAGMA user_version = 3;",
                 )?;
                 Ok(())
             })
