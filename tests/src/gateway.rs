@@ -134,6 +134,29 @@ impl Client {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("connect");
+        Client::after_upgrade(ws).await
+    }
+
+    /// Like [`Client::open`] on a socket whose receive buffer is fixed at
+    /// `bytes` (no kernel autotuning), so a client that stops reading makes
+    /// the server's writes back up after a known, small amount.
+    pub async fn open_with_recv_buffer(url: &str, bytes: u32) -> Client {
+        let addr: std::net::SocketAddr = url
+            .trim_start_matches("ws://")
+            .trim_end_matches('/')
+            .parse()
+            .expect("ws://ADDR/ url");
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        let stream = socket.connect(addr).await.expect("connect");
+        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+            .await
+            .expect("upgrade");
+        Client::after_upgrade(ws).await
+    }
+
+    /// Read the challenge on a freshly upgraded socket.
+    async fn after_upgrade(ws: Ws) -> Client {
         let mut c = Client {
             ws,
             events: VecDeque::new(),
@@ -155,7 +178,13 @@ impl Client {
 
     /// Open and connect with `params`; panics unless hello-ok.
     pub async fn connect(url: &str, params: Value) -> Client {
-        let mut c = Client::open(url).await;
+        Client::open(url).await.handshake(params).await
+    }
+
+    /// Send `connect` with `params` on an opened socket; panics unless
+    /// hello-ok.
+    pub async fn handshake(self, params: Value) -> Client {
+        let mut c = self;
         let res = c.request("connect", params).await;
         assert_eq!(res["ok"], true, "connect failed: {res}");
         assert_eq!(res["payload"]["type"], "hello-ok");

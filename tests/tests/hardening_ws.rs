@@ -247,12 +247,13 @@ async fn unread_responses_over_the_budget_close_with_1008() {
         writer.events.clear();
     }
     // A read-only client asks for it 40 times and reads nothing: 40 MB of
-    // answers against a 2 MiB budget.
-    let mut reader = Client::connect(
-        &g.url(),
-        connect_params(3, 4, Some("secret"), &["operator.read"]),
-    )
-    .await;
+    // answers against a 2 MiB budget. Its receive buffer is fixed small, so
+    // the kernel cannot absorb the answers instead (loopback autotuning
+    // grows it to tens of MiB).
+    let mut reader = Client::open_with_recv_buffer(&g.url(), 64 * 1024)
+        .await
+        .handshake(connect_params(3, 4, Some("secret"), &["operator.read"]))
+        .await;
     for _ in 0..40 {
         let frame =
             json!({"type":"req","id":"h","method":"chat.history","params":{"sessionKey":"big"}});
@@ -264,6 +265,17 @@ async fn unread_responses_over_the_budget_close_with_1008() {
         {
             break; // already closed
         }
+    }
+    // Read nothing until the gateway has given up on this client: reading
+    // earlier would drain the answers and let the server keep up.
+    let q = &g.gw().hub.queues;
+    let waited = std::time::Instant::now();
+    while q.response_overflows.load(Ordering::Relaxed) == 0 {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(60),
+            "the unread answers never overflowed the budget (hang guard)"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let closed = reader.closed().await;
     assert_eq!(
