@@ -180,7 +180,7 @@ async fn a_queued_run_can_be_waited_for_and_aborted() {
     assert_eq!(texts[0], long);
     assert!(long.starts_with(&texts[1]) && texts[1].len() < long.len());
     assert_eq!(&texts[2..], ["sea", "sea"], "b never ran");
-    assert_eq!(g.gw().runs.active_count(), 0);
+    no_run_in_flight(&g).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -481,7 +481,7 @@ async fn a_huge_timeout_is_clamped_and_the_run_completes() {
             "final"
         );
     }
-    assert_eq!(g.gw().runs.active_count(), 0);
+    no_run_in_flight(&g).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -537,7 +537,7 @@ async fn a_panicking_provider_still_ends_the_run() {
     )
     .await;
     assert_eq!(c.chat_run("p4").await.last().unwrap()["state"], "final");
-    assert_eq!(g.gw().runs.active_count(), 0, "no run stays in flight");
+    no_run_in_flight(&g).await;
     tokio::time::timeout(Duration::from_secs(60), g.stop())
         .await
         .expect("shutdown does not wait for a dead run");
@@ -578,7 +578,7 @@ async fn collect_mode_answers_everything_queued_in_one_turn() {
         ["bee\n\nsea", "bee\n\nsea"],
         "one turn for both"
     );
-    assert_eq!(g.gw().runs.active_count(), 0);
+    no_run_in_flight(&g).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -602,5 +602,14 @@ async fn the_configured_run_timeout_applies_to_runs_that_ask_for_none() {
     assert_eq!(end["errorKind"], "timeout");
     let w = c.call("agent.wait", json!({"runId": "t1"})).await;
     assert_eq!(w["status"], "error", "{w}");
-    assert_eq!(g.gw().runs.active_count(), 0);
+    no_run_in_flight(&g).await;
+}
+
+/// Wait until every run has left the in-flight set: a run's terminal event
+/// goes out just before it leaves, so asserting at once would race. Fails
+/// after a hang guard if a run stays in flight.
+async fn no_run_in_flight(g: &TestGateway) {
+    tokio::time::timeout(std::time::Duration::from_secs(30), g.gw().runs.wait_idle())
+        .await
+        .expect("a run stayed in flight");
 }
