@@ -374,7 +374,10 @@ impl RunManager {
             holds_lane: matches!(outcome, StartOutcome::Started),
             ended: false,
         };
-        tokio::spawn(drive(guard, spec, cancel, reason).instrument(span));
+        // A run that may start now joins the global slot queue here, in the
+        // order runs start; its task may first run in any order.
+        let slot = matches!(outcome, StartOutcome::Started).then(|| join_slot_queue(&self.slots));
+        tokio::spawn(drive(guard, spec, cancel, reason, slot).instrument(span));
         outcome
     }
 
@@ -432,12 +435,46 @@ fn collected_message(first: &str, collected: &[String]) -> String {
     text
 }
 
+/// A pending wait for a global run slot.
+type SlotWait = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError>,
+            > + Send,
+    >,
+>;
+
+/// A run's place in the global slot queue, taken when it starts.
+enum Slot {
+    /// A slot was free.
+    Held(tokio::sync::OwnedSemaphorePermit),
+    /// Queued (FIFO) behind the runs that started before it.
+    Waiting(SlotWait),
+}
+
+/// Join the global slot queue now: the first poll of a semaphore wait puts
+/// it in the semaphore's FIFO queue (or takes a free slot), so waiting runs
+/// get slots in the order they started, not in the order their tasks happen
+/// to be scheduled. The task's own poll later replaces the no-op waker.
+fn join_slot_queue(slots: &Arc<Semaphore>) -> Slot {
+    let mut wait: SlotWait = Box::pin(slots.clone().acquire_owned());
+    let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
+    match wait.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(Ok(permit)) => Slot::Held(permit),
+        std::task::Poll::Pending => Slot::Waiting(wait),
+        // The semaphore is never closed; if it were, the task's own wait
+        // would report it.
+        std::task::Poll::Ready(Err(_)) => Slot::Waiting(Box::pin(slots.clone().acquire_owned())),
+    }
+}
+
 /// A run's task: its session's turn, a global slot, execution, the end.
 async fn drive(
     mut guard: RunGuard,
     mut spec: RunSpec,
     cancel: CancellationToken,
     reason: Arc<Mutex<Option<String>>>,
+    slot: Option<Slot>,
 ) {
     let why = |fallback: &str| {
         reason
@@ -496,11 +533,15 @@ async fn drive(
         }
     }
     // 2. A global slot (fair: in the order runs got here).
-    let slots = guard.gw.runs.slots.clone();
+    let wait: SlotWait = match slot {
+        Some(Slot::Held(p)) => Box::pin(async move { Ok(p) }),
+        Some(Slot::Waiting(w)) => w,
+        None => Box::pin(guard.gw.runs.slots.clone().acquire_owned()),
+    };
     let permit = tokio::select! {
         biased;
         _ = cancel.cancelled() => None,
-        p = slots.acquire_owned() => p.ok(),
+        p = wait => p.ok(),
     };
     let Some(permit) = permit else {
         guard.end_unstarted(&why("rpc"));
