@@ -160,7 +160,12 @@ async fn a_queued_run_can_be_waited_for_and_aborted() {
     let w = c.call("agent.wait", json!({"runId": "b"})).await;
     assert_eq!(w["aborted"], true, "{w}");
     assert_eq!(g.gw().runs.counts().queued, 1);
-    // Abort the long run: the next one runs.
+    // Abort the long run once it has streamed (so a partial answer is
+    // kept): the next one runs.
+    c.event(|e| {
+        e["event"] == "chat" && e["payload"]["runId"] == "a" && e["payload"]["state"] == "delta"
+    })
+    .await;
     c.call("chat.abort", json!({"sessionKey": "main", "runId": "a"}))
         .await;
     assert_eq!(c.chat_run("a").await.last().unwrap()["state"], "aborted");
