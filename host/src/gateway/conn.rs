@@ -587,26 +587,15 @@ fn auth_error(mode: &AuthMode, supplied: &crate::protocol::connect::ConnectAuth)
     }
 }
 
-/// Browsers send `Origin`: allow the gateway's own host, loopback pages when
-/// the gateway itself is on loopback, and the configured origins.
+/// Browsers send `Origin`: check it against the gateway's one origin policy.
 fn check_origin(gw: &Gateway, peer: &Peer) -> Result<(), ErrorShape> {
     let Some(origin) = peer.origin.as_deref() else {
         return Ok(());
     };
-    let origin_host = origin
-        .split("://")
-        .nth(1)
-        .unwrap_or(origin)
-        .trim_end_matches('/');
-    let same_host = peer
-        .host
-        .as_deref()
-        .is_some_and(|h| h.eq_ignore_ascii_case(origin_host));
-    let loopback_page = gw.config.listen.ip().is_loopback() && {
-        let h = origin_host.rsplit_once(':').map_or(origin_host, |(h, _)| h);
-        matches!(h, "localhost" | "127.0.0.1" | "[::1]")
-    };
-    if same_host || loopback_page || gw.config.allowed_origins.iter().any(|o| o == origin) {
+    // The same policy as the upgrade's check (`http_guard`), kept here as a
+    // second layer with the OpenClaw error shape.
+    let host = peer.host.as_deref().unwrap_or("");
+    if super::http_guard::origin_allowed(&gw.config, host, origin) {
         return Ok(());
     }
     Err(
