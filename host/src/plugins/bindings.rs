@@ -4,7 +4,7 @@
 /// `pincer:plugin/channel-plugin`.
 pub mod channel {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../wit/v0.1",
         world: "channel-plugin",
         imports: { default: async },
         exports: { default: async },
@@ -14,7 +14,7 @@ pub mod channel {
 /// `pincer:plugin/tool-plugin`.
 pub mod tool {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../wit/v0.1",
         world: "tool-plugin",
         imports: { default: async },
         exports: { default: async },

@@ -4,7 +4,7 @@
 //! worlds that both export `pincer:plugin/plugin` cannot share one crate.)
 
 wit_bindgen::generate!({
-    path: "../../wit",
+    path: "../../wit/v0.1",
     world: "channel-plugin",
     pub_export_macro: true,
     export_macro_name: "__export_channel_world",

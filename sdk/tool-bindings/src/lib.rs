@@ -2,7 +2,7 @@
 //! are shared with the channel bindings. Use `pincer-sdk` instead.
 
 wit_bindgen::generate!({
-    path: "../../wit",
+    path: "../../wit/v0.1",
     world: "tool-plugin",
     pub_export_macro: true,
     export_macro_name: "__export_tool_world",
