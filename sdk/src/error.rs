@@ -1,38 +1,68 @@
+//! The plugin's error type and its mapping to the contract's `error` variant.
+
 use crate::bindings::host::types::{Error as WitError, RateLimit};
 
 /// A typed plugin error: the host treats each kind differently (retry, give up,
-/// back off), so pick the one that says what happened.
+/// back off, resend as plain text), so pick the one that says what happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
     /// Configuration missing or invalid; retrying will not help.
     Config(String),
-    /// Credentials rejected.
+    /// Credentials rejected by the platform; retrying will not help.
     Auth(String),
-    /// Temporary failure; the host may retry.
+    /// Temporary failure (network, 5xx, timeout); the host retries with backoff.
     Transient(String),
-    /// Rate-limited: retry after this many milliseconds.
+    /// Rate-limited: the host retries after `retry_after_ms`.
     RateLimited {
+        /// Milliseconds to wait before the next attempt.
         retry_after_ms: u64,
+        /// The platform's detail.
         message: String,
     },
-    /// Can never succeed.
+    /// Can never succeed (bad input, unknown chat, closed window); not retried.
     Permanent(String),
-    /// Not supported by this plugin.
+    /// Not supported by this plugin (the SDK's default for optional operations).
     Unsupported(String),
+    /// The platform rejected the message's formatting (for example Telegram's
+    /// "can't parse entities"); the host sends the same text again as plain text.
+    Formatting(String),
 }
 
 impl Error {
-    /// A [`Error::Permanent`] from anything printable.
+    /// An [`Error::Permanent`] from anything printable.
     pub fn permanent(msg: impl std::fmt::Display) -> Self {
         Error::Permanent(msg.to_string())
     }
-    /// A [`Error::Transient`] from anything printable.
+    /// An [`Error::Transient`] from anything printable.
     pub fn transient(msg: impl std::fmt::Display) -> Self {
         Error::Transient(msg.to_string())
     }
-    /// A [`Error::Config`] from anything printable.
+    /// An [`Error::Config`] from anything printable.
     pub fn config(msg: impl std::fmt::Display) -> Self {
         Error::Config(msg.to_string())
+    }
+    /// An [`Error::Auth`] from anything printable.
+    pub fn auth(msg: impl std::fmt::Display) -> Self {
+        Error::Auth(msg.to_string())
+    }
+    /// An [`Error::Unsupported`] naming the operation.
+    pub fn unsupported(operation: impl std::fmt::Display) -> Self {
+        Error::Unsupported(operation.to_string())
+    }
+    /// An [`Error::Formatting`] from the platform's complaint.
+    pub fn formatting(msg: impl std::fmt::Display) -> Self {
+        Error::Formatting(msg.to_string())
+    }
+    /// An [`Error::RateLimited`] asking the host to wait `retry_after_ms`.
+    pub fn rate_limited(retry_after_ms: u64, msg: impl std::fmt::Display) -> Self {
+        Error::RateLimited {
+            retry_after_ms,
+            message: msg.to_string(),
+        }
+    }
+    /// Whether the host retries this error (transient and rate-limited ones).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Transient(_) | Error::RateLimited { .. })
     }
 }
 
@@ -53,6 +83,7 @@ impl std::fmt::Display for Error {
             }
             Error::Permanent(m) => write!(f, "permanent: {m}"),
             Error::Unsupported(m) => write!(f, "unsupported: {m}"),
+            Error::Formatting(m) => write!(f, "formatting: {m}"),
         }
     }
 }
@@ -74,6 +105,7 @@ impl From<Error> for WitError {
             }),
             Error::Permanent(m) => WitError::Permanent(m),
             Error::Unsupported(m) => WitError::Unsupported(m),
+            Error::Formatting(m) => WitError::Formatting(m),
         }
     }
 }
@@ -90,6 +122,7 @@ impl From<WitError> for Error {
             },
             WitError::Permanent(m) => Error::Permanent(m),
             WitError::Unsupported(m) => Error::Unsupported(m),
+            WitError::Formatting(m) => Error::Formatting(m),
         }
     }
 }
@@ -97,5 +130,35 @@ impl From<WitError> for Error {
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
         Error::Permanent(format!("json: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_round_trips_through_the_contract() {
+        let all = [
+            Error::config("c"),
+            Error::auth("a"),
+            Error::transient("t"),
+            Error::rate_limited(1500, "slow down"),
+            Error::permanent("p"),
+            Error::unsupported("draft"),
+            Error::formatting("can't parse entities"),
+        ];
+        for e in all {
+            let back: Error = WitError::from(e.clone()).into();
+            assert_eq!(back, e);
+        }
+    }
+
+    #[test]
+    fn only_transient_and_rate_limited_are_retryable() {
+        assert!(Error::transient("x").is_retryable());
+        assert!(Error::rate_limited(1, "x").is_retryable());
+        assert!(!Error::formatting("x").is_retryable());
+        assert!(!Error::permanent("x").is_retryable());
     }
 }

@@ -6,6 +6,27 @@
 //! the header or JSON body field the manifest binds it to); the host fills it
 //! in there and refuses the request if a placeholder is anywhere else. Too
 //! many requests fail with [`Error::RateLimited`].
+//!
+//! ```no_run
+//! use pincer_sdk::{http, secrets};
+//! # fn main() -> Result<(), pincer_sdk::Error> {
+//! // The token goes in the URL path, the webhook secret in a JSON body field
+//! // (`[secrets.webhook_secret] in = ["body:secret_token"]` in the manifest).
+//! let url = format!(
+//!     "https://api.telegram.org/bot{}/setWebhook",
+//!     secrets::placeholder("bot_token")
+//! );
+//! let resp = http::Request::post(&url)
+//!     .json(&serde_json::json!({
+//!         "url": "https://bot.example.com/channels/telegram/webhook",
+//!         "secret_token": secrets::placeholder("webhook_secret"),
+//!     }))?
+//!     .timeout_ms(10_000)
+//!     .send()?
+//!     .error_for_status()?;
+//! let answer: serde_json::Value = resp.json()?;
+//! # let _ = answer; Ok(()) }
+//! ```
 
 use crate::Error;
 use wasip2::http::outgoing_handler;
@@ -40,6 +61,42 @@ impl Response {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the status is 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// `Ok(self)` for a status below 400; otherwise the typed error the
+    /// status means, with the start of the body as detail:
+    /// 429 is [`Error::RateLimited`] (waiting `Retry-After` seconds, or 1 s),
+    /// 401 and 403 are [`Error::Auth`], 408 and 5xx are [`Error::Transient`],
+    /// any other 4xx is [`Error::Permanent`]. Platforms that say more in their
+    /// body (Telegram's `parameters.retry_after`, WhatsApp's error codes)
+    /// deserve a look at the body first.
+    pub fn error_for_status(self) -> Result<Self, Error> {
+        let status = self.status;
+        if status < 400 {
+            return Ok(self);
+        }
+        let detail: String = self.text().chars().take(300).collect();
+        let message = format!("HTTP {status}: {detail}");
+        Err(match status {
+            429 => {
+                let retry_after_ms = self
+                    .header("retry-after")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map_or(1_000, |s| s.saturating_mul(1_000));
+                Error::RateLimited {
+                    retry_after_ms,
+                    message,
+                }
+            }
+            401 | 403 => Error::Auth(message),
+            408 | 500..=599 => Error::Transient(message),
+            _ => Error::Permanent(message),
+        })
     }
 }
 
@@ -85,6 +142,20 @@ impl Request {
         self.headers
             .push(("content-type".into(), "application/json".into()));
         Ok(self)
+    }
+    /// Set an `application/x-www-form-urlencoded` body (and `content-type`).
+    /// Names and values are percent-encoded, except secret placeholders
+    /// ([`crate::secrets::placeholder`]), which are kept verbatim so the host
+    /// can find them. (host: see host/src/plugins/host/secrets.rs for the
+    /// places a placeholder may be filled; JSON body fields are the place
+    /// every host version supports.)
+    pub fn form(mut self, fields: &[(&str, &str)]) -> Self {
+        self.body = form_encode(fields).into_bytes();
+        self.headers.push((
+            "content-type".into(),
+            "application/x-www-form-urlencoded".into(),
+        ));
+        self
     }
     /// Set a raw body.
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
@@ -200,6 +271,48 @@ impl Request {
     }
 }
 
+/// Encode `fields` as `application/x-www-form-urlencoded`, leaving every
+/// `{{secret:NAME}}` placeholder as it is.
+pub(crate) fn form_encode(fields: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    for (i, (name, value)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        encode_component(name, &mut out);
+        out.push('=');
+        encode_component(value, &mut out);
+    }
+    out
+}
+
+/// Percent-encode one form component into `out`, copying placeholders verbatim.
+fn encode_component(mut text: &str, out: &mut String) {
+    const OPEN: &str = "{{secret:";
+    while !text.is_empty() {
+        if text.starts_with(OPEN) {
+            if let Some(end) = text[OPEN.len()..].find("}}") {
+                let len = OPEN.len() + end + 2;
+                out.push_str(&text[..len]);
+                text = &text[len..];
+                continue;
+            }
+        }
+        let skip = text.chars().next().map_or(0, char::len_utf8);
+        let next = text[skip..].find(OPEN).map_or(text.len(), |i| i + skip);
+        for b in text[..next].bytes() {
+            match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    out.push(b as char)
+                }
+                b' ' => out.push('+'),
+                _ => out.push_str(&format!("%{b:02X}")),
+            }
+        }
+        text = &text[next..];
+    }
+}
+
 /// Map a `wasi:http` error code to a typed plugin error.
 fn map_error(code: ErrorCode) -> Error {
     match code {
@@ -227,5 +340,81 @@ fn map_error(code: ErrorCode) -> Error {
             }
         }
         other => Error::Transient(format!("http: {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, headers: &[(&str, &str)], body: &str) -> Response {
+        Response {
+            status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn form_encoding_escapes_text_but_keeps_placeholders() {
+        let body = form_encode(&[
+            ("chat_id", "42"),
+            ("text", "a b&c=d/é"),
+            ("token", "{{secret:bot_token}}"),
+            ("mixed", "x {{secret:a}}&{{secret:b}} y {{secret:"),
+        ]);
+        assert_eq!(
+            body,
+            "chat_id=42&text=a+b%26c%3Dd%2F%C3%A9&token={{secret:bot_token}}\
+             &mixed=x+{{secret:a}}%26{{secret:b}}+y+%7B%7Bsecret%3A"
+        );
+    }
+
+    #[test]
+    fn json_bodies_carry_placeholders_verbatim() {
+        let req = Request::post("https://api.example.com/x")
+            .json(&serde_json::json!({"secret_token": "{{secret:webhook_secret}}"}))
+            .unwrap();
+        let text = String::from_utf8(req.body).unwrap();
+        assert!(
+            text.contains(r#""secret_token":"{{secret:webhook_secret}}""#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn statuses_map_to_typed_errors() {
+        assert!(response(204, &[], "").error_for_status().is_ok());
+        assert_eq!(
+            response(429, &[("Retry-After", "7")], "slow")
+                .error_for_status()
+                .unwrap_err(),
+            Error::RateLimited {
+                retry_after_ms: 7_000,
+                message: "HTTP 429: slow".into()
+            }
+        );
+        assert!(matches!(
+            response(429, &[], "").error_for_status(),
+            Err(Error::RateLimited {
+                retry_after_ms: 1_000,
+                ..
+            })
+        ));
+        assert!(matches!(
+            response(401, &[], "").error_for_status(),
+            Err(Error::Auth(_))
+        ));
+        assert!(matches!(
+            response(503, &[], "").error_for_status(),
+            Err(Error::Transient(_))
+        ));
+        assert!(matches!(
+            response(400, &[], "bad chat").error_for_status(),
+            Err(Error::Permanent(m)) if m == "HTTP 400: bad chat"
+        ));
     }
 }

@@ -1,15 +1,22 @@
 //! `echo`: a channel that needs no external service.
 //!
 //! Inbound: POST `{"conversation": "c1", "sender": "u1", "text": "hi", "id": "m1"}`
-//! (`id` optional) to the channel's webhook route. Outbound: every sent or edited
-//! message is stored under `sent/<id>` in the plugin's key-value store and, when
-//! `reply_url` is configured, POSTed there as JSON.
+//! to the channel's webhook route. `id` is optional (a unique one is drawn
+//! from an atomic counter); so are `sender_name` and the conversation facts
+//! `chat_type` (`direct`, the default, `group` or `channel`), `thread`,
+//! `mentioned`, `sender_is_bot` and `reply_to` (the id of the message this one
+//! answers).
+//!
+//! Outbound: every sent or edited message is stored under `sent/<id>` in the
+//! plugin's key-value store and, when `reply_url` is configured, POSTed there
+//! as JSON (`id`, `conversation`, `thread`, `text`, `format`, `reply_to`,
+//! `attachments`, `edited`).
 
 use std::cell::RefCell;
 
 use pincer_sdk::{
-    Capabilities, Channel, Config, Error, InboundMessage, OutboundMessage, ReceiveMode,
-    WebhookRequest, WebhookResponse, clock, http, kv,
+    Capabilities, Channel, ChatType, Config, Error, InboundMessage, OutboundMessage, ReceiveMode,
+    StreamStyle, TextFormat, WebhookRequest, WebhookResponse, http, kv,
 };
 use serde_json::{Value, json};
 
@@ -20,12 +27,9 @@ thread_local! {
 struct Echo;
 
 impl Echo {
+    /// A fresh id, unique across every instance (inbound and outbound share it).
     fn next_id() -> Result<String, Error> {
-        let n = kv::get_string("next_id")?
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(1);
-        kv::set_string("next_id", &(n + 1).to_string())?;
-        Ok(format!("echo-{n}"))
+        Ok(format!("echo-{}", kv::increment("next_id", 1)?))
     }
 
     fn deliver(record: &Value) -> Result<(), Error> {
@@ -43,6 +47,17 @@ impl Echo {
     }
 }
 
+fn format_name(format: TextFormat) -> &'static str {
+    match format {
+        TextFormat::Plain => "plain",
+        TextFormat::Markdown => "markdown",
+    }
+}
+
+fn bad_request(message: String) -> WebhookResponse {
+    pincer_sdk::webhook_json(400, &json!({ "error": message }), vec![])
+}
+
 impl Channel for Echo {
     fn name() -> String {
         "echo".into()
@@ -50,19 +65,19 @@ impl Channel for Echo {
 
     fn capabilities() -> Capabilities {
         Capabilities {
-            mode: ReceiveMode::Webhook,
             edit: true,
-            typing: false,
             max_message_length: 4096,
+            streaming: StreamStyle::Edit,
+            ..pincer_sdk::capabilities(ReceiveMode::Webhook)
         }
     }
 
     fn start(config: Config) -> Result<(), Error> {
         let url = config.get("reply_url").map(str::to_string);
-        if let Some(u) = &url {
-            if !(u.starts_with("http://") || u.starts_with("https://")) {
-                return Err(Error::config("reply_url must be an http(s) URL"));
-            }
+        if let Some(u) = &url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return Err(Error::config("reply_url must be an http(s) URL"));
         }
         REPLY_URL.with(|r| *r.borrow_mut() = url);
         Ok(())
@@ -78,33 +93,41 @@ impl Channel for Echo {
         }
         let body: Value = match serde_json::from_slice(&request.body) {
             Ok(v) => v,
-            Err(e) => {
-                return Ok(pincer_sdk::webhook_json(
-                    400,
-                    &json!({"error": format!("invalid JSON: {e}")}),
-                    vec![],
-                ));
-            }
+            Err(e) => return Ok(bad_request(format!("invalid JSON: {e}"))),
         };
         let field = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_string);
+        let flag = |k: &str| body.get(k).and_then(Value::as_bool).unwrap_or(false);
         let (Some(conversation), Some(text)) = (field("conversation"), field("text")) else {
-            return Ok(pincer_sdk::webhook_json(
-                400,
-                &json!({"error": "`conversation` and `text` are required"}),
-                vec![],
-            ));
+            return Ok(bad_request("`conversation` and `text` are required".into()));
+        };
+        let chat_type = match field("chat_type").as_deref() {
+            None | Some("direct") => ChatType::Direct,
+            Some("group") => ChatType::Group,
+            Some("channel") => ChatType::Channel,
+            Some(other) => {
+                return Ok(bad_request(format!(
+                    "`chat_type` must be direct, group or channel, not {other:?}"
+                )));
+            }
         };
         let id = match field("id") {
             Some(id) => id,
             None => Self::next_id()?,
         };
+        let sender = field("sender").unwrap_or_else(|| "anonymous".into());
         let message = InboundMessage {
-            id: id.clone(),
-            conversation,
-            sender: field("sender").unwrap_or_else(|| "anonymous".into()),
+            chat_type,
+            thread: field("thread"),
             sender_name: field("sender_name"),
-            text,
-            timestamp: clock::now_ms(),
+            sender_is_bot: flag("sender_is_bot"),
+            mentioned: flag("mentioned"),
+            reply_to: field("reply_to").map(|id| pincer_sdk::RepliedMessage {
+                id,
+                sender: None,
+                text: None,
+                from_bot_self: false,
+            }),
+            ..pincer_sdk::inbound(&id, &conversation, &sender, &text)
         };
         Ok(pincer_sdk::webhook_json(
             200,
@@ -115,11 +138,19 @@ impl Channel for Echo {
 
     fn send(message: OutboundMessage) -> Result<String, Error> {
         let id = Self::next_id()?;
+        let attachments: Vec<Value> = message
+            .attachments
+            .iter()
+            .map(|a| json!({"file_name": a.file_name, "mime_type": a.mime_type, "size": a.size, "caption": a.caption}))
+            .collect();
         let record = json!({
             "id": id,
             "conversation": message.conversation,
+            "thread": message.thread,
             "text": message.text,
+            "format": format_name(message.format),
             "reply_to": message.reply_to,
+            "attachments": attachments,
             "edited": false,
         });
         kv::set_json(&format!("sent/{id}"), &record)?;
@@ -127,7 +158,12 @@ impl Channel for Echo {
         Ok(id)
     }
 
-    fn edit(conversation: String, message_id: String, text: String) -> Result<(), Error> {
+    fn edit(
+        conversation: String,
+        message_id: String,
+        text: String,
+        format: TextFormat,
+    ) -> Result<(), Error> {
         let key = format!("sent/{message_id}");
         if kv::get(&key)?.is_none() {
             return Err(Error::permanent(format!("no message {message_id}")));
@@ -136,6 +172,7 @@ impl Channel for Echo {
             "id": message_id,
             "conversation": conversation,
             "text": text,
+            "format": format_name(format),
             "edited": true,
         });
         kv::set_json(&key, &record)?;

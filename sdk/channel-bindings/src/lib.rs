@@ -4,7 +4,7 @@
 //! worlds that both export `pincer:plugin/plugin` cannot share one crate.)
 
 wit_bindgen::generate!({
-    path: "../../wit/v0.1",
+    path: "../../wit",
     world: "channel-plugin",
     pub_export_macro: true,
     export_macro_name: "__export_channel_world",

@@ -114,7 +114,10 @@ impl Tool for Hostile {
             // Write `bytes` (default 1 MiB chunks until refused) into /data.
             "datafill" => {
                 use std::io::Write;
-                let limit = args.get("bytes").and_then(Value::as_u64).unwrap_or(u64::MAX);
+                let limit = args
+                    .get("bytes")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(u64::MAX);
                 let mut f = match std::fs::File::create("/data/fill") {
                     Ok(f) => f,
                     Err(e) => return Ok(json!({"written": 0, "error": e.to_string()})),
