@@ -17,6 +17,8 @@ const BUNDLED: &[(&str, &str)] = &[
 const TESTING: &[(&str, &str)] = &[
     ("hostile", "testing/hostile"),
     ("testchan", "testing/testchan"),
+    // The echo channel frozen at pincer:plugin@0.1.0 (old-contract fixture).
+    ("echo-v01", "testing/echo-v01"),
 ];
 
 fn main() {
