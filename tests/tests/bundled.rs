@@ -17,6 +17,7 @@ fn post(body: &[u8]) -> WebhookRequest {
         query: String::new(),
         headers: vec![],
         body: body.to_vec(),
+        verified: None,
     }
 }
 
@@ -100,9 +101,8 @@ async fn bundled_plugins_load_and_answer() {
         .send(
             "echo",
             OutboundMessage {
-                conversation: "c1".into(),
-                text: "hi back".into(),
                 reply_to: Some("m1".into()),
+                ..OutboundMessage::plain("c1", "hi back")
             },
         )
         .await

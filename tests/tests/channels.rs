@@ -74,8 +74,11 @@ async fn send_completes_while_poll_in_flight_and_inbound_is_deduplicated() {
         "testchan",
         OutboundMessage {
             conversation: "c".into(),
+            thread: None,
             text: "out".into(),
+            format: pincer::plugins::bindings::TextFormat::Plain,
             reply_to: None,
+            attachments: Vec::new(),
         },
     );
     let id = tokio::time::timeout(Duration::from_secs(10), send)

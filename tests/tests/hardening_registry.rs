@@ -183,11 +183,10 @@ async fn a_burst_of_channel_sends_queues_at_the_cap_and_loses_no_reply() {
                     .channels
                     .send(
                         "testchan",
-                        pincer::plugins::bindings::OutboundMessage {
-                            conversation: "c".into(),
-                            text: format!("reply {i}"),
-                            reply_to: None,
-                        },
+                        pincer::plugins::bindings::OutboundMessage::plain(
+                            "c",
+                            format!("reply {i}"),
+                        ),
                     )
                     .await;
                 let (in_use, cap) = rt.plugins.instances("testchan").unwrap();

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use super::pairing::{DEFAULT_ACCOUNT, Pairing, reply_text};
 use super::{ChannelRunner, Inbound};
 use crate::plugins::PluginSettings;
-use crate::plugins::bindings::OutboundMessage;
+use crate::plugins::bindings::{OutboundMessage, TextFormat};
 use crate::store::RequestOutcome;
 
 /// Who may message the agent in direct chats.
@@ -261,8 +261,11 @@ impl AccessGate {
         tracing::info!(channel, sender = %msg.sender, conversation = %msg.conversation, "pairing code issued to an unknown sender");
         let reply = OutboundMessage {
             conversation: msg.conversation.clone(),
+            thread: None,
             text: reply_text(channel, &msg.sender, &request.code),
+            format: TextFormat::Plain,
             reply_to: (!msg.id.is_empty()).then(|| msg.id.clone()),
+            attachments: Vec::new(),
         };
         let runner = runner.clone();
         tokio::spawn(async move {

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use super::ChannelManager;
-use crate::plugins::bindings::OutboundMessage;
+use crate::plugins::bindings::{OutboundMessage, TextFormat};
 
 /// Minimum time between edits of a streamed channel reply.
 pub const EDIT_INTERVAL: Duration = Duration::from_millis(1000);
@@ -43,8 +43,11 @@ pub async fn stream_reply(
         let channel = channel.clone();
         let msg = OutboundMessage {
             conversation: conversation.clone(),
+            thread: None,
             text,
+            format: TextFormat::Markdown,
             reply_to: reply_to.clone(),
+            attachments: Vec::new(),
         };
         async move { channels.send(&channel, msg).await }
     };
@@ -114,8 +117,11 @@ pub fn notify(
     let channel = channel.to_string();
     let msg = OutboundMessage {
         conversation: conversation.to_string(),
+        thread: None,
         text,
+        format: TextFormat::Plain,
         reply_to,
+        attachments: Vec::new(),
     };
     tokio::spawn(async move {
         if let Err(e) = channels.send(&channel, msg).await {

@@ -10,7 +10,9 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use super::{AccessGate, ChannelError, Inbound};
-use crate::plugins::bindings::{OutboundMessage, ReceiveMode, WebhookRequest, WebhookResponse};
+use crate::plugins::bindings::{
+    OutboundMessage, ReceiveMode, TextFormat, WebhookRequest, WebhookResponse,
+};
 use crate::plugins::{CallError, Instance, PluginError, PluginRegistry, PluginVersion};
 
 /// Most idle sender instances kept per channel. Idle instances hold places
@@ -268,7 +270,9 @@ impl ChannelRunner {
             .registry
             .run_call("edit", async move {
                 let mut inst = inst;
-                let r = inst.edit(&conversation, &message_id, &text).await;
+                let r = inst
+                    .edit(&conversation, &message_id, &text, TextFormat::Markdown)
+                    .await;
                 (inst, r)
             })
             .await
@@ -461,6 +465,8 @@ impl ChannelRunner {
     async fn receive_loop(self: Arc<Self>, first: Instance, mut stop: watch::Receiver<bool>) {
         let mut inst = Some(first);
         let mut backoff = Duration::from_millis(500);
+        // The platform cursor of 0.2.0 plugins (0.1.0 plugins keep their own).
+        let mut cursor: Option<String> = None;
         loop {
             if *stop.borrow() {
                 return;
@@ -489,13 +495,16 @@ impl ChannelRunner {
                 .min(u64::from(u32::MAX)) as u32;
             let result = tokio::select! {
                 _ = stop.changed() => return,
-                r = current.poll(wait) => r,
+                r = current.poll(cursor.as_deref(), wait) => r,
             };
             let delay = match result {
-                Ok(messages) => {
+                Ok(batch) => {
                     backoff = Duration::from_millis(500);
                     self.update(|s| s.reconnect_attempts = 0);
-                    for m in messages {
+                    if batch.cursor.is_some() {
+                        cursor = batch.cursor;
+                    }
+                    for m in batch.messages {
                         self.deliver(Inbound::from_wit(&self.name, m));
                     }
                     None

@@ -378,6 +378,7 @@ async fn channel_webhook(
         query,
         headers,
         body: body.to_vec(),
+        verified: None,
     };
     match gw.runtime.channels.webhook(&name, request).await {
         Ok(resp) => {

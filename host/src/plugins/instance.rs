@@ -14,9 +14,10 @@ use serde::Serialize;
 use wasmtime::Store;
 
 use super::bindings::{
-    self, Capabilities, InboundMessage, OutboundMessage, ToolInfo, WebhookRequest, WebhookResponse,
-    WitError,
+    self, Capabilities, ChatTarget, DownloadRequest, OutboundMessage, PollBatch, TextFormat,
+    ToolInfo, WebhookRequest, WebhookResponse, WitError,
 };
+use super::compat;
 use super::engine::EPOCH_TICK;
 use super::gate::Admission;
 use super::host::{self, HostState};
@@ -48,6 +49,9 @@ pub enum PluginError {
     /// Not supported.
     #[error("unsupported: {message}")]
     Unsupported { message: String },
+    /// The platform rejected the formatting; resend as plain text.
+    #[error("formatting rejected: {message}")]
+    Formatting { message: String },
 }
 
 impl From<WitError> for PluginError {
@@ -62,6 +66,7 @@ impl From<WitError> for PluginError {
             },
             WitError::Permanent(message) => PluginError::Permanent { message },
             WitError::Unsupported(message) => PluginError::Unsupported { message },
+            WitError::Formatting(message) => PluginError::Formatting { message },
         }
     }
 }
@@ -134,9 +139,13 @@ impl CallError {
 }
 
 enum Bindings {
-    Channel(bindings::channel::ChannelPlugin),
-    Tool(bindings::tool::ToolPlugin),
+    Channel(bindings::v02::channel::ChannelPlugin),
+    Tool(bindings::v02::tool::ToolPlugin),
+    ChannelV01(bindings::v01::channel::ChannelPlugin),
+    ToolV01(bindings::v01::tool::ToolPlugin),
 }
+
+type V01Error = bindings::v01::channel::pincer::plugin::types::Error;
 
 /// A live instance of one plugin version.
 pub struct Instance {
@@ -207,6 +216,14 @@ impl Instance {
             Pre::Tool(pre) => tokio::time::timeout(timeout, pre.instantiate_async(&mut store))
                 .await
                 .map(|r| r.map(Bindings::Tool)),
+            Pre::ChannelV01(pre) => {
+                tokio::time::timeout(timeout, pre.instantiate_async(&mut store))
+                    .await
+                    .map(|r| r.map(Bindings::ChannelV01))
+            }
+            Pre::ToolV01(pre) => tokio::time::timeout(timeout, pre.instantiate_async(&mut store))
+                .await
+                .map(|r| r.map(Bindings::ToolV01)),
         };
         let bindings = match made {
             Ok(Ok(b)) => b,
@@ -327,6 +344,8 @@ impl Instance {
             match b {
                 Bindings::Channel(c) => c.pincer_plugin_plugin().call_name(s).await,
                 Bindings::Tool(t) => t.pincer_plugin_plugin().call_name(s).await,
+                Bindings::ChannelV01(c) => c.pincer_plugin_plugin().call_name(s).await,
+                Bindings::ToolV01(t) => t.pincer_plugin_plugin().call_name(s).await,
             }
         })
     }
@@ -337,6 +356,8 @@ impl Instance {
             match b {
                 Bindings::Channel(c) => c.pincer_plugin_plugin().call_last_activity(s).await,
                 Bindings::Tool(t) => t.pincer_plugin_plugin().call_last_activity(s).await,
+                Bindings::ChannelV01(c) => c.pincer_plugin_plugin().call_last_activity(s).await,
+                Bindings::ToolV01(t) => t.pincer_plugin_plugin().call_last_activity(s).await,
             }
         })
     }
@@ -347,33 +368,42 @@ impl Instance {
             match b {
                 Bindings::Channel(c) => c.pincer_plugin_plugin().call_restart(s).await,
                 Bindings::Tool(t) => t.pincer_plugin_plugin().call_restart(s).await,
+                Bindings::ChannelV01(c) => v01(c.pincer_plugin_plugin().call_restart(s).await),
+                Bindings::ToolV01(t) => v01(t.pincer_plugin_plugin().call_restart(s).await),
             }
         })?;
         typed("restart", r)
     }
 
-    fn channel(&self) -> Result<&bindings::channel::ChannelPlugin, CallError> {
+    fn channel(&self) -> Result<(), CallError> {
         match &self.bindings {
-            Bindings::Channel(c) => Ok(c),
-            Bindings::Tool(_) => Err(self.wrong_kind(PluginKind::Channel)),
+            Bindings::Channel(_) | Bindings::ChannelV01(_) => Ok(()),
+            Bindings::Tool(_) | Bindings::ToolV01(_) => Err(self.wrong_kind(PluginKind::Channel)),
         }
     }
 
-    fn tool(&self) -> Result<&bindings::tool::ToolPlugin, CallError> {
+    fn tool(&self) -> Result<(), CallError> {
         match &self.bindings {
-            Bindings::Tool(t) => Ok(t),
-            Bindings::Channel(_) => Err(self.wrong_kind(PluginKind::Tool)),
+            Bindings::Tool(_) | Bindings::ToolV01(_) => Ok(()),
+            Bindings::Channel(_) | Bindings::ChannelV01(_) => {
+                Err(self.wrong_kind(PluginKind::Tool))
+            }
         }
     }
 
-    /// Channel `describe()`.
+    /// Channel `describe()` (0.1.0 capabilities converted).
     pub async fn describe_channel(&mut self) -> Result<Capabilities, CallError> {
         self.channel()?;
         guarded!(self, "describe", self.timeout(), |b, s| async {
-            let Bindings::Channel(c) = b else {
-                unreachable!()
-            };
-            c.pincer_plugin_channel().call_describe(s).await
+            match b {
+                Bindings::Channel(c) => c.pincer_plugin_channel().call_describe(s).await,
+                Bindings::ChannelV01(c) => c
+                    .pincer_plugin_channel()
+                    .call_describe(s)
+                    .await
+                    .map(compat::capabilities),
+                _ => unreachable!("checked by channel()"),
+            }
         })
     }
 
@@ -381,23 +411,43 @@ impl Instance {
     pub async fn start(&mut self, config: &[(String, String)]) -> Result<(), CallError> {
         self.channel()?;
         let r = guarded!(self, "start", self.timeout(), |b, s| async {
-            let Bindings::Channel(c) = b else {
-                unreachable!()
-            };
-            c.pincer_plugin_channel().call_start(s, config).await
+            match b {
+                Bindings::Channel(c) => c.pincer_plugin_channel().call_start(s, config).await,
+                Bindings::ChannelV01(c) => {
+                    v01(c.pincer_plugin_channel().call_start(s, config).await)
+                }
+                _ => unreachable!("checked by channel()"),
+            }
         })?;
         typed("start", r)
     }
 
-    /// Channel `poll(wait_ms)`; the time limit is the wait plus the call timeout.
-    pub async fn poll(&mut self, wait_ms: u32) -> Result<Vec<InboundMessage>, CallError> {
+    /// Channel `poll(cursor, wait_ms)`; the time limit is the wait plus the
+    /// call timeout. A 0.1.0 plugin keeps its own cursor (the batch's is `None`).
+    pub async fn poll(
+        &mut self,
+        cursor: Option<&str>,
+        wait_ms: u32,
+    ) -> Result<PollBatch, CallError> {
         self.channel()?;
         let timeout = self.timeout() + Duration::from_millis(u64::from(wait_ms));
         let r = guarded!(self, "poll", timeout, |b, s| async {
-            let Bindings::Channel(c) = b else {
-                unreachable!()
-            };
-            c.pincer_plugin_channel().call_poll(s, wait_ms).await
+            match b {
+                Bindings::Channel(c) => {
+                    c.pincer_plugin_channel()
+                        .call_poll(s, cursor, wait_ms)
+                        .await
+                }
+                Bindings::ChannelV01(c) => {
+                    v01(c.pincer_plugin_channel().call_poll(s, wait_ms).await).map(|r| {
+                        r.map(|messages| PollBatch {
+                            messages: messages.into_iter().map(compat::inbound).collect(),
+                            cursor: None,
+                        })
+                    })
+                }
+                _ => unreachable!("checked by channel()"),
+            }
         })?;
         typed("poll", r)
     }
@@ -409,12 +459,19 @@ impl Instance {
     ) -> Result<WebhookResponse, CallError> {
         self.channel()?;
         let r = guarded!(self, "handle-webhook", self.timeout(), |b, s| async {
-            let Bindings::Channel(c) = b else {
-                unreachable!()
-            };
-            c.pincer_plugin_channel()
-                .call_handle_webhook(s, request)
-                .await
+            match b {
+                Bindings::Channel(c) => {
+                    c.pincer_plugin_channel()
+                        .call_handle_webhook(s, request)
+                        .await
+                }
+                Bindings::ChannelV01(c) => v01(c
+                    .pincer_plugin_channel()
+                    .call_handle_webhook(s, &compat::webhook_request(request))
+                    .await)
+                .map(|r| r.map(compat::webhook_response)),
+                _ => unreachable!("checked by channel()"),
+            }
         })?;
         typed("handle-webhook", r)
     }
@@ -423,39 +480,125 @@ impl Instance {
     pub async fn send(&mut self, message: &OutboundMessage) -> Result<String, CallError> {
         self.channel()?;
         let r = guarded!(self, "send", self.timeout(), |b, s| async {
-            let Bindings::Channel(c) = b else {
-                unreachable!()
-            };
-            c.pincer_plugin_channel().call_send(s, message).await
+            match b {
+                Bindings::Channel(c) => c.pincer_plugin_channel().call_send(s, message).await,
+                Bindings::ChannelV01(c) => v01(c
+                    .pincer_plugin_channel()
+                    .call_send(s, &compat::outbound(message))
+                    .await),
+                _ => unreachable!("checked by channel()"),
+            }
         })?;
         typed("send", r)
     }
 
-    /// Channel `edit(conversation, message_id, text)`.
+    /// Channel `edit(conversation, message_id, text, format)`.
     pub async fn edit(
         &mut self,
         conversation: &str,
         message_id: &str,
         text: &str,
+        format: TextFormat,
     ) -> Result<(), CallError> {
         self.channel()?;
         let r = guarded!(self, "edit", self.timeout(), |b, s| async {
-            let Bindings::Channel(c) = b else {
-                unreachable!()
-            };
-            c.pincer_plugin_channel()
-                .call_edit(s, conversation, message_id, text)
-                .await
+            match b {
+                Bindings::Channel(c) => {
+                    c.pincer_plugin_channel()
+                        .call_edit(s, conversation, message_id, text, format)
+                        .await
+                }
+                Bindings::ChannelV01(c) => v01(c
+                    .pincer_plugin_channel()
+                    .call_edit(s, conversation, message_id, text)
+                    .await),
+                _ => unreachable!("checked by channel()"),
+            }
         })?;
         typed("edit", r)
+    }
+
+    /// Channel `draft(target, draft_id, text)` (unsupported before 0.2.0).
+    pub async fn draft(
+        &mut self,
+        target: &ChatTarget,
+        draft_id: u64,
+        text: &str,
+    ) -> Result<(), CallError> {
+        self.channel()?;
+        let r = guarded!(self, "draft", self.timeout(), |b, s| async {
+            match b {
+                Bindings::Channel(c) => {
+                    c.pincer_plugin_channel()
+                        .call_draft(s, target, draft_id, text)
+                        .await
+                }
+                Bindings::ChannelV01(_) => Ok(Err(unsupported_v01("draft"))),
+                _ => unreachable!("checked by channel()"),
+            }
+        })?;
+        typed("draft", r)
+    }
+
+    /// Channel `typing(target)`.
+    pub async fn typing(&mut self, target: &ChatTarget) -> Result<(), CallError> {
+        self.channel()?;
+        let r = guarded!(self, "typing", self.timeout(), |b, s| async {
+            match b {
+                Bindings::Channel(c) => c.pincer_plugin_channel().call_typing(s, target).await,
+                Bindings::ChannelV01(c) => v01(c
+                    .pincer_plugin_channel()
+                    .call_typing(s, &target.conversation)
+                    .await),
+                _ => unreachable!("checked by channel()"),
+            }
+        })?;
+        typed("typing", r)
+    }
+
+    /// Channel `mark-read(target)` (unsupported before 0.2.0).
+    pub async fn mark_read(&mut self, target: &ChatTarget) -> Result<(), CallError> {
+        self.channel()?;
+        let r = guarded!(self, "mark-read", self.timeout(), |b, s| async {
+            match b {
+                Bindings::Channel(c) => c.pincer_plugin_channel().call_mark_read(s, target).await,
+                Bindings::ChannelV01(_) => Ok(Err(unsupported_v01("mark-read"))),
+                _ => unreachable!("checked by channel()"),
+            }
+        })?;
+        typed("mark-read", r)
+    }
+
+    /// Channel `fetch-attachment(handle)` (unsupported before 0.2.0).
+    pub async fn fetch_attachment(&mut self, handle: &str) -> Result<DownloadRequest, CallError> {
+        self.channel()?;
+        let r = guarded!(self, "fetch-attachment", self.timeout(), |b, s| async {
+            match b {
+                Bindings::Channel(c) => {
+                    c.pincer_plugin_channel()
+                        .call_fetch_attachment(s, handle)
+                        .await
+                }
+                Bindings::ChannelV01(_) => Ok(Err(unsupported_v01("fetch-attachment"))),
+                _ => unreachable!("checked by channel()"),
+            }
+        })?;
+        typed("fetch-attachment", r)
     }
 
     /// Tool `describe()`.
     pub async fn describe_tool(&mut self) -> Result<ToolInfo, CallError> {
         self.tool()?;
         guarded!(self, "describe", self.timeout(), |b, s| async {
-            let Bindings::Tool(t) = b else { unreachable!() };
-            t.pincer_plugin_tool().call_describe(s).await
+            match b {
+                Bindings::Tool(t) => t.pincer_plugin_tool().call_describe(s).await,
+                Bindings::ToolV01(t) => t
+                    .pincer_plugin_tool()
+                    .call_describe(s)
+                    .await
+                    .map(compat::tool_info),
+                _ => unreachable!("checked by tool()"),
+            }
         })
     }
 
@@ -463,9 +606,23 @@ impl Instance {
     pub async fn invoke(&mut self, arguments: &str) -> Result<String, CallError> {
         self.tool()?;
         let r = guarded!(self, "invoke", self.timeout(), |b, s| async {
-            let Bindings::Tool(t) = b else { unreachable!() };
-            t.pincer_plugin_tool().call_invoke(s, arguments).await
+            match b {
+                Bindings::Tool(t) => t.pincer_plugin_tool().call_invoke(s, arguments).await,
+                Bindings::ToolV01(t) => v01(t.pincer_plugin_tool().call_invoke(s, arguments).await),
+                _ => unreachable!("checked by tool()"),
+            }
         })?;
         typed("invoke", r)
     }
+}
+
+/// A 0.1.0 call's result with its typed error converted to 0.2.0.
+fn v01<T>(r: wasmtime::Result<Result<T, V01Error>>) -> wasmtime::Result<Result<T, WitError>> {
+    r.map(|r| r.map_err(Into::into))
+}
+
+fn unsupported_v01(call: &str) -> WitError {
+    WitError::Unsupported(format!(
+        "`{call}` is not part of pincer:plugin@0.1.0 (the plugin was built against it)"
+    ))
 }

@@ -14,7 +14,9 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
-use super::bindings::{self, Capabilities, SUPPORTED_WIT_VERSIONS, ToolInfo, WIT_PACKAGE};
+use super::bindings::{
+    self, Capabilities, SUPPORTED_WIT_VERSIONS, ToolInfo, WIT_PACKAGE, WitTrack,
+};
 use super::cache::{CompileCache, Source};
 use super::files;
 use super::gate::Gate;
@@ -83,13 +85,28 @@ pub enum LoadError {
     Capacity(String),
 }
 
-/// Pre-instantiated component of either kind.
+/// Pre-instantiated component of either kind, for the contract version it
+/// was built against.
 #[derive(Clone)]
 pub enum Pre {
-    /// A channel.
-    Channel(bindings::channel::ChannelPluginPre<HostState>),
-    /// A tool.
-    Tool(bindings::tool::ToolPluginPre<HostState>),
+    /// A channel built against 0.2.x.
+    Channel(bindings::v02::channel::ChannelPluginPre<HostState>),
+    /// A tool built against 0.2.x.
+    Tool(bindings::v02::tool::ToolPluginPre<HostState>),
+    /// A channel built against 0.1.x.
+    ChannelV01(bindings::v01::channel::ChannelPluginPre<HostState>),
+    /// A tool built against 0.1.x.
+    ToolV01(bindings::v01::tool::ToolPluginPre<HostState>),
+}
+
+impl Pre {
+    /// The contract track the component was built against.
+    pub fn track(&self) -> WitTrack {
+        match self {
+            Pre::Channel(_) | Pre::Tool(_) => WitTrack::V02,
+            Pre::ChannelV01(_) | Pre::ToolV01(_) => WitTrack::V01,
+        }
+    }
 }
 
 /// What the smoke test learned.
@@ -259,7 +276,7 @@ pub(crate) fn prepare(
     };
     drop(bytes);
     let compile_time = started.elapsed();
-    let kind = check_contract(engine, &component)?;
+    let (kind, track) = check_contract(engine, &component)?;
     if let Some(declared) = manifest.kind
         && declared != kind
     {
@@ -271,15 +288,20 @@ pub(crate) fn prepare(
     let instance_pre = linker
         .instantiate_pre(&component)
         .map_err(|e| LoadError::Link(format!("{e:#}")))?;
-    let pre = match kind {
-        PluginKind::Channel => Pre::Channel(
-            bindings::channel::ChannelPluginPre::new(instance_pre)
-                .map_err(|e| LoadError::Link(format!("{e:#}")))?,
+    let link = |e: wasmtime::Error| LoadError::Link(format!("{e:#}"));
+    let pre = match (kind, track) {
+        (PluginKind::Channel, WitTrack::V02) => {
+            Pre::Channel(bindings::v02::channel::ChannelPluginPre::new(instance_pre).map_err(link)?)
+        }
+        (PluginKind::Tool, WitTrack::V02) => {
+            Pre::Tool(bindings::v02::tool::ToolPluginPre::new(instance_pre).map_err(link)?)
+        }
+        (PluginKind::Channel, WitTrack::V01) => Pre::ChannelV01(
+            bindings::v01::channel::ChannelPluginPre::new(instance_pre).map_err(link)?,
         ),
-        PluginKind::Tool => Pre::Tool(
-            bindings::tool::ToolPluginPre::new(instance_pre)
-                .map_err(|e| LoadError::Link(format!("{e:#}")))?,
-        ),
+        (PluginKind::Tool, WitTrack::V01) => {
+            Pre::ToolV01(bindings::v01::tool::ToolPluginPre::new(instance_pre).map_err(link)?)
+        }
     };
     Ok(Prepared {
         manifest,
@@ -299,25 +321,34 @@ fn contract_item(name: &str) -> Option<(&str, &str)> {
     Some(rest.split_once('@').unwrap_or((rest, "")))
 }
 
-/// Versions are compatible when they share the semver track (`0.1.x`, `1.x`).
-fn track(version: &str) -> String {
-    let parts: Vec<&str> = version.split('.').collect();
-    match parts.as_slice() {
-        ["0", minor, ..] => format!("0.{minor}"),
-        [major, ..] => major.to_string(),
-        [] => String::new(),
-    }
-}
-
+/// Versions are compatible when they share the semver track (`0.1.x`, `0.2.x`).
 fn supported(version: &str) -> bool {
-    SUPPORTED_WIT_VERSIONS
-        .iter()
-        .any(|s| track(s) == track(version))
+    WitTrack::of(version).is_some()
 }
 
 /// Check the contract version of every `pincer:plugin` import and export,
-/// and find the plugin's kind.
-fn check_contract(engine: &Engine, component: &Component) -> Result<PluginKind, LoadError> {
+/// and find the plugin's kind and the one contract track it was built against
+/// (a component mixing tracks is refused, naming both).
+fn check_contract(
+    engine: &Engine,
+    component: &Component,
+) -> Result<(PluginKind, WitTrack), LoadError> {
+    let mut seen: Option<(WitTrack, String)> = None;
+    let mut one_track = |name: &str, version: &str| -> Result<(), LoadError> {
+        let Some(t) = WitTrack::of(version) else {
+            return Ok(());
+        };
+        match &seen {
+            None => {
+                seen = Some((t, name.to_string()));
+                Ok(())
+            }
+            Some((first, first_name)) if *first != t => Err(LoadError::Link(format!(
+                "the component mixes contract versions: `{first_name}` and `{name}`; build it against one version of {WIT_PACKAGE}"
+            ))),
+            Some(_) => Ok(()),
+        }
+    };
     let ty = component.component_type();
     let supported_list = SUPPORTED_WIT_VERSIONS.join(", ");
     let mut has_plugin = false;
@@ -333,6 +364,9 @@ fn check_contract(engine: &Engine, component: &Component) -> Result<PluginKind, 
                 supported: supported_list,
             });
         }
+        if let Some((_, version)) = contract_item(name) {
+            one_track(name, version)?;
+        }
     }
     for (name, _) in ty.exports(engine) {
         names.push(name.to_string());
@@ -346,6 +380,7 @@ fn check_contract(engine: &Engine, component: &Component) -> Result<PluginKind, 
                 supported: supported_list,
             });
         }
+        one_track(name, version)?;
         match iface {
             "plugin" => has_plugin = true,
             "channel" => kind = Some(PluginKind::Channel),
@@ -353,8 +388,9 @@ fn check_contract(engine: &Engine, component: &Component) -> Result<PluginKind, 
             _ => {}
         }
     }
+    let track = seen.map(|(t, _)| t).unwrap_or(WitTrack::V02);
     match (has_plugin, kind) {
-        (true, Some(kind)) => Ok(kind),
+        (true, Some(kind)) => Ok((kind, track)),
         _ => Err(LoadError::NotAPlugin {
             exports: if names.is_empty() {
                 "nothing".into()
@@ -416,7 +452,9 @@ mod tests {
         assert_eq!(contract_item("wasi:http/types@0.2.0"), None);
         assert!(supported("0.1.0"));
         assert!(supported("0.1.7"));
-        assert!(!supported("0.2.0"));
+        assert!(supported("0.2.0"));
+        assert!(supported("0.2.3"));
+        assert!(!supported("0.3.0"));
         assert!(!supported("1.0.0"));
     }
 }

@@ -1,5 +1,7 @@
 //! Plugins: the host side of the WIT contract (`wit/pincer.wit`).
 //!
+//! - [`bindings`] and [`compat`]: the contract versions the host links (0.2.0
+//!   and 0.1.0) and the conversions between them;
 //! - [`engine`]: the one wasmtime `Engine` (epochs, pooling) and its `Linker`;
 //! - [`host`]: the capabilities plugins import (log, kv, clock, secrets, http);
 //! - [`manifest`]: the plugin manifest and the operator's per-plugin settings;
@@ -15,6 +17,7 @@
 
 pub mod bindings;
 pub mod cache;
+pub mod compat;
 pub mod engine;
 pub mod files;
 pub mod gate;

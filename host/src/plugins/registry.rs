@@ -476,6 +476,11 @@ impl PluginRegistry {
                 edit: false,
                 typing: false,
                 max_message_length: 0,
+                streaming: super::bindings::StreamStyle::FinalOnly,
+                min_edit_interval_ms: 0,
+                typing_ttl_ms: 0,
+                read_receipts: false,
+                attachments: false,
             }),
             PluginKind::Tool => Describe::Tool(super::bindings::ToolInfo {
                 name: String::new(),

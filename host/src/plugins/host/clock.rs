@@ -1,7 +1,7 @@
 //! Clock factor: `pincer:plugin/clock`, the host's (possibly test-controlled) clock.
 
 use crate::clock::SharedClock;
-use crate::plugins::bindings::channel::pincer::plugin::clock::Host;
+use crate::plugins::bindings::v02::channel::pincer::plugin::clock::Host;
 
 /// Per-instance clock handle.
 #[derive(Clone)]

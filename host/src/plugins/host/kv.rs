@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::plugins::bindings::WitError;
-use crate::plugins::bindings::channel::pincer::plugin::kv::Host;
+use crate::plugins::bindings::v02::channel::pincer::plugin::kv::Host;
 use crate::store::{KvUsage, SharedKv, StoreError};
 
 /// One plugin's key-value quota and its usage (read from the store on the
@@ -18,6 +18,9 @@ pub struct KvQuota {
     max_bytes: u64,
     max_keys: u64,
     usage: Mutex<Option<KvUsage>>,
+    /// Serializes every write of the plugin, so `increment` and
+    /// `compare-and-swap` are atomic (held across the read and the write).
+    writes: Mutex<()>,
 }
 
 impl KvQuota {
@@ -27,12 +30,25 @@ impl KvQuota {
             max_bytes,
             max_keys,
             usage: Mutex::new(None),
+            writes: Mutex::new(()),
         })
     }
 
     /// Set `key` if the quota allows it. Writes of one plugin are serialized
     /// here so the check and the write cannot race.
     fn set(
+        &self,
+        store: &SharedKv,
+        plugin: &str,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        let _writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        self.set_locked(store, plugin, key, value)
+    }
+
+    /// [`Self::set`] with the write lock already held.
+    fn set_locked(
         &self,
         store: &SharedKv,
         plugin: &str,
@@ -71,6 +87,12 @@ impl KvQuota {
 
     /// Delete `key`, keeping the usage current.
     fn delete(&self, store: &SharedKv, plugin: &str, key: &str) -> Result<(), StoreError> {
+        let _writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        self.delete_locked(store, plugin, key)
+    }
+
+    /// [`Self::delete`] with the write lock already held.
+    fn delete_locked(&self, store: &SharedKv, plugin: &str, key: &str) -> Result<(), StoreError> {
         let mut guard = self.usage.lock().unwrap_or_else(|p| p.into_inner());
         let old = match *guard {
             Some(_) => store
@@ -84,6 +106,57 @@ impl KvQuota {
             u.bytes = u.bytes.saturating_sub(old);
         }
         Ok(())
+    }
+}
+
+impl KvQuota {
+    /// Add `delta` to the decimal counter under `key` (missing counts as 0)
+    /// and return the new value. Atomic with every other write of the plugin
+    /// (all of them take this quota's lock).
+    fn increment(
+        &self,
+        store: &SharedKv,
+        plugin: &str,
+        key: &str,
+        delta: i64,
+    ) -> Result<i64, StoreError> {
+        let _writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        let current = match store.get(plugin, key)? {
+            None => 0,
+            Some(v) => std::str::from_utf8(&v)
+                .ok()
+                .and_then(|t| t.trim().parse::<i64>().ok())
+                .ok_or_else(|| {
+                    StoreError::Limit(format!("key `{key}` does not hold a decimal counter"))
+                })?,
+        };
+        let next = current
+            .checked_add(delta)
+            .ok_or_else(|| StoreError::Limit(format!("counter `{key}` would overflow")))?;
+        self.set_locked(store, plugin, key, next.to_string().as_bytes())?;
+        Ok(next)
+    }
+
+    /// Replace the value under `key` with `new` (`None`: delete) if it equals
+    /// `expected` (`None`: absent). Atomic with every other write of the plugin.
+    fn compare_and_swap(
+        &self,
+        store: &SharedKv,
+        plugin: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, StoreError> {
+        let _writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        let current = store.get(plugin, key)?;
+        if current.as_deref() != expected {
+            return Ok(false);
+        }
+        match new {
+            Some(v) => self.set_locked(store, plugin, key, v)?,
+            None => self.delete_locked(store, plugin, key)?,
+        }
+        Ok(true)
     }
 }
 
@@ -143,6 +216,21 @@ impl Host for super::HostState {
     async fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, WitError> {
         self.kv
             .run(move |p, s, _| s.list_keys(p, &prefix, MAX_LIST))
+            .await
+    }
+    async fn increment(&mut self, key: String, delta: i64) -> Result<i64, WitError> {
+        self.kv
+            .run(move |p, s, q| q.increment(s, p, &key, delta))
+            .await
+    }
+    async fn compare_and_swap(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    ) -> Result<bool, WitError> {
+        self.kv
+            .run(move |p, s, q| q.compare_and_swap(s, p, &key, expected.as_deref(), new.as_deref()))
             .await
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use crate::plugins::bindings::channel::pincer::plugin::log::{Host, Level};
+use crate::plugins::bindings::v02::channel::pincer::plugin::log::{Host, Level};
 
 /// Longest message kept, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 2048;
@@ -97,6 +97,11 @@ pub struct PluginLog {
 }
 
 impl PluginLog {
+    /// The plugin this log belongs to.
+    pub fn plugin(&self) -> &str {
+        &self.plugin
+    }
+
     /// Logging for `plugin`, limited by `limiter`.
     pub fn new(plugin: Arc<str>, limiter: Arc<LogLimiter>) -> Self {
         PluginLog { plugin, limiter }

@@ -1,7 +1,8 @@
 //! Host capabilities given to plugins, one small unit ("factor") each with its
 //! configuration, its linking and its per-instance state: [`log`], [`kv`],
 //! [`clock`], [`secrets`], outbound [`http`] (with its [`budget`] and
-//! connection pool) and the `/data` directory ([`data`]). [`HostState`] is
+//! connection pool), [`media`] uploads and the `/data` directory ([`data`]).
+//! The 0.1.0 imports delegate to the same factors (`v01`). [`HostState`] is
 //! the `T` of
 //! every plugin `Store<T>` and bundles the per-instance part of each factor
 //! with the sandboxed WASI context.
@@ -12,8 +13,10 @@ pub mod data;
 pub mod http;
 pub mod kv;
 pub mod log;
+pub mod media;
 mod pool;
 pub mod secrets;
+mod v01;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -194,16 +197,28 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
     data::add_to_linker(linker)?;
-    use bindings::channel::pincer::plugin as p;
-    p::types::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
-    p::log::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
-    p::kv::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
-    p::clock::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
-    p::secrets::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    {
+        use bindings::v02::channel::pincer::plugin as p;
+        p::types::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+        p::log::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+        p::kv::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+        p::clock::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+        p::secrets::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+        p::media::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    }
+    {
+        // Plugins built against the 0.1.0 contract (see `v01`).
+        use bindings::v01::channel::pincer::plugin as p;
+        p::types::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+        p::log::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+        p::kv::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+        p::clock::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+        p::secrets::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    }
     Ok(())
 }
 
-impl bindings::channel::pincer::plugin::types::Host for HostState {}
+impl bindings::v02::channel::pincer::plugin::types::Host for HostState {}
 
 /// The data directory of plugin `name` below `root`.
 pub fn data_dir(root: &Path, name: &str) -> std::path::PathBuf {

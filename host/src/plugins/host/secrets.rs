@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::http::HostPattern;
-use crate::plugins::bindings::channel::pincer::plugin::secrets::Host;
+use crate::plugins::bindings::v02::channel::pincer::plugin::secrets::Host;
 use crate::plugins::manifest::{Manifest, SecretBinding, SecretSource};
 
 /// A place in an outgoing request where a placeholder was found, or where a
