@@ -100,8 +100,8 @@ fn scripted_failure(op: &str) -> Result<(), Error> {
     })
 }
 
-/// Move the test-written inbox into numbered log chunks. The inbox is
-/// removed only if nobody replaced it meanwhile (else the chunks are undone
+/// Move the test-written inbox into numbered log chunks (refusing it, left
+/// in place, if a message is malformed). The inbox is removed only if nobody replaced it meanwhile (else the chunks are undone
 /// and the fresh inbox moved instead), so no message written by a test is lost.
 fn absorb_inbox() -> Result<(), Error> {
     loop {
@@ -110,6 +110,11 @@ fn absorb_inbox() -> Result<(), Error> {
         };
         let list: Vec<Value> = serde_json::from_slice(&raw)
             .map_err(|e| Error::permanent(format!("testchan: inbox is not a JSON list: {e}")))?;
+        // Refuse a malformed message while it is still in the inbox, so the
+        // test can fix it and nothing already logged is blocked behind it.
+        for m in &list {
+            message(m)?;
+        }
         let mut written = Vec::new();
         for chunk in list.chunks(CHUNK) {
             let seq = kv::increment("log_seq", 1)?;
