@@ -1,4 +1,5 @@
-//! The host's clock.
+//! The host's clock. Tests run the host on a manual clock, so stamp
+//! messages with [`now_ms`] rather than reading the time another way.
 
 /// Milliseconds since the Unix epoch, from the host.
 pub fn now_ms() -> u64 {
