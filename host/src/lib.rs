@@ -19,6 +19,8 @@
 //! - [`bundled`]: the plugins shipped inside the `pincer` binary.
 //! - [`bench`]: `pincer bench` measurements.
 //! - [`secret`]: a string type whose `Debug` never shows the value.
+//! - [`fakes`]: local fakes of closed platforms' documented APIs (Telegram,
+//!   WhatsApp), for tests and benchmarks; never used by the gateway itself.
 
 pub mod agent;
 pub mod bench;
@@ -27,6 +29,7 @@ pub mod channels;
 pub mod clock;
 pub mod config;
 pub mod events;
+pub mod fakes;
 pub mod gateway;
 pub mod health;
 pub mod netguard;
