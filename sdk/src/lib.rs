@@ -35,6 +35,8 @@
 //! through `wasi:http`, limited by the host to the plugin's allowed hosts) and
 //! [`media`] (multipart uploads of files the host holds).
 
+#![warn(missing_docs)]
+
 #[doc(hidden)]
 pub mod bindings;
 
