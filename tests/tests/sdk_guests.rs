@@ -580,3 +580,63 @@ async fn optional_operations_a_channel_leaves_out_are_unsupported() {
         .expect("send");
     assert!(id.starts_with("echo-"), "{id}");
 }
+
+/// `kv.increment` and the SDK's compare-and-swap loop (`kv::update`) on one
+/// counter from many tool instances at once: every call gets its own value
+/// and no count is lost. (A loser of a swap retries; it can lose at most once
+/// per other caller, within `kv::update`'s 64 attempts.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_increment_and_update_from_concurrent_instances_never_lose_a_count() {
+    const CALLS: usize = 32;
+    let settings = [(
+        "hostile".to_string(),
+        PluginSettings {
+            quotas: pincer::plugins::QuotaSettings {
+                max_instances: Some(CALLS),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )]
+    .into();
+    let t = TestRuntime::new(
+        RuntimeConfig {
+            settings,
+            ..Default::default()
+        },
+        HealthConfig::default(),
+    );
+    install_plugin(&t.plugins_dir(), "hostile", "hostile");
+    assert!(t.runtime.load_dir().await.expect("load").is_empty());
+    let calls: Vec<_> = (0..CALLS)
+        .map(|i| {
+            let rt = t.runtime.clone();
+            let mode = if i % 2 == 0 {
+                "kvincrement"
+            } else {
+                "kvupdate"
+            };
+            tokio::spawn(async move {
+                let out = rt
+                    .plugins
+                    .invoke_tool("hostile", &json!({"mode": mode}).to_string())
+                    .await
+                    .unwrap_or_else(|e| panic!("{mode}: {e}"));
+                json_of(out.as_bytes())["value"].as_i64().expect("a value")
+            })
+        })
+        .collect();
+    let mut values = BTreeSet::new();
+    for c in calls {
+        assert!(
+            values.insert(c.await.expect("task")),
+            "a value handed out twice"
+        );
+    }
+    assert_eq!(values, (1..=CALLS as i64).collect::<BTreeSet<_>>());
+    assert_eq!(
+        kv_get(&t, "hostile", "counter"),
+        Some(CALLS.to_string()),
+        "no count lost"
+    );
+}

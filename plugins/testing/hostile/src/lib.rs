@@ -109,6 +109,27 @@ impl Tool for Hostile {
                 kv::set("one", b"value")?;
                 Ok(json!({"ok": true}))
             }
+            // Add one to the counter under `key` (default `counter`) with the
+            // atomic `kv.increment`.
+            "kvincrement" => {
+                let key = args.get("key").and_then(Value::as_str).unwrap_or("counter");
+                Ok(json!({"value": kv::increment(key, 1)?}))
+            }
+            // Add one to the same decimal counter with the SDK's
+            // read-compare-and-swap loop (`kv::update`).
+            "kvupdate" => {
+                let key = args.get("key").and_then(Value::as_str).unwrap_or("counter");
+                let stored = kv::update(key, |old| {
+                    let n: i64 = old
+                        .and_then(|b| std::str::from_utf8(b).ok()?.parse().ok())
+                        .unwrap_or(0);
+                    Some((n + 1).to_string().into_bytes())
+                })?;
+                let value: i64 = stored
+                    .and_then(|b| String::from_utf8(b).ok()?.parse().ok())
+                    .ok_or_else(|| Error::permanent("the counter vanished"))?;
+                Ok(json!({"value": value}))
+            }
             // Is there a /data directory?
             "datals" => Ok(json!({"data": std::fs::read_dir("/data").is_ok()})),
             // Write `bytes` (default 1 MiB chunks until refused) into /data.
