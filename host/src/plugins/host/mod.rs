@@ -1,6 +1,6 @@
 //! Host capabilities given to plugins, one small unit ("factor") each with its
 //! configuration, its linking and its per-instance state: [`log`], [`kv`],
-//! [`clock`], [`secrets`], outbound [`http`] (with its [`budget`] and
+//! [`clock`], [`secrets`] (with host-[`generated`] ones), outbound [`http`] (with its [`budget`] and
 //! connection pool) and the `/data` directory ([`data`]). [`HostState`] is
 //! the `T` of
 //! every plugin `Store<T>` and bundles the per-instance part of each factor
@@ -9,6 +9,7 @@
 pub mod budget;
 pub mod clock;
 pub mod data;
+pub mod generated;
 pub mod http;
 pub mod kv;
 pub mod log;
