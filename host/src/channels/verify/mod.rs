@@ -220,7 +220,7 @@ fn resolve(
                 .map_err(|e| {
                     Rejection::new(
                         Reason::NotGranted,
-                        format!("webhook public key `{key}`: {e}"),
+                        format!("webhook public key `{key}` {e}"),
                     )
                 })
         }
