@@ -343,9 +343,10 @@ impl ChannelRunner {
             }
         };
         let wait = Duration::from_millis(version.limits.call_timeout_ms);
+        let mut request = request.clone();
+        verify::redact(&version.manifest.webhook, &mut request.headers);
         drop(version);
         let inst = self.checkout_within(Some(wait)).await?;
-        let request = request.clone();
         let (inst, r) = self
             .registry
             .run_call("handle-webhook", async move {

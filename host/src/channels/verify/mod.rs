@@ -291,5 +291,18 @@ pub fn check(
     }))
 }
 
+/// Hide from the guest what verification used that is itself a secret:
+/// the shared-header token (Telegram echoes the secret as is) becomes the
+/// secret's placeholder, so the plugin still sees that the header came.
+pub fn redact(spec: &WebhookSpec, headers: &mut [(String, String)]) {
+    if let Scheme::SharedHeader { header, secret } = spec.scheme() {
+        for (k, v) in headers.iter_mut() {
+            if k.eq_ignore_ascii_case(&header) {
+                *v = crate::plugins::host::secrets::SecretValues::placeholder(&secret);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -331,6 +331,22 @@ fn shared_header_token() {
         reason(run(&w, &keys, "POST", q, &[], b"{}", 0)),
         Reason::Missing
     );
+    // The guest gets the placeholder, not the token.
+    let mut h = headers(&[
+        ("X-Telegram-Bot-Api-Secret-Token", "s3cr3t_-token"),
+        ("a", "b"),
+    ]);
+    redact(&w, &mut h);
+    assert_eq!(
+        h,
+        headers(&[
+            (
+                "X-Telegram-Bot-Api-Secret-Token",
+                "{{secret:webhook_secret}}"
+            ),
+            ("a", "b")
+        ])
+    );
 }
 
 #[test]
