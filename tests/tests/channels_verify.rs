@@ -204,6 +204,9 @@ fn push_body(conversation: &str, text: &str) -> Vec<u8> {
         .unwrap()
 }
 
+/// Forged pushes sent at once.
+const FORGED: u64 = 200;
+
 const META: &str = r#"secrets = ["app_secret"]
 [webhook.verify]
 scheme = "hmac-sha256"
@@ -249,17 +252,43 @@ async fn hmac_signed_push_is_processed_and_bad_or_missing_signatures_never_reach
     assert_eq!(resp.status(), 401);
     r.assert_untouched(calls, &mut admin, "c-bad").await;
 
+    // A burst of forged pushes: every one refused, none reaching the
+    // plugin (no instance is taken for them).
+    let forged: Vec<_> = (0..FORGED)
+        .map(|i| {
+            let r = &r;
+            let body = push_body("c-bad", &format!("forged {i}"));
+            let sig = format!("sha256={}", hmac_hex(b"guess", &[&body]));
+            async move { r.post(&body, &[("X-Hub-Signature-256", &sig)]).await.0 }
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let statuses = futures::future::join_all(forged).await;
+    eprintln!(
+        "{FORGED} concurrent forged pushes refused in {:?}",
+        started.elapsed()
+    );
+    assert!(statuses.iter().all(|s| *s == 403), "{statuses:?}");
+    r.assert_untouched(calls, &mut admin, "c-bad").await;
+
     // Counted per reason in the status and the metrics; logged with the
     // channel, reason and remote address.
     let st = r.status(&mut admin).await;
     assert_eq!(st["configured"], true, "{st}");
     assert_eq!(st["webhook"]["scheme"], "hmac-sha256", "{st}");
-    assert_eq!(st["webhook"]["rejected"], 6, "{st}");
+    assert_eq!(st["webhook"]["rejected"], 6 + FORGED, "{st}");
     assert_eq!(st["webhook"]["rejectedByReason"]["missing"], 2, "{st}");
-    assert_eq!(st["webhook"]["rejectedByReason"]["invalid"], 4, "{st}");
+    assert_eq!(
+        st["webhook"]["rejectedByReason"]["invalid"],
+        4 + FORGED,
+        "{st}"
+    );
     let m = r.metrics().await;
     assert!(
-        m.contains(r#"pincer_channel_webhook_rejected_total{channel="meta",reason="invalid"} 4"#),
+        m.contains(&format!(
+            r#"pincer_channel_webhook_rejected_total{{channel="meta",reason="invalid"}} {}"#,
+            4 + FORGED
+        )),
         "{m}"
     );
     assert!(
@@ -292,7 +321,10 @@ async fn hmac_signed_push_is_processed_and_bad_or_missing_signatures_never_reach
         final_text(&mut admin, &r.session_key("c-good")).await,
         "signed hello"
     );
-    assert_eq!(r.status(&mut admin).await["webhook"]["rejected"], 6);
+    assert_eq!(
+        r.status(&mut admin).await["webhook"]["rejected"],
+        6 + FORGED
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,8 +367,9 @@ tolerance_s = 300
         assert_eq!(r.post(&body, &headers).await.0, 403, "{ts}");
     }
     // A fresh signature replayed with another timestamp: 403; without one: 401.
-    let (_, sig) = sign(now_s(), &body);
-    let other = (now_s() - 1).to_string();
+    let now = now_s();
+    let (_, sig) = sign(now, &body);
+    let other = (now - 1).to_string();
     let headers = [
         ("X-Slack-Signature", sig.as_str()),
         ("X-Slack-Request-Timestamp", other.as_str()),
