@@ -329,13 +329,16 @@ impl ChannelRunner {
             }
             Err(rejection) => {
                 self.verify_stats.record(rejection.reason);
-                tracing::warn!(
-                    channel = %self.name,
-                    reason = rejection.reason.as_str(),
-                    detail = %rejection.detail,
-                    remote = ?remote,
-                    "webhook push rejected"
-                );
+                if let Some(unlogged) = self.verify_stats.log_now(rejection.reason, self.now()) {
+                    tracing::warn!(
+                        channel = %self.name,
+                        reason = rejection.reason.as_str(),
+                        detail = %rejection.detail,
+                        remote = ?remote,
+                        unlogged,
+                        "webhook push rejected"
+                    );
+                }
                 return Err(ChannelError::Rejected {
                     channel: self.name.clone(),
                     rejection,

@@ -9,10 +9,19 @@ use serde::Serialize;
 
 use super::Reason;
 
+/// Least time between two `warn` lines for one channel and reason, in ms;
+/// rejections in between are counted and named in the next line, so a
+/// flood of forged pushes cannot flood the log.
+pub const LOG_EVERY_MS: u64 = 1_000;
+
 /// Rejected pushes of one channel, by reason (kept across plugin reloads).
 #[derive(Debug, Default)]
 pub struct VerifyStats {
     counts: [AtomicU64; Reason::ALL.len()],
+    /// Host time (ms) of the last `warn` line per reason.
+    logged_at: [AtomicU64; Reason::ALL.len()],
+    /// Rejections not logged since that line.
+    unlogged: [AtomicU64; Reason::ALL.len()],
 }
 
 impl VerifyStats {
@@ -26,6 +35,25 @@ impl VerifyStats {
     /// Count one rejection.
     pub fn record(&self, reason: Reason) {
         self.counts[Self::slot(reason)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether a rejection for `reason` at host time `now_ms` gets a `warn`
+    /// line: `Some(n)` with the `n` rejections left unlogged before it, or
+    /// `None` within [`LOG_EVERY_MS`] of the last line.
+    pub fn log_now(&self, reason: Reason, now_ms: u64) -> Option<u64> {
+        let i = Self::slot(reason);
+        let last = self.logged_at[i].load(Ordering::Relaxed);
+        let due = last == 0 || now_ms.saturating_sub(last) >= LOG_EVERY_MS;
+        if due
+            && self.logged_at[i]
+                .compare_exchange(last, now_ms.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            Some(self.unlogged[i].swap(0, Ordering::Relaxed))
+        } else {
+            self.unlogged[i].fetch_add(1, Ordering::Relaxed);
+            None
+        }
     }
 
     /// Rejections for `reason`.

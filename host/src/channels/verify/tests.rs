@@ -425,4 +425,11 @@ fn no_scheme_passes_everything_and_stats_count_by_reason() {
     assert_eq!(s.rejected, 3);
     assert_eq!(s.rejected_by_reason["stale"], 2);
     assert_eq!(s.rejected_by_reason["not-granted"], 0);
+    // One log line per reason per second; the next names the skipped ones.
+    assert_eq!(stats.log_now(Reason::Invalid, 5_000), Some(0));
+    assert_eq!(stats.log_now(Reason::Invalid, 5_500), None);
+    assert_eq!(stats.log_now(Reason::Invalid, 5_999), None);
+    assert_eq!(stats.log_now(Reason::Missing, 5_999), Some(0));
+    assert_eq!(stats.log_now(Reason::Invalid, 6_000), Some(2));
+    assert_eq!(stats.log_now(Reason::Invalid, 6_001), None);
 }

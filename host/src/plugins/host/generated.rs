@@ -66,6 +66,7 @@ fn read(path: &Path) -> Result<String, GeneratedError> {
         path: path.to_path_buf(),
         source,
     })?;
+    warn_if_shared(path);
     let v = text.trim();
     if usable(v) {
         Ok(v.to_string())
@@ -136,6 +137,20 @@ pub fn grant_missing(
         }
     }
 }
+
+/// Warn when others than the owner may read the file.
+#[cfg(unix)]
+fn warn_if_shared(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path)
+        && m.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(path = %path.display(), "a generated secret is readable by other users; chmod 600 it");
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_shared(_path: &Path) {}
 
 #[cfg(unix)]
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
