@@ -321,6 +321,18 @@ async fn hmac_signed_push_is_processed_and_bad_or_missing_signatures_never_reach
         final_text(&mut admin, &r.session_key("c-good")).await,
         "signed hello"
     );
+    // The signature covers the bytes as sent: JSON with odd spacing and key
+    // order verifies (nothing is re-serialised before the check).
+    let raw = "{ \"text\" :\"as sent\",\n  \"sender\":\"c-raw\", \"conversation\" : \"c-raw\" }";
+    let sig = format!("sha256={}", hmac_hex(b"app-s3cret", &[raw.as_bytes()]));
+    let (status, text) = r
+        .post(raw.as_bytes(), &[("X-Hub-Signature-256", &sig)])
+        .await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        final_text(&mut admin, &r.session_key("c-raw")).await,
+        "as sent"
+    );
     assert_eq!(
         r.status(&mut admin).await["webhook"]["rejected"],
         6 + FORGED
