@@ -9,12 +9,14 @@
 //! against the channel's access policy ([`access`], with sender pairing in
 //! [`pairing`]) and, when allowed, published to subscribers of
 //! [`ChannelManager::subscribe_inbound`]. Replies and notices go out through
-//! [`reply`].
+//! [`reply`]. Pushes are verified by the host ([`verify`]) before a plugin
+//! sees them.
 
 pub mod access;
 pub mod pairing;
 pub mod reply;
 mod runner;
+pub mod verify;
 
 pub use access::AccessGate;
 pub use runner::{ChannelRunner, ChannelState, ChannelStatus};
@@ -74,6 +76,14 @@ pub enum ChannelError {
     /// The plugin call failed.
     #[error("channel `{channel}`: {error}")]
     Call { channel: String, error: CallError },
+    /// A push failed host-side verification; the plugin was not called.
+    #[error("channel `{channel}`: push rejected ({}): {rejection}", rejection.reason.as_str())]
+    Rejected {
+        /// The channel.
+        channel: String,
+        /// Why.
+        rejection: verify::Rejection,
+    },
 }
 
 /// All channel runners.
@@ -190,7 +200,18 @@ impl ChannelManager {
         name: &str,
         request: WebhookRequest,
     ) -> Result<WebhookResponse, ChannelError> {
-        self.runner(name)?.webhook(&request).await
+        self.webhook_from(name, request, None).await
+    }
+
+    /// As [`webhook`](Self::webhook), for a push from `remote` (named in
+    /// the log when verification refuses it).
+    pub async fn webhook_from(
+        &self,
+        name: &str,
+        request: WebhookRequest,
+        remote: Option<std::net::SocketAddr>,
+    ) -> Result<WebhookResponse, ChannelError> {
+        self.runner(name)?.webhook(&request, remote).await
     }
 
     /// Whether a push to channel `name` from `peer` may reach the plugin

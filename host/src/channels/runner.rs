@@ -9,6 +9,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
+use super::verify::{self, VerifyStats, WebhookStatus};
 use super::{AccessGate, ChannelError, Inbound};
 use crate::plugins::bindings::{
     OutboundMessage, ReceiveMode, TextFormat, WebhookRequest, WebhookResponse,
@@ -88,6 +89,8 @@ pub struct ChannelRunner {
     pub(crate) last_outbound_at: AtomicU64,
     /// Serializes start/stop/restart so two restart owners never interleave.
     lifecycle: tokio::sync::Mutex<()>,
+    /// Pushes refused by host-side verification.
+    verify_stats: VerifyStats,
 }
 
 struct Receiver {
@@ -122,6 +125,7 @@ impl ChannelRunner {
             last_inbound_at: AtomicU64::new(0),
             last_outbound_at: AtomicU64::new(0),
             lifecycle: tokio::sync::Mutex::new(()),
+            verify_stats: VerifyStats::default(),
         })
     }
 
@@ -285,14 +289,74 @@ impl ChannelRunner {
 
     /// Handle a webhook push. A push waits for a free instance at most one
     /// call timeout, then is refused as busy (HTTP 503, the platform retries).
+    ///
+    /// The push is verified first, as the manifest declares
+    /// ([`verify`]): a declared handshake is answered here, and a refused
+    /// push (counted, logged with `remote`) never reaches the plugin.
     pub async fn webhook(
         self: &Arc<Self>,
         request: &WebhookRequest,
+        remote: Option<std::net::SocketAddr>,
     ) -> Result<WebhookResponse, ChannelError> {
         self.accepting()?;
-        let wait = Duration::from_millis(self.version()?.limits.call_timeout_ms);
+        let version = self.version()?;
+        let push = verify::Push {
+            method: &request.method,
+            query: &request.query,
+            headers: &request.headers,
+            body: &request.body,
+        };
+        let keys = verify::VersionKeys(&version);
+        let checked = verify::check(
+            &version.manifest.webhook,
+            &keys,
+            &self.name,
+            None,
+            &push,
+            self.now(),
+        );
+        // The scheme is handed to the guest with the push (0.2.0 `verified`).
+        let verified = match checked {
+            Ok(verify::Outcome::Pass(v)) => v,
+            Ok(verify::Outcome::Answer(a)) => {
+                tracing::info!(channel = %self.name, remote = ?remote, "webhook handshake answered by the host");
+                self.last_inbound_at.store(self.now(), Ordering::Relaxed);
+                return Ok(WebhookResponse {
+                    status: a.status,
+                    headers: vec![
+                        ("content-type".into(), "text/plain; charset=utf-8".into()),
+                        ("x-content-type-options".into(), "nosniff".into()),
+                    ],
+                    body: a.body.into_bytes(),
+                    messages: vec![],
+                    statuses: vec![],
+                });
+            }
+            Err(rejection) => {
+                self.verify_stats.record(rejection.reason);
+                if let Some(unlogged) = self.verify_stats.log_now(rejection.reason, self.now()) {
+                    tracing::warn!(
+                        channel = %self.name,
+                        reason = rejection.reason.as_str(),
+                        detail = %rejection.detail,
+                        remote = ?remote,
+                        unlogged,
+                        "webhook push rejected"
+                    );
+                }
+                return Err(ChannelError::Rejected {
+                    channel: self.name.clone(),
+                    rejection,
+                });
+            }
+        };
+        let wait = Duration::from_millis(version.limits.call_timeout_ms);
+        let mut request = request.clone();
+        request.verified = (verified.scheme != verify::SchemeName::None)
+            .then(|| verified.scheme.as_str().to_string());
+        verify::redact(&version.manifest.webhook, &mut request.headers);
+        drop(version);
         let inst = self.checkout_within(Some(wait)).await?;
-        let request = request.clone();
         let (inst, r) = self
             .registry
             .run_call("handle-webhook", async move {
@@ -309,6 +373,28 @@ impl ChannelRunner {
             self.deliver(Inbound::from_wit(&self.name, m));
         }
         Ok(response)
+    }
+
+    /// Host-side push verification as the status shows it: the declared
+    /// scheme, what keeps it from working (e.g. "webhook secret
+    /// `app_secret` not granted"), and pushes refused by reason.
+    pub fn webhook_status(&self) -> WebhookStatus {
+        let Some(version) = self.registry.current(&self.name) else {
+            return WebhookStatus::new("none", None, None, &self.verify_stats);
+        };
+        let spec = &version.manifest.webhook;
+        let keys = verify::VersionKeys(&version);
+        WebhookStatus::new(
+            spec.scheme().name().as_str(),
+            spec.handshake.as_ref().map(|h| h.scheme.as_str()),
+            verify::problem(spec, &keys, &self.name, None),
+            &self.verify_stats,
+        )
+    }
+
+    /// Pushes refused by host-side verification, per reason.
+    pub fn verify_stats(&self) -> &VerifyStats {
+        &self.verify_stats
     }
 
     fn after_call<T>(&self, inst: Instance, r: &Result<T, CallError>) {
@@ -388,6 +474,9 @@ impl ChannelRunner {
             s.bad_checks = 0;
         });
         tracing::info!(channel = %self.name, ?mode, "channel running");
+        if let Some(problem) = self.webhook_status().problem {
+            tracing::warn!(channel = %self.name, %problem, "pushes to this channel are refused (503) until this is fixed");
+        }
         Ok(())
     }
 

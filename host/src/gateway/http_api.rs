@@ -7,7 +7,9 @@
 //!   [`super::http_pairing`];
 //! - `/channels/{name}/webhook[/…]`: inbound webhooks for push-mode
 //!   channel plugins (503 with `Retry-After` while the plugin reloads; 403
-//!   for a test channel pushed to from a non-loopback peer).
+//!   for a test channel pushed to from a non-loopback peer; 401/403/503
+//!   when host-side verification refuses the push, see
+//!   `crate::channels::verify`).
 //!
 //! The API is described in `docs/openapi.json` (OpenAPI 3.1).
 
@@ -253,6 +255,17 @@ async fn metrics_text(State(gw): State<Arc<Gateway>>) -> Response {
         metrics::counter!("pincer_channel_restarts_total", "channel" => name)
             .absolute(ch.restarts_total);
     }
+    for runner in gw.runtime.channels.all() {
+        let stats = runner.verify_stats();
+        for reason in crate::channels::verify::Reason::ALL {
+            metrics::counter!(
+                "pincer_channel_webhook_rejected_total",
+                "channel" => runner.name().to_string(),
+                "reason" => reason.as_str()
+            )
+            .absolute(stats.get(reason));
+        }
+    }
     metrics::gauge!("pincer_runs_active").set(gw.runs.active_count() as f64);
     let runs = gw.runs.counts();
     metrics::gauge!("pincer_runs_running").set(runs.running as f64);
@@ -380,7 +393,7 @@ async fn channel_webhook(
         body: body.to_vec(),
         verified: None,
     };
-    match gw.runtime.channels.webhook(&name, request).await {
+    match gw.runtime.channels.webhook_from(&name, request, peer).await {
         Ok(resp) => {
             let mut r = Response::new(Body::from(resp.body));
             *r.status_mut() = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::OK);
@@ -391,6 +404,18 @@ async fn channel_webhook(
                 ) {
                     r.headers_mut().append(k, v);
                 }
+            }
+            r
+        }
+        // Refused by host-side verification (already counted and logged
+        // with the reason): a short constant body, no detail.
+        Err(ChannelError::Rejected { rejection, .. }) => {
+            let reason = rejection.reason;
+            let status = StatusCode::from_u16(reason.status()).unwrap_or(StatusCode::FORBIDDEN);
+            let mut r = error(status, reason.public_message());
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
             }
             r
         }

@@ -77,6 +77,8 @@ pub struct ChannelHealth {
     pub restarts: usize,
     pub restarts_total: u64,
     pub last_error: Option<String>,
+    /// Host-side push verification: scheme, problem, pushes refused.
+    pub webhook: crate::channels::verify::WebhookStatus,
 }
 
 /// The monitor.
@@ -326,6 +328,7 @@ impl HealthMonitor {
                 .count(),
             restarts_total: s.restarts_total,
             last_error: s.last_error,
+            webhook: runner.webhook_status(),
         }
     }
 

@@ -17,6 +17,13 @@
 //! # [secrets.bot_token]
 //! # hosts = ["https://api.telegram.org"]  # default: allowed_hosts above
 //! # in = ["path", "body:secret_token"]    # path | header:<name> | body:<json field>
+//! # generate = true                       # host-generated if the operator grants none
+//!
+//! [webhook.verify]                  # host-side verification of pushes (see
+//! scheme = "hmac-sha256"            # `crate::channels::verify::config`)
+//! header = "X-Hub-Signature-256"
+//! secret = "app_secret"             # must be declared under `secrets`
+//! prefix = "sha256="
 //!
 //! [limits]                          # all optional; a request, capped by [sandbox]
 //! memory_mb = 64                    # linear memory per instance
@@ -116,6 +123,11 @@ pub struct Manifest {
     /// `public = true` in `[plugins.<name>]`.
     #[serde(default)]
     pub test_only: bool,
+    /// How the host verifies pushes to the channel's webhook route, and the
+    /// GET handshake it answers itself (`[webhook.verify]`,
+    /// `[webhook.handshake]`; default: no verification).
+    #[serde(default)]
+    pub webhook: crate::channels::verify::WebhookSpec,
 }
 
 fn default_version() -> String {
@@ -137,6 +149,7 @@ impl Manifest {
             config: BTreeMap::new(),
             data_mb: None,
             test_only: false,
+            webhook: Default::default(),
         }
     }
 
@@ -144,7 +157,7 @@ impl Manifest {
     pub fn parse(text: &str) -> Result<Self, String> {
         // Errors name the position, never the text (the file may be a
         // symlink to something private).
-        let m: Manifest =
+        let mut m: Manifest =
             toml::from_str(text).map_err(|e| super::files::manifest_error(text, &e))?;
         if !super::files::valid_name(&m.name) {
             return Err(
@@ -158,6 +171,22 @@ impl Manifest {
             binding
                 .check()
                 .map_err(|e| format!("secret `{name}`: {e}"))?;
+            if binding.generate && !super::files::valid_name(name) {
+                return Err(format!(
+                    "secret `{name}`: a generated secret's name must be 1-64 letters, digits, `-` and `_`"
+                ));
+            }
+        }
+        m.webhook.check()?;
+        for name in m.webhook.secret_names() {
+            let Some(binding) = m.secrets.get_mut(&name) else {
+                return Err(format!(
+                    "[webhook]: secret `{name}` is not declared in `secrets`"
+                ));
+            };
+            // A verification secret is filled into no request unless the
+            // manifest says where (`in = [...]`).
+            binding.places.get_or_insert_with(Vec::new);
         }
         Ok(m)
     }
@@ -179,6 +208,13 @@ pub struct SecretBinding {
     /// `None` does not narrow.
     #[serde(default, rename = "in")]
     pub places: Option<Vec<String>>,
+    /// Manifest only: when the operator grants no value, the host generates
+    /// one (32 characters of `A-Za-z0-9_-`), keeps it in
+    /// `<data_dir>/secrets/<plugin>/<name>` (mode 0600) and uses it like a
+    /// granted one; for values a platform lets us choose (Telegram's
+    /// `secret_token`). Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub generate: bool,
 }
 
 impl SecretBinding {
@@ -271,6 +307,7 @@ impl SecretSource {
             SecretSource::Bound(b) => Some(SecretBinding {
                 hosts: b.hosts.clone(),
                 places: b.places.clone(),
+                generate: false,
             }),
         }
     }
@@ -358,5 +395,56 @@ in = ["body:secret_token", "header:X-Token"]"#,
         assert!(Manifest::parse("name = \"a b\"").is_err());
         assert!(Manifest::parse("name = \"a\"\nbogus = 1").is_err());
         assert!(Manifest::parse("name = \"a\"\nallowed_hosts = [\"ftp://x\"]").is_err());
+    }
+
+    #[test]
+    fn webhook_section_names_declared_secrets_that_go_nowhere_by_default() {
+        let m = Manifest::parse(
+            r#"name = "wa"
+secrets = ["app_secret", "verify_token", "access_token"]
+[webhook.verify]
+scheme = "hmac-sha256"
+header = "X-Hub-Signature-256"
+secret = "app_secret"
+prefix = "sha256="
+[webhook.handshake]
+scheme = "hub-challenge"
+secret = "verify_token""#,
+        )
+        .unwrap();
+        assert_eq!(
+            m.webhook.scheme().name(),
+            crate::channels::verify::SchemeName::HmacSha256
+        );
+        // Verification secrets are filled into no request; others keep the default.
+        assert_eq!(m.secrets["app_secret"].places, Some(vec![]));
+        assert_eq!(m.secrets["verify_token"].places, Some(vec![]));
+        assert_eq!(m.secrets["access_token"].places, None);
+        let m = Manifest::parse(
+            r#"name = "tg"
+[secrets.webhook_secret]
+generate = true
+in = ["body:secret_token"]
+[webhook.verify]
+scheme = "shared-header"
+header = "X-Telegram-Bot-Api-Secret-Token"
+secret = "webhook_secret""#,
+        )
+        .unwrap();
+        assert!(m.secrets["webhook_secret"].generate);
+        assert_eq!(
+            m.secrets["webhook_secret"].places,
+            Some(vec!["body:secret_token".to_string()])
+        );
+        let e = Manifest::parse(
+            "name = \"x\"\n[webhook.verify]\nscheme = \"shared-header\"\nheader = \"X-T\"\nsecret = \"s\"",
+        )
+        .unwrap_err();
+        assert!(e.contains("secret `s` is not declared"), "{e}");
+        let e = Manifest::parse("name = \"x\"\n[secrets.\"../k\"]\ngenerate = true").unwrap_err();
+        assert!(e.contains("generated secret's name"), "{e}");
+        let e = Manifest::parse("name = \"x\"\n[webhook.verify]\nscheme = \"hmac-sha256\"")
+            .unwrap_err();
+        assert!(e.contains("[webhook.verify]"), "{e}");
     }
 }

@@ -596,12 +596,18 @@ impl PluginRegistry {
                 message,
             })?;
         let granted = &settings.secrets;
-        let secrets = host::secrets::SecretValues::from_grants(name, manifest, granted).map_err(
-            |message| LoadError::Manifest {
+        let mut secrets = host::secrets::SecretValues::from_grants(name, manifest, granted)
+            .map_err(|message| LoadError::Manifest {
                 path: PathBuf::from(format!("[plugins.{name}]")),
                 message,
-            },
-        )?;
+            })?;
+        host::generated::grant_missing(
+            &mut secrets,
+            name,
+            manifest,
+            granted,
+            self.config.data_dir.as_deref(),
+        );
         let limits = limits::effective(
             name,
             &manifest.limits,

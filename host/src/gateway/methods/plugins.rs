@@ -28,7 +28,9 @@ pub struct ReloadParams {
 /// never seen and the absent last error are `null`, as in OpenClaw.
 pub fn channel_json(c: &ChannelHealth) -> Value {
     let v = json!({
-        "configured": true,
+        // False while host-side verification lacks a secret or key (pushes
+        // are refused with 503; `webhook.problem` says what is missing).
+        "configured": c.webhook.problem.is_none(),
         "running": c.running,
         "connected": c.connected,
         "mode": c.mode,
@@ -42,6 +44,7 @@ pub fn channel_json(c: &ChannelHealth) -> Value {
         "state": c.state.as_str(),
         "healthy": c.healthy,
         "lastActivityAt": c.last_activity_at,
+        "webhook": c.webhook,
     });
     v
 }

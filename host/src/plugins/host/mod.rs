@@ -1,8 +1,9 @@
 //! Host capabilities given to plugins, one small unit ("factor") each with its
 //! configuration, its linking and its per-instance state: [`log`], [`kv`],
-//! [`clock`], [`secrets`], outbound [`http`] (with its [`budget`] and
-//! connection pool), [`media`] uploads and the `/data` directory ([`data`]).
-//! The 0.1.0 imports delegate to the same factors (`v01`). [`HostState`] is
+//! [`clock`], [`secrets`] (with host-[`generated`] ones), outbound [`http`]
+//! (with its [`budget`] and connection pool), [`media`] uploads and the
+//! `/data` directory ([`data`]). The 0.1.0 imports delegate to the same
+//! factors (`v01`). [`HostState`] is
 //! the `T` of
 //! every plugin `Store<T>` and bundles the per-instance part of each factor
 //! with the sandboxed WASI context.
@@ -10,6 +11,7 @@
 pub mod budget;
 pub mod clock;
 pub mod data;
+pub mod generated;
 pub mod http;
 pub mod kv;
 pub mod log;

@@ -175,6 +175,7 @@ impl SecretValues {
                     .clone()
                     .unwrap_or_else(|| DEFAULT_PLACES.iter().map(|p| p.to_string()).collect()),
             ),
+            generate: b.generate,
         };
         let mut out = SecretValues::default();
         for (name, source) in grants {
@@ -198,8 +199,9 @@ impl SecretValues {
             };
             out.grant(name, value, &bindings)?;
         }
-        for needed in manifest.secrets.keys() {
-            if !out.contains(needed) {
+        for (needed, binding) in &manifest.secrets {
+            // Host-generated secrets are granted after this (see `super::generated`).
+            if !out.contains(needed) && !binding.generate {
                 tracing::warn!(plugin, secret = %needed, "plugin needs a secret the operator has not granted");
             }
         }
@@ -222,6 +224,37 @@ impl SecretValues {
         self.secrets
             .insert(name.to_string(), Secret { value, rules });
         Ok(())
+    }
+
+    /// Grant a value the host generated for secret `name`, bound as the
+    /// manifest declares it (see `super::generated`).
+    pub fn grant_generated(
+        &mut self,
+        manifest: &Manifest,
+        name: &str,
+        value: String,
+    ) -> Result<(), String> {
+        let declared = manifest.secrets.get(name).cloned().unwrap_or_default();
+        let binding = SecretBinding {
+            hosts: Some(
+                declared
+                    .hosts
+                    .unwrap_or_else(|| manifest.allowed_hosts.clone()),
+            ),
+            places: Some(
+                declared
+                    .places
+                    .unwrap_or_else(|| DEFAULT_PLACES.iter().map(|p| p.to_string()).collect()),
+            ),
+            generate: true,
+        };
+        self.grant(name, value, &[binding])
+    }
+
+    /// The value of secret `name`, for host-side use only (webhook
+    /// verification); never handed to a guest.
+    pub(crate) fn value(&self, name: &str) -> Option<&str> {
+        self.secrets.get(name).map(|s| s.value.as_str())
     }
 
     /// Whether secret `name` was granted.
@@ -437,6 +470,7 @@ mod tests {
         SecretBinding {
             hosts: Some(hosts.iter().map(|s| s.to_string()).collect()),
             places: Some(places.iter().map(|s| s.to_string()).collect()),
+            generate: false,
         }
     }
 
@@ -501,6 +535,7 @@ mod tests {
                 SecretBinding {
                     hosts: None,
                     places: Some(vec!["body:secret_token".into()]),
+                    generate: false,
                 },
             ],
         )
