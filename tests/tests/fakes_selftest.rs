@@ -425,6 +425,19 @@ async fn telegram_files_both_ways() {
             .as_u16(),
         401
     );
+    let downloads = fake.calls_of("file");
+    assert_eq!(
+        downloads.len(),
+        1,
+        "the wrong token's download is not this bot's"
+    );
+    assert_eq!(
+        (
+            downloads[0].status,
+            downloads[0].params["file_path"].as_str()
+        ),
+        (Some(200), Some(path.as_str()))
+    );
     let (_, b) = tg(&fake, "getFile", json!({"file_id": "nope"})).await;
     assert_eq!(b["description"], "Bad Request: invalid file_id");
 

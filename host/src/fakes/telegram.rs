@@ -440,6 +440,12 @@ impl TelegramBot {
             .unwrap_or_default()
     }
 
+    /// How many messages the bot sent to `chat_id` (cheap).
+    pub fn sent_count(&self, chat_id: i64) -> usize {
+        let s = self.core.state.lock();
+        s.chats.get(&chat_id).map(|c| c.sent.len()).unwrap_or(0)
+    }
+
     /// The texts (or captions) of [`TelegramBot::sent`].
     pub fn sent_texts(&self, chat_id: i64) -> Vec<String> {
         self.sent(chat_id)
@@ -569,10 +575,7 @@ impl TelegramBot {
                     self.sent_texts(chat_id)
                 )
             },
-            || {
-                let s = self.sent(chat_id);
-                (s.len() >= n).then_some(s)
-            },
+            || (self.sent_count(chat_id) >= n).then(|| self.sent(chat_id)),
         )
         .await
     }
@@ -598,8 +601,8 @@ impl TelegramBot {
         self.until(
             || format!("{n} webhook deliveries (have {:?})", self.deliveries()),
             || {
-                let d = self.deliveries();
-                (d.len() >= n).then_some(d)
+                let have = self.core.state.lock().deliveries.len();
+                (have >= n).then(|| self.deliveries())
             },
         )
         .await
@@ -642,7 +645,14 @@ impl TelegramBot {
                     self.pending_updates()
                 )
             },
-            || (!self.pending_updates().contains(&update_id)).then_some(()),
+            || {
+                let s = self.core.state.lock();
+                let pending = s
+                    .pending
+                    .iter()
+                    .any(|u| u["update_id"].as_i64() == Some(update_id));
+                (!pending).then_some(())
+            },
         )
         .await
     }

@@ -217,7 +217,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     if let Some(rest) = path.strip_prefix("/file/bot") {
-        return download(&shared, rest);
+        return download(&shared, rest, &parts.headers).await;
     }
     let Some((token, method)) = path
         .strip_prefix("/bot")
@@ -353,27 +353,55 @@ async fn parse_request(
     Ok(ApiRequest { params, parts })
 }
 
-/// `GET /file/bot{token}/{file_path}`.
-fn download(shared: &Shared, rest: &str) -> Response {
+/// `GET /file/bot{token}/{file_path}`, recorded as pseudo-method `file`
+/// (`params.file_path`); held like any call while the fake is held.
+async fn download(shared: &Shared, rest: &str, headers: &HeaderMap) -> Response {
     let Some((token, file_path)) = rest.split_once('/') else {
         return error_response(&ApiError::new(404, "Not Found"));
     };
-    if shared.bot(token).is_none() {
+    let Some(bot) = shared.bot(token) else {
         return error_response(&ApiError::new(401, "Unauthorized"));
-    }
+    };
+    let ix = shared.cfg.record_calls.then(|| {
+        bot.recorder.begin(
+            Call {
+                method: "file".into(),
+                http_method: "GET".into(),
+                params: json!({"file_path": file_path}),
+                headers: header_pairs(headers),
+                parts: Vec::new(),
+                status: None,
+                response: Value::Null,
+                at: Instant::now(),
+            },
+            &bot.changes,
+        )
+    });
+    bot.faults.pass_gate(&bot.changes).await;
     let found = shared
         .files
         .lock()
         .values()
         .find(|(f, _)| f.file_path == file_path)
-        .map(|(f, b)| (f.mime_type.clone(), b.clone()));
-    match found {
-        Some((_, bytes)) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/octet-stream")],
-            bytes,
-        )
-            .into_response(),
-        None => error_response(&ApiError::new(404, "Not Found")),
+        .map(|(_, b)| b.clone());
+    let (status, record, response) = match found {
+        Some(bytes) => (
+            200,
+            json!({"bytes": bytes.len()}),
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/octet-stream")],
+                bytes,
+            )
+                .into_response(),
+        ),
+        None => {
+            let e = ApiError::new(404, "Not Found");
+            (e.code, e.body(), error_response(&e))
+        }
+    };
+    if let Some(ix) = ix {
+        bot.recorder.answer(ix, status, record, &bot.changes);
     }
+    response
 }

@@ -327,12 +327,16 @@ fn messages(shared: &Shared, phone: &str, body: &Value) -> Result<Reply, GraphEr
     }
     let n = shared.next();
     let id = format!("wamid.HBgL{wa_id}FQIAERgSOUFG{n:012X}");
-    shared.state.lock().sent.push(SentMessage {
-        id: id.clone(),
-        to: wa_id.clone(),
-        kind: kind.into(),
-        body: body.clone(),
-    });
+    {
+        let mut s = shared.state.lock();
+        s.sent.push(SentMessage {
+            id: id.clone(),
+            to: wa_id.clone(),
+            kind: kind.into(),
+            body: body.clone(),
+        });
+        *s.sent_per.entry(wa_id.clone()).or_default() += 1;
+    }
     shared.changes.bump();
     let mut message = json!({"id": id});
     if kind == "template" {
