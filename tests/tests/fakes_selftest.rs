@@ -770,7 +770,7 @@ async fn whatsapp_messages_endpoint_window_errors_reads_and_faults() {
     )
     .await;
     assert_eq!(status, 400);
-    assert_eq!(wa.wait_for_reads(1).await[0].typing, true);
+    assert!(wa.wait_for_reads(1).await[0].typing);
     // Injected errors, by code, with their documented statuses.
     for (code, status) in [
         (130429, 400),
@@ -930,4 +930,71 @@ async fn bare_bots_answer_through_the_fakes() {
         b"test",
         &whatsapp::sign(b"secret", b"test")
     ));
+}
+
+#[tokio::test]
+async fn telegram_a_dropped_fake_ends_its_open_long_polls() {
+    let fake = FakeTelegram::start().await;
+    let url = format!("{}/getUpdates?timeout=50", fake.api_url());
+    let poll = tokio::spawn(async move { client().get(url).send().await });
+    fake.wait_for_pollers(1).await;
+    drop(fake);
+    // The connection is closed, not left open until the poll's timeout.
+    assert!(poll.await.expect("join").is_err());
+}
+
+#[tokio::test]
+async fn telegram_webhook_timeouts_are_recorded_and_retried() {
+    let fake = FakeTelegram::start_with(TelegramConfig {
+        webhook_timeout: Duration::from_millis(200),
+        webhook_retry_initial: Duration::from_millis(10),
+        ..TelegramConfig::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    // The first delivery is never answered; the second is.
+    receiver.script([Reply::Hold, Reply::Status(200)]);
+    let (_, b) = tg(&fake, "setWebhook", json!({"url": receiver.url()})).await;
+    assert_eq!(b["result"], true);
+    let (chat, user) = alice();
+    let pushed = fake.push(UserMessage::text(&chat, &user, "slow"));
+    let d = fake.wait_for_deliveries(2).await;
+    assert_eq!(
+        (d[0].status, d[0].error.as_deref()),
+        (None, Some("Read timeout expired"))
+    );
+    assert_eq!(
+        (d[1].update_id, d[1].attempt, d[1].status),
+        (pushed.update_id, 2, Some(200))
+    );
+    assert_eq!(d[1].secret_token, None);
+    receiver.release();
+}
+
+#[tokio::test]
+async fn whatsapp_templates_need_no_window() {
+    let wa = FakeWhatsApp::start(WhatsAppConfig::default()).await;
+    let token = wa.config().access_token.clone();
+    let (status, b) = graph(
+        &wa,
+        &token,
+        json!({"messaging_product": "whatsapp", "to": "15550001111", "type": "template",
+            "template": {"name": "hello_world", "language": {"code": "en_US"}}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{b}");
+    assert_eq!(b["messages"][0]["message_status"], "accepted");
+    let (status, b) = graph(
+        &wa,
+        &token,
+        json!({"messaging_product": "whatsapp", "to": "15550001111", "type": "template",
+            "template": {"name": "hello_world"}}),
+    )
+    .await;
+    assert_eq!((status, b["error"]["code"].clone()), (400, json!(100)));
+    let call = wa.calls_of("messages").pop().expect("recorded");
+    assert_eq!(
+        call.header("authorization"),
+        Some(format!("Bearer {token}").as_str())
+    );
 }

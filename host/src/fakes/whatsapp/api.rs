@@ -295,21 +295,18 @@ fn messages(shared: &Shared, phone: &str, body: &Value) -> Result<Reply, GraphEr
                 }
             }
         }
-        "template" => {
+        "template"
             if body["template"]["name"].as_str().is_none()
-                || body["template"]["language"]["code"].as_str().is_none()
-            {
-                return Err(GraphError::param(
-                    "(#100) The parameter template['name'] and template['language']['code'] are required.",
-                ));
-            }
+                || body["template"]["language"]["code"].as_str().is_none() =>
+        {
+            return Err(GraphError::param(
+                "(#100) The parameter template['name'] and template['language']['code'] are required.",
+            ));
         }
-        "reaction" => {
-            if body["reaction"]["message_id"].as_str().is_none() {
-                return Err(GraphError::param(
-                    "(#100) The parameter reaction['message_id'] is required.",
-                ));
-            }
+        "reaction" if body["reaction"]["message_id"].as_str().is_none() => {
+            return Err(GraphError::param(
+                "(#100) The parameter reaction['message_id'] is required.",
+            ));
         }
         _ => {}
     }
