@@ -998,3 +998,92 @@ async fn whatsapp_templates_need_no_window() {
         Some(format!("Bearer {token}").as_str())
     );
 }
+
+#[tokio::test]
+async fn telegram_drafts_deletes_reactions_and_commands() {
+    let fake = FakeTelegram::start().await;
+    let (chat, user) = alice();
+    let pushed = fake.push(UserMessage::text(&chat, &user, "hi"));
+    let (status, _) = tg(
+        &fake,
+        "sendMessageDraft",
+        json!({"chat_id": 4242, "draft_id": 7, "text": ""}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = tg(
+        &fake,
+        "sendMessageDraft",
+        json!({"chat_id": 4242, "draft_id": 7, "text": "<b>Think</b>ing", "parse_mode": "HTML"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, b) = tg(
+        &fake,
+        "sendMessageDraft",
+        json!({"chat_id": 4242, "draft_id": 0, "text": "x"}),
+    )
+    .await;
+    assert_eq!(b["error_code"], 400);
+    let group = Chat::group(-5, "G");
+    fake.add_chat(&group);
+    let (_, b) = tg(
+        &fake,
+        "sendMessageDraft",
+        json!({"chat_id": -5, "draft_id": 1, "text": "x"}),
+    )
+    .await;
+    assert_eq!(b["error_code"], 400, "drafts are for private chats");
+    let texts: Vec<_> = fake
+        .drafts()
+        .into_iter()
+        .map(|d| (d.draft_id, d.text))
+        .collect();
+    assert_eq!(texts, [(7, String::new()), (7, "Thinking".to_string())]);
+
+    let (status, _) = tg(
+        &fake,
+        "setMessageReaction",
+        json!({"chat_id": 4242, "message_id": pushed.message_id, "reaction": [{"type": "emoji", "emoji": "👀"}]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, b) = tg(
+        &fake,
+        "sendMessage",
+        json!({"chat_id": 4242, "text": "bye"}),
+    )
+    .await;
+    let id = b["result"]["message_id"].clone();
+    let (_, b) = tg(
+        &fake,
+        "deleteMessage",
+        json!({"chat_id": 4242, "message_id": pushed.message_id}),
+    )
+    .await;
+    assert_eq!(
+        b["description"], "Bad Request: message to delete not found",
+        "a user's DM message"
+    );
+    let (status, _) = tg(
+        &fake,
+        "deleteMessage",
+        json!({"chat_id": 4242, "message_id": id}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(fake.sent(4242).is_empty());
+
+    let commands = json!([{"command": "start", "description": "Start"}]);
+    let (status, _) = tg(&fake, "setMyCommands", json!({"commands": commands})).await;
+    assert_eq!(status, 200);
+    let (_, b) = tg(&fake, "getMyCommands", json!({})).await;
+    assert_eq!(b["result"], commands);
+    let (_, b) = tg(
+        &fake,
+        "setMyCommands",
+        json!({"commands": [{"command": "Bad-Name", "description": "x"}]}),
+    )
+    .await;
+    assert_eq!(b["error_code"], 400);
+}

@@ -13,7 +13,9 @@
 //! one at a time in order, the secret header, and retries with a bounded
 //! backoff; `sendMessage` / `editMessageText` with `parse_mode` checks and
 //! length limits; `sendChatAction`; `getFile`; `sendPhoto` /
-//! `sendDocument` by multipart upload, `file_id` or URL.
+//! `sendDocument` by multipart upload, `file_id` or URL; and the smaller
+//! `sendMessageDraft`, `deleteMessage`, `setMessageReaction`,
+//! `answerCallbackQuery` and `setMyCommands` family.
 //!
 //! The test side ([`TelegramBot`], reached through [`FakeTelegram`]'s
 //! `Deref` for the default bot) pushes user messages, reads every recorded
@@ -25,6 +27,7 @@
 //! delivery at a time whatever `max_connections` says.
 
 mod api;
+mod extras;
 pub(crate) mod inbound;
 pub(crate) mod markup;
 mod messages;
@@ -47,7 +50,7 @@ use super::server::Server;
 use super::wait::Changes;
 
 pub use inbound::{Chat, User, UserMessage, detect_entities};
-pub use state::{ChatAction, Delivery, Upload};
+pub use state::{ChatAction, Delivery, Draft, Upload};
 
 /// The default bot's token.
 pub const DEFAULT_TOKEN: &str = "123456789:AAHfakeTokenForPincerTests-000000000";
@@ -423,6 +426,7 @@ impl TelegramBot {
         s.deliveries.clear();
         s.actions.clear();
         s.uploads.clear();
+        s.drafts.clear();
     }
 
     /// The messages the bot sent to `chat_id` (any method), in the order
@@ -469,6 +473,16 @@ impl TelegramBot {
     /// Every `sendChatAction`, in order.
     pub fn chat_actions(&self) -> Vec<ChatAction> {
         self.core.state.lock().actions.clone()
+    }
+
+    /// Every `sendMessageDraft`, in order.
+    pub fn drafts(&self) -> Vec<Draft> {
+        self.core.state.lock().drafts.clone()
+    }
+
+    /// The commands set with `setMyCommands`.
+    pub fn commands(&self) -> Vec<Value> {
+        self.core.state.lock().commands.clone()
     }
 
     /// Every file the bot sent (`sendPhoto`, `sendDocument`), in order.

@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 
 use super::super::multipart::{self, Part};
 use super::super::recorder::{Call, header_pairs};
-use super::{BotCore, Shared, TgFault, messages, polling};
+use super::{BotCore, Shared, TgFault, extras, messages, polling};
 
 /// The largest request body accepted (Telegram: 50 MB per uploaded file).
 const BODY_LIMIT: usize = 52 * 1024 * 1024;
@@ -35,6 +35,13 @@ const METHODS: &[&str] = &[
     "getFile",
     "sendPhoto",
     "sendDocument",
+    "sendMessageDraft",
+    "deleteMessage",
+    "setMessageReaction",
+    "answerCallbackQuery",
+    "setMyCommands",
+    "getMyCommands",
+    "deleteMyCommands",
 ];
 
 /// A Bot API error answer.
@@ -305,6 +312,13 @@ async fn dispatch(
         "sendChatAction" => messages::send_chat_action(bot, req),
         "getFile" => messages::get_file(shared, req),
         "sendPhoto" | "sendDocument" => messages::send_file(shared, bot, method, req),
+        "sendMessageDraft" => extras::send_message_draft(bot, req),
+        "deleteMessage" => extras::delete_message(bot, req),
+        "setMessageReaction" => extras::set_message_reaction(bot, req),
+        "answerCallbackQuery" => extras::answer_callback_query(req),
+        "setMyCommands" | "getMyCommands" | "deleteMyCommands" => {
+            extras::my_commands(bot, method, req)
+        }
         _ => Err(ApiError::new(404, "Not Found")),
     }
 }
