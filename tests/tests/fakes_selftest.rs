@@ -193,6 +193,7 @@ async fn telegram_webhook_blocks_polling_carries_the_secret_and_is_retried() {
         body["description"],
         "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first"
     );
+    assert_eq!(fake.max_pollers(), 0, "a refused getUpdates is no poller");
     let (chat, user) = alice();
     let pushed = fake.push(UserMessage::text(&chat, &user, "via webhook"));
     let deliveries = fake.wait_for_deliveries(2).await;

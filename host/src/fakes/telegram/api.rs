@@ -104,6 +104,7 @@ impl From<&TgFault> for ApiError {
                 parameters: Some(json!({"retry_after": s})),
             },
             TgFault::Conflict => ApiError::conflict_poller(),
+            TgFault::ConflictWebhook => ApiError::conflict_webhook(),
             TgFault::Status(code) => ApiError::new(
                 *code,
                 StatusCode::from_u16(*code)
