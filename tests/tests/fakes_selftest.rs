@@ -193,6 +193,7 @@ async fn telegram_webhook_blocks_polling_carries_the_secret_and_is_retried() {
         body["description"],
         "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first"
     );
+    assert_eq!(fake.max_pollers(), 0, "a refused getUpdates is no poller");
     let (chat, user) = alice();
     let pushed = fake.push(UserMessage::text(&chat, &user, "via webhook"));
     let deliveries = fake.wait_for_deliveries(2).await;
@@ -424,6 +425,19 @@ async fn telegram_files_both_ways() {
             .status()
             .as_u16(),
         401
+    );
+    let downloads = fake.calls_of("file");
+    assert_eq!(
+        downloads.len(),
+        1,
+        "the wrong token's download is not this bot's"
+    );
+    assert_eq!(
+        (
+            downloads[0].status,
+            downloads[0].params["file_path"].as_str()
+        ),
+        (Some(200), Some(path.as_str()))
     );
     let (_, b) = tg(&fake, "getFile", json!({"file_id": "nope"})).await;
     assert_eq!(b["description"], "Bad Request: invalid file_id");
@@ -757,7 +771,7 @@ async fn whatsapp_messages_endpoint_window_errors_reads_and_faults() {
     )
     .await;
     assert_eq!(status, 400);
-    assert_eq!(wa.wait_for_reads(1).await[0].typing, true);
+    assert!(wa.wait_for_reads(1).await[0].typing);
     // Injected errors, by code, with their documented statuses.
     for (code, status) in [
         (130429, 400),
@@ -917,4 +931,160 @@ async fn bare_bots_answer_through_the_fakes() {
         b"test",
         &whatsapp::sign(b"secret", b"test")
     ));
+}
+
+#[tokio::test]
+async fn telegram_a_dropped_fake_ends_its_open_long_polls() {
+    let fake = FakeTelegram::start().await;
+    let url = format!("{}/getUpdates?timeout=50", fake.api_url());
+    let poll = tokio::spawn(async move { client().get(url).send().await });
+    fake.wait_for_pollers(1).await;
+    drop(fake);
+    // The connection is closed, not left open until the poll's timeout.
+    assert!(poll.await.expect("join").is_err());
+}
+
+#[tokio::test]
+async fn telegram_webhook_timeouts_are_recorded_and_retried() {
+    let fake = FakeTelegram::start_with(TelegramConfig {
+        webhook_timeout: Duration::from_millis(200),
+        webhook_retry_initial: Duration::from_millis(10),
+        ..TelegramConfig::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    // The first delivery is never answered; the second is.
+    receiver.script([Reply::Hold, Reply::Status(200)]);
+    let (_, b) = tg(&fake, "setWebhook", json!({"url": receiver.url()})).await;
+    assert_eq!(b["result"], true);
+    let (chat, user) = alice();
+    let pushed = fake.push(UserMessage::text(&chat, &user, "slow"));
+    let d = fake.wait_for_deliveries(2).await;
+    assert_eq!(
+        (d[0].status, d[0].error.as_deref()),
+        (None, Some("Read timeout expired"))
+    );
+    assert_eq!(
+        (d[1].update_id, d[1].attempt, d[1].status),
+        (pushed.update_id, 2, Some(200))
+    );
+    assert_eq!(d[1].secret_token, None);
+    receiver.release();
+}
+
+#[tokio::test]
+async fn whatsapp_templates_need_no_window() {
+    let wa = FakeWhatsApp::start(WhatsAppConfig::default()).await;
+    let token = wa.config().access_token.clone();
+    let (status, b) = graph(
+        &wa,
+        &token,
+        json!({"messaging_product": "whatsapp", "to": "15550001111", "type": "template",
+            "template": {"name": "hello_world", "language": {"code": "en_US"}}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{b}");
+    assert_eq!(b["messages"][0]["message_status"], "accepted");
+    let (status, b) = graph(
+        &wa,
+        &token,
+        json!({"messaging_product": "whatsapp", "to": "15550001111", "type": "template",
+            "template": {"name": "hello_world"}}),
+    )
+    .await;
+    assert_eq!((status, b["error"]["code"].clone()), (400, json!(100)));
+    let call = wa.calls_of("messages").pop().expect("recorded");
+    assert_eq!(
+        call.header("authorization"),
+        Some(format!("Bearer {token}").as_str())
+    );
+}
+
+#[tokio::test]
+async fn telegram_drafts_deletes_reactions_and_commands() {
+    let fake = FakeTelegram::start().await;
+    let (chat, user) = alice();
+    let pushed = fake.push(UserMessage::text(&chat, &user, "hi"));
+    let (status, _) = tg(
+        &fake,
+        "sendMessageDraft",
+        json!({"chat_id": 4242, "draft_id": 7, "text": ""}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = tg(
+        &fake,
+        "sendMessageDraft",
+        json!({"chat_id": 4242, "draft_id": 7, "text": "<b>Think</b>ing", "parse_mode": "HTML"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, b) = tg(
+        &fake,
+        "sendMessageDraft",
+        json!({"chat_id": 4242, "draft_id": 0, "text": "x"}),
+    )
+    .await;
+    assert_eq!(b["error_code"], 400);
+    let group = Chat::group(-5, "G");
+    fake.add_chat(&group);
+    let (_, b) = tg(
+        &fake,
+        "sendMessageDraft",
+        json!({"chat_id": -5, "draft_id": 1, "text": "x"}),
+    )
+    .await;
+    assert_eq!(b["error_code"], 400, "drafts are for private chats");
+    let texts: Vec<_> = fake
+        .drafts()
+        .into_iter()
+        .map(|d| (d.draft_id, d.text))
+        .collect();
+    assert_eq!(texts, [(7, String::new()), (7, "Thinking".to_string())]);
+
+    let (status, _) = tg(
+        &fake,
+        "setMessageReaction",
+        json!({"chat_id": 4242, "message_id": pushed.message_id, "reaction": [{"type": "emoji", "emoji": "👀"}]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, b) = tg(
+        &fake,
+        "sendMessage",
+        json!({"chat_id": 4242, "text": "bye"}),
+    )
+    .await;
+    let id = b["result"]["message_id"].clone();
+    let (_, b) = tg(
+        &fake,
+        "deleteMessage",
+        json!({"chat_id": 4242, "message_id": pushed.message_id}),
+    )
+    .await;
+    assert_eq!(
+        b["description"], "Bad Request: message to delete not found",
+        "a user's DM message"
+    );
+    let (status, _) = tg(
+        &fake,
+        "deleteMessage",
+        json!({"chat_id": 4242, "message_id": id}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(fake.sent(4242).is_empty());
+
+    let commands = json!([{"command": "start", "description": "Start"}]);
+    let (status, _) = tg(&fake, "setMyCommands", json!({"commands": commands})).await;
+    assert_eq!(status, 200);
+    let (_, b) = tg(&fake, "getMyCommands", json!({})).await;
+    assert_eq!(b["result"], commands);
+    let (_, b) = tg(
+        &fake,
+        "setMyCommands",
+        json!({"commands": [{"command": "Bad-Name", "description": "x"}]}),
+    )
+    .await;
+    assert_eq!(b["error_code"], 400);
 }

@@ -13,7 +13,9 @@
 //! one at a time in order, the secret header, and retries with a bounded
 //! backoff; `sendMessage` / `editMessageText` with `parse_mode` checks and
 //! length limits; `sendChatAction`; `getFile`; `sendPhoto` /
-//! `sendDocument` by multipart upload, `file_id` or URL.
+//! `sendDocument` by multipart upload, `file_id` or URL; and the smaller
+//! `sendMessageDraft`, `deleteMessage`, `setMessageReaction`,
+//! `answerCallbackQuery` and `setMyCommands` family.
 //!
 //! The test side ([`TelegramBot`], reached through [`FakeTelegram`]'s
 //! `Deref` for the default bot) pushes user messages, reads every recorded
@@ -25,6 +27,8 @@
 //! delivery at a time whatever `max_connections` says.
 
 mod api;
+mod control;
+mod extras;
 pub(crate) mod inbound;
 pub(crate) mod markup;
 mod messages;
@@ -42,12 +46,13 @@ use serde_json::{Value, json};
 
 use super::WAIT_GUARD;
 use super::faults::Faults;
-use super::recorder::{Call, Recorder};
+use super::recorder::Recorder;
 use super::server::Server;
 use super::wait::Changes;
 
+pub use control::TelegramBot;
 pub use inbound::{Chat, User, UserMessage, detect_entities};
-pub use state::{ChatAction, Delivery, Upload};
+pub use state::{ChatAction, Delivery, Draft, Upload};
 
 /// The default bot's token.
 pub const DEFAULT_TOKEN: &str = "123456789:AAHfakeTokenForPincerTests-000000000";
@@ -91,6 +96,9 @@ pub enum TgFault {
     RetryAfter(u64),
     /// 409 `Conflict: terminated by other getUpdates request; ...`.
     Conflict,
+    /// 409 `Conflict: can't use getUpdates method while webhook is active;
+    /// ...`.
+    ConflictWebhook,
     /// This HTTP status with Telegram's description for it (`500 Internal
     /// Server Error`, `502 Bad Gateway`, ...).
     Status(u16),
@@ -326,324 +334,4 @@ fn bots_len_hint(token: &str) -> i64 {
     token
         .bytes()
         .fold(0i64, |h, b| (h.wrapping_mul(31) + b as i64) & 0xffff_ffff)
-}
-
-/// The test-side handle of one bot account: push what users send, inspect
-/// what the bot did, wait, inject faults.
-#[derive(Clone)]
-pub struct TelegramBot {
-    core: Arc<BotCore>,
-    shared: Arc<Shared>,
-}
-
-impl TelegramBot {
-    /// The bot's token.
-    pub fn token(&self) -> &str {
-        &self.core.token
-    }
-
-    /// The bot's user id (`getMe.id`).
-    pub fn id(&self) -> i64 {
-        self.core.id
-    }
-
-    /// The bot's username without `@` (`getMe.username`).
-    pub fn username(&self) -> &str {
-        &self.core.username
-    }
-
-    /// `{base_url}/bot{token}`: the prefix of every method URL.
-    pub fn api_url(&self) -> String {
-        format!("{}/bot{}", self.shared.base_url, self.core.token)
-    }
-
-    fn wait_guard(&self) -> Duration {
-        self.shared.cfg.wait_guard
-    }
-
-    /// Register `chat` without a message (so the bot may send to it first).
-    pub fn add_chat(&self, chat: &Chat) {
-        self.core
-            .state
-            .lock()
-            .chats
-            .entry(chat.id)
-            .or_insert_with(|| state::ChatState::new(chat.to_json(), chat.is_forum));
-        self.core.changes.bump();
-    }
-
-    /// Queue `msg` as a `message` (or `edited_message`) update.
-    ///
-    /// # Panics
-    /// If `msg` replies to or edits a message the chat does not have: the
-    /// test is wrong.
-    pub fn push(&self, msg: UserMessage) -> Pushed {
-        let pushed = messages::push_user_message(&self.core, &self.shared, msg);
-        self.core.changes.bump();
-        pushed
-    }
-
-    /// Queue a raw update (any type, e.g. `callback_query`,
-    /// `message_reaction`); the fake assigns its `update_id`.
-    pub fn push_update(&self, update: Value) -> i64 {
-        let id = self.core.state.lock().enqueue(update);
-        self.core.changes.bump();
-        id
-    }
-
-    /// Make `data` downloadable; see [`FakeTelegram::add_file`].
-    pub fn add_file(&self, data: &[u8], file_name: &str, mime_type: &str) -> FileRef {
-        self.shared
-            .add_file(Bytes::copy_from_slice(data), file_name, mime_type)
-    }
-
-    /// The bytes of file `file_id` (added or uploaded).
-    pub fn file_bytes(&self, file_id: &str) -> Option<Bytes> {
-        self.shared
-            .files
-            .lock()
-            .get(file_id)
-            .map(|(_, b)| b.clone())
-    }
-
-    /// Every call this bot's token made, in order.
-    pub fn calls(&self) -> Vec<Call> {
-        self.core.recorder.all()
-    }
-
-    /// Calls of `method` (canonical name, e.g. `sendMessage`), in order.
-    pub fn calls_of(&self, method: &str) -> Vec<Call> {
-        self.core.recorder.of(method)
-    }
-
-    /// Forget recorded calls, deliveries, actions and uploads.
-    pub fn clear_records(&self) {
-        self.core.recorder.clear();
-        let mut s = self.core.state.lock();
-        s.deliveries.clear();
-        s.actions.clear();
-        s.uploads.clear();
-    }
-
-    /// The messages the bot sent to `chat_id` (any method), in the order
-    /// sent, with edits applied.
-    pub fn sent(&self, chat_id: i64) -> Vec<Value> {
-        let s = self.core.state.lock();
-        s.chats
-            .get(&chat_id)
-            .map(|c| {
-                c.sent
-                    .iter()
-                    .filter_map(|id| c.messages.get(id).cloned())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// The texts (or captions) of [`TelegramBot::sent`].
-    pub fn sent_texts(&self, chat_id: i64) -> Vec<String> {
-        self.sent(chat_id)
-            .iter()
-            .map(|m| {
-                m.get("text")
-                    .or_else(|| m.get("caption"))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string()
-            })
-            .collect()
-    }
-
-    /// Message `message_id` of `chat_id` (user's or bot's), current state.
-    pub fn message(&self, chat_id: i64, message_id: i64) -> Option<Value> {
-        let s = self.core.state.lock();
-        s.chats.get(&chat_id)?.messages.get(&message_id).cloned()
-    }
-
-    /// Every `sendChatAction`, in order.
-    pub fn chat_actions(&self) -> Vec<ChatAction> {
-        self.core.state.lock().actions.clone()
-    }
-
-    /// Every file the bot sent (`sendPhoto`, `sendDocument`), in order.
-    pub fn uploads(&self) -> Vec<Upload> {
-        self.core.state.lock().uploads.clone()
-    }
-
-    /// Every webhook delivery attempt, in order.
-    pub fn deliveries(&self) -> Vec<Delivery> {
-        self.core.state.lock().deliveries.clone()
-    }
-
-    /// Update ids queued and not yet confirmed (by offset or delivery).
-    pub fn pending_updates(&self) -> Vec<i64> {
-        self.core
-            .state
-            .lock()
-            .pending
-            .iter()
-            .filter_map(|u| u["update_id"].as_i64())
-            .collect()
-    }
-
-    /// The webhook URL set, if any.
-    pub fn webhook_url(&self) -> Option<String> {
-        self.core
-            .state
-            .lock()
-            .webhook
-            .as_ref()
-            .map(|w| w.url.clone())
-    }
-
-    /// The sticky `allowed_updates` (`None` = never set).
-    pub fn allowed_updates(&self) -> Option<Vec<String>> {
-        self.core.state.lock().allowed_updates.clone()
-    }
-
-    /// `getUpdates` calls open right now.
-    pub fn pollers(&self) -> usize {
-        self.core.state.lock().pollers
-    }
-
-    /// The most `getUpdates` calls ever open at once.
-    pub fn max_pollers(&self) -> usize {
-        self.core.state.lock().max_pollers
-    }
-
-    /// The next `n` calls of `method` (canonical name) fail with `fault`.
-    pub fn fail_next(&self, method: &str, n: usize, fault: TgFault) {
-        self.core.faults.push(method, n, fault);
-    }
-
-    /// Drop every queued fault.
-    pub fn clear_faults(&self) {
-        self.core.faults.clear();
-    }
-
-    /// Stop answering: every call from now on hangs until
-    /// [`TelegramBot::resume`] (the platform is down but accepts
-    /// connections).
-    pub fn hold(&self) {
-        self.core.faults.hold();
-    }
-
-    /// Answer again: hanging calls proceed normally.
-    pub fn resume(&self) {
-        self.core.faults.resume();
-        self.core.changes.bump();
-    }
-
-    /// Calls hanging right now (held or by [`TgFault::Hang`]).
-    pub fn hanging(&self) -> usize {
-        self.core.faults.hanging()
-    }
-
-    async fn until<T>(&self, what: impl Fn() -> String, check: impl FnMut() -> Option<T>) -> T {
-        let seen = || {
-            let calls: Vec<String> = self
-                .calls()
-                .iter()
-                .rev()
-                .take(8)
-                .map(|c| format!("{}->{:?}", c.method, c.status))
-                .collect();
-            format!("last calls (newest first) {calls:?}")
-        };
-        self.core
-            .changes
-            .until(self.wait_guard(), what, seen, check)
-            .await
-    }
-
-    /// Wait until the bot has sent at least `n` messages to `chat_id`;
-    /// returns them (see [`TelegramBot::sent`]).
-    ///
-    /// # Panics
-    /// After the hang guard, saying what was sent.
-    pub async fn wait_for_sent(&self, chat_id: i64, n: usize) -> Vec<Value> {
-        self.until(
-            || {
-                format!(
-                    "{n} messages sent to chat {chat_id} (have {:?})",
-                    self.sent_texts(chat_id)
-                )
-            },
-            || {
-                let s = self.sent(chat_id);
-                (s.len() >= n).then_some(s)
-            },
-        )
-        .await
-    }
-
-    /// Wait until `n` calls of `method` have been answered; returns every
-    /// call of it.
-    ///
-    /// # Panics
-    /// After the hang guard.
-    pub async fn wait_for_calls(&self, method: &str, n: usize) -> Vec<Call> {
-        self.until(
-            || format!("{n} answered {method} calls"),
-            || (self.core.recorder.answered(method) >= n).then(|| self.calls_of(method)),
-        )
-        .await
-    }
-
-    /// Wait until `n` webhook deliveries were attempted; returns them all.
-    ///
-    /// # Panics
-    /// After the hang guard.
-    pub async fn wait_for_deliveries(&self, n: usize) -> Vec<Delivery> {
-        self.until(
-            || format!("{n} webhook deliveries (have {:?})", self.deliveries()),
-            || {
-                let d = self.deliveries();
-                (d.len() >= n).then_some(d)
-            },
-        )
-        .await
-    }
-
-    /// Wait until exactly `n` `getUpdates` calls are open.
-    ///
-    /// # Panics
-    /// After the hang guard.
-    pub async fn wait_for_pollers(&self, n: usize) {
-        self.until(
-            || format!("{n} open getUpdates (have {})", self.pollers()),
-            || (self.pollers() == n).then_some(()),
-        )
-        .await
-    }
-
-    /// Wait until `n` calls are hanging.
-    ///
-    /// # Panics
-    /// After the hang guard.
-    pub async fn wait_for_hanging(&self, n: usize) {
-        self.until(
-            || format!("{n} hanging calls (have {})", self.hanging()),
-            || (self.hanging() >= n).then_some(()),
-        )
-        .await
-    }
-
-    /// Wait until update `update_id` is confirmed (a later `offset` or an
-    /// accepted webhook delivery removed it from the queue).
-    ///
-    /// # Panics
-    /// After the hang guard.
-    pub async fn wait_for_confirmed(&self, update_id: i64) {
-        self.until(
-            || {
-                format!(
-                    "update {update_id} confirmed (pending {:?})",
-                    self.pending_updates()
-                )
-            },
-            || (!self.pending_updates().contains(&update_id)).then_some(()),
-        )
-        .await
-    }
 }

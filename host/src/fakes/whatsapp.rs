@@ -170,6 +170,8 @@ struct State {
     /// Last inbound message time per `wa_id`.
     last_inbound: HashMap<String, Instant>,
     sent: Vec<SentMessage>,
+    /// Messages sent per `wa_id` (cheap waits on big runs).
+    sent_per: HashMap<String, usize>,
     reads: Vec<ReadReceipt>,
     uploads: Vec<MediaUpload>,
     counter: u64,
@@ -365,6 +367,7 @@ impl FakeWhatsApp {
         self.shared.recorder.clear();
         let mut s = self.shared.state.lock();
         s.sent.clear();
+        s.sent_per.clear();
         s.reads.clear();
         s.uploads.clear();
     }
@@ -385,6 +388,18 @@ impl FakeWhatsApp {
             .filter(|m| m.to == wa)
             .cloned()
             .collect()
+    }
+
+    /// How many messages the business sent to `wa_id` (cheap).
+    pub fn sent_count(&self, wa_id: &str) -> usize {
+        let wa = normalise(wa_id);
+        self.shared
+            .state
+            .lock()
+            .sent_per
+            .get(&wa)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Read receipts (with or without typing), in order.
@@ -454,10 +469,7 @@ impl FakeWhatsApp {
                     .collect();
                 format!("{n} messages sent to {wa_id} (have {texts:?})")
             },
-            || {
-                let s = self.sent(wa_id);
-                (s.len() >= n).then_some(s)
-            },
+            || (self.sent_count(wa_id) >= n).then(|| self.sent(wa_id)),
         )
         .await
     }
@@ -470,8 +482,8 @@ impl FakeWhatsApp {
         self.until(
             || format!("{n} read receipts (have {:?})", self.reads()),
             || {
-                let r = self.reads();
-                (r.len() >= n).then_some(r)
+                let have = self.shared.state.lock().reads.len();
+                (have >= n).then(|| self.reads())
             },
         )
         .await

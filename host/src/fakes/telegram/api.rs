@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 
 use super::super::multipart::{self, Part};
 use super::super::recorder::{Call, header_pairs};
-use super::{BotCore, Shared, TgFault, messages, polling};
+use super::{BotCore, Shared, TgFault, extras, messages, polling};
 
 /// The largest request body accepted (Telegram: 50 MB per uploaded file).
 const BODY_LIMIT: usize = 52 * 1024 * 1024;
@@ -35,6 +35,13 @@ const METHODS: &[&str] = &[
     "getFile",
     "sendPhoto",
     "sendDocument",
+    "sendMessageDraft",
+    "deleteMessage",
+    "setMessageReaction",
+    "answerCallbackQuery",
+    "setMyCommands",
+    "getMyCommands",
+    "deleteMyCommands",
 ];
 
 /// A Bot API error answer.
@@ -97,6 +104,7 @@ impl From<&TgFault> for ApiError {
                 parameters: Some(json!({"retry_after": s})),
             },
             TgFault::Conflict => ApiError::conflict_poller(),
+            TgFault::ConflictWebhook => ApiError::conflict_webhook(),
             TgFault::Status(code) => ApiError::new(
                 *code,
                 StatusCode::from_u16(*code)
@@ -217,7 +225,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     if let Some(rest) = path.strip_prefix("/file/bot") {
-        return download(&shared, rest);
+        return download(&shared, rest, &parts.headers).await;
     }
     let Some((token, method)) = path
         .strip_prefix("/bot")
@@ -305,6 +313,13 @@ async fn dispatch(
         "sendChatAction" => messages::send_chat_action(bot, req),
         "getFile" => messages::get_file(shared, req),
         "sendPhoto" | "sendDocument" => messages::send_file(shared, bot, method, req),
+        "sendMessageDraft" => extras::send_message_draft(bot, req),
+        "deleteMessage" => extras::delete_message(bot, req),
+        "setMessageReaction" => extras::set_message_reaction(bot, req),
+        "answerCallbackQuery" => extras::answer_callback_query(req),
+        "setMyCommands" | "getMyCommands" | "deleteMyCommands" => {
+            extras::my_commands(bot, method, req)
+        }
         _ => Err(ApiError::new(404, "Not Found")),
     }
 }
@@ -353,27 +368,55 @@ async fn parse_request(
     Ok(ApiRequest { params, parts })
 }
 
-/// `GET /file/bot{token}/{file_path}`.
-fn download(shared: &Shared, rest: &str) -> Response {
+/// `GET /file/bot{token}/{file_path}`, recorded as pseudo-method `file`
+/// (`params.file_path`); held like any call while the fake is held.
+async fn download(shared: &Shared, rest: &str, headers: &HeaderMap) -> Response {
     let Some((token, file_path)) = rest.split_once('/') else {
         return error_response(&ApiError::new(404, "Not Found"));
     };
-    if shared.bot(token).is_none() {
+    let Some(bot) = shared.bot(token) else {
         return error_response(&ApiError::new(401, "Unauthorized"));
-    }
+    };
+    let ix = shared.cfg.record_calls.then(|| {
+        bot.recorder.begin(
+            Call {
+                method: "file".into(),
+                http_method: "GET".into(),
+                params: json!({"file_path": file_path}),
+                headers: header_pairs(headers),
+                parts: Vec::new(),
+                status: None,
+                response: Value::Null,
+                at: Instant::now(),
+            },
+            &bot.changes,
+        )
+    });
+    bot.faults.pass_gate(&bot.changes).await;
     let found = shared
         .files
         .lock()
         .values()
         .find(|(f, _)| f.file_path == file_path)
-        .map(|(f, b)| (f.mime_type.clone(), b.clone()));
-    match found {
-        Some((_, bytes)) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/octet-stream")],
-            bytes,
-        )
-            .into_response(),
-        None => error_response(&ApiError::new(404, "Not Found")),
+        .map(|(_, b)| b.clone());
+    let (status, record, response) = match found {
+        Some(bytes) => (
+            200,
+            json!({"bytes": bytes.len()}),
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/octet-stream")],
+                bytes,
+            )
+                .into_response(),
+        ),
+        None => {
+            let e = ApiError::new(404, "Not Found");
+            (e.code, e.body(), error_response(&e))
+        }
+    };
+    if let Some(ix) = ix {
+        bot.recorder.answer(ix, status, record, &bot.changes);
     }
+    response
 }

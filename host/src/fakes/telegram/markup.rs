@@ -454,6 +454,20 @@ mod tests {
     }
 
     #[test]
+    fn no_input_panics_any_parser() {
+        let nasty =
+            "<b>é&#x1F980;&amp;<a href='x'>\\*_~||`[]()```py\n🦀\\`!>#+-=|{}.\\<i></b>&;&#;&#xZZ;";
+        let cut: Vec<usize> = nasty.char_indices().map(|(i, _)| i).collect();
+        for &a in &cut {
+            for &b in cut.iter().filter(|&&b| b >= a) {
+                for mode in [ParseMode::Html, ParseMode::MarkdownV2, ParseMode::Markdown] {
+                    let _ = plain_text(&nasty[a..b], Some(mode));
+                }
+            }
+        }
+    }
+
+    #[test]
     fn parse_mode_names_are_case_insensitive() {
         assert_eq!(ParseMode::from_param("html"), Ok(Some(ParseMode::Html)));
         assert_eq!(

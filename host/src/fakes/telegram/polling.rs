@@ -61,6 +61,9 @@ pub(super) async fn get_updates(bot: &Arc<BotCore>, req: &ApiRequest) -> Result<
     let limit = req.int("limit")?.unwrap_or(100).clamp(1, 100) as usize;
     let timeout = req.int("timeout")?.unwrap_or(0).max(0) as u64;
     let allowed = allowed_list(req)?;
+    if bot.state.lock().webhook.is_some() {
+        return Err(ApiError::conflict_webhook());
+    }
     let _poller = Poller::new(bot);
     let generation = {
         let mut s = bot.state.lock();

@@ -43,6 +43,9 @@ pub(crate) struct BotState {
     pub(crate) deliveries: Vec<Delivery>,
     pub(crate) actions: Vec<ChatAction>,
     pub(crate) uploads: Vec<Upload>,
+    pub(crate) drafts: Vec<Draft>,
+    /// The commands set with `setMyCommands`.
+    pub(crate) commands: Vec<Value>,
 }
 
 /// A chat the fake knows (a user wrote in it, or a test added it).
@@ -108,6 +111,19 @@ pub struct Delivery {
     pub latency: Duration,
     /// When the attempt started.
     pub at: Instant,
+}
+
+/// A `sendMessageDraft` the bot made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Draft {
+    /// `chat_id`.
+    pub chat_id: i64,
+    /// `draft_id`.
+    pub draft_id: i64,
+    /// The draft's plain text (after `parse_mode`).
+    pub text: String,
+    /// `message_thread_id`, if given.
+    pub thread_id: Option<i64>,
 }
 
 /// A `sendChatAction` the bot made.

@@ -295,21 +295,18 @@ fn messages(shared: &Shared, phone: &str, body: &Value) -> Result<Reply, GraphEr
                 }
             }
         }
-        "template" => {
+        "template"
             if body["template"]["name"].as_str().is_none()
-                || body["template"]["language"]["code"].as_str().is_none()
-            {
-                return Err(GraphError::param(
-                    "(#100) The parameter template['name'] and template['language']['code'] are required.",
-                ));
-            }
+                || body["template"]["language"]["code"].as_str().is_none() =>
+        {
+            return Err(GraphError::param(
+                "(#100) The parameter template['name'] and template['language']['code'] are required.",
+            ));
         }
-        "reaction" => {
-            if body["reaction"]["message_id"].as_str().is_none() {
-                return Err(GraphError::param(
-                    "(#100) The parameter reaction['message_id'] is required.",
-                ));
-            }
+        "reaction" if body["reaction"]["message_id"].as_str().is_none() => {
+            return Err(GraphError::param(
+                "(#100) The parameter reaction['message_id'] is required.",
+            ));
         }
         _ => {}
     }
@@ -327,12 +324,16 @@ fn messages(shared: &Shared, phone: &str, body: &Value) -> Result<Reply, GraphEr
     }
     let n = shared.next();
     let id = format!("wamid.HBgL{wa_id}FQIAERgSOUFG{n:012X}");
-    shared.state.lock().sent.push(SentMessage {
-        id: id.clone(),
-        to: wa_id.clone(),
-        kind: kind.into(),
-        body: body.clone(),
-    });
+    {
+        let mut s = shared.state.lock();
+        s.sent.push(SentMessage {
+            id: id.clone(),
+            to: wa_id.clone(),
+            kind: kind.into(),
+            body: body.clone(),
+        });
+        *s.sent_per.entry(wa_id.clone()).or_default() += 1;
+    }
     shared.changes.bump();
     let mut message = json!({"id": id});
     if kind == "template" {
