@@ -556,6 +556,15 @@ impl TelegramBot {
             .await
     }
 
+    /// Wait until `check` returns `Some` (checked again on every change the
+    /// fake sees: a call, an answer, a push); returns its value.
+    ///
+    /// # Panics
+    /// After the hang guard, saying `what` was awaited.
+    pub async fn wait_until<T>(&self, what: &str, check: impl FnMut() -> Option<T>) -> T {
+        self.until(|| what.to_string(), check).await
+    }
+
     /// Wait until the bot has sent at least `n` messages to `chat_id`;
     /// returns them (see [`TelegramBot::sent`]).
     ///
