@@ -84,8 +84,9 @@ pub fn classify(method: &str, code: u16, description: &str, parameters: &Value) 
         401 => Error::auth(format!(
             "Telegram rejected the bot token ({what}); check `bot_token`"
         )),
-        // A malformed token gives 404 on every method URL.
-        404 if method != "getFile" => Error::auth(format!(
+        // A malformed token gives 404 on every method URL; elsewhere 404
+        // may mean a method this Bot API server lacks (sendMessageDraft).
+        404 if method == "getMe" => Error::auth(format!(
             "Telegram does not know this bot ({what}); check `bot_token`"
         )),
         400 if lower.contains("can't parse entities") || lower.contains("can't find end") => {

@@ -141,34 +141,33 @@ fn render_span(chars: &[char], out: &mut String) {
             i += 2;
             continue;
         }
-        if c == '`' {
-            if let Some(end) = find(chars, i + 1, &['`']).filter(|&e| e > i + 1) {
-                out.push_str("<code>");
-                for &ch in &chars[i + 1..end] {
-                    push_escaped(out, ch);
-                }
-                out.push_str("</code>");
+        if c == '`'
+            && let Some(end) = find(chars, i + 1, &['`']).filter(|&e| e > i + 1)
+        {
+            out.push_str("<code>");
+            for &ch in &chars[i + 1..end] {
+                push_escaped(out, ch);
+            }
+            out.push_str("</code>");
+            i = end + 1;
+            continue;
+        }
+        if c == '['
+            && let Some(close) = find(chars, i + 1, &[']', '('])
+            && let Some(end) = find(chars, close + 2, &[')'])
+        {
+            let url: String = chars[close + 2..end].iter().collect();
+            let url = url.trim();
+            let ok = ["https://", "http://", "tg://", "mailto:"]
+                .iter()
+                .any(|p| url.starts_with(p))
+                && !url.contains(char::is_whitespace);
+            if ok && close > i + 1 {
+                out.push_str(&format!("<a href=\"{}\">", escape_attr(url)));
+                render_span(&chars[i + 1..close], out);
+                out.push_str("</a>");
                 i = end + 1;
                 continue;
-            }
-        }
-        if c == '[' {
-            if let Some(close) = find(chars, i + 1, &[']', '(']) {
-                if let Some(end) = find(chars, close + 2, &[')']) {
-                    let url: String = chars[close + 2..end].iter().collect();
-                    let url = url.trim();
-                    let ok = ["https://", "http://", "tg://", "mailto:"]
-                        .iter()
-                        .any(|p| url.starts_with(p))
-                        && !url.contains(char::is_whitespace);
-                    if ok && close > i + 1 {
-                        out.push_str(&format!("<a href=\"{}\">", escape_attr(url)));
-                        render_span(&chars[i + 1..close], out);
-                        out.push_str("</a>");
-                        i = end + 1;
-                        continue;
-                    }
-                }
             }
         }
         let pairs: [(&[char], &str); 4] = [
