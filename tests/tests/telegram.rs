@@ -405,7 +405,6 @@ async fn in_a_group_the_agent_answers_only_when_addressed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the host to carry the inbound thread to the reply (Origin::Channel -> OutboundMessage.thread)"]
 async fn an_answer_lands_in_its_forum_topic() {
     let fake = FakeTelegram::start().await;
     let _g = gateway(
