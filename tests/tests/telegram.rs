@@ -13,7 +13,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use pincer::channels::access::{DmPolicy, GroupPolicy};
-use pincer::fakes::telegram::{Chat, DEFAULT_TOKEN, FakeTelegram, TgFault, User, UserMessage};
+use pincer::fakes::telegram::{
+    Chat, DEFAULT_TOKEN, FakeTelegram, TelegramBot, TgFault, User, UserMessage,
+};
 use pincer::plugins::PluginSettings;
 use pincer::plugins::bindings::{OutboundMessage, TextFormat};
 use pincer::plugins::manifest::SecretSource;
@@ -476,4 +478,111 @@ async fn an_inbound_photo_reaches_the_agent() {
     let key = format!("agent:main:telegram:direct:{}", chat.id);
     let h = admin.call("chat.history", json!({"sessionKey": key})).await;
     assert!(h.to_string().contains("image"), "{h}");
+}
+
+/// The calls the host makes less often (or not yet): attachment lookup,
+/// typing, and the typed errors of `send` and `edit`, on one instance of
+/// the plugin started against the fake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attachments_typing_and_typed_errors_through_the_contract() {
+    use pincer::plugins::bindings::ChatTarget;
+    use pincer::plugins::{Instance, PluginError};
+
+    let fake = FakeTelegram::start().await;
+    let g = gateway(settings(&fake, &[]), 0).await;
+    let png = b"\x89PNG\r\n\x1a\nfake image bytes".to_vec();
+    let file = fake.add_file(&png, "cat.png", "image/png");
+    let forum = Chat::forum(-100_777, "Forum");
+    fake.add_chat(&forum);
+    let version = g.gw().runtime.plugins.current("telegram").unwrap();
+    let config = vec![("api_base".to_string(), fake.base_url().to_string())];
+    let fake2 = TelegramBot::clone(&fake);
+    let file_id = file.file_id.clone();
+    let (download, errors) = g
+        .gw()
+        .runtime
+        .plugins
+        .run_call("test", async move {
+            let mut inst = Instance::try_new(version).await.unwrap();
+            inst.start(&config).await.unwrap();
+            let download = inst.fetch_attachment(&file_id).await.unwrap();
+            inst.typing(&ChatTarget {
+                conversation: "-100777".into(),
+                thread: Some("1".into()),
+                message_id: None,
+            })
+            .await
+            .unwrap();
+            let msg = |text: &str| OutboundMessage {
+                conversation: "-100777".into(),
+                thread: Some("1".into()),
+                text: text.into(),
+                format: TextFormat::Markdown,
+                reply_to: None,
+                attachments: Vec::new(),
+            };
+            let mut errors = Vec::new();
+            fake2.fail_next(
+                "sendMessage",
+                1,
+                TgFault::Error {
+                    code: 400,
+                    description: "Bad Request: can't parse entities: Unsupported start tag \"x\" at byte offset 0".into(),
+                },
+            );
+            errors.push(inst.send(&msg("a")).await.unwrap_err().plugin_error().cloned());
+            fake2.fail_next("sendMessage", 1, TgFault::RetryAfter(3));
+            errors.push(inst.send(&msg("b")).await.unwrap_err().plugin_error().cloned());
+            let id = inst.send(&msg("**same**")).await.unwrap();
+            // The same text again: Telegram says "message is not modified".
+            inst.edit("-100777", &id, "**same**", TextFormat::Markdown)
+                .await
+                .unwrap();
+            (download, errors)
+        })
+        .await
+        .unwrap();
+    // The download URL carries the placeholder; the host fills it in.
+    assert_eq!(
+        download.url,
+        format!(
+            "{}/file/bot{{{{secret:bot_token}}}}/{}",
+            fake.base_url(),
+            file.file_path
+        )
+    );
+    assert_eq!(download.mime_type.as_deref(), Some("image/png"));
+    let bytes = reqwest::get(download.url.replace("{{secret:bot_token}}", DEFAULT_TOKEN))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(bytes.as_ref(), png.as_slice());
+    let typing = fake.calls_of("sendChatAction").remove(0);
+    assert_eq!(typing.params["action"], "typing");
+    assert_eq!(typing.params["message_thread_id"], 1);
+    assert!(
+        matches!(errors[0], Some(PluginError::Formatting { .. })),
+        "{errors:?}"
+    );
+    assert!(
+        matches!(
+            errors[1],
+            Some(PluginError::RateLimited {
+                retry_after_ms: 3_000,
+                ..
+            })
+        ),
+        "{errors:?}"
+    );
+    // General (thread 1) is omitted when sending.
+    let sent = fake.calls_of("sendMessage");
+    assert!(
+        sent.iter()
+            .all(|c| c.params.get("message_thread_id").is_none())
+    );
+    assert_eq!(fake.sent_texts(forum.id), ["same"]);
+    let edit = fake.calls_of("editMessageText").remove(0);
+    assert_eq!(edit.status, Some(400));
 }
