@@ -586,3 +586,31 @@ async fn attachments_typing_and_typed_errors_through_the_contract() {
     let edit = fake.calls_of("editMessageText").remove(0);
     assert_eq!(edit.status, Some(400));
 }
+
+/// A webhook set behind the poller's back (another deployment, a script):
+/// getUpdates answers 409, the plugin deletes the webhook, and after the
+/// host's backoff polling resumes and messages are answered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_set_while_polling_is_deleted_and_polling_resumes() {
+    let fake = FakeTelegram::start().await;
+    let _g = gateway(settings(&fake, &[]), 0).await;
+    fake.wait_for_pollers(1).await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/setWebhook", fake.api_url()))
+        .json(&json!({"url": "https://elsewhere.example.com/hook"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    fake.wait_for_calls("deleteWebhook", 1).await;
+    let conflicts = fake
+        .calls_of("getUpdates")
+        .iter()
+        .filter(|c| c.status == Some(409))
+        .count();
+    assert!(conflicts >= 1, "no 409 seen");
+    let (chat, user) = alice();
+    fake.push(UserMessage::text(&chat, &user, "still here?"));
+    wait_texts(&fake, chat.id, &["still here?"]).await;
+    assert_eq!(fake.webhook_url(), None);
+}
