@@ -494,6 +494,7 @@ async fn attachments_typing_and_typed_errors_through_the_contract() {
     let file = fake.add_file(&png, "cat.png", "image/png");
     let forum = Chat::forum(-100_777, "Forum");
     fake.add_chat(&forum);
+    fake.add_chat(&alice().0);
     let version = g.gw().runtime.plugins.current("telegram").unwrap();
     let config = vec![("api_base".to_string(), fake.base_url().to_string())];
     let fake2 = TelegramBot::clone(&fake);
@@ -506,6 +507,13 @@ async fn attachments_typing_and_typed_errors_through_the_contract() {
             let mut inst = Instance::try_new(version).await.unwrap();
             inst.start(&config).await.unwrap();
             let download = inst.fetch_attachment(&file_id).await.unwrap();
+            // A live draft in the private chat (stream style `draft`).
+            let alice = ChatTarget {
+                conversation: "4242".into(),
+                thread: None,
+                message_id: None,
+            };
+            inst.draft(&alice, 7, "Thinking *hard*").await.unwrap();
             inst.typing(&ChatTarget {
                 conversation: "-100777".into(),
                 thread: Some("1".into()),
@@ -559,6 +567,10 @@ async fn attachments_typing_and_typed_errors_through_the_contract() {
         .await
         .unwrap();
     assert_eq!(bytes.as_ref(), png.as_slice());
+    let drafts = fake.drafts();
+    assert_eq!(drafts.len(), 1);
+    assert_eq!((drafts[0].chat_id, drafts[0].draft_id), (4242, 7));
+    assert_eq!(drafts[0].text, "Thinking *hard*");
     let typing = fake.calls_of("sendChatAction").remove(0);
     assert_eq!(typing.params["action"], "typing");
     assert_eq!(typing.params["message_thread_id"], 1);

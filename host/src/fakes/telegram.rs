@@ -12,7 +12,8 @@
 //! set); `setWebhook` / `deleteWebhook` / `getWebhookInfo` with deliveries
 //! one at a time in order, the secret header, and retries with a bounded
 //! backoff; `sendMessage` / `editMessageText` with `parse_mode` checks and
-//! length limits; `sendChatAction`; `getFile`; `sendPhoto` /
+//! length limits; `sendChatAction`; `sendMessageDraft` (private chats);
+//! `getFile`; `sendPhoto` /
 //! `sendDocument` by multipart upload, `file_id` or URL.
 //!
 //! The test side ([`TelegramBot`], reached through [`FakeTelegram`]'s
@@ -47,7 +48,7 @@ use super::server::Server;
 use super::wait::Changes;
 
 pub use inbound::{Chat, User, UserMessage, detect_entities};
-pub use state::{ChatAction, Delivery, Upload};
+pub use state::{ChatAction, Delivery, Draft, Upload};
 
 /// The default bot's token.
 pub const DEFAULT_TOKEN: &str = "123456789:AAHfakeTokenForPincerTests-000000000";
@@ -422,6 +423,7 @@ impl TelegramBot {
         let mut s = self.core.state.lock();
         s.deliveries.clear();
         s.actions.clear();
+        s.drafts.clear();
         s.uploads.clear();
     }
 
@@ -463,6 +465,11 @@ impl TelegramBot {
     /// Every `sendChatAction`, in order.
     pub fn chat_actions(&self) -> Vec<ChatAction> {
         self.core.state.lock().actions.clone()
+    }
+
+    /// Every `sendMessageDraft`, in order.
+    pub fn drafts(&self) -> Vec<Draft> {
+        self.core.state.lock().drafts.clone()
     }
 
     /// Every file the bot sent (`sendPhoto`, `sendDocument`), in order.

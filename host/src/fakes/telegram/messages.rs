@@ -1,5 +1,6 @@
 //! Messages in the Telegram fake: what users push (as updates) and what
 //! the bot sends: `sendMessage`, `editMessageText`, `sendChatAction`,
+//! `sendMessageDraft`,
 //! `getFile`, `sendPhoto` / `sendDocument`, with Telegram's checks and
 //! error texts.
 
@@ -12,7 +13,7 @@ use serde_json::{Value, json};
 use super::api::{ApiError, ApiRequest, ok};
 use super::inbound::UserMessage;
 use super::markup::{ParseMode, plain_text};
-use super::state::{ChatAction, ChatState, Upload};
+use super::state::{ChatAction, ChatState, Draft, Upload};
 use super::{BotCore, FileRef, Pushed, Shared};
 
 /// `text` limit of `sendMessage` / `editMessageText` (characters after
@@ -360,6 +361,38 @@ pub(super) fn send_chat_action(bot: &Arc<BotCore>, req: &ApiRequest) -> Result<V
         s.actions.push(ChatAction {
             chat_id,
             action,
+            thread_id,
+        });
+    }
+    bot.changes.bump();
+    Ok(ok(json!(true)))
+}
+
+/// `sendMessageDraft`: a live draft, private chats only, `draft_id` non-zero,
+/// text up to 4096 characters (empty allowed: a "thinking" placeholder).
+pub(super) fn send_message_draft(bot: &Arc<BotCore>, req: &ApiRequest) -> Result<Value, ApiError> {
+    let chat_id = req.chat_id()?;
+    let draft_id = req.int("draft_id")?.unwrap_or(0);
+    if draft_id == 0 {
+        return Err(ApiError::bad("draft_id must be non-zero"));
+    }
+    let text = req.str("text").unwrap_or_default();
+    if text.chars().count() > 4096 {
+        return Err(ApiError::bad("message is too long"));
+    }
+    let thread_id = req.int("message_thread_id")?;
+    {
+        let mut s = bot.state.lock();
+        let Some(chat) = s.chats.get(&chat_id) else {
+            return Err(ApiError::bad("chat not found"));
+        };
+        if chat.chat["type"] != "private" {
+            return Err(ApiError::bad("drafts can be sent only to private chats"));
+        }
+        s.drafts.push(Draft {
+            chat_id,
+            draft_id,
+            text,
             thread_id,
         });
     }

@@ -42,6 +42,7 @@ pub(crate) struct BotState {
     pub(crate) chats: HashMap<i64, ChatState>,
     pub(crate) deliveries: Vec<Delivery>,
     pub(crate) actions: Vec<ChatAction>,
+    pub(crate) drafts: Vec<Draft>,
     pub(crate) uploads: Vec<Upload>,
 }
 
@@ -117,6 +118,19 @@ pub struct ChatAction {
     pub chat_id: i64,
     /// `action` (`typing`, ...).
     pub action: String,
+    /// `message_thread_id`, if given.
+    pub thread_id: Option<i64>,
+}
+
+/// A `sendMessageDraft` call (Bot API 9.3+: a live draft in a private chat).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Draft {
+    /// `chat_id`.
+    pub chat_id: i64,
+    /// `draft_id` (non-zero; updates of one draft share it).
+    pub draft_id: i64,
+    /// `text`.
+    pub text: String,
     /// `message_thread_id`, if given.
     pub thread_id: Option<i64>,
 }
