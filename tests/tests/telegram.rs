@@ -626,3 +626,39 @@ async fn a_webhook_set_while_polling_is_deleted_and_polling_resumes() {
     wait_texts(&fake, chat.id, &["still here?"]).await;
     assert_eq!(fake.webhook_url(), None);
 }
+
+/// In webhook mode the channel's poll is a watch on the webhook: when the
+/// webhook disappears (deleted by someone else), it is set again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_mode_sets_a_lost_webhook_again() {
+    let fake = FakeTelegram::start().await;
+    let port = free_port();
+    let hook = format!("http://127.0.0.1:{port}/channels/telegram/webhook");
+    let _g = gateway(
+        PluginSettings {
+            // Watch every second instead of every 25 s.
+            limits: Some(pincer::plugins::Limits {
+                poll_wait_ms: 1_000,
+                ..Default::default()
+            }),
+            ..settings(&fake, &[("mode", "webhook"), ("webhook_url", &hook)])
+        },
+        port,
+    )
+    .await;
+    fake.wait_for_calls("setWebhook", 1).await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/deleteWebhook", fake.api_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(fake.webhook_url(), None);
+    fake.wait_for_calls("setWebhook", 2).await;
+    assert_eq!(fake.webhook_url().as_deref(), Some(hook.as_str()));
+    assert!(!fake.calls_of("getWebhookInfo").is_empty());
+    assert!(fake.calls_of("getUpdates").is_empty());
+    let (chat, user) = alice();
+    fake.push(UserMessage::text(&chat, &user, "back"));
+    wait_texts(&fake, chat.id, &["back"]).await;
+}

@@ -18,7 +18,8 @@
 //! The contract's `describe` cannot see the config, so the channel always
 //! declares poll mode to the host; in webhook mode `poll` is a watch: it
 //! waits, then checks `getWebhookInfo` (contact with the platform, and the
-//! webhook set again if it went missing) and returns no messages.
+//! webhook set again if it went missing or was pointed elsewhere) and
+//! returns no messages.
 
 pub mod api;
 pub mod html;
@@ -277,8 +278,11 @@ impl Channel for Telegram {
                 &json!({}),
                 api::CALL_TIMEOUT_MS,
             )?;
-            if info["url"].as_str().is_none_or(str::is_empty) {
-                log::warn("the webhook went missing; setting it again", &[]);
+            if info["url"].as_str() != s.webhook_url.as_deref() {
+                log::warn(
+                    "the webhook went missing or points elsewhere; setting it again",
+                    &[("was", info["url"].as_str().unwrap_or_default())],
+                );
                 set_webhook(&s)?;
             } else if let Some(e) = info["last_error_message"].as_str() {
                 log::debug("Telegram reports a webhook delivery error", &[("error", e)]);
