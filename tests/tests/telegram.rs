@@ -662,3 +662,39 @@ async fn webhook_mode_sets_a_lost_webhook_again() {
     fake.push(UserMessage::text(&chat, &user, "back"));
     wait_texts(&fake, chat.id, &["back"]).await;
 }
+
+/// A token Telegram rejects makes `start` fail with an auth error that
+/// says which secret to fix; nothing is polled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_token_is_an_auth_error_naming_the_secret() {
+    use pincer::plugins::{Instance, PluginError};
+
+    let fake = FakeTelegram::start().await;
+    let mut s = settings(&fake, &[]);
+    s.secrets.insert(
+        "bot_token".into(),
+        SecretSource::Value("999:not-a-known-token".into()),
+    );
+    let g = gateway(s, 0).await;
+    let version = g.gw().runtime.plugins.current("telegram").unwrap();
+    let config = vec![("api_base".to_string(), fake.base_url().to_string())];
+    let err = g
+        .gw()
+        .runtime
+        .plugins
+        .run_call("test", async move {
+            let mut inst = Instance::try_new(version).await.unwrap();
+            inst.start(&config).await.unwrap_err()
+        })
+        .await
+        .unwrap();
+    match err.plugin_error() {
+        Some(PluginError::Auth { message }) => assert!(message.contains("bot_token"), "{message}"),
+        other => panic!("expected an auth error, got {other:?} ({err})"),
+    }
+    assert!(fake.calls_of("getUpdates").is_empty());
+    // The gateway itself keeps serving.
+    let mut admin = Client::admin(&g.url()).await;
+    let status = admin.call("channels.status", json!({})).await;
+    assert!(status["channels"]["telegram"].is_object(), "{status}");
+}
