@@ -12,6 +12,7 @@ const BUNDLED: &[(&str, &str)] = &[
     ("echo", "echo"),
     ("clock", "clock"),
     ("http-fetch", "http-fetch"),
+    ("telegram", "telegram"),
 ];
 /// Plugins built for the test suite only.
 const TESTING: &[(&str, &str)] = &[

@@ -13,9 +13,9 @@
 //! - `group_policy` (`allowlist` default, `open`, `disabled`) and
 //!   `require_mention` (default true) for groups.
 //!
-//! The 0.1.0 channel contract carries no chat type and no mention facts, so
-//! every conversation is treated as direct ([`ChatKind::Direct`]); the group
-//! rules are in place for the contract that adds them.
+//! The chat type and the mention facts come from the 0.2.0 contract's
+//! inbound message (`chat-type`, `mentioned`, `reply-to.from-bot-self`);
+//! 0.1.0 plugins carry neither, so their conversations count as direct.
 //!
 //! Test channels (manifest `test_only = true`, like the bundled `echo`)
 //! accept pushes only from loopback peers unless the operator sets
@@ -61,9 +61,10 @@ pub enum GroupPolicy {
 }
 
 /// The kind of conversation a message came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum ChatKind {
     /// A one-to-one chat (every 0.1.0 message).
+    #[default]
     Direct,
     /// A group or channel.
     Group,
@@ -195,9 +196,9 @@ impl AccessGate {
         };
         let settings = &version.settings;
         let facts = Facts {
-            kind: ChatKind::Direct,
+            kind: msg.kind,
             sender: &msg.sender,
-            mentioned: false,
+            mentioned: msg.mentioned,
         };
         let mut store_failed = false;
         let verdict = decide(settings, &facts, || {

@@ -27,7 +27,9 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::plugins::bindings::{InboundMessage, OutboundMessage, WebhookRequest, WebhookResponse};
+use crate::plugins::bindings::{
+    ChatType, InboundMessage, OutboundMessage, WebhookRequest, WebhookResponse,
+};
 use crate::plugins::{CallError, PluginRegistry, PluginVersion};
 use crate::store::SharedPairing;
 
@@ -44,6 +46,14 @@ pub struct Inbound {
     pub sender: String,
     /// Sender display name.
     pub sender_name: Option<String>,
+    /// Direct chat or group (0.1.0 plugins: always direct). Channels
+    /// (broadcast) count as groups for the access policy.
+    #[serde(skip)]
+    pub kind: access::ChatKind,
+    /// The bot was mentioned or replied to (what `require_mention` asks).
+    pub mentioned: bool,
+    /// Thread or forum topic inside the conversation, if any.
+    pub thread: Option<String>,
     /// Text.
     pub text: String,
     /// Platform timestamp (Unix ms).
@@ -58,6 +68,12 @@ impl Inbound {
             conversation: m.conversation,
             sender: m.sender,
             sender_name: m.sender_name,
+            kind: match m.chat_type {
+                ChatType::Direct => access::ChatKind::Direct,
+                ChatType::Group | ChatType::Channel => access::ChatKind::Group,
+            },
+            mentioned: m.mentioned || m.reply_to.as_ref().is_some_and(|r| r.from_bot_self),
+            thread: m.thread,
             text: m.text,
             timestamp: m.timestamp,
         }

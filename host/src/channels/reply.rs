@@ -23,11 +23,13 @@ fn chunks(text: &str, max: usize) -> Vec<String> {
     chars.chunks(max).map(|c| c.iter().collect()).collect()
 }
 
-/// Stream a reply into a channel from `(text so far, done)` updates.
+/// Stream a reply into a channel from `(text so far, done)` updates, into
+/// `thread` (a forum topic) when the message answered came from one.
 pub async fn stream_reply(
     channels: Arc<ChannelManager>,
     channel: String,
     conversation: String,
+    thread: Option<String>,
     reply_to: Option<String>,
     mut rx: watch::Receiver<(String, bool)>,
 ) {
@@ -43,7 +45,7 @@ pub async fn stream_reply(
         let channel = channel.clone();
         let msg = OutboundMessage {
             conversation: conversation.clone(),
-            thread: None,
+            thread: thread.clone(),
             text,
             format: TextFormat::Markdown,
             reply_to: reply_to.clone(),

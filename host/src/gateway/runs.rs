@@ -48,6 +48,8 @@ pub enum Origin {
         conversation: String,
         /// Platform id of the message being answered.
         reply_to: Option<String>,
+        /// Thread or forum topic the message came from (the answer goes there).
+        thread: Option<String>,
         /// Sender id.
         sender: String,
     },
@@ -463,6 +465,7 @@ pub(super) async fn execute(
         conversation,
         sender,
         reply_to,
+        ..
     } = &spec.origin
     {
         meta.insert("channel".into(), json!(channel));
@@ -538,6 +541,7 @@ pub(super) async fn execute(
             channel,
             conversation,
             reply_to,
+            thread,
             ..
         } => {
             let (tx, rx) = watch::channel((String::new(), false));
@@ -545,6 +549,7 @@ pub(super) async fn execute(
                 gw.runtime.channels.clone(),
                 channel.clone(),
                 conversation.clone(),
+                thread.clone(),
                 reply_to.clone(),
                 rx,
             ));

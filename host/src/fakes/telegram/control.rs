@@ -283,6 +283,14 @@ impl TelegramBot {
     ///
     /// # Panics
     /// After the hang guard.
+    pub async fn wait_until<T>(&self, what: &str, check: impl FnMut() -> Option<T>) -> T {
+        self.until(|| what.to_string(), check).await
+    }
+
+    /// Wait until `n` calls of `method` were answered; returns them all.
+    ///
+    /// # Panics
+    /// After the hang guard.
     pub async fn wait_for_calls(&self, method: &str, n: usize) -> Vec<Call> {
         self.until(
             || format!("{n} answered {method} calls"),
