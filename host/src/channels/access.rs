@@ -61,7 +61,8 @@ pub enum GroupPolicy {
 }
 
 /// The kind of conversation a message came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ChatKind {
     /// A one-to-one chat (every 0.1.0 message).
     Direct,

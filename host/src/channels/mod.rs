@@ -13,9 +13,12 @@
 //! sees them.
 
 pub mod access;
+pub mod chunk;
 pub mod pairing;
 pub mod reply;
 mod runner;
+pub mod stream;
+pub mod typing;
 pub mod verify;
 
 pub use access::AccessGate;
@@ -44,6 +47,10 @@ pub struct Inbound {
     pub sender: String,
     /// Sender display name.
     pub sender_name: Option<String>,
+    /// Direct chat or group (replies stream by draft only in direct chats).
+    pub chat: access::ChatKind,
+    /// Thread or forum topic inside the conversation (replies go there).
+    pub thread: Option<String>,
     /// Text.
     pub text: String,
     /// Platform timestamp (Unix ms).
@@ -58,6 +65,11 @@ impl Inbound {
             conversation: m.conversation,
             sender: m.sender,
             sender_name: m.sender_name,
+            chat: match m.chat_type {
+                crate::plugins::bindings::ChatType::Direct => access::ChatKind::Direct,
+                _ => access::ChatKind::Group,
+            },
+            thread: m.thread,
             text: m.text,
             timestamp: m.timestamp,
         }
@@ -92,6 +104,7 @@ pub struct ChannelManager {
     runners: Mutex<BTreeMap<String, Arc<ChannelRunner>>>,
     inbound: broadcast::Sender<Inbound>,
     access: Arc<AccessGate>,
+    replies: Arc<reply::ReplyStats>,
 }
 
 impl ChannelManager {
@@ -104,7 +117,13 @@ impl ChannelManager {
             runners: Mutex::new(BTreeMap::new()),
             inbound: broadcast::channel(4096).0,
             access: Arc::new(AccessGate::new(pairing::Pairing::new(pairing, clock))),
+            replies: Arc::default(),
         })
+    }
+
+    /// Counters of the reply path (typing calls, plain resends, fallbacks).
+    pub fn reply_stats(&self) -> &Arc<reply::ReplyStats> {
+        &self.replies
     }
 
     /// The plugin registry.

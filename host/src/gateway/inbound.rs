@@ -94,6 +94,8 @@ pub fn route(gw: &Arc<Gateway>, msg: Inbound) {
             conversation: msg.conversation.clone(),
             reply_to: Some(msg.id.clone()),
             sender: msg.sender.clone(),
+            thread: msg.thread.clone(),
+            chat: msg.chat,
         },
         timeout: None,
     };

@@ -50,6 +50,10 @@ pub enum Origin {
         reply_to: Option<String>,
         /// Sender id.
         sender: String,
+        /// Thread or topic of the message being answered (the reply goes there).
+        thread: Option<String>,
+        /// Direct chat or group (decides draft streaming).
+        chat: crate::channels::access::ChatKind,
     },
 }
 
@@ -463,6 +467,7 @@ pub(super) async fn execute(
         conversation,
         sender,
         reply_to,
+        ..
     } = &spec.origin
     {
         meta.insert("channel".into(), json!(channel));
@@ -538,14 +543,21 @@ pub(super) async fn execute(
             channel,
             conversation,
             reply_to,
+            thread,
+            chat,
             ..
         } => {
             let (tx, rx) = watch::channel((String::new(), false));
+            let target = crate::channels::reply::ReplyTarget {
+                channel: channel.clone(),
+                conversation: conversation.clone(),
+                thread: thread.clone(),
+                chat: *chat,
+                message_id: reply_to.clone(),
+            };
             let task = tokio::spawn(crate::channels::reply::stream_reply(
                 gw.runtime.channels.clone(),
-                channel.clone(),
-                conversation.clone(),
-                reply_to.clone(),
+                target,
                 rx,
             ));
             (Some(tx), Some(task))
