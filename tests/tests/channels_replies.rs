@@ -483,3 +483,57 @@ async fn a_formatting_error_resends_as_plain_and_unsupported_edits_fall_back() {
     assert_eq!(text(sends[1]), "plain words here");
     assert_eq!(sends[1]["format"], "markdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_reply_that_outgrows_the_limit_continues_in_a_new_message() {
+    let limit = 60;
+    let s = Setup::start(
+        json!({"edit": true, "streaming": "edit", "min_edit_interval_ms": 1000, "max_message_length": limit}),
+        true,
+    )
+    .await;
+    s.inbound(json!([{"id": "o1", "conversation": "c", "text": "go"}]));
+    let mut answer = String::new();
+    for i in 0..40 {
+        let piece = format!("Sentence {i} ends. ");
+        answer.push_str(&piece);
+        s.say(Some(&piece));
+        if i == 0 {
+            s.wait_out("the first message", |o| !ops(o, "send").is_empty())
+                .await;
+        }
+        if i % 5 == 4 {
+            // An interval of clock time per 5 sentences: the text so far
+            // shows (by an edit, or in a new message).
+            let before = s.out().len();
+            s.clock.advance(1_000);
+            s.wait_out("the text so far", |o| o.len() > before).await;
+        }
+    }
+    s.say(None);
+    s.answered("o1").await;
+    let out = s.out();
+    // Each message's last text, in the order the messages were sent.
+    let mut messages: Vec<(String, String)> = Vec::new();
+    for v in &out {
+        match v["op"].as_str() {
+            Some("send") => messages.push((v["id"].as_str().expect("id").into(), text(v).into())),
+            Some("edit") => {
+                let id = v["message_id"].as_str().expect("id");
+                let m = messages
+                    .iter_mut()
+                    .find(|(i, _)| i == id)
+                    .expect("edits a sent message");
+                m.1 = text(v).into();
+            }
+            _ => {}
+        }
+    }
+    assert!(messages.len() >= 10, "{} messages", messages.len());
+    for (_, t) in &messages {
+        assert!(t.encode_utf16().count() <= limit, "{t:?}");
+        assert!(t.ends_with("ends."), "cut at a sentence: {t:?}");
+    }
+    let joined: Vec<String> = messages.into_iter().map(|m| m.1).collect();
+    assert_eq!(words(&joined.join(" ")), words(&answer));
+}
