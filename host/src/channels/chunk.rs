@@ -110,6 +110,18 @@ pub fn split_from(text: &str, open: Option<&str>, limit: usize, measure: Measure
     out
 }
 
+/// Whether `s` measures at most `budget` (stops counting past it).
+fn fits(s: &str, budget: usize, m: Measure) -> bool {
+    let mut used = 0;
+    for c in s.chars() {
+        used += m.char_len(c);
+        if used > budget {
+            return false;
+        }
+    }
+    true
+}
+
 fn skip_blank(text: &str, from: usize) -> usize {
     from + (text[from..].len() - text[from..].trim_start().len())
 }
@@ -132,10 +144,9 @@ fn next_chunk(text: &str, pos: usize, open: Option<&str>, limit: usize, m: Measu
         open = None;
     }
     let rest = &text[pos..];
-    let whole = format!("{prefix}{}", rest.trim_end());
-    if limit == 0 || m.len(&whole) <= limit {
+    if limit == 0 || fits(rest.trim_end(), limit.saturating_sub(m.len(&prefix)), m) {
         return Chunk {
-            text: whole,
+            text: format!("{prefix}{}", rest.trim_end()),
             end: text.len(),
             reopen: None,
         };
