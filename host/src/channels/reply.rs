@@ -88,7 +88,8 @@ impl ReplyStats {
     pub fn plain_resends(&self) -> u64 {
         self.plain_resends.load(Ordering::Relaxed)
     }
-    /// Replies that fell back to final-only (edit or draft unsupported).
+    /// Replies that fell back to final-only (an edit or draft unsupported
+    /// or failing for good).
     pub fn fallbacks(&self) -> u64 {
         self.fallbacks.load(Ordering::Relaxed)
     }
@@ -145,11 +146,17 @@ fn is_formatting(e: &ChannelError) -> bool {
     )
 }
 
-fn is_unsupported(e: &ChannelError) -> bool {
+/// An error after which streaming stops for this answer (the rest goes
+/// out when it is complete): the call is unsupported, or can never work
+/// (for example the message to edit was deleted).
+fn ends_streaming(e: &ChannelError) -> bool {
     matches!(
         e,
         ChannelError::Call { error, .. }
-            if matches!(error.plugin_error(), Some(PluginError::Unsupported { .. }))
+            if matches!(
+                error.plugin_error(),
+                Some(PluginError::Unsupported { .. } | PluginError::Permanent { .. })
+            )
     )
 }
 
@@ -206,9 +213,14 @@ pub async fn deliver_final(channels: &ChannelManager, target: &ReplyTarget, ops:
         let r = match &op {
             FinalOp::Send(text) => send_text(channels, target, text).await.map(drop),
             FinalOp::Edit { id, text } => match edit_text(channels, target, id, text).await {
-                // The streamed message cannot take its final text: send it.
-                Err(e) if is_unsupported(&e) => send_text(channels, target, text).await.map(drop),
-                r => r,
+                // The streamed message cannot take its final text (edits
+                // unsupported, the message gone, the platform down): send
+                // it as a message of its own rather than leave it partial.
+                Err(e) => {
+                    debug!(channel = %target.channel, error = %e, "final edit failed; sending the text instead");
+                    send_text(channels, target, text).await.map(drop)
+                }
+                Ok(()) => Ok(()),
             },
         };
         if let Err(e) = r {
@@ -271,9 +283,9 @@ async fn live_step(
     };
     match r {
         Ok(()) => {}
-        Err(e) if is_unsupported(&e) => {
+        Err(e) if ends_streaming(&e) => {
             channels.replies.fallbacks.fetch_add(1, Ordering::Relaxed);
-            debug!(%channel, error = %e, "streaming not supported; the answer goes out when complete");
+            debug!(%channel, error = %e, "streaming stopped; the answer goes out when complete");
             streamer.unsupported();
         }
         Err(e) => warn!(%channel, error = %e, "streaming reply"),
