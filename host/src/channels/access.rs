@@ -61,7 +61,8 @@ pub enum GroupPolicy {
 }
 
 /// The kind of conversation a message came from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ChatKind {
     /// A one-to-one chat (every 0.1.0 message).
     #[default]
@@ -196,7 +197,7 @@ impl AccessGate {
         };
         let settings = &version.settings;
         let facts = Facts {
-            kind: msg.kind,
+            kind: msg.chat,
             sender: &msg.sender,
             mentioned: msg.mentioned,
         };

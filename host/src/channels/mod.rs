@@ -13,9 +13,12 @@
 //! sees them.
 
 pub mod access;
+pub mod chunk;
 pub mod pairing;
 pub mod reply;
 mod runner;
+pub mod stream;
+pub mod typing;
 pub mod verify;
 
 pub use access::AccessGate;
@@ -47,12 +50,12 @@ pub struct Inbound {
     /// Sender display name.
     pub sender_name: Option<String>,
     /// Direct chat or group (0.1.0 plugins: always direct). Channels
-    /// (broadcast) count as groups for the access policy.
-    #[serde(skip)]
-    pub kind: access::ChatKind,
+    /// (broadcast) count as groups for the access policy; replies stream by
+    /// draft only in direct chats.
+    pub chat: access::ChatKind,
     /// The bot was mentioned or replied to (what `require_mention` asks).
     pub mentioned: bool,
-    /// Thread or forum topic inside the conversation, if any.
+    /// Thread or forum topic inside the conversation (replies go there).
     pub thread: Option<String>,
     /// Text.
     pub text: String,
@@ -68,7 +71,7 @@ impl Inbound {
             conversation: m.conversation,
             sender: m.sender,
             sender_name: m.sender_name,
-            kind: match m.chat_type {
+            chat: match m.chat_type {
                 ChatType::Direct => access::ChatKind::Direct,
                 ChatType::Group | ChatType::Channel => access::ChatKind::Group,
             },
@@ -108,6 +111,7 @@ pub struct ChannelManager {
     runners: Mutex<BTreeMap<String, Arc<ChannelRunner>>>,
     inbound: broadcast::Sender<Inbound>,
     access: Arc<AccessGate>,
+    replies: Arc<reply::ReplyStats>,
 }
 
 impl ChannelManager {
@@ -120,7 +124,13 @@ impl ChannelManager {
             runners: Mutex::new(BTreeMap::new()),
             inbound: broadcast::channel(4096).0,
             access: Arc::new(AccessGate::new(pairing::Pairing::new(pairing, clock))),
+            replies: Arc::default(),
         })
+    }
+
+    /// Counters of the reply path (typing calls, plain resends, fallbacks).
+    pub fn reply_stats(&self) -> &Arc<reply::ReplyStats> {
+        &self.replies
     }
 
     /// The plugin registry.

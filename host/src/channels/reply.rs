@@ -1,108 +1,366 @@
-//! Answers out: a run's reply streamed into the channel it came from
-//! (`send`, then `edit` while it grows when the channel can edit; one final
-//! `send` otherwise; split at the channel's message length), and short
-//! notices to a sender (rate limit, full queue).
+//! Answers out: a run's reply delivered into the conversation it answers,
+//! the way the channel declares it can take it.
+//!
+//! [`stream_reply`] marks the inbound message read (channels with read
+//! receipts), keeps a typing indicator up while the agent works
+//! ([`typing`](super::typing)), streams the growing answer in the
+//! channel's style ([`stream`](super::stream): final-only, throttled
+//! edits, or native drafts in direct chats) and delivers the final chunks
+//! ([`chunk`](super::chunk)) through [`deliver_final`]. Every message goes
+//! to the inbound message's thread and replies to it, as Markdown; when
+//! the platform rejects the formatting (`error.formatting`) the same text
+//! goes again as plain text. [`notify`] sends short notices (rate limit,
+//! full queue).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::watch;
-use tracing::warn;
+use tracing::{debug, warn};
 
-use super::ChannelManager;
-use crate::plugins::bindings::{OutboundMessage, TextFormat};
+use super::access::ChatKind;
+use super::chunk::Measure;
+use super::stream::{Settings, Step, Streamer, Style};
+use super::typing::{self, TypingStats};
+use super::{ChannelError, ChannelManager};
+use crate::plugins::PluginError;
+use crate::plugins::bindings::{
+    Capabilities, ChatTarget, OutboundMessage, StreamStyle, TextFormat,
+};
 
-/// Minimum time between edits of a streamed channel reply.
-pub const EDIT_INTERVAL: Duration = Duration::from_millis(1000);
+/// How the host counts a channel's `max-message-length`: UTF-16 code units,
+/// as Telegram does. A text within N UTF-16 units is also within N
+/// characters, so the same measure is safe for platforms that count
+/// characters.
+pub const MEASURE: Measure = Measure::Utf16;
 
-fn chunks(text: &str, max: usize) -> Vec<String> {
-    if max == 0 || text.chars().count() <= max {
-        return vec![text.to_string()];
-    }
-    let chars: Vec<char> = text.chars().collect();
-    chars.chunks(max).map(|c| c.iter().collect()).collect()
+/// Where a reply goes: the inbound message it answers.
+#[derive(Debug, Clone)]
+pub struct ReplyTarget {
+    /// Channel plugin name.
+    pub channel: String,
+    /// Conversation id on the platform.
+    pub conversation: String,
+    /// Thread or forum topic of the inbound message.
+    pub thread: Option<String>,
+    /// Direct chat or group.
+    pub chat: ChatKind,
+    /// Platform id of the message being answered (replies reply to it;
+    /// typing and read receipts name it).
+    pub message_id: Option<String>,
 }
 
-/// Stream a reply into a channel from `(text so far, done)` updates, into
-/// `thread` (a forum topic) when the message answered came from one.
+impl ReplyTarget {
+    fn chat_target(&self) -> ChatTarget {
+        ChatTarget {
+            conversation: self.conversation.clone(),
+            thread: self.thread.clone(),
+            message_id: self.message_id.clone(),
+        }
+    }
+
+    fn message(&self, text: String, format: TextFormat) -> OutboundMessage {
+        OutboundMessage {
+            conversation: self.conversation.clone(),
+            thread: self.thread.clone(),
+            text,
+            format,
+            reply_to: self.message_id.clone(),
+            attachments: Vec::new(),
+        }
+    }
+}
+
+/// Counters of the reply path, across channels.
+#[derive(Debug, Default)]
+pub struct ReplyStats {
+    typing: Arc<TypingStats>,
+    plain_resends: AtomicU64,
+    fallbacks: AtomicU64,
+}
+
+impl ReplyStats {
+    /// Typing calls made and failed.
+    pub fn typing(&self) -> &TypingStats {
+        &self.typing
+    }
+    /// Messages resent as plain text after `error.formatting`.
+    pub fn plain_resends(&self) -> u64 {
+        self.plain_resends.load(Ordering::Relaxed)
+    }
+    /// Replies that fell back to final-only (an edit or draft unsupported
+    /// or failing for good).
+    pub fn fallbacks(&self) -> u64 {
+        self.fallbacks.load(Ordering::Relaxed)
+    }
+}
+
+/// A final piece of an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FinalOp {
+    /// A chunk sent as a message of its own.
+    Send(String),
+    /// The last text of a message streamed by edits.
+    Edit {
+        /// Platform message id.
+        id: String,
+        /// Text.
+        text: String,
+    },
+}
+
+/// The streaming settings for a reply to `target` on a channel with `caps`.
+pub fn settings_for(caps: Option<&Capabilities>, chat: ChatKind) -> Settings {
+    let Some(c) = caps else {
+        return Settings {
+            style: Style::FinalOnly,
+            interval_ms: 0,
+            limit: 0,
+            measure: MEASURE,
+        };
+    };
+    let edit = if c.edit {
+        Style::Edit
+    } else {
+        Style::FinalOnly
+    };
+    let style = match c.streaming {
+        StreamStyle::FinalOnly => Style::FinalOnly,
+        StreamStyle::Edit => edit,
+        StreamStyle::Draft if chat == ChatKind::Direct => Style::Draft,
+        StreamStyle::Draft => edit,
+    };
+    Settings {
+        style,
+        interval_ms: u64::from(c.min_edit_interval_ms),
+        limit: c.max_message_length as usize,
+        measure: MEASURE,
+    }
+}
+
+fn is_formatting(e: &ChannelError) -> bool {
+    matches!(
+        e,
+        ChannelError::Call { error, .. }
+            if matches!(error.plugin_error(), Some(PluginError::Formatting { .. }))
+    )
+}
+
+/// An error after which streaming stops for this answer (the rest goes
+/// out when it is complete): the call is unsupported, or can never work
+/// (for example the message to edit was deleted).
+fn ends_streaming(e: &ChannelError) -> bool {
+    matches!(
+        e,
+        ChannelError::Call { error, .. }
+            if matches!(
+                error.plugin_error(),
+                Some(PluginError::Unsupported { .. } | PluginError::Permanent { .. })
+            )
+    )
+}
+
+/// Send `text` to `target` as Markdown, again as plain text if the
+/// platform rejects the formatting.
+async fn send_text(
+    channels: &ChannelManager,
+    target: &ReplyTarget,
+    text: &str,
+) -> Result<String, ChannelError> {
+    let md = target.message(text.to_string(), TextFormat::Markdown);
+    match channels.send(&target.channel, md).await {
+        Err(e) if is_formatting(&e) => {
+            channels
+                .replies
+                .plain_resends
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(channel = %target.channel, error = %e, "formatting rejected; sending as plain text");
+            let plain = target.message(text.to_string(), TextFormat::Plain);
+            channels.send(&target.channel, plain).await
+        }
+        r => r,
+    }
+}
+
+/// Edit message `id` to `text` as Markdown, again as plain text if the
+/// platform rejects the formatting.
+async fn edit_text(
+    channels: &ChannelManager,
+    target: &ReplyTarget,
+    id: &str,
+    text: &str,
+) -> Result<(), ChannelError> {
+    let runner = channels.runner(&target.channel)?;
+    let conv = &target.conversation;
+    match runner.edit_as(conv, id, text, TextFormat::Markdown).await {
+        Err(e) if is_formatting(&e) => {
+            channels
+                .replies
+                .plain_resends
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(channel = %target.channel, error = %e, "formatting rejected; editing as plain text");
+            runner.edit_as(conv, id, text, TextFormat::Plain).await
+        }
+        r => r,
+    }
+}
+
+/// Deliver the final pieces of an answer, in order. This is the one door
+/// final chunks go through (the durable outbox takes it over); today it
+/// sends directly and logs failures.
+pub async fn deliver_final(channels: &ChannelManager, target: &ReplyTarget, ops: Vec<FinalOp>) {
+    for op in ops {
+        let r = match &op {
+            FinalOp::Send(text) => send_text(channels, target, text).await.map(drop),
+            FinalOp::Edit { id, text } => match edit_text(channels, target, id, text).await {
+                // The streamed message cannot take its final text (edits
+                // unsupported, the message gone, the platform down): send
+                // it as a message of its own rather than leave it partial.
+                Err(e) => {
+                    debug!(channel = %target.channel, error = %e, "final edit failed; sending the text instead");
+                    send_text(channels, target, text).await.map(drop)
+                }
+                Ok(()) => Ok(()),
+            },
+        };
+        if let Err(e) = r {
+            warn!(channel = %target.channel, conversation = %target.conversation, error = %e, "delivering reply");
+        }
+    }
+}
+
+/// Carry out streaming steps; final pieces go through [`deliver_final`].
+async fn run_steps(
+    channels: &ChannelManager,
+    target: &ReplyTarget,
+    streamer: &mut Streamer,
+    steps: Vec<Step>,
+) {
+    let mut finals = Vec::new();
+    for step in steps {
+        match step {
+            Step::Post { text } => finals.push(FinalOp::Send(text)),
+            Step::Edit {
+                id,
+                text,
+                last: true,
+            } => finals.push(FinalOp::Edit { id, text }),
+            other => {
+                // Finished pieces before this step go out first (order).
+                if !finals.is_empty() {
+                    deliver_final(channels, target, std::mem::take(&mut finals)).await;
+                }
+                live_step(channels, target, streamer, other).await;
+            }
+        }
+    }
+    if !finals.is_empty() {
+        deliver_final(channels, target, finals).await;
+    }
+}
+
+/// One in-progress step (open, edit, draft).
+async fn live_step(
+    channels: &ChannelManager,
+    target: &ReplyTarget,
+    streamer: &mut Streamer,
+    step: Step,
+) {
+    let channel = &target.channel;
+    let r = match &step {
+        Step::Open { text } => {
+            let r = send_text(channels, target, text).await;
+            let id = r.as_ref().ok().cloned();
+            streamer.opened(id, text.clone());
+            r.map(drop)
+        }
+        Step::Edit { id, text, .. } => edit_text(channels, target, id, text).await,
+        Step::Draft { draft_id, text } => match channels.runner(channel) {
+            Ok(r) => r.draft(&target.chat_target(), *draft_id, text).await,
+            Err(e) => Err(e),
+        },
+        Step::Post { .. } => Ok(()),
+    };
+    match r {
+        Ok(()) => {}
+        Err(e) if ends_streaming(&e) => {
+            channels.replies.fallbacks.fetch_add(1, Ordering::Relaxed);
+            debug!(%channel, error = %e, "streaming stopped; the answer goes out when complete");
+            streamer.unsupported();
+        }
+        Err(e) => warn!(%channel, error = %e, "streaming reply"),
+    }
+}
+
+/// Deliver a run's reply to `target` from `(text so far, done)` updates:
+/// read receipt and typing first, then streaming, then the final chunks.
 pub async fn stream_reply(
     channels: Arc<ChannelManager>,
-    channel: String,
-    conversation: String,
-    thread: Option<String>,
-    reply_to: Option<String>,
+    target: ReplyTarget,
     mut rx: watch::Receiver<(String, bool)>,
 ) {
-    let caps = channels
-        .get(&channel)
+    let runner = channels.get(&target.channel);
+    let caps = runner
+        .as_ref()
         .and_then(|r| r.version().ok())
         .and_then(|v| v.channel_capabilities().cloned());
-    let can_edit = caps.as_ref().is_some_and(|c| c.edit);
-    let max = caps.as_ref().map_or(0, |c| c.max_message_length as usize);
-    let mut sent: Option<(String, String)> = None; // (message id, text)
-    let send = |text: String| {
-        let channels = channels.clone();
-        let channel = channel.clone();
-        let msg = OutboundMessage {
-            conversation: conversation.clone(),
-            thread: thread.clone(),
-            text,
-            format: TextFormat::Markdown,
-            reply_to: reply_to.clone(),
-            attachments: Vec::new(),
-        };
-        async move { channels.send(&channel, msg).await }
-    };
-    loop {
-        if rx.changed().await.is_err() {
-            return;
-        }
-        let (text, done) = rx.borrow_and_update().clone();
-        if !done {
-            if !can_edit || text.trim().is_empty() {
-                continue;
-            }
-            let first = chunks(&text, max).swap_remove(0);
-            match &sent {
-                None => match send(first.clone()).await {
-                    Ok(id) => sent = Some((id, first)),
-                    Err(e) => warn!(%channel, error = %e, "sending reply"),
+    let clock = channels.registry().config().clock.clone();
+    let chat_target = target.chat_target();
+    if let (Some(c), Some(r)) = (&caps, &runner)
+        && c.read_receipts
+        && target.message_id.is_some()
+        && let Err(e) = r.mark_read(&chat_target).await
+    {
+        debug!(channel = %target.channel, error = %e, "marking the message read failed");
+    }
+    let mut typing_guard = match (&caps, &runner) {
+        (Some(c), Some(r)) if c.typing => {
+            let r = r.clone();
+            let t = chat_target.clone();
+            Some(typing::keep_typing(
+                target.channel.clone(),
+                u64::from(c.typing_ttl_ms),
+                clock.clone(),
+                channels.replies.typing.clone(),
+                move || {
+                    let r = r.clone();
+                    let t = t.clone();
+                    async move { r.typing(&t).await }
                 },
-                Some((id, old)) if *old != first => {
-                    if let Err(e) = channels.edit(&channel, &conversation, id, &first).await {
-                        warn!(%channel, error = %e, "editing reply");
-                    }
-                    sent = Some((id.clone(), first));
+            ))
+        }
+        _ => None,
+    };
+    let settings = settings_for(caps.as_ref(), target.chat);
+    let mut streamer = Streamer::new(settings, clock.now_ms().max(1));
+    loop {
+        let wait = streamer
+            .due_at()
+            .map(|due| due.saturating_sub(clock.now_ms()))
+            .map(|ms| std::time::Duration::from_millis(ms).min(typing::MAX_CHECK));
+        tokio::select! {
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    return;
                 }
-                Some(_) => {}
+                let (text, done) = rx.borrow_and_update().clone();
+                if done {
+                    // No typing after the answer.
+                    if let Some(g) = typing_guard.take() {
+                        g.finish().await;
+                    }
+                    let steps = streamer.finish(&text);
+                    run_steps(&channels, &target, &mut streamer, steps).await;
+                    return;
+                }
+                let steps = streamer.update(&text, clock.now_ms());
+                run_steps(&channels, &target, &mut streamer, steps).await;
             }
-            // Platforms rate-limit edits; coalesce updates in between.
-            tokio::time::sleep(EDIT_INTERVAL).await;
-            continue;
-        }
-        if text.trim().is_empty() {
-            return;
-        }
-        let mut parts = chunks(&text, max).into_iter();
-        if let (Some((id, old)), Some(first)) = (&sent, parts.next()) {
-            if *old != first
-                && let Err(e) = channels.edit(&channel, &conversation, id, &first).await
-            {
-                warn!(%channel, error = %e, "editing reply");
-            }
-        } else if let Some(first) = chunks(&text, max).into_iter().next() {
-            parts = chunks(&text, max).into_iter();
-            parts.next();
-            if let Err(e) = send(first).await {
-                warn!(%channel, error = %e, "sending reply");
+            _ = async { if let Some(w) = wait { tokio::time::sleep(w).await } }, if wait.is_some() => {
+                let steps = streamer.tick(clock.now_ms());
+                run_steps(&channels, &target, &mut streamer, steps).await;
             }
         }
-        for part in parts {
-            if let Err(e) = send(part).await {
-                warn!(%channel, error = %e, "sending reply");
-            }
-        }
-        return;
     }
 }
 
@@ -135,11 +393,43 @@ pub fn notify(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plugins::bindings::ReceiveMode;
+
+    fn caps(streaming: StreamStyle, edit: bool) -> Capabilities {
+        Capabilities {
+            mode: ReceiveMode::Poll,
+            edit,
+            typing: false,
+            max_message_length: 4096,
+            streaming,
+            min_edit_interval_ms: 0,
+            typing_ttl_ms: 0,
+            read_receipts: false,
+            attachments: false,
+        }
+    }
 
     #[test]
-    fn chunking() {
-        assert_eq!(chunks("abc", 0), vec!["abc"]);
-        assert_eq!(chunks("abcde", 2), vec!["ab", "cd", "e"]);
-        assert_eq!(chunks("héllo", 10), vec!["héllo"]);
+    fn draft_only_in_direct_chats_and_edit_only_when_it_works() {
+        let d = caps(StreamStyle::Draft, true);
+        assert_eq!(settings_for(Some(&d), ChatKind::Direct).style, Style::Draft);
+        assert_eq!(settings_for(Some(&d), ChatKind::Group).style, Style::Edit);
+        let d = caps(StreamStyle::Draft, false);
+        assert_eq!(
+            settings_for(Some(&d), ChatKind::Group).style,
+            Style::FinalOnly
+        );
+        let e = caps(StreamStyle::Edit, false);
+        assert_eq!(
+            settings_for(Some(&e), ChatKind::Direct).style,
+            Style::FinalOnly
+        );
+        let f = caps(StreamStyle::FinalOnly, true);
+        assert_eq!(
+            settings_for(Some(&f), ChatKind::Direct).style,
+            Style::FinalOnly
+        );
+        assert_eq!(settings_for(None, ChatKind::Direct).limit, 0);
+        assert_eq!(settings_for(Some(&f), ChatKind::Direct).limit, 4096);
     }
 }

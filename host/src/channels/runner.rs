@@ -1,5 +1,7 @@
 //! One channel: its receiver task, its sender pool and its status.
 
+mod ops;
+
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

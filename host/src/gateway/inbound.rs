@@ -93,8 +93,9 @@ pub fn route(gw: &Arc<Gateway>, msg: Inbound) {
             channel: msg.channel.clone(),
             conversation: msg.conversation.clone(),
             reply_to: Some(msg.id.clone()),
-            thread: msg.thread.clone(),
             sender: msg.sender.clone(),
+            thread: msg.thread.clone(),
+            chat: msg.chat,
         },
         timeout: None,
     };

@@ -48,10 +48,12 @@ pub enum Origin {
         conversation: String,
         /// Platform id of the message being answered.
         reply_to: Option<String>,
-        /// Thread or forum topic the message came from (the answer goes there).
-        thread: Option<String>,
         /// Sender id.
         sender: String,
+        /// Thread or topic of the message being answered (the reply goes there).
+        thread: Option<String>,
+        /// Direct chat or group (decides draft streaming).
+        chat: crate::channels::access::ChatKind,
     },
 }
 
@@ -542,15 +544,20 @@ pub(super) async fn execute(
             conversation,
             reply_to,
             thread,
+            chat,
             ..
         } => {
             let (tx, rx) = watch::channel((String::new(), false));
+            let target = crate::channels::reply::ReplyTarget {
+                channel: channel.clone(),
+                conversation: conversation.clone(),
+                thread: thread.clone(),
+                chat: *chat,
+                message_id: reply_to.clone(),
+            };
             let task = tokio::spawn(crate::channels::reply::stream_reply(
                 gw.runtime.channels.clone(),
-                channel.clone(),
-                conversation.clone(),
-                thread.clone(),
-                reply_to.clone(),
+                target,
                 rx,
             ));
             (Some(tx), Some(task))
