@@ -97,6 +97,8 @@ impl Setup {
             "testchan".into(),
             pincer::plugins::PluginSettings {
                 dm_policy: pincer::channels::access::DmPolicy::Open,
+                // The group case is about streaming, not access: any member.
+                group_policy: pincer::channels::access::GroupPolicy::Open,
                 ..Default::default()
             },
         );
