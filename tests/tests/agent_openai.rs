@@ -99,6 +99,7 @@ fn config(fake: &FakeOpenAi) -> OpenAiConfig {
         model: "test-model".into(),
         api_key: None,
         request_timeout_ms: 30_000,
+        ..OpenAiConfig::default()
     }
 }
 
@@ -113,6 +114,7 @@ fn request(message: &str) -> RunRequest {
         message: message.into(),
         model: None,
         operator: true,
+        files: Vec::new(),
     }
 }
 
