@@ -450,3 +450,99 @@ async fn media_upload_from_a_guest_fills_the_form_secret_and_the_guest_never_see
     assert!(e.to_string().contains("no blob"), "{e}");
     assert_eq!(rx.got().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_send_with_a_file_reaches_the_channel_as_a_blob_attachment() {
+    let (addr, _files) = Files::start().await;
+    let (mut opts, dir) = options(addr);
+    opts.sandbox.media = MediaLimits {
+        max_attachment_mb: 1,
+        ..MediaLimits::default()
+    };
+    let g = TestGateway::start_with(opts, dir).await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/v1/channels/testchan/send", g.addr);
+    let pdf: Vec<u8> = (0..50_000u32).map(|i| (i % 253) as u8).collect();
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let r = http
+        .post(&url)
+        .json(&json!({"conversation": "c9", "text": "the report",
+                      "files": [{"fileName": "r.pdf", "mimeType": "application/pdf",
+                                 "caption": "Q3", "dataBase64": b64(&pdf)}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let sent: Value = r.json().await.unwrap();
+    assert_eq!(sent["messageId"], "t1");
+    let handle = sent["blobs"][0].as_str().unwrap().to_string();
+
+    // The plugin got the blob handle (never the bytes); the host holds them.
+    let record = g
+        .gw()
+        .runtime
+        .plugins
+        .kv()
+        .get("testchan", "out/00000001")
+        .unwrap()
+        .expect("the send was recorded");
+    let record: Value = serde_json::from_slice(&record).unwrap();
+    assert_eq!(record["op"], "send");
+    assert_eq!(record["conversation"], "c9");
+    assert_eq!(record["text"], "the report");
+    assert_eq!(
+        record["attachments"],
+        json!([{"blob": handle, "file_name": "r.pdf", "mime_type": "application/pdf",
+                "size": pdf.len(), "caption": "Q3"}])
+    );
+    let blobs = g
+        .gw()
+        .runtime
+        .plugins
+        .blobs()
+        .expect("a blob store")
+        .clone();
+    assert_eq!(blobs.read(&handle).await.unwrap(), pdf);
+
+    // Over the cap: refused before the channel is called; bad input: 400.
+    let big = vec![0u8; (1 << 20) + 1];
+    let r = http
+        .post(&url)
+        .json(&json!({"conversation": "c9",
+                      "files": [{"fileName": "big.bin", "mimeType": "application/octet-stream",
+                                 "dataBase64": b64(&big)}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let r = http
+        .post(&url)
+        .json(&json!({"conversation": "c9",
+                      "files": [{"fileName": "x", "mimeType": "text/plain", "dataBase64": "%%%"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http
+        .post(format!("http://{}/v1/channels/nope/send", g.addr))
+        .json(&json!({"conversation": "c9"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        blobs.used_bytes(),
+        pdf.len() as u64,
+        "refused files are not kept"
+    );
+    assert!(
+        g.gw()
+            .runtime
+            .plugins
+            .kv()
+            .get("testchan", "out/00000002")
+            .unwrap()
+            .is_none(),
+        "the channel was called only once"
+    );
+}

@@ -563,4 +563,30 @@ mod tests {
         assert!(Place::parse("query").is_err());
         assert!(Place::parse("header:bad name").is_err());
     }
+
+    #[test]
+    fn form_fields_are_a_bindable_place() {
+        let mut s = SecretValues::default();
+        s.grant(
+            "t",
+            "v".into(),
+            &[bound(&["https://api.telegram.org"], &["form:token"])],
+        )
+        .unwrap();
+        assert_eq!(
+            Place::parse("form:token"),
+            Ok(Place::FormField("token".into()))
+        );
+        assert!(Place::parse("form:").is_err());
+        assert_eq!(
+            s.fill("{{secret:t}}", &Place::FormField("token".into()), &TG)
+                .unwrap()
+                .as_deref(),
+            Some("v")
+        );
+        let e = s
+            .fill("{{secret:t}}", &Place::FormField("caption".into()), &TG)
+            .unwrap_err();
+        assert!(e.to_string().contains("form field `caption`"), "{e}");
+    }
 }
