@@ -126,7 +126,7 @@ impl BlobStore {
             used: AtomicU64::new(0),
             last_sweep: Mutex::new(Instant::now()),
         };
-        let used = store.sweep_now()?;
+        let used = store.sweep_now(true)?;
         store.used.store(used, Ordering::Relaxed);
         Ok(store)
     }
@@ -149,8 +149,10 @@ impl BlobStore {
         self.dir.join(format!("{handle}.json"))
     }
 
-    /// Remove expired blobs and partial files; returns the bytes left.
-    fn sweep_now(&self) -> Result<u64, BlobError> {
+    /// Remove expired blobs, and partial files (all of them when opening;
+    /// later only expired ones, since others may be in the middle of a
+    /// write); returns the bytes of finished blobs left.
+    fn sweep_now(&self, opening: bool) -> Result<u64, BlobError> {
         let ttl = Duration::from_secs(self.limits.blob_ttl_secs);
         let now = SystemTime::now();
         let mut left = 0u64;
@@ -164,7 +166,7 @@ impl BlobStore {
                 .ok()
                 .and_then(|m| now.duration_since(m).ok())
                 .is_some_and(|age| age > ttl);
-            if name.ends_with(".part") || expired {
+            if expired || (opening && name.ends_with(".part")) {
                 let _ = std::fs::remove_file(&path);
             } else if name.ends_with(".bin") {
                 left += meta.len();
@@ -180,7 +182,7 @@ impl BlobStore {
         }
         *last = Instant::now();
         drop(last);
-        match self.sweep_now() {
+        match self.sweep_now(false) {
             Ok(left) => {
                 // Writes in progress hold reservations the sweep cannot see;
                 // only ever lower the count to what is on disk.

@@ -564,6 +564,7 @@ async fn an_unreachable_server_is_a_provider_error_naming_the_url() {
             model: "m".into(),
             api_key: Some("sk-never-shown".into()),
             request_timeout_ms: 30_000,
+            ..OpenAiConfig::default()
         },
         8,
     )
