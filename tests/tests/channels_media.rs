@@ -448,6 +448,17 @@ async fn media_upload_from_a_guest_fills_the_form_secret_and_the_guest_never_see
         .await
         .expect_err("no such blob");
     assert!(e.to_string().contains("no blob"), "{e}");
+    // A host outside the plugin's allowed hosts: denied, nothing sent.
+    let elsewhere = json!({"url": format!("http://localhost:{}/upload", addr.port()),
+                           "blob": blob.handle, "file_field": "document",
+                           "file_name": "r.pdf", "mime_type": "application/pdf"});
+    let e = t
+        .runtime
+        .plugins
+        .invoke_tool("uploader", &elsewhere.to_string())
+        .await
+        .expect_err("a host that is not allowed");
+    assert!(e.to_string().contains("allowed hosts"), "{e}");
     assert_eq!(rx.got().len(), 1);
 }
 
