@@ -20,6 +20,8 @@ const TESTING: &[(&str, &str)] = &[
     ("testchan", "testing/testchan"),
     // The echo channel frozen at pincer:plugin@0.1.0 (old-contract fixture).
     ("echo-v01", "testing/echo-v01"),
+    // Sends one `media.upload` as told (attachment tests).
+    ("uploader", "testing/uploader"),
 ];
 
 fn main() {

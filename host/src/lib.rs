@@ -24,6 +24,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod blobs;
 pub mod bundled;
 pub mod channels;
 pub mod clock;

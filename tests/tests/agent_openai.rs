@@ -99,6 +99,7 @@ fn config(fake: &FakeOpenAi) -> OpenAiConfig {
         model: "test-model".into(),
         api_key: None,
         request_timeout_ms: 30_000,
+        ..OpenAiConfig::default()
     }
 }
 
@@ -113,6 +114,7 @@ fn request(message: &str) -> RunRequest {
         message: message.into(),
         model: None,
         operator: true,
+        files: Vec::new(),
     }
 }
 
@@ -562,6 +564,7 @@ async fn an_unreachable_server_is_a_provider_error_naming_the_url() {
             model: "m".into(),
             api_key: Some("sk-never-shown".into()),
             request_timeout_ms: 30_000,
+            ..OpenAiConfig::default()
         },
         8,
     )

@@ -3,7 +3,9 @@
 //! with the JSON arguments and answers with the result, emitting the tool
 //! events, so tools can be tried with no model. Only operator clients may
 //! use `/tool` ([`super::RunRequest::operator`]); a channel sender's
-//! `/tool` is answered with [`TOOL_REFUSED`] and calls nothing.
+//! `/tool` is answered with [`TOOL_REFUSED`] and calls nothing. Files that
+//! came with the message are described after the echoed text (one
+//! `[kind: name, type, size bytes]` line each).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,7 +134,8 @@ impl Provider for EchoProvider {
                         .await?
                         .unwrap_or_else(|e| format!("tool {name} failed: {e}"))
                 }
-                None => req.message.clone(),
+                // Files are described after the text, so tests see what came.
+                None => super::files::message_text(&req.message, &req.files, false),
             };
             self.stream_text(&text, &events, &cancel).await?;
             Ok(RunOutcome {

@@ -12,6 +12,7 @@
 //!   endpoint, with streaming and tool calls.
 
 pub mod echo;
+pub mod files;
 pub mod openai;
 
 use std::sync::Arc;
@@ -184,6 +185,8 @@ pub struct RunRequest {
     /// model, such as the echo provider's `/tool`, are refused otherwise
     /// (channel senders never get them).
     pub operator: bool,
+    /// Files that came with the message (see [`files`]).
+    pub files: Vec<files::AgentFile>,
 }
 
 /// A model provider.
@@ -192,6 +195,11 @@ pub trait Provider: Send + Sync {
     fn name(&self) -> &str;
     /// The models it offers (for `models.list`).
     fn models(&self) -> Vec<ModelInfo>;
+    /// Whether it takes images as input (they are described in the text
+    /// otherwise; see [`files`]).
+    fn takes_images(&self) -> bool {
+        false
+    }
     /// Run one request to completion, sending events to `events` as they
     /// happen. Must return [`AgentError::Aborted`] promptly once `cancel`
     /// fires (dropping any HTTP stream). A closed `events` receiver is not

@@ -58,6 +58,10 @@ pub struct OpenAiConfig {
     /// Per-request timeout, ms (default 120 000): for the response headers,
     /// then for each gap between stream chunks. Must be positive.
     pub request_timeout_ms: u64,
+    /// The model takes image input (default true): images that come with a
+    /// message are sent as `image_url` parts with a `data:` URL; when false
+    /// they are described in the text like other files.
+    pub image_input: bool,
 }
 
 impl Default for OpenAiConfig {
@@ -67,6 +71,7 @@ impl Default for OpenAiConfig {
             model: DEFAULT_MODEL.into(),
             api_key: None,
             request_timeout_ms: 120_000,
+            image_input: true,
         }
     }
 }
@@ -79,6 +84,7 @@ impl fmt::Debug for OpenAiConfig {
             .field("model", &self.model)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("image_input", &self.image_input)
             .finish()
     }
 }
@@ -200,6 +206,10 @@ impl Provider for OpenAiProvider {
         }]
     }
 
+    fn takes_images(&self) -> bool {
+        self.config.image_input
+    }
+
     fn run<'a>(
         &'a self,
         req: RunRequest,
@@ -275,6 +285,9 @@ impl Run<'_> {
             })
             .collect();
         let mut messages = initial_messages(req);
+        if let Some(last) = messages.last_mut() {
+            *last = self.user_message(req).await;
+        }
         let mut usage: Option<Usage> = None;
         let mut round_no = 1;
         loop {
@@ -561,6 +574,37 @@ impl Run<'_> {
     }
 }
 
+impl Run<'_> {
+    /// The new user message: its text (with the files it does not get as
+    /// data described), and each image as an `image_url` part when the
+    /// model takes image input. An image that cannot be read is described.
+    async fn user_message(&self, req: &RunRequest) -> Value {
+        let inline = self.provider.config.image_input;
+        let mut parts = Vec::new();
+        let mut unread = Vec::new();
+        if inline {
+            for f in req.files.iter().filter(|f| f.is_image()) {
+                match f.data_url().await {
+                    Ok(url) => parts.push(json!({"type": "image_url", "image_url": {"url": url}})),
+                    Err(e) => {
+                        tracing::warn!(session = %req.session_key, error = %e, "reading an image for the model");
+                        unread.push(f.clone());
+                    }
+                }
+            }
+        }
+        let mut text = super::files::message_text(&req.message, &req.files, inline);
+        if !unread.is_empty() {
+            text = super::files::message_text(&text, &unread, false);
+        }
+        if parts.is_empty() {
+            return json!({"role": "user", "content": text});
+        }
+        parts.insert(0, json!({"type": "text", "text": text}));
+        json!({"role": "user", "content": parts})
+    }
+}
+
 /// The conversation so far in Chat Completions form. The transcript's
 /// `tool` messages carry no call id (which a `tool` message needs), so they
 /// are replayed as assistant text.
@@ -758,6 +802,7 @@ mod tests {
             model: "qwen".into(),
             api_key: Some("sk-config".into()),
             request_timeout_ms: 5,
+            image_input: true,
         };
         let c = configured.apply_env(env(&[
             ("PINCER_OPENAI_API_KEY", "sk-env"),
@@ -903,6 +948,7 @@ mod tests {
                 },
             ],
             message: "hi".into(),
+            files: Vec::new(),
             model: None,
             operator: true,
         };

@@ -9,10 +9,12 @@
 //! against the channel's access policy ([`access`], with sender pairing in
 //! [`pairing`]) and, when allowed, published to subscribers of
 //! [`ChannelManager::subscribe_inbound`]. Replies and notices go out through
-//! [`reply`]. Pushes are verified by the host ([`verify`]) before a plugin
+//! [`reply`]. Inbound files are fetched through the plugin by
+//! [`attachments`]. Pushes are verified by the host ([`verify`]) before a plugin
 //! sees them.
 
 pub mod access;
+pub mod attachments;
 pub mod chunk;
 pub mod pairing;
 pub mod reply;
@@ -61,6 +63,9 @@ pub struct Inbound {
     pub text: String,
     /// Platform timestamp (Unix ms).
     pub timestamp: u64,
+    /// Files that came with it (downloaded when its run starts; see
+    /// [`attachments`]).
+    pub attachments: Vec<attachments::InboundAttachment>,
 }
 
 impl Inbound {
@@ -79,6 +84,11 @@ impl Inbound {
             thread: m.thread,
             text: m.text,
             timestamp: m.timestamp,
+            attachments: m
+                .attachments
+                .into_iter()
+                .map(attachments::InboundAttachment::from_wit)
+                .collect(),
         }
     }
 }

@@ -64,6 +64,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         )
         .route("/v1/sessions/{key}/messages", get(session_messages))
         .route("/v1/channels", get(list_channels))
+        .route("/v1/channels/{name}/send", post(super::http_send::send))
         .route("/v1/channels/{name}/{action}", post(channel_action))
         .route("/v1/plugins", get(list_plugins))
         .route("/v1/plugins/reload", post(reload_plugins))

@@ -98,6 +98,7 @@ pub fn route(gw: &Arc<Gateway>, msg: Inbound) {
             chat: msg.chat,
         },
         timeout: None,
+        attachments: crate::channels::attachments::pending(&msg),
     };
     if let StartOutcome::QueueFull { cap } = gw.runs.start(gw, spec) {
         warn!(channel = %msg.channel, sender = %msg.sender, id = %msg.id, cap, "session queue full; message not answered");

@@ -33,6 +33,7 @@ pub mod frame_guard;
 pub mod http_api;
 pub mod http_guard;
 pub mod http_pairing;
+pub mod http_send;
 pub mod http_webhooks;
 pub mod hub;
 pub mod inbound;

@@ -70,6 +70,8 @@ pub struct RunSpec {
     pub origin: Origin,
     /// Overall timeout.
     pub timeout: Option<Duration>,
+    /// Attachments of a channel message, downloaded when the run starts.
+    pub attachments: crate::channels::attachments::Pending,
 }
 
 /// How a run ended.
@@ -573,10 +575,16 @@ pub(super) async fn execute(
             .and_then(Value::as_str)
             .map(str::to_string)
     });
+    let resolved = if spec.attachments.attachments.is_empty() {
+        crate::channels::attachments::Resolved::default()
+    } else {
+        crate::channels::attachments::resolve(&gw.runtime.channels, &spec.attachments).await
+    };
     let req = RunRequest {
         session_key: key.to_string(),
         history,
-        message: spec.message.clone(),
+        message: resolved.message_with_notes(&spec.message),
+        files: resolved.files,
         model,
         operator: spec.origin == Origin::Operator,
     };

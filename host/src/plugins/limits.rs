@@ -33,6 +33,8 @@ pub struct SandboxConfig {
     pub poll_wait_ms: u64,
     /// Outbound HTTP budget of a plugin the operator did not configure.
     pub http: HttpLimits,
+    /// Attachment and blob limits (`[sandbox.media]`).
+    pub media: crate::blobs::MediaLimits,
 }
 
 impl Default for SandboxConfig {
@@ -43,6 +45,7 @@ impl Default for SandboxConfig {
             cpu_ms: 30_000,
             poll_wait_ms: 60_000,
             http: HttpLimits::default(),
+            media: crate::blobs::MediaLimits::default(),
         }
     }
 }

@@ -203,7 +203,8 @@ pub struct SecretBinding {
     /// operator's wider list); from the operator, `None` does not narrow.
     #[serde(default)]
     pub hosts: Option<Vec<String>>,
-    /// Places: `path`, `header:<name>` or `body:<json field>`. In a manifest,
+    /// Places: `path`, `header:<name>`, `body:<json field>` or
+    /// `form:<field>` (a `media.upload` form field). In a manifest,
     /// `None` means `["path", "header:authorization"]`; from the operator,
     /// `None` does not narrow.
     #[serde(default, rename = "in")]

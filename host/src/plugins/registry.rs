@@ -165,6 +165,9 @@ pub struct PluginRegistry {
     load_lock: tokio::sync::Mutex<()>,
     /// The runtime tool calls run on (shut down with the registry).
     calls: Option<tokio::runtime::Runtime>,
+    /// Files held for channels and agents (`<data_dir>/blobs`; none
+    /// without a data directory).
+    blobs: Option<Arc<crate::blobs::BlobStore>>,
 }
 
 impl Drop for PluginRegistry {
@@ -216,6 +219,13 @@ impl PluginRegistry {
             .enable_all()
             .build()
             .map_err(|e| anyhow::anyhow!("starting the plugin call runtime: {e}"))?;
+        let blobs = match &config.data_dir {
+            Some(dir) => Some(Arc::new(
+                crate::blobs::BlobStore::open(&dir.join("blobs"), config.sandbox.media)
+                    .map_err(|e| anyhow::anyhow!("opening the blob store: {e}"))?,
+            )),
+            None => None,
+        };
         Ok(Arc::new(PluginRegistry {
             engine,
             linker,
@@ -229,12 +239,18 @@ impl PluginRegistry {
             shared: Mutex::new(HashMap::new()),
             load_lock: tokio::sync::Mutex::new(()),
             calls: Some(calls),
+            blobs,
         }))
     }
 
     /// The wasmtime engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The blob store (attachments, uploads), if the host has a data directory.
+    pub fn blobs(&self) -> Option<&Arc<crate::blobs::BlobStore>> {
+        self.blobs.as_ref()
     }
 
     /// The runtime configuration.
@@ -648,6 +664,7 @@ impl PluginRegistry {
             kv: host::kv::PluginKv::new(plugin, self.kv.clone(), shared.kv_quota.clone()),
             clock: self.config.clock.clone(),
             secrets: Arc::new(secrets),
+            blobs: self.blobs.clone(),
             memory_bytes: (limits.memory_mb as usize).saturating_mul(1 << 20),
             limits,
         })

@@ -106,6 +106,7 @@ pub fn send(ctx: &Ctx, p: &Value) -> Reply {
         message: p.message,
         origin: Origin::Operator,
         timeout: p.timeout_ms.filter(|t| *t > 0).map(Duration::from_millis),
+        attachments: Default::default(),
     };
     match gw.runs.start(gw, spec) {
         StartOutcome::Started => {
@@ -313,6 +314,7 @@ pub fn agent(ctx: &Ctx, req_id: &str, p: &Value) -> Reply {
         origin: Origin::Operator,
         // `timeout` is in seconds in the CLI's agent params.
         timeout: p.timeout.filter(|t| *t > 0).map(Duration::from_secs),
+        attachments: Default::default(),
     };
     match gw.runs.start(&gw, spec) {
         StartOutcome::Done(r) => return final_reply(&r, req_id, &ctx.conn),

@@ -201,7 +201,7 @@ fn denied(message: String) -> HttpError {
     HttpError::InternalError(Some(format!("denied: {message}")))
 }
 
-fn full(bytes: Bytes) -> WasiBody {
+pub(crate) fn full(bytes: Bytes) -> WasiBody {
     Full::new(bytes)
         .map_err(|never| match never {})
         .boxed_unsync()
@@ -214,6 +214,141 @@ async fn send(
     request: http::Request<WasiBody>,
     options: Option<RequestOptions>,
 ) -> Result<(http::Response<WasiBody>, IoFuture), HttpError> {
+    let head = request.method() == http::Method::HEAD;
+    let opened = open(plugin, policy, secrets, request, options, BodyScan::Json).await?;
+    let (parts, body) = opened.read_capped(plugin, policy, head).await?;
+    let (mut parts, body) = scrub(secrets, parts, body);
+    if !head {
+        // The guest gets the whole (scrubbed) body: say its length.
+        parts.headers.remove(http::header::TRANSFER_ENCODING);
+        parts.headers.insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(body.len()),
+        );
+    }
+    let response = http::Response::from_parts(parts, full(body));
+    Ok((response, Box::new(async { Ok(()) }) as IoFuture))
+}
+
+/// Whether [`open`] scans the request body for secret placeholders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyScan {
+    /// Fill placeholders in JSON string fields where bound; refuse them
+    /// elsewhere in the body (a guest's `wasi:http` request).
+    Json,
+    /// Leave the body alone: the host built it and filled it already
+    /// (`media.upload`), or there is none (attachment downloads).
+    HostBuilt,
+}
+
+/// A request that passed every check of the plugin's policy and got its
+/// response head; the body is still to be read.
+pub(crate) struct Opened {
+    /// The response head.
+    pub parts: http::response::Parts,
+    /// The response body.
+    pub body: hyper::body::Incoming,
+    key: Key,
+    sender: pool::Sender,
+}
+
+/// A connection whose response is being read; give it back with
+/// [`Connection::release`] once the body was read in full.
+pub(crate) struct Connection {
+    key: Key,
+    sender: pool::Sender,
+}
+
+impl Connection {
+    /// Keep the connection for reuse by the plugin.
+    pub async fn release(self, policy: &HttpPolicy) {
+        policy.pool.give_back(self.key, self.sender).await;
+    }
+}
+
+impl Opened {
+    /// Split into head, body and the connection to release.
+    pub fn into_parts(self) -> (http::response::Parts, hyper::body::Incoming, Connection) {
+        (
+            self.parts,
+            self.body,
+            Connection {
+                key: self.key,
+                sender: self.sender,
+            },
+        )
+    }
+
+    /// Read the body up to the plugin's response cap and give the
+    /// connection back.
+    async fn read_capped(
+        self,
+        plugin: &str,
+        policy: &HttpPolicy,
+        head: bool,
+    ) -> Result<(http::response::Parts, Bytes), HttpError> {
+        let cap = policy.limits.max_response_bytes;
+        let declared = self
+            .parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if !head && declared.is_some_and(|n| n > cap) {
+            Counters::bump(&policy.counters.too_large);
+            tracing::warn!(plugin, host = %self.key.host, cap, "outbound response refused: body over the size cap");
+            return Err(HttpError::HttpResponseBodySize(Some(cap)));
+        }
+        let host = self.key.host.clone();
+        let (parts, incoming, conn) = self.into_parts();
+        let body = match read_capped(incoming, cap).await? {
+            Some(b) => b,
+            None => {
+                Counters::bump(&policy.counters.too_large);
+                tracing::warn!(plugin, %host, cap, "outbound response refused: body over the size cap");
+                return Err(HttpError::HttpResponseBodySize(Some(cap)));
+            }
+        };
+        conn.release(policy).await;
+        Ok((parts, body))
+    }
+}
+
+/// Replace every granted secret value in a response's headers and body
+/// with its placeholder, so the guest never sees one.
+pub(crate) fn scrub(
+    secrets: &SecretValues,
+    mut parts: http::response::Parts,
+    body: Bytes,
+) -> (http::response::Parts, Bytes) {
+    if secrets.is_empty() {
+        return (parts, body);
+    }
+    for value in parts.headers.values_mut() {
+        if let Some(clean) = secrets.scrub_response(value.as_bytes())
+            && let Ok(v) = http::HeaderValue::from_bytes(&clean)
+        {
+            *value = v;
+        }
+    }
+    let body = secrets.scrub_response(&body).map_or(body, Bytes::from);
+    (parts, body)
+}
+
+/// Send `request` for plugin `plugin` under its `policy`, in order: the
+/// rate limit, the allowed hosts, secret placeholders filled only where
+/// bound (the body as `scan` says), then a pooled or new connection to an
+/// address the [`NetGuard`] passed. Returns the response head with the
+/// unread body. Used for guests' `wasi:http` requests and for the host's
+/// own requests on a plugin's behalf (`media.upload`, attachment downloads).
+pub(crate) async fn open(
+    plugin: &str,
+    policy: &HttpPolicy,
+    secrets: &SecretValues,
+    request: http::Request<WasiBody>,
+    options: Option<RequestOptions>,
+    scan: BodyScan,
+) -> Result<Opened, HttpError> {
     // 1. The rate limit, before anything else (refusals cost nothing).
     if let Err(wait) = policy.bucket.take() {
         let n = Counters::bump(&policy.counters.rate_limited);
@@ -235,7 +370,6 @@ async fn send(
 
     // 2. The allowed hosts.
     let uri = request.uri().clone();
-    let head = request.method() == http::Method::HEAD;
     let tls = match uri.scheme() {
         Some(s) if *s == Scheme::HTTPS => true,
         Some(s) if *s == Scheme::HTTP => false,
@@ -261,19 +395,9 @@ async fn send(
 
     // 3. Secrets, only where bound; the request stays in the host until a
     // checked connection exists.
-    let request = match fill_secrets(secrets, &dest, request).await {
+    let request = match fill_secrets(secrets, &dest, request, scan).await {
         Ok(r) => r,
-        Err(Fill::Refused(refused)) => {
-            Counters::bump(&policy.counters.secrets_refused);
-            tracing::warn!(
-                plugin,
-                secret = %refused.secret,
-                place = %refused.place,
-                destination = %refused.destination,
-                "outbound request refused: secret outside its binding"
-            );
-            return Err(denied(refused.to_string()));
-        }
+        Err(Fill::Refused(refused)) => return Err(refuse(plugin, policy, &refused)),
         Err(Fill::Http(e)) => return Err(e),
     };
 
@@ -305,49 +429,27 @@ async fn send(
         None => fresh(plugin, policy, &key, connect_timeout, first_byte, request).await?,
     };
     Counters::bump(&policy.counters.sent);
+    let (parts, body) = response.into_parts();
+    Ok(Opened {
+        parts,
+        body,
+        key,
+        sender,
+    })
+}
 
-    // 5. The body, up to the cap; the connection goes back to the pool.
-    let cap = policy.limits.max_response_bytes;
-    let (mut parts, incoming) = response.into_parts();
-    let declared = parts
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let too_large = || {
-        Counters::bump(&policy.counters.too_large);
-        tracing::warn!(plugin, host = %key.host, cap, "outbound response refused: body over the size cap");
-        HttpError::HttpResponseBodySize(Some(cap))
-    };
-    if !head && declared.is_some_and(|n| n > cap) {
-        return Err(too_large());
-    }
-    let body = read_capped(incoming, cap).await?.ok_or_else(too_large)?;
-    policy.pool.give_back(key, sender).await;
-
-    // 6. Scrub every granted value from what the guest will see.
-    let body = if secrets.is_empty() {
-        body
-    } else {
-        for value in parts.headers.values_mut() {
-            if let Some(clean) = secrets.scrub_response(value.as_bytes())
-                && let Ok(v) = http::HeaderValue::from_bytes(&clean)
-            {
-                *value = v;
-            }
-        }
-        secrets.scrub_response(&body).map_or(body, Bytes::from)
-    };
-    if !head {
-        // The guest gets the whole (scrubbed) body: say its length.
-        parts.headers.remove(http::header::TRANSFER_ENCODING);
-        parts.headers.insert(
-            http::header::CONTENT_LENGTH,
-            http::HeaderValue::from(body.len()),
-        );
-    }
-    let response = http::Response::from_parts(parts, full(body));
-    Ok((response, Box::new(async { Ok(()) }) as IoFuture))
+/// Count, log and turn into the guest's error a placeholder found outside
+/// its secret's binding.
+pub(crate) fn refuse(plugin: &str, policy: &HttpPolicy, refused: &Refused) -> HttpError {
+    Counters::bump(&policy.counters.secrets_refused);
+    tracing::warn!(
+        plugin,
+        secret = %refused.secret,
+        place = %refused.place,
+        destination = %refused.destination,
+        "outbound request refused: secret outside its binding"
+    );
+    denied(refused.to_string())
 }
 
 /// Send `request` over a new connection.
@@ -368,7 +470,7 @@ async fn fresh(
 }
 
 /// Read `body` in full, or `None` once it passes `cap` bytes.
-async fn read_capped(
+pub(crate) async fn read_capped(
     mut body: hyper::body::Incoming,
     cap: u64,
 ) -> Result<Option<Bytes>, HttpError> {
@@ -402,6 +504,7 @@ async fn fill_secrets(
     secrets: &SecretValues,
     dest: &Destination<'_>,
     request: http::Request<WasiBody>,
+    scan: BodyScan,
 ) -> Result<http::Request<WasiBody>, Fill> {
     let (mut parts, body) = request.into_parts();
     let (path, query) = match parts.uri.path_and_query() {
@@ -445,6 +548,9 @@ async fn fill_secrets(
             http::header::ACCEPT_ENCODING,
             http::HeaderValue::from_static("identity"),
         );
+    }
+    if scan == BodyScan::HostBuilt {
+        return Ok(http::Request::from_parts(parts, body));
     }
     let body = match read_prefix(body, MAX_SCANNED_BODY)
         .await

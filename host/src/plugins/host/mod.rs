@@ -40,6 +40,7 @@ pub struct HostState {
     pub(crate) kv: kv::PluginKv,
     pub(crate) clock: clock::PluginClock,
     pub(crate) secrets: secrets::PluginSecrets,
+    pub(crate) media: media::PluginMedia,
     pub(crate) limiter: MemoryLimiter,
     /// CPU budget left for the current call, in epoch ticks.
     pub(crate) cpu_ticks_left: u64,
@@ -60,6 +61,8 @@ pub struct Capabilities {
     pub kv: kv::PluginKv,
     pub clock: crate::clock::SharedClock,
     pub secrets: Arc<secrets::SecretValues>,
+    /// The host's blob store (for `media.upload`), if it has one.
+    pub blobs: Option<Arc<crate::blobs::BlobStore>>,
     pub memory_bytes: usize,
     /// The effective limits (manifest request, operator, host ceilings).
     pub limits: crate::plugins::Limits,
@@ -88,6 +91,7 @@ impl HostState {
             kv: caps.kv.clone(),
             clock: clock::PluginClock(caps.clock.clone()),
             secrets: secrets::PluginSecrets(caps.secrets.clone()),
+            media: media::PluginMedia::from_caps(caps),
             limiter: MemoryLimiter::new(caps.memory_bytes),
             cpu_ticks_left: u64::MAX,
             cpu_exhausted: false,

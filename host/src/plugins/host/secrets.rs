@@ -2,7 +2,7 @@
 //! only sees names and placeholders (`{{secret:NAME}}`), which [`super::http`]
 //! fills in on the way out, and only where the secret is bound: to which
 //! hosts, in which places of a request (URL path, one named header, a JSON
-//! body field). A placeholder anywhere else refuses the whole request.
+//! body field, a `media.upload` form field). A placeholder anywhere else refuses the whole request.
 //! Responses are scrubbed of every granted value before the guest sees them.
 
 use std::collections::BTreeMap;
@@ -13,8 +13,8 @@ use crate::plugins::bindings::v02::channel::pincer::plugin::secrets::Host;
 use crate::plugins::manifest::{Manifest, SecretBinding, SecretSource};
 
 /// A place in an outgoing request where a placeholder was found, or where a
-/// binding allows one (only [`Place::Path`], [`Place::Header`] and
-/// [`Place::BodyField`] can be allowed).
+/// binding allows one (only [`Place::Path`], [`Place::Header`],
+/// [`Place::BodyField`] and [`Place::FormField`] can be allowed).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Place {
     /// The URL path.
@@ -25,12 +25,15 @@ pub enum Place {
     Header(String),
     /// A string value under the named key of a JSON body, at any depth.
     BodyField(String),
+    /// The value of the named form field of a `media.upload`.
+    FormField(String),
     /// Anywhere else in a body (not JSON, or an object key).
     Body,
 }
 
 impl Place {
-    /// Parse a binding place: `path`, `header:<name>` or `body:<field>`.
+    /// Parse a binding place: `path`, `header:<name>`, `body:<field>` or
+    /// `form:<field>`.
     pub fn parse(s: &str) -> Result<Self, String> {
         if s == "path" {
             return Ok(Place::Path);
@@ -47,8 +50,13 @@ impl Place {
         {
             return Ok(Place::BodyField(f.to_string()));
         }
+        if let Some(f) = s.strip_prefix("form:")
+            && !f.is_empty()
+        {
+            return Ok(Place::FormField(f.to_string()));
+        }
         Err(format!(
-            "place `{s}`: expected `path`, `header:<name>` or `body:<json field>`"
+            "place `{s}`: expected `path`, `header:<name>`, `body:<json field>` or `form:<upload form field>`"
         ))
     }
 }
@@ -60,6 +68,7 @@ impl std::fmt::Display for Place {
             Place::Query => f.write_str("the URL query"),
             Place::Header(h) => write!(f, "header `{h}`"),
             Place::BodyField(k) => write!(f, "body field `{k}`"),
+            Place::FormField(k) => write!(f, "form field `{k}`"),
             Place::Body => f.write_str("the body outside a JSON string field"),
         }
     }
@@ -291,8 +300,10 @@ impl SecretValues {
             out.push_str(&rest[..start]);
             match self.secrets.get(name) {
                 Some(secret) => {
-                    let allowable =
-                        matches!(place, Place::Path | Place::Header(_) | Place::BodyField(_));
+                    let allowable = matches!(
+                        place,
+                        Place::Path | Place::Header(_) | Place::BodyField(_) | Place::FormField(_)
+                    );
                     if !allowable || !secret.rules.iter().all(|r| r.allows(dest, place)) {
                         return Err(Refused {
                             secret: name.to_string(),
@@ -551,5 +562,31 @@ mod tests {
         assert_eq!(e.place, Place::Body);
         assert!(Place::parse("query").is_err());
         assert!(Place::parse("header:bad name").is_err());
+    }
+
+    #[test]
+    fn form_fields_are_a_bindable_place() {
+        let mut s = SecretValues::default();
+        s.grant(
+            "t",
+            "v".into(),
+            &[bound(&["https://api.telegram.org"], &["form:token"])],
+        )
+        .unwrap();
+        assert_eq!(
+            Place::parse("form:token"),
+            Ok(Place::FormField("token".into()))
+        );
+        assert!(Place::parse("form:").is_err());
+        assert_eq!(
+            s.fill("{{secret:t}}", &Place::FormField("token".into()), &TG)
+                .unwrap()
+                .as_deref(),
+            Some("v")
+        );
+        let e = s
+            .fill("{{secret:t}}", &Place::FormField("caption".into()), &TG)
+            .unwrap_err();
+        assert!(e.to_string().contains("form field `caption`"), "{e}");
     }
 }
