@@ -124,6 +124,9 @@ struct Refusal {
     reason: String,
     /// The refusal came from a read error: drain before dropping.
     drain: bool,
+    /// A protocol violation counted toward the address's block
+    /// ([`Gateway::record_violation`]).
+    violation: Option<&'static str>,
 }
 
 impl Refusal {
@@ -134,6 +137,7 @@ impl Refusal {
             code,
             reason,
             drain: false,
+            violation: None,
         }
     }
 }
@@ -176,6 +180,9 @@ where
                 .handshake_failures
                 .fetch_add(1, Ordering::Relaxed);
             debug!(remote = %peer.remote, reason = %r.reason, "handshake refused");
+            if let Some(what) = r.violation {
+                gw.record_violation(peer.remote.ip(), what);
+            }
             if let Some(resp) = r.response {
                 send_text(&mut ws, resp.to_text()).await;
             }
@@ -212,6 +219,7 @@ async fn first_frame<S: AsyncRead + AsyncWrite + Unpin>(
                     code: 1000,
                     reason: String::new(),
                     drain: false,
+                    violation: Some("handshake timeout"),
                 });
             }
             Ok(None) => return Ok(FirstFrame::Gone),
@@ -223,6 +231,7 @@ async fn first_frame<S: AsyncRead + AsyncWrite + Unpin>(
                         code,
                         reason: reason.into(),
                         drain: true,
+                        violation: Some("broken frame"),
                     }),
                     None => Ok(FirstFrame::Gone),
                 };
@@ -535,6 +544,7 @@ fn too_large() -> Refusal {
         code: 1009,
         reason: "preauth payload too large".into(),
         drain: true,
+        violation: Some("oversize frame"),
     }
 }
 
@@ -544,6 +554,7 @@ fn invalid_frame() -> Refusal {
         code: 1008,
         reason: "invalid request frame".into(),
         drain: false,
+        violation: None,
     }
 }
 

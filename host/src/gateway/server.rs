@@ -62,7 +62,8 @@ pub async fn serve(
     };
     let open = Arc::new(Semaphore::new(max_sockets));
     let gw2 = gw.clone();
-    listener::serve(listener, app, limits, open, async move {
+    let gate: Arc<dyn listener::AcceptGate> = Arc::new(AcceptByIp(gw.clone()));
+    listener::serve(listener, app, limits, open, gate, async move {
         shutdown.await;
         gw2.shutdown("service restart").await;
     })
@@ -71,6 +72,15 @@ pub async fn serve(
         t.abort();
     }
     Ok(())
+}
+
+/// The gateway's per-address limits, checked at accept.
+struct AcceptByIp(Arc<Gateway>);
+
+impl listener::AcceptGate for AcceptByIp {
+    fn refusal(&self, ip: std::net::IpAddr) -> Option<Duration> {
+        self.0.accept_refusal(ip)
+    }
 }
 
 fn spawn_background(gw: &Arc<Gateway>) -> Vec<tokio::task::JoinHandle<()>> {
