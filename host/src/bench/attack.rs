@@ -21,11 +21,18 @@
 //! 5. 1,000 webhook pushes from 1,000 senders to a slow channel (an `echo`
 //!    copy whose replies go to a receiver that takes 2 s per request).
 //!
-//! The whole sequence runs `PINCER_BENCH_RUNS` times (default 3), each
-//! against a fresh gateway; the table shows the median of each figure.
+//! Each scenario is measured against the healthy client's figures in the
+//! window just before it (a paired baseline: the load of a shared machine
+//! drifts within minutes), and the machine's load average is shown. The
+//! whole sequence runs `PINCER_BENCH_RUNS` times (default 3), each against
+//! a fresh gateway; the table shows the median of each figure and of each
+//! run's ratio.
 //! `PINCER_BENCH_ATTACKER_NICE=N` (default 0) runs the attackers' threads
 //! at nice N: a model of remote attackers that do not share the gateway's
-//! cores, not a gateway defence.
+//! cores, not a gateway defence. For A/B runs, `PINCER_BENCH_TOML` adds
+//! top-level lines to the gateway's configuration and
+//! `PINCER_BENCH_GATEWAY_TOML` lines to its `[gateway]` table (for example
+//! `plugin_nice = 0`, or `limit_loopback = false`).
 //!
 //! Needs about 2,200 file descriptors in this process: run it after
 //! `ulimit -n 8192`. It uses the test-only `hostile` plugin, so it runs from
@@ -128,6 +135,24 @@ impl Target {
     }
 }
 
+/// CPU time (user and system) process `pid` (or `self`) has used, from
+/// `/proc/<pid>/stat` (clock ticks of 10 ms).
+fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return Duration::ZERO;
+    };
+    // After `(comm)`: state is field 3; utime and stime are 14 and 15.
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
 /// A small HTTP server in this process: the slow channel's reply receiver
 /// and the sink the flooding plugin may reach. Counts requests.
 struct Receivers {
@@ -209,15 +234,24 @@ fn prepare(dir: &Path, port: u16, rx: SocketAddr) -> anyhow::Result<PathBuf> {
         })?;
     }
     let config = dir.join("pincer.toml");
+    let extra = |name: &str| std::env::var(name).unwrap_or_default().replace(';', "\n");
+    let (top, mut gateway) = (
+        extra("PINCER_BENCH_TOML"),
+        extra("PINCER_BENCH_GATEWAY_TOML"),
+    );
+    if !gateway.contains("limit_loopback") {
+        // As a public deployment: per-address limits apply to every peer.
+        gateway.push_str("\nlimit_loopback = true");
+    }
     std::fs::write(
         &config,
         format!(
             r#"allow_cidrs = ["127.0.0.0/8"]
+{top}
 
 [gateway]
 listen = "127.0.0.1:{port}"
-# As a public deployment: per-address limits apply to every peer.
-limit_loopback = true
+{gateway}
 
 [plugins.echo]
 dm_policy = "open"
@@ -323,6 +357,7 @@ async fn probe_alone(url: String) -> anyhow::Result<(Lat, u64)> {
 }
 
 /// One scenario's figures.
+#[derive(Clone)]
 struct Outcome {
     name: String,
     p50: Duration,
@@ -332,11 +367,28 @@ struct Outcome {
     after: u64,
     /// Gateway CPU time during the measurement window.
     cpu: Duration,
+    /// This process's CPU time (the attackers, mostly) in the window.
+    bench_cpu: Duration,
+    /// The healthy client's p50 and p99 just before the attack started
+    /// (the paired baseline; the load on a shared machine drifts).
+    base_p50: Duration,
+    base_p99: Duration,
+    /// The machine's 1-minute load average at the end of the window.
+    load: f64,
     note: String,
 }
 
-/// Run `attack` on `attackers` (started, then measured after `RAMP` for
-/// `WINDOW`), stop it and collect its note.
+/// The machine's 1-minute load average.
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Measure the healthy client without an attack (the paired baseline),
+/// then run `attack` on `attackers` (started, then measured after `RAMP`
+/// for `WINDOW`), stop it and collect its note.
 async fn scenario<F, Fut>(
     target: &Target,
     attackers: &tokio::runtime::Handle,
@@ -347,13 +399,16 @@ where
     F: FnOnce(CancellationToken) -> Fut,
     Fut: std::future::Future<Output = String> + Send + 'static,
 {
+    let (mut base, _) = probe_alone(target.ws_url()).await?;
     target.reset_peak();
     let stop = CancellationToken::new();
     let task = attackers.spawn(attack(stop.clone()));
     tokio::time::sleep(RAMP).await;
-    let cpu_before = target.cpu();
+    let (cpu_before, bench_before) = (target.cpu(), cpu_time("self"));
     let (mut lat, failed) = probe_alone(target.ws_url()).await?;
     let cpu = target.cpu().saturating_sub(cpu_before);
+    let bench_cpu = cpu_time("self").saturating_sub(bench_before);
+    let load = load_average();
     let (_, peak) = target.memory();
     stop.cancel();
     let note = tokio::time::timeout(Duration::from_secs(60), task)
@@ -371,6 +426,10 @@ where
         peak,
         after,
         cpu,
+        bench_cpu,
+        base_p50: base.pct(0.5),
+        base_p99: base.pct(0.99),
+        load,
         note,
     })
 }
@@ -693,7 +752,8 @@ pub async fn attack() -> anyhow::Result<()> {
         eprintln!("run {n} of {runs}");
         match one_gateway(attackers.handle(), n).await {
             Ok(rows) => {
-                print_table(&rows, &mut std::io::stderr());
+                let one: Vec<Median> = medians(vec![rows.clone()]);
+                print_table(&one, &mut std::io::stderr());
                 all.push(rows);
             }
             Err(e) => {
@@ -729,11 +789,12 @@ async fn one_gateway(attackers: &tokio::runtime::Handle, n: usize) -> anyhow::Re
     result
 }
 
-/// Each scenario's median over the runs (figure by figure); the attack
-/// notes are the first run's.
-fn medians(mut all: Vec<Vec<Outcome>>) -> Vec<Outcome> {
-    fn mid<T: Ord + Copy>(mut v: Vec<T>) -> T {
-        v.sort_unstable();
+/// Each scenario's median over the runs (figure by figure; the ratios
+/// are the medians of each run's ratio to its paired baseline, see
+/// [`Median`]); the attack notes are the first run's.
+fn medians(mut all: Vec<Vec<Outcome>>) -> Vec<Median> {
+    fn mid<T: PartialOrd + Copy>(mut v: Vec<T>) -> T {
+        v.sort_unstable_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
         v[v.len() / 2]
     }
     let first = all.remove(0);
@@ -752,33 +813,55 @@ fn medians(mut all: Vec<Vec<Outcome>>) -> Vec<Outcome> {
                     .chain(others.iter().map(|x| f(x)))
                     .collect())
             };
-            Outcome {
-                p50: pick(&|x| x.p50),
-                p99: pick(&|x| x.p99),
-                cpu: pick(&|x| x.cpu),
-                failed: pick_u(&|x| x.failed),
-                peak: pick_u(&|x| x.peak),
-                after: pick_u(&|x| x.after),
-                ..o
+            let pick_f = |f: &dyn Fn(&Outcome) -> f64| {
+                mid(std::iter::once(f(&o))
+                    .chain(others.iter().map(|x| f(x)))
+                    .collect())
+            };
+            let r = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
+            Median {
+                r50: pick_f(&|x| r(x.p50, x.base_p50)),
+                r99: pick_f(&|x| r(x.p99, x.base_p99)),
+                outcome: Outcome {
+                    p50: pick(&|x| x.p50),
+                    p99: pick(&|x| x.p99),
+                    base_p50: pick(&|x| x.base_p50),
+                    base_p99: pick(&|x| x.base_p99),
+                    cpu: pick(&|x| x.cpu),
+                    bench_cpu: pick(&|x| x.bench_cpu),
+                    load: pick_f(&|x| x.load),
+                    failed: pick_u(&|x| x.failed),
+                    peak: pick_u(&|x| x.peak),
+                    after: pick_u(&|x| x.after),
+                    ..o
+                },
             }
         })
         .collect()
 }
 
-/// The Markdown table of `rows` (the first row is the baseline).
-fn print_table(rows: &[Outcome], out: &mut dyn std::io::Write) {
-    let Some(base) = rows.first() else {
+/// A scenario's medians over the runs, with the median of the per-run
+/// ratios under attack / paired baseline.
+struct Median {
+    outcome: Outcome,
+    r50: f64,
+    r99: f64,
+}
+
+/// The Markdown table of `rows` (RSS is relative to the first row, the
+/// run without any attack).
+fn print_table(rows: &[Median], out: &mut dyn std::io::Write) {
+    let Some(first) = rows.first() else {
         return;
     };
-    let base_p50 = base.p50.as_secs_f64();
-    let base_p99 = base.p99.as_secs_f64();
-    let base_rss = base.peak as f64;
+    let base_rss = first.outcome.peak as f64;
     let _ = writeln!(
         out,
-        "| scenario | healthy `health` p50 / p99 | vs baseline (p50 / p99) | gateway RSS peak / 3 s after | gateway CPU in the window | attack outcome |"
+        "| scenario | healthy `health` p50 / p99 under attack | just before, no attack | ratio (p50 / p99) | gateway RSS peak / 3 s after | CPU in the window: gateway / attackers | load | attack outcome |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|");
-    for r in rows {
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    for m in rows {
+        let r = &m.outcome;
         let failed = if r.failed > 0 {
             format!(" ({} failed)", r.failed)
         } else {
@@ -786,16 +869,20 @@ fn print_table(rows: &[Outcome], out: &mut dyn std::io::Write) {
         };
         let _ = writeln!(
             out,
-            "| {} | {} / {}{failed} | {} / {} | {:.0} MiB ({}) / {:.0} MiB | {:.0}% of a core | {} |",
+            "| {} | {} / {}{failed} | {} / {} | {:.2}x / {:.2}x | {:.0} MiB ({}) / {:.0} MiB | {:.0}% / {:.0}% of a core | {:.1} | {} |",
             r.name,
             ms(r.p50),
             ms(r.p99),
-            ratio(r.p50.as_secs_f64(), base_p50),
-            ratio(r.p99.as_secs_f64(), base_p99),
+            ms(r.base_p50),
+            ms(r.base_p99),
+            m.r50,
+            m.r99,
             r.peak as f64 / (1 << 20) as f64,
             ratio(r.peak as f64, base_rss),
             r.after as f64 / (1 << 20) as f64,
             100.0 * r.cpu.as_secs_f64() / WINDOW.as_secs_f64(),
+            100.0 * r.bench_cpu.as_secs_f64() / WINDOW.as_secs_f64(),
+            r.load,
             r.note,
         );
     }

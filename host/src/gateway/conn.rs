@@ -180,14 +180,16 @@ where
                 .handshake_failures
                 .fetch_add(1, Ordering::Relaxed);
             debug!(remote = %peer.remote, reason = %r.reason, "handshake refused");
-            if let Some(what) = r.violation {
-                gw.record_violation(peer.remote.ip(), what);
-            }
+            // A now-blocked address gets its close frame but no drain: what
+            // it still sends is not read (its close may end in a reset).
+            let blocked = r
+                .violation
+                .is_some_and(|what| gw.record_violation(peer.remote.ip(), what));
             if let Some(resp) = r.response {
                 send_text(&mut ws, resp.to_text()).await;
             }
             close(&mut ws, r.code, &r.reason).await;
-            if r.drain {
+            if r.drain && !blocked {
                 drain_raw(ws.get_mut()).await;
             }
             return;

@@ -137,11 +137,12 @@ pub struct GatewayConfig {
     /// Pre-auth protocol violations (a frame over the 64 KiB pre-auth
     /// limit, a broken frame, a handshake timeout) from one IP before it is
     /// blocked; a blocked IP's new sockets are refused at accept with 429,
-    /// before anything is read (default 3; loopback exempt unless
+    /// before anything is read (default 2; loopback exempt unless
     /// `limit_loopback`).
     pub preauth_violations_burst: u32,
     /// First block after `preauth_violations_burst` violations, ms; doubles
-    /// with each further violation (default 1 000).
+    /// with each further violation (default 10 000: a client that twice
+    /// broke the handshake is broken or hostile).
     pub preauth_backoff_base_ms: u64,
     /// Longest block for pre-auth violations, ms (default 300 000).
     pub preauth_backoff_max_ms: u64,
@@ -185,8 +186,8 @@ impl Default for GatewayConfig {
             auth_backoff_base_ms: 1_000,
             auth_backoff_max_ms: 300_000,
             auth_failure_forget_ms: 900_000,
-            preauth_violations_burst: 3,
-            preauth_backoff_base_ms: 1_000,
+            preauth_violations_burst: 2,
+            preauth_backoff_base_ms: 10_000,
             preauth_backoff_max_ms: 300_000,
             tick_interval_ms: crate::protocol::TICK_INTERVAL_MS,
             max_payload: crate::protocol::MAX_PAYLOAD,
@@ -506,11 +507,9 @@ impl Gateway {
 
     /// A pre-auth socket from `ip` broke the protocol (`what`): counted
     /// toward the address's block (loopback exempt unless
-    /// `limit_loopback`).
-    pub fn record_violation(&self, ip: IpAddr, what: &'static str) {
-        if self.limited_ip(ip) {
-            self.violations.record_violation(ip, what);
-        }
+    /// `limit_loopback`); whether the address is now blocked.
+    pub fn record_violation(&self, ip: IpAddr, what: &'static str) -> bool {
+        self.limited_ip(ip) && self.violations.record_violation(ip, what).is_some()
     }
 
     /// The per-IP connection rate (loopback exempt unless
