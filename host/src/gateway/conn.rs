@@ -196,7 +196,14 @@ where
         }
     };
     gw.counters.handshakes.fetch_add(1, Ordering::Relaxed);
-    run(gw, ws, admitted, preauth.slot).await;
+    // Authenticated: continue on the control runtime, apart from the edge
+    // runtime's unauthenticated work.
+    match gw.control.get().cloned() {
+        Some(control) => {
+            let _ = control.spawn(run(gw, ws, admitted, preauth.slot)).await;
+        }
+        None => run(gw, ws, admitted, preauth.slot).await,
+    }
 }
 
 /// Read the first text frame before `deadline` (pings and pongs are

@@ -19,6 +19,10 @@
 //! and `pincer_http_timeouts_total` (by `reason`: header, idle or body
 //! timeout).
 //!
+//! Connections are served on the `edge` runtime handle given to [`serve`]
+//! (the gateway's untrusted-work runtime, at lower OS priority); the
+//! accept loop itself runs where it is called.
+//!
 //! Graceful shutdown asks every HTTP connection to finish its request and
 //! close, and waits for them; `ConnectInfo<SocketAddr>` is set on every
 //! request as `axum::serve` did.
@@ -119,6 +123,7 @@ pub async fn serve(
     limits: HttpLimits,
     open: Arc<Semaphore>,
     gate: Arc<dyn AcceptGate>,
+    edge: tokio::runtime::Handle,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
@@ -154,17 +159,17 @@ pub async fn serve(
         if let Some(wait) = gate.refusal(remote.ip()) {
             metrics::counter!("pincer_http_refused_at_accept_total").increment(1);
             debug!(%remote, "refusing a connection at accept: address limited");
-            refuse(stream, &refusing, too_many_requests(wait));
+            refuse(stream, &refusing, too_many_requests(wait), &edge);
             continue;
         }
         let Ok(permit) = open.clone().try_acquire_owned() else {
             metrics::counter!("pincer_http_sockets_refused_total").increment(1);
             debug!(%remote, "refusing a connection: too many open sockets");
-            refuse(stream, &refusing, Bytes::from_static(OVERLOADED));
+            refuse(stream, &refusing, Bytes::from_static(OVERLOADED), &edge);
             continue;
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_connection(
+        edge.spawn(serve_connection(
             stream,
             remote,
             permit,
@@ -190,14 +195,19 @@ fn is_resource_error(e: &std::io::Error) -> bool {
 /// sends (so the close is a FIN, not a reset that could discard the
 /// answer); beyond that the answer is written without waiting and the
 /// socket closed.
-fn refuse(stream: TcpStream, refusing: &Arc<Semaphore>, answer: Bytes) {
+fn refuse(
+    stream: TcpStream,
+    refusing: &Arc<Semaphore>,
+    answer: Bytes,
+    edge: &tokio::runtime::Handle,
+) {
     let Ok(permit) = refusing.clone().try_acquire_owned() else {
         let mut sink = [0u8; 1024];
         while matches!(stream.try_read(&mut sink), Ok(n) if n > 0) {}
         let _ = stream.try_write(&answer);
         return;
     };
-    tokio::spawn(async move {
+    edge.spawn(async move {
         let _permit = permit;
         let _ = tokio::time::timeout(REFUSE_LINGER, async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};

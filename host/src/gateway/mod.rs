@@ -156,6 +156,14 @@ pub struct GatewayConfig {
     pub delta_throttle_ms: u64,
     /// How long shutdown waits for in-flight runs, ms (default 5 000).
     pub shutdown_grace_ms: u64,
+    /// Threads of the edge runtime, which serves HTTP requests and
+    /// WebSocket handshakes (everything before `hello-ok`) apart from the
+    /// authenticated connections (default 1).
+    pub edge_threads: usize,
+    /// Nice value of those threads (0-19, default 10): a flood of
+    /// unauthenticated sockets or webhook pushes runs at lower OS priority
+    /// than the operators' connections (Linux; 0 turns it off).
+    pub edge_nice: i32,
     /// `[gateway.runs]`: run ordering and bounds (per-session queue, global
     /// cap, per-sender rate).
     pub runs: run_queue::RunLimits,
@@ -194,6 +202,8 @@ impl Default for GatewayConfig {
             max_buffered_bytes: crate::protocol::MAX_BUFFERED_BYTES,
             delta_throttle_ms: 150,
             shutdown_grace_ms: 5_000,
+            edge_threads: 1,
+            edge_nice: 10,
             runs: run_queue::RunLimits::default(),
         }
     }
@@ -316,6 +326,9 @@ pub struct Gateway {
     pub auth_limiter: auth_limit::AuthLimiter,
     /// Per-IP pre-auth protocol violations (enforced at accept).
     pub violations: auth_limit::AuthLimiter,
+    /// The runtime authenticated connections run on (the one `serve` was
+    /// called on; handshakes run on the edge runtime).
+    pub control: std::sync::OnceLock<tokio::runtime::Handle>,
     /// The health summary last put in a `hello-ok` snapshot, with its time
     /// and the health state version it was built at.
     snapshot_health: Mutex<Option<(Instant, u64, Value)>>,
@@ -370,6 +383,7 @@ impl Gateway {
             preauth: Arc::new(preauth::Preauth::default()),
             auth_limiter,
             violations,
+            control: std::sync::OnceLock::new(),
             snapshot_health: Mutex::new(None),
         })
     }
