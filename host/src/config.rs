@@ -5,6 +5,7 @@
 //! plugins_dir = ".pincer/plugins"      # watched for <name>.wasm + <name>.toml
 //! allow_cidrs = ["127.0.0.0/8"]        # private ranges plugins may reach
 //! plugin_threads = 0                   # threads running tool calls (0: half the CPUs)
+//! plugin_nice = 10                     # their nice value: lower OS priority than the gateway (0: off)
 //!
 //! [plugin_quotas]                      # see plugins::Quotas (defaults shown)
 //! max_instances = 16                   # per plugin; tool calls over it are refused as busy
@@ -75,6 +76,8 @@ pub struct FileConfig {
     pub allow_cidrs: Vec<String>,
     /// Threads of the runtime that runs tool calls (0: half the CPUs).
     pub plugin_threads: usize,
+    /// Nice value of those threads (0-19; default 10, 0 turns it off).
+    pub plugin_nice: Option<i32>,
     /// Host-wide plugin quotas.
     pub plugin_quotas: crate::plugins::Quotas,
     /// Health monitor settings.

@@ -13,6 +13,7 @@ use pincer::gateway::launch::Options;
 use pincer::gateway::logbuf::LogBuffer;
 use pincer::netguard::NetGuard;
 use pincer::plugins::RuntimeConfig;
+use pincer::plugins::registry::DEFAULT_PLUGIN_NICE;
 use pincer::runtime::{Runtime, RuntimeOptions};
 use pincer::store::SqliteStore;
 
@@ -250,6 +251,7 @@ async fn build_runtime(r: &Resolved) -> anyhow::Result<Arc<Runtime>> {
             clock: pincer::clock::system(),
             quotas: r.file.plugin_quotas,
             plugin_threads: r.file.plugin_threads,
+            plugin_nice: r.file.plugin_nice.unwrap_or(DEFAULT_PLUGIN_NICE),
             sandbox: r.file.sandbox,
         },
         health: r.file.health,
@@ -278,6 +280,7 @@ async fn serve(
     opts.allow_cidrs = r.allow.clone();
     opts.plugin_quotas = r.file.plugin_quotas;
     opts.plugin_threads = r.file.plugin_threads;
+    opts.plugin_nice = r.file.plugin_nice.unwrap_or(DEFAULT_PLUGIN_NICE);
     opts.sandbox = r.file.sandbox;
     opts.logs = Some(logs);
     if let Some(listen) = gw.listen {

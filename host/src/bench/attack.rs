@@ -3,23 +3,43 @@
 //! the same run without an attack.
 //!
 //! The gateway runs as a child process (`pincer serve` from this binary) so
-//! its resident memory is its own; the attackers and the healthy client live
-//! in this process and reach it over loopback. Scenarios, one at a time:
+//! its resident memory and CPU time are its own; the attackers and the
+//! healthy client live in this process and reach it over loopback. The
+//! healthy client runs on a thread of its own (its latency must not include
+//! queueing behind attacker tasks in this process), the attackers on a
+//! runtime of their own. The gateway runs as a public deployment would:
+//! per-address limits apply to loopback too (`limit_loopback`), the
+//! network attackers come from their own addresses (127.0.0.2 upward, one
+//! per socket, like a botnet) and the healthy operator from 127.0.0.1.
+//! Scenarios, one at a time:
 //!
 //! 1. 2,000 unauthenticated sockets, each sending an unfinished 20 MiB
-//!    fragment then a ping every 4 s, reconnecting when closed;
+//!    fragment then a ping every 4 s, reconnecting 200 ms after each close;
 //! 2. a plugin flooding key-value data, logs and outbound requests;
 //! 3. 8 CPU-spinning tool calls at a time;
 //! 4. one channel sender sending 1,000 messages;
 //! 5. 1,000 webhook pushes from 1,000 senders to a slow channel (an `echo`
 //!    copy whose replies go to a receiver that takes 2 s per request).
 //!
+//! Each scenario is measured against the healthy client's figures in the
+//! window just before it (a paired baseline: the load of a shared machine
+//! drifts within minutes), and the machine's load average is shown. The
+//! whole sequence runs `PINCER_BENCH_RUNS` times (default 3), each against
+//! a fresh gateway; the table shows the median of each figure and of each
+//! run's ratio.
+//! `PINCER_BENCH_ATTACKER_NICE=N` (default 0) runs the attackers' threads
+//! at nice N: a model of remote attackers that do not share the gateway's
+//! cores, not a gateway defence. For A/B runs, `PINCER_BENCH_TOML` adds
+//! top-level lines to the gateway's configuration and
+//! `PINCER_BENCH_GATEWAY_TOML` lines to its `[gateway]` table (for example
+//! `plugin_nice = 0`, or `limit_loopback = false`).
+//!
 //! Needs about 2,200 file descriptors in this process: run it after
 //! `ulimit -n 8192`. It uses the test-only `hostile` plugin, so it runs from
 //! a build of the source tree. `PINCER_BENCH_KEEP=1` keeps the gateway's
 //! data directory and log.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +53,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{connect, next_json, open_file_limit, response, send_json};
 use super::{Lat, ms, ratio};
+use crate::plugins::nice;
 
 /// The token the attacked gateway is started with.
 const TOKEN: &str = "bench-attack-token";
@@ -90,10 +111,46 @@ impl Target {
         (field("VmRSS:"), field("VmHWM:"))
     }
 
+    /// CPU time the gateway has used (user and system), from
+    /// `/proc/<pid>/stat` (clock ticks of 10 ms).
+    fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            return Duration::ZERO;
+        };
+        // After `(comm)`: state is field 3; utime and stime are 14 and 15.
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Duration::from_millis((ticks(11) + ticks(12)) * 10)
+    }
+
     /// Reset the peak (`VmHWM`) to the current RSS.
     fn reset_peak(&self) {
         let _ = std::fs::write(format!("/proc/{}/clear_refs", self.pid), "5");
     }
+}
+
+/// CPU time (user and system) process `pid` (or `self`) has used, from
+/// `/proc/<pid>/stat` (clock ticks of 10 ms).
+fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return Duration::ZERO;
+    };
+    // After `(comm)`: state is field 3; utime and stime are 14 and 15.
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 /// A small HTTP server in this process: the slow channel's reply receiver
@@ -177,13 +234,24 @@ fn prepare(dir: &Path, port: u16, rx: SocketAddr) -> anyhow::Result<PathBuf> {
         })?;
     }
     let config = dir.join("pincer.toml");
+    let extra = |name: &str| std::env::var(name).unwrap_or_default().replace(';', "\n");
+    let (top, mut gateway) = (
+        extra("PINCER_BENCH_TOML"),
+        extra("PINCER_BENCH_GATEWAY_TOML"),
+    );
+    if !gateway.contains("limit_loopback") {
+        // As a public deployment: per-address limits apply to every peer.
+        gateway.push_str("\nlimit_loopback = true");
+    }
     std::fs::write(
         &config,
         format!(
             r#"allow_cidrs = ["127.0.0.0/8"]
+{top}
 
 [gateway]
 listen = "127.0.0.1:{port}"
+{gateway}
 
 [plugins.echo]
 dm_policy = "open"
@@ -271,7 +339,25 @@ async fn probe(url: &str) -> anyhow::Result<(Lat, u64)> {
     Ok((Lat(lat), failed))
 }
 
+/// [`probe`] on a thread and runtime of its own, so its latency is the
+/// gateway's and not this process's scheduling of attacker tasks.
+async fn probe_alone(url: String) -> anyhow::Result<(Lat, u64)> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("bench-healthy".into())
+        .spawn(move || {
+            let r = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(probe(&url)));
+            let _ = tx.send(r);
+        })?;
+    rx.await.context("the healthy client's thread ended")?
+}
+
 /// One scenario's figures.
+#[derive(Clone)]
 struct Outcome {
     name: String,
     p50: Duration,
@@ -279,21 +365,50 @@ struct Outcome {
     failed: u64,
     peak: u64,
     after: u64,
+    /// Gateway CPU time during the measurement window.
+    cpu: Duration,
+    /// This process's CPU time (the attackers, mostly) in the window.
+    bench_cpu: Duration,
+    /// The healthy client's p50 and p99 just before the attack started
+    /// (the paired baseline; the load on a shared machine drifts).
+    base_p50: Duration,
+    base_p99: Duration,
+    /// The machine's 1-minute load average at the end of the window.
+    load: f64,
     note: String,
 }
 
-/// Run `attack` (started, then measured after `RAMP` for `WINDOW`), stop it
-/// and collect its note.
-async fn scenario<F, Fut>(target: &Target, name: &str, attack: F) -> anyhow::Result<Outcome>
+/// The machine's 1-minute load average.
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Measure the healthy client without an attack (the paired baseline),
+/// then run `attack` on `attackers` (started, then measured after `RAMP`
+/// for `WINDOW`), stop it and collect its note.
+async fn scenario<F, Fut>(
+    target: &Target,
+    attackers: &tokio::runtime::Handle,
+    name: &str,
+    attack: F,
+) -> anyhow::Result<Outcome>
 where
     F: FnOnce(CancellationToken) -> Fut,
     Fut: std::future::Future<Output = String> + Send + 'static,
 {
+    let (mut base, _) = probe_alone(target.ws_url()).await?;
     target.reset_peak();
     let stop = CancellationToken::new();
-    let task = tokio::spawn(attack(stop.clone()));
+    let task = attackers.spawn(attack(stop.clone()));
     tokio::time::sleep(RAMP).await;
-    let (mut lat, failed) = probe(&target.ws_url()).await?;
+    let (cpu_before, bench_before) = (target.cpu(), cpu_time("self"));
+    let (mut lat, failed) = probe_alone(target.ws_url()).await?;
+    let cpu = target.cpu().saturating_sub(cpu_before);
+    let bench_cpu = cpu_time("self").saturating_sub(bench_before);
+    let load = load_average();
     let (_, peak) = target.memory();
     stop.cancel();
     let note = tokio::time::timeout(Duration::from_secs(60), task)
@@ -310,6 +425,11 @@ where
         failed,
         peak,
         after,
+        cpu,
+        bench_cpu,
+        base_p50: base.pct(0.5),
+        base_p99: base.pct(0.99),
+        load,
         note,
     })
 }
@@ -321,6 +441,10 @@ static CHUNK: [u8; 65536] = [b'a'; 65536];
 #[derive(Default)]
 struct FloodStats {
     refused: AtomicU64,
+    /// Refused with 429 (an address limit; at accept or at the upgrade).
+    limited: AtomicU64,
+    /// Closed before any answer.
+    reset: AtomicU64,
     upgraded: AtomicU64,
     closed_early: AtomicU64,
     whole_fragment: AtomicU64,
@@ -329,9 +453,14 @@ struct FloodStats {
 
 /// One pre-auth attacker: upgrade, send an unfinished `FRAGMENT`-byte text
 /// fragment, then a ping every 4 s; reconnect when the server closes.
-async fn preauth_attacker(addr: SocketAddr, stats: Arc<FloodStats>, stop: CancellationToken) {
+async fn preauth_attacker(
+    addr: SocketAddr,
+    from: Ipv4Addr,
+    stats: Arc<FloodStats>,
+    stop: CancellationToken,
+) {
     while !stop.is_cancelled() {
-        let attempt = preauth_once(addr, &stats);
+        let attempt = preauth_once(addr, from, &stats);
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = attempt => {}
@@ -343,10 +472,22 @@ async fn preauth_attacker(addr: SocketAddr, stats: Arc<FloodStats>, stop: Cancel
     }
 }
 
+/// The source address of pre-auth attacker `i`: 127.0.0.2 upward.
+fn attacker_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 0, 0, 2)) + i as u32)
+}
+
+/// A TCP connection to `addr` from `from`.
+async fn connect_from(addr: SocketAddr, from: Ipv4Addr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((from, 0)))?;
+    socket.connect(addr).await
+}
+
 /// One pre-auth connection's life; `None` when it ended (refused, closed
 /// by the server or failed).
-async fn preauth_once(addr: SocketAddr, stats: &FloodStats) -> Option<()> {
-    let mut s = TcpStream::connect(addr).await.ok()?;
+async fn preauth_once(addr: SocketAddr, from: Ipv4Addr, stats: &FloodStats) -> Option<()> {
+    let mut s = connect_from(addr, from).await.ok()?;
     let req = format!(
         "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -355,14 +496,21 @@ async fn preauth_once(addr: SocketAddr, stats: &FloodStats) -> Option<()> {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
-        let n = s.read(&mut buf).await.ok()?;
-        if n == 0 {
-            return None;
-        }
+        let n = match s.read(&mut buf).await {
+            Ok(n) if n > 0 => n,
+            _ if head.is_empty() => {
+                stats.reset.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            _ => break,
+        };
         head.extend_from_slice(&buf[..n]);
     }
     if !head.starts_with(b"HTTP/1.1 101") {
         stats.refused.fetch_add(1, Ordering::Relaxed);
+        if head.starts_with(b"HTTP/1.1 429") {
+            stats.limited.fetch_add(1, Ordering::Relaxed);
+        }
         return None;
     }
     stats.upgraded.fetch_add(1, Ordering::Relaxed);
@@ -393,15 +541,24 @@ async fn preauth_once(addr: SocketAddr, stats: &FloodStats) -> Option<()> {
 async fn preauth_flood(addr: SocketAddr, stop: CancellationToken) -> String {
     let stats = Arc::new(FloodStats::default());
     let tasks: Vec<_> = (0..PREAUTH_SOCKETS)
-        .map(|_| tokio::spawn(preauth_attacker(addr, stats.clone(), stop.clone())))
+        .map(|i| {
+            tokio::spawn(preauth_attacker(
+                addr,
+                attacker_ip(i),
+                stats.clone(),
+                stop.clone(),
+            ))
+        })
         .collect();
     for t in tasks {
         let _ = t.await;
     }
     format!(
-        "{} upgrades, {} refused; {} closed mid-fragment (most sent {} KiB), {} sent the whole 20 MiB",
+        "{} upgrades, {} refused ({} with 429), {} closed unanswered; {} closed mid-fragment (most sent {} KiB), {} sent the whole 20 MiB",
         stats.upgraded.load(Ordering::Relaxed),
         stats.refused.load(Ordering::Relaxed),
+        stats.limited.load(Ordering::Relaxed),
+        stats.reset.load(Ordering::Relaxed),
         stats.closed_early.load(Ordering::Relaxed),
         stats.max_written.load(Ordering::Relaxed) / 1024,
         stats.whole_fragment.load(Ordering::Relaxed),
@@ -558,6 +715,25 @@ async fn tool_calls(url: String, calls: Vec<(String, Value)>, stop: Cancellation
     parts.join("; ")
 }
 
+/// A whole number from environment variable `name`, or `default`.
+fn env_number(name: &str, default: u32) -> u32 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+/// The runtime the attackers run on (threads at nice `nice`, when asked).
+fn attacker_runtime(nice: i32) -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("bench-attacker")
+        .on_thread_start(move || nice::lower_current_thread_or_warn(nice))
+        .enable_all()
+        .build()
+        .context("starting the attackers' runtime")
+}
+
 /// Run the attack benchmark and print the results.
 pub async fn attack() -> anyhow::Result<()> {
     if let Some(limit) = open_file_limit() {
@@ -567,14 +743,42 @@ pub async fn attack() -> anyhow::Result<()> {
              run `ulimit -n 8192` first"
         );
     }
-    let dir = std::env::temp_dir().join(format!("pincer-bench-attack-{}", std::process::id()));
+    let runs = env_number("PINCER_BENCH_RUNS", 3).max(1) as usize;
+    let attacker_nice = env_number("PINCER_BENCH_ATTACKER_NICE", 0) as i32;
+    let attackers = attacker_runtime(attacker_nice)?;
+    let mut all: Vec<Vec<Outcome>> = Vec::new();
+    let mut result = Ok(());
+    for n in 1..=runs {
+        eprintln!("run {n} of {runs}");
+        match one_gateway(attackers.handle(), n).await {
+            Ok(rows) => {
+                let one: Vec<Median> = medians(vec![rows.clone()]);
+                print_table(&one, &mut std::io::stderr());
+                all.push(rows);
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    attackers.shutdown_background();
+    result?;
+    println!("{runs} run(s), median of each figure; attacker threads at nice {attacker_nice}\n");
+    print_table(&medians(all), &mut std::io::stdout());
+    Ok(())
+}
+
+/// One fresh gateway through every scenario.
+async fn one_gateway(attackers: &tokio::runtime::Handle, n: usize) -> anyhow::Result<Vec<Outcome>> {
+    let dir = std::env::temp_dir().join(format!("pincer-bench-attack-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let rx = receivers().await?;
     let port = free_port()?;
     let config = prepare(&dir, port, rx.addr)?;
     let mut target = start(&dir, port, &config).await?;
-    let result = run(&target, &rx).await;
+    let result = run(&target, attackers, &rx).await;
     let _ = target.child.kill().await;
     rx.task.abort();
     if result.is_ok() && std::env::var_os("PINCER_BENCH_KEEP").is_none() {
@@ -585,12 +789,116 @@ pub async fn attack() -> anyhow::Result<()> {
     result
 }
 
-async fn run(target: &Target, rx: &Receivers) -> anyhow::Result<()> {
+/// Each scenario's median over the runs (figure by figure; the ratios
+/// are the medians of each run's ratio to its paired baseline, see
+/// [`Median`]); the attack notes are the first run's.
+fn medians(mut all: Vec<Vec<Outcome>>) -> Vec<Median> {
+    fn mid<T: PartialOrd + Copy>(mut v: Vec<T>) -> T {
+        v.sort_unstable_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        v[v.len() / 2]
+    }
+    let first = all.remove(0);
+    first
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let others: Vec<&Outcome> = all.iter().filter_map(|r| r.get(i)).collect();
+            let pick = |f: &dyn Fn(&Outcome) -> Duration| {
+                mid(std::iter::once(f(&o))
+                    .chain(others.iter().map(|x| f(x)))
+                    .collect())
+            };
+            let pick_u = |f: &dyn Fn(&Outcome) -> u64| {
+                mid(std::iter::once(f(&o))
+                    .chain(others.iter().map(|x| f(x)))
+                    .collect())
+            };
+            let pick_f = |f: &dyn Fn(&Outcome) -> f64| {
+                mid(std::iter::once(f(&o))
+                    .chain(others.iter().map(|x| f(x)))
+                    .collect())
+            };
+            let r = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
+            Median {
+                r50: pick_f(&|x| r(x.p50, x.base_p50)),
+                r99: pick_f(&|x| r(x.p99, x.base_p99)),
+                outcome: Outcome {
+                    p50: pick(&|x| x.p50),
+                    p99: pick(&|x| x.p99),
+                    base_p50: pick(&|x| x.base_p50),
+                    base_p99: pick(&|x| x.base_p99),
+                    cpu: pick(&|x| x.cpu),
+                    bench_cpu: pick(&|x| x.bench_cpu),
+                    load: pick_f(&|x| x.load),
+                    failed: pick_u(&|x| x.failed),
+                    peak: pick_u(&|x| x.peak),
+                    after: pick_u(&|x| x.after),
+                    ..o
+                },
+            }
+        })
+        .collect()
+}
+
+/// A scenario's medians over the runs, with the median of the per-run
+/// ratios under attack / paired baseline.
+struct Median {
+    outcome: Outcome,
+    r50: f64,
+    r99: f64,
+}
+
+/// The Markdown table of `rows` (RSS is relative to the first row, the
+/// run without any attack).
+fn print_table(rows: &[Median], out: &mut dyn std::io::Write) {
+    let Some(first) = rows.first() else {
+        return;
+    };
+    let base_rss = first.outcome.peak as f64;
+    let _ = writeln!(
+        out,
+        "| scenario | healthy `health` p50 / p99 under attack | just before, no attack | ratio (p50 / p99) | gateway RSS peak / 3 s after | CPU in the window: gateway / attackers | load | attack outcome |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    for m in rows {
+        let r = &m.outcome;
+        let failed = if r.failed > 0 {
+            format!(" ({} failed)", r.failed)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} / {}{failed} | {} / {} | {:.2}x / {:.2}x | {:.0} MiB ({}) / {:.0} MiB | {:.0}% / {:.0}% of a core | {:.1} | {} |",
+            r.name,
+            ms(r.p50),
+            ms(r.p99),
+            ms(r.base_p50),
+            ms(r.base_p99),
+            m.r50,
+            m.r99,
+            r.peak as f64 / (1 << 20) as f64,
+            ratio(r.peak as f64, base_rss),
+            r.after as f64 / (1 << 20) as f64,
+            100.0 * r.cpu.as_secs_f64() / WINDOW.as_secs_f64(),
+            100.0 * r.bench_cpu.as_secs_f64() / WINDOW.as_secs_f64(),
+            r.load,
+            r.note,
+        );
+    }
+    let _ = writeln!(out);
+}
+
+async fn run(
+    target: &Target,
+    attackers: &tokio::runtime::Handle,
+    rx: &Receivers,
+) -> anyhow::Result<Vec<Outcome>> {
     let url = target.ws_url();
     let base = format!("http://{}", target.addr);
     let mut rows = Vec::new();
     rows.push(
-        scenario(target, "baseline (no attack)", |_stop| async {
+        scenario(target, attackers, "baseline (no attack)", |_stop| async {
             String::new()
         })
         .await?,
@@ -599,6 +907,7 @@ async fn run(target: &Target, rx: &Receivers) -> anyhow::Result<()> {
     rows.push(
         scenario(
             target,
+            attackers,
             "2,000 unauthenticated sockets sending 20 MiB fragments",
             move |stop| preauth_flood(addr, stop),
         )
@@ -610,6 +919,7 @@ async fn run(target: &Target, rx: &Receivers) -> anyhow::Result<()> {
     rows.push(
         scenario(
             target,
+            attackers,
             "a plugin floods key-value data, logs and outbound requests",
             move |stop| {
                 tool_calls(
@@ -635,33 +945,41 @@ async fn run(target: &Target, rx: &Receivers) -> anyhow::Result<()> {
     }
     let u = url.clone();
     rows.push(
-        scenario(target, "8 CPU-spinning tool calls at a time", move |stop| {
-            tool_calls(
-                u,
-                (0..8)
-                    .map(|i| (format!("spin-{i}"), json!({"mode": "loop"})))
-                    .collect(),
-                stop,
-            )
-        })
+        scenario(
+            target,
+            attackers,
+            "8 CPU-spinning tool calls at a time",
+            move |stop| {
+                tool_calls(
+                    u,
+                    (0..8)
+                        .map(|i| (format!("spin-{i}"), json!({"mode": "loop"})))
+                        .collect(),
+                    stop,
+                )
+            },
+        )
         .await?,
     );
-    let b = base.clone();
-    rows.push(
-        scenario(target, "one sender sends 1,000 messages", move |stop| {
-            pushes(b, "echo", 1000, 10, |_| "spammer".into(), stop)
-        })
-        .await?,
-    );
-
-    let slow_before = rx.slow_hits.load(Ordering::Relaxed);
-    // Last: its 1,000 queued runs hold the global run slots for minutes
-    // (each reply takes the slow receiver 2 s), which would starve the
-    // operator runs of the scenarios above.
     let b = base.clone();
     rows.push(
         scenario(
             target,
+            attackers,
+            "one sender sends 1,000 messages",
+            move |stop| pushes(b, "echo", 1000, 10, |_| "spammer".into(), stop),
+        )
+        .await?,
+    );
+
+    let slow_before = rx.slow_hits.load(Ordering::Relaxed);
+    // Last: its 1,000 queued runs hold the channel's run slots for minutes
+    // (each reply takes the slow receiver 2 s).
+    let b = base.clone();
+    rows.push(
+        scenario(
+            target,
+            attackers,
             "1,000 webhook pushes to a slow channel",
             move |stop| pushes(b, "slow", 1000, 50, |i| format!("user{i}"), stop),
         )
@@ -673,31 +991,5 @@ async fn run(target: &Target, rx: &Receivers) -> anyhow::Result<()> {
             "; {slow_replies} replies reached the slow receiver"
         ));
     }
-    let base_p50 = rows[0].p50.as_secs_f64();
-    let base_p99 = rows[0].p99.as_secs_f64();
-    let base_rss = rows[0].peak as f64;
-    println!(
-        "| scenario | healthy `health` p50 / p99 | vs baseline (p50 / p99) | gateway RSS peak / 3 s after | attack outcome |"
-    );
-    println!("|---|---|---|---|---|");
-    for r in &rows {
-        let failed = if r.failed > 0 {
-            format!(" ({} failed)", r.failed)
-        } else {
-            String::new()
-        };
-        println!(
-            "| {} | {} / {}{failed} | {} / {} | {:.0} MiB ({}) / {:.0} MiB | {} |",
-            r.name,
-            ms(r.p50),
-            ms(r.p99),
-            ratio(r.p50.as_secs_f64(), base_p50),
-            ratio(r.p99.as_secs_f64(), base_p99),
-            r.peak as f64 / (1 << 20) as f64,
-            ratio(r.peak as f64, base_rss),
-            r.after as f64 / (1 << 20) as f64,
-            r.note,
-        );
-    }
-    Ok(())
+    Ok(rows)
 }

@@ -9,6 +9,11 @@
 //! failures. A success never resets anyone's count (an attacker sharing an
 //! IP with a real client, e.g. a web page on loopback, gains nothing from
 //! the client's logins). Applies to loopback too.
+//!
+//! A second limiter of the same kind counts pre-auth protocol violations
+//! (an oversize frame before `hello-ok`, a handshake timeout, a broken
+//! frame): a blocked address is refused at accept, before its socket is
+//! read (see [`super::Gateway::accept_refusal`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -109,6 +114,25 @@ impl AuthLimiter {
                 "authentication failed; address blocked"
             ),
             None => tracing::warn!(remote_ip = %ip, via, failures, "authentication failed"),
+        }
+        block
+    }
+
+    /// [`Self::failed`] for a pre-auth protocol violation (`what`: `oversize
+    /// frame`, `handshake timeout`, ...): a warning when the address is
+    /// first blocked, debug lines otherwise (a flood must not buy a log
+    /// line per socket).
+    pub fn record_violation(&self, ip: IpAddr, what: &'static str) -> Option<Limited> {
+        let (violations, block) = self.failed(ip);
+        match &block {
+            Some(b) if violations == self.config.burst => tracing::warn!(
+                remote_ip = %ip,
+                what,
+                violations,
+                blocked_ms = b.retry_after.as_millis() as u64,
+                "pre-auth protocol violations; address blocked"
+            ),
+            _ => tracing::debug!(remote_ip = %ip, what, violations, "pre-auth protocol violation"),
         }
         block
     }

@@ -124,6 +124,9 @@ struct Refusal {
     reason: String,
     /// The refusal came from a read error: drain before dropping.
     drain: bool,
+    /// A protocol violation counted toward the address's block
+    /// ([`Gateway::record_violation`]).
+    violation: Option<&'static str>,
 }
 
 impl Refusal {
@@ -134,6 +137,7 @@ impl Refusal {
             code,
             reason,
             drain: false,
+            violation: None,
         }
     }
 }
@@ -176,18 +180,30 @@ where
                 .handshake_failures
                 .fetch_add(1, Ordering::Relaxed);
             debug!(remote = %peer.remote, reason = %r.reason, "handshake refused");
+            // A now-blocked address gets its close frame but no drain: what
+            // it still sends is not read (its close may end in a reset).
+            let blocked = r
+                .violation
+                .is_some_and(|what| gw.record_violation(peer.remote.ip(), what));
             if let Some(resp) = r.response {
                 send_text(&mut ws, resp.to_text()).await;
             }
             close(&mut ws, r.code, &r.reason).await;
-            if r.drain {
+            if r.drain && !blocked {
                 drain_raw(ws.get_mut()).await;
             }
             return;
         }
     };
     gw.counters.handshakes.fetch_add(1, Ordering::Relaxed);
-    run(gw, ws, admitted, preauth.slot).await;
+    // Authenticated: continue on the control runtime, apart from the edge
+    // runtime's unauthenticated work.
+    match gw.control.get().cloned() {
+        Some(control) => {
+            let _ = control.spawn(run(gw, ws, admitted, preauth.slot)).await;
+        }
+        None => run(gw, ws, admitted, preauth.slot).await,
+    }
 }
 
 /// Read the first text frame before `deadline` (pings and pongs are
@@ -212,6 +228,7 @@ async fn first_frame<S: AsyncRead + AsyncWrite + Unpin>(
                     code: 1000,
                     reason: String::new(),
                     drain: false,
+                    violation: Some("handshake timeout"),
                 });
             }
             Ok(None) => return Ok(FirstFrame::Gone),
@@ -223,6 +240,7 @@ async fn first_frame<S: AsyncRead + AsyncWrite + Unpin>(
                         code,
                         reason: reason.into(),
                         drain: true,
+                        violation: Some("broken frame"),
                     }),
                     None => Ok(FirstFrame::Gone),
                 };
@@ -535,6 +553,7 @@ fn too_large() -> Refusal {
         code: 1009,
         reason: "preauth payload too large".into(),
         drain: true,
+        violation: Some("oversize frame"),
     }
 }
 
@@ -544,6 +563,7 @@ fn invalid_frame() -> Refusal {
         code: 1008,
         reason: "invalid request frame".into(),
         drain: false,
+        violation: None,
     }
 }
 

@@ -72,6 +72,8 @@ pub struct Options {
     pub plugin_quotas: crate::plugins::Quotas,
     /// Threads running tool calls (0: half the CPUs).
     pub plugin_threads: usize,
+    /// Nice value of those threads (default 10; 0: off).
+    pub plugin_nice: i32,
     /// Host-wide ceilings on plugin limits and the default outbound budget.
     pub sandbox: crate::plugins::SandboxConfig,
     /// Log capture for `logs.tail`.
@@ -108,6 +110,7 @@ impl Options {
             allow_cidrs: Vec::new(),
             plugin_quotas: Default::default(),
             plugin_threads: 0,
+            plugin_nice: crate::plugins::registry::DEFAULT_PLUGIN_NICE,
             sandbox: Default::default(),
             logs: None,
             watch_settle: Duration::from_millis(300),
@@ -219,6 +222,7 @@ pub async fn start(mut opts: Options) -> anyhow::Result<Running> {
                 .map_or_else(crate::clock::system, |c| c.0.clone()),
             quotas: opts.plugin_quotas,
             plugin_threads: opts.plugin_threads,
+            plugin_nice: opts.plugin_nice,
             sandbox: opts.sandbox,
         },
         health: opts.health,

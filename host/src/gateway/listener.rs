@@ -8,18 +8,27 @@
 //! - a cap on open sockets (HTTP and upgraded WebSockets together),
 //!   derived from the descriptor limit less a reserve: over it a new
 //!   connection gets an immediate `503` with `Retry-After` and is closed;
-//! - accept errors (`EMFILE`, `ENFILE`, ...) back off instead of spinning.
+//! - accept errors (`EMFILE`, `ENFILE`, ...) back off instead of spinning;
+//! - an [`AcceptGate`] consulted at accept, before a byte is read: a peer
+//!   it refuses (an address blocked for pre-auth protocol violations or
+//!   over its connection rate) gets a `429` with `Retry-After` and is
+//!   closed, so a flood of such sockets costs an accept and a close each.
 //!
 //! Metrics: `pincer_http_sockets_open`, `pincer_http_sockets_max`,
-//! `pincer_http_sockets_refused_total` and `pincer_http_timeouts_total`
-//! (by `reason`: header, idle or body timeout).
+//! `pincer_http_sockets_refused_total`, `pincer_http_refused_at_accept_total`
+//! and `pincer_http_timeouts_total` (by `reason`: header, idle or body
+//! timeout).
+//!
+//! Connections are served on the `edge` runtime handle given to [`serve`]
+//! (the gateway's untrusted-work runtime, at lower OS priority); the
+//! accept loop itself runs where it is called.
 //!
 //! Graceful shutdown asks every HTTP connection to finish its request and
 //! close, and waits for them; `ConnectInfo<SocketAddr>` is set on every
 //! request as `axum::serve` did.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -60,6 +69,26 @@ const MAX_REFUSING: usize = 64;
 /// How long a refused connection lingers.
 const REFUSE_LINGER: Duration = Duration::from_millis(500);
 
+/// Decides at accept, before anything is read, whether a peer is served.
+pub trait AcceptGate: Send + Sync + 'static {
+    /// `Some(retry_after)` refuses a new socket from `ip` now.
+    fn refusal(&self, ip: IpAddr) -> Option<Duration>;
+}
+
+/// The answer to a peer refused by the [`AcceptGate`].
+fn too_many_requests(retry_after: Duration) -> Bytes {
+    const BODY: &str = "{\"error\":{\"code\":\"RATE_LIMITED\",\"message\":\"too many connections or protocol errors from this address\"}}";
+    let secs = retry_after.as_millis().div_ceil(1000).max(1);
+    Bytes::from(format!(
+        "HTTP/1.1 429 Too Many Requests\r\n\
+content-type: application/json\r\n\
+retry-after: {secs}\r\n\
+connection: close\r\n\
+content-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    ))
+}
+
 /// The answer to a connection over the cap.
 const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 content-type: application/json\r\n\
@@ -93,6 +122,8 @@ pub async fn serve(
     app: Router,
     limits: HttpLimits,
     open: Arc<Semaphore>,
+    gate: Arc<dyn AcceptGate>,
+    edge: tokio::runtime::Handle,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
@@ -125,13 +156,20 @@ pub async fn serve(
                 continue;
             }
         };
+        if let Some(wait) = gate.refusal(remote.ip()) {
+            metrics::counter!("pincer_http_refused_at_accept_total").increment(1);
+            debug!(%remote, "refusing a connection at accept: address limited");
+            refuse(stream, &refusing, too_many_requests(wait), &edge);
+            continue;
+        }
         let Ok(permit) = open.clone().try_acquire_owned() else {
             metrics::counter!("pincer_http_sockets_refused_total").increment(1);
-            refuse(stream, remote, &refusing);
+            debug!(%remote, "refusing a connection: too many open sockets");
+            refuse(stream, &refusing, Bytes::from_static(OVERLOADED), &edge);
             continue;
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_connection(
+        edge.spawn(serve_connection(
             stream,
             remote,
             permit,
@@ -152,24 +190,29 @@ fn is_resource_error(e: &std::io::Error) -> bool {
         || e.kind() == std::io::ErrorKind::OutOfMemory
 }
 
-/// Over the cap: answer 503 and close, without reading the request. A
-/// bounded number of refusals linger to drain what the client sends (so
-/// the close is a FIN, not a reset that could discard the answer); beyond
-/// that the answer is written without waiting and the socket closed.
-fn refuse(stream: TcpStream, remote: SocketAddr, refusing: &Arc<Semaphore>) {
-    debug!(%remote, "refusing a connection: too many open sockets");
+/// Refuse a socket: write `answer` and close, without reading the
+/// request. A bounded number of refusals linger to drain what the client
+/// sends (so the close is a FIN, not a reset that could discard the
+/// answer); beyond that the answer is written without waiting and the
+/// socket closed.
+fn refuse(
+    stream: TcpStream,
+    refusing: &Arc<Semaphore>,
+    answer: Bytes,
+    edge: &tokio::runtime::Handle,
+) {
     let Ok(permit) = refusing.clone().try_acquire_owned() else {
         let mut sink = [0u8; 1024];
         while matches!(stream.try_read(&mut sink), Ok(n) if n > 0) {}
-        let _ = stream.try_write(OVERLOADED);
+        let _ = stream.try_write(&answer);
         return;
     };
-    tokio::spawn(async move {
+    edge.spawn(async move {
         let _permit = permit;
         let _ = tokio::time::timeout(REFUSE_LINGER, async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let mut stream = stream;
-            stream.write_all(OVERLOADED).await?;
+            stream.write_all(&answer).await?;
             stream.shutdown().await?;
             let mut sink = [0u8; 1024];
             while stream.read(&mut sink).await? > 0 {}
@@ -475,5 +518,23 @@ mod tests {
         assert_eq!(body.len(), len);
         let v: serde_json::Value = serde_json::from_str(body.trim_end()).unwrap();
         assert_eq!(v["error"]["code"], "OVERLOADED");
+    }
+
+    #[test]
+    fn too_many_requests_answer_is_well_formed() {
+        let answer = too_many_requests(Duration::from_millis(1500));
+        let text = std::str::from_utf8(&answer).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 429 "), "{head}");
+        assert!(head.contains("retry-after: 2\r\n"), "{head}");
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(body.len(), len);
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"]["code"], "RATE_LIMITED");
     }
 }

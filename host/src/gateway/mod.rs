@@ -133,8 +133,20 @@ pub struct GatewayConfig {
     /// Longest block, ms (default 300 000).
     pub auth_backoff_max_ms: u64,
     /// An IP's failures are forgotten after this long without one, ms
-    /// (default 900 000).
+    /// (default 900 000); also pre-auth violations.
     pub auth_failure_forget_ms: u64,
+    /// Pre-auth protocol violations (a frame over the 64 KiB pre-auth
+    /// limit, a broken frame, a handshake timeout) from one IP before it is
+    /// blocked; a blocked IP's new sockets are refused at accept with 429,
+    /// before anything is read (default 2; loopback exempt unless
+    /// `limit_loopback`).
+    pub preauth_violations_burst: u32,
+    /// First block after `preauth_violations_burst` violations, ms; doubles
+    /// with each further violation (default 10 000: a client that twice
+    /// broke the handshake is broken or hostile).
+    pub preauth_backoff_base_ms: u64,
+    /// Longest block for pre-auth violations, ms (default 300 000).
+    pub preauth_backoff_max_ms: u64,
     /// `tick` interval, ms (default 30 000).
     pub tick_interval_ms: u64,
     /// `policy.maxPayload` (default 25 MiB).
@@ -145,6 +157,14 @@ pub struct GatewayConfig {
     pub delta_throttle_ms: u64,
     /// How long shutdown waits for in-flight runs, ms (default 5 000).
     pub shutdown_grace_ms: u64,
+    /// Threads of the edge runtime, which serves HTTP requests and
+    /// WebSocket handshakes (everything before `hello-ok`) apart from the
+    /// authenticated connections (default 1).
+    pub edge_threads: usize,
+    /// Nice value of those threads (0-19, default 10): a flood of
+    /// unauthenticated sockets or webhook pushes runs at lower OS priority
+    /// than the operators' connections (Linux; 0 turns it off).
+    pub edge_nice: i32,
     /// `[gateway.runs]`: run ordering and bounds (per-session queue, global
     /// cap, per-sender rate).
     pub runs: run_queue::RunLimits,
@@ -175,11 +195,16 @@ impl Default for GatewayConfig {
             auth_backoff_base_ms: 1_000,
             auth_backoff_max_ms: 300_000,
             auth_failure_forget_ms: 900_000,
+            preauth_violations_burst: 2,
+            preauth_backoff_base_ms: 10_000,
+            preauth_backoff_max_ms: 300_000,
             tick_interval_ms: crate::protocol::TICK_INTERVAL_MS,
             max_payload: crate::protocol::MAX_PAYLOAD,
             max_buffered_bytes: crate::protocol::MAX_BUFFERED_BYTES,
             delta_throttle_ms: 150,
             shutdown_grace_ms: 5_000,
+            edge_threads: 1,
+            edge_nice: 10,
             runs: run_queue::RunLimits::default(),
         }
     }
@@ -202,6 +227,19 @@ impl GatewayConfig {
             backoff_base: Duration::from_millis(self.auth_backoff_base_ms),
             backoff_max: Duration::from_millis(
                 self.auth_backoff_max_ms.max(self.auth_backoff_base_ms),
+            ),
+            forget_after: Duration::from_millis(self.auth_failure_forget_ms),
+        }
+    }
+
+    /// The pre-auth violation limiter settings.
+    pub fn preauth_limit(&self) -> auth_limit::AuthLimitConfig {
+        auth_limit::AuthLimitConfig {
+            burst: self.preauth_violations_burst.max(1),
+            backoff_base: Duration::from_millis(self.preauth_backoff_base_ms),
+            backoff_max: Duration::from_millis(
+                self.preauth_backoff_max_ms
+                    .max(self.preauth_backoff_base_ms),
             ),
             forget_after: Duration::from_millis(self.auth_failure_forget_ms),
         }
@@ -287,6 +325,11 @@ pub struct Gateway {
     pub preauth: Arc<preauth::Preauth>,
     /// Per-IP auth-failure limits.
     pub auth_limiter: auth_limit::AuthLimiter,
+    /// Per-IP pre-auth protocol violations (enforced at accept).
+    pub violations: auth_limit::AuthLimiter,
+    /// The runtime authenticated connections run on (the one `serve` was
+    /// called on; handshakes run on the edge runtime).
+    pub control: std::sync::OnceLock<tokio::runtime::Handle>,
     /// The health summary last put in a `hello-ok` snapshot, with its time
     /// and the health state version it was built at.
     snapshot_health: Mutex<Option<(Instant, u64, Value)>>,
@@ -320,6 +363,7 @@ impl Gateway {
     ) -> Arc<Self> {
         let run_timeout = Duration::from_secs(600);
         let auth_limiter = auth_limit::AuthLimiter::new(config.auth_limit());
+        let violations = auth_limit::AuthLimiter::new(config.preauth_limit());
         Arc::new(Gateway {
             runs: runs::RunManager::new(run_timeout, config.runs.clone()),
             config,
@@ -339,6 +383,8 @@ impl Gateway {
             ip_rate: Mutex::new(HashMap::new()),
             preauth: Arc::new(preauth::Preauth::default()),
             auth_limiter,
+            violations,
+            control: std::sync::OnceLock::new(),
             snapshot_health: Mutex::new(None),
         })
     }
@@ -450,10 +496,41 @@ impl Gateway {
             })
     }
 
+    /// Whether per-IP limits apply to `ip` (loopback is exempt unless
+    /// `limit_loopback`).
+    fn limited_ip(&self, ip: IpAddr) -> bool {
+        !ip.is_loopback() || self.config.limit_loopback
+    }
+
+    /// Checked at accept, before a byte of the socket is read: `Some(wait)`
+    /// refuses a new socket from `ip` because the address is blocked for
+    /// pre-auth protocol violations or is over its connection rate (the
+    /// upgrades that went over it were counted by [`Self::admit`]). Counts
+    /// nothing itself, so a refused socket costs an accept and a close.
+    pub fn accept_refusal(&self, ip: IpAddr) -> Option<Duration> {
+        if !self.limited_ip(ip) {
+            return None;
+        }
+        if let Err(limited) = self.violations.check(ip) {
+            return Some(limited.retry_after);
+        }
+        let rates = self.ip_rate.lock().unwrap_or_else(|p| p.into_inner());
+        let (since, n) = rates.get(&ip)?;
+        let left = Duration::from_secs(60).checked_sub(since.elapsed())?;
+        (*n > self.config.connections_per_minute).then_some(left)
+    }
+
+    /// A pre-auth socket from `ip` broke the protocol (`what`): counted
+    /// toward the address's block (loopback exempt unless
+    /// `limit_loopback`); whether the address is now blocked.
+    pub fn record_violation(&self, ip: IpAddr, what: &'static str) -> bool {
+        self.limited_ip(ip) && self.violations.record_violation(ip, what).is_some()
+    }
+
     /// The per-IP connection rate (loopback exempt unless
     /// `limit_loopback`).
     fn check_rate(&self, ip: IpAddr) -> Result<(), &'static str> {
-        if ip.is_loopback() && !self.config.limit_loopback {
+        if !self.limited_ip(ip) {
             return Ok(());
         }
         let mut rates = self.ip_rate.lock().unwrap_or_else(|p| p.into_inner());

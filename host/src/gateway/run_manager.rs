@@ -3,7 +3,11 @@
 //! session's turn (one run at a time per session, later ones in a bounded
 //! FIFO, see [`run_queue`](super::run_queue)), then for one of the global
 //! slots (a fair semaphore: excess runs wait in order), then executes
-//! (`runs::execute`). A [`RunGuard`] owns the run's end: whether the run
+//! (`runs::execute`). Operators have their own lane: a channel run first
+//! takes a slot of its channel (`channel_max_concurrent`) and one of the
+//! channel share (`max_concurrent - operator_reserve`), and only then a
+//! global slot, so channel floods never hold the reserve and one channel
+//! cannot hold every channel slot. A [`RunGuard`] owns the run's end: whether the run
 //! finishes, is aborted while waiting, is dropped from a full queue, panics
 //! or is cancelled, its end is published (`chat` terminal event,
 //! `agent.wait`), it leaves the in-flight set and the session passes on.
@@ -123,7 +127,12 @@ pub struct RunManager {
     /// The timeout of runs that ask for none, ms.
     default_timeout_ms: AtomicU64,
     limits: RunLimits,
+    /// The global cap: every executing run holds one.
     slots: Arc<Semaphore>,
+    /// The channel share: every executing channel run also holds one.
+    channel_slots: Arc<Semaphore>,
+    /// Per-channel caps, by channel name (created on first use).
+    per_channel: Mutex<HashMap<String, Arc<Semaphore>>>,
     senders: SenderLimiter,
 }
 
@@ -144,7 +153,9 @@ impl RunManager {
             finished: Mutex::new((HashMap::new(), VecDeque::new())),
             idle: Notify::new(),
             default_timeout_ms: AtomicU64::new(ms(default_timeout)),
-            slots: Arc::new(Semaphore::new(limits.max_concurrent.max(1))),
+            slots: Arc::new(Semaphore::new(limits.total_slots())),
+            channel_slots: Arc::new(Semaphore::new(limits.channel_slots())),
+            per_channel: Mutex::new(HashMap::new()),
             senders: SenderLimiter::new(limits.sender_per_minute, limits.sender_burst),
             limits,
         }
@@ -166,6 +177,29 @@ impl RunManager {
                 Duration::from_millis(self.default_timeout_ms.load(Ordering::Relaxed))
             })
             .min(MAX_RUN_TIMEOUT)
+    }
+
+    /// The semaphores a run from `origin` takes before it executes, in
+    /// order: an operator run a global slot; a channel run a slot of its
+    /// channel (when that cap binds), one of the channel share, then a
+    /// global slot. Always taken in this order, so no two runs wait on
+    /// each other's permits.
+    fn gates(&self, origin: &Origin) -> Vec<Arc<Semaphore>> {
+        let Origin::Channel { channel, .. } = origin else {
+            return vec![self.slots.clone()];
+        };
+        let mut gates = Vec::with_capacity(3);
+        if let Some(cap) = self.limits.per_channel_slots() {
+            let mut per = self.per_channel.lock().unwrap_or_else(|p| p.into_inner());
+            gates.push(
+                per.entry(channel.clone())
+                    .or_insert_with(|| Arc::new(Semaphore::new(cap)))
+                    .clone(),
+            );
+        }
+        gates.push(self.channel_slots.clone());
+        gates.push(self.slots.clone());
+        gates
     }
 
     fn sched(&self) -> MutexGuard<'_, Sched> {
@@ -374,10 +408,11 @@ impl RunManager {
             holds_lane: matches!(outcome, StartOutcome::Started),
             ended: false,
         };
-        // A run that may start now joins the global slot queue here, in the
+        // A run that may start now joins its first slot queue here, in the
         // order runs start; its task may first run in any order.
-        let slot = matches!(outcome, StartOutcome::Started).then(|| join_slot_queue(&self.slots));
-        tokio::spawn(drive(guard, spec, cancel, reason, slot).instrument(span));
+        let gates = self.gates(&spec.origin);
+        let slot = matches!(outcome, StartOutcome::Started).then(|| join_slot_queue(&gates[0]));
+        tokio::spawn(drive(guard, spec, cancel, reason, gates, slot).instrument(span));
         outcome
     }
 
@@ -468,12 +503,39 @@ fn join_slot_queue(slots: &Arc<Semaphore>) -> Slot {
     }
 }
 
-/// A run's task: its session's turn, a global slot, execution, the end.
+/// Take a permit of each of `gates` in order (the first from `slot` when
+/// the run already joined its queue); `None` if cancelled meanwhile (the
+/// permits taken so far are released).
+async fn take_gates(
+    gates: &[Arc<Semaphore>],
+    slot: Option<Slot>,
+    cancel: &CancellationToken,
+) -> Option<Vec<tokio::sync::OwnedSemaphorePermit>> {
+    let mut permits = Vec::with_capacity(gates.len());
+    let mut slot = slot;
+    for gate in gates {
+        let wait: SlotWait = match slot.take() {
+            Some(Slot::Held(p)) => Box::pin(async move { Ok(p) }),
+            Some(Slot::Waiting(w)) => w,
+            None => Box::pin(gate.clone().acquire_owned()),
+        };
+        let permit = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => None,
+            p = wait => p.ok(),
+        };
+        permits.push(permit?);
+    }
+    Some(permits)
+}
+
+/// A run's task: its session's turn, its slots, execution, the end.
 async fn drive(
     mut guard: RunGuard,
     mut spec: RunSpec,
     cancel: CancellationToken,
     reason: Arc<Mutex<Option<String>>>,
+    gates: Vec<Arc<Semaphore>>,
     slot: Option<Slot>,
 ) {
     let why = |fallback: &str| {
@@ -532,18 +594,8 @@ async fn drive(
             }
         }
     }
-    // 2. A global slot (fair: in the order runs got here).
-    let wait: SlotWait = match slot {
-        Some(Slot::Held(p)) => Box::pin(async move { Ok(p) }),
-        Some(Slot::Waiting(w)) => w,
-        None => Box::pin(guard.gw.runs.slots.clone().acquire_owned()),
-    };
-    let permit = tokio::select! {
-        biased;
-        _ = cancel.cancelled() => None,
-        p = wait => p.ok(),
-    };
-    let Some(permit) = permit else {
+    // 2. Its slots (each fair: in the order runs got there).
+    let Some(permit) = take_gates(&gates, slot, &cancel).await else {
         guard.end_unstarted(&why("rpc"));
         return;
     };

@@ -43,6 +43,16 @@ pub struct RunLimits {
     /// Most runs executing at once over all sessions (default 32); more
     /// wait, in order, for a slot. At least 1.
     pub max_concurrent: usize,
+    /// Slots of `max_concurrent` that only operator runs (`chat.send`,
+    /// `agent`) may take: channel runs together never hold more than
+    /// `max_concurrent - operator_reserve`, so an operator's run does not
+    /// wait behind a channel flood (default 4; at most `max_concurrent -
+    /// 1`).
+    pub operator_reserve: usize,
+    /// Most runs of one channel executing at once, so one channel's flood
+    /// cannot take every channel slot (default 16; 0: no cap beyond the
+    /// channel share).
+    pub channel_max_concurrent: usize,
     /// Most messages waiting behind a session's current run (default 20).
     pub queue_cap: usize,
     /// `followup` (default) or `collect`.
@@ -60,12 +70,34 @@ impl Default for RunLimits {
     fn default() -> Self {
         RunLimits {
             max_concurrent: 32,
+            operator_reserve: 4,
+            channel_max_concurrent: 16,
             queue_cap: 20,
             queue_mode: QueueMode::Followup,
             queue_drop: QueueDrop::New,
             sender_per_minute: 12,
             sender_burst: 5,
         }
+    }
+}
+
+impl RunLimits {
+    /// The global cap (at least 1).
+    pub fn total_slots(&self) -> usize {
+        self.max_concurrent.max(1)
+    }
+
+    /// Slots all channel runs together may hold: the global cap less the
+    /// operator reserve, at least 1.
+    pub fn channel_slots(&self) -> usize {
+        let total = self.total_slots();
+        total - self.operator_reserve.min(total - 1)
+    }
+
+    /// The per-channel cap, when it binds (below the channel share).
+    pub fn per_channel_slots(&self) -> Option<usize> {
+        let cap = self.channel_max_concurrent;
+        (cap > 0 && cap < self.channel_slots()).then_some(cap)
     }
 }
 
@@ -199,6 +231,27 @@ mod tests {
             l.admit("s", 5, 2, QueueDrop::New),
             Admit::RunNow(5)
         ));
+    }
+
+    #[test]
+    fn the_reserve_and_channel_caps_stay_within_the_global_cap() {
+        let l = |max, reserve, per| RunLimits {
+            max_concurrent: max,
+            operator_reserve: reserve,
+            channel_max_concurrent: per,
+            ..RunLimits::default()
+        };
+        let d = RunLimits::default();
+        assert_eq!((d.total_slots(), d.channel_slots()), (32, 28));
+        assert_eq!(d.per_channel_slots(), Some(16));
+        // A reserve as big as the cap still leaves channels one slot.
+        assert_eq!(l(2, 5, 0).channel_slots(), 1);
+        assert_eq!(l(0, 0, 0).total_slots(), 1);
+        assert_eq!(l(0, 4, 0).channel_slots(), 1);
+        // A per-channel cap at or above the channel share does not bind.
+        assert_eq!(l(8, 2, 6).per_channel_slots(), None);
+        assert_eq!(l(8, 2, 5).per_channel_slots(), Some(5));
+        assert_eq!(l(8, 2, 0).per_channel_slots(), None);
     }
 
     #[test]

@@ -62,15 +62,50 @@ pub async fn serve(
     };
     let open = Arc::new(Semaphore::new(max_sockets));
     let gw2 = gw.clone();
-    listener::serve(listener, app, limits, open, async move {
-        shutdown.await;
-        gw2.shutdown("service restart").await;
-    })
+    let gate: Arc<dyn listener::AcceptGate> = Arc::new(AcceptByIp(gw.clone()));
+    let _ = gw.control.set(tokio::runtime::Handle::current());
+    let edge = edge_runtime(&gw)?;
+    listener::serve(
+        listener,
+        app,
+        limits,
+        open,
+        gate,
+        edge.handle().clone(),
+        async move {
+            shutdown.await;
+            gw2.shutdown("service restart").await;
+        },
+    )
     .await;
+    edge.shutdown_background();
     for t in background {
         t.abort();
     }
     Ok(())
+}
+
+/// The edge runtime: HTTP requests and WebSocket handshakes, at lower OS
+/// priority (`edge_nice`) than the runtime authenticated connections run
+/// on, so a flood of unauthenticated work yields the CPU to operators.
+fn edge_runtime(gw: &Gateway) -> anyhow::Result<tokio::runtime::Runtime> {
+    let nice = gw.config.edge_nice;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(gw.config.edge_threads.max(1))
+        .thread_name("pincer-edge")
+        .on_thread_start(move || crate::plugins::nice::lower_current_thread_or_warn(nice))
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("starting the edge runtime: {e}"))
+}
+
+/// The gateway's per-address limits, checked at accept.
+struct AcceptByIp(Arc<Gateway>);
+
+impl listener::AcceptGate for AcceptByIp {
+    fn refusal(&self, ip: std::net::IpAddr) -> Option<Duration> {
+        self.0.accept_refusal(ip)
+    }
 }
 
 fn spawn_background(gw: &Arc<Gateway>) -> Vec<tokio::task::JoinHandle<()>> {

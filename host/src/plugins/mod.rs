@@ -9,6 +9,7 @@
 //! - [`cache`]: compiled artifacts on disk, so restarts load in milliseconds;
 //! - [`files`]: reading plugin files with size caps and name checks;
 //! - [`gate`]: per-plugin instance caps (busy when full);
+//! - [`nice`]: lower OS priority for the plugin call runtime's threads;
 //! - [`quotas`]: what one plugin may use (instances, key-value, `/data`, logs);
 //! - [`loader`]: a file on disk to a checked, pre-instantiated [`PluginVersion`];
 //! - [`instance`]: one sandboxed instance and limited, classified calls into it;
@@ -26,6 +27,7 @@ pub mod instance;
 pub mod limits;
 pub mod loader;
 pub mod manifest;
+pub mod nice;
 pub mod quotas;
 pub mod registry;
 pub mod watcher;

@@ -56,6 +56,11 @@ pub struct RuntimeConfig {
     /// gateway's (0: half the CPUs, at least one), so guests spinning on the
     /// CPU cannot starve the gateway's own tasks.
     pub plugin_threads: usize,
+    /// Nice value of those threads (0-19, default 10): plugin work runs at
+    /// lower OS priority than the gateway's own tasks, so a spinning or
+    /// flooding guest yields the CPU to request handling (Linux; 0 turns it
+    /// off).
+    pub plugin_nice: i32,
     /// Host-wide ceilings on plugin limits and the default outbound budget.
     pub sandbox: SandboxConfig,
 }
@@ -69,10 +74,14 @@ impl Default for RuntimeConfig {
             clock: crate::clock::system(),
             quotas: Quotas::default(),
             plugin_threads: 0,
+            plugin_nice: DEFAULT_PLUGIN_NICE,
             sandbox: SandboxConfig::default(),
         }
     }
 }
+
+/// The default nice value of the plugin call runtime's threads.
+pub const DEFAULT_PLUGIN_NICE: i32 = 10;
 
 /// A plugin's lifecycle state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -213,9 +222,11 @@ impl PluginRegistry {
                 .max(1),
             n => n,
         };
+        let nice = config.plugin_nice;
         let calls = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("pincer-plugin")
+            .on_thread_start(move || super::nice::lower_current_thread_or_warn(nice))
             .enable_all()
             .build()
             .map_err(|e| anyhow::anyhow!("starting the plugin call runtime: {e}"))?;
