@@ -192,8 +192,19 @@ try {
     }
   };
 
+  // History: a fresh page load shows the exchange from the gateway's
+  // transcript (chat.startup), not from the page's memory.
+  await open('/chat');
+  await until(
+    async () => (await page.getByText(message, { exact: false }).count()) >= 2,
+    'the exchange in the reloaded chat history',
+  );
+  step('history-shown');
+  await shot('history');
+
+  // The sessions list: the session, idle now.
   await open('/sessions');
-  await pageShows([message.split(' ').slice(0, 3).join(' ')], 'the sessions list');
+  await pageShows([opts.sessionKey ?? 'agent:main:main', 'Idle'], 'the sessions list');
   step('sessions-shown');
   await shot('sessions');
   report.pageText.sessions = (await page.locator('body').innerText()).slice(0, 4000);
@@ -204,8 +215,13 @@ try {
   await shot('channels');
   report.pageText.channels = (await page.locator('body').innerText()).slice(0, 4000);
 
+  // The plugins page opens on the (empty) catalog; the installed plugins
+  // are under settings.
   await open('/plugins');
-  await pageShows(opts.plugins ?? [], 'the plugins page');
+  await until(() => calledOk('plugins.catalog.browse'), 'the plugin catalog');
+  await shot('plugins-catalog');
+  await open('/settings/plugins');
+  await pageShows(opts.plugins ?? [], 'the installed plugins page');
   step('plugins-shown');
   await shot('plugins');
   report.pageText.plugins = (await page.locator('body').innerText()).slice(0, 4000);

@@ -55,12 +55,12 @@ async fn control_ui_chats_aborts_and_lists_against_pincer() {
         let body = r.text().await.expect("body");
         assert!(body.contains("OpenClaw Control"), "{path}: {body:.200}");
     }
-    let r = http
-        .get(format!("http://{addr}/../../etc/passwd"))
-        .send()
-        .await
-        .expect("GET");
-    assert_ne!(r.status(), 200);
+    // A path that climbs out of the directory (sent raw: HTTP clients
+    // normalise `..` away) is refused, encoded or not.
+    for path in ["/../../etc/passwd", "/assets/%2e%2e/%2e%2e/etc/passwd"] {
+        let status = raw_get_status(addr, path).await;
+        assert!(status.contains(" 404 "), "{path}: {status}");
+    }
 
     let message = "hello pincer from the control ui";
     let long: String = (0..400).map(|i| format!("word{i} ")).collect();
@@ -150,4 +150,19 @@ async fn channel_names(gw: &TestGateway) -> Vec<String> {
         .into_iter()
         .map(|c| c.name)
         .collect()
+}
+
+/// The status line of a raw `GET path` (no client-side normalisation).
+async fn raw_get_status(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.expect("read");
+    String::from_utf8_lossy(&out)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }

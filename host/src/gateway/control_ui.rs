@@ -108,6 +108,11 @@ async fn file_response(file: &Path, head: bool) -> Response {
             return StatusCode::NOT_FOUND.into_response();
         }
     };
+    let body = if file.file_name().is_some_and(|n| n == "index.html") {
+        with_base(body)
+    } else {
+        body
+    };
     let len = body.len();
     let mut resp = Response::new(if head {
         Body::empty()
@@ -130,6 +135,32 @@ async fn file_response(file: &Path, head: bool) -> Response {
     };
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     resp
+}
+
+/// `index.html` with `<base href="/">` after `<head>` (unless it has a
+/// `<base>`): the shell is also served at nested app routes such as
+/// `/settings/channels`, where its relative `./assets/...` links would
+/// otherwise resolve under `/settings/`.
+fn with_base(body: Vec<u8>) -> Vec<u8> {
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return body;
+    };
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("<base ") {
+        return body;
+    }
+    let Some(head) = lower.find("<head") else {
+        return body;
+    };
+    let Some(close) = lower[head..].find('>') else {
+        return body;
+    };
+    let at = head + close + 1;
+    let mut out = String::with_capacity(text.len() + 20);
+    out.push_str(&text[..at]);
+    out.push_str("<base href=\"/\">");
+    out.push_str(&text[at..]);
+    out.into_bytes()
 }
 
 /// The content type for a file name's extension.
@@ -178,6 +209,17 @@ mod tests {
         assert_eq!(safe_relative("/a%00b"), None);
         assert_eq!(safe_relative("/a%zz"), None);
         assert_eq!(safe_relative("/a%20b"), Some(PathBuf::from("a b")));
+    }
+
+    #[test]
+    fn the_shell_gets_a_base() {
+        let out = with_base(b"<html><head lang=x><title>t</title></head></html>".to_vec());
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "<html><head lang=x><base href=\"/\"><title>t</title></head></html>"
+        );
+        let has = b"<head><base href=\"/ui/\"></head>".to_vec();
+        assert_eq!(with_base(has.clone()), has);
     }
 
     #[test]

@@ -57,7 +57,8 @@ pub fn required_scope(method: &str) -> Option<&'static str> {
         | "progressCard.get"
         | "sessions.branches.list"
         | "sessions.companion.state"
-        | "sessions.observer.visibility" => Some(READ),
+        | "sessions.observer.visibility"
+        | "plugins.catalog.browse" => Some(READ),
         "agent" | "agent.wait" | "chat.send" | "chat.abort" | "sessions.abort" => Some(WRITE),
         "device.pair.list"
         | "device.pair.approve"

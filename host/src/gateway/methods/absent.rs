@@ -1,7 +1,7 @@
 //! OpenClaw features Pincer does not have (scheduled jobs, the task ledger,
 //! agent questions, Talk voice, approvals, progress cards, transcript
 //! branches, the session companion and observer, self-update, OpenClaw's
-//! config file), answered
+//! config file, a plugin marketplace), answered
 //! truthfully: an empty list or an explicit "not available" state, in the
 //! shape OpenClaw's clients read (checked against the Control UI 2026.9.6
 //! client code). A client that calls them gets a usable answer instead of
@@ -27,6 +27,7 @@ pub const METHODS: &[&str] = &[
     "sessions.observer.visibility",
     "update.status",
     "config.get",
+    "plugins.catalog.browse",
 ];
 
 /// The answer to `method` (one of [`METHODS`]), given its params.
@@ -86,6 +87,9 @@ pub fn answer(method: &str, p: &Value) -> Option<Value> {
             "valid": true,
             "issues": [],
         }),
+        // No plugin marketplace: plugins are component files put in the
+        // plugins directory (`plugins.list` shows them).
+        "plugins.catalog.browse" => json!({"items": [], "categories": []}),
         _ => return None,
     })
 }

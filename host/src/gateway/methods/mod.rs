@@ -92,6 +92,7 @@ pub const METHODS: &[&str] = &[
     "sessions.observer.visibility",
     "update.status",
     "config.get",
+    "plugins.catalog.browse",
 ];
 
 /// Events this gateway sends.
@@ -274,7 +275,7 @@ async fn dispatch(ctx: &Ctx, req: &Request) -> Reply {
             }
         }
         m if m.starts_with("channels.pairing.") => pairing::handle(gw, m, p).into(),
-        "plugins.list" => Reply::Ok(serde_json::json!({"plugins": gw.runtime.plugins.list()})),
+        "plugins.list" => Reply::Ok(plugins::plugins_list(gw)),
         "plugins.reload" => match params::<plugins::ReloadParams>(&req.method, p) {
             Ok(rp) => Reply::Ok(plugins::reload(gw, rp.name.as_deref()).await),
             Err(e) => Reply::Err(e),

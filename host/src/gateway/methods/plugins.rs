@@ -1,6 +1,7 @@
 //! Pincer's plugin methods: `channels.status` (the health monitor's view in
 //! OpenClaw's channel-snapshot shape), `channels.start/stop/restart`,
-//! `plugins.list`, `plugins.reload`.
+//! `plugins.list` (Pincer's rows plus the fields OpenClaw's plugin pages
+//! read), `plugins.reload`.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -47,6 +48,33 @@ pub fn channel_json(c: &ChannelHealth) -> Value {
         "webhook": c.webhook,
     });
     v
+}
+
+/// `plugins.list`: each plugin's Pincer row plus OpenClaw's fields (`id`,
+/// `enabled`, `installed`, `status`, `origin`, `channelIds`, `hasIcon`), so OpenClaw's
+/// Control UI lists Pincer's plugins.
+pub fn plugins_list(gw: &Gateway) -> Value {
+    let rows: Vec<Value> = gw
+        .runtime
+        .plugins
+        .list()
+        .into_iter()
+        .map(|p| {
+            let loaded = p.state == crate::plugins::PluginState::Loaded;
+            let is_channel = p.kind == Some(crate::plugins::PluginKind::Channel);
+            let name = p.name.clone();
+            let mut v = serde_json::to_value(&p).unwrap_or_else(|_| json!({"name": name}));
+            v["id"] = json!(name);
+            v["enabled"] = json!(true);
+            v["status"] = json!(if loaded { "loaded" } else { "error" });
+            v["origin"] = json!("workspace");
+            v["channelIds"] = if is_channel { json!([name]) } else { json!([]) };
+            v["hasIcon"] = json!(false);
+            v["installed"] = json!(true);
+            v
+        })
+        .collect();
+    json!({"plugins": rows})
 }
 
 /// `channels.status`.
