@@ -34,6 +34,7 @@ const report = {
   screenshots: [],
   consoleErrors: [],
   httpErrors: [],
+  pageErrors: [], // uncaught exceptions in the page (an answer it could not read)
   frames: [], // raw frames, with `dumpFrames` (debugging)
   pageText: {},
   failed: null,
@@ -64,7 +65,7 @@ page.on('console', (m) => {
 page.on('response', (r) => {
   if (r.status() >= 400) report.httpErrors.push(`${r.status()} ${r.request().method()} ${r.url()}`);
 });
-page.on('pageerror', (e) => report.consoleErrors.push(`pageerror: ${String(e).slice(0, 500)}`));
+page.on('pageerror', (e) => report.pageErrors.push(String(e).slice(0, 500)));
 
 page.on('websocket', (ws) => {
   ws.on('framesent', (f) => {

@@ -63,7 +63,9 @@ async fn control_ui_chats_aborts_and_lists_against_pincer() {
     }
 
     let message = "hello pincer from the control ui";
-    let long: String = (0..400).map(|i| format!("word{i} ")).collect();
+    // 800 words at 40 ms: about half a minute of streaming, ample time for
+    // the page to show the stop button and for the click to land.
+    let long: String = (0..800).map(|i| format!("word{i} ")).collect();
     let artifacts = browser::artifacts_dir("control_ui");
     let gateway_url = format!("ws://{addr}");
     let url = format!(
@@ -90,6 +92,12 @@ async fn control_ui_chats_aborts_and_lists_against_pincer() {
         "the browser run failed: {}\n(report and screenshots in {})",
         report["failed"],
         artifacts.display()
+    );
+    // The page understood every answer: no uncaught exception.
+    assert_eq!(
+        report["pageErrors"],
+        json!([]),
+        "uncaught exceptions in the page"
     );
     // No method the page called was refused, unknown or failed.
     let calls = report["calls"].as_array().expect("calls");

@@ -100,6 +100,9 @@ async fn a_run_ends_in_session_rows_and_history_receipts() {
         }
     }
     assert_eq!(ended.unwrap()["payload"]["activeRunIds"], json!([]));
+    // Once the run manager has let go of the run, rows agree.
+    let w = c.call("agent.wait", json!({"runId": "run-ui-1"})).await;
+    assert_eq!(w["status"], "ok");
     let list = c.call("sessions.list", json!({})).await;
     assert_eq!(list["sessions"][0]["hasActiveRun"], false);
 

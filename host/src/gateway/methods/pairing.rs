@@ -99,7 +99,8 @@ pub fn dismiss(gw: &Gateway, p: &PairingParams) -> Result<Value, PairingFailure>
 
 /// Every channel's pairing state: `accounts` (the channel accounts whose
 /// DM policy is pairing), `requests` (pending, oldest first, each with a
-/// `requestId`) and `channels` (each channel's own list).
+/// `requestId`), `channels` (each channel's own list) and `limits` (pending
+/// requests per account, code lifetime).
 pub fn list_all(gw: &Gateway) -> Result<Value, PairingFailure> {
     let settings = &gw.runtime.plugins.config().settings;
     let mut accounts = Vec::new();
@@ -132,7 +133,13 @@ pub fn list_all(gw: &Gateway) -> Result<Value, PairingFailure> {
         }
         channels.push(serde_json::to_value(list).unwrap_or(Value::Null));
     }
-    Ok(json!({"accounts": accounts, "requests": requests, "channels": channels}))
+    use crate::channels::pairing::{CODE_TTL_MS, MAX_PENDING};
+    Ok(json!({
+        "accounts": accounts,
+        "requests": requests,
+        "channels": channels,
+        "limits": {"pendingPerAccount": MAX_PENDING, "ttlMs": CODE_TTL_MS},
+    }))
 }
 
 /// Dispatch `channels.pairing.*` over the protocol.

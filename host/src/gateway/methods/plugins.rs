@@ -1,5 +1,6 @@
 //! Pincer's plugin methods: `channels.status` (the health monitor's view in
-//! OpenClaw's channel-snapshot shape), `channels.start/stop/restart`,
+//! OpenClaw's channel-snapshot shape, each channel also as its one
+//! `default` account), `channels.start/stop/restart`,
 //! `plugins.list` (Pincer's rows plus the fields OpenClaw's plugin pages
 //! read), `plugins.reload`.
 
@@ -86,11 +87,23 @@ pub async fn channels_status(gw: &Gateway) -> Value {
         channels.insert(c.name.clone(), channel_json(c));
         labels.insert(c.name.clone(), json!(c.name));
     }
+    // OpenClaw's per-account view: each Pincer channel is one `default`
+    // account with the channel's own state.
+    let mut accounts = serde_json::Map::new();
+    let mut default_account = serde_json::Map::new();
+    for (name, row) in &channels {
+        let mut acc = row.clone();
+        acc["accountId"] = json!("default");
+        accounts.insert(name.clone(), json!([acc]));
+        default_account.insert(name.clone(), json!("default"));
+    }
     json!({
         "ts": now_ms(),
         "channelOrder": snap.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
         "channelLabels": labels,
         "channels": channels,
+        "channelAccounts": accounts,
+        "channelDefaultAccountId": default_account,
     })
 }
 
