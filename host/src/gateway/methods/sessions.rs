@@ -18,6 +18,7 @@ pub fn session_row(s: &SessionEntry) -> Value {
         "updatedAt": s.updated_ms,
         "sessionId": s.session_id,
         "messageCount": s.message_count,
+        "agentId": s.agent_id,
     });
     if let Some(p) = &s.last_preview {
         row["lastMessagePreview"] = json!(p);
