@@ -21,6 +21,7 @@
 //! [gateway]                            # see gateway::GatewayConfig
 //! listen = "127.0.0.1:18789"
 //! allowed_origins = ["https://control.example.com"]
+//! control_ui = "/opt/openclaw/dist/control-ui"  # a Control UI build served at / (default none)
 //!
 //! [store]                              # see store::StoreConfig
 //! readers = 4                          # read connections beside the writer

@@ -64,6 +64,10 @@ struct GatewayArgs {
     /// Model provider: `echo` (default, offline) or `openai`.
     #[arg(long, env = "PINCER_PROVIDER")]
     provider: Option<String>,
+    /// Serve a Control UI build (such as OpenClaw's `dist/control-ui`) at
+    /// `/` on the gateway's port.
+    #[arg(long, env = "PINCER_CONTROL_UI", value_name = "DIR")]
+    control_ui: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -300,6 +304,14 @@ async fn serve(
     opts.token_file = true;
     if let Some(p) = gw.provider {
         opts.agent.provider = p;
+    }
+    if let Some(dir) = gw.control_ui {
+        anyhow::ensure!(
+            dir.join("index.html").is_file(),
+            "--control-ui {}: no index.html in that directory",
+            dir.display()
+        );
+        opts.gateway.control_ui = Some(dir);
     }
     let running = pincer::gateway::launch::start(opts).await?;
     match &running.token_file {

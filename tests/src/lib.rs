@@ -3,6 +3,7 @@
 //! OpenAI-compatible server ([`fake_openai`]), and a scriptable webhook
 //! receiver ([`webhook_receiver`]).
 
+pub mod browser;
 pub mod fake_openai;
 
 pub mod gateway;

@@ -11,6 +11,9 @@
 //!   when host-side verification refuses the push, see
 //!   `crate::channels::verify`).
 //!
+//! - anything else: the Control UI build, when one is configured
+//!   ([`super::control_ui`]), else 404.
+//!
 //! The API is described in `docs/openapi.json` (OpenAPI 3.1).
 
 use std::net::SocketAddr;
@@ -85,6 +88,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/channels/{name}/webhook", any(channel_webhook))
         .route("/channels/{name}/webhook/{*rest}", any(channel_webhook))
         .merge(secured)
+        .fallback(super::control_ui::serve)
         .with_state(gw)
 }
 

@@ -23,11 +23,13 @@
 //! - [`http_guard`]: `Host`, `Origin` and content-type checks;
 //! - [`fdlimit`]: the descriptor limit and the socket cap it allows;
 //! - [`token_file`]: the token generated on first start;
-//! - [`public_error`]: short outward errors with a log reference.
+//! - [`public_error`]: short outward errors with a log reference;
+//! - [`control_ui`]: a browser Control UI build served at `/`.
 
 pub mod auth;
 pub mod auth_limit;
 pub mod conn;
+pub mod control_ui;
 pub mod fdlimit;
 pub mod frame_guard;
 pub mod http_api;
@@ -168,6 +170,10 @@ pub struct GatewayConfig {
     /// `[gateway.runs]`: run ordering and bounds (per-session queue, global
     /// cap, per-sender rate).
     pub runs: run_queue::RunLimits,
+    /// A Control UI build (such as OpenClaw's `dist/control-ui`) served at
+    /// `/` on this port, with `index.html` for its app routes (default
+    /// none: `/` is 404).
+    pub control_ui: Option<std::path::PathBuf>,
 }
 
 impl Default for GatewayConfig {
@@ -206,6 +212,7 @@ impl Default for GatewayConfig {
             edge_threads: 1,
             edge_nice: 10,
             runs: run_queue::RunLimits::default(),
+            control_ui: None,
         }
     }
 }

@@ -226,6 +226,12 @@ pub fn message_json(m: &TranscriptMessage) -> Value {
     }
     if let Some(r) = &m.run_id {
         v["runId"] = json!(r);
+        // A run's user message carries the key the client sent it with
+        // (`runId` is `chat.send`'s idempotency key): clients match their
+        // sent message in history by it.
+        if m.role == "user" {
+            v["idempotencyKey"] = json!(r);
+        }
     }
     v
 }
@@ -243,9 +249,9 @@ pub fn content_text(content: &Value) -> String {
     }
 }
 
-fn session_changed(gw: &Gateway, key: &str, reason: &str, run_id: &str) {
+fn session_changed(gw: &Gateway, key: &str, reason: &str, run_id: &str, run_ended: bool) {
     let entry = gw.sessions.get_session(key).ok().flatten();
-    super::methods::sessions::changed(gw, key, reason, entry.as_ref(), Some(run_id));
+    super::methods::sessions::changed(gw, key, reason, entry.as_ref(), Some(run_id), run_ended);
 }
 
 fn message_event(gw: &Gateway, key: &str, m: &TranscriptMessage) {
@@ -525,7 +531,7 @@ pub(super) async fn execute(
             return result;
         }
     }
-    session_changed(gw, key, "send", run_id);
+    session_changed(gw, key, "send", run_id, false);
     log_event(
         gw,
         "agent.started",
@@ -753,7 +759,7 @@ pub(super) async fn execute(
         }
     }
     em.chat(p, false);
-    session_changed(gw, key, "send", run_id);
+    session_changed(gw, key, "send", run_id, true);
     if let Some(tx) = reply_tx {
         let final_text = if result.status == "error" {
             format!("⚠️ {}", result.error.clone().unwrap_or_default())

@@ -44,7 +44,21 @@ pub fn required_scope(method: &str) -> Option<&'static str> {
         | "last-heartbeat"
         | "node.list"
         | "chat.history"
-        | "plugins.list" => Some(READ),
+        | "plugins.list"
+        | "chat.startup"
+        | "chat.metadata"
+        | "sessions.describe"
+        | "models.authStatus"
+        | "cron.list"
+        | "cron.status"
+        | "tasks.list"
+        | "question.list"
+        | "talk.catalog"
+        | "progressCard.get"
+        | "sessions.branches.list"
+        | "sessions.companion.state"
+        | "sessions.observer.visibility"
+        | "plugins.catalog.browse" => Some(READ),
         "agent" | "agent.wait" | "chat.send" | "chat.abort" | "sessions.abort" => Some(WRITE),
         "device.pair.list"
         | "device.pair.approve"
@@ -53,7 +67,9 @@ pub fn required_scope(method: &str) -> Option<&'static str> {
         | "channels.pairing.list"
         | "channels.pairing.approve"
         | "channels.pairing.dismiss" => Some(PAIRING),
-        // Everything else, including every `webhooks.*` method (endpoint
+        "exec.approval.list" | "plugin.approval.list" | "openclaw.approval.list" => Some(APPROVALS),
+        // Everything else, including `config.get`, `update.status` and
+        // every `webhooks.*` method (endpoint
         // URLs and delivery bodies are sensitive), needs admin.
         _ => Some(ADMIN),
     }
@@ -111,5 +127,10 @@ mod tests {
             Err(PAIRING)
         );
         assert!(authorize("channels.pairing.approve", &s(&[PAIRING])).is_ok());
+        assert!(authorize("chat.startup", &s(&[READ])).is_ok());
+        assert!(authorize("models.authStatus", &s(&[WRITE])).is_ok());
+        assert_eq!(authorize("exec.approval.list", &s(&[READ])), Err(APPROVALS));
+        assert_eq!(authorize("config.get", &s(&[READ, WRITE])), Err(ADMIN));
+        assert_eq!(authorize("update.status", &s(&[READ])), Err(ADMIN));
     }
 }

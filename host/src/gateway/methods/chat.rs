@@ -160,6 +160,10 @@ struct HistoryParams {
     session_key: String,
     limit: Option<usize>,
     max_chars: Option<usize>,
+    /// Runs whose input the client sent and wants news of
+    /// (`inputReceipts`).
+    #[serde(default)]
+    input_run_ids: Vec<String>,
 }
 
 /// Largest `chat.history` response.
@@ -212,8 +216,12 @@ pub fn history(ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
         }
         out.push(v);
     }
+    let receipts = input_receipts(gw, &key, &p.input_run_ids, &msgs);
     out.reverse();
     let mut result = json!({"sessionKey": key, "messages": out});
+    if !p.input_run_ids.is_empty() {
+        result["inputReceipts"] = json!(receipts);
+    }
     if let Some(e) = entry {
         result["sessionId"] = json!(e.session_id);
         for k in ["thinkingLevel", "fastMode", "verboseLevel"] {
@@ -223,6 +231,37 @@ pub fn history(ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
         }
     }
     Ok(result)
+}
+
+/// Most input receipts one `chat.history` answers.
+const MAX_INPUT_RECEIPTS: usize = 50;
+
+/// What became of each run's input, as OpenClaw's `inputReceipts`: a run
+/// whose user message is in the transcript was `consumed` by that message;
+/// an unfinished run's input is `pending`; other ids are left out.
+fn input_receipts(
+    gw: &crate::gateway::Gateway,
+    key: &str,
+    run_ids: &[String],
+    recent: &[crate::store::TranscriptMessage],
+) -> Vec<Value> {
+    let active = gw.runs.active_in(key);
+    run_ids
+        .iter()
+        .take(MAX_INPUT_RECEIPTS)
+        .filter_map(|r| {
+            let consumed = recent
+                .iter()
+                .find(|m| m.role == "user" && m.run_id.as_deref() == Some(r.as_str()));
+            match consumed {
+                Some(m) => {
+                    Some(json!({"runId": r, "state": "consumed", "consumedByEventId": m.id}))
+                }
+                None if active.contains(r) => Some(json!({"runId": r, "state": "pending"})),
+                None => None,
+            }
+        })
+        .collect()
 }
 
 #[derive(Deserialize)]

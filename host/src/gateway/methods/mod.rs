@@ -1,11 +1,13 @@
 //! Protocol methods: the dispatch table, scope checks and one module per
 //! area. `features.methods` is exactly [`METHODS`].
 
+pub mod absent;
 pub mod chat;
 pub mod devices;
 pub mod pairing;
 pub mod plugins;
 pub mod sessions;
+pub mod startup;
 pub mod system;
 pub mod webhooks;
 
@@ -70,6 +72,27 @@ pub const METHODS: &[&str] = &[
     "webhooks.rotate",
     "webhooks.deliveries",
     "webhooks.replay",
+    // startup::METHODS
+    "chat.startup",
+    "chat.metadata",
+    "sessions.describe",
+    "models.authStatus",
+    // absent::METHODS
+    "cron.list",
+    "cron.status",
+    "tasks.list",
+    "question.list",
+    "talk.catalog",
+    "exec.approval.list",
+    "plugin.approval.list",
+    "openclaw.approval.list",
+    "progressCard.get",
+    "sessions.branches.list",
+    "sessions.companion.state",
+    "sessions.observer.visibility",
+    "update.status",
+    "config.get",
+    "plugins.catalog.browse",
 ];
 
 /// Events this gateway sends.
@@ -215,7 +238,7 @@ async fn dispatch(ctx: &Ctx, req: &Request) -> Reply {
         "health" => Reply::Ok(system::health_summary(gw).await),
         "status" => Reply::Ok(system::status(gw).await),
         "models.list" => Reply::Ok(system::models(gw)),
-        "agents.list" => Reply::Ok(system::agents()),
+        "agents.list" => Reply::Ok(system::agents(gw)),
         "agent.identity.get" => Reply::Ok(system::identity()),
         "system-presence" => Reply::Ok(Value::Array(gw.hub.presence())),
         "last-heartbeat" => Reply::Ok(Value::Null),
@@ -252,12 +275,32 @@ async fn dispatch(ctx: &Ctx, req: &Request) -> Reply {
             }
         }
         m if m.starts_with("channels.pairing.") => pairing::handle(gw, m, p).into(),
-        "plugins.list" => Reply::Ok(serde_json::json!({"plugins": gw.runtime.plugins.list()})),
+        "plugins.list" => Reply::Ok(plugins::plugins_list(gw)),
         "plugins.reload" => match params::<plugins::ReloadParams>(&req.method, p) {
             Ok(rp) => Reply::Ok(plugins::reload(gw, rp.name.as_deref()).await),
             Err(e) => Reply::Err(e),
         },
         m if m.starts_with("webhooks.") => webhooks::handle(ctx, m, p).await.into(),
+        "chat.startup" => startup::chat_startup(ctx, p).into(),
+        "chat.metadata" => Reply::Ok(startup::chat_metadata(gw)),
+        "sessions.describe" => startup::sessions_describe(ctx, p).into(),
+        "models.authStatus" => Reply::Ok(startup::models_auth_status(gw)),
+        m if absent::METHODS.contains(&m) => match absent::answer(m, p) {
+            Some(v) => Reply::Ok(v),
+            None => Reply::Err(ErrorShape::unknown_method(m)),
+        },
         other => Reply::Err(ErrorShape::unknown_method(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_tables_are_advertised() {
+        for m in absent::METHODS.iter().chain(startup::METHODS) {
+            assert!(METHODS.contains(m), "{m} missing from METHODS");
+        }
     }
 }

@@ -1,6 +1,9 @@
 //! `channels.pairing.list/approve/dismiss`: operators decide which unknown
 //! channel senders may talk to the agent (the `operator.pairing` scope).
 //! The HTTP API (`/v1/channels/{name}/pairing…`) calls the same functions.
+//! `channels.pairing.list` without `channel` answers for every channel in
+//! OpenClaw's shape (`accounts` using sender pairing, pending `requests`),
+//! which OpenClaw's Control UI shows on its channels page.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -94,8 +97,56 @@ pub fn dismiss(gw: &Gateway, p: &PairingParams) -> Result<Value, PairingFailure>
     Ok(json!({"ok": true, "dismissed": dismissed}))
 }
 
+/// Every channel's pairing state: `accounts` (the channel accounts whose
+/// DM policy is pairing), `requests` (pending, oldest first, each with a
+/// `requestId`), `channels` (each channel's own list) and `limits` (pending
+/// requests per account, code lifetime).
+pub fn list_all(gw: &Gateway) -> Result<Value, PairingFailure> {
+    let settings = &gw.runtime.plugins.config().settings;
+    let mut accounts = Vec::new();
+    let mut requests = Vec::new();
+    let mut channels = Vec::new();
+    for info in gw.runtime.plugins.list() {
+        if info.kind != Some(PluginKind::Channel) {
+            continue;
+        }
+        let policy = settings
+            .get(&info.name)
+            .map(|s| s.dm_policy)
+            .unwrap_or_default();
+        if policy == crate::channels::access::DmPolicy::Pairing {
+            accounts.push(json!({"channel": info.name, "accountId": "default"}));
+        }
+        let list = gw.runtime.channels.pairing().list(&info.name, None)?;
+        for r in &list.pending {
+            requests.push(json!({
+                "requestId": format!("{}:{}:{}", r.channel, r.account_id, r.code),
+                "channel": r.channel,
+                "accountId": r.account_id,
+                "code": r.code,
+                "sender": r.sender,
+                "senderName": r.sender_name,
+                "conversation": r.conversation,
+                "createdAt": r.created_ms,
+                "expiresAt": r.expires_ms,
+            }));
+        }
+        channels.push(serde_json::to_value(list).unwrap_or(Value::Null));
+    }
+    use crate::channels::pairing::{CODE_TTL_MS, MAX_PENDING};
+    Ok(json!({
+        "accounts": accounts,
+        "requests": requests,
+        "channels": channels,
+        "limits": {"pendingPerAccount": MAX_PENDING, "ttlMs": CODE_TTL_MS},
+    }))
+}
+
 /// Dispatch `channels.pairing.*` over the protocol.
 pub fn handle(gw: &Gateway, method: &str, p: &Value) -> Result<Value, ErrorShape> {
+    if method == "channels.pairing.list" && p.get("channel").is_none() && p.get("name").is_none() {
+        return list_all(gw).map_err(ErrorShape::from);
+    }
     let p: PairingParams = params(method, p)?;
     let r = match method {
         "channels.pairing.list" => list(gw, &p),

@@ -1,6 +1,8 @@
 //! Pincer's plugin methods: `channels.status` (the health monitor's view in
-//! OpenClaw's channel-snapshot shape), `channels.start/stop/restart`,
-//! `plugins.list`, `plugins.reload`.
+//! OpenClaw's channel-snapshot shape, each channel also as its one
+//! `default` account), `channels.start/stop/restart`,
+//! `plugins.list` (Pincer's rows plus the fields OpenClaw's plugin pages
+//! read), `plugins.reload`.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -49,6 +51,33 @@ pub fn channel_json(c: &ChannelHealth) -> Value {
     v
 }
 
+/// `plugins.list`: each plugin's Pincer row plus OpenClaw's fields (`id`,
+/// `enabled`, `installed`, `status`, `origin`, `channelIds`, `hasIcon`), so OpenClaw's
+/// Control UI lists Pincer's plugins.
+pub fn plugins_list(gw: &Gateway) -> Value {
+    let rows: Vec<Value> = gw
+        .runtime
+        .plugins
+        .list()
+        .into_iter()
+        .map(|p| {
+            let loaded = p.state == crate::plugins::PluginState::Loaded;
+            let is_channel = p.kind == Some(crate::plugins::PluginKind::Channel);
+            let name = p.name.clone();
+            let mut v = serde_json::to_value(&p).unwrap_or_else(|_| json!({"name": name}));
+            v["id"] = json!(name);
+            v["enabled"] = json!(true);
+            v["status"] = json!(if loaded { "loaded" } else { "error" });
+            v["origin"] = json!("workspace");
+            v["channelIds"] = if is_channel { json!([name]) } else { json!([]) };
+            v["hasIcon"] = json!(false);
+            v["installed"] = json!(true);
+            v
+        })
+        .collect();
+    json!({"plugins": rows})
+}
+
 /// `channels.status`.
 pub async fn channels_status(gw: &Gateway) -> Value {
     let snap = gw.runtime.health.snapshot().await;
@@ -58,11 +87,23 @@ pub async fn channels_status(gw: &Gateway) -> Value {
         channels.insert(c.name.clone(), channel_json(c));
         labels.insert(c.name.clone(), json!(c.name));
     }
+    // OpenClaw's per-account view: each Pincer channel is one `default`
+    // account with the channel's own state.
+    let mut accounts = serde_json::Map::new();
+    let mut default_account = serde_json::Map::new();
+    for (name, row) in &channels {
+        let mut acc = row.clone();
+        acc["accountId"] = json!("default");
+        accounts.insert(name.clone(), json!([acc]));
+        default_account.insert(name.clone(), json!("default"));
+    }
     json!({
         "ts": now_ms(),
         "channelOrder": snap.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
         "channelLabels": labels,
         "channels": channels,
+        "channelAccounts": accounts,
+        "channelDefaultAccountId": default_account,
     })
 }
 

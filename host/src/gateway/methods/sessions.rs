@@ -18,6 +18,7 @@ pub fn session_row(s: &SessionEntry) -> Value {
         "updatedAt": s.updated_ms,
         "sessionId": s.session_id,
         "messageCount": s.message_count,
+        "agentId": s.agent_id,
     });
     if let Some(p) = &s.last_preview {
         row["lastMessagePreview"] = json!(p);
@@ -68,7 +69,16 @@ pub fn list(ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
         "path": gw.store_path,
         "count": sessions.len(),
         "defaults": {"modelProvider": gw.provider.name(), "model": model, "contextTokens": null},
-        "sessions": sessions.iter().map(session_row).collect::<Vec<_>>(),
+        "sessions": sessions
+            .iter()
+            .map(|s| {
+                let mut row = session_row(s);
+                let (busy, active) = activity(gw, &s.key, None);
+                row["hasActiveRun"] = json!(busy);
+                row["activeRunIds"] = json!(active);
+                row
+            })
+            .collect::<Vec<_>>(),
     }))
 }
 
@@ -96,19 +106,38 @@ pub fn messages_subscribe(ctx: &Ctx, p: &Value, on: bool) -> Result<Value, Error
     Ok(json!({"subscribed": on, "key": key}))
 }
 
+/// Whether session `key` has runs, as session rows carry it:
+/// `hasActiveRun` and `activeRunIds`, the complete set of its unfinished
+/// runs, less `ending` (a run that is reporting its end). Clients that
+/// saw a run in `activeRunIds` consider it running until a row without it
+/// arrives.
+pub fn activity(gw: &Gateway, key: &str, ending: Option<&str>) -> (bool, Vec<String>) {
+    let mut active = gw.runs.active_in(key);
+    if let Some(r) = ending {
+        active.retain(|a| a != r);
+    }
+    active.sort();
+    (!active.is_empty(), active)
+}
+
 /// Tell `sessions.subscribe`d connections that session `key` changed,
-/// with its row when it still exists and the run that changed it, if any.
+/// with its row when it still exists, the run that changed it, if any,
+/// and its runs (`run_ended`: that run is ending and no longer counts).
 pub fn changed(
     gw: &Gateway,
     key: &str,
     reason: &str,
     entry: Option<&SessionEntry>,
     run_id: Option<&str>,
+    run_ended: bool,
 ) {
     let mut payload = json!({"sessionKey": key, "reason": reason, "ts": now_ms()});
     if let Some(r) = run_id {
         payload["runId"] = json!(r);
     }
+    let (busy, active) = activity(gw, key, run_id.filter(|_| run_ended));
+    payload["hasActiveRun"] = json!(busy);
+    payload["activeRunIds"] = json!(active);
     if let Some(Value::Object(row)) = entry.map(session_row)
         && let Value::Object(p) = &mut payload
     {
@@ -184,7 +213,7 @@ pub fn patch(ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
         .patch_session(&key, &patch)
         .map_err(store_err)?
         .ok_or_else(|| ErrorShape::invalid(format!("session not found: {key}")))?;
-    changed(gw, &key, "patch", Some(&entry), None);
+    changed(gw, &key, "patch", Some(&entry), None, false);
     let mut resolved = json!({"modelProvider": gw.provider.name()});
     if let Some(m) = entry.settings.get("model") {
         resolved["model"] = m.clone();
@@ -220,7 +249,7 @@ pub fn reset(ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
         .reset_session(&key)
         .map_err(store_err)?
         .ok_or_else(|| ErrorShape::invalid(format!("session not found: {key}")))?;
-    changed(gw, &key, "reset", Some(&entry), None);
+    changed(gw, &key, "reset", Some(&entry), None, false);
     Ok(json!({"ok": true, "key": key, "entry": session_row(&entry)}))
 }
 
@@ -243,7 +272,7 @@ pub fn delete(ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
         .delete_session(&key, delete_transcript)
         .map_err(store_err)?;
     if deleted {
-        changed(gw, &key, "delete", None, None);
+        changed(gw, &key, "delete", None, None, false);
     }
     Ok(
         json!({"ok": true, "key": key, "deleted": deleted, "archived": deleted && !delete_transcript}),

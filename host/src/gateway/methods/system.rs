@@ -120,13 +120,18 @@ pub fn models(gw: &Gateway) -> Value {
     json!({"models": gw.provider.models()})
 }
 
-/// `agents.list`.
-pub fn agents() -> Value {
+/// `agents.list`. The agent's `model.primary` is the provider's first
+/// model as `provider/model`: clients that find no model refuse to send.
+pub fn agents(gw: &Gateway) -> Value {
+    let mut agent = json!({"id": "main", "name": AGENT_NAME, "identity": {"name": AGENT_NAME, "emoji": AGENT_EMOJI}});
+    if let Some(m) = gw.provider.models().first() {
+        agent["model"] = json!({"primary": format!("{}/{}", m.provider, m.id), "fallbacks": []});
+    }
     json!({
         "defaultId": "main",
         "mainKey": "main",
         "scope": "per-sender",
-        "agents": [{"id": "main", "name": AGENT_NAME, "identity": {"name": AGENT_NAME, "emoji": AGENT_EMOJI}}],
+        "agents": [agent],
     })
 }
 
