@@ -12,6 +12,7 @@ const BUNDLED: &[(&str, &str)] = &[
     ("echo", "echo"),
     ("clock", "clock"),
     ("http-fetch", "http-fetch"),
+    ("whatsapp", "whatsapp"),
 ];
 /// Plugins built for the test suite only.
 const TESTING: &[(&str, &str)] = &[
