@@ -55,12 +55,12 @@ fn inline(s: &str) -> String {
     while i < chars.len() {
         let c = chars[i];
         // Inline code: copied as it is, up to the closing backtick.
-        if c == '`' {
-            if let Some(end) = (i + 1..chars.len()).find(|&j| chars[j] == '`') {
-                out.extend(&chars[i..=end]);
-                i = end + 1;
-                continue;
-            }
+        if c == '`'
+            && let Some(end) = (i + 1..chars.len()).find(|&j| chars[j] == '`')
+        {
+            out.extend(&chars[i..=end]);
+            i = end + 1;
+            continue;
         }
         if c == '\\' && i + 1 < chars.len() && chars[i + 1].is_ascii_punctuation() {
             out.push(chars[i + 1]);
