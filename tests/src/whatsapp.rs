@@ -84,9 +84,33 @@ impl WaRig {
         policy: DmPolicy,
         adjust: impl FnOnce(&mut Options),
     ) -> WaRig {
+        Self::start_inner(cfg, policy, true, adjust).await
+    }
+
+    /// As [`WaRig::start_with`] with the default fake, but with the
+    /// manifest exactly as shipped (the token bound to Meta's hosts only).
+    pub async fn start_with_shipped_manifest(
+        policy: DmPolicy,
+        adjust: impl FnOnce(&mut Options),
+    ) -> WaRig {
+        Self::start_inner(WhatsAppConfig::default(), policy, false, adjust).await
+    }
+
+    async fn start_inner(
+        cfg: WhatsAppConfig,
+        policy: DmPolicy,
+        rewrite_hosts: bool,
+        adjust: impl FnOnce(&mut Options),
+    ) -> WaRig {
         let wa = FakeWhatsApp::start(cfg).await;
         let dir = tempfile::tempdir().expect("tempdir");
-        install(&dir.path().join("plugins"), wa.base_url());
+        let plugins = dir.path().join("plugins");
+        if rewrite_hosts {
+            install(&plugins, wa.base_url());
+        } else {
+            std::fs::create_dir_all(&plugins).expect("plugins dir");
+            crate::install_plugin(&plugins, "whatsapp", "whatsapp");
+        }
         let mut opts = Options::new(dir.path());
         opts.gateway.listen = "127.0.0.1:0".parse().expect("addr");
         opts.gateway.token = Some(TOKEN.into());

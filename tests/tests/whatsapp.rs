@@ -702,3 +702,55 @@ async fn without_its_settings_the_channel_says_what_is_missing() {
     assert!(a.status >= 400, "{} {}", a.status, a.body);
     assert!(r.wa.sent_all().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_goes_only_to_the_graph_hosts_of_the_shipped_manifest() {
+    // An operator points api_base elsewhere and allows that host: the
+    // plugin may call it, but the host refuses to fill the token in there.
+    let r = WaRig::start_with_shipped_manifest(DmPolicy::Open, |opts| {
+        let s = opts.plugins.get_mut("whatsapp").unwrap();
+        let base = s.config["api_base"].clone();
+        s.allowed_hosts = Some(vec![base]);
+    })
+    .await;
+    let err =
+        r.g.gw()
+            .runtime
+            .channels
+            .send("whatsapp", text_to(&ada().wa_id, "hi"))
+            .await
+            .expect_err("token refused for this host");
+    match plugin_error(&err) {
+        PluginError::Permanent { message } => assert!(
+            message.contains("access_token") && message.contains("may not be sent"),
+            "{message}"
+        ),
+        other => panic!("{other}"),
+    }
+    // Nothing reached the other host.
+    assert!(r.wa.calls().is_empty(), "{:?}", r.wa.calls());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_push_that_is_not_a_whatsapp_payload_gets_a_clear_answer() {
+    let r = WaRig::start(DmPolicy::Open).await;
+    let url = r.webhook_url();
+    let garbage = WebhookPush {
+        body: "{not json".into(),
+        message_ids: vec![],
+    };
+    let a = r.wa.push(&url, &garbage).await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(a.body.contains("invalid JSON"), "{}", a.body);
+    // Another app product on the same webhook: acknowledged, ignored.
+    let page = WebhookPush {
+        body: r#"{"object":"page","entry":[]}"#.into(),
+        message_ids: vec![],
+    };
+    assert_eq!(r.wa.push(&url, &page).await.status, 200);
+    // The channel keeps serving.
+    let ok = r.wa.batch().text(&ada(), "still there?").build();
+    assert_eq!(r.wa.push(&url, &ok).await.status, 200);
+    r.wa.wait_for_sent(&ada().wa_id, 1).await;
+    assert_eq!(r.wa.sent_all().len(), 1);
+}
