@@ -40,13 +40,19 @@ fn field(k: &str, v: impl ToString) -> (String, String) {
     (k.to_string(), v.to_string())
 }
 
-/// The message id in a `messages` answer.
+/// The message id in a `messages` answer. A success without one is
+/// reported as permanent, not transient: Graph accepted the request, and a
+/// retry could deliver the message twice.
 fn sent_id(answer: &Value) -> Result<String, Error> {
     answer
         .pointer("/messages/0/id")
         .and_then(Value::as_str)
         .map(str::to_string)
-        .ok_or_else(|| Error::transient(format!("Graph answered without a message id: {answer}")))
+        .ok_or_else(|| {
+            Error::permanent(format!(
+                "Graph accepted the message but answered without its id: {answer}"
+            ))
+        })
 }
 
 /// The Graph message type and whether it takes a caption.
