@@ -13,6 +13,7 @@ const BUNDLED: &[(&str, &str)] = &[
     ("clock", "clock"),
     ("http-fetch", "http-fetch"),
     ("telegram", "telegram"),
+    ("whatsapp", "whatsapp"),
 ];
 /// Plugins built for the test suite only.
 const TESTING: &[(&str, &str)] = &[

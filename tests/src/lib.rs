@@ -18,6 +18,8 @@ pub mod sandbox;
 
 pub mod webhook_receiver;
 
+pub mod whatsapp;
+
 pub mod ws;
 
 use std::path::{Path, PathBuf};

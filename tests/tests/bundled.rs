@@ -37,13 +37,19 @@ async fn bundled_plugins_load_and_answer() {
         HealthConfig::default(),
     );
     let written = pincer::bundled::install(&t.plugins_dir(), false).unwrap();
-    assert_eq!(written, ["echo", "clock", "http-fetch", "telegram"]);
+    assert_eq!(
+        written,
+        ["echo", "clock", "http-fetch", "telegram", "whatsapp"]
+    );
     let failures = t.runtime.load_dir().await.unwrap();
     assert!(failures.is_empty(), "failures: {failures:?}");
 
     let list = t.runtime.plugins.list();
     let names: Vec<_> = list.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(names, ["clock", "echo", "http-fetch", "telegram"]);
+    assert_eq!(
+        names,
+        ["clock", "echo", "http-fetch", "telegram", "whatsapp"]
+    );
     for p in &list {
         assert_eq!(p.state, PluginState::Loaded, "{p:?}");
         assert!(p.last_error.is_none());

@@ -481,7 +481,10 @@ async fn an_inbound_photo_reaches_the_agent() {
                 .find(|t| t.contains("image"))
         })
         .await;
-    assert!(answer.contains("cat.png") || answer.contains("image/"), "{answer}");
+    assert!(
+        answer.contains("cat.png") || answer.contains("image/"),
+        "{answer}"
+    );
     let downloads = fake.calls_of("file");
     assert_eq!(downloads.len(), 1, "one download of the photo");
 }
