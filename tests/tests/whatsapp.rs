@@ -13,7 +13,7 @@
 
 use pincer::channels::ChannelError;
 use pincer::channels::access::DmPolicy;
-use pincer::fakes::whatsapp::{Contact, Signature, WaFault, WebhookPush};
+use pincer::fakes::whatsapp::{Contact, Signature, WaFault, WebhookPush, WhatsAppConfig};
 use pincer::plugins::bindings::{
     AttachmentKind, ChatTarget, DeliveryState, OutboundAttachment, OutboundMessage, TextFormat,
     WebhookRequest,
@@ -472,15 +472,20 @@ async fn typing_and_read_receipts_carry_the_inbound_message_id() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the host's read receipts and typing while the agent works (h-replies)"]
 async fn the_host_marks_an_inbound_message_read_and_shows_typing_with_its_id() {
-    let r = WaRig::start(DmPolicy::Open).await;
-    let push = r.wa.batch().text(&ada(), "typing?").build();
+    // The echo model pauses between words, so the agent is still working
+    // when the typing indicator goes out (an instant answer needs none).
+    let r = WaRig::start_with(WhatsAppConfig::default(), DmPolicy::Open, |o| {
+        o.agent.echo_word_delay_ms = 200;
+    })
+    .await;
+    let push = r.wa.batch().text(&ada(), "typing? yes please").build();
     assert_eq!(r.wa.push(&r.webhook_url(), &push).await.status, 200);
     r.wa.wait_for_sent(&ada().wa_id, 1).await;
-    let reads = r.wa.wait_for_reads(1).await;
+    let reads = r.wa.wait_for_reads(2).await;
     assert!(reads.iter().all(|r| r.message_id == push.message_ids[0]));
-    assert!(reads.iter().any(|r| r.typing), "{reads:?}");
+    assert!(reads.iter().any(|r| !r.typing), "marked read: {reads:?}");
+    assert!(reads.iter().any(|r| r.typing), "typing shown: {reads:?}");
 }
 
 /// The pairing code in a notice.

@@ -27,7 +27,6 @@ async fn rig(fake: &FakeOpenAi) -> WaRig {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the host's attachment download and agent image input (h-media)"]
 async fn an_inbound_photo_reaches_the_agent_as_image_input() {
     let fake = FakeOpenAi::start(vec![Script::text(&["a ", "cat"])]).await;
     let r = rig(&fake).await;
@@ -58,7 +57,6 @@ async fn an_inbound_photo_reaches_the_agent_as_image_input() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the host's attachment download and described files for the agent (h-media)"]
 async fn an_inbound_document_reaches_the_agent_as_a_described_file() {
     let fake = FakeOpenAi::start(vec![Script::text(&["got it"])]).await;
     let r = rig(&fake).await;

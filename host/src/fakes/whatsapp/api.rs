@@ -180,10 +180,17 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             Err(e) => mp_error = Some(e.to_string()),
         }
     }
+    // Read receipts (and typing) share the messages endpoint but are their
+    // own kind of call: recorded and faulted as `read`, so `messages`
+    // means sends.
+    let name = match &route {
+        Route::Messages(_) if params["status"] == "read" => "read",
+        r => r.name(),
+    };
     let ix = shared.cfg.record_calls.then(|| {
         shared.recorder.begin(
             Call {
-                method: route.name().into(),
+                method: name.into(),
                 http_method: parts.method.to_string(),
                 params: params.clone(),
                 headers: header_pairs(&parts.headers),
@@ -199,7 +206,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let reply = if !bearer_ok(&shared, &parts.headers) {
         GraphError::bad_token().into()
     } else {
-        match shared.faults.take(route.name()) {
+        match shared.faults.take(name) {
             Some(WaFault::Code(c)) => GraphError::for_code(c).into(),
             Some(WaFault::Status(s)) => GraphError::server(s).into(),
             Some(WaFault::Hang) => {
