@@ -1,7 +1,8 @@
 //! Answers out: a run's reply streamed into the channel it came from
 //! (`send`, then `edit` while it grows when the channel can edit; one final
 //! `send` otherwise; split at the channel's message length), and short
-//! notices to a sender (rate limit, full queue).
+//! notices to a sender (rate limit, full queue). The final chunks and the
+//! notices go through the durable outbox ([`super::outbox`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::warn;
 
-use super::ChannelManager;
+use super::{ChannelManager, InboxRef};
 use crate::plugins::bindings::{OutboundMessage, TextFormat};
 
 /// Minimum time between edits of a streamed channel reply.
@@ -23,12 +24,15 @@ fn chunks(text: &str, max: usize) -> Vec<String> {
     chars.chunks(max).map(|c| c.iter().collect()).collect()
 }
 
-/// Stream a reply into a channel from `(text so far, done)` updates.
+/// Stream a reply into a channel from `(text so far, done)` updates. The
+/// final chunks are committed to the outbox, settling `inbox` (the message
+/// answered) as answered in the same transaction.
 pub async fn stream_reply(
     channels: Arc<ChannelManager>,
     channel: String,
     conversation: String,
     reply_to: Option<String>,
+    inbox: Option<InboxRef>,
     mut rx: watch::Receiver<(String, bool)>,
 ) {
     let caps = channels
@@ -38,21 +42,30 @@ pub async fn stream_reply(
     let can_edit = caps.as_ref().is_some_and(|c| c.edit);
     let max = caps.as_ref().map_or(0, |c| c.max_message_length as usize);
     let mut sent: Option<(String, String)> = None; // (message id, text)
+    let message = |text: String| OutboundMessage {
+        conversation: conversation.clone(),
+        thread: None,
+        text,
+        format: TextFormat::Markdown,
+        reply_to: reply_to.clone(),
+        attachments: Vec::new(),
+    };
     let send = |text: String| {
         let channels = channels.clone();
         let channel = channel.clone();
-        let msg = OutboundMessage {
-            conversation: conversation.clone(),
-            thread: None,
-            text,
-            format: TextFormat::Markdown,
-            reply_to: reply_to.clone(),
-            attachments: Vec::new(),
-        };
+        let msg = message(text);
         async move { channels.send(&channel, msg).await }
+    };
+    // The final chunks: committed, then delivered by the outbox worker.
+    let finish = |parts: Vec<String>| {
+        let msgs = parts.into_iter().map(message).collect();
+        if let Err(e) = channels.enqueue_final(&channel, inbox, msgs) {
+            warn!(%channel, error = %e, "committing the reply failed");
+        }
     };
     loop {
         if rx.changed().await.is_err() {
+            finish(Vec::new());
             return;
         }
         let (text, done) = rx.borrow_and_update().clone();
@@ -79,6 +92,7 @@ pub async fn stream_reply(
             continue;
         }
         if text.trim().is_empty() {
+            finish(Vec::new());
             return;
         }
         let mut parts = chunks(&text, max).into_iter();
@@ -88,24 +102,16 @@ pub async fn stream_reply(
             {
                 warn!(%channel, error = %e, "editing reply");
             }
-        } else if let Some(first) = chunks(&text, max).into_iter().next() {
-            parts = chunks(&text, max).into_iter();
-            parts.next();
-            if let Err(e) = send(first).await {
-                warn!(%channel, error = %e, "sending reply");
-            }
-        }
-        for part in parts {
-            if let Err(e) = send(part).await {
-                warn!(%channel, error = %e, "sending reply");
-            }
+            finish(parts.collect());
+        } else {
+            finish(chunks(&text, max));
         }
         return;
     }
 }
 
-/// Send a short notice into a channel conversation, in the background
-/// (failures are logged).
+/// Commit a short notice to a channel conversation's outbox (failures to
+/// commit are logged).
 pub fn notify(
     channels: &Arc<ChannelManager>,
     channel: &str,
@@ -113,8 +119,6 @@ pub fn notify(
     reply_to: Option<String>,
     text: String,
 ) {
-    let channels = channels.clone();
-    let channel = channel.to_string();
     let msg = OutboundMessage {
         conversation: conversation.to_string(),
         thread: None,
@@ -123,11 +127,9 @@ pub fn notify(
         reply_to,
         attachments: Vec::new(),
     };
-    tokio::spawn(async move {
-        if let Err(e) = channels.send(&channel, msg).await {
-            warn!(%channel, error = %e, "sending a notice");
-        }
-    });
+    if let Err(e) = channels.outbox().enqueue_notice(channel, msg) {
+        warn!(%channel, error = %e, "committing a notice");
+    }
 }
 
 #[cfg(test)]

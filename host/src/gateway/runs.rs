@@ -50,6 +50,8 @@ pub enum Origin {
         reply_to: Option<String>,
         /// Sender id.
         sender: String,
+        /// The message in the durable inbox (its final reply settles it).
+        inbox: Option<crate::channels::InboxRef>,
     },
 }
 
@@ -463,6 +465,7 @@ pub(super) async fn execute(
         conversation,
         sender,
         reply_to,
+        ..
     } = &spec.origin
     {
         meta.insert("channel".into(), json!(channel));
@@ -538,6 +541,7 @@ pub(super) async fn execute(
             channel,
             conversation,
             reply_to,
+            inbox,
             ..
         } => {
             let (tx, rx) = watch::channel((String::new(), false));
@@ -546,6 +550,7 @@ pub(super) async fn execute(
                 channel.clone(),
                 conversation.clone(),
                 reply_to.clone(),
+                *inbox,
                 rx,
             ));
             (Some(tx), Some(task))
