@@ -43,7 +43,14 @@ fn gateway_options(settings: PluginSettings) -> (Options, tempfile::TempDir) {
     std::fs::create_dir_all(&opts.plugins_dir).expect("plugins dir");
     install_plugin(&opts.plugins_dir, "testchan", "testchan");
     opts.plugins.insert("testchan".into(), settings);
+    unlimited_senders(&mut opts);
     (opts, dir)
+}
+
+/// The test's one sender writes far faster than the per-sender rate allows.
+fn unlimited_senders(opts: &mut Options) {
+    opts.gateway.runs.sender_per_minute = u32::MAX;
+    opts.gateway.runs.sender_burst = u32::MAX;
 }
 
 fn token(i: usize) -> String {
@@ -135,8 +142,14 @@ async fn a_poll_of_100000_messages_loses_none() {
     let mut rx = t.runtime.channels.subscribe_inbound();
     assert!(t.runtime.load_dir().await.expect("load").is_empty());
     let kv = t.runtime.plugins.kv().clone();
-    kv.set("testchan", "inbox", inbox(0..100_000, "m").as_bytes())
-        .expect("inbox");
+    // Written straight into testchan's log (1,000 per chunk, as its poll
+    // writes them), so its next poll returns all 100,000 at once.
+    for chunk in 0..100 {
+        let list = inbox(chunk * 1000..(chunk + 1) * 1000, "m");
+        kv.set("testchan", &format!("log/{:010}", chunk + 1), list.as_bytes())
+            .expect("log chunk");
+    }
+    kv.set("testchan", "log_seq", b"100").expect("log_seq");
     let mut last: BTreeMap<String, usize> = BTreeMap::new();
     let mut seen = std::collections::HashSet::new();
     while seen.len() < 100_000 {
@@ -242,6 +255,7 @@ fn child_gateway() {
         // One send at a time: a kill can interrupt at most one delivery.
         s.queue.send_concurrency = 1;
         opts.plugins.insert("testchan".into(), s);
+        unlimited_senders(&mut opts);
         let running = pincer::gateway::launch::start(opts).await.expect("starts");
         println!("LISTENING {}", running.addr);
         std::future::pending::<()>().await;
