@@ -90,7 +90,10 @@ fn answers(kv: &dyn KvStore) -> BTreeMap<String, usize> {
 async fn until(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + HANG_GUARD;
     while !f() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -122,8 +125,14 @@ async fn a_poll_of_5000_messages_is_answered_completely_and_redelivery_once() {
     let doubled: Vec<_> = got.iter().filter(|(_, n)| **n != 1).collect();
     assert!(doubled.is_empty(), "answered more than once: {doubled:?}");
     let health = t.gw().runtime.health.snapshot().await;
-    let h = health.iter().find(|h| h.name == "testchan").expect("testchan");
-    assert_eq!((h.inbox_pending, h.outbox.depth, h.outbox.failed), (0, 0, 0));
+    let h = health
+        .iter()
+        .find(|h| h.name == "testchan")
+        .expect("testchan");
+    assert_eq!(
+        (h.inbox_pending, h.outbox.depth, h.outbox.failed),
+        (0, 0, 0)
+    );
     t.stop().await;
 }
 
@@ -146,8 +155,12 @@ async fn a_poll_of_100000_messages_loses_none() {
     // writes them), so its next poll returns all 100,000 at once.
     for chunk in 0..100 {
         let list = inbox(chunk * 1000..(chunk + 1) * 1000, "m");
-        kv.set("testchan", &format!("log/{:010}", chunk + 1), list.as_bytes())
-            .expect("log chunk");
+        kv.set(
+            "testchan",
+            &format!("log/{:010}", chunk + 1),
+            list.as_bytes(),
+        )
+        .expect("log chunk");
     }
     kv.set("testchan", "log_seq", b"100").expect("log_seq");
     let mut last: BTreeMap<String, usize> = BTreeMap::new();
@@ -160,7 +173,11 @@ async fn a_poll_of_100000_messages_loses_none() {
         let i: usize = m.text[1..].parse().expect("token");
         assert!(seen.insert(i), "message {i} delivered twice");
         if let Some(prev) = last.insert(m.conversation.clone(), i) {
-            assert!(prev < i, "conversation {} out of order: {prev} then {i}", m.conversation);
+            assert!(
+                prev < i,
+                "conversation {} out of order: {prev} then {i}",
+                m.conversation
+            );
         }
     }
     assert_eq!(seen.len(), 100_000);
@@ -173,11 +190,15 @@ async fn failed_sends_are_retried_as_their_error_says_and_show_in_status() {
     let kv = kv_of(&t);
     // 10 replies whose first send fails transiently: all retried and delivered.
     let fails = serde_json::Value::from(vec!["transient"; 10]).to_string();
-    kv.set("testchan", "fail/send", fails.as_bytes()).expect("fail");
+    kv.set("testchan", "fail/send", fails.as_bytes())
+        .expect("fail");
     kv.set("testchan", "inbox", inbox(0..10, "t").as_bytes())
         .expect("inbox");
     until("10 answers", || answers(&*kv).len() == 10).await;
-    assert!(kv.get("testchan", "fail/send").expect("get").is_none(), "every failure was used");
+    assert!(
+        kv.get("testchan", "fail/send").expect("get").is_none(),
+        "every failure was used"
+    );
 
     // Rate-limited: waits for retry-after, then delivered.
     kv.set("testchan", "fail/send", br#"["rate-limited:300"]"#)
@@ -214,7 +235,10 @@ async fn failed_sends_are_retried_as_their_error_says_and_show_in_status() {
     while failed.is_none() {
         assert!(tokio::time::Instant::now() < deadline, "no failed reply");
         let snap = gw.runtime.health.snapshot().await;
-        let h = snap.into_iter().find(|h| h.name == "testchan").expect("testchan");
+        let h = snap
+            .into_iter()
+            .find(|h| h.name == "testchan")
+            .expect("testchan");
         if h.outbox.failed == 1 {
             failed = Some(h);
         } else {
@@ -224,7 +248,11 @@ async fn failed_sends_are_retried_as_their_error_says_and_show_in_status() {
     let h = failed.expect("health");
     assert_eq!(h.outbox.depth, 0);
     assert!(
-        h.outbox.last_error.as_deref().unwrap_or("").contains("permanent"),
+        h.outbox
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("permanent"),
         "{:?}",
         h.outbox.last_error
     );
@@ -283,20 +311,31 @@ async fn kill_9_at_random_points_of_200_messages_answers_each_once() {
     points.sort_unstable();
     let mut kills = 0;
     for p in points {
-        until("answers before the kill point", || answers(&*store).len() >= p).await;
+        until("answers before the kill point", || {
+            answers(&*store).len() >= p
+        })
+        .await;
         child.kill();
         kills += 1;
         child = ChildGateway::spawn("child_gateway", &env);
     }
     until("all 200 answered", || answers(&*store).len() == 200).await;
     until("the inbox settled", || {
-        store.inbox_stats("testchan").map(|s| s.pending).unwrap_or(1) == 0
+        store
+            .inbox_stats("testchan")
+            .map(|s| s.pending)
+            .unwrap_or(1)
+            == 0
     })
     .await;
     child.kill();
     let got = answers(&*store);
     let doubled: Vec<_> = got.iter().filter(|(_, n)| **n > 1).collect();
-    eprintln!("kills: {kills}, answered: {}, doubled deliveries: {}", got.len(), doubled.len());
+    eprintln!(
+        "kills: {kills}, answered: {}, doubled deliveries: {}",
+        got.len(),
+        doubled.len()
+    );
     assert_eq!(got.len(), 200, "every message answered");
     // A send the kill interrupted after the platform took it but before
     // the outbox recorded it is sent again (at least once, as the platform

@@ -70,7 +70,10 @@ async fn until(t: &TestRuntime, what: &str, f: impl Fn(&ChannelHealth) -> bool) 
         if f(&h) {
             return h;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {h:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {h:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -107,7 +110,10 @@ async fn a_quiet_poll_channel_stays_up_and_a_failing_one_is_restarted_then_recov
         .set("testchan", "fail/poll", fails.as_bytes())
         .expect("fail");
     let h = until(&t, "a failed poll", |h| h.poll_errors > 0).await;
-    assert!(h.last_error.as_deref().unwrap_or("").contains("auth"), "{h:?}");
+    assert!(
+        h.last_error.as_deref().unwrap_or("").contains("auth"),
+        "{h:?}"
+    );
     clock.advance(4_000);
     monitor.check_once().await;
     monitor.check_once().await;
@@ -145,7 +151,10 @@ async fn an_unconfigured_channel_is_not_started_until_its_secrets_are_granted() 
     let h = snapshot(&t).await;
     assert_eq!(h.state, ChannelState::Unconfigured, "{h:?}");
     assert_eq!(h.missing_secrets, vec!["bot_token".to_string()]);
-    assert!(!runner.receiver_alive().await, "an unconfigured channel polls");
+    assert!(
+        !runner.receiver_alive().await,
+        "an unconfigured channel polls"
+    );
     // The monitor leaves it alone, however long it is quiet.
     clock.advance(60_000);
     t.runtime.health.check_once().await;
@@ -171,11 +180,22 @@ async fn an_unconfigured_channel_is_not_started_until_its_secrets_are_granted() 
         },
         health(),
     );
-    std::fs::copy(t.plugins_dir().join("testchan.wasm"), t2.plugins_dir().join("testchan.wasm")).expect("copy");
+    std::fs::copy(
+        t.plugins_dir().join("testchan.wasm"),
+        t2.plugins_dir().join("testchan.wasm"),
+    )
+    .expect("copy");
     std::fs::copy(&manifest, t2.plugins_dir().join("testchan.toml")).expect("copy");
     assert!(t2.runtime.load_dir().await.expect("load").is_empty());
     let h = snapshot(&t2).await;
     assert_eq!(h.state, ChannelState::Running, "{h:?}");
     assert!(h.missing_secrets.is_empty());
-    assert!(t2.runtime.channels.get("testchan").expect("runner").receiver_alive().await);
+    assert!(
+        t2.runtime
+            .channels
+            .get("testchan")
+            .expect("runner")
+            .receiver_alive()
+            .await
+    );
 }

@@ -123,7 +123,10 @@ impl Rig {
         let inbox = self.g.gw().runtime.channels.inbox().clone();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
         while inbox.pending(channel).unwrap() > 0 {
-            assert!(tokio::time::Instant::now() < deadline, "inbox never settled");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "inbox never settled"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }

@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 
 use super::pairing::DEFAULT_ACCOUNT;
 use super::{AccessGate, ChannelError, ChannelRunner, Inbound};
-use crate::store::{InboxItem, NewInbound, SharedInbox, InboxSettled, StoreError};
+use crate::store::{InboxItem, InboxSettled, NewInbound, SharedInbox, StoreError};
 
 /// Committed messages kept in memory per channel (default of
 /// [`QueueSettings::inbox_batch`](super::QueueSettings)).
@@ -154,7 +154,11 @@ impl Inbox {
         if dup > 0 {
             metrics::counter!("pincer_channel_inbox_duplicates_total", "channel" => channel.to_string())
                 .increment(dup as u64);
-            tracing::debug!(channel, duplicates = dup, "redelivered inbound messages ignored");
+            tracing::debug!(
+                channel,
+                duplicates = dup,
+                "redelivered inbound messages ignored"
+            );
         }
         Ok(new)
     }
@@ -217,10 +221,7 @@ pub(crate) async fn process(
         woken.as_mut().enable();
         if !exhausted && buffer.len() < batch / 2 + 1 {
             let want = batch - buffer.len();
-            match inbox
-                .store
-                .inbox_pending(&channel, loaded_to, want)
-            {
+            match inbox.store.inbox_pending(&channel, loaded_to, want) {
                 Ok(items) => {
                     backoff = Duration::from_millis(100);
                     exhausted = items.len() < want;
@@ -265,7 +266,11 @@ pub(crate) async fn process(
             };
             tasks.spawn(async move {
                 // A panicking handler ends this message like any other end.
-                if AssertUnwindSafe(handler.handle(accepted)).catch_unwind().await.is_err() {
+                if AssertUnwindSafe(handler.handle(accepted))
+                    .catch_unwind()
+                    .await
+                    .is_err()
+                {
                     tracing::error!(seq = item.seq, "inbound handler panicked");
                 }
                 (item.conversation, item.seq)

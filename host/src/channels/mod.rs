@@ -208,7 +208,9 @@ impl ChannelManager {
             .inbox
             .set_handler_if_none(Arc::new(inbox::ChannelHandler(tx)))
         {
-            tracing::warn!("subscribe_inbound: a handler is installed already; the receiver gets nothing");
+            tracing::warn!(
+                "subscribe_inbound: a handler is installed already; the receiver gets nothing"
+            );
         }
         rx
     }

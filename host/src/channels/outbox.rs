@@ -116,7 +116,10 @@ impl Outbox {
             .iter()
             .map(|m| {
                 if !m.attachments.is_empty() {
-                    tracing::warn!(channel, "outbox: attachments are not kept yet; sending the text only");
+                    tracing::warn!(
+                        channel,
+                        "outbox: attachments are not kept yet; sending the text only"
+                    );
                 }
                 Ok(NewOutbound {
                     conversation: m.conversation.clone(),
@@ -176,7 +179,12 @@ enum Next {
 }
 
 /// Decide what a failure means (pure, for tests).
-fn next_step(error: &ChannelError, item: &OutboxItem, limits: &DeliveryLimits, jitter: f64) -> Next {
+fn next_step(
+    error: &ChannelError,
+    item: &OutboxItem,
+    limits: &DeliveryLimits,
+    jitter: f64,
+) -> Next {
     let backoff = || {
         let exp = limits
             .retry_base_ms
@@ -187,9 +195,11 @@ fn next_step(error: &ChannelError, item: &OutboxItem, limits: &DeliveryLimits, j
     let last_attempt = item.attempts + 1 >= limits.max_attempts.max(1);
     match error {
         ChannelError::Call { error, .. } => match error.plugin_error() {
-            Some(PluginError::RateLimited { retry_after_ms, .. }) => {
-                Next::Retry(Duration::from_millis((*retry_after_ms).max(1)), false, item.plain)
-            }
+            Some(PluginError::RateLimited { retry_after_ms, .. }) => Next::Retry(
+                Duration::from_millis((*retry_after_ms).max(1)),
+                false,
+                item.plain,
+            ),
             Some(PluginError::Formatting { .. }) if !item.plain => {
                 Next::Retry(Duration::ZERO, false, true)
             }
@@ -214,7 +224,11 @@ fn next_step(error: &ChannelError, item: &OutboxItem, limits: &DeliveryLimits, j
 }
 
 /// Run the delivery worker of `runner`'s channel until the task is aborted.
-pub(crate) async fn deliver(outbox: Arc<Outbox>, runner: Arc<ChannelRunner>, limits: DeliveryLimits) {
+pub(crate) async fn deliver(
+    outbox: Arc<Outbox>,
+    runner: Arc<ChannelRunner>,
+    limits: DeliveryLimits,
+) {
     let channel = runner.name().to_string();
     let wake = outbox.waker(&channel);
     // Per conversation: when its bucket is next full enough to send, and
@@ -334,14 +348,19 @@ fn settle(
                     metrics::counter!("pincer_channel_outbox_retries_total", "channel" => channel.to_string())
                         .increment(1);
                     tracing::info!(channel, id = item.id, attempts, retry_in_ms = after.as_millis() as u64, plain, error = %cause, "outbox send failed; will retry");
-                    let next = unix_ms().saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX));
-                    outbox.store.outbox_retry(item.id, next, attempts, plain, &cause)
+                    let next = unix_ms()
+                        .saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX));
+                    outbox
+                        .store
+                        .outbox_retry(item.id, next, attempts, plain, &cause)
                 }
                 Next::Fail => {
                     metrics::counter!("pincer_channel_outbox_failed_total", "channel" => channel.to_string())
                         .increment(1);
                     tracing::warn!(channel, id = item.id, attempts = item.attempts + 1, error = %cause, "outbox message failed; giving up");
-                    outbox.store.outbox_failed(item.id, item.attempts + 1, &cause)
+                    outbox
+                        .store
+                        .outbox_failed(item.id, item.attempts + 1, &cause)
                 }
             }
         }
@@ -398,26 +417,54 @@ mod tests {
     fn err(e: PluginError) -> ChannelError {
         ChannelError::Call {
             channel: "t".into(),
-            error: CallError::Plugin { call: "send", error: e },
+            error: CallError::Plugin {
+                call: "send",
+                error: e,
+            },
         }
     }
 
     #[test]
     fn failures_map_to_retries_or_give_up() {
         let l = limits();
-        let transient = err(PluginError::Transient { message: "x".into() });
-        assert_eq!(next_step(&transient, &item(0, false), &l, 0.5), Next::Retry(Duration::from_millis(1000), true, false));
-        assert_eq!(next_step(&transient, &item(1, false), &l, 0.5), Next::Retry(Duration::from_millis(2000), true, false));
+        let transient = err(PluginError::Transient {
+            message: "x".into(),
+        });
+        assert_eq!(
+            next_step(&transient, &item(0, false), &l, 0.5),
+            Next::Retry(Duration::from_millis(1000), true, false)
+        );
+        assert_eq!(
+            next_step(&transient, &item(1, false), &l, 0.5),
+            Next::Retry(Duration::from_millis(2000), true, false)
+        );
         assert_eq!(next_step(&transient, &item(2, false), &l, 0.5), Next::Fail);
-        let limited = err(PluginError::RateLimited { retry_after_ms: 1500, message: "x".into() });
-        assert_eq!(next_step(&limited, &item(2, false), &l, 0.0), Next::Retry(Duration::from_millis(1500), false, false));
-        let fmt = err(PluginError::Formatting { message: "x".into() });
-        assert_eq!(next_step(&fmt, &item(0, false), &l, 0.0), Next::Retry(Duration::ZERO, false, true));
+        let limited = err(PluginError::RateLimited {
+            retry_after_ms: 1500,
+            message: "x".into(),
+        });
+        assert_eq!(
+            next_step(&limited, &item(2, false), &l, 0.0),
+            Next::Retry(Duration::from_millis(1500), false, false)
+        );
+        let fmt = err(PluginError::Formatting {
+            message: "x".into(),
+        });
+        assert_eq!(
+            next_step(&fmt, &item(0, false), &l, 0.0),
+            Next::Retry(Duration::ZERO, false, true)
+        );
         assert_eq!(next_step(&fmt, &item(0, true), &l, 0.0), Next::Fail);
         for e in [
-            PluginError::Permanent { message: "x".into() },
-            PluginError::Auth { message: "x".into() },
-            PluginError::Config { message: "x".into() },
+            PluginError::Permanent {
+                message: "x".into(),
+            },
+            PluginError::Auth {
+                message: "x".into(),
+            },
+            PluginError::Config {
+                message: "x".into(),
+            },
         ] {
             assert_eq!(next_step(&err(e), &item(0, false), &l, 0.0), Next::Fail);
         }

@@ -9,8 +9,8 @@ use serde::Serialize;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use super::verify::{self, VerifyStats, WebhookStatus};
 use super::inbox::Inbox;
+use super::verify::{self, VerifyStats, WebhookStatus};
 use super::{ChannelError, Inbound};
 use crate::plugins::bindings::{
     OutboundMessage, ReceiveMode, TextFormat, WebhookRequest, WebhookResponse,
@@ -247,7 +247,9 @@ impl ChannelRunner {
 
     fn accepting(&self) -> Result<(), ChannelError> {
         match self.status().state {
-            ChannelState::Stopped | ChannelState::Unconfigured => Err(ChannelError::Unavailable(self.name.clone())),
+            ChannelState::Stopped | ChannelState::Unconfigured => {
+                Err(ChannelError::Unavailable(self.name.clone()))
+            }
             _ => Ok(()),
         }
     }

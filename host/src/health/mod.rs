@@ -341,13 +341,10 @@ impl HealthMonitor {
         let running = matches!(s.state, ChannelState::Running | ChannelState::Unhealthy);
         let contact = nonzero(runner.last_contact_at.load(Ordering::Relaxed));
         let channels = &self.channels;
-        let inbox_pending = channels
-            .inbox()
-            .pending(runner.name())
-            .unwrap_or_else(|e| {
-                tracing::warn!(channel = runner.name(), error = %e, "reading the inbox depth failed");
-                0
-            });
+        let inbox_pending = channels.inbox().pending(runner.name()).unwrap_or_else(|e| {
+            tracing::warn!(channel = runner.name(), error = %e, "reading the inbox depth failed");
+            0
+        });
         let outbox = match channels.outbox().stats(runner.name()) {
             Ok(o) => OutboxHealth {
                 depth: o.depth,

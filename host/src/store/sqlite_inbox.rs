@@ -7,7 +7,7 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::columns::sql_limit;
-use super::{InboxItem, InboxStats, InboxStore, NewInbound, InboxSettled, SqliteStore, StoreError};
+use super::{InboxItem, InboxSettled, InboxStats, InboxStore, NewInbound, SqliteStore, StoreError};
 
 /// Migration 6: the channel inbox and the platform cursors.
 pub(super) const MIGRATION: &str = "CREATE TABLE channel_inbox (
@@ -49,7 +49,14 @@ impl InboxStore for SqliteStore {
             let mut new = 0;
             for m in messages {
                 let id = (!m.platform_id.is_empty()).then_some(m.platform_id.as_str());
-                new += insert.execute(params![channel, account, id, m.conversation, m.payload, now])?;
+                new += insert.execute(params![
+                    channel,
+                    account,
+                    id,
+                    m.conversation,
+                    m.payload,
+                    now
+                ])?;
             }
             if let Some(c) = cursor {
                 tx.prepare_cached(
@@ -167,9 +174,23 @@ mod tests {
         let path = dir.path().join("db");
         {
             let s = SqliteStore::open(&path)?;
-            assert_eq!(s.commit_inbound("c", "default", &[msg("1", "a"), msg("2", "b")], Some("7"))?, 2);
-            assert_eq!(s.commit_inbound("c", "default", &[msg("1", "a"), msg("", "a"), msg("", "a")], None)?, 2);
-            assert_eq!(s.commit_inbound("c", "other", &[msg("1", "a")], Some("x"))?, 1);
+            assert_eq!(
+                s.commit_inbound("c", "default", &[msg("1", "a"), msg("2", "b")], Some("7"))?,
+                2
+            );
+            assert_eq!(
+                s.commit_inbound(
+                    "c",
+                    "default",
+                    &[msg("1", "a"), msg("", "a"), msg("", "a")],
+                    None
+                )?,
+                2
+            );
+            assert_eq!(
+                s.commit_inbound("c", "other", &[msg("1", "a")], Some("x"))?,
+                1
+            );
         }
         let s = SqliteStore::open(&path)?;
         assert_eq!(s.inbox_cursor("c", "default")?.as_deref(), Some("7"));

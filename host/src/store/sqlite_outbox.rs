@@ -6,7 +6,9 @@ use rusqlite::{OptionalExtension, params};
 
 use super::columns::sql_limit;
 use super::sqlite_inbox::settle;
-use super::{NewOutbound, OutboxItem, OutboxStats, OutboxStore, InboxSettled, SqliteStore, StoreError};
+use super::{
+    InboxSettled, NewOutbound, OutboxItem, OutboxStats, OutboxStore, SqliteStore, StoreError,
+};
 
 /// Migration 7: the channel outbox.
 pub(super) const MIGRATION: &str = "CREATE TABLE channel_outbox (
@@ -43,7 +45,14 @@ impl OutboxStore for SqliteStore {
             )?;
             let mut ids = Vec::with_capacity(messages.len());
             for m in messages {
-                insert.execute(params![channel, account, m.conversation, m.message, answers, now])?;
+                insert.execute(params![
+                    channel,
+                    account,
+                    m.conversation,
+                    m.message,
+                    answers,
+                    now
+                ])?;
                 ids.push(tx.last_insert_rowid());
             }
             if let Some(seq) = answers {
@@ -184,14 +193,20 @@ mod tests {
         s.outbox_enqueue("c", "default", None, &[out("b", "3")])?;
         assert!(s.inbox_pending("c", 0, 10)?.is_empty(), "answered");
         let due = s.outbox_due("c", i64::MAX, 10)?;
-        assert_eq!(due.iter().map(|d| d.message.as_str()).collect::<Vec<_>>(), ["1", "3"]);
+        assert_eq!(
+            due.iter().map(|d| d.message.as_str()).collect::<Vec<_>>(),
+            ["1", "3"]
+        );
         s.outbox_retry(ids[0], i64::MAX - 1, 1, true, "transient")?;
         assert_eq!(s.outbox_due("c", 0, 10)?.len(), 0);
         assert!(s.outbox_next_due("c")?.is_some_and(|t| t < i64::MAX - 1));
         s.outbox_failed(ids[0], 2, "permanent: no")?;
         // The failed head no longer blocks its conversation.
         let due = s.outbox_due("c", i64::MAX, 10)?;
-        assert_eq!(due.iter().map(|d| d.message.as_str()).collect::<Vec<_>>(), ["2", "3"]);
+        assert_eq!(
+            due.iter().map(|d| d.message.as_str()).collect::<Vec<_>>(),
+            ["2", "3"]
+        );
         s.outbox_delivered(ids[1])?;
         let st = s.outbox_stats("c")?;
         assert_eq!((st.depth, st.failed), (1, 1));
