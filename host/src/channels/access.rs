@@ -233,13 +233,13 @@ impl AccessGate {
             Verdict::Pair => {
                 metrics::counter!("pincer_channel_access_refused_total", "channel" => channel.to_string(), "reason" => "pairing")
                     .increment(1);
-                self.offer_code(runner, msg);
+                self.offer_code(msg);
                 false
             }
         }
     }
 
-    fn offer_code(&self, _runner: &Arc<ChannelRunner>, msg: &Inbound) {
+    fn offer_code(&self, msg: &Inbound) {
         let channel = msg.channel.as_str();
         let outcome = self.pairing.request(
             channel,

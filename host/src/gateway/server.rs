@@ -101,7 +101,7 @@ fn spawn_background(gw: &Arc<Gateway>) -> Vec<tokio::task::JoinHandle<()>> {
             g.health_changed().await;
         }
     }));
-    inbound::install(&gw);
+    inbound::install(gw);
     tasks
 }
 
