@@ -316,7 +316,12 @@ impl ChannelRunner {
         request: &WebhookRequest,
         remote: Option<std::net::SocketAddr>,
     ) -> Result<WebhookResponse, ChannelError> {
-        self.accepting()?;
+        // An unconfigured channel still verifies (and counts) the push,
+        // then refuses it as unavailable.
+        let unconfigured = self.status().state == ChannelState::Unconfigured;
+        if !unconfigured {
+            self.accepting()?;
+        }
         let version = self.version()?;
         let push = verify::Push {
             method: &request.method,
@@ -369,6 +374,9 @@ impl ChannelRunner {
                 });
             }
         };
+        if unconfigured {
+            return Err(ChannelError::Unavailable(self.name.clone()));
+        }
         self.last_contact_at.store(self.now(), Ordering::Relaxed);
         let wait = Duration::from_millis(version.limits.call_timeout_ms);
         let mut request = request.clone();
