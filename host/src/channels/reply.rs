@@ -65,7 +65,8 @@ pub async fn stream_reply(
     };
     loop {
         if rx.changed().await.is_err() {
-            finish(Vec::new());
+            // No final text: the inbox processor settles the message when
+            // its run has ended (unless the gateway is shutting down).
             return;
         }
         let (text, done) = rx.borrow_and_update().clone();
@@ -92,7 +93,6 @@ pub async fn stream_reply(
             continue;
         }
         if text.trim().is_empty() {
-            finish(Vec::new());
             return;
         }
         let mut parts = chunks(&text, max).into_iter();

@@ -48,6 +48,11 @@ impl InboundHandler for Handler {
             // The processor sends this conversation's next message only
             // after this run (and with it its final reply) is done.
             while let Some(None) = gw.runs.wait(&run_id, Duration::from_secs(3600)).await {}
+            if gw.shutting_down() {
+                // Ended by the shutdown: unless its final reply was
+                // committed, the message is answered after the restart.
+                return std::future::pending().await;
+            }
         })
     }
 }
