@@ -51,7 +51,7 @@ impl InboundHandler for Handler {
             if gw.shutting_down() {
                 // Ended by the shutdown: unless its final reply was
                 // committed, the message is answered after the restart.
-                return std::future::pending().await;
+                std::future::pending::<()>().await;
             }
         })
     }
