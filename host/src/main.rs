@@ -260,7 +260,9 @@ async fn build_runtime(r: &Resolved) -> anyhow::Result<Arc<Runtime>> {
         },
         health: r.file.health,
         kv: store.clone(),
-        pairing: store,
+        pairing: store.clone(),
+        inbox: store.clone(),
+        outbox: store,
         events: Arc::new(LocalBus::default()),
     })
 }

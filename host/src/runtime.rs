@@ -10,7 +10,7 @@ use crate::events::EventBus;
 use crate::health::{HealthConfig, HealthMonitor};
 use crate::plugins::watcher::{self, Change};
 use crate::plugins::{LoadError, PluginKind, PluginRegistry, RuntimeConfig};
-use crate::store::{SharedKv, SharedPairing};
+use crate::store::{SharedInbox, SharedKv, SharedOutbox, SharedPairing};
 
 /// Everything the runtime needs.
 pub struct RuntimeOptions {
@@ -24,6 +24,10 @@ pub struct RuntimeOptions {
     pub kv: SharedKv,
     /// Channel sender pairing state (the access policy's approvals).
     pub pairing: SharedPairing,
+    /// The durable channel inbox (received messages, platform cursors).
+    pub inbox: SharedInbox,
+    /// The durable channel outbox (replies and notices).
+    pub outbox: SharedOutbox,
     /// Event bus.
     pub events: Arc<dyn EventBus>,
 }
@@ -58,7 +62,7 @@ impl Runtime {
     pub fn new(opts: RuntimeOptions) -> anyhow::Result<Arc<Self>> {
         let clock = opts.runtime.clock.clone();
         let plugins = PluginRegistry::new(opts.runtime, opts.kv, opts.events.clone())?;
-        let channels = ChannelManager::new(plugins.clone(), opts.pairing);
+        let channels = ChannelManager::new(plugins.clone(), opts.pairing, opts.inbox, opts.outbox);
         let health = HealthMonitor::new(channels.clone(), opts.health, clock, opts.events.clone());
         Ok(Arc::new(Runtime {
             plugins,

@@ -77,7 +77,9 @@ impl TestRuntime {
             },
             health,
             kv: store.clone(),
-            pairing: store,
+            pairing: store.clone(),
+            inbox: store.clone(),
+            outbox: store,
             events: events.clone(),
         })
         .expect("runtime");

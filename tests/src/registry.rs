@@ -44,7 +44,9 @@ pub fn runtime_at(data_dir: &Path, config: RuntimeConfig) -> Arc<Runtime> {
         },
         health: HealthConfig::default(),
         kv: store.clone(),
-        pairing: store,
+        pairing: store.clone(),
+        inbox: store.clone(),
+        outbox: store,
         events: Arc::new(LocalBus::new(1024)),
     })
     .expect("runtime")

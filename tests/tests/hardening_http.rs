@@ -546,8 +546,17 @@ async fn provider_error_text_stays_in_the_log() {
         .call("agent.wait", json!({"runId": run_id, "timeoutMs": 30_000}))
         .await;
     assert_eq!(w["status"], "error", "{w}");
+    // The reply is committed to the durable outbox when the run ends and
+    // delivered by the channel's worker just after.
     let kv = g.gw().runtime.plugins.kv();
-    let sent = kv.list_keys("echo", "sent/", 100).expect("keys");
+    let mut sent = Vec::new();
+    for _ in 0..1500 {
+        sent = kv.list_keys("echo", "sent/", 100).expect("keys");
+        if !sent.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert!(!sent.is_empty(), "the sender got a reply");
     for key in sent {
         let v: Value = serde_json::from_slice(&kv.get("echo", &key).expect("get").expect("value"))

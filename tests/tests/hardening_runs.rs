@@ -421,29 +421,30 @@ async fn a_channel_message_to_a_full_queue_is_not_run_and_its_sender_is_told() {
     let g = TestGateway::start_with(opts, dir).await;
     let mut c = Client::admin(&g.url()).await;
     let long = words(400, "w");
-    for (i, text) in [long.as_str(), "second", "third"].into_iter().enumerate() {
-        push(
-            &g,
-            json!({"conversation": "c1", "sender": format!("u{i}"), "text": text, "id": format!("m{i}")}),
+    // The channel's inbox hands a conversation one message at a time, so
+    // the session's queue is filled by operator runs: one running, one
+    // waiting (the cap); then a channel message finds it full.
+    let key = "agent:main:echo:direct:c1";
+    for (id, text) in [("m0", long.as_str()), ("m1", "second")] {
+        c.call(
+            "chat.send",
+            json!({"sessionKey": key, "message": text, "idempotencyKey": id}),
         )
         .await;
     }
+    push(
+        &g,
+        json!({"conversation": "c1", "sender": "u2", "text": "third", "id": "m2"}),
+    )
+    .await;
     assert_eq!(
         count_replies(&mut replies, "Too many messages are waiting").await,
         1
     );
-    c.call(
-        "chat.abort",
-        json!({"sessionKey": "agent:main:echo:direct:c1", "runId": "echo:m0"}),
-    )
-    .await;
-    c.event(|e| is_terminal(e, "echo:m1")).await;
-    let h = c
-        .call(
-            "chat.history",
-            json!({"sessionKey": "agent:main:echo:direct:c1"}),
-        )
+    c.call("chat.abort", json!({"sessionKey": key, "runId": "m0"}))
         .await;
+    c.event(|e| is_terminal(e, "m1")).await;
+    let h = c.call("chat.history", json!({"sessionKey": key})).await;
     let users: Vec<String> = h["messages"]
         .as_array()
         .unwrap()

@@ -264,6 +264,8 @@ fn migration_4_adds_the_index_the_prune_uses_also_to_an_existing_database() {
                 tx.execute_batch(
                     "DROP INDEX events_by_ts; DROP TABLE store_probe;
                      DROP TABLE channel_pairing_requests; DROP TABLE channel_pairing_approved;
+                     DROP TABLE channel_inbox; DROP TABLE channel_cursors;
+                     DROP TABLE channel_outbox;
                      PRAGMA user_version = 3;",
                 )?;
                 Ok(())

@@ -673,6 +673,14 @@ async fn documented_schemas_match_real_answers() {
             .unwrap();
         assert_eq!(r.status(), 200);
     }
+    // A push is answered once committed; the policy decides just after.
+    let inbox = g.gw().runtime.channels.inbox().clone();
+    for _ in 0..3000 {
+        if inbox.pending("echo").unwrap() == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let pending = g
         .gw()
         .runtime

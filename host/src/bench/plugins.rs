@@ -31,7 +31,9 @@ pub async fn plugins() -> anyhow::Result<()> {
         },
         health: HealthConfig::default(),
         kv: store.clone(),
-        pairing: store,
+        pairing: store.clone(),
+        inbox: store.clone(),
+        outbox: store,
         events: Arc::new(LocalBus::default()),
     })?;
     let engine = runtime.plugins.engine().clone();

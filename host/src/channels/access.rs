@@ -61,7 +61,7 @@ pub enum GroupPolicy {
 }
 
 /// The kind of conversation a message came from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ChatKind {
     /// A one-to-one chat (every 0.1.0 message).
@@ -167,15 +167,25 @@ pub fn push_allowed(test_only: bool, public: bool, peer: Option<IpAddr>) -> bool
 }
 
 /// Applies the policy to inbound messages and issues pairing codes.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AccessGate {
     pairing: Pairing,
+    /// Pairing codes go out through the durable outbox.
+    outbox: std::sync::Arc<super::Outbox>,
+}
+
+impl std::fmt::Debug for AccessGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessGate")
+            .field("pairing", &self.pairing)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AccessGate {
-    /// A gate over `pairing`.
-    pub fn new(pairing: Pairing) -> Self {
-        AccessGate { pairing }
+    /// A gate over `pairing`, sending codes through `outbox`.
+    pub fn new(pairing: Pairing, outbox: std::sync::Arc<super::Outbox>) -> Self {
+        AccessGate { pairing, outbox }
     }
 
     /// The pairing state (for operators' list/approve/dismiss).
@@ -185,7 +195,7 @@ impl AccessGate {
 
     /// Whether `msg`, received by `runner`, may reach the agent. Under
     /// `pairing`, an unknown sender's first message gets one reply with a
-    /// code (sent on its own task) and is dropped. A store failure refuses.
+    /// code (committed to the outbox) and is dropped. A store failure refuses.
     pub fn admit(&self, runner: &Arc<ChannelRunner>, msg: &Inbound) -> bool {
         let channel = msg.channel.as_str();
         let Ok(version) = runner.version() else {
@@ -225,13 +235,13 @@ impl AccessGate {
             Verdict::Pair => {
                 metrics::counter!("pincer_channel_access_refused_total", "channel" => channel.to_string(), "reason" => "pairing")
                     .increment(1);
-                self.offer_code(runner, msg);
+                self.offer_code(msg);
                 false
             }
         }
     }
 
-    fn offer_code(&self, runner: &Arc<ChannelRunner>, msg: &Inbound) {
+    fn offer_code(&self, msg: &Inbound) {
         let channel = msg.channel.as_str();
         let outcome = self.pairing.request(
             channel,
@@ -269,12 +279,9 @@ impl AccessGate {
             reply_to: (!msg.id.is_empty()).then(|| msg.id.clone()),
             attachments: Vec::new(),
         };
-        let runner = runner.clone();
-        tokio::spawn(async move {
-            if let Err(e) = runner.send(&reply).await {
-                tracing::warn!(channel = %runner.name(), error = %e, "sending the pairing code failed");
-            }
-        });
+        if let Err(e) = self.outbox.enqueue_notice(channel, reply) {
+            tracing::warn!(channel, error = %e, "committing the pairing code failed");
+        }
     }
 }
 

@@ -23,7 +23,7 @@ use crate::plugins::bindings::{Attachment, AttachmentKind};
 use crate::plugins::host::media::{self, DownloadHints, MediaError, PluginMedia};
 
 /// An attachment descriptor as the channel reported it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InboundAttachment {
     /// `image`, `audio`, `voice`, `video`, `document` or `sticker`.

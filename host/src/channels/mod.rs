@@ -5,18 +5,25 @@
 //! of interchangeable instances for `send`, `edit` and `handle-webhook`, so a
 //! send never waits behind a long poll. A channel's old receiver is always
 //! stopped (and awaited) before a new one starts, so one channel never has
-//! two receivers. Inbound messages are deduplicated by platform id, checked
-//! against the channel's access policy ([`access`], with sender pairing in
-//! [`pairing`]) and, when allowed, published to subscribers of
-//! [`ChannelManager::subscribe_inbound`]. Replies and notices go out through
-//! [`reply`]. Inbound files are fetched through the plugin by
-//! [`attachments`]. Pushes are verified by the host ([`verify`]) before a plugin
-//! sees them.
+//! two receivers. What a channel receives is committed to the durable
+//! [`inbox`] (with the platform cursor, before the next poll or the push's
+//! 2xx), deduplicated there by platform id, checked by a per-channel
+//! processor against the access policy ([`access`], with sender pairing in
+//! [`pairing`]) and, when allowed, handed to the [`InboundHandler`] (the
+//! gateway). Replies ([`reply`]) and notices are committed to the durable
+//! [`outbox`] and delivered by a per-channel worker with retries and a
+//! per-conversation rate ([`queue`] holds the settings). Pushes are verified
+//! by the host ([`verify`]) before a plugin sees them; inbound files are
+//! fetched through the plugin by [`attachments`]. A channel whose
+//! declared secrets are not granted stays `unconfigured`.
 
 pub mod access;
 pub mod attachments;
 pub mod chunk;
+pub mod inbox;
+pub mod outbox;
 pub mod pairing;
+pub mod queue;
 pub mod reply;
 mod runner;
 pub mod stream;
@@ -24,22 +31,26 @@ pub mod typing;
 pub mod verify;
 
 pub use access::AccessGate;
+pub use inbox::{Accepted, InboundHandler, InboxRef};
+pub use outbox::Outbox;
+pub use queue::QueueSettings;
 pub use runner::{ChannelRunner, ChannelState, ChannelStatus};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
-use tokio::sync::broadcast;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
 
 use crate::plugins::bindings::{
     ChatType, InboundMessage, OutboundMessage, WebhookRequest, WebhookResponse,
 };
 use crate::plugins::{CallError, PluginRegistry, PluginVersion};
-use crate::store::SharedPairing;
+use crate::store::{SharedInbox, SharedOutbox, SharedPairing};
 
 /// A message received by a channel.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Inbound {
     /// The channel it came in on.
     pub channel: String,
@@ -54,10 +65,13 @@ pub struct Inbound {
     /// Direct chat or group (0.1.0 plugins: always direct). Channels
     /// (broadcast) count as groups for the access policy; replies stream by
     /// draft only in direct chats.
+    #[serde(default)]
     pub chat: access::ChatKind,
     /// The bot was mentioned or replied to (what `require_mention` asks).
+    #[serde(default)]
     pub mentioned: bool,
     /// Thread or forum topic inside the conversation (replies go there).
+    #[serde(default)]
     pub thread: Option<String>,
     /// Text.
     pub text: String,
@@ -65,6 +79,7 @@ pub struct Inbound {
     pub timestamp: u64,
     /// Files that came with it (downloaded when its run starts; see
     /// [`attachments`]).
+    #[serde(default)]
     pub attachments: Vec<attachments::InboundAttachment>,
 }
 
@@ -113,27 +128,68 @@ pub enum ChannelError {
         /// Why.
         rejection: verify::Rejection,
     },
+    /// The durable inbox or outbox could not be written or read.
+    #[error("channel `{channel}`: store: {error}")]
+    Store {
+        /// The channel.
+        channel: String,
+        /// The store's error.
+        error: crate::store::StoreError,
+    },
+    /// The channel's declared secrets are not granted.
+    #[error("channel `{channel}` is unconfigured: secrets not granted: {}", missing.join(", "))]
+    Unconfigured {
+        /// The channel.
+        channel: String,
+        /// The secrets the operator must grant.
+        missing: Vec<String>,
+    },
+}
+
+/// The inbox processor and outbox worker of one channel.
+struct Workers {
+    processor: JoinHandle<()>,
+    deliverer: JoinHandle<()>,
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.processor.abort();
+        self.deliverer.abort();
+    }
 }
 
 /// All channel runners.
 pub struct ChannelManager {
     registry: Arc<PluginRegistry>,
-    runners: Mutex<BTreeMap<String, Arc<ChannelRunner>>>,
-    inbound: broadcast::Sender<Inbound>,
+    runners: Mutex<BTreeMap<String, (Arc<ChannelRunner>, Workers)>>,
+    inbox: Arc<inbox::Inbox>,
+    outbox: Arc<Outbox>,
     access: Arc<AccessGate>,
     replies: Arc<reply::ReplyStats>,
 }
 
 impl ChannelManager {
     /// A manager for the channels in `registry`, with pairing state in
-    /// `pairing` (dated by the registry's clock).
-    pub fn new(registry: Arc<PluginRegistry>, pairing: SharedPairing) -> Arc<Self> {
+    /// `pairing` (dated by the registry's clock) and the durable inbox and
+    /// outbox in `inbox` and `outbox`.
+    pub fn new(
+        registry: Arc<PluginRegistry>,
+        pairing: SharedPairing,
+        inbox: SharedInbox,
+        outbox: SharedOutbox,
+    ) -> Arc<Self> {
         let clock = registry.config().clock.clone();
+        let outbox = Outbox::new(outbox);
         Arc::new(ChannelManager {
             registry,
             runners: Mutex::new(BTreeMap::new()),
-            inbound: broadcast::channel(4096).0,
-            access: Arc::new(AccessGate::new(pairing::Pairing::new(pairing, clock))),
+            inbox: inbox::Inbox::new(inbox),
+            access: Arc::new(AccessGate::new(
+                pairing::Pairing::new(pairing, clock),
+                outbox.clone(),
+            )),
+            outbox,
             replies: Arc::default(),
         })
     }
@@ -141,6 +197,34 @@ impl ChannelManager {
     /// Counters of the reply path (typing calls, plain resends, fallbacks).
     pub fn reply_stats(&self) -> &Arc<reply::ReplyStats> {
         &self.replies
+    }
+
+    /// The durable inbox (commits, the handler slot, pending counts).
+    pub fn inbox(&self) -> &Arc<inbox::Inbox> {
+        &self.inbox
+    }
+
+    /// The durable outbox: replies and notices go through it.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// Hand every accepted inbound message to `handler` from now on (the
+    /// gateway installs itself here). Messages committed before wait in the
+    /// inbox until a handler is installed.
+    pub fn set_inbound_handler(&self, handler: Arc<dyn InboundHandler>) {
+        self.inbox.set_handler(handler);
+    }
+
+    /// Commit the final chunks of an answer to the outbox of `channel`,
+    /// settling `inbox` (the message answered) in the same transaction.
+    pub fn enqueue_final(
+        &self,
+        channel: &str,
+        inbox: Option<InboxRef>,
+        messages: Vec<OutboundMessage>,
+    ) -> Result<(), ChannelError> {
+        self.outbox.enqueue_final(channel, inbox, messages)
     }
 
     /// The plugin registry.
@@ -153,40 +237,76 @@ impl ChannelManager {
         self.access.pairing()
     }
 
-    /// Receive every inbound message the access policy allowed, from now on.
-    pub fn subscribe_inbound(&self) -> broadcast::Receiver<Inbound> {
-        self.inbound.subscribe()
+    /// For embedders and tests without a gateway: unless a handler is
+    /// installed, install one that hands every accepted inbound message to
+    /// the returned receiver (in order; a slow reader holds the processor
+    /// back, nothing is dropped). With a handler already installed the
+    /// receiver gets nothing.
+    pub fn subscribe_inbound(&self) -> mpsc::Receiver<Inbound> {
+        let (tx, rx) = mpsc::channel(1024);
+        if !self
+            .inbox
+            .set_handler_if_none(Arc::new(inbox::ChannelHandler(tx)))
+        {
+            tracing::warn!(
+                "subscribe_inbound: a handler is installed already; the receiver gets nothing"
+            );
+        }
+        rx
     }
 
-    fn runners(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<ChannelRunner>>> {
+    fn runners(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<String, (Arc<ChannelRunner>, Workers)>> {
         self.runners.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The runner of channel `name`.
     pub fn get(&self, name: &str) -> Option<Arc<ChannelRunner>> {
-        self.runners().get(name).cloned()
+        self.runners().get(name).map(|(r, _)| r.clone())
     }
 
     /// Every runner, by name.
     pub fn all(&self) -> Vec<Arc<ChannelRunner>> {
-        self.runners().values().cloned().collect()
+        self.runners().values().map(|(r, _)| r.clone()).collect()
     }
 
     /// A version of channel `version.name` was loaded: (re)start it on that
     /// version. The old receiver is stopped first.
     pub async fn on_loaded(&self, version: Arc<PluginVersion>) {
+        // The runner and its workers live until the channel is removed
+        // (queue settings apply from its first load): stopping a processor
+        // with answers in flight would answer them twice.
         let runner = {
             let mut runners = self.runners();
             runners
                 .entry(version.name.clone())
                 .or_insert_with(|| {
-                    ChannelRunner::new(
+                    let wake = Arc::new(Notify::new());
+                    let runner = ChannelRunner::new(
                         version.name.clone(),
                         self.registry.clone(),
-                        self.inbound.clone(),
-                        self.access.clone(),
-                    )
+                        self.inbox.clone(),
+                        wake.clone(),
+                    );
+                    let queue = version.settings.queue;
+                    let workers = Workers {
+                        processor: tokio::spawn(inbox::process(
+                            self.inbox.clone(),
+                            self.access.clone(),
+                            runner.clone(),
+                            wake,
+                            queue.processing(),
+                        )),
+                        deliverer: tokio::spawn(outbox::deliver(
+                            self.outbox.clone(),
+                            runner.clone(),
+                            queue.delivery(),
+                        )),
+                    };
+                    (runner, workers)
                 })
+                .0
                 .clone()
         };
         if version.settings.autostart == Some(false) {
@@ -201,7 +321,7 @@ impl ChannelManager {
     /// Channel `name` was unloaded: stop and forget it.
     pub async fn on_removed(&self, name: &str) {
         let runner = self.runners().remove(name);
-        if let Some(r) = runner {
+        if let Some((r, _workers)) = runner {
             r.stop().await;
         }
     }

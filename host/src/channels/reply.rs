@@ -22,7 +22,7 @@ use super::access::ChatKind;
 use super::chunk::Measure;
 use super::stream::{Settings, Step, Streamer, Style};
 use super::typing::{self, TypingStats};
-use super::{ChannelError, ChannelManager};
+use super::{ChannelError, ChannelManager, InboxRef};
 use crate::plugins::PluginError;
 use crate::plugins::bindings::{
     Capabilities, ChatTarget, OutboundMessage, StreamStyle, TextFormat,
@@ -48,6 +48,9 @@ pub struct ReplyTarget {
     /// Platform id of the message being answered (replies reply to it;
     /// typing and read receipts name it).
     pub message_id: Option<String>,
+    /// The answered message in the durable inbox: the answer's last pieces
+    /// are committed to the outbox together with settling it.
+    pub inbox: Option<InboxRef>,
 }
 
 impl ReplyTarget {
@@ -210,6 +213,39 @@ async fn edit_text(
 /// sends directly and logs failures.
 pub async fn deliver_final(channels: &ChannelManager, target: &ReplyTarget, ops: Vec<FinalOp>) {
     for op in ops {
+        deliver_now(channels, target, op).await;
+    }
+}
+
+/// The answer's last pieces: edits of the streamed message go out now; new
+/// messages are committed to the durable outbox (which retries them) in
+/// one transaction with settling the inbound message as answered, so a
+/// restart neither loses nor repeats the answer.
+async fn commit_final(channels: &ChannelManager, target: &ReplyTarget, ops: Vec<FinalOp>) {
+    let mut sends = Vec::new();
+    for op in ops {
+        match op {
+            FinalOp::Send(text) => sends.push(target.message(text, TextFormat::Markdown)),
+            edit @ FinalOp::Edit { .. } => {
+                // Pieces before this edit keep their order.
+                if !sends.is_empty()
+                    && let Err(e) =
+                        channels.enqueue_final(&target.channel, None, std::mem::take(&mut sends))
+                {
+                    warn!(channel = %target.channel, error = %e, "committing reply pieces failed");
+                }
+                deliver_now(channels, target, edit).await;
+            }
+        }
+    }
+    if let Err(e) = channels.enqueue_final(&target.channel, target.inbox, sends) {
+        warn!(channel = %target.channel, conversation = %target.conversation, error = %e, "committing the reply failed");
+    }
+}
+
+/// Deliver one final piece directly.
+async fn deliver_now(channels: &ChannelManager, target: &ReplyTarget, op: FinalOp) {
+    {
         let r = match &op {
             FinalOp::Send(text) => send_text(channels, target, text).await.map(drop),
             FinalOp::Edit { id, text } => match edit_text(channels, target, id, text).await {
@@ -235,6 +271,7 @@ async fn run_steps(
     target: &ReplyTarget,
     streamer: &mut Streamer,
     steps: Vec<Step>,
+    last: bool,
 ) {
     let mut finals = Vec::new();
     for step in steps {
@@ -254,7 +291,9 @@ async fn run_steps(
             }
         }
     }
-    if !finals.is_empty() {
+    if last {
+        commit_final(channels, target, finals).await;
+    } else if !finals.is_empty() {
         deliver_final(channels, target, finals).await;
     }
 }
@@ -350,15 +389,15 @@ pub async fn stream_reply(
                         g.finish().await;
                     }
                     let steps = streamer.finish(&text);
-                    run_steps(&channels, &target, &mut streamer, steps).await;
+                    run_steps(&channels, &target, &mut streamer, steps, true).await;
                     return;
                 }
                 let steps = streamer.update(&text, clock.now_ms());
-                run_steps(&channels, &target, &mut streamer, steps).await;
+                run_steps(&channels, &target, &mut streamer, steps, false).await;
             }
             _ = async { if let Some(w) = wait { tokio::time::sleep(w).await } }, if wait.is_some() => {
                 let steps = streamer.tick(clock.now_ms());
-                run_steps(&channels, &target, &mut streamer, steps).await;
+                run_steps(&channels, &target, &mut streamer, steps, false).await;
             }
         }
     }
@@ -373,8 +412,6 @@ pub fn notify(
     reply_to: Option<String>,
     text: String,
 ) {
-    let channels = channels.clone();
-    let channel = channel.to_string();
     let msg = OutboundMessage {
         conversation: conversation.to_string(),
         thread: None,
@@ -383,11 +420,9 @@ pub fn notify(
         reply_to,
         attachments: Vec::new(),
     };
-    tokio::spawn(async move {
-        if let Err(e) = channels.send(&channel, msg).await {
-            warn!(%channel, error = %e, "sending a notice");
-        }
-    });
+    if let Err(e) = channels.outbox().enqueue_notice(channel, msg) {
+        warn!(%channel, error = %e, "committing a notice");
+    }
 }
 
 #[cfg(test)]

@@ -2,17 +2,18 @@
 
 mod ops;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+use super::inbox::Inbox;
 use super::verify::{self, VerifyStats, WebhookStatus};
-use super::{AccessGate, ChannelError, Inbound};
+use super::{ChannelError, Inbound};
 use crate::plugins::bindings::{
     OutboundMessage, ReceiveMode, TextFormat, WebhookRequest, WebhookResponse,
 };
@@ -22,8 +23,10 @@ use crate::plugins::{CallError, Instance, PluginError, PluginRegistry, PluginVer
 /// in the plugin's instance cap, so the pool keeps at most the cap minus
 /// two (one for a poll receiver, one for a call in flight).
 const POOL_SIZE: usize = 4;
-/// Message ids remembered for deduplication, per channel.
-const DEDUPE_WINDOW: usize = 4096;
+/// An empty poll that returned sooner than this is followed by a pause
+/// of the rest, so a platform answering an empty long poll at once never
+/// becomes a busy loop.
+const MIN_EMPTY_POLL: Duration = Duration::from_millis(250);
 
 /// A channel's state, as the health monitor and operators see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -43,6 +46,9 @@ pub enum ChannelState {
     GaveUp,
     /// Stopped by an operator (or not auto-started).
     Stopped,
+    /// Secrets the manifest declares are not granted: neither started nor
+    /// restarted until they are (config reload or restart).
+    Unconfigured,
 }
 
 impl ChannelState {
@@ -56,6 +62,7 @@ impl ChannelState {
             ChannelState::Failed => "failed",
             ChannelState::GaveUp => "gave-up",
             ChannelState::Stopped => "stopped",
+            ChannelState::Unconfigured => "unconfigured",
         }
     }
 }
@@ -75,20 +82,27 @@ pub struct ChannelStatus {
     pub reconnect_attempts: u64,
     /// Consecutive checks that found the channel stale or failed.
     pub bad_checks: u32,
+    /// Consecutive failed polls (reset by a poll that returns).
+    pub poll_errors: u64,
+    /// Secrets the manifest declares that are not granted (state `unconfigured`).
+    pub missing_secrets: Vec<String>,
 }
 
 /// One channel.
 pub struct ChannelRunner {
     name: String,
     registry: Arc<PluginRegistry>,
-    inbound: broadcast::Sender<Inbound>,
-    access: Arc<AccessGate>,
+    inbox: Arc<Inbox>,
+    /// Wakes this channel's inbox processor after a commit.
+    inbox_wake: Arc<Notify>,
     pool: Mutex<Vec<Instance>>,
     receiver: tokio::sync::Mutex<Option<Receiver>>,
     status: Mutex<ChannelStatus>,
-    seen: Mutex<(HashSet<String>, VecDeque<String>)>,
     pub(crate) last_inbound_at: AtomicU64,
     pub(crate) last_outbound_at: AtomicU64,
+    /// Last contact with the platform (a poll that returned, even empty; a
+    /// verified push), Unix ms: the channel's liveness.
+    pub(crate) last_contact_at: AtomicU64,
     /// Serializes start/stop/restart so two restart owners never interleave.
     lifecycle: tokio::sync::Mutex<()>,
     /// Pushes refused by host-side verification.
@@ -104,14 +118,14 @@ impl ChannelRunner {
     pub(crate) fn new(
         name: String,
         registry: Arc<PluginRegistry>,
-        inbound: broadcast::Sender<Inbound>,
-        access: Arc<AccessGate>,
+        inbox: Arc<Inbox>,
+        inbox_wake: Arc<Notify>,
     ) -> Arc<Self> {
         Arc::new(ChannelRunner {
             name,
             registry,
-            inbound,
-            access,
+            inbox,
+            inbox_wake,
             pool: Mutex::new(Vec::new()),
             receiver: tokio::sync::Mutex::new(None),
             status: Mutex::new(ChannelStatus {
@@ -122,10 +136,12 @@ impl ChannelRunner {
                 restarts_total: 0,
                 reconnect_attempts: 0,
                 bad_checks: 0,
+                poll_errors: 0,
+                missing_secrets: Vec::new(),
             }),
-            seen: Mutex::new((HashSet::new(), VecDeque::new())),
             last_inbound_at: AtomicU64::new(0),
             last_outbound_at: AtomicU64::new(0),
+            last_contact_at: AtomicU64::new(0),
             lifecycle: tokio::sync::Mutex::new(()),
             verify_stats: VerifyStats::default(),
         })
@@ -233,7 +249,9 @@ impl ChannelRunner {
 
     fn accepting(&self) -> Result<(), ChannelError> {
         match self.status().state {
-            ChannelState::Stopped => Err(ChannelError::Unavailable(self.name.clone())),
+            ChannelState::Stopped | ChannelState::Unconfigured => {
+                Err(ChannelError::Unavailable(self.name.clone()))
+            }
             _ => Ok(()),
         }
     }
@@ -300,7 +318,12 @@ impl ChannelRunner {
         request: &WebhookRequest,
         remote: Option<std::net::SocketAddr>,
     ) -> Result<WebhookResponse, ChannelError> {
-        self.accepting()?;
+        // An unconfigured channel still verifies (and counts) the push,
+        // then refuses it as unavailable.
+        let unconfigured = self.status().state == ChannelState::Unconfigured;
+        if !unconfigured {
+            self.accepting()?;
+        }
         let version = self.version()?;
         let push = verify::Push {
             method: &request.method,
@@ -323,6 +346,7 @@ impl ChannelRunner {
             Ok(verify::Outcome::Answer(a)) => {
                 tracing::info!(channel = %self.name, remote = ?remote, "webhook handshake answered by the host");
                 self.last_inbound_at.store(self.now(), Ordering::Relaxed);
+                self.last_contact_at.store(self.now(), Ordering::Relaxed);
                 return Ok(WebhookResponse {
                     status: a.status,
                     headers: vec![
@@ -352,6 +376,10 @@ impl ChannelRunner {
                 });
             }
         };
+        if unconfigured {
+            return Err(ChannelError::Unavailable(self.name.clone()));
+        }
+        self.last_contact_at.store(self.now(), Ordering::Relaxed);
         let wait = Duration::from_millis(version.limits.call_timeout_ms);
         let mut request = request.clone();
         request.verified = (verified.scheme != verify::SchemeName::None)
@@ -370,10 +398,13 @@ impl ChannelRunner {
             .map_err(|e| self.call_err(e))?;
         self.after_call(inst, &r);
         let mut response = r.map_err(|e| self.call_err(e))?;
-        let messages = std::mem::take(&mut response.messages);
-        for m in messages {
-            self.deliver(Inbound::from_wit(&self.name, m));
-        }
+        let messages: Vec<Inbound> = std::mem::take(&mut response.messages)
+            .into_iter()
+            .map(|m| Inbound::from_wit(&self.name, m))
+            .collect();
+        // Committed before the platform gets its answer: a failed commit
+        // answers 503 and the platform delivers the push again.
+        self.commit(&messages, None)?;
         Ok(response)
     }
 
@@ -408,31 +439,33 @@ impl ChannelRunner {
         self.checkin(inst);
     }
 
-    /// Publish an inbound message unless its id was seen recently or the
-    /// channel's access policy refuses it.
-    fn deliver(self: &Arc<Self>, message: Inbound) {
-        {
-            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-            if !message.id.is_empty() {
-                if seen.0.contains(&message.id) {
-                    tracing::debug!(channel = %self.name, id = %message.id, "duplicate inbound message dropped");
-                    return;
-                }
-                seen.0.insert(message.id.clone());
-                seen.1.push_back(message.id.clone());
-                if seen.1.len() > DEDUPE_WINDOW
-                    && let Some(old) = seen.1.pop_front()
-                {
-                    seen.0.remove(&old);
-                }
-            }
+    /// Commit received messages (and the new platform cursor) to the
+    /// durable inbox and wake the channel's processor.
+    fn commit(&self, messages: &[Inbound], cursor: Option<&str>) -> Result<(), ChannelError> {
+        if messages.is_empty() && cursor.is_none() {
+            return Ok(());
         }
-        self.last_inbound_at.store(self.now(), Ordering::Relaxed);
-        if !self.access.admit(self, &message) {
-            return;
+        self.inbox.commit(&self.name, messages, cursor)?;
+        if !messages.is_empty() {
+            self.last_inbound_at.store(self.now(), Ordering::Relaxed);
+            self.inbox_wake.notify_one();
         }
-        tracing::debug!(channel = %self.name, id = %message.id, "inbound message");
-        let _ = self.inbound.send(message);
+        Ok(())
+    }
+
+    /// The manifest-declared secrets of the current version the operator
+    /// has not granted (host-generated ones count as granted).
+    pub fn missing_secrets(&self) -> Vec<String> {
+        let Some(version) = self.registry.current(&self.name) else {
+            return Vec::new();
+        };
+        version
+            .manifest
+            .secrets
+            .keys()
+            .filter(|name| !version.caps.secrets.contains(name))
+            .cloned()
+            .collect()
     }
 
     /// Start (or restart from scratch): stop any receiver, then start a fresh
@@ -444,6 +477,22 @@ impl ChannelRunner {
 
     async fn start_locked(self: &Arc<Self>, inst: Option<Instance>) -> Result<(), ChannelError> {
         self.stop_receiver().await;
+        let missing = self.missing_secrets();
+        if !missing.is_empty() {
+            self.clear_pool();
+            let why = format!("unconfigured: secrets not granted: {}", missing.join(", "));
+            tracing::info!(channel = %self.name, missing = ?missing, "channel not started until its secrets are granted");
+            self.update(|s| {
+                s.state = ChannelState::Unconfigured;
+                s.last_error = Some(why);
+                s.missing_secrets = missing.clone();
+            });
+            return Err(ChannelError::Unconfigured {
+                channel: self.name.clone(),
+                missing,
+            });
+        }
+        self.update(|s| s.missing_secrets.clear());
         self.set_state(ChannelState::Starting, None);
         let inst = match inst {
             Some(i) => i,
@@ -473,6 +522,7 @@ impl ChannelRunner {
             s.state = ChannelState::Running;
             s.last_start_at = Some(now);
             s.reconnect_attempts = 0;
+            s.poll_errors = 0;
             s.bad_checks = 0;
         });
         tracing::info!(channel = %self.name, ?mode, "channel running");
@@ -556,8 +606,22 @@ impl ChannelRunner {
     async fn receive_loop(self: Arc<Self>, first: Instance, mut stop: watch::Receiver<bool>) {
         let mut inst = Some(first);
         let mut backoff = Duration::from_millis(500);
-        // The platform cursor of 0.2.0 plugins (0.1.0 plugins keep their own).
-        let mut cursor: Option<String> = None;
+        // The platform cursor of 0.2.0 plugins (0.1.0 plugins keep their
+        // own), as committed with the messages it covers.
+        let mut cursor: Option<String> = loop {
+            match self.inbox.cursor(&self.name) {
+                Ok(c) => break c,
+                Err(e) => {
+                    tracing::warn!(channel = %self.name, error = %e, "reading the committed cursor failed; retrying");
+                    self.update(|s| s.last_error = Some(format!("inbox: {e}")));
+                    if sleep_or_stop(&mut stop, backoff).await {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        };
+        backoff = Duration::from_millis(500);
         loop {
             if *stop.borrow() {
                 return;
@@ -584,28 +648,54 @@ impl ChannelRunner {
                 .limits
                 .poll_wait_ms
                 .min(u64::from(u32::MAX)) as u32;
+            let started = tokio::time::Instant::now();
             let result = tokio::select! {
                 _ = stop.changed() => return,
                 r = current.poll(cursor.as_deref(), wait) => r,
             };
             let delay = match result {
                 Ok(batch) => {
-                    backoff = Duration::from_millis(500);
-                    self.update(|s| s.reconnect_attempts = 0);
+                    self.last_contact_at.store(self.now(), Ordering::Relaxed);
+                    self.update(|s| {
+                        s.reconnect_attempts = 0;
+                        s.poll_errors = 0;
+                    });
+                    let empty = batch.messages.is_empty();
+                    let messages: Vec<Inbound> = batch
+                        .messages
+                        .into_iter()
+                        .map(|m| Inbound::from_wit(&self.name, m))
+                        .collect();
+                    // Committed with the new cursor before the next poll;
+                    // until then the cursor stays where it was.
+                    let mut commit_backoff = Duration::from_millis(100);
+                    loop {
+                        match self.commit(&messages, batch.cursor.as_deref()) {
+                            Ok(()) => break,
+                            Err(e) => {
+                                tracing::warn!(channel = %self.name, error = %e, "committing polled messages failed; retrying");
+                                self.update(|s| s.last_error = Some(e.to_string()));
+                                if sleep_or_stop(&mut stop, commit_backoff).await {
+                                    return;
+                                }
+                                commit_backoff = (commit_backoff * 2).min(Duration::from_secs(10));
+                            }
+                        }
+                    }
                     if batch.cursor.is_some() {
                         cursor = batch.cursor;
                     }
-                    for m in batch.messages {
-                        self.deliver(Inbound::from_wit(&self.name, m));
-                    }
-                    None
+                    backoff = Duration::from_millis(500);
+                    let elapsed = started.elapsed();
+                    (empty && elapsed < MIN_EMPTY_POLL).then(|| MIN_EMPTY_POLL - elapsed)
                 }
                 Err(e) => {
                     self.registry.record_call(&self.name, e.poisons_instance());
                     tracing::warn!(channel = %self.name, error = %e, "poll failed");
                     self.update(|s| {
                         s.reconnect_attempts += 1;
-                        s.last_error = Some(e.to_string());
+                        s.poll_errors += 1;
+                        s.last_error = Some(format!("poll: {e}"));
                     });
                     let d = match e.plugin_error() {
                         Some(PluginError::RateLimited { retry_after_ms, .. }) => {

@@ -1,22 +1,24 @@
-//! Channel messages in: every inbound message from a channel
-//! plugin is deduplicated by its platform id (durably, so a redelivered
-//! update is never answered twice, even across restarts), routed to the
-//! session of its conversation and answered by the agent (the answer is
-//! streamed back by [`channels::reply`](crate::channels::reply)). A sender
-//! over its rate (see [`sender_rate`](super::sender_rate)) starts nothing
-//! and is told to slow down once; a message to a session whose queue is
-//! full is not answered, and its sender is told.
+//! Channel messages in: the gateway's [`InboundHandler`]. The channel's
+//! inbox processor (`crate::channels::inbox`) hands over each committed,
+//! deduplicated message the access policy accepted; this module only turns
+//! it into a run on the session of its conversation (the answer goes back
+//! through `crate::channels::reply` and the durable outbox) and reports
+//! when the run has finished. A sender over its rate (see
+//! [`sender_rate`](super::sender_rate)) starts nothing and is told to slow
+//! down once; a message to a session whose queue is full is not answered,
+//! and its sender is told.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
-use tokio::sync::broadcast;
-use tracing::{debug, info, warn};
+use futures::future::BoxFuture;
+use tracing::{info, warn};
 
 use super::Gateway;
 use super::runs::{Origin, RunSpec, StartOutcome};
 use super::sender_rate::Verdict;
-use crate::channels::Inbound;
 use crate::channels::reply::notify;
+use crate::channels::{Accepted, InboundHandler};
 use crate::store::NewSession;
 
 /// What a sender over the rate limit is told (once per stretch).
@@ -28,39 +30,47 @@ pub fn channel_session_key(channel: &str, conversation: &str) -> String {
     format!("agent:main:{channel}:direct:{conversation}")
 }
 
-/// Route channel messages to runs until the gateway stops.
-pub fn spawn(gw: Arc<Gateway>) -> tokio::task::JoinHandle<()> {
-    let mut rx = gw.runtime.channels.subscribe_inbound();
-    tokio::spawn(async move {
-        loop {
-            match rx.recv().await {
-                Ok(msg) => route(&gw, msg),
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    warn!(missed = n, "inbound router lagged; messages were skipped");
-                }
-                Err(broadcast::error::RecvError::Closed) => break,
+/// The gateway as the channels' inbound handler (holds the gateway weakly:
+/// the channel manager it is installed in belongs to the gateway).
+pub struct Handler(Weak<Gateway>);
+
+impl InboundHandler for Handler {
+    fn handle(&self, accepted: Accepted) -> BoxFuture<'static, ()> {
+        let gw = self.0.clone();
+        Box::pin(async move {
+            let Some(gw) = gw.upgrade() else {
+                // Shutting down: leave the message unsettled for the next start.
+                return std::future::pending().await;
+            };
+            let Some(run_id) = route(&gw, accepted) else {
+                return;
+            };
+            // The processor sends this conversation's next message only
+            // after this run (and with it its final reply) is done.
+            while let Some(None) = gw.runs.wait(&run_id, Duration::from_secs(3600)).await {}
+            if gw.shutting_down() {
+                // Ended by the shutdown: unless its final reply was
+                // committed, the message is answered after the restart.
+                std::future::pending::<()>().await;
             }
-        }
-    })
+        })
+    }
 }
 
-/// Route one inbound message.
-pub fn route(gw: &Arc<Gateway>, msg: Inbound) {
+/// Install the gateway as the channels' inbound handler; committed
+/// messages start flowing into runs.
+pub fn install(gw: &Arc<Gateway>) {
+    gw.runtime
+        .channels
+        .set_inbound_handler(Arc::new(Handler(Arc::downgrade(gw))));
+}
+
+/// Start the run answering one accepted message; its run id, or `None`
+/// when nothing was started (the message is then settled as done).
+fn route(gw: &Arc<Gateway>, accepted: Accepted) -> Option<String> {
+    let msg = accepted.message;
     if gw.shutting_down() {
-        return;
-    }
-    match gw
-        .sessions
-        .mark_inbound(&msg.channel, &msg.id, super::now_ms())
-    {
-        Ok(true) => {}
-        Ok(false) => {
-            debug!(channel = %msg.channel, id = %msg.id, "duplicate inbound message ignored");
-            return;
-        }
-        Err(e) => {
-            warn!(channel = %msg.channel, error = %e, "inbound dedupe failed; handling anyway");
-        }
+        return None;
     }
     if let Verdict::Refuse { warn } = gw.runs.admit_sender(&msg.channel, &msg.sender) {
         info!(channel = %msg.channel, sender = %msg.sender, id = %msg.id, "sender over the rate limit; message not answered");
@@ -73,7 +83,7 @@ pub fn route(gw: &Arc<Gateway>, msg: Inbound) {
                 SLOW_DOWN_NOTICE.into(),
             );
         }
-        return;
+        return None;
     }
     let key = channel_session_key(&msg.channel, &msg.conversation);
     let init = NewSession {
@@ -83,31 +93,43 @@ pub fn route(gw: &Arc<Gateway>, msg: Inbound) {
     };
     if let Err(e) = gw.sessions.ensure_session(&key, &init) {
         warn!(channel = %msg.channel, error = %e, "creating channel session");
-        return;
+        return None;
     }
+    // The platform id names the run; a message without one takes its
+    // inbox position.
+    let run_id = if msg.id.is_empty() {
+        format!("{}:inbox-{}", msg.channel, accepted.inbox.seq)
+    } else {
+        format!("{}:{}", msg.channel, msg.id)
+    };
     let spec = RunSpec {
-        run_id: format!("{}:{}", msg.channel, msg.id),
+        run_id: run_id.clone(),
         session_key: key,
         message: msg.text.clone(),
         origin: Origin::Channel {
             channel: msg.channel.clone(),
             conversation: msg.conversation.clone(),
-            reply_to: Some(msg.id.clone()),
+            reply_to: (!msg.id.is_empty()).then(|| msg.id.clone()),
             sender: msg.sender.clone(),
             thread: msg.thread.clone(),
             chat: msg.chat,
+            inbox: Some(accepted.inbox),
         },
         timeout: None,
         attachments: crate::channels::attachments::pending(&msg),
     };
-    if let StartOutcome::QueueFull { cap } = gw.runs.start(gw, spec) {
-        warn!(channel = %msg.channel, sender = %msg.sender, id = %msg.id, cap, "session queue full; message not answered");
-        notify(
-            &gw.runtime.channels,
-            &msg.channel,
-            &msg.conversation,
-            Some(msg.id.clone()),
-            super::run_manager::QUEUE_FULL_NOTICE.into(),
-        );
+    match gw.runs.start(gw, spec) {
+        StartOutcome::QueueFull { cap } => {
+            warn!(channel = %msg.channel, sender = %msg.sender, id = %msg.id, cap, "session queue full; message not answered");
+            notify(
+                &gw.runtime.channels,
+                &msg.channel,
+                &msg.conversation,
+                Some(msg.id.clone()),
+                super::run_manager::QUEUE_FULL_NOTICE.into(),
+            );
+            None
+        }
+        _ => Some(run_id),
     }
 }

@@ -228,6 +228,8 @@ pub async fn start(mut opts: Options) -> anyhow::Result<Running> {
         health: opts.health,
         kv: store.clone(),
         pairing: store.clone(),
+        inbox: store.clone(),
+        outbox: store.clone(),
         events: Arc::new(LocalBus::default()),
     })?;
     // Plugin and health events go into the event log (and so to webhooks)

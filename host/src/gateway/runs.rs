@@ -54,6 +54,8 @@ pub enum Origin {
         thread: Option<String>,
         /// Direct chat or group (decides draft streaming).
         chat: crate::channels::access::ChatKind,
+        /// The message in the durable inbox (its final reply settles it).
+        inbox: Option<crate::channels::InboxRef>,
     },
 }
 
@@ -553,6 +555,7 @@ pub(super) async fn execute(
             reply_to,
             thread,
             chat,
+            inbox,
             ..
         } => {
             let (tx, rx) = watch::channel((String::new(), false));
@@ -562,6 +565,7 @@ pub(super) async fn execute(
                 thread: thread.clone(),
                 chat: *chat,
                 message_id: reply_to.clone(),
+                inbox: *inbox,
             };
             let task = tokio::spawn(crate::channels::reply::stream_reply(
                 gw.runtime.channels.clone(),

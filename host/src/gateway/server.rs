@@ -2,7 +2,7 @@
 //! [`super::listener`], behind [`super::http_guard`]) and the WebSocket
 //! protocol (any path with an `Upgrade: websocket` header), plus the
 //! gateway's periodic tasks (`tick`, health refresh) and the channel
-//! inbound router.
+//! inbound handler (installed before the first task).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -136,7 +136,7 @@ fn spawn_background(gw: &Arc<Gateway>) -> Vec<tokio::task::JoinHandle<()>> {
             g.health_changed().await;
         }
     }));
-    tasks.push(inbound::spawn(gw.clone()));
+    inbound::install(gw);
     tasks
 }
 

@@ -1,10 +1,14 @@
 //! The channel health monitor.
 //!
-//! Every `check_interval` it looks at each channel: a poll-mode channel whose
-//! latest activity (the plugin's `last-activity`, or what the host itself saw
-//! in or out, or its last start) is older than `stale_threshold` is stale;
+//! Every `check_interval` it looks at each channel. Liveness is contact with
+//! the platform: a poll that returned (even empty), a verified push. A
+//! poll-mode channel with no contact (nor plugin-reported activity, nor
+//! start) for `stale_threshold` is stale, so a quiet bot whose polls succeed
+//! stays healthy while one whose polls keep failing (401, 409, network:
+//! counted in `pollErrors`, the cause in `lastError`) goes stale;
 //! webhook-mode channels are never judged stale for being quiet. A channel
-//! whose start failed or whose receiver died is failed. After
+//! whose start failed or whose receiver died is failed. An `unconfigured`
+//! channel (declared secrets not granted) is left alone. After
 //! `confirm_checks` consecutive bad checks it is restarted, at most once per
 //! `restart_cooldown` and `max_restarts_per_hour` times per sliding hour;
 //! past the cap it enters the visible `gave-up` state until an operator
@@ -77,8 +81,32 @@ pub struct ChannelHealth {
     pub restarts: usize,
     pub restarts_total: u64,
     pub last_error: Option<String>,
+    /// Last contact with the platform (a poll that returned, a verified
+    /// push), Unix ms: what liveness is judged on.
+    pub last_contact_at: Option<u64>,
+    /// Consecutive failed polls.
+    pub poll_errors: u64,
+    /// Declared secrets not granted (state `unconfigured`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_secrets: Vec<String>,
+    /// The durable inbox: messages committed but not yet settled.
+    pub inbox_pending: u64,
+    /// The durable outbox: depth, failed count and last error.
+    pub outbox: OutboxHealth,
     /// Host-side push verification: scheme, problem, pushes refused.
     pub webhook: crate::channels::verify::WebhookStatus,
+}
+
+/// A channel's outbox as `channels.status` shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxHealth {
+    /// Replies and notices waiting for delivery (retries included).
+    pub depth: u64,
+    /// Replies and notices given up on.
+    pub failed: u64,
+    /// The latest delivery failure's cause.
+    pub last_error: Option<String>,
 }
 
 /// The monitor.
@@ -158,9 +186,7 @@ impl HealthMonitor {
     async fn latest_activity(&self, runner: &ChannelRunner) -> u64 {
         let status = runner.status();
         let mut latest = status.last_start_at.unwrap_or(0);
-        latest = latest
-            .max(runner.last_inbound_at.load(Ordering::Relaxed))
-            .max(runner.last_outbound_at.load(Ordering::Relaxed));
+        latest = latest.max(runner.last_contact_at.load(Ordering::Relaxed));
         if let Ok(mut inst) = runner.checkout().await {
             if let Ok(t) = inst.last_activity().await {
                 latest = latest.max(t);
@@ -175,6 +201,7 @@ impl HealthMonitor {
         let status = runner.status();
         match status.state {
             ChannelState::Stopped
+            | ChannelState::Unconfigured
             | ChannelState::GaveUp
             | ChannelState::Starting
             | ChannelState::Restarting => return,
@@ -196,8 +223,14 @@ impl HealthMonitor {
         } else if poll_mode && !in_grace {
             let latest = self.latest_activity(runner).await;
             let quiet = now.saturating_sub(latest);
-            (quiet > self.config.stale_threshold_ms)
-                .then(|| format!("stale: no activity for {} s", quiet / 1000))
+            (quiet > self.config.stale_threshold_ms).then(|| match &status.last_error {
+                Some(e) if status.poll_errors > 0 => format!(
+                    "stale: no contact with the platform for {} s ({} failed polls; last: {e})",
+                    quiet / 1000,
+                    status.poll_errors
+                ),
+                _ => format!("stale: no contact with the platform for {} s", quiet / 1000),
+            })
         } else {
             None
         };
@@ -306,6 +339,23 @@ impl HealthMonitor {
         let inbound = nonzero(runner.last_inbound_at.load(Ordering::Relaxed));
         let outbound = nonzero(runner.last_outbound_at.load(Ordering::Relaxed));
         let running = matches!(s.state, ChannelState::Running | ChannelState::Unhealthy);
+        let contact = nonzero(runner.last_contact_at.load(Ordering::Relaxed));
+        let channels = &self.channels;
+        let inbox_pending = channels.inbox().pending(runner.name()).unwrap_or_else(|e| {
+            tracing::warn!(channel = runner.name(), error = %e, "reading the inbox depth failed");
+            0
+        });
+        let outbox = match channels.outbox().stats(runner.name()) {
+            Ok(o) => OutboxHealth {
+                depth: o.depth,
+                failed: o.failed,
+                last_error: o.last_error,
+            },
+            Err(e) => {
+                tracing::warn!(channel = runner.name(), error = %e, "reading the outbox state failed");
+                OutboxHealth::default()
+            }
+        };
         ChannelHealth {
             name: runner.name().to_string(),
             state: s.state,
@@ -313,7 +363,7 @@ impl HealthMonitor {
             running,
             connected: s.state == ChannelState::Running,
             mode,
-            last_activity_at: [inbound, outbound, s.last_start_at]
+            last_activity_at: [inbound, outbound, contact, s.last_start_at]
                 .into_iter()
                 .flatten()
                 .max(),
@@ -328,6 +378,11 @@ impl HealthMonitor {
                 .count(),
             restarts_total: s.restarts_total,
             last_error: s.last_error,
+            last_contact_at: contact,
+            poll_errors: s.poll_errors,
+            missing_secrets: s.missing_secrets,
+            inbox_pending,
+            outbox,
             webhook: runner.webhook_status(),
         }
     }

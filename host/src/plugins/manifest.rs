@@ -358,6 +358,9 @@ pub struct PluginSettings {
     /// Test channels (manifest `test_only = true`): accept pushes from any
     /// address, not only loopback (default false).
     pub public: bool,
+    /// Channels: the durable inbox and outbox (`[plugins.<name>.queue]`:
+    /// per-conversation send rate, retries, in-flight limits).
+    pub queue: crate::channels::QueueSettings,
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! Durable state. The runtime talks to small traits ([`KvStore`] for plugin
 //! data, [`SessionStore`] for sessions, devices and the event log,
 //! [`WebhookStore`] for the webhook registry and its outbox, [`PairingStore`]
-//! for channel sender pairing) so a cluster
+//! for channel sender pairing, [`InboxStore`] and [`OutboxStore`] for the
+//! durable channel inbox and outbox) so a cluster
 //! mode can swap the embedded SQLite database ([`SqliteStore`]) for
 //! PostgreSQL or Redis.
 //!
@@ -11,17 +12,23 @@
 //! stalls the gateway.
 
 mod columns;
+mod inbox;
+mod outbox;
 mod pairing;
 mod pool;
 mod prune;
 mod readiness;
 mod sessions;
 mod sqlite;
+mod sqlite_inbox;
+mod sqlite_outbox;
 mod sqlite_pairing;
 mod sqlite_sessions;
 mod sqlite_webhooks;
 mod webhooks;
 
+pub use inbox::*;
+pub use outbox::*;
 pub use pairing::*;
 pub use prune::PRUNE_BATCH;
 pub use sessions::*;

@@ -161,6 +161,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE store_probe (pad BLOB NOT NULL);",
     // 5: channel sender pairing (see store/sqlite_pairing.rs).
     super::sqlite_pairing::MIGRATION,
+    // 6: the durable channel inbox and platform cursors (store/sqlite_inbox.rs).
+    super::sqlite_inbox::MIGRATION,
+    // 7: the durable channel outbox (store/sqlite_outbox.rs).
+    super::sqlite_outbox::MIGRATION,
 ];
 
 /// Settings of the embedded store (`[store]` in the configuration file).

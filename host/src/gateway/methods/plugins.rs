@@ -32,7 +32,12 @@ pub fn channel_json(c: &ChannelHealth) -> Value {
     let v = json!({
         // False while host-side verification lacks a secret or key (pushes
         // are refused with 503; `webhook.problem` says what is missing).
-        "configured": c.webhook.problem.is_none(),
+        "configured": c.webhook.problem.is_none() && c.missing_secrets.is_empty(),
+        "missingSecrets": c.missing_secrets,
+        "lastContactAt": c.last_contact_at,
+        "pollErrors": c.poll_errors,
+        "inboxPending": c.inbox_pending,
+        "outbox": c.outbox,
         "running": c.running,
         "connected": c.connected,
         "mode": c.mode,

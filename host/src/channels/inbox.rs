@@ -1,0 +1,319 @@
+//! The durable inbox's processing side: committing what a channel received
+//! (with its platform cursor, in one store transaction) and, per channel, a
+//! processor that takes committed messages in commit order, applies the
+//! access policy and hands accepted ones to the [`InboundHandler`] (the
+//! gateway, which turns them into runs). One message per conversation is in
+//! flight at a time, so per-conversation order holds; at most
+//! `inbox_max_in_flight` conversations are served at once and at most
+//! `inbox_batch` committed messages are held in memory. A message is settled
+//! in the store when it is refused, answered (its final reply committed to
+//! the outbox, see [`super::outbox`]) or finished without an answer; an
+//! unsettled message is processed again after a restart.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinSet;
+
+use super::pairing::DEFAULT_ACCOUNT;
+use super::{AccessGate, ChannelError, ChannelRunner, Inbound};
+use crate::store::{InboxItem, InboxSettled, NewInbound, SharedInbox, StoreError};
+
+/// Committed messages kept in memory per channel (default of
+/// [`QueueSettings::inbox_batch`](super::QueueSettings)).
+pub const DEFAULT_BATCH: usize = 256;
+/// InboxSettled inbox rows are kept this long for deduplication, then pruned.
+pub const DEDUPE_KEEP_MS: i64 = 7 * 24 * 3_600_000;
+
+/// Where a committed inbound message lives in the inbox (handed along with
+/// the run so its final reply can settle it as answered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboxRef {
+    /// The inbox sequence number.
+    pub seq: i64,
+}
+
+/// A committed message the access policy accepted.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    /// The message.
+    pub message: Inbound,
+    /// Where it is in the inbox.
+    pub inbox: InboxRef,
+}
+
+/// Turns accepted messages into work (the gateway's runs). The returned
+/// future ends when the message's processing has ended (its run finished);
+/// only then does the next message of the same conversation go out.
+pub trait InboundHandler: Send + Sync + 'static {
+    /// Handle one accepted message.
+    fn handle(&self, accepted: Accepted) -> BoxFuture<'static, ()>;
+}
+
+/// A handler that hands accepted messages to a bounded channel (for
+/// embedders and tests without a gateway; see
+/// [`ChannelManager::subscribe_inbound`](super::ChannelManager::subscribe_inbound)).
+/// A full channel holds the processor back; nothing is dropped.
+pub(crate) struct ChannelHandler(pub(crate) mpsc::Sender<Inbound>);
+
+impl InboundHandler for ChannelHandler {
+    fn handle(&self, accepted: Accepted) -> BoxFuture<'static, ()> {
+        let tx = self.0.clone();
+        Box::pin(async move {
+            let _ = tx.send(accepted.message).await;
+        })
+    }
+}
+
+/// The inbox of every channel: commits and the shared handler slot.
+pub struct Inbox {
+    store: SharedInbox,
+    handler: Mutex<Option<Arc<dyn InboundHandler>>>,
+    handler_set: Notify,
+}
+
+impl Inbox {
+    /// An inbox over `store`.
+    pub fn new(store: SharedInbox) -> Arc<Self> {
+        Arc::new(Inbox {
+            store,
+            handler: Mutex::new(None),
+            handler_set: Notify::new(),
+        })
+    }
+
+    /// Install the handler accepted messages go to (replacing any other).
+    /// Until one is installed, committed messages wait in the store.
+    pub fn set_handler(&self, handler: Arc<dyn InboundHandler>) {
+        *self.handler.lock().unwrap_or_else(|p| p.into_inner()) = Some(handler);
+        self.handler_set.notify_waiters();
+    }
+
+    /// Install `handler` unless one is installed already; whether it was.
+    pub(crate) fn set_handler_if_none(&self, handler: Arc<dyn InboundHandler>) -> bool {
+        let mut h = self.handler.lock().unwrap_or_else(|p| p.into_inner());
+        if h.is_some() {
+            return false;
+        }
+        *h = Some(handler);
+        drop(h);
+        self.handler_set.notify_waiters();
+        true
+    }
+
+    fn handler(&self) -> Option<Arc<dyn InboundHandler>> {
+        self.handler
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The committed platform cursor of `channel` (default account).
+    pub fn cursor(&self, channel: &str) -> Result<Option<String>, StoreError> {
+        self.store.inbox_cursor(channel, DEFAULT_ACCOUNT)
+    }
+
+    /// Commit `messages` of `channel` with `cursor` in one transaction;
+    /// returns how many were new (the rest were duplicates).
+    pub fn commit(
+        &self,
+        channel: &str,
+        messages: &[Inbound],
+        cursor: Option<&str>,
+    ) -> Result<usize, ChannelError> {
+        let rows: Vec<NewInbound> = messages
+            .iter()
+            .map(|m| {
+                Ok(NewInbound {
+                    platform_id: m.id.clone(),
+                    conversation: m.conversation.clone(),
+                    payload: serde_json::to_string(m)?,
+                })
+            })
+            .collect::<Result<_, serde_json::Error>>()
+            .map_err(|e| ChannelError::Store {
+                channel: channel.to_string(),
+                error: StoreError::Corrupt(format!("encoding an inbound message: {e}")),
+            })?;
+        let new = self
+            .store
+            .commit_inbound(channel, DEFAULT_ACCOUNT, &rows, cursor)
+            .map_err(|error| ChannelError::Store {
+                channel: channel.to_string(),
+                error,
+            })?;
+        metrics::counter!("pincer_channel_inbox_committed_total", "channel" => channel.to_string())
+            .increment(new as u64);
+        let dup = rows.len() - new;
+        if dup > 0 {
+            metrics::counter!("pincer_channel_inbox_duplicates_total", "channel" => channel.to_string())
+                .increment(dup as u64);
+            tracing::debug!(
+                channel,
+                duplicates = dup,
+                "redelivered inbound messages ignored"
+            );
+        }
+        Ok(new)
+    }
+
+    /// Settle message `seq`, logging a store failure (it is processed
+    /// again after a restart then; the answer is not doubled because an
+    /// answered message is settled with its reply).
+    fn settle(&self, channel: &str, seq: i64, how: InboxSettled) {
+        if let Err(e) = self.store.inbox_settle(seq, how) {
+            tracing::warn!(channel, seq, error = %e, "settling an inbox message failed");
+        }
+    }
+
+    /// Unsettled messages of `channel`.
+    pub fn pending(&self, channel: &str) -> Result<u64, StoreError> {
+        Ok(self.store.inbox_stats(channel)?.pending)
+    }
+}
+
+/// Processing limits of one channel.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ProcessorLimits {
+    pub batch: usize,
+    pub max_in_flight: usize,
+}
+
+/// Run the processor of `runner`'s channel until the task is aborted.
+/// `wake` is notified on every commit.
+pub(crate) async fn process(
+    inbox: Arc<Inbox>,
+    access: Arc<AccessGate>,
+    runner: Arc<ChannelRunner>,
+    wake: Arc<Notify>,
+    limits: ProcessorLimits,
+) {
+    let channel = runner.name().to_string();
+    let batch = limits.batch.max(1);
+    let max_in_flight = limits.max_in_flight.max(1);
+    let mut buffer: VecDeque<InboxItem> = VecDeque::new();
+    let mut loaded_to = 0i64;
+    let mut busy: HashSet<String> = HashSet::new();
+    let mut tasks: JoinSet<(String, i64)> = JoinSet::new();
+    let mut backoff = Duration::from_millis(100);
+    let mut last_prune = 0i64;
+    let mut exhausted = false;
+    loop {
+        let Some(handler) = inbox.handler() else {
+            let set = inbox.handler_set.notified();
+            tokio::pin!(set);
+            set.as_mut().enable();
+            if inbox.handler().is_none() {
+                set.await;
+            }
+            continue;
+        };
+        // Arm the wake-up before reading, so a commit racing the read is
+        // never missed.
+        let woken = wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        if !exhausted && buffer.len() < batch / 2 + 1 {
+            let want = batch - buffer.len();
+            match inbox.store.inbox_pending(&channel, loaded_to, want) {
+                Ok(items) => {
+                    backoff = Duration::from_millis(100);
+                    exhausted = items.len() < want;
+                    if let Some(last) = items.last() {
+                        loaded_to = last.seq;
+                    }
+                    buffer.extend(items);
+                }
+                Err(e) => {
+                    tracing::warn!(channel = %channel, error = %e, "reading the inbox failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            }
+        }
+        // Dispatch in commit order, skipping conversations in flight.
+        let mut i = 0;
+        while i < buffer.len() && tasks.len() < max_in_flight {
+            if busy.contains(&buffer[i].conversation) {
+                i += 1;
+                continue;
+            }
+            let Some(item) = buffer.remove(i) else { break };
+            let message: Inbound = match serde_json::from_str(&item.payload) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(channel = %channel, seq = item.seq, error = %e, "unreadable inbox message; settled without an answer");
+                    inbox.settle(&channel, item.seq, InboxSettled::Done);
+                    continue;
+                }
+            };
+            if !access.admit(&runner, &message) {
+                inbox.settle(&channel, item.seq, InboxSettled::Refused);
+                continue;
+            }
+            busy.insert(item.conversation.clone());
+            let handler = handler.clone();
+            let accepted = Accepted {
+                message,
+                inbox: InboxRef { seq: item.seq },
+            };
+            tasks.spawn(async move {
+                // A panicking handler ends this message like any other end.
+                if AssertUnwindSafe(handler.handle(accepted))
+                    .catch_unwind()
+                    .await
+                    .is_err()
+                {
+                    tracing::error!(seq = item.seq, "inbound handler panicked");
+                }
+                (item.conversation, item.seq)
+            });
+        }
+        let now = unix_ms();
+        if now - last_prune > 3_600_000 {
+            last_prune = now;
+            if let Err(e) = inbox.store.inbox_prune(now - DEDUPE_KEEP_MS, 1000) {
+                tracing::warn!(channel = %channel, error = %e, "pruning the inbox failed");
+            }
+        }
+        let can_read = !exhausted && buffer.len() < batch / 2 + 1;
+        if can_read && tasks.len() < max_in_flight {
+            continue;
+        }
+        if tasks.is_empty() {
+            (&mut woken).await;
+            exhausted = false;
+            continue;
+        }
+        tokio::select! {
+            done = tasks.join_next() => {
+                match done {
+                    Some(Ok((conversation, seq))) => {
+                        busy.remove(&conversation);
+                        inbox.settle(&channel, seq, InboxSettled::Done);
+                    }
+                    Some(Err(e)) => {
+                        tracing::error!(channel = %channel, error = %e, "inbound handler task ended abnormally");
+                    }
+                    None => {}
+                }
+            }
+            _ = &mut woken => exhausted = false,
+        }
+    }
+}
+
+/// Unix ms now (prune ages; stored times come from the store itself).
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

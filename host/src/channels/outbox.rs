@@ -1,0 +1,472 @@
+//! The durable outbox's delivery side: replies and notices are committed to
+//! the store first ([`Outbox::enqueue_final`], [`Outbox::enqueue_notice`])
+//! and then delivered by one worker per channel, in order per conversation,
+//! at most `send_burst` at once and then one per `send_interval_ms` per
+//! conversation. A send that fails is retried as the error says:
+//! `rate-limited` after its retry-after, `transient` (and host-side call
+//! failures) with exponential backoff and jitter up to `send_max_attempts`,
+//! `formatting` at once as plain text; `permanent`, `auth`, `config` and
+//! `unsupported` fail at once. A failed message stays in the store with its
+//! cause, counted in the channel's health and in `/metrics`. The worker
+//! sleeps until the next message falls due or a new one is committed: it
+//! never loops tightly.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::inbox::InboxRef;
+use super::pairing::DEFAULT_ACCOUNT;
+use super::{ChannelError, ChannelRunner};
+use crate::plugins::PluginError;
+use crate::plugins::bindings::{OutboundMessage, TextFormat};
+use crate::store::{NewOutbound, OutboxItem, OutboxStats, SharedOutbox, StoreError};
+
+/// Delivery settings of one channel (`[plugins.<name>.queue]`, see
+/// [`QueueSettings`](super::QueueSettings)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryLimits {
+    /// Time between two messages to one conversation once its burst is used, ms.
+    pub interval_ms: u64,
+    /// Messages one conversation may get at once.
+    pub burst: u32,
+    /// Attempts before a transiently failing message is given up.
+    pub max_attempts: u32,
+    /// First retry delay, ms (doubled per attempt, with jitter).
+    pub retry_base_ms: u64,
+    /// Longest retry delay, ms.
+    pub retry_max_ms: u64,
+    /// Sends in flight at once per channel (each to another conversation).
+    pub concurrency: usize,
+}
+
+/// How an outbound message is kept in the store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Stored {
+    conversation: String,
+    thread: Option<String>,
+    text: String,
+    markdown: bool,
+    reply_to: Option<String>,
+}
+
+impl Stored {
+    fn from_message(m: &OutboundMessage) -> Self {
+        Stored {
+            conversation: m.conversation.clone(),
+            thread: m.thread.clone(),
+            text: m.text.clone(),
+            markdown: matches!(m.format, TextFormat::Markdown),
+            reply_to: m.reply_to.clone(),
+        }
+    }
+
+    fn to_message(&self, plain: bool) -> OutboundMessage {
+        OutboundMessage {
+            conversation: self.conversation.clone(),
+            thread: self.thread.clone(),
+            text: self.text.clone(),
+            format: if self.markdown && !plain {
+                TextFormat::Markdown
+            } else {
+                TextFormat::Plain
+            },
+            reply_to: self.reply_to.clone(),
+            attachments: Vec::new(),
+        }
+    }
+}
+
+/// The outbox of every channel.
+pub struct Outbox {
+    store: SharedOutbox,
+    wakers: std::sync::Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl Outbox {
+    /// An outbox over `store`.
+    pub fn new(store: SharedOutbox) -> Arc<Self> {
+        Arc::new(Outbox {
+            store,
+            wakers: std::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn waker(&self, channel: &str) -> Arc<Notify> {
+        self.wakers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(channel.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn enqueue(
+        &self,
+        channel: &str,
+        answers: Option<InboxRef>,
+        messages: &[OutboundMessage],
+    ) -> Result<(), ChannelError> {
+        let rows: Vec<NewOutbound> = messages
+            .iter()
+            .map(|m| {
+                if !m.attachments.is_empty() {
+                    tracing::warn!(
+                        channel,
+                        "outbox: attachments are not kept yet; sending the text only"
+                    );
+                }
+                Ok(NewOutbound {
+                    conversation: m.conversation.clone(),
+                    message: serde_json::to_string(&Stored::from_message(m))?,
+                })
+            })
+            .collect::<Result<_, serde_json::Error>>()
+            .map_err(|e| ChannelError::Store {
+                channel: channel.to_string(),
+                error: StoreError::Corrupt(format!("encoding an outbound message: {e}")),
+            })?;
+        self.store
+            .outbox_enqueue(channel, DEFAULT_ACCOUNT, answers.map(|r| r.seq), &rows)
+            .map_err(|error| ChannelError::Store {
+                channel: channel.to_string(),
+                error,
+            })?;
+        self.waker(channel).notify_one();
+        Ok(())
+    }
+
+    /// Commit the final chunks of an answer, settling the inbound message
+    /// `inbox` (if any) as answered in the same transaction; they are
+    /// delivered in order by the channel's worker. An empty `messages`
+    /// only settles.
+    pub fn enqueue_final(
+        &self,
+        channel: &str,
+        inbox: Option<InboxRef>,
+        messages: Vec<OutboundMessage>,
+    ) -> Result<(), ChannelError> {
+        self.enqueue(channel, inbox, &messages)
+    }
+
+    /// Commit a notice (pairing code, rate-limit or queue notice).
+    pub fn enqueue_notice(
+        &self,
+        channel: &str,
+        message: OutboundMessage,
+    ) -> Result<(), ChannelError> {
+        self.enqueue(channel, None, &[message])
+    }
+
+    /// How the outbox of `channel` stands.
+    pub fn stats(&self, channel: &str) -> Result<OutboxStats, StoreError> {
+        self.store.outbox_stats(channel)
+    }
+}
+
+/// What to do after a failed send.
+#[derive(Debug, PartialEq)]
+enum Next {
+    /// Retry after this long; whether it counts as an attempt; as plain text.
+    Retry(Duration, bool, bool),
+    /// Give up.
+    Fail,
+}
+
+/// Decide what a failure means (pure, for tests).
+fn next_step(
+    error: &ChannelError,
+    item: &OutboxItem,
+    limits: &DeliveryLimits,
+    jitter: f64,
+) -> Next {
+    let backoff = || {
+        let exp = limits
+            .retry_base_ms
+            .saturating_mul(1u64 << item.attempts.min(20))
+            .min(limits.retry_max_ms.max(1));
+        Duration::from_millis((exp as f64 * (0.75 + 0.5 * jitter)) as u64)
+    };
+    let last_attempt = item.attempts + 1 >= limits.max_attempts.max(1);
+    match error {
+        ChannelError::Call { error, .. } => match error.plugin_error() {
+            Some(PluginError::RateLimited { retry_after_ms, .. }) => Next::Retry(
+                Duration::from_millis((*retry_after_ms).max(1)),
+                false,
+                item.plain,
+            ),
+            Some(PluginError::Formatting { .. }) if !item.plain => {
+                Next::Retry(Duration::ZERO, false, true)
+            }
+            Some(
+                PluginError::Permanent { .. }
+                | PluginError::Auth { .. }
+                | PluginError::Config { .. }
+                | PluginError::Unsupported { .. }
+                | PluginError::Formatting { .. },
+            ) => Next::Fail,
+            // Transient, and host-side failures (trap, timeout, busy).
+            _ if last_attempt => Next::Fail,
+            _ => Next::Retry(backoff(), true, item.plain),
+        },
+        // Not running or reloading: wait without spending an attempt.
+        ChannelError::Unavailable(_) | ChannelError::Unknown(_) => {
+            Next::Retry(Duration::from_secs(1).max(backoff()), false, item.plain)
+        }
+        _ if last_attempt => Next::Fail,
+        _ => Next::Retry(backoff(), true, item.plain),
+    }
+}
+
+/// Run the delivery worker of `runner`'s channel until the task is aborted.
+pub(crate) async fn deliver(
+    outbox: Arc<Outbox>,
+    runner: Arc<ChannelRunner>,
+    limits: DeliveryLimits,
+) {
+    let channel = runner.name().to_string();
+    let wake = outbox.waker(&channel);
+    // Per conversation: when its bucket is next full enough to send, and
+    // the tokens left (a token bucket of `burst`, one per `interval`).
+    let mut buckets: HashMap<String, (Instant, f64)> = HashMap::new();
+    let mut in_flight: JoinSet<(OutboxItem, Result<String, ChannelError>)> = JoinSet::new();
+    let mut flying: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let interval = Duration::from_millis(limits.interval_ms.max(1));
+    let burst = f64::from(limits.burst.max(1));
+    let mut store_backoff = Duration::from_millis(100);
+    publish_stats(&outbox, &channel);
+    loop {
+        let woken = wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let now = Instant::now();
+        let now_ms = unix_ms();
+        let mut wait: Option<Instant> = None;
+        let room = limits.concurrency.max(1).saturating_sub(in_flight.len());
+        if room > 0 {
+            match outbox.store.outbox_due(&channel, now_ms, 256) {
+                Ok(due) => {
+                    store_backoff = Duration::from_millis(100);
+                    for item in due {
+                        if in_flight.len() >= limits.concurrency.max(1) {
+                            break;
+                        }
+                        if flying.contains(&item.conversation) {
+                            continue;
+                        }
+                        // Refill the conversation's bucket.
+                        let (at, tokens) = buckets
+                            .entry(item.conversation.clone())
+                            .or_insert((now, burst));
+                        let refill = now.saturating_duration_since(*at).as_secs_f64()
+                            / interval.as_secs_f64();
+                        *tokens = (*tokens + refill).min(burst);
+                        *at = now;
+                        if *tokens < 1.0 {
+                            let ready = now + interval.mul_f64(1.0 - *tokens);
+                            wait = Some(wait.map_or(ready, |w| w.min(ready)));
+                            continue;
+                        }
+                        *tokens -= 1.0;
+                        flying.insert(item.conversation.clone());
+                        let runner = runner.clone();
+                        in_flight.spawn(async move {
+                            let r = match serde_json::from_str::<Stored>(&item.message) {
+                                Ok(stored) => runner.send(&stored.to_message(item.plain)).await,
+                                Err(e) => Err(ChannelError::Store {
+                                    channel: runner.name().to_string(),
+                                    error: StoreError::Corrupt(format!("outbox message: {e}")),
+                                }),
+                            };
+                            (item, r)
+                        });
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(channel = %channel, error = %e, "reading the outbox failed; retrying");
+                    wait = Some(now + store_backoff);
+                    store_backoff = (store_backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+            if buckets.len() > 10_000 {
+                buckets.retain(|_, (at, _)| now.saturating_duration_since(*at) < interval * 60);
+            }
+            // The next retry that falls due (rows not yet due).
+            if let Ok(Some(next)) = outbox.store.outbox_next_due(&channel)
+                && next > now_ms
+            {
+                let at = now + Duration::from_millis((next - now_ms) as u64);
+                wait = Some(wait.map_or(at, |w| w.min(at)));
+            }
+        }
+        let sleep = async {
+            match wait {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            done = in_flight.join_next(), if !in_flight.is_empty() => {
+                if let Some(Ok((item, result))) = done {
+                    flying.remove(&item.conversation);
+                    settle(&outbox, &channel, &runner, &limits, item, result);
+                    publish_stats(&outbox, &channel);
+                }
+            }
+            _ = &mut woken => {}
+            _ = sleep => {}
+        }
+    }
+}
+
+fn settle(
+    outbox: &Outbox,
+    channel: &str,
+    runner: &ChannelRunner,
+    limits: &DeliveryLimits,
+    item: OutboxItem,
+    result: Result<String, ChannelError>,
+) {
+    let stored = match result {
+        Ok(platform_id) => {
+            metrics::counter!("pincer_channel_outbox_sent_total", "channel" => channel.to_string())
+                .increment(1);
+            tracing::debug!(channel, id = item.id, %platform_id, "outbox message delivered");
+            outbox.store.outbox_delivered(item.id)
+        }
+        Err(e) => {
+            let cause = e.to_string();
+            runner.update(|s| s.last_error = Some(format!("send: {cause}")));
+            match next_step(&e, &item, limits, rand::random::<f64>()) {
+                Next::Retry(after, counts, plain) => {
+                    let attempts = item.attempts + u32::from(counts);
+                    metrics::counter!("pincer_channel_outbox_retries_total", "channel" => channel.to_string())
+                        .increment(1);
+                    tracing::info!(channel, id = item.id, attempts, retry_in_ms = after.as_millis() as u64, plain, error = %cause, "outbox send failed; will retry");
+                    let next = unix_ms()
+                        .saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX));
+                    outbox
+                        .store
+                        .outbox_retry(item.id, next, attempts, plain, &cause)
+                }
+                Next::Fail => {
+                    metrics::counter!("pincer_channel_outbox_failed_total", "channel" => channel.to_string())
+                        .increment(1);
+                    tracing::warn!(channel, id = item.id, attempts = item.attempts + 1, error = %cause, "outbox message failed; giving up");
+                    outbox
+                        .store
+                        .outbox_failed(item.id, item.attempts + 1, &cause)
+                }
+            }
+        }
+    };
+    if let Err(e) = stored {
+        // The message stays as it was and is tried again: at least once.
+        tracing::warn!(channel, id = item.id, error = %e, "recording an outbox result failed");
+    }
+}
+
+fn publish_stats(outbox: &Outbox, channel: &str) {
+    if let Ok(s) = outbox.store.outbox_stats(channel) {
+        metrics::gauge!("pincer_channel_outbox_depth", "channel" => channel.to_string())
+            .set(s.depth as f64);
+        metrics::gauge!("pincer_channel_outbox_failed", "channel" => channel.to_string())
+            .set(s.failed as f64);
+    }
+}
+
+/// Unix ms now (the store's retry times are wall-clock).
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::CallError;
+
+    fn limits() -> DeliveryLimits {
+        DeliveryLimits {
+            interval_ms: 1000,
+            burst: 3,
+            max_attempts: 3,
+            retry_base_ms: 1000,
+            retry_max_ms: 60_000,
+            concurrency: 4,
+        }
+    }
+
+    fn item(attempts: u32, plain: bool) -> OutboxItem {
+        OutboxItem {
+            id: 1,
+            conversation: "c".into(),
+            message: String::new(),
+            attempts,
+            plain,
+        }
+    }
+
+    fn err(e: PluginError) -> ChannelError {
+        ChannelError::Call {
+            channel: "t".into(),
+            error: CallError::Plugin {
+                call: "send",
+                error: e,
+            },
+        }
+    }
+
+    #[test]
+    fn failures_map_to_retries_or_give_up() {
+        let l = limits();
+        let transient = err(PluginError::Transient {
+            message: "x".into(),
+        });
+        assert_eq!(
+            next_step(&transient, &item(0, false), &l, 0.5),
+            Next::Retry(Duration::from_millis(1000), true, false)
+        );
+        assert_eq!(
+            next_step(&transient, &item(1, false), &l, 0.5),
+            Next::Retry(Duration::from_millis(2000), true, false)
+        );
+        assert_eq!(next_step(&transient, &item(2, false), &l, 0.5), Next::Fail);
+        let limited = err(PluginError::RateLimited {
+            retry_after_ms: 1500,
+            message: "x".into(),
+        });
+        assert_eq!(
+            next_step(&limited, &item(2, false), &l, 0.0),
+            Next::Retry(Duration::from_millis(1500), false, false)
+        );
+        let fmt = err(PluginError::Formatting {
+            message: "x".into(),
+        });
+        assert_eq!(
+            next_step(&fmt, &item(0, false), &l, 0.0),
+            Next::Retry(Duration::ZERO, false, true)
+        );
+        assert_eq!(next_step(&fmt, &item(0, true), &l, 0.0), Next::Fail);
+        for e in [
+            PluginError::Permanent {
+                message: "x".into(),
+            },
+            PluginError::Auth {
+                message: "x".into(),
+            },
+            PluginError::Config {
+                message: "x".into(),
+            },
+        ] {
+            assert_eq!(next_step(&err(e), &item(0, false), &l, 0.0), Next::Fail);
+        }
+    }
+}
