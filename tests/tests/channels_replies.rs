@@ -99,6 +99,11 @@ impl Setup {
                 dm_policy: pincer::channels::access::DmPolicy::Open,
                 // The group case is about streaming, not access: any member.
                 group_policy: pincer::channels::access::GroupPolicy::Open,
+                // Streaming is under test, not the per-conversation send rate.
+                queue: pincer::channels::queue::QueueSettings {
+                    send_burst: 1_000,
+                    ..Default::default()
+                },
                 ..Default::default()
             },
         );
@@ -169,6 +174,17 @@ impl Setup {
         tokio::time::timeout(HANG, done)
             .await
             .unwrap_or_else(|_| panic!("run {run_id} never finished"));
+        // The answer's last pieces go through the durable outbox: wait
+        // until its worker has delivered them.
+        let outbox = self.g.gw().runtime.channels.outbox().clone();
+        let drained = async {
+            while outbox.stats("testchan").map(|s| s.depth).unwrap_or(1) > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(HANG, drained)
+            .await
+            .unwrap_or_else(|_| panic!("the outbox of testchan never drained"));
     }
 
     /// Wait until testchan recorded an operation matching `pred`.

@@ -279,7 +279,11 @@ async fn method_shapes() {
     let r = c.call("channels.restart", json!({"channel": "echo"})).await;
     assert_eq!(r["ok"], true);
     let p = c.call("plugins.list", json!({})).await;
-    assert_eq!(p["plugins"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        p["plugins"].as_array().unwrap().len(),
+        5,
+        "the bundled plugins: telegram, whatsapp, echo, clock, http-fetch"
+    );
     assert_eq!(
         c.call("plugins.reload", json!({"name": "clock"})).await["ok"],
         true

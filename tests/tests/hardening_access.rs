@@ -467,7 +467,17 @@ async fn http_and_cli_approvals_work_and_persist_across_a_restart() {
     drop(admin);
 
     // Approvals persist: a new gateway on the same data directory answers
-    // hugo at once, with no new code.
+    // hugo at once, with no new code. (Let the outbox settle first: a
+    // notice delivered but not yet marked sent when the gateway stops is
+    // sent again after the restart, by design at least once.)
+    let outbox = r.g.gw().runtime.channels.outbox().clone();
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while outbox.stats("echo").map(|s| s.depth).unwrap_or(1) > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the echo outbox drains");
     r.g.stop().await;
     let sent_before = r.sent().len();
     let TestGateway { dir, .. } = std::mem::replace(

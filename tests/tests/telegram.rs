@@ -707,3 +707,19 @@ async fn a_rejected_token_is_an_auth_error_naming_the_secret() {
     let status = admin.call("channels.status", json!({})).await;
     assert!(status["channels"]["telegram"].is_object(), "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_from_bots_start_no_run() {
+    let fake = FakeTelegram::start().await;
+    let _g = gateway(settings(&fake, &[]), 0).await;
+    let (chat, user) = alice();
+    // Another bot writes first (answering bots loops); then a person. The
+    // poll delivers both in order, so once the person is answered the bot's
+    // message has been seen and passed over.
+    let bot = User::new(777, "Robo").username("robo_bot").bot();
+    fake.push(UserMessage::text(&chat, &bot, "beep from a bot"));
+    fake.push(UserMessage::text(&chat, &user, "hello from a person"));
+    // Per conversation, messages are handled in order: had the bot's been
+    // answered, its echo would come first and this wait would fail.
+    wait_texts(&fake, chat.id, &["hello from a person"]).await;
+}

@@ -84,6 +84,22 @@ pub struct Inbound {
 }
 
 impl Inbound {
+    /// The message as the agent will see it, or `None` for what is not
+    /// for the agent: messages from bots (the bot's own and other bots':
+    /// answering them loops) and bare reactions (a reaction with no text
+    /// or file starts no run).
+    fn for_agent(channel: &str, m: InboundMessage) -> Option<Self> {
+        if m.sender_is_bot {
+            tracing::debug!(channel, id = %m.id, "a bot's message is not for the agent");
+            return None;
+        }
+        if m.reaction.is_some() && m.text.trim().is_empty() && m.attachments.is_empty() {
+            tracing::debug!(channel, id = %m.id, "a reaction is not for the agent");
+            return None;
+        }
+        Some(Self::from_wit(channel, m))
+    }
+
     fn from_wit(channel: &str, m: InboundMessage) -> Self {
         Inbound {
             channel: channel.to_string(),

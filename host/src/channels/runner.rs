@@ -400,7 +400,7 @@ impl ChannelRunner {
         let mut response = r.map_err(|e| self.call_err(e))?;
         let messages: Vec<Inbound> = std::mem::take(&mut response.messages)
             .into_iter()
-            .map(|m| Inbound::from_wit(&self.name, m))
+            .filter_map(|m| Inbound::for_agent(&self.name, m))
             .collect();
         // Committed before the platform gets its answer: a failed commit
         // answers 503 and the platform delivers the push again.
@@ -664,7 +664,7 @@ impl ChannelRunner {
                     let messages: Vec<Inbound> = batch
                         .messages
                         .into_iter()
-                        .map(|m| Inbound::from_wit(&self.name, m))
+                        .filter_map(|m| Inbound::for_agent(&self.name, m))
                         .collect();
                     // Committed with the new cursor before the next poll;
                     // until then the cursor stays where it was.
