@@ -6,10 +6,9 @@
 //!
 //! "Nothing processed" is shown without sleeping: after the pushes that must
 //! do nothing, a good push is answered, and the fake's record then holds
-//! exactly that one answer. Tests of what the host does not do yet on main
-//! (retries from the durable outbox, typing while the agent works) are
-//! `#[ignore]`d with what they need; the plugin's half of each is tested
-//! here by calling the export in its sandbox.
+//! exactly that one answer. Some tests also call the plugin's exports
+//! directly in its sandbox (typed errors, typing and read receipts), so
+//! the plugin's half is checked apart from the host's.
 
 use pincer::channels::ChannelError;
 use pincer::channels::access::DmPolicy;
@@ -403,7 +402,6 @@ async fn graph_error_codes_become_typed_errors_with_a_retry_delay() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the durable outbox's retries honouring rate-limited (h-inbox)"]
 async fn a_reply_rate_limited_with_130429_is_retried() {
     let r = WaRig::start(DmPolicy::Open).await;
     r.wa.fail_next("messages", 1, WaFault::Code(130429));
