@@ -395,10 +395,35 @@ async fn over_the_socket_cap_healthz_gets_a_quick_503_then_a_freed_slot_serves()
     let mut leaving = held.pop().expect("socket");
     leaving.shutdown().await.expect("half-close");
     wait_closed(&mut leaving).await;
-    let r = request(g.addr, &get(&host, "/healthz")).await;
+    // The slot is released when the connection's task ends, which races
+    // with the FIN the client just saw: ask until it is served (a 503 here
+    // is the quick refusal, not a hang; the guard bounds the wait).
+    let r = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let r = request(g.addr, &get(&host, "/healthz")).await;
+            if r.status != 503 {
+                return r;
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("a freed slot serves /healthz again");
     assert_eq!(r.status, 200, "{r:?}");
-    // Operators see the refusals.
-    let r = request(g.addr, &get(&host, "/metrics")).await;
+    // Operators see the refusals (one slot is free; the previous request's
+    // connection may still hold it for a moment, as above).
+    let r = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let r = request(g.addr, &get(&host, "/metrics")).await;
+            if r.status != 503 {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("/metrics is served");
     assert_eq!(r.status, 200, "{r:?}");
     assert!(
         r.body.contains("pincer_http_sockets_refused_total"),

@@ -107,7 +107,9 @@ async fn a_signed_text_is_answered_with_the_bearer_filled_in_and_the_reply_conte
 
     // The host filled in the access token on the way out: the fake checks
     // the bearer (a wrong one is a 401 with code 190) and recorded it.
-    let calls = r.wa.calls_of("messages");
+    // The fake records a call when it arrives and its answer after: wait
+    // for the answer.
+    let calls = r.wa.wait_for_calls("messages", 1).await;
     assert_eq!(calls.len(), 1);
     let want = format!("Bearer {}", r.wa.config().access_token);
     assert_eq!(calls[0].header("authorization"), Some(want.as_str()));
