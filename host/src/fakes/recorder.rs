@@ -61,6 +61,18 @@ pub(crate) struct Recorder {
     answered: Mutex<HashMap<String, usize>>,
 }
 
+/// The newest `n` calls of `calls` as `method->status`, newest first: what
+/// a fake's failed wait prints so the test author sees what did happen.
+pub(crate) fn recent(calls: &[Call], n: usize) -> String {
+    let calls: Vec<String> = calls
+        .iter()
+        .rev()
+        .take(n)
+        .map(|c| format!("{}->{:?}", c.method, c.status))
+        .collect();
+    format!("last calls (newest first) {calls:?}")
+}
+
 impl Recorder {
     /// Record a new call; returns its index for [`Recorder::answer`].
     pub(crate) fn begin(&self, call: Call, changes: &Changes) -> usize {

@@ -439,16 +439,7 @@ impl FakeWhatsApp {
     }
 
     async fn until<T>(&self, what: impl Fn() -> String, check: impl FnMut() -> Option<T>) -> T {
-        let seen = || {
-            let calls: Vec<String> = self
-                .calls()
-                .iter()
-                .rev()
-                .take(8)
-                .map(|c| format!("{}->{:?}", c.method, c.status))
-                .collect();
-            format!("last calls (newest first) {calls:?}")
-        };
+        let seen = || crate::fakes::recorder::recent(&self.calls(), 8);
         self.shared
             .changes
             .until(self.shared.cfg.wait_guard, what, seen, check)

@@ -244,16 +244,7 @@ impl TelegramBot {
     }
 
     async fn until<T>(&self, what: impl Fn() -> String, check: impl FnMut() -> Option<T>) -> T {
-        let seen = || {
-            let calls: Vec<String> = self
-                .calls()
-                .iter()
-                .rev()
-                .take(8)
-                .map(|c| format!("{}->{:?}", c.method, c.status))
-                .collect();
-            format!("last calls (newest first) {calls:?}")
-        };
+        let seen = || crate::fakes::recorder::recent(&self.calls(), 8);
         self.core
             .changes
             .until(self.wait_guard(), what, seen, check)
