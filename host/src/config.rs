@@ -22,6 +22,8 @@
 //! listen = "127.0.0.1:18789"
 //! allowed_origins = ["https://control.example.com"]
 //! control_ui = "/opt/openclaw/dist/control-ui"  # a Control UI build served at / (default none)
+//! console = true                       # Pincer's operator console at /console (default true)
+//! plugin_upload_max_bytes = 33554432   # cap of PUT /v1/plugins/{name} (default 32 MiB)
 //!
 //! [store]                              # see store::StoreConfig
 //! readers = 4                          # read connections beside the writer

@@ -1,6 +1,8 @@
 //! The HTTP side of the gateway port:
 //! - `GET /healthz` (alive), `GET /readyz` (plugins loaded, store open);
 //! - `GET /metrics` (Prometheus text);
+//! - `GET /console`: the operator console ([`super::console`]);
+//! - `PUT /v1/plugins/{name}`: plugin upload ([`super::http_plugins`]);
 //! - `/v1/…`: sessions, channels and plugins as JSON (bearer token or
 //!   password when the gateway has one); `/v1/webhooks` is in
 //!   [`super::http_webhooks`], `/v1/channels/{name}/pairing…` in
@@ -27,7 +29,7 @@ use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{any, get, post, put};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -71,6 +73,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/channels/{name}/{action}", post(channel_action))
         .route("/v1/plugins", get(list_plugins))
         .route("/v1/plugins/reload", post(reload_plugins))
+        .route("/v1/plugins/{name}", put(super::http_plugins::upload))
         .route("/v1/channels/{name}/pairing", get(http_pairing::list))
         .route(
             "/v1/channels/{name}/pairing/approve",
@@ -85,6 +88,9 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
         .route("/readyz", get(readyz))
+        .route("/console", get(super::console::page))
+        .route("/console/console.js", get(super::console::script))
+        .route("/console/console.css", get(super::console::style))
         .route("/channels/{name}/webhook", any(channel_webhook))
         .route("/channels/{name}/webhook/{*rest}", any(channel_webhook))
         .merge(secured)

@@ -11,7 +11,9 @@
 //!   entry of `allowed_origins` (else `403`);
 //! - API request bodies must be JSON (`application/json` or
 //!   `application/<x>+json`, else `415`), so a cross-site `text/plain` form
-//!   post (which needs no CORS preflight) never reaches a handler.
+//!   post (which needs no CORS preflight) never reaches a handler; the one
+//!   exception is a plugin upload (`PUT /v1/plugins/{name}` with
+//!   `application/wasm`, also not sendable cross-site without a preflight).
 //!
 //! Channel push routes (`/channels/{name}/webhook…`) are called by chat
 //! platforms with their own content types and no `Origin`: only the `Host`
@@ -66,7 +68,8 @@ pub async fn guard(
             );
         }
     }
-    if !channel_push && !upgrade && has_body(headers) && !is_json(headers) {
+    if !channel_push && !upgrade && has_body(headers) && !is_json(headers) && !is_wasm_upload(&req)
+    {
         return refuse(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UNSUPPORTED_MEDIA_TYPE",
@@ -82,6 +85,19 @@ fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
         Json(json!({"error": {"code": code, "message": message}})),
     )
         .into_response()
+}
+
+/// `PUT /v1/plugins/{name}` with `Content-Type: application/wasm` (see
+/// `super::http_plugins`).
+fn is_wasm_upload(req: &Request) -> bool {
+    req.method() == Method::PUT
+        && req.uri().path().starts_with("/v1/plugins/")
+        && req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/wasm"))
 }
 
 /// Whether the request has a body (a non-zero length or a chunked one).

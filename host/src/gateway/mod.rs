@@ -24,17 +24,22 @@
 //! - [`fdlimit`]: the descriptor limit and the socket cap it allows;
 //! - [`token_file`]: the token generated on first start;
 //! - [`public_error`]: short outward errors with a log reference;
-//! - [`control_ui`]: a browser Control UI build served at `/`.
+//! - [`control_ui`]: a browser Control UI build served at `/`;
+//! - [`console`]: Pincer's own operator console at `/console`;
+//! - [`http_plugins`]: plugin uploads (`PUT /v1/plugins/{name}`);
+//! - [`runtime_events`]: plugin and channel events forwarded to clients.
 
 pub mod auth;
 pub mod auth_limit;
 pub mod conn;
+pub mod console;
 pub mod control_ui;
 pub mod fdlimit;
 pub mod frame_guard;
 pub mod http_api;
 pub mod http_guard;
 pub mod http_pairing;
+pub mod http_plugins;
 pub mod http_send;
 pub mod http_webhooks;
 pub mod hub;
@@ -48,6 +53,7 @@ pub mod public_error;
 pub mod run_manager;
 pub mod run_queue;
 pub mod runs;
+pub mod runtime_events;
 pub mod sender_rate;
 pub mod server;
 pub mod token_file;
@@ -174,6 +180,12 @@ pub struct GatewayConfig {
     /// `/` on this port, with `index.html` for its app routes (default
     /// none: `/` is 404).
     pub control_ui: Option<std::path::PathBuf>,
+    /// Serve Pincer's operator console at `/console` (default `true`; the
+    /// page itself holds no data: everything it shows needs the token).
+    pub console: bool,
+    /// Largest plugin file `PUT /v1/plugins/{name}` accepts, in bytes
+    /// (default 32 MiB).
+    pub plugin_upload_max_bytes: usize,
 }
 
 impl Default for GatewayConfig {
@@ -213,6 +225,8 @@ impl Default for GatewayConfig {
             edge_nice: 10,
             runs: run_queue::RunLimits::default(),
             control_ui: None,
+            console: true,
+            plugin_upload_max_bytes: 32 << 20,
         }
     }
 }

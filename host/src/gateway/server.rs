@@ -28,7 +28,7 @@ use super::conn::{self, Peer};
 use super::frame_guard::FrameGuard;
 use super::hub::{Audience, Broadcast};
 use super::listener::{self, HttpLimits};
-use super::{Gateway, fdlimit, http_api, http_guard, inbound, now_ms};
+use super::{Gateway, fdlimit, http_api, http_guard, inbound, now_ms, runtime_events};
 use crate::protocol::MAX_PREAUTH_PAYLOAD;
 
 /// Serve `gw` on `listener` until `shutdown` resolves; then run the
@@ -136,6 +136,7 @@ fn spawn_background(gw: &Arc<Gateway>) -> Vec<tokio::task::JoinHandle<()>> {
             g.health_changed().await;
         }
     }));
+    tasks.push(runtime_events::spawn(gw));
     inbound::install(gw);
     tasks
 }

@@ -37,6 +37,19 @@ pub fn plugin_path(path: &Path) -> Option<PathBuf> {
     }
 }
 
+/// Whether an event can mean new content: opening a file or closing it
+/// after reading is no change (notify reports both, and loading a plugin
+/// opens its file, which would otherwise load it again, forever); closing
+/// it after writing is.
+fn changes_content(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        notify::EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        notify::EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 /// The `.wasm` plugins currently in `dir`, sorted.
 pub fn scan(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir)?
@@ -71,6 +84,7 @@ pub fn watch(
         };
         let paths: BTreeSet<PathBuf> = events
             .iter()
+            .filter(|e| changes_content(&e.kind))
             .flat_map(|e| e.paths.iter())
             .filter_map(|p| plugin_path(p))
             .collect();
@@ -92,4 +106,26 @@ pub fn watch(
         },
         rx,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
+
+    #[test]
+    fn opening_or_reading_a_plugin_is_no_change() {
+        assert!(!changes_content(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!changes_content(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(changes_content(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(changes_content(&EventKind::Create(CreateKind::File)));
+        assert!(changes_content(&EventKind::Modify(ModifyKind::Any)));
+    }
 }

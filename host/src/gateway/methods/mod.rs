@@ -109,6 +109,15 @@ pub const EVENTS: &[&str] = &[
     "health",
     "device.pair.requested",
     "device.pair.resolved",
+    // runtime_events::EVENTS
+    "plugin.loaded",
+    "plugin.failed",
+    "plugin.unloaded",
+    "channel.state",
+    "channel.unhealthy",
+    "channel.recovered",
+    "channel.gave_up",
+    "channel.restarted",
 ];
 
 /// What a handler sees.

@@ -1,0 +1,284 @@
+//! `PUT /v1/plugins/{name}`: an operator uploads a plugin component
+//! (`Content-Type: application/wasm`, the raw file as the body) and it is
+//! written into the plugins directory as `<name>.wasm`, where the watcher
+//! hot-loads it like any other new or changed file (`plugin.loaded` or
+//! `plugin.failed` follows on the event bus).
+//!
+//! The bearer check runs before this handler (see `http_api`). The name is
+//! checked, the body is capped (`gateway.plugin_upload_max_bytes`) and must
+//! start with the WebAssembly magic; anything refused leaves the directory
+//! untouched. The file is written to a hidden temporary name the watcher
+//! ignores, synced, then renamed over `<name>.wasm`, so the watcher only
+//! ever sees a complete file.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Json;
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::Gateway;
+use super::listener::BodyTimeout;
+
+/// The first four bytes of every WebAssembly module or component.
+pub const WASM_MAGIC: &[u8; 4] = b"\0asm";
+
+/// Why an upload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// The plugin name is not usable as a file name.
+    #[error(
+        "invalid plugin name {0:?}: use 1 to 64 letters, digits, `-` or `_`, starting with a letter or digit"
+    )]
+    BadName(String),
+    /// The body is larger than the cap.
+    #[error("the plugin file is larger than the upload limit of {limit} bytes")]
+    TooLarge {
+        /// `gateway.plugin_upload_max_bytes`.
+        limit: usize,
+    },
+    /// The body is not a WebAssembly file.
+    #[error("the body is not a WebAssembly file (it must start with \\0asm)")]
+    NotWasm,
+    /// The content type is not `application/wasm`.
+    #[error("plugin uploads must be sent as Content-Type: application/wasm")]
+    ContentType,
+    /// The client sent the body too slowly.
+    #[error("the upload body arrived too slowly")]
+    Slow,
+    /// Writing into the plugins directory failed.
+    #[error("writing {path}: {source}")]
+    Write {
+        /// The file being written.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+impl UploadError {
+    fn status(&self) -> StatusCode {
+        match self {
+            UploadError::BadName(_) | UploadError::NotWasm => StatusCode::BAD_REQUEST,
+            UploadError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            UploadError::ContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            UploadError::Slow => StatusCode::REQUEST_TIMEOUT,
+            UploadError::Write { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            UploadError::BadName(_) => "INVALID_NAME",
+            UploadError::TooLarge { .. } => "TOO_LARGE",
+            UploadError::NotWasm => "NOT_WASM",
+            UploadError::ContentType => "UNSUPPORTED_MEDIA_TYPE",
+            UploadError::Slow => "BODY_TIMEOUT",
+            UploadError::Write { .. } => "WRITE_FAILED",
+        }
+    }
+}
+
+impl IntoResponse for UploadError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = match &self {
+            // The path stays in the log; the client learns only the cause.
+            UploadError::Write { source, .. } => {
+                format!("writing the plugin file failed: {source}")
+            }
+            other => other.to_string(),
+        };
+        (
+            status,
+            Json(json!({"error": {"code": self.code(), "message": message}})),
+        )
+            .into_response()
+    }
+}
+
+/// Whether `name` is a plugin name an upload may use: 1 to 64 ASCII
+/// letters, digits, `-` or `_`, starting with a letter or digit (so never
+/// hidden, never a path).
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.len() <= 64
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Whether `bytes` starts like a WebAssembly module or component.
+pub fn is_wasm(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && bytes.starts_with(WASM_MAGIC)
+}
+
+/// The handler (see the module comment). Answers `201` for a new plugin,
+/// `200` for a replaced one, with `{ok, name, bytes, sha256, replaced}`.
+pub async fn upload(
+    State(gw): State<Arc<Gateway>>,
+    UrlPath(name): UrlPath<String>,
+    req: Request,
+) -> Response {
+    match receive(&gw, &name, req).await {
+        Ok((status, body)) => (status, Json(body)).into_response(),
+        Err(e) => {
+            match &e {
+                UploadError::Write { path, source } => {
+                    tracing::error!(plugin = %name, path = %path.display(), error = %source, "plugin upload not written");
+                }
+                other => tracing::info!(plugin = %name, error = %other, "plugin upload refused"),
+            }
+            e.into_response()
+        }
+    }
+}
+
+async fn receive(
+    gw: &Gateway,
+    name: &str,
+    req: Request,
+) -> Result<(StatusCode, serde_json::Value), UploadError> {
+    if !valid_name(name) {
+        return Err(UploadError::BadName(name.to_string()));
+    }
+    let wasm_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/wasm"));
+    if !wasm_type {
+        return Err(UploadError::ContentType);
+    }
+    let limit = gw.config.plugin_upload_max_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(UploadError::TooLarge { limit });
+    }
+    let bytes = match axum::body::to_bytes(req.into_body(), limit).await {
+        Ok(b) => b,
+        Err(e) if caused_by::<BodyTimeout>(&e) => return Err(UploadError::Slow),
+        Err(_) => return Err(UploadError::TooLarge { limit }),
+    };
+    if !is_wasm(&bytes) {
+        return Err(UploadError::NotWasm);
+    }
+    let dir = gw.runtime.plugins_dir().to_path_buf();
+    let target = dir.join(format!("{name}.wasm"));
+    let replaced = target.exists();
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    let len = bytes.len();
+    let target2 = target.clone();
+    tokio::task::spawn_blocking(move || write_atomically(&dir, &target2, &bytes))
+        .await
+        .map_err(|e| UploadError::Write {
+            path: target.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })??;
+    tracing::info!(plugin = %name, bytes = len, %sha256, replaced, "plugin uploaded; the watcher loads it");
+    let status = if replaced {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((
+        status,
+        json!({"ok": true, "name": name, "bytes": len, "sha256": sha256, "replaced": replaced}),
+    ))
+}
+
+/// Write `bytes` to a hidden temporary file in `dir` (ignored by the
+/// watcher), sync it, and rename it over `target`; the temporary file is
+/// removed on failure.
+fn write_atomically(dir: &Path, target: &Path, bytes: &[u8]) -> Result<(), UploadError> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let stem = target
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("plugin");
+    let tmp = dir.join(format!(
+        ".{stem}.upload-{}-{}.tmp",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, target)
+    })();
+    written.map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        UploadError::Write {
+            path: target.to_path_buf(),
+            source,
+        }
+    })
+}
+
+fn caused_by<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<E>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["echo", "clock2", "my-tool_1", "A"] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        let long = "a".repeat(65);
+        for bad in [
+            "",
+            ".hidden",
+            "-x",
+            "a/b",
+            "..",
+            "a.wasm",
+            "a b",
+            long.as_str(),
+        ] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn magic() {
+        assert!(is_wasm(b"\0asm\x0d\0\x01\0rest"));
+        assert!(!is_wasm(b"\0asm"));
+        assert!(!is_wasm(b"MZ\x90\0\0\0\0\0\0"));
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("p.wasm");
+        write_atomically(dir.path(), &target, b"one").unwrap();
+        write_atomically(dir.path(), &target, b"two").unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("p.wasm")]);
+    }
+}
