@@ -150,14 +150,17 @@ async fn plugin_upload_refusals_are_clear_and_write_nothing() {
         v.resize(100, 0);
         v
     };
+    let not_wasm = b"#!/bin/sh\necho not a plugin\n".to_vec();
+    let json_body = b"{}".to_vec();
     let wasm_ty = "application/wasm";
-    let cases: Vec<(&str, &str, &str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+    // (what, plugin name, content type, token, body, status, the error says)
+    let cases = [
         (
             "no token",
             "new-one",
             wasm_ty,
             None,
-            small_wasm.clone(),
+            &small_wasm,
             401,
             "bearer",
         ),
@@ -166,7 +169,7 @@ async fn plugin_upload_refusals_are_clear_and_write_nothing() {
             "new-one",
             wasm_ty,
             Some("nope"),
-            small_wasm.clone(),
+            &small_wasm,
             401,
             "bearer",
         ),
@@ -175,7 +178,7 @@ async fn plugin_upload_refusals_are_clear_and_write_nothing() {
             "new-one",
             wasm_ty,
             Some(TOKEN),
-            b"#!/bin/sh\necho not a plugin\n".to_vec(),
+            &not_wasm,
             400,
             "not a WebAssembly file",
         ),
@@ -184,7 +187,7 @@ async fn plugin_upload_refusals_are_clear_and_write_nothing() {
             "new-one",
             wasm_ty,
             Some(TOKEN),
-            wasm.clone(),
+            &wasm,
             413,
             "upload limit",
         ),
@@ -193,7 +196,7 @@ async fn plugin_upload_refusals_are_clear_and_write_nothing() {
             ".hidden",
             wasm_ty,
             Some(TOKEN),
-            small_wasm.clone(),
+            &small_wasm,
             400,
             "invalid plugin name",
         ),
@@ -202,7 +205,7 @@ async fn plugin_upload_refusals_are_clear_and_write_nothing() {
             "a.toml",
             wasm_ty,
             Some(TOKEN),
-            small_wasm.clone(),
+            &small_wasm,
             400,
             "invalid plugin name",
         ),
@@ -211,7 +214,7 @@ async fn plugin_upload_refusals_are_clear_and_write_nothing() {
             "..%2Fescape",
             wasm_ty,
             Some(TOKEN),
-            small_wasm.clone(),
+            &small_wasm,
             400,
             "invalid plugin name",
         ),
@@ -220,7 +223,7 @@ async fn plugin_upload_refusals_are_clear_and_write_nothing() {
             "new-one",
             "application/octet-stream",
             Some(TOKEN),
-            small_wasm.clone(),
+            &small_wasm,
             415,
             "JSON",
         ),
@@ -229,13 +232,13 @@ async fn plugin_upload_refusals_are_clear_and_write_nothing() {
             "new-one",
             "application/json",
             Some(TOKEN),
-            b"{}".to_vec(),
+            &json_body,
             415,
             "application/wasm",
         ),
     ];
     for (what, name, ty, token, body, status, says) in cases {
-        let (got, answer) = put(&gw, name, ty, token, body).await;
+        let (got, answer) = put(&gw, name, ty, token, body.clone()).await;
         assert_eq!(got, status, "{what}: {answer}");
         let message = answer["error"]["message"].as_str().unwrap_or_default();
         assert!(
