@@ -164,6 +164,12 @@
     refreshAll();
     timers.push(setInterval(refreshReadiness, 5000));
     timers.push(setInterval(refreshPairing, 5000));
+    // Deliveries have no event: the open list follows along every 5 s.
+    timers.push(
+      setInterval(() => {
+        if (openDeliveries) showDeliveries(openDeliveries);
+      }, 5000),
+    );
   }
 
   function onLoginFailed(err) {
@@ -506,7 +512,7 @@
       tbody.append(
         el(
           'tr',
-          { 'data-delivery': d.id, 'data-status': d.status },
+          { 'data-delivery': d.id, 'data-status': d.status, 'data-attempts': d.attemptCount ?? 0 },
           el('th', { scope: 'row', text: String(d.id) }),
           el('td', { text: d.kind }),
           el('td', { text: d.status }),

@@ -13,7 +13,7 @@
 // channel's Restart button and wait for `channel.restarted` in the live
 // feed and a higher restart count in its row; approve a pending pairing
 // request; upload a plugin file and wait until the plugins table lists it
-// as loaded. A step that fails is reported with its error (and a
+// as loaded; open a webhook endpoint's deliveries and replay a failed one. A step that fails is reported with its error (and a
 // screenshot) and ends the run.
 
 import { chromium } from 'playwright-core';
@@ -165,6 +165,31 @@ try {
       text: await prow.innerText(),
     };
     step('uploaded', report.uploadedRow);
+  }
+  // 7. Webhooks: the endpoint, its failed delivery with its attempts,
+  // and a replay pressed in the page.
+  if (opts.webhookUrl) {
+    await page.getByRole('button', { name: 'Refresh webhooks' }).click();
+    await page.getByRole('button', { name: `Show deliveries of ${opts.webhookUrl}` }).click();
+    const failed = page.locator('#delivery-rows tr[data-status="failed"]').first();
+    await failed.waitFor({ state: 'visible' });
+    report.replayedDelivery = Number(await failed.getAttribute('data-delivery'));
+    report.attemptsShown = await failed.locator('ul.attempts li').count();
+    report.deliveryText = await failed.innerText();
+    await failed.getByRole('button', { name: `Replay delivery ${report.replayedDelivery}` }).click();
+    // The page follows the open list: the replay's attempt shows up.
+    const attemptsBefore = Number(await failed.getAttribute('data-attempts'));
+    const replayedRow = page.locator(`#delivery-rows tr[data-delivery="${report.replayedDelivery}"]`);
+    await until(
+      async () =>
+        Number(await replayedRow.getAttribute('data-attempts')) > attemptsBefore ||
+        (await page.locator('#webhooks-error').textContent()) !== '',
+      'another attempt of the replayed delivery',
+    );
+    report.attemptsAfterReplay = Number(await replayedRow.getAttribute('data-attempts'));
+    report.webhooksError = await page.locator('#webhooks-error').textContent();
+    step('replayed', { delivery: report.replayedDelivery });
+    await shot('webhooks');
   }
   await shot('console');
 } catch (e) {

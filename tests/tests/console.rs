@@ -8,7 +8,8 @@
 //! the live feed and in the channel's restart count, a pairing request
 //! approved in the page admits the sender (echo channel, `dm_policy =
 //! "pairing"`, replies observed at a local receiver), and an uploaded
-//! plugin appears loaded and answers. Screenshots go to
+//! plugin appears loaded and answers, and a failed webhook delivery
+//! replayed from the page is sent again. Screenshots go to
 //! `target/test-artifacts/console/`.
 //!
 //! The HTTP tests check the page's headers and every refusal of the upload
@@ -24,7 +25,7 @@ use pincer::channels::access::DmPolicy;
 use pincer::plugins::PluginSettings;
 use pincer_tests::browser;
 use pincer_tests::gateway::{Client, TestGateway, connect_params};
-use pincer_tests::webhook_receiver::Receiver;
+use pincer_tests::webhook_receiver::{Receiver, Reply};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "console-secret";
@@ -364,6 +365,12 @@ async fn console_in_chromium_restarts_approves_and_uploads() {
             ..Default::default()
         },
     );
+    // Webhook deliveries fail at their first attempt (no retries), so the
+    // page has a failed delivery to show and replay.
+    let hooks = Receiver::start().await;
+    hooks.set_default(Reply::Status(500));
+    opts.webhooks.allow_cidrs = vec!["127.0.0.0/8".into()];
+    opts.webhooks.retry_schedule_secs = vec![];
     install_without_clock(&opts.plugins_dir);
     let mut gw = TestGateway::start_with(opts, dir).await;
     let base = format!("http://{}", gw.addr);
@@ -392,6 +399,30 @@ async fn console_in_chromium_restarts_approves_and_uploads() {
     );
     let restarts_before = echo_restarts(&gw).await;
 
+    // A webhook endpoint and one chat turn: its events fail to deliver.
+    let r = http
+        .post(format!("{base}/v1/webhooks"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"url": hooks.url(), "events": ["message.*"], "description": "console"}))
+        .send()
+        .await
+        .expect("add webhook");
+    assert_eq!(r.status(), 201);
+    let mut c = operator(&gw).await;
+    c.call(
+        "chat.send",
+        json!({"sessionKey": "main", "message": "hello webhooks", "idempotencyKey": "console-1"}),
+    )
+    .await;
+    assert_eq!(
+        c.chat_run("console-1").await.last().expect("run")["state"],
+        "final"
+    );
+    hooks.wait_for(1).await;
+    let dispatcher = gw.running.as_ref().expect("running").dispatcher.clone();
+    dispatcher.settled().await;
+    let hook_calls_before = hooks.received().len();
+
     let artifacts = browser::artifacts_dir("console");
     let upload = pincer_tests::built_plugin("clock");
     let (report, exited_ok) = browser::run_driver(
@@ -405,6 +436,7 @@ async fn console_in_chromium_restarts_approves_and_uploads() {
             "pairingSender": "stranger",
             "uploadFile": upload,
             "uploadName": "clock",
+            "webhookUrl": hooks.url(),
         }),
     )
     .await;
@@ -487,7 +519,40 @@ async fn console_in_chromium_restarts_approves_and_uploads() {
         .expect("the uploaded tool answers");
     assert!(out.contains("unix_ms"), "{out}");
 
+    // The replay pressed in the page sends the delivery again.
+    let replayed = report["replayedDelivery"]
+        .as_i64()
+        .expect("a replayed delivery");
+    assert!(
+        report["attemptsShown"].as_u64() >= Some(1),
+        "no attempts shown: {}",
+        report["deliveryText"]
+    );
+    assert_eq!(report["webhooksError"], "", "{}", report["webhooksError"]);
+    assert!(
+        report["attemptsAfterReplay"].as_u64() >= Some(2),
+        "{report}"
+    );
+    hooks.wait_for(hook_calls_before + 1).await;
+    dispatcher.settled().await;
+    let webhook_id = c.call("webhooks.list", json!({})).await["webhooks"][0]["id"]
+        .as_str()
+        .expect("webhook id")
+        .to_string();
+    let d = c
+        .call("webhooks.deliveries", json!({"id": webhook_id}))
+        .await;
+    let row = d["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .iter()
+        .find(|x| x["id"] == replayed)
+        .cloned()
+        .expect("the replayed delivery");
+    assert!(row["attemptCount"].as_u64() >= Some(2), "{row}");
+
     for shot in [
+        "webhooks",
         "login-error",
         "channel-restarted",
         "pairing-pending",
