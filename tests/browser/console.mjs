@@ -96,23 +96,44 @@ const restartsOf = async (channel) =>
   Number(await page.locator(`#channel-rows tr[data-channel="${channel}"] td[data-restarts]`).first().getAttribute('data-restarts'));
 
 try {
-  // 1. A wrong token in the fragment: a clear error, the login form.
-  await page.goto(`${opts.base}/console#token=${encodeURIComponent(opts.wrongToken)}`);
-  const loginError = page.locator('#login-error');
-  await until(async () => ((await loginError.textContent()) ?? '').length > 0, 'the login error');
-  report.loginError = await loginError.textContent();
-  await page.getByLabel('Gateway token').waitFor({ state: 'visible' });
-  step('wrong-token-refused');
-  await shot('login-error');
+  if (!opts.wrongToken) {
+    // Straight in with the token in the fragment.
+    await page.goto(`${opts.base}/console#token=${encodeURIComponent(opts.token)}`);
+    await page.locator('#app').waitFor({ state: 'visible' });
+    report.urlAfterLogin = page.url();
+    step('logged-in');
+  } else {
+    // 1. A wrong token in the fragment: a clear error, the login form.
+    await page.goto(`${opts.base}/console#token=${encodeURIComponent(opts.wrongToken)}`);
+    const loginError = page.locator('#login-error');
+    await until(async () => ((await loginError.textContent()) ?? '').length > 0, 'the login error');
+    report.loginError = await loginError.textContent();
+    await page.getByLabel('Gateway token').waitFor({ state: 'visible' });
+    step('wrong-token-refused');
+    await shot('login-error');
 
-  // 2. Log in with the form, by keyboard.
-  await page.getByLabel('Gateway token').focus();
-  await page.keyboard.type(opts.token);
-  await page.keyboard.press('Enter');
-  await page.locator('#app').waitFor({ state: 'visible' });
-  await until(async () => (await page.locator('#conn').textContent()) === 'connected', 'the connected badge');
-  report.urlAfterLogin = page.url();
-  step('logged-in');
+    // 2. Log in with the form, by keyboard.
+    await page.getByLabel('Gateway token').focus();
+    await page.keyboard.type(opts.token);
+    await page.keyboard.press('Enter');
+    await page.locator('#app').waitFor({ state: 'visible' });
+    await until(async () => (await page.locator('#conn').textContent()) === 'connected', 'the connected badge');
+    report.urlAfterLogin = page.url();
+    step('logged-in');
+  }
+
+  // A channel that gave up: marked, explained, and brought back by its
+  // Restart button.
+  if (opts.gaveUpChannel) {
+    const ch = opts.gaveUpChannel;
+    const state = page.locator(`#channel-rows tr[data-channel="${ch}"] td[data-state]`).first();
+    await until(async () => (await state.getAttribute('data-state')) === 'gave-up', `${ch} shown as gave-up`);
+    report.gaveUpText = await state.innerText();
+    await shot('gave-up');
+    await page.getByRole('button', { name: `Restart ${ch}`, exact: true }).click();
+    await until(async () => (await state.getAttribute('data-state')) === 'running', `${ch} running again`);
+    step('gave-up-restarted');
+  }
 
   // 3. Readiness as /readyz reports it.
   await until(async () => /ready/.test((await page.locator('#ready').textContent()) ?? ''), 'the readiness badge');
@@ -121,18 +142,20 @@ try {
   step('readiness', { readiness: report.readiness });
 
   // 4. Restart a channel from its row.
-  const ch = opts.channel;
-  const row = page.locator(`#channel-rows tr[data-channel="${ch}"]`).first();
-  await row.waitFor({ state: 'visible' });
-  report.restartsBefore = await restartsOf(ch);
-  await page.getByRole('button', { name: `Restart ${ch}`, exact: true }).click();
-  const restartItem = page.locator(`#feed li[data-event="channel.restarted"][data-channel="${ch}"]`).first();
-  await restartItem.waitFor({ state: 'attached' });
-  report.restartEvent = await restartItem.textContent();
-  await until(async () => (await restartsOf(ch)) > report.restartsBefore, `a higher restart count for ${ch}`);
-  report.restartsAfter = await restartsOf(ch);
-  step('restarted', { before: report.restartsBefore, after: report.restartsAfter });
-  await shot('channel-restarted');
+  if (opts.channel) {
+    const ch = opts.channel;
+    const row = page.locator(`#channel-rows tr[data-channel="${ch}"]`).first();
+    await row.waitFor({ state: 'visible' });
+    report.restartsBefore = await restartsOf(ch);
+    await page.getByRole('button', { name: `Restart ${ch}`, exact: true }).click();
+    const restartItem = page.locator(`#feed li[data-event="channel.restarted"][data-channel="${ch}"]`).first();
+    await restartItem.waitFor({ state: 'attached' });
+    report.restartEvent = await restartItem.textContent();
+    await until(async () => (await restartsOf(ch)) > report.restartsBefore, `a higher restart count for ${ch}`);
+    report.restartsAfter = await restartsOf(ch);
+    step('restarted', { before: report.restartsBefore, after: report.restartsAfter });
+    await shot('channel-restarted');
+  }
 
   // 5. Approve the pending pairing request of the expected sender.
   if (opts.pairingSender) {

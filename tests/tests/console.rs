@@ -587,3 +587,88 @@ async fn echo_restarts(gw: &TestGateway) -> u64 {
         .expect("echo channel")
         .restarts_total
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_marks_a_channel_that_gave_up_and_restarts_it() {
+    browser::require_tools();
+    let clock = pincer::clock::ManualClock::new(1_800_000_000_000);
+    let (mut opts, dir) = TestGateway::options();
+    opts.gateway.token = Some(TOKEN.into());
+    opts.clock = Some(pincer::gateway::launch::ClockOverride(clock.clone()));
+    // No restarts allowed: the first confirmed stale check gives up. The
+    // monitor's own loop stays out of the way (hourly); the test checks.
+    opts.health = pincer::health::HealthConfig {
+        check_interval_ms: 3_600_000,
+        stale_threshold_ms: 5_000,
+        startup_grace_ms: 1_000,
+        confirm_checks: 1,
+        max_restarts_per_hour: 0,
+        ..Default::default()
+    };
+    std::fs::create_dir_all(&opts.plugins_dir).expect("plugins dir");
+    pincer_tests::install_plugin(&opts.plugins_dir, "testchan", "testchan");
+    let mut gw = TestGateway::start_with(opts, dir).await;
+    let monitor = gw.gw().runtime.health.clone();
+    // The channel's plugin reports old activity; ten minutes pass.
+    gw.gw()
+        .runtime
+        .plugins
+        .kv()
+        .set("testchan", "last_activity", b"1")
+        .expect("kv");
+    clock.advance(600_000);
+    monitor.check_once().await;
+    let state = |snap: Vec<pincer::health::ChannelHealth>| {
+        snap.into_iter()
+            .find(|c| c.name == "testchan")
+            .expect("testchan")
+            .state
+            .as_str()
+    };
+    assert_eq!(state(monitor.snapshot().await), "gave-up");
+
+    let artifacts = browser::artifacts_dir("console-gave-up");
+    let (report, exited_ok) = browser::run_driver(
+        "console.mjs",
+        &json!({
+            "base": format!("http://{}", gw.addr),
+            "token": TOKEN,
+            "artifacts": artifacts,
+            "gaveUpChannel": "testchan",
+        }),
+    )
+    .await;
+    let pretty = serde_json::to_string_pretty(&report).unwrap_or_default();
+    std::fs::write(artifacts.join("report.json"), &pretty).expect("writing the report");
+    assert!(
+        exited_ok && report["failed"].is_null(),
+        "the browser run failed: {}\n(report and screenshots in {})",
+        report["failed"],
+        artifacts.display()
+    );
+    // Marked and explained in the page.
+    // (innerText, so as shown: the style sets it in capitals.)
+    let text = report["gaveUpText"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(
+        text.contains("gave up") && text.contains("press restart"),
+        "{text:?}"
+    );
+    assert!(
+        !report["urlAfterLogin"]
+            .as_str()
+            .unwrap_or("token")
+            .contains("token")
+    );
+    // The page's Restart brought it back.
+    assert_eq!(state(monitor.snapshot().await), "running");
+    let f = artifacts.join("gave-up.png");
+    assert!(
+        std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0) > 0,
+        "no screenshot {}",
+        f.display()
+    );
+    gw.stop().await;
+}
