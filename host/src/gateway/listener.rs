@@ -234,7 +234,7 @@ async fn serve_connection(
     let io = TrackedIo {
         slot: Some(Slot::new(permit)),
         activity: activity.clone(),
-        inner: stream,
+        inner: Some(stream),
     };
     let service = {
         let activity = activity.clone();
@@ -390,11 +390,73 @@ impl Drop for BusyGuard {
 
 /// The socket, reporting reads and writes to its [`Activity`] and holding
 /// its slot under the socket cap until it is shut down or dropped (also
-/// after an upgrade, for the WebSocket's whole life).
+/// after an upgrade, for the WebSocket's whole life). Dropped, it closes
+/// the socket with a [`linger`].
 struct TrackedIo {
     slot: Option<Slot>,
     activity: Arc<Activity>,
-    inner: TcpStream,
+    /// Always `Some` until dropped.
+    inner: Option<TcpStream>,
+}
+
+impl TrackedIo {
+    fn stream(&mut self) -> std::io::Result<Pin<&mut TcpStream>> {
+        self.inner
+            .as_mut()
+            .map(Pin::new)
+            .ok_or_else(|| std::io::ErrorKind::NotConnected.into())
+    }
+}
+
+impl Drop for TrackedIo {
+    fn drop(&mut self) {
+        self.slot.take();
+        if let Some(stream) = self.inner.take() {
+            linger(stream);
+        }
+    }
+}
+
+/// Most closed sockets lingering at once (each holds a descriptor for at
+/// most [`CLOSE_LINGER`]); beyond that a socket is closed at once.
+const MAX_LINGERING: usize = 64;
+
+/// How long a closed connection lingers to drain what its client still
+/// sends.
+const CLOSE_LINGER: Duration = Duration::from_millis(500);
+
+/// Close `stream` with a FIN and drain what the client still sends for a
+/// moment. Closing a socket with unread bytes makes the kernel answer with
+/// a reset, and a reset can destroy the answer still in flight to the
+/// client: a `413` for a body the client is still uploading never arrived
+/// (the client saw the connection reset instead). Bounded by
+/// [`MAX_LINGERING`]; outside a runtime the socket is closed at once.
+fn linger(stream: TcpStream) {
+    static LINGERING: Semaphore = Semaphore::const_new(MAX_LINGERING);
+    let mut probe = [0u8; 1];
+    if matches!(stream.try_read(&mut probe), Ok(0)) {
+        // The client has closed already: nothing to drain.
+        return;
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let Ok(permit) = LINGERING.try_acquire() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let _permit = permit;
+        let _ = tokio::time::timeout(CLOSE_LINGER, async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut stream = stream;
+            // Already shut down by the connection: an error here is fine.
+            let _ = stream.shutdown().await;
+            let mut sink = [0u8; 4096];
+            while stream.read(&mut sink).await? > 0 {}
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
+    });
 }
 
 impl AsyncRead for TrackedIo {
@@ -404,7 +466,10 @@ impl AsyncRead for TrackedIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let r = match self.stream() {
+            Ok(s) => s.poll_read(cx, buf),
+            Err(e) => return Poll::Ready(Err(e)),
+        };
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             self.activity.on_read();
         }
@@ -418,7 +483,10 @@ impl AsyncWrite for TrackedIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        let r = match self.stream() {
+            Ok(s) => s.poll_write(cx, buf),
+            Err(e) => return Poll::Ready(Err(e)),
+        };
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.on_write();
         }
@@ -430,7 +498,10 @@ impl AsyncWrite for TrackedIo {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        let r = match self.stream() {
+            Ok(s) => s.poll_write_vectored(cx, bufs),
+            Err(e) => return Poll::Ready(Err(e)),
+        };
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.on_write();
         }
@@ -438,17 +509,23 @@ impl AsyncWrite for TrackedIo {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.inner.as_ref().is_some_and(|s| s.is_write_vectored())
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        match self.stream() {
+            Ok(s) => s.poll_flush(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         // Free the slot before the peer can see the close.
         self.slot.take();
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        match self.stream() {
+            Ok(s) => s.poll_shutdown(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 }
 
