@@ -680,3 +680,98 @@ async fn each_account_has_its_own_key_value_namespace_and_send_takes_an_account(
     assert_eq!(r["ok"], false, "{r}");
     assert!(r.to_string().contains("echo:c"), "{r}");
 }
+
+/// Resident set size of this process, KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU time (user + system) of this process, in clock ticks.
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// A gateway whose telegram plugin polls `n` bots of `fake` (the default
+/// account and `n - 1` more), all long-polling once they are up.
+async fn polling_accounts(fake: &FakeTelegram, n: usize) -> (TestGateway, Vec<TelegramBot>) {
+    let mut bots = vec![fake.add_bot(DEFAULT_TOKEN, "pincer_test_bot")];
+    let mut s = PluginSettings {
+        secrets: [("bot_token".to_string(), secret(DEFAULT_TOKEN))].into(),
+        config: map(&[("mode", "poll"), ("api_base", fake.base_url())]),
+        dm_policy: DmPolicy::Open,
+        ..Default::default()
+    };
+    s.quotas.max_instances = Some(n + 8);
+    for i in 1..n {
+        let token = format!("{}:density-{i:05}", 500_000 + i);
+        bots.push(fake.add_bot(&token, &format!("density_{i}_bot")));
+        s.accounts.insert(
+            format!("a{i}"),
+            AccountSettings {
+                secrets: [("bot_token".to_string(), secret(&token))].into(),
+                ..Default::default()
+            },
+        );
+    }
+    let g = gateway(0, vec![("telegram", s)], |p| {
+        install(p, "telegram", TELEGRAM_HOSTS)
+    })
+    .await;
+    for b in &bots {
+        b.wait_for_pollers(1).await;
+    }
+    (g, bots)
+}
+
+/// The per-account figure for the report (run by hand:
+/// `cargo test -p pincer-tests --test channels_accounts -- --ignored --nocapture`):
+/// RSS per polling Telegram account (a gateway with one account, then one
+/// with `N` in the same process: the second's growth beyond the first's
+/// is the accounts' cost) and CPU while all of them idle in long polls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a test: prints RSS per polling account"]
+async fn measure_rss_per_polling_account() {
+    const N: usize = 200;
+    let fake = FakeTelegram::start().await;
+    let start = rss_kib();
+    let (one, _b1) = polling_accounts(&fake, 1).await;
+    let with_one = rss_kib();
+    let fake_n = FakeTelegram::start().await;
+    let (many, bots) = polling_accounts(&fake_n, N).await;
+    let with_n = rss_kib();
+    let gateway_base = with_one.saturating_sub(start);
+    let accounts = with_n.saturating_sub(with_one).saturating_sub(gateway_base);
+    let per = accounts as f64 / (N - 1) as f64;
+    // Idle: every account in its long poll, nothing to do for 10 s.
+    let t0 = cpu_ticks();
+    let wall = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let ticks = cpu_ticks() - t0;
+    let hz = 100.0;
+    let cpu_pct = ticks as f64 / hz / wall.elapsed().as_secs_f64() * 100.0;
+    let idle: usize = many
+        .gw()
+        .runtime
+        .channels
+        .all()
+        .iter()
+        .map(|r| r.idle_instances())
+        .sum();
+    println!(
+        "accounts={N} rss_start={start}KiB one_account_gateway=+{gateway_base}KiB \
+         {N}_accounts_gateway=+{}KiB per_account={per:.0}KiB idle_cpu={cpu_pct:.1}% \
+         (process, incl. the fakes) idle_sender_instances={idle}",
+        with_n - with_one
+    );
+    assert_eq!(bots.len(), N);
+    drop((one, many));
+}
