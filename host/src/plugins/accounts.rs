@@ -1,8 +1,10 @@
 //! The sandbox capabilities of a channel account other than `default`: the
 //! plugin version's capabilities with the account's own secrets (operator
 //! grants merged over the plugin table's, host-generated ones kept under the
-//! account's key) and its own key-value namespace. Everything else (hosts,
-//! outbound budget, logs, limits, `/data`) is the plugin's.
+//! account's key), its own key-value namespace and its own outbound HTTP
+//! budget (rate, burst, counters, connections: each account is a platform
+//! client of its own). Everything else (hosts, limits, logs, `/data`) is
+//! the plugin's.
 
 use std::sync::Arc;
 
@@ -39,6 +41,7 @@ impl PluginRegistry {
         );
         let mut caps = version.caps.clone();
         caps.secrets = Arc::new(secrets);
+        caps.http = Arc::new(caps.http.fresh_budget());
         caps.kv = host::kv::PluginKv::new(Arc::from(key), self.kv().clone(), kv_quota);
         Ok(caps)
     }
