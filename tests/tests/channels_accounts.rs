@@ -775,3 +775,41 @@ async fn measure_rss_per_polling_account() {
     assert_eq!(bots.len(), N);
     drop((one, many));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sender_instances_are_dropped_by_the_monitor_and_made_again_on_demand() {
+    let clock = pincer::clock::ManualClock::new(1_700_000_000_000);
+    let (mut opts, dir) = TestGateway::options();
+    opts.gateway.token = Some("secret".into());
+    opts.clock = Some(pincer::gateway::launch::ClockOverride(clock.clone()));
+    if let Some(echo) = opts.plugins.get_mut("echo") {
+        echo.accounts.insert("b".into(), AccountSettings::default());
+    }
+    let g = TestGateway::start_with(opts, dir).await;
+    let b = runner(&g, "echo:b");
+    let mut admin = Client::admin(&g.url()).await;
+    let sent = admin
+        .call(
+            "send",
+            json!({"channel": "echo", "accountId": "b", "to": "dave", "message": "one"}),
+        )
+        .await;
+    assert_eq!(sent["messageId"], "echo-1");
+    // The send left its instance warm in the account's pool.
+    assert!(b.idle_instances() >= 1);
+    let health = &g.gw().runtime.health;
+    health.check_once().await;
+    assert!(b.idle_instances() >= 1, "dropped before it was idle long");
+    clock.advance(pincer::channels::POOL_IDLE_MS + 1);
+    health.check_once().await;
+    assert_eq!(b.idle_instances(), 0);
+    assert_eq!(runner(&g, "echo").idle_instances(), 0);
+    // The next send makes a fresh instance of the account: same namespace.
+    let sent = admin
+        .call(
+            "send",
+            json!({"channel": "echo", "accountId": "b", "to": "dave", "message": "two"}),
+        )
+        .await;
+    assert_eq!(sent["messageId"], "echo-2");
+}

@@ -37,7 +37,7 @@ pub use access::AccessGate;
 pub use inbox::{Accepted, InboundHandler, InboxRef};
 pub use outbox::Outbox;
 pub use queue::QueueSettings;
-pub use runner::{ChannelRunner, ChannelState, ChannelStatus};
+pub use runner::{ChannelRunner, ChannelState, ChannelStatus, POOL_IDLE_MS};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
