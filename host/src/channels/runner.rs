@@ -550,7 +550,14 @@ impl ChannelRunner {
             Some(i) => i,
             None => {
                 self.clear_pool();
-                match self.checkout().await {
+                // Bounded: an account that finds the plugin at its
+                // instance cap fails (and is retried by the monitor)
+                // instead of holding up every start after it.
+                let wait = self
+                    .version()
+                    .ok()
+                    .map(|v| Duration::from_millis(v.limits.call_timeout_ms));
+                match self.checkout_within(wait).await {
                     Ok(i) => i,
                     Err(e) => {
                         self.update(|s| s.reconnect_attempts += 1);

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use super::host::{self, Capabilities};
-use super::{LoadError, PluginRegistry, PluginSettings, PluginVersion};
+use super::{LoadError, PluginRegistry, PluginSettings, PluginVersion, Quotas};
 
 impl PluginRegistry {
     /// The capabilities of the account keyed `key` (its secrets, key-value
@@ -44,6 +44,19 @@ impl PluginRegistry {
         caps.http = Arc::new(caps.http.fresh_budget());
         caps.kv = host::kv::PluginKv::new(Arc::from(key), self.kv().clone(), kv_quota);
         Ok(caps)
+    }
+
+    /// The quotas of a plugin with `settings`: the host-wide ones with the
+    /// plugin's overrides, and, unless the operator set `max_instances`,
+    /// one more instance per further channel account (a polling account
+    /// holds one for good). Past the engine's pool the plugin is refused
+    /// at load with a clear error.
+    pub(crate) fn plugin_quotas(&self, settings: &PluginSettings) -> Quotas {
+        let mut q = self.config().quotas.with(&settings.quotas);
+        if settings.quotas.max_instances.is_none() {
+            q.max_instances += settings.accounts.len();
+        }
+        q
     }
 
     /// A fresh key-value quota for one account of plugin `name` (the
