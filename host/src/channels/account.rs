@@ -264,6 +264,28 @@ dm_policy = "open"
         assert_eq!(a.dm_policy, crate::channels::access::DmPolicy::Open);
         assert_eq!(a.allow_from, vec!["1".to_string()]);
         assert!(s.for_account("nope").is_none());
+        // In the config file, the error names the table.
+        let e = toml::from_str::<crate::config::FileConfig>(
+            "[plugins.telegram.accounts.\"two bots\"]\nsecrets = { bot_token = \"x\" }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("invalid account id \"two bots\""), "{e}");
+        let ok: crate::config::FileConfig = toml::from_str(
+            "[plugins.telegram]\nsecrets = { bot_token = \"a\" }\n\
+             [plugins.telegram.accounts.support]\nsecrets = { bot_token = \"b\" }\ndm_policy = \"open\"\n",
+        )
+        .unwrap();
+        let t = &ok.plugins["telegram"];
+        assert_eq!(t.accounts.len(), 1);
+        assert_eq!(
+            t.for_account("support").unwrap().dm_policy,
+            crate::channels::access::DmPolicy::Open
+        );
+        assert_eq!(
+            t.for_account("default").unwrap().dm_policy,
+            crate::channels::access::DmPolicy::Pairing
+        );
         for bad in ["default", "webhook", "a b", "x:y", ""] {
             let e = toml::from_str::<PluginSettings>(&format!("[accounts.\"{bad}\"]\n"))
                 .unwrap_err()
