@@ -637,6 +637,7 @@ async fn every_documented_operation_is_served() {
             ("action", "restart".into()),
             ("id", "ep_missing".into()),
             ("rest", "a/b".into()),
+            ("account", "b".into()),
         ],
         bodies: vec![],
         must_succeed: false,
@@ -658,6 +659,10 @@ async fn documented_schemas_match_real_answers() {
     opts.gateway.token = Some("secret".into());
     opts.webhooks.allow_cidrs = vec!["127.0.0.0/8".into()];
     opts.webhooks.retry_schedule_secs = vec![]; // fail at the first 500
+    // The echo channel's second account, for `/channels/echo/b/webhook`.
+    if let Some(echo) = opts.plugins.get_mut("echo") {
+        echo.accounts.insert("b".into(), Default::default());
+    }
     // echo with its default access policy (pairing), so two strangers'
     // codes can be approved and dismissed below.
     opts.plugins.remove("echo");
@@ -735,6 +740,7 @@ async fn documented_schemas_match_real_answers() {
             ("action", "restart".into()),
             ("id", id),
             ("rest", "a/b".into()),
+            ("account", "b".into()),
         ],
         bodies: vec![
             (
@@ -753,6 +759,14 @@ async fn documented_schemas_match_real_answers() {
             (
                 "channelWebhookPathPost",
                 json!({"conversation": "openapi", "text": "hi"}),
+            ),
+            (
+                "channelAccountWebhookPost",
+                json!({"conversation": "openapi-b", "text": "hi"}),
+            ),
+            (
+                "channelAccountWebhookPathPost",
+                json!({"conversation": "openapi-b", "text": "hi"}),
             ),
         ],
         must_succeed: true,

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::pairing::{DEFAULT_ACCOUNT, Pairing, reply_text};
+use super::pairing::{Pairing, reply_text};
 use super::{ChannelRunner, Inbound};
 use crate::plugins::PluginSettings;
 use crate::plugins::bindings::{OutboundMessage, TextFormat};
@@ -198,14 +198,15 @@ impl AccessGate {
     /// code (committed to the outbox) and is dropped. A store failure refuses.
     pub fn admit(&self, runner: &Arc<ChannelRunner>, msg: &Inbound) -> bool {
         let channel = msg.channel.as_str();
-        let Ok(version) = runner.version() else {
+        let Ok(settings) = runner.settings() else {
             tracing::warn!(
                 channel,
                 "no loaded version to take the access policy from; message dropped"
             );
             return false;
         };
-        let settings = &version.settings;
+        let settings = &*settings;
+        let (plugin, account) = (runner.plugin(), runner.account_id());
         let facts = Facts {
             kind: msg.chat,
             sender: &msg.sender,
@@ -214,7 +215,7 @@ impl AccessGate {
         let mut store_failed = false;
         let verdict = decide(settings, &facts, || {
             self.pairing
-                .is_approved(channel, DEFAULT_ACCOUNT, &msg.sender)
+                .is_approved(plugin, account, &msg.sender)
                 .unwrap_or_else(|e| {
                     tracing::warn!(channel, sender = %msg.sender, error = %e, "pairing lookup failed; refusing");
                     store_failed = true;
@@ -235,17 +236,17 @@ impl AccessGate {
             Verdict::Pair => {
                 metrics::counter!("pincer_channel_access_refused_total", "channel" => channel.to_string(), "reason" => "pairing")
                     .increment(1);
-                self.offer_code(msg);
+                self.offer_code(plugin, account, msg);
                 false
             }
         }
     }
 
-    fn offer_code(&self, msg: &Inbound) {
+    fn offer_code(&self, plugin: &str, account: &str, msg: &Inbound) {
         let channel = msg.channel.as_str();
         let outcome = self.pairing.request(
-            channel,
-            DEFAULT_ACCOUNT,
+            plugin,
+            account,
             &msg.sender,
             msg.sender_name.as_deref(),
             &msg.conversation,
@@ -274,7 +275,7 @@ impl AccessGate {
         let reply = OutboundMessage {
             conversation: msg.conversation.clone(),
             thread: None,
-            text: reply_text(channel, &msg.sender, &request.code),
+            text: reply_text(plugin, account, &msg.sender, &request.code),
             format: TextFormat::Plain,
             reply_to: (!msg.id.is_empty()).then(|| msg.id.clone()),
             attachments: Vec::new(),

@@ -172,7 +172,8 @@ async fn fetch(
         .get(channel)
         .ok_or_else(|| ChannelError::Unknown(channel.to_string()))?;
     let inst = runner.checkout().await?;
-    let version = inst.version().clone();
+    // The account's capabilities: its own credentials fill the download.
+    let media = PluginMedia::from_caps(inst.caps());
     let registry = channels.registry().clone();
     let handle = a.handle.clone();
     let (inst, r) = registry
@@ -186,13 +187,15 @@ async fn fetch(
             channel: channel.to_string(),
             error,
         })?;
-    registry.record_call(channel, r.as_ref().is_err_and(|e| e.poisons_instance()));
+    registry.record_call(
+        runner.plugin(),
+        r.as_ref().is_err_and(|e| e.poisons_instance()),
+    );
     runner.checkin(inst);
     let request = r.map_err(|error| ChannelError::Call {
         channel: channel.to_string(),
         error,
     })?;
-    let media = PluginMedia::from_caps(&version.caps);
     let hints = DownloadHints {
         mime_type: a.mime_type.clone(),
         file_name: a.file_name.clone(),

@@ -15,9 +15,12 @@
 //! per-conversation rate ([`queue`] holds the settings). Pushes are verified
 //! by the host ([`verify`]) before a plugin sees them; inbound files are
 //! fetched through the plugin by [`attachments`]. A channel whose
-//! declared secrets are not granted stays `unconfigured`.
+//! declared secrets are not granted stays `unconfigured`. One plugin may
+//! serve several [`account`]s, each with its own runner, keyed by its
+//! channel key (the plugin name for the `default` account).
 
 pub mod access;
+pub mod account;
 pub mod attachments;
 pub mod chunk;
 pub mod inbox;
@@ -34,7 +37,7 @@ pub use access::AccessGate;
 pub use inbox::{Accepted, InboundHandler, InboxRef};
 pub use outbox::Outbox;
 pub use queue::QueueSettings;
-pub use runner::{ChannelRunner, ChannelState, ChannelStatus};
+pub use runner::{ChannelRunner, ChannelState, ChannelStatus, POOL_IDLE_MS};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -44,7 +47,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::plugins::bindings::{
-    ChatType, InboundMessage, OutboundMessage, WebhookRequest, WebhookResponse,
+    ChatType, InboundMessage, OutboundMessage, ReceiveMode, WebhookRequest, WebhookResponse,
 };
 use crate::plugins::{CallError, PluginRegistry, PluginVersion};
 use crate::store::{SharedInbox, SharedOutbox, SharedPairing};
@@ -277,9 +280,24 @@ impl ChannelManager {
         self.runners.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The runner of channel `name`.
+    /// The runner of channel key `name` (a plugin name: its `default`
+    /// account; `plugin:account`: another account, see [`account::key`]).
     pub fn get(&self, name: &str) -> Option<Arc<ChannelRunner>> {
         self.runners().get(name).map(|(r, _)| r.clone())
+    }
+
+    /// The runner of `account` (`None`: default) of plugin `plugin`.
+    pub fn get_account(&self, plugin: &str, account: Option<&str>) -> Option<Arc<ChannelRunner>> {
+        self.get(&account::key(plugin, account))
+    }
+
+    /// The runners of plugin `plugin`'s accounts, `default` first.
+    pub fn accounts_of(&self, plugin: &str) -> Vec<Arc<ChannelRunner>> {
+        self.runners()
+            .values()
+            .map(|(r, _)| r.clone())
+            .filter(|r| r.plugin() == plugin)
+            .collect()
     }
 
     /// Every runner, by name.
@@ -287,25 +305,56 @@ impl ChannelManager {
         self.runners().values().map(|(r, _)| r.clone()).collect()
     }
 
-    /// A version of channel `version.name` was loaded: (re)start it on that
-    /// version. The old receiver is stopped first.
+    /// A version of channel `version.name` was loaded: (re)start each
+    /// account it serves on that version (the old receivers are stopped
+    /// first); accounts no longer in its settings are stopped and forgotten.
     pub async fn on_loaded(&self, version: Arc<PluginVersion>) {
-        // The runner and its workers live until the channel is removed
+        let served = account::served(&version);
+        let gone: Vec<String> = self
+            .accounts_of(&version.name)
+            .iter()
+            .filter(|r| !served.iter().any(|a| a == r.account_id()))
+            .map(|r| r.name().to_string())
+            .collect();
+        for key in gone {
+            tracing::info!(channel = %key, "account no longer configured; stopping it");
+            self.on_removed_key(&key).await;
+        }
+        let cap = version.gate.cap();
+        if served.len() + 2 > cap
+            && version.channel_capabilities().map(|c| c.mode) == Some(ReceiveMode::Poll)
+        {
+            tracing::warn!(
+                plugin = %version.name,
+                accounts = served.len(),
+                max_instances = cap,
+                "each polling account holds one instance; raise [plugins.<name>.quotas] max_instances"
+            );
+        }
+        let starts = served.iter().map(|id| self.load_account(&version, id));
+        futures::future::join_all(starts).await;
+    }
+
+    /// (Re)start account `id` of `version` (created on first load).
+    async fn load_account(&self, version: &Arc<PluginVersion>, id: &str) {
+        let key = account::key(&version.name, Some(id));
+        // The runner and its workers live until the account is removed
         // (queue settings apply from its first load): stopping a processor
         // with answers in flight would answer them twice.
+        let settings = version.settings.for_account(id).unwrap_or_default();
         let runner = {
             let mut runners = self.runners();
             runners
-                .entry(version.name.clone())
+                .entry(key.clone())
                 .or_insert_with(|| {
                     let wake = Arc::new(Notify::new());
                     let runner = ChannelRunner::new(
-                        version.name.clone(),
+                        account::Account::new(&self.registry, &version.name, id),
                         self.registry.clone(),
                         self.inbox.clone(),
                         wake.clone(),
                     );
-                    let queue = version.settings.queue;
+                    let queue = settings.queue;
                     let workers = Workers {
                         processor: tokio::spawn(inbox::process(
                             self.inbox.clone(),
@@ -325,18 +374,29 @@ impl ChannelManager {
                 .0
                 .clone()
         };
-        if version.settings.autostart == Some(false) {
+        if settings.autostart == Some(false) {
             runner.stop().await;
             return;
         }
         if let Err(e) = runner.start().await {
-            tracing::error!(channel = %version.name, error = %e, "channel failed to start");
+            tracing::error!(channel = %key, error = %e, "channel failed to start");
         }
     }
 
-    /// Channel `name` was unloaded: stop and forget it.
+    /// Channel plugin `name` was unloaded: stop and forget all its accounts.
     pub async fn on_removed(&self, name: &str) {
-        let runner = self.runners().remove(name);
+        let keys: Vec<String> = self
+            .accounts_of(name)
+            .iter()
+            .map(|r| r.name().to_string())
+            .collect();
+        for key in keys {
+            self.on_removed_key(&key).await;
+        }
+    }
+
+    async fn on_removed_key(&self, key: &str) {
+        let runner = self.runners().remove(key);
         if let Some((r, _workers)) = runner {
             r.stop().await;
         }

@@ -39,14 +39,20 @@ pub fn normalize_code(input: &str) -> Option<String> {
     (code.len() == CODE_LEN && code.bytes().all(|b| CODE_ALPHABET.contains(&b))).then_some(code)
 }
 
-/// The message an unknown sender receives with their code.
-pub fn reply_text(channel: &str, sender: &str, code: &str) -> String {
+/// The message an unknown sender of `account` of channel `channel`
+/// receives with their code.
+pub fn reply_text(channel: &str, account: &str, sender: &str, code: &str) -> String {
+    let flag = if account == DEFAULT_ACCOUNT {
+        String::new()
+    } else {
+        format!(" --account {account}")
+    };
     format!(
         "Pincer: you are not yet allowed to talk to this agent.\n\n\
          Your {channel} sender id: {sender}\n\
          Pairing code: {code}\n\n\
          Ask the operator to approve it (valid for 1 hour):\n\
-         pincer pairing approve {channel} {code}"
+         pincer pairing approve {channel} {code}{flag}"
     )
 }
 

@@ -1,4 +1,4 @@
-//! One channel: its receiver task, its sender pool and its status.
+//! One channel account: its receiver task, its sender pool and its status.
 
 mod ops;
 
@@ -11,13 +11,16 @@ use serde::Serialize;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+use super::account::{Account, Bound};
 use super::inbox::Inbox;
 use super::verify::{self, VerifyStats, WebhookStatus};
 use super::{ChannelError, Inbound};
 use crate::plugins::bindings::{
     OutboundMessage, ReceiveMode, TextFormat, WebhookRequest, WebhookResponse,
 };
-use crate::plugins::{CallError, Instance, PluginError, PluginRegistry, PluginVersion};
+use crate::plugins::{
+    CallError, Instance, PluginError, PluginRegistry, PluginSettings, PluginVersion,
+};
 
 /// Most idle sender instances kept per channel. Idle instances hold places
 /// in the plugin's instance cap, so the pool keeps at most the cap minus
@@ -27,6 +30,11 @@ const POOL_SIZE: usize = 4;
 /// of the rest, so a platform answering an empty long poll at once never
 /// becomes a busy loop.
 const MIN_EMPTY_POLL: Duration = Duration::from_millis(250);
+/// An idle sender instance unused this long is dropped by the next
+/// [`ChannelRunner::trim_idle`] (the health monitor's check), so a quiet
+/// account holds no warm instance (with a thousand accounts, each would
+/// hold its own sandbox's memory).
+pub const POOL_IDLE_MS: u64 = 120_000;
 
 /// A channel's state, as the health monitor and operators see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -88,14 +96,19 @@ pub struct ChannelStatus {
     pub missing_secrets: Vec<String>,
 }
 
-/// One channel.
+/// One channel account (the plugin's `default` account, or one of its
+/// `accounts`; see [`super::account`]).
 pub struct ChannelRunner {
+    /// The channel key: the plugin name for `default`, `plugin:account`
+    /// otherwise.
     name: String,
+    account: Account,
     registry: Arc<PluginRegistry>,
     inbox: Arc<Inbox>,
     /// Wakes this channel's inbox processor after a commit.
     inbox_wake: Arc<Notify>,
-    pool: Mutex<Vec<Instance>>,
+    /// Idle sender instances, each with the time it was checked in (ms).
+    pool: Mutex<Vec<(Instance, u64)>>,
     receiver: tokio::sync::Mutex<Option<Receiver>>,
     status: Mutex<ChannelStatus>,
     pub(crate) last_inbound_at: AtomicU64,
@@ -116,13 +129,14 @@ struct Receiver {
 
 impl ChannelRunner {
     pub(crate) fn new(
-        name: String,
+        account: Account,
         registry: Arc<PluginRegistry>,
         inbox: Arc<Inbox>,
         inbox_wake: Arc<Notify>,
     ) -> Arc<Self> {
         Arc::new(ChannelRunner {
-            name,
+            name: account.key().to_string(),
+            account,
             registry,
             inbox,
             inbox_wake,
@@ -147,9 +161,31 @@ impl ChannelRunner {
         })
     }
 
-    /// The channel's name.
+    /// The channel key (the plugin name for the `default` account; see
+    /// [`super::account::key`]).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The plugin serving this account.
+    pub fn plugin(&self) -> &str {
+        self.account.plugin()
+    }
+
+    /// The account id (`default` for the plugin table).
+    pub fn account_id(&self) -> &str {
+        self.account.id()
+    }
+
+    /// The account bound to the plugin's current version (settings,
+    /// capabilities), or `Unavailable`.
+    pub fn bound(&self) -> Result<Arc<Bound>, ChannelError> {
+        self.account.bind(&self.registry)
+    }
+
+    /// The account's effective settings under the current version.
+    pub fn settings(&self) -> Result<Arc<PluginSettings>, ChannelError> {
+        Ok(self.bound()?.settings.clone())
     }
 
     /// A copy of the status.
@@ -182,15 +218,13 @@ impl ChannelRunner {
 
     /// The current version, or `Unavailable`.
     pub fn version(&self) -> Result<Arc<PluginVersion>, ChannelError> {
-        self.registry
-            .current(&self.name)
-            .ok_or_else(|| ChannelError::Unavailable(self.name.clone()))
+        Ok(self.bound()?.version.clone())
     }
 
     /// Receive mode of the current version.
     pub fn mode(&self) -> Option<ReceiveMode> {
         self.registry
-            .current(&self.name)
+            .current(self.plugin())
             .and_then(|v| v.channel_capabilities().map(|c| c.mode))
     }
 
@@ -209,19 +243,21 @@ impl ChannelRunner {
 
     /// As [`checkout`](Self::checkout), giving up as busy after `max_wait`.
     async fn checkout_within(&self, max_wait: Option<Duration>) -> Result<Instance, ChannelError> {
-        let version = self.version()?;
+        let bound = self.bound()?;
+        let version = bound.version.clone();
         loop {
-            let Some(inst) = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop() else {
+            let Some((inst, _)) = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop() else {
                 break;
             };
             if Arc::ptr_eq(inst.version(), &version) {
                 return Ok(inst);
             }
         }
-        let config: Vec<(String, String)> = version.settings.config.clone().into_iter().collect();
-        let inst = match max_wait {
-            None => Instance::new(version).await,
-            Some(wait) => Instance::new_within(version, wait).await,
+        let config: Vec<(String, String)> = bound.settings.config.clone().into_iter().collect();
+        let inst = match (&bound.caps, max_wait) {
+            (Some(caps), wait) => Instance::new_with_caps(version, caps.clone(), wait).await,
+            (None, None) => Instance::new(version).await,
+            (None, Some(wait)) => Instance::new_within(version, wait).await,
         };
         let mut inst = inst.map_err(|e| self.call_err(e))?;
         inst.start(&config).await.map_err(|e| self.call_err(e))?;
@@ -233,14 +269,29 @@ impl ChannelRunner {
         if inst.is_poisoned() {
             return;
         }
-        let current = self.registry.current(&self.name);
+        let current = self.registry.current(self.plugin());
         if current.is_some_and(|v| Arc::ptr_eq(&v, inst.version())) {
             let keep = POOL_SIZE.min(inst.version().gate.cap().saturating_sub(2));
+            let now = self.now();
             let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
             if pool.len() < keep {
-                pool.push(inst);
+                pool.push((inst, now));
             }
         }
+    }
+
+    /// Drop idle sender instances unused for [`POOL_IDLE_MS`] as of `now`
+    /// (ms); returns how many were dropped.
+    pub fn trim_idle(&self, now: u64) -> usize {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        let before = pool.len();
+        pool.retain(|(_, at)| now.saturating_sub(*at) < POOL_IDLE_MS);
+        before - pool.len()
+    }
+
+    /// Idle sender instances held now.
+    pub fn idle_instances(&self) -> usize {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     fn clear_pool(&self) {
@@ -324,17 +375,18 @@ impl ChannelRunner {
         if !unconfigured {
             self.accepting()?;
         }
-        let version = self.version()?;
+        let bound = self.bound()?;
+        let version = bound.version.clone();
         let push = verify::Push {
             method: &request.method,
             query: &request.query,
             headers: &request.headers,
             body: &request.body,
         };
-        let keys = verify::VersionKeys(&version);
+        let keys: &Bound = &bound;
         let checked = verify::check(
             &version.manifest.webhook,
-            &keys,
+            keys,
             &self.name,
             None,
             &push,
@@ -385,7 +437,7 @@ impl ChannelRunner {
         request.verified = (verified.scheme != verify::SchemeName::None)
             .then(|| verified.scheme.as_str().to_string());
         verify::redact(&version.manifest.webhook, &mut request.headers);
-        drop(version);
+        drop((version, bound));
         let inst = self.checkout_within(Some(wait)).await?;
         let (inst, r) = self
             .registry
@@ -412,15 +464,14 @@ impl ChannelRunner {
     /// scheme, what keeps it from working (e.g. "webhook secret
     /// `app_secret` not granted"), and pushes refused by reason.
     pub fn webhook_status(&self) -> WebhookStatus {
-        let Some(version) = self.registry.current(&self.name) else {
+        let Ok(bound) = self.bound() else {
             return WebhookStatus::new("none", None, None, &self.verify_stats);
         };
-        let spec = &version.manifest.webhook;
-        let keys = verify::VersionKeys(&version);
+        let spec = &bound.version.manifest.webhook;
         WebhookStatus::new(
             spec.scheme().name().as_str(),
             spec.handshake.as_ref().map(|h| h.scheme.as_str()),
-            verify::problem(spec, &keys, &self.name, None),
+            verify::problem(spec, &*bound, &self.name, None),
             &self.verify_stats,
         )
     }
@@ -432,7 +483,7 @@ impl ChannelRunner {
 
     fn after_call<T>(&self, inst: Instance, r: &Result<T, CallError>) {
         let failed = r.as_ref().is_err_and(CallError::poisons_instance);
-        self.registry.record_call(&self.name, failed);
+        self.registry.record_call(self.plugin(), failed);
         if let Err(e) = r {
             tracing::warn!(channel = %self.name, error = %e, "channel call failed");
         }
@@ -456,14 +507,15 @@ impl ChannelRunner {
     /// The manifest-declared secrets of the current version the operator
     /// has not granted (host-generated ones count as granted).
     pub fn missing_secrets(&self) -> Vec<String> {
-        let Some(version) = self.registry.current(&self.name) else {
+        let Ok(bound) = self.bound() else {
             return Vec::new();
         };
-        version
+        bound
+            .version
             .manifest
             .secrets
             .keys()
-            .filter(|name| !version.caps.secrets.contains(name))
+            .filter(|name| !bound.caps().secrets.contains(name))
             .cloned()
             .collect()
     }
@@ -498,7 +550,14 @@ impl ChannelRunner {
             Some(i) => i,
             None => {
                 self.clear_pool();
-                match self.checkout().await {
+                // Bounded: an account that finds the plugin at its
+                // instance cap fails (and is retried by the monitor)
+                // instead of holding up every start after it.
+                let wait = self
+                    .version()
+                    .ok()
+                    .map(|v| Duration::from_millis(v.limits.call_timeout_ms));
+                match self.checkout_within(wait).await {
                     Ok(i) => i,
                     Err(e) => {
                         self.update(|s| s.reconnect_attempts += 1);
@@ -690,7 +749,8 @@ impl ChannelRunner {
                     (empty && elapsed < MIN_EMPTY_POLL).then(|| MIN_EMPTY_POLL - elapsed)
                 }
                 Err(e) => {
-                    self.registry.record_call(&self.name, e.poisons_instance());
+                    self.registry
+                        .record_call(self.plugin(), e.poisons_instance());
                     tracing::warn!(channel = %self.name, error = %e, "poll failed");
                     self.update(|s| {
                         s.reconnect_attempts += 1;

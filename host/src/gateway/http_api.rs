@@ -93,6 +93,11 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/console/console.css", get(super::console::style))
         .route("/channels/{name}/webhook", any(channel_webhook))
         .route("/channels/{name}/webhook/{*rest}", any(channel_webhook))
+        .route("/channels/{name}/{account}/webhook", any(channel_webhook))
+        .route(
+            "/channels/{name}/{account}/webhook/{*rest}",
+            any(channel_webhook),
+        )
         .merge(secured)
         .fallback(super::control_ui::serve)
         .with_state(gw)
@@ -334,11 +339,21 @@ async fn list_channels(State(gw): State<Arc<Gateway>>) -> Response {
     Json(methods::plugins::channels_status(&gw).await).into_response()
 }
 
+/// `?accountId=` of the `/v1/channels/{name}/...` routes (alias `account`).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccountQuery {
+    /// The channel account (default: `default`).
+    #[serde(default, alias = "account")]
+    pub account_id: Option<String>,
+}
+
 async fn channel_action(
     State(gw): State<Arc<Gateway>>,
     Path((name, action)): Path<(String, String)>,
+    Query(q): Query<AccountQuery>,
 ) -> Response {
-    match methods::plugins::channel_action(&gw, &name, &action).await {
+    match methods::plugins::channel_action(&gw, &name, q.account_id.as_deref(), &action).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => error(StatusCode::BAD_REQUEST, e.message),
     }
@@ -363,6 +378,24 @@ async fn channel_webhook(
         .find(|(k, _)| k == "name")
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
+    let account = params
+        .iter()
+        .find(|(k, _)| k == "account")
+        .map(|(_, v)| v.clone());
+    // Another account's route: `/channels/{name}/{account}/webhook`.
+    let key = match &account {
+        None => name.clone(),
+        Some(a) if crate::channels::account::valid_id(a) => {
+            crate::channels::account::key(&name, Some(a))
+        }
+        Some(_) => return error(StatusCode::NOT_FOUND, "no such channel account"),
+    };
+    if account.is_some()
+        && gw.runtime.channels.get(&key).is_none()
+        && gw.runtime.plugins.info(&name).is_some()
+    {
+        return error(StatusCode::NOT_FOUND, "no such channel account");
+    }
     let rest = params
         .iter()
         .find(|(k, _)| k == "rest")
@@ -404,7 +437,7 @@ async fn channel_webhook(
         body: body.to_vec(),
         verified: None,
     };
-    match gw.runtime.channels.webhook_from(&name, request, peer).await {
+    match gw.runtime.channels.webhook_from(&key, request, peer).await {
         Ok(resp) => {
             let mut r = Response::new(Body::from(resp.body));
             *r.status_mut() = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::OK);
@@ -437,7 +470,7 @@ async fn channel_webhook(
         // reference; the channel's own error text goes to the log only.
         Err(e @ (ChannelError::Unknown(_) | ChannelError::Unavailable(_))) => {
             let reference = public_error::new_ref();
-            tracing::info!(channel = %name, reference = %reference, error = %e, "webhook for an unavailable channel");
+            tracing::info!(channel = %key, reference = %reference, error = %e, "webhook for an unavailable channel");
             let mut r = public_error::response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "UNAVAILABLE",
@@ -450,7 +483,7 @@ async fn channel_webhook(
         }
         Err(e) => {
             let reference = public_error::new_ref();
-            tracing::warn!(channel = %name, reference = %reference, error = %e, "webhook failed");
+            tracing::warn!(channel = %key, reference = %reference, error = %e, "webhook failed");
             let mut r = public_error::response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "CHANNEL_ERROR",

@@ -31,6 +31,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 fn failure(e: PairingFailure) -> Response {
     let status = match &e {
         PairingFailure::NoChannel(_)
+        | PairingFailure::NoAccount { .. }
         | PairingFailure::Pairing(PairingError::UnknownCode { .. }) => StatusCode::NOT_FOUND,
         PairingFailure::Pairing(PairingError::Expired(_)) => StatusCode::GONE,
         PairingFailure::Pairing(PairingError::Store(err)) => {

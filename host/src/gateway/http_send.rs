@@ -1,5 +1,6 @@
-//! `POST /v1/channels/{name}/send`: an operator (or a program holding the
-//! token) sends a message with files through a channel. Routed in
+//! `POST /v1/channels/{name}/send[?accountId=]`: an operator (or a program
+//! holding the token) sends a message with files through a channel (one
+//! of its accounts: default `default`). Routed in
 //! [`super::http_api`] behind the bearer check.
 //!
 //! The body is JSON (the API's only content type, see
@@ -13,7 +14,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -85,8 +86,13 @@ fn kind_of(kind: Option<&str>, mime: &str) -> Result<AttachmentKind, String> {
 pub async fn send(
     State(gw): State<Arc<Gateway>>,
     Path(name): Path<String>,
+    Query(q): Query<super::http_api::AccountQuery>,
     req: Request,
 ) -> Response {
+    let name = match super::methods::plugins::account_key(&name, q.account_id.as_deref()) {
+        Ok(key) => key,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.message),
+    };
     let Some(blobs) = gw.runtime.plugins.blobs().cloned() else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -25,9 +25,15 @@ use crate::store::NewSession;
 pub const SLOW_DOWN_NOTICE: &str =
     "⚠️ You are sending messages too fast, so this one was not answered. Please slow down.";
 
-/// The session key of a channel conversation.
-pub fn channel_session_key(channel: &str, conversation: &str) -> String {
-    format!("agent:main:{channel}:direct:{conversation}")
+/// The session key of a channel conversation: `channel` is the channel
+/// key (the plugin name for a `default` account, so its keys are as they
+/// always were; `plugin:account` for others), and a forum topic (`thread`)
+/// gets its own session (`...:topic:<thread>`, as OpenClaw's).
+pub fn channel_session_key(channel: &str, conversation: &str, thread: Option<&str>) -> String {
+    match thread.filter(|t| !t.is_empty()) {
+        None => format!("agent:main:{channel}:direct:{conversation}"),
+        Some(t) => format!("agent:main:{channel}:direct:{conversation}:topic:{t}"),
+    }
 }
 
 /// The gateway as the channels' inbound handler (holds the gateway weakly:
@@ -85,7 +91,7 @@ fn route(gw: &Arc<Gateway>, accepted: Accepted) -> Option<String> {
         }
         return None;
     }
-    let key = channel_session_key(&msg.channel, &msg.conversation);
+    let key = channel_session_key(&msg.channel, &msg.conversation, msg.thread.as_deref());
     let init = NewSession {
         agent_id: "main".into(),
         channel: Some(msg.channel.clone()),

@@ -65,7 +65,12 @@ const HOUR_MS: u64 = 3_600_000;
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChannelHealth {
+    /// The channel key (see `crate::channels::account::key`).
     pub name: String,
+    /// The plugin serving the account.
+    pub plugin: String,
+    /// The account id (`default` for the plugin table).
+    pub account_id: String,
     pub state: ChannelState,
     pub healthy: bool,
     pub running: bool,
@@ -177,8 +182,12 @@ impl HealthMonitor {
     }
 
     /// Check every channel once (tests call this directly with a manual clock).
+    /// Idle sender instances unused for a while are dropped here too (see
+    /// `ChannelRunner::trim_idle`): no account keeps a timer of its own.
     pub async fn check_once(&self) {
+        let now = self.clock.now_ms();
         for runner in self.channels.all() {
+            runner.trim_idle(now);
             self.check(&runner).await;
         }
     }
@@ -187,6 +196,11 @@ impl HealthMonitor {
         let status = runner.status();
         let mut latest = status.last_start_at.unwrap_or(0);
         latest = latest.max(runner.last_contact_at.load(Ordering::Relaxed));
+        // Only a channel the host has not seen alive lately is asked (the
+        // ask needs an instance: with many quiet accounts, one each).
+        if self.clock.now_ms().saturating_sub(latest) <= self.config.stale_threshold_ms {
+            return latest;
+        }
         if let Ok(mut inst) = runner.checkout().await {
             if let Ok(t) = inst.last_activity().await {
                 latest = latest.max(t);
@@ -358,6 +372,8 @@ impl HealthMonitor {
         };
         ChannelHealth {
             name: runner.name().to_string(),
+            plugin: runner.plugin().to_string(),
+            account_id: runner.account_id().to_string(),
             state: s.state,
             healthy: s.state == ChannelState::Running,
             running,

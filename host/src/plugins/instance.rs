@@ -152,6 +152,8 @@ pub struct Instance {
     store: Store<HostState>,
     bindings: Bindings,
     version: Arc<PluginVersion>,
+    /// A channel account's capabilities (`None`: the version's).
+    caps: Option<Arc<host::Capabilities>>,
     poisoned: bool,
     /// The place in the plugin's gate (`None` for load-time smoke tests).
     _admission: Option<Admission>,
@@ -187,6 +189,21 @@ impl Instance {
         Self::create(version, Some(admission)).await
     }
 
+    /// Instantiate `version` with `caps` (a channel account's own secrets
+    /// and key-value namespace, see `PluginRegistry::account_capabilities`)
+    /// instead of the version's, waiting at most `max_wait` (`None`: as
+    /// long as it takes) for a place under the plugin's cap.
+    pub async fn new_with_caps(
+        version: Arc<PluginVersion>,
+        caps: Arc<host::Capabilities>,
+        max_wait: Option<Duration>,
+    ) -> Result<Self, CallError> {
+        let admission = version.gate.admit(max_wait).await?;
+        let mut inst = Self::create_with(version, Some(&caps), Some(admission)).await?;
+        inst.caps = Some(caps);
+        Ok(inst)
+    }
+
     /// Instantiate `version`, or [`CallError::Busy`] at once if the plugin is
     /// at its instance cap (tool calls).
     pub async fn try_new(version: Arc<PluginVersion>) -> Result<Self, CallError> {
@@ -204,8 +221,16 @@ impl Instance {
         version: Arc<PluginVersion>,
         admission: Option<Admission>,
     ) -> Result<Self, CallError> {
-        let state =
-            HostState::new(&version.caps).map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
+        Self::create_with(version, None, admission).await
+    }
+
+    async fn create_with(
+        version: Arc<PluginVersion>,
+        caps: Option<&host::Capabilities>,
+        admission: Option<Admission>,
+    ) -> Result<Self, CallError> {
+        let state = HostState::new(caps.unwrap_or(&version.caps))
+            .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
         let mut store = host::new_store(version.component.engine(), state);
         store.data_mut().cpu_ticks_left = cpu_ticks(version.limits.cpu_ms);
         let timeout = Duration::from_millis(version.limits.call_timeout_ms);
@@ -234,9 +259,16 @@ impl Instance {
             store,
             bindings,
             version,
+            caps: None,
             poisoned: false,
             _admission: admission,
         })
+    }
+
+    /// The capabilities this instance was made with (a channel account's,
+    /// or its version's).
+    pub fn caps(&self) -> &host::Capabilities {
+        self.caps.as_deref().unwrap_or(&self.version.caps)
     }
 
     /// The version this instance runs.

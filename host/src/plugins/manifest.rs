@@ -361,6 +361,75 @@ pub struct PluginSettings {
     /// Channels: the durable inbox and outbox (`[plugins.<name>.queue]`:
     /// per-conversation send rate, retries, in-flight limits).
     pub queue: crate::channels::QueueSettings,
+    /// Channels: further accounts of the plugin (`[plugins.<name>.accounts.<id>]`),
+    /// each merged over this table (see [`PluginSettings::for_account`]);
+    /// the table itself is the `default` account.
+    #[serde(deserialize_with = "crate::channels::account::accounts_map")]
+    pub accounts: BTreeMap<String, AccountSettings>,
+}
+
+/// One further account of a channel plugin
+/// (`[plugins.<name>.accounts.<id>]`): `config` and `secrets` are merged
+/// over the plugin table's (the account's keys win); every other field set
+/// here replaces the plugin table's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountSettings {
+    /// Config entries merged over the plugin table's.
+    pub config: BTreeMap<String, String>,
+    /// Secrets merged over the plugin table's.
+    pub secrets: BTreeMap<String, SecretSource>,
+    /// Replaces the plugin table's `dm_policy`.
+    pub dm_policy: Option<crate::channels::access::DmPolicy>,
+    /// Replaces the plugin table's `allow_from`.
+    pub allow_from: Option<Vec<String>>,
+    /// Replaces the plugin table's `group_policy`.
+    pub group_policy: Option<crate::channels::access::GroupPolicy>,
+    /// Replaces the plugin table's `require_mention`.
+    pub require_mention: Option<bool>,
+    /// Replaces the plugin table's `autostart`.
+    pub autostart: Option<bool>,
+    /// Replaces the plugin table's `queue`.
+    pub queue: Option<crate::channels::QueueSettings>,
+}
+
+impl PluginSettings {
+    /// The effective settings of account `id`: `None` for an account the
+    /// table does not name; the table itself (without its `accounts`) for
+    /// `default`.
+    pub fn for_account(&self, id: &str) -> Option<PluginSettings> {
+        let mut out = PluginSettings {
+            accounts: BTreeMap::new(),
+            ..self.clone()
+        };
+        if id == crate::channels::account::DEFAULT_ACCOUNT {
+            return Some(out);
+        }
+        let a = self.accounts.get(id)?;
+        out.config
+            .extend(a.config.iter().map(|(k, v)| (k.clone(), v.clone())));
+        out.secrets
+            .extend(a.secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if let Some(v) = a.dm_policy {
+            out.dm_policy = v;
+        }
+        if let Some(v) = &a.allow_from {
+            out.allow_from = v.clone();
+        }
+        if let Some(v) = a.group_policy {
+            out.group_policy = v;
+        }
+        if a.require_mention.is_some() {
+            out.require_mention = a.require_mention;
+        }
+        if a.autostart.is_some() {
+            out.autostart = a.autostart;
+        }
+        if let Some(q) = a.queue {
+            out.queue = q;
+        }
+        Some(out)
+    }
 }
 
 #[cfg(test)]

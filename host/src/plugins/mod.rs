@@ -13,9 +13,11 @@
 //! - [`quotas`]: what one plugin may use (instances, key-value, `/data`, logs);
 //! - [`loader`]: a file on disk to a checked, pre-instantiated [`PluginVersion`];
 //! - [`instance`]: one sandboxed instance and limited, classified calls into it;
-//! - [`registry`]: the loaded plugins, version swaps and the plugin list API;
+//! - [`registry`]: the loaded plugins, version swaps and the plugin list API
+//!   (with `accounts`: the capabilities of a channel's further accounts);
 //! - [`watcher`]: hot-load from the plugins directory.
 
+mod accounts;
 pub mod bindings;
 pub mod cache;
 pub mod compat;
@@ -35,6 +37,6 @@ pub mod watcher;
 pub use instance::{CallError, Instance, PluginError};
 pub use limits::{HttpLimits, HttpOverrides, SandboxConfig};
 pub use loader::{LoadError, PluginVersion};
-pub use manifest::{Limits, Manifest, PluginKind, PluginSettings};
+pub use manifest::{AccountSettings, Limits, Manifest, PluginKind, PluginSettings};
 pub use quotas::{QuotaSettings, Quotas};
 pub use registry::{PluginInfo, PluginRegistry, PluginState, RuntimeConfig};

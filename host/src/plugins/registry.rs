@@ -331,7 +331,7 @@ impl PluginRegistry {
     /// The quotas in force for plugin `name`.
     pub fn quotas(&self, name: &str) -> Quotas {
         let settings = self.config.settings.get(name).cloned().unwrap_or_default();
-        self.config.quotas.with(&settings.quotas)
+        self.plugin_quotas(&settings)
     }
 
     /// Instances of plugin `name` alive now, and its cap.
@@ -488,7 +488,7 @@ impl PluginRegistry {
             fallback_from,
         } = prepared;
         let settings = self.config.settings.get(&name).cloned().unwrap_or_default();
-        let quotas = self.config.quotas.with(&settings.quotas);
+        let quotas = self.plugin_quotas(&settings);
         if kind == PluginKind::Channel && quotas.max_instances < 2 {
             // One instance may be a poll receiver for good; sends need another.
             return Err(LoadError::Capacity(format!(

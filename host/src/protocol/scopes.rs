@@ -59,7 +59,9 @@ pub fn required_scope(method: &str) -> Option<&'static str> {
         | "sessions.companion.state"
         | "sessions.observer.visibility"
         | "plugins.catalog.browse" => Some(READ),
-        "agent" | "agent.wait" | "chat.send" | "chat.abort" | "sessions.abort" => Some(WRITE),
+        "agent" | "agent.wait" | "chat.send" | "chat.abort" | "sessions.abort" | "send" => {
+            Some(WRITE)
+        }
         "device.pair.list"
         | "device.pair.approve"
         | "device.pair.reject"

@@ -6,6 +6,7 @@ pub mod chat;
 pub mod devices;
 pub mod pairing;
 pub mod plugins;
+pub mod send;
 pub mod sessions;
 pub mod startup;
 pub mod system;
@@ -62,6 +63,7 @@ pub const METHODS: &[&str] = &[
     "channels.pairing.list",
     "channels.pairing.approve",
     "channels.pairing.dismiss",
+    "send",
     "plugins.list",
     "plugins.reload",
     "webhooks.add",
@@ -170,6 +172,7 @@ fn may_block(method: &str) -> bool {
             | "channels.start"
             | "channels.stop"
             | "channels.restart"
+            | "send"
             | "status"
             | "health"
             | "channels.status"
@@ -277,13 +280,16 @@ async fn dispatch(ctx: &Ctx, req: &Request) -> Reply {
         "channels.start" | "channels.stop" | "channels.restart" => {
             let action = req.method.trim_start_matches("channels.");
             match params::<plugins::ChannelParams>(&req.method, p) {
-                Ok(cp) => plugins::channel_action(gw, &cp.channel, action)
-                    .await
-                    .into(),
+                Ok(cp) => {
+                    plugins::channel_action(gw, &cp.channel, cp.account_id.as_deref(), action)
+                        .await
+                        .into()
+                }
                 Err(e) => Reply::Err(e),
             }
         }
         m if m.starts_with("channels.pairing.") => pairing::handle(gw, m, p).into(),
+        "send" => send::send(gw, p).await.into(),
         "plugins.list" => Reply::Ok(plugins::plugins_list(gw)),
         "plugins.reload" => match params::<plugins::ReloadParams>(&req.method, p) {
             Ok(rp) => Reply::Ok(plugins::reload(gw, rp.name.as_deref()).await),

@@ -35,6 +35,14 @@ pub enum PairingFailure {
     /// No channel plugin of that name is loaded.
     #[error("no channel named {0:?}")]
     NoChannel(String),
+    /// The channel has no such account.
+    #[error("channel {channel:?} has no account {account:?}")]
+    NoAccount {
+        /// The channel.
+        channel: String,
+        /// The account asked for.
+        account: String,
+    },
     /// `code` was missing.
     #[error("`code` is required")]
     MissingCode,
@@ -55,16 +63,34 @@ impl From<PairingFailure> for ErrorShape {
     }
 }
 
-fn channel_known(gw: &Gateway, channel: &str) -> Result<(), PairingFailure> {
-    match gw.runtime.plugins.info(channel) {
-        Some(info) if info.kind == Some(PluginKind::Channel) => Ok(()),
-        _ => Err(PairingFailure::NoChannel(channel.to_string())),
+/// The channel must be a loaded channel plugin and the account (other
+/// than `default`) one it serves.
+fn channel_known(gw: &Gateway, p: &PairingParams) -> Result<(), PairingFailure> {
+    match gw.runtime.plugins.info(&p.channel) {
+        Some(info) if info.kind == Some(PluginKind::Channel) => {}
+        _ => return Err(PairingFailure::NoChannel(p.channel.clone())),
+    }
+    match p.account_id.as_deref() {
+        Some(a)
+            if a != crate::channels::account::DEFAULT_ACCOUNT
+                && gw
+                    .runtime
+                    .channels
+                    .get_account(&p.channel, Some(a))
+                    .is_none() =>
+        {
+            Err(PairingFailure::NoAccount {
+                channel: p.channel.clone(),
+                account: a.to_string(),
+            })
+        }
+        _ => Ok(()),
     }
 }
 
 /// Pending requests and approved senders of a channel.
 pub fn list(gw: &Gateway, p: &PairingParams) -> Result<Value, PairingFailure> {
-    channel_known(gw, &p.channel)?;
+    channel_known(gw, p)?;
     let list = gw
         .runtime
         .channels
@@ -75,7 +101,7 @@ pub fn list(gw: &Gateway, p: &PairingParams) -> Result<Value, PairingFailure> {
 
 /// Approve the sender holding `code`.
 pub fn approve(gw: &Gateway, p: &PairingParams) -> Result<Value, PairingFailure> {
-    channel_known(gw, &p.channel)?;
+    channel_known(gw, p)?;
     let code = p.code.as_deref().ok_or(PairingFailure::MissingCode)?;
     let approved =
         gw.runtime
@@ -87,7 +113,7 @@ pub fn approve(gw: &Gateway, p: &PairingParams) -> Result<Value, PairingFailure>
 
 /// Drop the request holding `code` without approving it.
 pub fn dismiss(gw: &Gateway, p: &PairingParams) -> Result<Value, PairingFailure> {
-    channel_known(gw, &p.channel)?;
+    channel_known(gw, p)?;
     let code = p.code.as_deref().ok_or(PairingFailure::MissingCode)?;
     let dismissed =
         gw.runtime
@@ -110,12 +136,28 @@ pub fn list_all(gw: &Gateway) -> Result<Value, PairingFailure> {
         if info.kind != Some(PluginKind::Channel) {
             continue;
         }
-        let policy = settings
-            .get(&info.name)
-            .map(|s| s.dm_policy)
-            .unwrap_or_default();
-        if policy == crate::channels::access::DmPolicy::Pairing {
-            accounts.push(json!({"channel": info.name, "accountId": "default"}));
+        // The accounts served (with their effective policy); a plugin
+        // with no runner yet counts as its `default` account.
+        let runners = gw.runtime.channels.accounts_of(&info.name);
+        let served: Vec<(String, crate::channels::access::DmPolicy)> = if runners.is_empty() {
+            let policy = settings
+                .get(&info.name)
+                .map(|s| s.dm_policy)
+                .unwrap_or_default();
+            vec![("default".to_string(), policy)]
+        } else {
+            runners
+                .iter()
+                .map(|r| {
+                    let policy = r.settings().map(|s| s.dm_policy).unwrap_or_default();
+                    (r.account_id().to_string(), policy)
+                })
+                .collect()
+        };
+        for (account, policy) in served {
+            if policy == crate::channels::access::DmPolicy::Pairing {
+                accounts.push(json!({"channel": info.name, "accountId": account}));
+            }
         }
         let list = gw.runtime.channels.pairing().list(&info.name, None)?;
         for r in &list.pending {

@@ -1,6 +1,7 @@
 //! Pincer's plugin methods: `channels.status` (the health monitor's view in
-//! OpenClaw's channel-snapshot shape, each channel also as its one
-//! `default` account), `channels.start/stop/restart`,
+//! OpenClaw's channel-snapshot shape: each channel plugin, and each of its
+//! accounts in `channelAccounts`), `channels.start/stop/restart` (with an
+//! optional `accountId`),
 //! `plugins.list` (Pincer's rows plus the fields OpenClaw's plugin pages
 //! read), `plugins.reload`.
 
@@ -11,12 +12,31 @@ use crate::gateway::{Gateway, now_ms};
 use crate::health::ChannelHealth;
 use crate::protocol::errors::ErrorShape;
 
-/// `{channel}` params.
+/// `{channel, accountId?}` params.
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ChannelParams {
     /// Channel plugin name.
     #[serde(alias = "name")]
     pub channel: String,
+    /// The account (default: `default`).
+    #[serde(default, alias = "account")]
+    pub account_id: Option<String>,
+}
+
+/// The channel key of `account` of `channel`, or a clear error for an
+/// account id that cannot exist.
+pub fn account_key(channel: &str, account: Option<&str>) -> Result<String, ErrorShape> {
+    use crate::channels::account::{self, DEFAULT_ACCOUNT};
+    match account {
+        None => Ok(account::key(channel, None)),
+        Some(a) if a == DEFAULT_ACCOUNT || account::valid_id(a) => {
+            Ok(account::key(channel, Some(a)))
+        }
+        Some(a) => Err(ErrorShape::invalid(format!(
+            "invalid accountId {a:?} (1-64 letters, digits, `-` and `_`)"
+        ))),
+    }
 }
 
 /// `{name?}` params.
@@ -83,28 +103,42 @@ pub fn plugins_list(gw: &Gateway) -> Value {
     json!({"plugins": rows})
 }
 
-/// `channels.status`.
+/// `channels.status`: `channels` has one row per channel plugin (its
+/// `default` account's, or its first account's when the default is not
+/// served), `channelAccounts` every account's row with its `accountId`.
 pub async fn channels_status(gw: &Gateway) -> Value {
     let snap = gw.runtime.health.snapshot().await;
+    let mut order: Vec<String> = Vec::new();
     let mut channels = serde_json::Map::new();
     let mut labels = serde_json::Map::new();
-    for c in &snap {
-        channels.insert(c.name.clone(), channel_json(c));
-        labels.insert(c.name.clone(), json!(c.name));
-    }
-    // OpenClaw's per-account view: each Pincer channel is one `default`
-    // account with the channel's own state.
     let mut accounts = serde_json::Map::new();
     let mut default_account = serde_json::Map::new();
-    for (name, row) in &channels {
-        let mut acc = row.clone();
-        acc["accountId"] = json!("default");
-        accounts.insert(name.clone(), json!([acc]));
-        default_account.insert(name.clone(), json!("default"));
+    for c in &snap {
+        let mut row = channel_json(c);
+        row["accountId"] = json!(c.account_id);
+        if !order.contains(&c.plugin) {
+            order.push(c.plugin.clone());
+            labels.insert(c.plugin.clone(), json!(c.plugin));
+        }
+        let is_default = c.account_id == crate::channels::account::DEFAULT_ACCOUNT;
+        if is_default || !channels.contains_key(&c.plugin) {
+            channels.insert(c.plugin.clone(), row.clone());
+            default_account.insert(c.plugin.clone(), json!(c.account_id));
+        }
+        let list = accounts
+            .entry(c.plugin.clone())
+            .or_insert_with(|| json!([]));
+        if let Some(list) = list.as_array_mut() {
+            if is_default {
+                list.insert(0, row);
+            } else {
+                list.push(row);
+            }
+        }
     }
     json!({
         "ts": now_ms(),
-        "channelOrder": snap.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
+        "channelOrder": order,
         "channelLabels": labels,
         "channels": channels,
         "channelAccounts": accounts,
@@ -112,13 +146,20 @@ pub async fn channels_status(gw: &Gateway) -> Value {
     })
 }
 
-/// `channels.start` / `stop` / `restart` (and the HTTP equivalents).
-pub async fn channel_action(gw: &Gateway, name: &str, action: &str) -> Result<Value, ErrorShape> {
+/// `channels.start` / `stop` / `restart` of `account` (`None`: default) of
+/// channel `name` (and the HTTP equivalents).
+pub async fn channel_action(
+    gw: &Gateway,
+    name: &str,
+    account: Option<&str>,
+    action: &str,
+) -> Result<Value, ErrorShape> {
+    let key = account_key(name, account)?;
     let ch = &gw.runtime.channels;
     let r = match action {
-        "start" => ch.start(name).await,
-        "stop" => ch.stop(name).await,
-        "restart" => gw.runtime.health.restart_channel(name).await.map(|_| ()),
+        "start" => ch.start(&key).await,
+        "stop" => ch.stop(&key).await,
+        "restart" => gw.runtime.health.restart_channel(&key).await.map(|_| ()),
         other => {
             return Err(ErrorShape::invalid(format!(
                 "unknown channel action {other:?}"
@@ -127,8 +168,13 @@ pub async fn channel_action(gw: &Gateway, name: &str, action: &str) -> Result<Va
     };
     r.map_err(|e| ErrorShape::unavailable(e.to_string()))?;
     let snap = gw.runtime.health.snapshot().await;
-    let state = snap.iter().find(|c| c.name == name).map(channel_json);
-    Ok(json!({"ok": true, "channel": name, "status": state}))
+    let row = snap.iter().find(|c| c.name == key);
+    let state = row.map(channel_json);
+    let account_id = row.map_or_else(
+        || crate::channels::account::split(&key).1.to_string(),
+        |c| c.account_id.clone(),
+    );
+    Ok(json!({"ok": true, "channel": name, "accountId": account_id, "status": state}))
 }
 
 /// `plugins.reload`.

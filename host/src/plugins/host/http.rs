@@ -150,6 +150,17 @@ impl HttpPolicy {
         }
     }
 
+    /// The same hosts, guard, timeouts and limits with a budget, counters
+    /// and connection pool of its own (a channel account's: each account
+    /// is its own platform client with its own rate limits).
+    pub fn fresh_budget(&self) -> Self {
+        HttpPolicy {
+            max_connect: self.max_connect,
+            max_first_byte: self.max_first_byte,
+            ..Self::with_limits(self.allowed.clone(), self.guard.clone(), self.limits)
+        }
+    }
+
     /// What this plugin's outbound HTTP did so far.
     pub fn stats(&self) -> OutboundStats {
         self.counters.snapshot()
