@@ -100,7 +100,25 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         )
         .merge(secured)
         .fallback(super::control_ui::serve)
+        .layer(middleware::map_response(close_after_refused_body))
         .with_state(gw)
+}
+
+/// A request refused for its body (too large, too slow) may leave the body
+/// unread, and the connection then closes after the answer: the answer says
+/// so (`Connection: close`), or a client would send its next request on a
+/// pooled connection that is closing and see it fail.
+async fn close_after_refused_body(mut r: Response) -> Response {
+    if matches!(
+        r.status(),
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+    ) {
+        r.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    r
 }
 
 /// The bearer check as middleware (see [`authorized`]), behind the per-IP
@@ -422,6 +440,16 @@ async fn channel_webhook(
         .iter()
         .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
         .collect();
+    // A declared length over the cap is refused before a byte of the body
+    // is read (as the framework's body limit does on `/v1`).
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_WEBHOOK_BODY as u64) {
+        return error(StatusCode::PAYLOAD_TOO_LARGE, "webhook body too large");
+    }
     let body: Bytes = match axum::body::to_bytes(req.into_body(), MAX_WEBHOOK_BODY).await {
         Ok(b) => b,
         Err(e) if caused_by::<BodyTimeout>(&e) => {
