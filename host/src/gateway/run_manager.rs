@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::run_queue::{Admit, Lanes, RunLimits};
-use super::runs::{Emitter, Origin, RunResult, RunSpec, assistant_message, execute};
+use super::runs::{Emitter, Origin, RunEnd, RunResult, RunSpec, assistant_message, execute};
 use super::sender_rate::{SenderLimiter, Verdict};
 use super::{Gateway, now_ms};
 
@@ -607,7 +607,7 @@ async fn drive(
     // 3. Execute.
     guard.gw.runs.set_phase(&guard.run_id, Phase::Running);
     let timeout = guard.gw.runs.timeout(spec.timeout);
-    let result = execute(
+    let (result, end) = execute(
         &guard.gw,
         &spec,
         cancel,
@@ -617,7 +617,7 @@ async fn drive(
     )
     .await;
     drop(permit);
-    guard.end(result);
+    guard.finish(result, Some(end));
 }
 
 /// Owns a run's end: [`RunGuard::end`] (or one of its variants) publishes
@@ -700,6 +700,16 @@ impl RunGuard {
 
     /// The run ended (it published its own events).
     fn end(&mut self, result: RunResult) {
+        self.finish(result, None);
+    }
+
+    /// The run ended: it is recorded and leaves the in-flight set, then its
+    /// end events (`end`) are published, then its session passes to the
+    /// next waiting run and `agent.wait` answers. So a client that saw the
+    /// final event finds the run over (`chat.send` for the session is
+    /// accepted, `sessions.list` shows it idle), and a run queued behind
+    /// this one publishes nothing before this one's final event.
+    fn finish(&mut self, result: RunResult, end: Option<RunEnd>) {
         info!(status = result.status, "run finished");
         self.ended = true;
         let runs = &self.gw.runs;
@@ -711,10 +721,14 @@ impl RunGuard {
                 let id = &self.run_id;
                 s.lanes.remove(&self.session_key, |w| &w.run_id == id);
             }
-            if self.holds_lane {
-                self.holds_lane = false;
-                runs.hand_over(&mut s, &self.session_key);
-            }
+        }
+        if let Some(end) = end {
+            end.publish(&mut self.emitter());
+        }
+        if self.holds_lane {
+            self.holds_lane = false;
+            let mut s = runs.sched();
+            runs.hand_over(&mut s, &self.session_key);
         }
         let _ = self.done_tx.send(Some(result));
         runs.idle.notify_waiters();

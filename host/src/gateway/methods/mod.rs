@@ -2,6 +2,7 @@
 //! area. `features.methods` is exactly [`METHODS`].
 
 pub mod absent;
+pub mod channel_cards;
 pub mod chat;
 pub mod devices;
 pub mod pairing;

@@ -1,6 +1,5 @@
 //! Pincer's plugin methods: `channels.status` (the health monitor's view in
-//! OpenClaw's channel-snapshot shape, each channel also as its one
-//! `default` account), `channels.start/stop/restart`,
+//! OpenClaw's per-platform shape, built by `channel_cards`), `channels.start/stop/restart`,
 //! `plugins.list` (Pincer's rows plus the fields OpenClaw's plugin pages
 //! read), `plugins.reload`.
 
@@ -26,34 +25,10 @@ pub struct ReloadParams {
     pub name: Option<String>,
 }
 
-/// One channel in OpenClaw's snapshot shape plus Pincer's fields; times
-/// never seen and the absent last error are `null`, as in OpenClaw.
+/// One channel in OpenClaw's snapshot shape plus Pincer's fields (see
+/// [`super::channel_cards::pincer_fields`]).
 pub fn channel_json(c: &ChannelHealth) -> Value {
-    let v = json!({
-        // False while host-side verification lacks a secret or key (pushes
-        // are refused with 503; `webhook.problem` says what is missing).
-        "configured": c.webhook.problem.is_none() && c.missing_secrets.is_empty(),
-        "missingSecrets": c.missing_secrets,
-        "lastContactAt": c.last_contact_at,
-        "pollErrors": c.poll_errors,
-        "inboxPending": c.inbox_pending,
-        "outbox": c.outbox,
-        "running": c.running,
-        "connected": c.connected,
-        "mode": c.mode,
-        "lastInboundAt": c.last_inbound_at,
-        "lastOutboundAt": c.last_outbound_at,
-        "lastStartAt": c.last_start_at,
-        "reconnectAttempts": c.reconnect_attempts,
-        "lastError": c.last_error,
-        "restarts": c.restarts,
-        "restartsTotal": c.restarts_total,
-        "state": c.state.as_str(),
-        "healthy": c.healthy,
-        "lastActivityAt": c.last_activity_at,
-        "webhook": c.webhook,
-    });
-    v
+    super::channel_cards::pincer_fields(c)
 }
 
 /// `plugins.list`: each plugin's Pincer row plus OpenClaw's fields (`id`,
@@ -83,33 +58,11 @@ pub fn plugins_list(gw: &Gateway) -> Value {
     json!({"plugins": rows})
 }
 
-/// `channels.status`.
+/// `channels.status`: OpenClaw's per-platform shape
+/// ([`super::channel_cards`]) from the health monitor's snapshot.
 pub async fn channels_status(gw: &Gateway) -> Value {
     let snap = gw.runtime.health.snapshot().await;
-    let mut channels = serde_json::Map::new();
-    let mut labels = serde_json::Map::new();
-    for c in &snap {
-        channels.insert(c.name.clone(), channel_json(c));
-        labels.insert(c.name.clone(), json!(c.name));
-    }
-    // OpenClaw's per-account view: each Pincer channel is one `default`
-    // account with the channel's own state.
-    let mut accounts = serde_json::Map::new();
-    let mut default_account = serde_json::Map::new();
-    for (name, row) in &channels {
-        let mut acc = row.clone();
-        acc["accountId"] = json!("default");
-        accounts.insert(name.clone(), json!([acc]));
-        default_account.insert(name.clone(), json!("default"));
-    }
-    json!({
-        "ts": now_ms(),
-        "channelOrder": snap.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
-        "channelLabels": labels,
-        "channels": channels,
-        "channelAccounts": accounts,
-        "channelDefaultAccountId": default_account,
-    })
+    super::channel_cards::channels_status(&snap, now_ms())
 }
 
 /// `channels.start` / `stop` / `restart` (and the HTTP equivalents).
