@@ -246,7 +246,7 @@ async fn dispatch(ctx: &Ctx, req: &Request) -> Reply {
         "node.list" => Reply::Ok(serde_json::json!({"ts": super::now_ms(), "nodes": []})),
         "logs.tail" => system::logs_tail(gw, p).into(),
         "tools.catalog" => Reply::Ok(system::tools_catalog(gw)),
-        "chat.send" => chat::send(ctx, p),
+        "chat.send" => chat::send(ctx, &req.id, p),
         "chat.abort" => chat::abort(ctx, p).into(),
         "chat.history" => chat::history(ctx, p).into(),
         "chat.inject" => chat::inject(ctx, p).into(),
