@@ -24,6 +24,8 @@
 //! - [`fdlimit`]: the descriptor limit and the socket cap it allows;
 //! - [`token_file`]: the token generated on first start;
 //! - [`public_error`]: short outward errors with a log reference;
+//! - [`readiness`]: one readiness answer for `/readyz`, `health` and
+//!   `status`.
 //! - [`control_ui`]: a browser Control UI build served at `/`.
 
 pub mod auth;
@@ -45,6 +47,7 @@ pub mod logbuf;
 pub mod methods;
 pub mod preauth;
 pub mod public_error;
+pub mod readiness;
 pub mod run_manager;
 pub mod run_queue;
 pub mod runs;

@@ -190,7 +190,7 @@ pub async fn handle(ctx: &Ctx, req: Request) {
         conn.respond(Response::err(&req.id, ErrorShape::unauthorized_role(&conn.role)).to_text());
         return;
     }
-    if let Err(missing) = scopes::authorize(&req.method, &conn.scopes) {
+    if let Err(missing) = scopes::authorize_request(&req.method, &req.params, &conn.scopes) {
         conn.respond(
             Response::err(&req.id, ErrorShape::missing_scope(conn.protocol, missing)).to_text(),
         );
