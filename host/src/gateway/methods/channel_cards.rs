@@ -235,3 +235,76 @@ pub fn channels_status(channels: &[ChannelHealth], ts: i64) -> Value {
         "channelDefaultAccountId": defaults,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channels::ChannelState;
+
+    fn health(name: &str, state: ChannelState, missing: &[&str]) -> ChannelHealth {
+        ChannelHealth {
+            name: name.into(),
+            state,
+            healthy: state == ChannelState::Running,
+            running: state == ChannelState::Running,
+            connected: state == ChannelState::Running,
+            mode: "poll",
+            last_activity_at: None,
+            last_inbound_at: Some(5),
+            last_outbound_at: Some(9),
+            last_start_at: Some(1),
+            reconnect_attempts: 0,
+            restarts: 0,
+            restarts_total: 0,
+            last_error: None,
+            last_contact_at: Some(7),
+            poll_errors: 0,
+            missing_secrets: missing.iter().map(|s| s.to_string()).collect(),
+            inbox_pending: 0,
+            outbox: Default::default(),
+            webhook: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_card_takes_every_account_and_picks_the_default() {
+        let work = health("telegram", ChannelState::Running, &[]);
+        let home = health("telegram", ChannelState::Unconfigured, &["bot_token"]);
+        let accounts = [
+            ChannelAccount {
+                account_id: "work",
+                health: &work,
+            },
+            ChannelAccount {
+                account_id: DEFAULT_ACCOUNT,
+                health: &home,
+            },
+        ];
+        let card = channel_card("telegram", &accounts).expect("a card");
+        assert_eq!(card.default_account, "default");
+        assert_eq!(card.accounts.len(), 2);
+        assert_eq!(card.accounts[0]["accountId"], "work");
+        assert_eq!(card.accounts[0]["running"], true);
+        assert_eq!(card.accounts[0]["mode"], "polling");
+        assert_eq!(card.accounts[1]["configured"], false);
+        // The summary is the default account's.
+        assert_eq!(card.summary["configured"], false);
+        assert_eq!(card.summary["tokenSource"], "none");
+        assert!(channel_card("telegram", &[]).is_none());
+    }
+
+    #[test]
+    fn whatsapp_and_generic_channels_get_their_fields_and_labels() {
+        let wa = health("whatsapp", ChannelState::Running, &[]);
+        let echo = health("echo", ChannelState::Running, &[]);
+        let v = channels_status(&[wa, echo], 42);
+        assert_eq!(v["channelOrder"], json!(["whatsapp", "echo"]));
+        assert_eq!(v["channelLabels"]["whatsapp"], "WhatsApp");
+        assert_eq!(v["channelMeta"][1]["label"], "echo");
+        assert_eq!(v["channels"]["whatsapp"]["linked"], true);
+        assert_eq!(v["channels"]["whatsapp"]["lastMessageAt"], 9);
+        assert!(v["channels"]["echo"].get("linked").is_none());
+        assert_eq!(v["channelDefaultAccountId"]["echo"], "default");
+        assert_eq!(v["channelAccounts"]["echo"][0]["healthState"], "running");
+    }
+}
