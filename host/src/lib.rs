@@ -18,6 +18,8 @@
 //! - [`clock`]: wall-clock time, replaceable in tests.
 //! - [`bundled`]: the plugins shipped inside the `pincer` binary.
 //! - [`bench`]: `pincer bench` measurements.
+//! - [`logging`]: the binary's log format (text or JSON, colours on a
+//!   terminal only).
 //! - [`secret`]: a string type whose `Debug` never shows the value.
 //! - [`fakes`]: local fakes of closed platforms' documented APIs (Telegram,
 //!   WhatsApp), for tests and benchmarks; never used by the gateway itself.
@@ -33,6 +35,7 @@ pub mod events;
 pub mod fakes;
 pub mod gateway;
 pub mod health;
+pub mod logging;
 pub mod netguard;
 pub mod plugins;
 pub mod protocol;

@@ -24,6 +24,10 @@ use pincer::store::SqliteStore;
     about = "WebAssembly plugin-host messaging gateway"
 )]
 struct Cli {
+    /// Log line format: `text` (coloured only on a terminal) or `json`
+    /// (one object per line).
+    #[arg(long, global = true, env = "PINCER_LOG_FORMAT", value_enum, default_value_t = pincer::logging::LogFormat::Text)]
+    log_format: pincer::logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -367,18 +371,9 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let logs = LogBuffer::new();
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
-        )
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .with(pincer::gateway::logbuf::Layer(logs.clone()))
-        .init();
     let cli = Cli::parse();
+    let logs = LogBuffer::new();
+    pincer::logging::init(cli.log_format, logs.clone());
     match cli.command {
         Command::Serve {
             common,

@@ -215,6 +215,23 @@ try {
   step('channels-shown');
   await shot('channels');
   report.pageText.channels = (await page.locator('body').innerText()).slice(0, 4000);
+  // Each channel's card (the detail dialog opened from its row): its text
+  // is reported for the test to check the state it shows.
+  report.channelCards = {};
+  for (const name of opts.channelCards ?? []) {
+    const row = page.locator('.channels-item', { hasText: name }).first();
+    const opener = row.locator('.channels-item__detail');
+    await ((await opener.count()) > 0 ? opener.first() : row).click();
+    const dialog = page.locator('.channels-detail').first();
+    await dialog.waitFor({ state: 'visible' });
+    // Status rows (`Running` is a row label, or an account's badge).
+    await until(async () => /Running/.test(await dialog.innerText()), `the ${name} card's status`);
+    report.channelCards[name] = await dialog.innerText();
+    await shot(`channel-${name}`);
+    await page.locator('.channels-detail__close').first().click();
+    await dialog.waitFor({ state: 'detached' });
+  }
+  step('channel-cards-shown');
 
   // The plugins page opens on the (empty) catalog; the installed plugins
   // are under settings.

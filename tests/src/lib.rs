@@ -10,6 +10,8 @@ pub mod gateway;
 
 pub mod http_surface;
 
+pub mod openclaw_cli;
+
 pub mod registry;
 
 pub mod runs;

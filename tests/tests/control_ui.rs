@@ -40,16 +40,10 @@ async fn control_ui_chats_aborts_and_lists_against_pincer() {
     // Slow enough that the long message below is still streaming when the
     // page's stop button is pressed; the short one finishes at once.
     opts.agent.echo_word_delay_ms = 40;
-    // Known gap (issue 10): with the bundled `telegram` and `whatsapp`
-    // channels present, the Control UI's platform-specific channel cards
-    // expect OpenClaw's per-platform status shape and throw in the page
-    // ("reading 'localeCompare'"). Until Pincer answers that shape, this
-    // test installs the generic plugins only (the directory exists, so the
-    // bundled set is not added).
-    std::fs::create_dir_all(&opts.plugins_dir).expect("plugins dir");
-    for name in ["echo", "clock", "http-fetch"] {
-        pincer_tests::install_plugin(&opts.plugins_dir, name, name);
-    }
+    // The plugins directory is left absent, so the gateway installs its
+    // five bundled plugins: echo, clock, http-fetch and the telegram and
+    // whatsapp channels (unconfigured: no platform secrets), whose
+    // platform-specific cards on the channels page must render.
     let mut gw = TestGateway::start_with(opts, dir).await;
     let addr = gw.addr;
 
@@ -90,6 +84,7 @@ async fn control_ui_chats_aborts_and_lists_against_pincer() {
             "message": message,
             "longMessage": long.trim_end(),
             "channels": channel_names(&gw).await,
+            "channelCards": ["telegram", "whatsapp", "echo"],
             "plugins": gw.gw().runtime.plugins.list().iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
         }),
     )
@@ -140,6 +135,57 @@ async fn control_ui_chats_aborts_and_lists_against_pincer() {
         .collect();
     assert!(states.contains(&"final"), "{states:?}");
     assert!(states.contains(&"aborted"), "{states:?}");
+    // The channel cards show each channel's state from `channels.status`:
+    // telegram and whatsapp are unconfigured (no platform secrets), the
+    // echo channel runs.
+    let card = |name: &str| {
+        let text = report["channelCards"][name].as_str().unwrap_or_default();
+        // The status rows as `label: value` lines (the page renders each
+        // `<dt>`/`<dd>` pair on two lines).
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let row = |label: &str| {
+            lines
+                .iter()
+                .position(|l| l.eq_ignore_ascii_case(label))
+                .and_then(|i| lines.get(i + 1))
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| panic!("{name}'s card has no {label} row:\n{text}"))
+        };
+        (
+            text.to_string(),
+            [row("Configured"), row("Running"), row("Last error")],
+        )
+    };
+    // Telegram's card: its polling mode and why it does not run.
+    let (tg, [configured, running, error]) = card("telegram");
+    assert_eq!(
+        (configured.as_str(), running.as_str()),
+        ("No", "No"),
+        "{tg}"
+    );
+    assert!(error.contains("bot_token"), "{tg}");
+    assert!(tg.contains("Mode\npolling"), "{tg}");
+    // WhatsApp's card: not linked (no access token granted).
+    let (wa, [configured, running, error]) = card("whatsapp");
+    assert_eq!(
+        (configured.as_str(), running.as_str()),
+        ("No", "No"),
+        "{wa}"
+    );
+    assert!(error.contains("access_token"), "{wa}");
+    assert!(wa.contains("Linked\nNo"), "{wa}");
+    // A channel OpenClaw has no card for lists its accounts, each with
+    // its state badge: the echo channel's `default` account runs.
+    let echo = report["channelCards"]["echo"].as_str().unwrap_or_default();
+    let lines: Vec<&str> = echo.lines().map(str::trim).collect();
+    assert!(
+        lines.contains(&"default") && lines.contains(&"Running"),
+        "{echo}"
+    );
     for shot in ["chat-before", "chat-after"] {
         let f = artifacts.join(format!("{shot}.png"));
         let len = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);

@@ -736,6 +736,14 @@ where
             _ = conn.kill.cancelled() => break,
             item = rx.recv() => match item { Some(i) => i, None => break },
         };
+        // A marker: everything before it is flushed.
+        let item = match item {
+            Outgoing::Flushed(done) => {
+                let _ = done.send(());
+                continue;
+            }
+            other => other,
+        };
         // Wait for room without handing anything over, so a kill while a
         // slow peer blocks us leaves the item unrendered: a `seq` is only
         // stamped on a frame that is really sent.
@@ -773,6 +781,10 @@ where
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             let queued = std::iter::from_fn(|| rx.try_recv().ok());
             for item in unsent.into_iter().chain(queued) {
+                if let Outgoing::Flushed(done) = item {
+                    let _ = done.send(());
+                    continue;
+                }
                 let text = item.render(&mut seq);
                 if sink.send(Message::Text(text.into())).await.is_err() {
                     break;

@@ -191,32 +191,15 @@ fn authorized(gw: &Gateway, headers: &HeaderMap) -> Result<(), Response> {
     }
 }
 
-/// Ready when the initial plugin load is done and the store answers and
-/// takes writes (a write probe, see `SqliteStore::check_writable`); a 503
-/// names the reason.
+/// `/readyz`: [`super::readiness::check`]; a 503 names the reason.
 async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
-    let store = gw
-        .sessions
-        .count_sessions()
-        .and_then(|_| gw.sessions.check_writable());
-    let plugins_ok = gw.ready.load(Ordering::Relaxed);
-    let mut body = json!({"ready": store.is_ok() && plugins_ok, "store": store.is_ok(), "plugins": plugins_ok});
-    let reason = match &store {
-        Err(e) => {
-            tracing::debug!(error = %e, "not ready: the store cannot write");
-            Some(format!("store cannot write: {}", e.reason()))
-        }
-        Ok(()) if !plugins_ok => Some("plugins are still loading".to_owned()),
-        Ok(()) => None,
+    let r = super::readiness::check(&gw);
+    let status = if r.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
     };
-    let status = match reason {
-        Some(reason) => {
-            body["reason"] = reason.into();
-            StatusCode::SERVICE_UNAVAILABLE
-        }
-        None => StatusCode::OK,
-    };
-    (status, Json(body)).into_response()
+    (status, Json(r.to_json())).into_response()
 }
 
 async fn metrics_text(State(gw): State<Arc<Gateway>>) -> Response {

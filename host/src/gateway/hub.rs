@@ -39,6 +39,9 @@ pub enum Outgoing {
         /// State counters, for presence/health events.
         state_version: Option<StateVersion>,
     },
+    /// No frame: the writer fires it once everything queued before it has
+    /// been written and flushed to the socket.
+    Flushed(tokio::sync::oneshot::Sender<()>),
 }
 
 impl Outgoing {
@@ -46,6 +49,7 @@ impl Outgoing {
     pub fn render(&self, seq: &mut u64) -> String {
         match self {
             Outgoing::Response(t) => t.clone(),
+            Outgoing::Flushed(_) => String::new(),
             Outgoing::Event {
                 name,
                 payload,
@@ -60,6 +64,7 @@ impl Outgoing {
     fn cost(&self) -> usize {
         match self {
             Outgoing::Response(s) => s.len(),
+            Outgoing::Flushed(_) => 0,
             Outgoing::Event { name, payload, .. } => payload.len() + name.len() + 64,
         }
     }
@@ -194,6 +199,13 @@ impl Conn {
             }),
             rx,
         )
+    }
+
+    /// Fire `done` once everything queued so far (a response just given
+    /// to [`Conn::respond`], say) is written to the socket; dropped unfired
+    /// when the connection closes first.
+    pub fn when_flushed(&self, done: tokio::sync::oneshot::Sender<()>) {
+        let _ = self.offer(Outgoing::Flushed(done), false);
     }
 
     /// Queue a response. It counts toward the buffer budget like an event;

@@ -28,6 +28,8 @@
 //! - [`console`]: Pincer's own operator console at `/console`;
 //! - [`http_plugins`]: plugin uploads (`PUT /v1/plugins/{name}`);
 //! - [`runtime_events`]: plugin and channel events forwarded to clients.
+//! - [`readiness`]: one readiness answer for `/readyz`, `health` and
+//!   `status`;
 
 pub mod auth;
 pub mod auth_limit;
@@ -50,6 +52,7 @@ pub mod logbuf;
 pub mod methods;
 pub mod preauth;
 pub mod public_error;
+pub mod readiness;
 pub mod run_manager;
 pub mod run_queue;
 pub mod runs;

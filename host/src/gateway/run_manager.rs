@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::run_queue::{Admit, Lanes, RunLimits};
-use super::runs::{Emitter, Origin, RunResult, RunSpec, assistant_message, execute};
+use super::runs::{Emitter, Origin, RunEnd, RunResult, RunSpec, assistant_message, execute};
 use super::sender_rate::{SenderLimiter, Verdict};
 use super::{Gateway, now_ms};
 
@@ -344,6 +344,18 @@ impl RunManager {
     /// finished: at once if its session is idle (when a global slot is
     /// free), else queued behind the session's current run.
     pub fn start(&self, gw: &Arc<Gateway>, spec: RunSpec) -> StartOutcome {
+        self.start_after(gw, spec, None)
+    }
+
+    /// [`RunManager::start`], with the run's execution held until `after`
+    /// fires (or is dropped): `chat.send` holds it until its answer is on
+    /// the wire, so the client reads the answer before the run's events.
+    pub fn start_after(
+        &self,
+        gw: &Arc<Gateway>,
+        spec: RunSpec,
+        after: Option<oneshot::Receiver<()>>,
+    ) -> StartOutcome {
         if let Some(r) = self.finished(&spec.run_id) {
             return StartOutcome::Done(r);
         }
@@ -412,7 +424,7 @@ impl RunManager {
         // order runs start; its task may first run in any order.
         let gates = self.gates(&spec.origin);
         let slot = matches!(outcome, StartOutcome::Started).then(|| join_slot_queue(&gates[0]));
-        tokio::spawn(drive(guard, spec, cancel, reason, gates, slot).instrument(span));
+        tokio::spawn(drive(guard, spec, cancel, reason, gates, slot, after).instrument(span));
         outcome
     }
 
@@ -529,6 +541,14 @@ async fn take_gates(
     Some(permits)
 }
 
+/// How long a run held for its caller's answer (`chat.send`) waits after
+/// that answer is flushed before it executes. OpenClaw's clients handle
+/// frames read together in one go before the code awaiting the answer
+/// resumes; a run whose events land in the same read as the answer leaves
+/// OpenClaw's TUI "busy" after the run ended. OpenClaw's own gateway has
+/// this gap naturally (its run set-up takes longer).
+pub const ANSWER_HEAD_START: Duration = Duration::from_millis(20);
+
 /// A run's task: its session's turn, its slots, execution, the end.
 async fn drive(
     mut guard: RunGuard,
@@ -537,7 +557,20 @@ async fn drive(
     reason: Arc<Mutex<Option<String>>>,
     gates: Vec<Arc<Semaphore>>,
     slot: Option<Slot>,
+    after: Option<oneshot::Receiver<()>>,
 ) {
+    // 0. The caller's go (its answer is on the wire); a dropped sender
+    // (the connection closed) is a go too.
+    if let Some(after) = after {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {}
+            _ = async {
+                let _ = after.await;
+                tokio::time::sleep(ANSWER_HEAD_START).await;
+            } => {}
+        }
+    }
     let why = |fallback: &str| {
         reason
             .lock()
@@ -607,7 +640,7 @@ async fn drive(
     // 3. Execute.
     guard.gw.runs.set_phase(&guard.run_id, Phase::Running);
     let timeout = guard.gw.runs.timeout(spec.timeout);
-    let result = execute(
+    let (result, end) = execute(
         &guard.gw,
         &spec,
         cancel,
@@ -617,7 +650,7 @@ async fn drive(
     )
     .await;
     drop(permit);
-    guard.end(result);
+    guard.finish(result, Some(end));
 }
 
 /// Owns a run's end: [`RunGuard::end`] (or one of its variants) publishes
@@ -700,6 +733,16 @@ impl RunGuard {
 
     /// The run ended (it published its own events).
     fn end(&mut self, result: RunResult) {
+        self.finish(result, None);
+    }
+
+    /// The run ended: it is recorded and leaves the in-flight set, then its
+    /// end events (`end`) are published, then its session passes to the
+    /// next waiting run and `agent.wait` answers. So a client that saw the
+    /// final event finds the run over (`chat.send` for the session is
+    /// accepted, `sessions.list` shows it idle), and a run queued behind
+    /// this one publishes nothing before this one's final event.
+    fn finish(&mut self, result: RunResult, end: Option<RunEnd>) {
         info!(status = result.status, "run finished");
         self.ended = true;
         let runs = &self.gw.runs;
@@ -711,10 +754,14 @@ impl RunGuard {
                 let id = &self.run_id;
                 s.lanes.remove(&self.session_key, |w| &w.run_id == id);
             }
-            if self.holds_lane {
-                self.holds_lane = false;
-                runs.hand_over(&mut s, &self.session_key);
-            }
+        }
+        if let Some(end) = end {
+            end.publish(&mut self.emitter());
+        }
+        if self.holds_lane {
+            self.holds_lane = false;
+            let mut s = runs.sched();
+            runs.hand_over(&mut s, &self.session_key);
         }
         let _ = self.done_tx.send(Some(result));
         runs.idle.notify_waiters();

@@ -441,8 +441,35 @@ fn tool_event(gw: &Arc<Gateway>, em: &mut Emitter<'_>, ev: AgentEvent) {
     }
 }
 
-/// Execute `spec` to its end, publishing its events; `timeout` is already
-/// clamped (the deadline is computed with checked arithmetic anyway).
+/// A run's end events, published by the run manager once the run has
+/// left the in-flight set (so a client that sees the final event and sends
+/// again is never told the session is still running that run).
+pub(super) struct RunEnd {
+    /// The `agent` lifecycle `end`/`error` data, when the run started.
+    pub lifecycle: Option<Value>,
+    /// The `chat` `final`/`aborted`/`error` payload.
+    pub chat: Map<String, Value>,
+    /// Whether a `sessions.changed` (run ended) follows.
+    pub session_changed: bool,
+}
+
+impl RunEnd {
+    /// Publish the events of run `run_id` through `em`.
+    pub(super) fn publish(self, em: &mut Emitter<'_>) {
+        if let Some(data) = self.lifecycle {
+            em.agent("lifecycle", data, false);
+        }
+        em.chat(self.chat, false);
+        if self.session_changed {
+            session_changed(em.gw, em.session_key, "send", em.run_id, true);
+        }
+    }
+}
+
+/// Execute `spec` to its end, publishing its events up to the last ones,
+/// which it returns for the caller to publish once the run has left the
+/// in-flight set; `timeout` is already clamped (the deadline is computed
+/// with checked arithmetic anyway).
 pub(super) async fn execute(
     gw: &Arc<Gateway>,
     spec: &RunSpec,
@@ -450,7 +477,7 @@ pub(super) async fn execute(
     reason: Arc<Mutex<Option<String>>>,
     timeout: Duration,
     seq: &AtomicU64,
-) -> RunResult {
+) -> (RunResult, RunEnd) {
     let key = spec.session_key.as_str();
     let run_id = spec.run_id.as_str();
     let started_at = now_ms();
@@ -521,16 +548,20 @@ pub(super) async fn execute(
             let reference = super::public_error::new_ref();
             let msg = format!("could not store the message (ref {reference})");
             warn!(run_id, session = key, reference = %reference, error = %e, "persisting user message");
-            em.agent("lifecycle", json!({"phase": "error", "error": msg}), false);
+            let lifecycle = json!({"phase": "error", "error": msg});
             let mut p = Map::new();
             p.insert("state".into(), json!("error"));
             p.insert("errorMessage".into(), json!(msg));
             p.insert("errorKind".into(), json!("unknown"));
-            em.chat(p, false);
             result.status = "error";
             result.error = Some(msg);
             result.ended_at = now_ms();
-            return result;
+            let end = RunEnd {
+                lifecycle: Some(lifecycle),
+                chat: p,
+                session_changed: false,
+            };
+            return (result, end);
         }
     }
     session_changed(gw, key, "send", run_id, false);
@@ -677,6 +708,7 @@ pub(super) async fn execute(
     };
 
     let mut p = Map::new();
+    let lifecycle;
     match outcome {
         Ok(out) => {
             if text.is_empty() {
@@ -694,11 +726,7 @@ pub(super) async fn execute(
                 key,
                 json!({"runId": run_id, "sessionKey": key, "status": "ok"}),
             );
-            em.agent(
-                "lifecycle",
-                json!({"phase": "end", "endedAt": ended_at}),
-                false,
-            );
+            lifecycle = json!({"phase": "end", "endedAt": ended_at});
             p.insert("state".into(), json!("final"));
             if !text.is_empty() {
                 p.insert("message".into(), assistant_message(&text, ended_at));
@@ -723,11 +751,7 @@ pub(super) async fn execute(
                 key,
                 json!({"runId": run_id, "sessionKey": key, "status": "aborted", "reason": why}),
             );
-            em.agent(
-                "lifecycle",
-                json!({"phase": "end", "endedAt": ended_at, "aborted": true}),
-                false,
-            );
+            lifecycle = json!({"phase": "end", "endedAt": ended_at, "aborted": true});
             p.insert("state".into(), json!("aborted"));
             p.insert("stopReason".into(), json!(why));
             if !text.is_empty() {
@@ -750,11 +774,7 @@ pub(super) async fn execute(
                 key,
                 json!({"runId": run_id, "sessionKey": key, "error": msg}),
             );
-            em.agent(
-                "lifecycle",
-                json!({"phase": "error", "endedAt": ended_at, "error": msg}),
-                false,
-            );
+            lifecycle = json!({"phase": "error", "endedAt": ended_at, "error": msg});
             p.insert("state".into(), json!("error"));
             p.insert("errorMessage".into(), json!(msg));
             p.insert("errorKind".into(), json!(e.kind()));
@@ -762,8 +782,6 @@ pub(super) async fn execute(
             result.error = Some(msg);
         }
     }
-    em.chat(p, false);
-    session_changed(gw, key, "send", run_id, true);
     if let Some(tx) = reply_tx {
         let final_text = if result.status == "error" {
             format!("⚠️ {}", result.error.clone().unwrap_or_default())
@@ -776,5 +794,10 @@ pub(super) async fn execute(
         let _ = t.await;
     }
     result.text = text;
-    result
+    let end = RunEnd {
+        lifecycle: Some(lifecycle),
+        chat: p,
+        session_changed: true,
+    };
+    (result, end)
 }

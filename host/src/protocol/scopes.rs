@@ -11,6 +11,8 @@ pub const WRITE: &str = "operator.write";
 pub const ADMIN: &str = "operator.admin";
 /// Device and node pairing.
 pub const PAIRING: &str = "operator.pairing";
+/// Agent questions to the operator (`question.*`, OpenClaw 2026.7+).
+pub const QUESTIONS: &str = "operator.questions";
 /// Exec and plugin approvals.
 pub const APPROVALS: &str = "operator.approvals";
 
@@ -52,7 +54,7 @@ pub fn required_scope(method: &str) -> Option<&'static str> {
         | "cron.list"
         | "cron.status"
         | "tasks.list"
-        | "question.list"
+        | "config.get"
         | "talk.catalog"
         | "progressCard.get"
         | "sessions.branches.list"
@@ -70,21 +72,88 @@ pub fn required_scope(method: &str) -> Option<&'static str> {
         | "channels.pairing.approve"
         | "channels.pairing.dismiss" => Some(PAIRING),
         "exec.approval.list" | "plugin.approval.list" | "openclaw.approval.list" => Some(APPROVALS),
-        // Everything else, including `config.get`, `update.status` and
+        // OpenClaw's CLI asks for exactly this scope (readers may too: the
+        // answer is always the empty list).
+        "question.list" => Some(QUESTIONS),
+        // Everything else, including `update.status` and
         // every `webhooks.*` method (endpoint
         // URLs and delivery bodies are sensitive), needs admin.
         _ => Some(ADMIN),
     }
 }
 
+/// `sessions.patch` fields a writer may set (OpenClaw's
+/// `SESSIONS_PATCH_WRITE_SCOPE_MUTATIONS` plus its envelope fields); any
+/// other field needs admin.
+const PATCH_WRITE_FIELDS: &[&str] = &[
+    "key",
+    "agentId",
+    "expectedSessionId",
+    "expectedLifecycleRevision",
+    "expectedPermissionMode",
+    "expectedMarkedUnreadAt",
+    "label",
+    "autoLabel",
+    "icon",
+    "color",
+    "category",
+    "boardFace",
+    "boardPresentation",
+    "pinned",
+    "archived",
+    "unread",
+    "model",
+    "agentRuntime",
+    "thinkingLevel",
+    "fastMode",
+    "permissionMode",
+];
+
+/// The scope a request needs given its params: as [`required_scope`],
+/// except that a `sessions.patch` touching only cosmetic and run-setting
+/// fields needs `operator.write`, as in OpenClaw (whose CLI asks for
+/// exactly that scope).
+pub fn required_scope_for(method: &str, params: &serde_json::Value) -> Option<&'static str> {
+    if method == "sessions.patch"
+        && let Some(p) = params.as_object()
+        && p.get("permissionMode").and_then(|m| m.as_str()) != Some("full")
+        && p.keys().all(|k| PATCH_WRITE_FIELDS.contains(&k.as_str()))
+    {
+        return Some(WRITE);
+    }
+    required_scope(method)
+}
+
+/// Whether a connection holding `scopes` may send request `method` with
+/// `params`; `Err` names the missing scope.
+pub fn authorize_request(
+    method: &str,
+    params: &serde_json::Value,
+    scopes: &[String],
+) -> Result<(), &'static str> {
+    match required_scope_for(method, params) {
+        None => Ok(()),
+        Some(needed) => check(needed, scopes),
+    }
+}
+
 /// Whether a connection holding `scopes` may call `method`; `Err` names the
 /// missing scope.
 pub fn authorize(method: &str, scopes: &[String]) -> Result<(), &'static str> {
-    let Some(needed) = required_scope(method) else {
-        return Ok(());
-    };
+    match required_scope(method) {
+        None => Ok(()),
+        Some(needed) => check(needed, scopes),
+    }
+}
+
+fn check(needed: &'static str, scopes: &[String]) -> Result<(), &'static str> {
     let has = |s: &str| scopes.iter().any(|x| x == s);
-    if has(ADMIN) || has(needed) || (needed == READ && has(WRITE)) {
+    let reader = has(READ) || has(WRITE);
+    if has(ADMIN)
+        || has(needed)
+        || (needed == READ && has(WRITE))
+        || (needed == QUESTIONS && reader)
+    {
         Ok(())
     } else {
         Err(needed)
@@ -132,7 +201,24 @@ mod tests {
         assert!(authorize("chat.startup", &s(&[READ])).is_ok());
         assert!(authorize("models.authStatus", &s(&[WRITE])).is_ok());
         assert_eq!(authorize("exec.approval.list", &s(&[READ])), Err(APPROVALS));
-        assert_eq!(authorize("config.get", &s(&[READ, WRITE])), Err(ADMIN));
+        // As in OpenClaw's method table: `config.get` is a read (Pincer's
+        // answer is an empty config), `question.list` its own scope.
+        assert!(authorize("config.get", &s(&[READ])).is_ok());
+        assert!(authorize("question.list", &s(&[QUESTIONS])).is_ok());
+        assert!(authorize("question.list", &s(&[READ])).is_ok());
+        assert_eq!(authorize("question.list", &s(&[PAIRING])), Err(QUESTIONS));
+        let label = serde_json::json!({"key": "k", "label": "x"});
+        assert!(authorize_request("sessions.patch", &label, &s(&[WRITE])).is_ok());
+        let full = serde_json::json!({"key": "k", "permissionMode": "full"});
+        assert_eq!(
+            authorize_request("sessions.patch", &full, &s(&[WRITE])),
+            Err(ADMIN)
+        );
+        let other = serde_json::json!({"key": "k", "sendPolicy": "deny"});
+        assert_eq!(
+            authorize_request("sessions.patch", &other, &s(&[WRITE])),
+            Err(ADMIN)
+        );
         assert_eq!(authorize("update.status", &s(&[READ])), Err(ADMIN));
     }
 }

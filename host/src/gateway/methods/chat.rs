@@ -68,7 +68,7 @@ fn queue_full(cap: usize) -> ErrorShape {
 /// `chat.send`: answers at once with `{runId, status:"started"}`, plus
 /// `queued: true, position` when the run waits behind the session's
 /// current run (its events stream when it starts).
-pub fn send(ctx: &Ctx, p: &Value) -> Reply {
+pub fn send(ctx: &Ctx, req_id: &str, p: &Value) -> Reply {
     let p: SendParams = match params("chat.send", p) {
         Ok(p) => p,
         Err(e) => return Reply::Err(e),
@@ -108,11 +108,20 @@ pub fn send(ctx: &Ctx, p: &Value) -> Reply {
         timeout: p.timeout_ms.filter(|t| *t > 0).map(Duration::from_millis),
         attachments: Default::default(),
     };
-    match gw.runs.start(gw, spec) {
-        StartOutcome::Started => {
-            Reply::Ok(json!({"runId": p.idempotency_key, "status": "started"}))
-        }
-        StartOutcome::Queued { position } => Reply::Ok(json!({
+    // The run executes once this answer is flushed to the socket: a client
+    // that handles frames read together in one go (OpenClaw's TUI) would
+    // otherwise see a fast run's events before its own `chat.send` answer
+    // and stay "busy" after the final event.
+    let (flushed, after) = tokio::sync::oneshot::channel();
+    let answered = |payload: Value| {
+        ctx.conn
+            .respond(crate::protocol::frames::Response::ok(req_id, payload).to_text());
+        ctx.conn.when_flushed(flushed);
+        Reply::Done
+    };
+    match gw.runs.start_after(gw, spec, Some(after)) {
+        StartOutcome::Started => answered(json!({"runId": p.idempotency_key, "status": "started"})),
+        StartOutcome::Queued { position } => answered(json!({
             "runId": p.idempotency_key, "status": "started", "queued": true, "position": position,
         })),
         StartOutcome::QueueFull { cap } => Reply::Err(queue_full(cap)),

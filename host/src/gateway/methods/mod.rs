@@ -2,6 +2,7 @@
 //! area. `features.methods` is exactly [`METHODS`].
 
 pub mod absent;
+pub mod channel_cards;
 pub mod chat;
 pub mod devices;
 pub mod pairing;
@@ -201,7 +202,7 @@ pub async fn handle(ctx: &Ctx, req: Request) {
         conn.respond(Response::err(&req.id, ErrorShape::unauthorized_role(&conn.role)).to_text());
         return;
     }
-    if let Err(missing) = scopes::authorize(&req.method, &conn.scopes) {
+    if let Err(missing) = scopes::authorize_request(&req.method, &req.params, &conn.scopes) {
         conn.respond(
             Response::err(&req.id, ErrorShape::missing_scope(conn.protocol, missing)).to_text(),
         );
@@ -257,7 +258,7 @@ async fn dispatch(ctx: &Ctx, req: &Request) -> Reply {
         "node.list" => Reply::Ok(serde_json::json!({"ts": super::now_ms(), "nodes": []})),
         "logs.tail" => system::logs_tail(gw, p).into(),
         "tools.catalog" => Reply::Ok(system::tools_catalog(gw)),
-        "chat.send" => chat::send(ctx, p),
+        "chat.send" => chat::send(ctx, &req.id, p),
         "chat.abort" => chat::abort(ctx, p).into(),
         "chat.history" => chat::history(ctx, p).into(),
         "chat.inject" => chat::inject(ctx, p).into(),

@@ -8,6 +8,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::channel_cards::channel_label;
 use super::params;
 use crate::channels::pairing::PairingError;
 use crate::gateway::Gateway;
@@ -124,7 +125,7 @@ pub fn dismiss(gw: &Gateway, p: &PairingParams) -> Result<Value, PairingFailure>
 }
 
 /// Every channel's pairing state: `accounts` (the channel accounts whose
-/// DM policy is pairing), `requests` (pending, oldest first, each with a
+/// DM policy is pairing, with the labels OpenClaw's page sorts and shows), `requests` (pending, oldest first, each with a
 /// `requestId`), `channels` (each channel's own list) and `limits` (pending
 /// requests per account, code lifetime).
 pub fn list_all(gw: &Gateway) -> Result<Value, PairingFailure> {
@@ -156,7 +157,12 @@ pub fn list_all(gw: &Gateway) -> Result<Value, PairingFailure> {
         };
         for (account, policy) in served {
             if policy == crate::channels::access::DmPolicy::Pairing {
-                accounts.push(json!({"channel": info.name, "accountId": account}));
+                accounts.push(json!({
+                    "channel": info.name,
+                    "channelLabel": channel_label(&info.name),
+                    "accountId": account,
+                    "accountLabel": account,
+                }));
             }
         }
         let list = gw.runtime.channels.pairing().list(&info.name, None)?;
@@ -164,7 +170,10 @@ pub fn list_all(gw: &Gateway) -> Result<Value, PairingFailure> {
             requests.push(json!({
                 "requestId": format!("{}:{}:{}", r.channel, r.account_id, r.code),
                 "channel": r.channel,
+                "channelLabel": channel_label(&r.channel),
                 "accountId": r.account_id,
+                "accountLabel": r.account_id,
+                "senderId": r.sender,
                 "code": r.code,
                 "sender": r.sender,
                 "senderName": r.sender_name,

@@ -1,6 +1,6 @@
 //! Pincer's plugin methods: `channels.status` (the health monitor's view in
-//! OpenClaw's channel-snapshot shape: each channel plugin, and each of its
-//! accounts in `channelAccounts`), `channels.start/stop/restart` (with an
+//! OpenClaw's per-platform shape, built by `channel_cards`, with each
+//! account in `channelAccounts`), `channels.start/stop/restart` (with an
 //! optional `accountId`),
 //! `plugins.list` (Pincer's rows plus the fields OpenClaw's plugin pages
 //! read), `plugins.reload`.
@@ -46,34 +46,10 @@ pub struct ReloadParams {
     pub name: Option<String>,
 }
 
-/// One channel in OpenClaw's snapshot shape plus Pincer's fields; times
-/// never seen and the absent last error are `null`, as in OpenClaw.
+/// One channel in OpenClaw's snapshot shape plus Pincer's fields (see
+/// [`super::channel_cards::pincer_fields`]).
 pub fn channel_json(c: &ChannelHealth) -> Value {
-    let v = json!({
-        // False while host-side verification lacks a secret or key (pushes
-        // are refused with 503; `webhook.problem` says what is missing).
-        "configured": c.webhook.problem.is_none() && c.missing_secrets.is_empty(),
-        "missingSecrets": c.missing_secrets,
-        "lastContactAt": c.last_contact_at,
-        "pollErrors": c.poll_errors,
-        "inboxPending": c.inbox_pending,
-        "outbox": c.outbox,
-        "running": c.running,
-        "connected": c.connected,
-        "mode": c.mode,
-        "lastInboundAt": c.last_inbound_at,
-        "lastOutboundAt": c.last_outbound_at,
-        "lastStartAt": c.last_start_at,
-        "reconnectAttempts": c.reconnect_attempts,
-        "lastError": c.last_error,
-        "restarts": c.restarts,
-        "restartsTotal": c.restarts_total,
-        "state": c.state.as_str(),
-        "healthy": c.healthy,
-        "lastActivityAt": c.last_activity_at,
-        "webhook": c.webhook,
-    });
-    v
+    super::channel_cards::pincer_fields(c)
 }
 
 /// `plugins.list`: each plugin's Pincer row plus OpenClaw's fields (`id`,
@@ -103,47 +79,11 @@ pub fn plugins_list(gw: &Gateway) -> Value {
     json!({"plugins": rows})
 }
 
-/// `channels.status`: `channels` has one row per channel plugin (its
-/// `default` account's, or its first account's when the default is not
-/// served), `channelAccounts` every account's row with its `accountId`.
+/// `channels.status`: OpenClaw's per-platform shape
+/// ([`super::channel_cards`]) from the health monitor's snapshot.
 pub async fn channels_status(gw: &Gateway) -> Value {
     let snap = gw.runtime.health.snapshot().await;
-    let mut order: Vec<String> = Vec::new();
-    let mut channels = serde_json::Map::new();
-    let mut labels = serde_json::Map::new();
-    let mut accounts = serde_json::Map::new();
-    let mut default_account = serde_json::Map::new();
-    for c in &snap {
-        let mut row = channel_json(c);
-        row["accountId"] = json!(c.account_id);
-        if !order.contains(&c.plugin) {
-            order.push(c.plugin.clone());
-            labels.insert(c.plugin.clone(), json!(c.plugin));
-        }
-        let is_default = c.account_id == crate::channels::account::DEFAULT_ACCOUNT;
-        if is_default || !channels.contains_key(&c.plugin) {
-            channels.insert(c.plugin.clone(), row.clone());
-            default_account.insert(c.plugin.clone(), json!(c.account_id));
-        }
-        let list = accounts
-            .entry(c.plugin.clone())
-            .or_insert_with(|| json!([]));
-        if let Some(list) = list.as_array_mut() {
-            if is_default {
-                list.insert(0, row);
-            } else {
-                list.push(row);
-            }
-        }
-    }
-    json!({
-        "ts": now_ms(),
-        "channelOrder": order,
-        "channelLabels": labels,
-        "channels": channels,
-        "channelAccounts": accounts,
-        "channelDefaultAccountId": default_account,
-    })
+    super::channel_cards::channels_status(&snap, now_ms())
 }
 
 /// `channels.start` / `stop` / `restart` of `account` (`None`: default) of

@@ -52,8 +52,12 @@ pub async fn health_summary(gw: &Gateway) -> Value {
     }
     let (count, recent) = recent_sessions(gw, 10);
     let sessions = json!({"path": gw.store_path, "count": count, "recent": recent});
+    // `ok` is the readiness `/readyz` reports, so the Control UI and a
+    // load balancer agree.
+    let ready = super::super::readiness::check(gw);
     json!({
-        "ok": true,
+        "ok": ready.ready,
+        "ready": ready.to_json(),
         "ts": now_ms(),
         "durationMs": started.elapsed().as_millis() as u64,
         "plugins": {"loaded": loaded, "errors": errors, "unavailable": plugins.len() - loaded},
@@ -109,6 +113,7 @@ pub async fn status(gw: &Gateway) -> Value {
             "byAgent": [{"agentId": "main", "count": count}],
         },
         "connections": gw.hub.len(),
+        "ready": super::super::readiness::check(gw).to_json(),
         "uptimeMs": gw.uptime_ms(),
         "processMemory": {"rssBytes": rss_bytes()},
         "provider": gw.provider.name(),
