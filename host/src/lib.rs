@@ -4,6 +4,7 @@
 //! agent tools are sandboxed WebAssembly components.
 //!
 //! The modules follow the architecture:
+//! - [`plugin_dev`]: `pincer plugin new|build|check` for plugin authors.
 //! - [`plugins`]: the WIT contract's host side: loading, sandboxing, calling
 //!   and hot-reloading plugin components.
 //! - [`channels`]: running channel plugins: the receive loop, senders and
@@ -34,6 +35,7 @@ pub mod fakes;
 pub mod gateway;
 pub mod health;
 pub mod netguard;
+pub mod plugin_dev;
 pub mod plugins;
 pub mod protocol;
 pub mod runtime;
