@@ -83,7 +83,12 @@ pub fn ensure_target(
                 root.display()
             ));
         }
-        Err(e) => return Err(format!("running `{} target add {target}`: {e}", rustup.display())),
+        Err(e) => {
+            return Err(format!(
+                "running `{} target add {target}`: {e}",
+                rustup.display()
+            ));
+        }
     };
     if !status.success() {
         return Err(format!(

@@ -65,8 +65,11 @@ pub async fn build_repo_plugin(name: &str) -> (tempfile::TempDir, Built) {
 /// Copy a built plugin and its manifest into `plugins_dir`.
 pub fn install_built(built: &Built, plugins_dir: &Path) {
     std::fs::create_dir_all(plugins_dir).expect("plugins dir");
-    std::fs::copy(&built.wasm, plugins_dir.join(format!("{}.wasm", built.name)))
-        .expect("copy wasm");
+    std::fs::copy(
+        &built.wasm,
+        plugins_dir.join(format!("{}.wasm", built.name)),
+    )
+    .expect("copy wasm");
     std::fs::copy(
         &built.manifest,
         plugins_dir.join(format!("{}.toml", built.name)),

@@ -122,7 +122,9 @@ async fn c_hash_is_built_from_source_checked_loaded_and_hashes_through_host_impo
         .await
         .expect_err("not an object");
     assert!(e.to_string().contains("JSON object"), "{e}");
-    let again = invoke(&t, json!({"text": "hello"})).await.expect("still serving");
+    let again = invoke(&t, json!({"text": "hello"}))
+        .await
+        .expect("still serving");
     assert_eq!(again["digest"], a["digest"]);
     assert_eq!(again["calls"], 5, "failed calls count nothing");
 }
@@ -188,7 +190,9 @@ async fn c_hash_fetches_through_wasi_http_with_a_secret_placeholder() {
     let request = requests.recv().await.expect("the server saw the request");
     assert!(request.starts_with("GET /data?x=1 "), "{request}");
     assert!(
-        request.to_ascii_lowercase().contains("authorization: bearer s3cr3t-c"),
+        request
+            .to_ascii_lowercase()
+            .contains("authorization: bearer s3cr3t-c"),
         "the host filled in the secret: {request}"
     );
 }

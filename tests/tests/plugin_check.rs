@@ -15,10 +15,12 @@ use pincer::plugins::{LoadError, PluginKind, RuntimeConfig};
 use pincer_tests::guests::{build, repo_root};
 use pincer_tests::{TestRuntime, built_plugin};
 
-/// A Rust tool scaffold whose wit/pincer.wit is edited by `edit`, built.
+/// A Rust tool scaffold whose wit/pincer.wit is edited by `edit` and whose
+/// src/lib.rs by `edit_src`, built.
 async fn build_edited_rust_tool(
     name: &str,
     edit: impl Fn(String) -> String + Send + 'static,
+    edit_src: impl Fn(String) -> String + Send + 'static,
 ) -> (tempfile::TempDir, PathBuf) {
     let name = name.to_string();
     tokio::task::spawn_blocking(move || {
@@ -37,6 +39,9 @@ async fn build_edited_rust_tool(
         let edited = edit(text.clone());
         assert_ne!(edited, text, "the edit changed the contract");
         std::fs::write(&wit, edited).expect("write wit");
+        let lib = dir.join("src/lib.rs");
+        let src = std::fs::read_to_string(&lib).expect("lib.rs");
+        std::fs::write(&lib, edit_src(src)).expect("write lib.rs");
         let built = build(&dir);
         (tmp, built.wasm)
     })
@@ -46,7 +51,11 @@ async fn build_edited_rust_tool(
 
 async fn load_error(wasm: &Path) -> LoadError {
     let t = TestRuntime::new(RuntimeConfig::default(), HealthConfig::default());
-    let name = wasm.file_stem().expect("stem").to_string_lossy().into_owned();
+    let name = wasm
+        .file_stem()
+        .expect("stem")
+        .to_string_lossy()
+        .into_owned();
     std::fs::copy(wasm, t.plugins_dir().join(format!("{name}.wasm"))).expect("copy");
     t.runtime
         .plugins
@@ -57,9 +66,16 @@ async fn load_error(wasm: &Path) -> LoadError {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_built_against_an_unknown_contract_version_is_refused_by_name() {
-    let (_tmp, wasm) = build_edited_rust_tool("future-tool", |wit| {
-        wit.replace("package pincer:plugin@0.2.0;", "package pincer:plugin@0.3.0;")
-    })
+    let (_tmp, wasm) = build_edited_rust_tool(
+        "future-tool",
+        |wit| {
+            wit.replace(
+                "package pincer:plugin@0.2.0;",
+                "package pincer:plugin@0.3.0;",
+            )
+        },
+        |src| src,
+    )
     .await;
     let err = load_error(&wasm).await;
     let message = err.to_string();
@@ -67,8 +83,14 @@ async fn a_plugin_built_against_an_unknown_contract_version_is_refused_by_name()
         matches!(&err, LoadError::WitVersion { found, .. } if found == "0.3.0"),
         "{err:?}"
     );
-    assert!(message.contains("pincer:plugin/"), "names the interface: {message}");
-    assert!(message.contains("@0.3.0"), "names the version it needs: {message}");
+    assert!(
+        message.contains("pincer:plugin/"),
+        "names the interface: {message}"
+    );
+    assert!(
+        message.contains("@0.3.0"),
+        "names the version it needs: {message}"
+    );
     assert!(
         message.contains("pincer:plugin@0.2.0, 0.1.0"),
         "names the versions the host supports: {message}"
@@ -85,16 +107,21 @@ async fn a_plugin_built_against_an_unknown_contract_version_is_refused_by_name()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_import_is_refused_by_check_and_by_the_loader() {
-    let (_tmp, wasm) = build_edited_rust_tool("weather-tool", |wit| {
-        wit.replace(
-            "world tool-plugin {",
-            "interface weather {\n    today: func() -> string;\n}\n\nworld tool-plugin {\n    import weather;",
-        )
-        .replace(
-            "log::write(",
-            "let _ = pincer::plugin::weather::today();\n        log::write(",
-        )
-    })
+    let (_tmp, wasm) = build_edited_rust_tool(
+        "weather-tool",
+        |wit| {
+            wit.replace(
+                "world tool-plugin {",
+                "interface weather {\n    today: func() -> string;\n}\n\nworld tool-plugin {\n    import weather;",
+            )
+        },
+        |src| {
+            src.replace(
+                "log::write(",
+                "let _ = pincer::plugin::weather::today();\n        log::write(",
+            )
+        },
+    )
     .await;
     let err = load_error(&wasm).await;
     assert!(
@@ -137,7 +164,9 @@ async fn both_linked_contract_versions_pass_and_junk_gets_a_fix() {
     let report = check::check(&core);
     assert!(!report.loads());
     assert!(
-        report.findings[0].problem.contains("core WebAssembly module"),
+        report.findings[0]
+            .problem
+            .contains("core WebAssembly module"),
         "{}",
         report.render()
     );

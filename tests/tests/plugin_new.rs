@@ -156,7 +156,9 @@ async fn zig_channel_scaffold_builds_and_echoes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_and_js_scaffolds_build_once_their_toolchains_are_installed() {
     if !Path::new(&repo_root().join("sdk/install-toolchains.sh")).is_file() {
-        eprintln!("sdk/install-toolchains.sh is not in this tree yet: python/js/ts scaffolds not built");
+        eprintln!(
+            "sdk/install-toolchains.sh is not in this tree yet: python/js/ts scaffolds not built"
+        );
         return;
     }
     tool_answers(Lang::Python, "py-hello").await;

@@ -78,8 +78,8 @@ pub fn project_manifest(dir: &Path) -> Result<(Manifest, PluginKind), DevError> 
             path.display()
         ))
     })?;
-    let manifest =
-        Manifest::parse(&text).map_err(|e| DevError::Project(format!("{}: {e}", path.display())))?;
+    let manifest = Manifest::parse(&text)
+        .map_err(|e| DevError::Project(format!("{}: {e}", path.display())))?;
     let kind = manifest.kind.ok_or_else(|| {
         DevError::Project(format!(
             "{}: set `kind = \"tool\"` or `kind = \"channel\"`",
@@ -228,9 +228,12 @@ fn c_kind_define(kind: PluginKind) -> &'static str {
 /// clang's "cannot find wasm-ld" / missing builtins are a missing package.
 fn explain_link(e: DevError, install: &str) -> DevError {
     match e {
-        DevError::StepFailed { step, status, output }
-            if output.contains("wasm-ld") && output.contains("No such file")
-                || output.contains("libclang_rt.builtins-wasm32") =>
+        DevError::StepFailed {
+            step,
+            status,
+            output,
+        } if output.contains("wasm-ld") && output.contains("No such file")
+            || output.contains("libclang_rt.builtins-wasm32") =>
         {
             DevError::StepFailed {
                 step,
@@ -313,7 +316,9 @@ fn js(dir: &Path, kind: PluginKind, lang: Lang, out_dir: &Path) -> Result<Vec<u8
         let npm = require(&["npm"], "install Node.js 20 or newer (it brings npm)")?;
         run(
             "npm install",
-            Command::new(npm).current_dir(dir).args(["install", "--no-audit", "--no-fund"]),
+            Command::new(npm)
+                .current_dir(dir)
+                .args(["install", "--no-audit", "--no-fund"]),
         )?;
     }
     let jco = if local.is_file() {
@@ -331,7 +336,15 @@ fn js(dir: &Path, kind: PluginKind, lang: Lang, out_dir: &Path) -> Result<Vec<u8
         "jco componentize",
         Command::new(jco)
             .current_dir(dir)
-            .args(["componentize", src, "--wit", "wit", "--world-name", world(kind), "--out"])
+            .args([
+                "componentize",
+                src,
+                "--wit",
+                "wit",
+                "--world-name",
+                world(kind),
+                "--out",
+            ])
             .arg(&out),
     )?;
     read(&out)

@@ -61,13 +61,15 @@ pub struct Report {
 impl Report {
     /// True when the host would load the component.
     pub fn loads(&self) -> bool {
-        !self
-            .findings
-            .iter()
-            .any(|f| f.severity == Severity::Error)
+        !self.findings.iter().any(|f| f.severity == Severity::Error)
     }
 
-    fn error(&mut self, item: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) {
+    fn error(
+        &mut self,
+        item: impl Into<String>,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
         self.findings.push(Finding {
             severity: Severity::Error,
             item: item.into(),
@@ -94,9 +96,9 @@ impl Report {
     pub fn render(&self) -> String {
         let mut out = format!("{}\n", self.file.display());
         match (&self.world, &self.contract_version) {
-            (Some(w), Some(v)) => out.push_str(&format!(
-                "  implements {w} (contract {WIT_PACKAGE}@{v})\n"
-            )),
+            (Some(w), Some(v)) => {
+                out.push_str(&format!("  implements {w} (contract {WIT_PACKAGE}@{v})\n"))
+            }
             (Some(w), None) => out.push_str(&format!("  implements {w}\n")),
             _ => out.push_str("  implements no Pincer plugin world\n"),
         }
@@ -118,7 +120,9 @@ impl Report {
                 .iter()
                 .filter(|f| f.severity == Severity::Error)
                 .count();
-            out.push_str(&format!("  REFUSED: {n} error(s); this host will not load it\n"));
+            out.push_str(&format!(
+                "  REFUSED: {n} error(s); this host will not load it\n"
+            ));
         }
         out
     }
@@ -159,7 +163,11 @@ pub fn check(path: &Path) -> Report {
     let engine = match engine::build_engine() {
         Ok(e) => e,
         Err(e) => {
-            report.error("host", format!("cannot create the engine: {e:#}"), "report this as a bug");
+            report.error(
+                "host",
+                format!("cannot create the engine: {e:#}"),
+                "report this as a bug",
+            );
             return report;
         }
     };
@@ -185,7 +193,11 @@ pub fn check(path: &Path) -> Report {
     let linker = match engine::build_linker(&engine) {
         Ok(l) => l,
         Err(e) => {
-            report.error("host", format!("cannot create the linker: {e:#}"), "report this as a bug");
+            report.error(
+                "host",
+                format!("cannot create the linker: {e:#}"),
+                "report this as a bug",
+            );
             return report;
         }
     };
@@ -195,7 +207,9 @@ pub fn check(path: &Path) -> Report {
         let explained = !report.loads();
         if !explained {
             let fix = match &e {
-                LoadError::Link(_) => "rebuild against this host's contract and WASI 0.2; the message names the item that does not match",
+                LoadError::Link(_) => {
+                    "rebuild against this host's contract and WASI 0.2; the message names the item that does not match"
+                }
                 _ => REBUILD,
             };
             report.error("load", e.to_string(), fix);
@@ -279,14 +293,15 @@ fn explain_import(report: &mut Report, name: &str) {
             report.error(
                 name,
                 format!("unknown interface: this host provides no `{iface}` in {WIT_PACKAGE}@{v}"),
-                format!("remove the import; the host provides {}", provided.join(", ")),
+                format!(
+                    "remove the import; the host provides {}",
+                    provided.join(", ")
+                ),
             );
         } else if WitTrack::of(v).is_none() {
             report.error(
                 name,
-                format!(
-                    "needs {WIT_PACKAGE}@{v}; this host supports {WIT_PACKAGE}@{supported}"
-                ),
+                format!("needs {WIT_PACKAGE}@{v}; this host supports {WIT_PACKAGE}@{supported}"),
                 REBUILD,
             );
         }
@@ -303,7 +318,7 @@ fn explain_import(report: &mut Report, name: &str) {
         "wasi:filesystem" => report.warning(
             name,
             "only `/data` exists, and only when the operator grants the plugin a data directory",
-            "keep state in the key-value store (pincer:plugin/kv), or ask for `data_dir` in the manifest's limits",
+            "keep state in the key-value store (pincer:plugin/kv), or ask for `data_mb` in the manifest (the operator grants it with `quotas.data_mb`)",
         ),
         "wasi:io" | "wasi:clocks" | "wasi:random" | "wasi:cli" | "wasi:http" if wasi_02 => {}
         "wasi:io" | "wasi:clocks" | "wasi:random" | "wasi:cli" | "wasi:http" => report.error(

@@ -33,10 +33,7 @@ fn fake(rustup_succeeds: bool) -> Fake {
     let calls = dir.path().join("calls");
     let lib = sysroot.join("lib/rustlib").join(WASM_TARGET).join("lib");
     let install = if rustup_succeeds {
-        format!(
-            "mkdir -p {0} && touch {0}/libcore-0123.rlib",
-            lib.display()
-        )
+        format!("mkdir -p {0} && touch {0}/libcore-0123.rlib", lib.display())
     } else {
         "echo 'error: no network' >&2; exit 1".into()
     };
@@ -64,7 +61,10 @@ fn present_target_needs_no_rustup() {
     assert!(sysroot_has_target(&f.sysroot, WASM_TARGET));
     let out = ensure_target(&f.rustc, &f.rustup, Some("stable"), WASM_TARGET);
     assert_eq!(out, Ok(Outcome::Present));
-    assert!(!f.calls.exists(), "rustup must not run when the target is there");
+    assert!(
+        !f.calls.exists(),
+        "rustup must not run when the target is there"
+    );
 }
 
 #[test]
@@ -74,7 +74,10 @@ fn missing_target_is_added_for_the_build_toolchain() {
     let out = ensure_target(&f.rustc, &f.rustup, Some("1.95.0-x86_64"), WASM_TARGET);
     assert_eq!(out, Ok(Outcome::Added));
     let calls = std::fs::read_to_string(&f.calls).expect("rustup ran");
-    assert_eq!(calls.trim(), "target add --toolchain 1.95.0-x86_64 wasm32-wasip2");
+    assert_eq!(
+        calls.trim(),
+        "target add --toolchain 1.95.0-x86_64 wasm32-wasip2"
+    );
     assert!(sysroot_has_target(&f.sysroot, WASM_TARGET));
     // Without a toolchain name rustup picks the directory's (rust-toolchain.toml).
     let g = fake(true);

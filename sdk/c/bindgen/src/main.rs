@@ -25,7 +25,10 @@ fn wasi_deps() -> anyhow::Result<PathBuf> {
             return Ok(deps);
         }
     }
-    anyhow::bail!("wasmtime-wasi-http 48.0.8 is not in {}: run `cargo fetch` in the repository", src.display())
+    anyhow::bail!(
+        "wasmtime-wasi-http 48.0.8 is not in {}: run `cargo fetch` in the repository",
+        src.display()
+    )
 }
 
 fn copy_into(from: &Path, to: &Path) -> anyhow::Result<()> {
