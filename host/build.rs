@@ -7,6 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "build/wasm_target.rs"]
+mod wasm_target;
+
 /// Plugins shipped in the binary and installed into a new plugins directory.
 const BUNDLED: &[(&str, &str)] = &[
     ("echo", "echo"),
@@ -37,6 +40,23 @@ fn main() {
         watch(&root.join(dir));
     }
     let target_dir = root.join("target").join("wasm-plugins");
+    // A toolchain installed before this checkout has no wasm target even
+    // though rust-toolchain.toml lists it: add it (through rustup) first.
+    let rustc = PathBuf::from(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()));
+    let toolchain = std::env::var("RUSTUP_TOOLCHAIN").ok();
+    match wasm_target::ensure_target(
+        &rustc,
+        Path::new("rustup"),
+        toolchain.as_deref(),
+        wasm_target::WASM_TARGET,
+    ) {
+        Ok(wasm_target::Outcome::Present) => {}
+        Ok(wasm_target::Outcome::Added) => println!(
+            "cargo:warning=added the {} target through rustup (needed to build the plugins)",
+            wasm_target::WASM_TARGET
+        ),
+        Err(e) => panic!("{e}"),
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&plugins)

@@ -4,6 +4,7 @@
 //! agent tools are sandboxed WebAssembly components.
 //!
 //! The modules follow the architecture:
+//! - [`plugin_dev`]: `pincer plugin new|build|check` for plugin authors.
 //! - [`plugins`]: the WIT contract's host side: loading, sandboxing, calling
 //!   and hot-reloading plugin components.
 //! - [`channels`]: running channel plugins: the receive loop, senders and
@@ -37,6 +38,7 @@ pub mod gateway;
 pub mod health;
 pub mod logging;
 pub mod netguard;
+pub mod plugin_dev;
 pub mod plugins;
 pub mod protocol;
 pub mod runtime;

@@ -91,6 +91,11 @@ enum Command {
         #[command(subcommand)]
         command: PluginsCommand,
     },
+    /// Plugin development: create a project, build it, check a component.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
     /// Channel sender pairing: approve unknown senders who got a code
     /// (works on the data directory, with or without a running gateway).
     Pairing {
@@ -123,6 +128,97 @@ enum PluginsCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Write a new plugin project that builds and works as it is.
+    New {
+        /// The language.
+        #[arg(long, value_enum)]
+        lang: pincer::plugin_dev::Lang,
+        /// Channel or tool.
+        #[arg(long, value_enum)]
+        kind: PluginKindArg,
+        /// The plugin's name (letters, digits, `-`, `_`); also the directory.
+        name: String,
+        /// Where to create the project directory (default: here).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Build the project in DIR with its language's toolchain, into
+    /// DIR/build/<name>.wasm and <name>.toml.
+    Build {
+        /// The project directory (default: here).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Tell whether a component fits this host (exit status 1 if not).
+    Check {
+        /// The component file.
+        file: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy)]
+enum PluginKindArg {
+    Channel,
+    Tool,
+}
+
+/// `pincer plugin …`.
+fn plugin(command: PluginCommand) -> anyhow::Result<std::process::ExitCode> {
+    use pincer::plugin_dev::{builder, check, scaffold};
+    use pincer::plugins::PluginKind;
+    match command {
+        PluginCommand::New {
+            lang,
+            kind,
+            name,
+            dir,
+        } => {
+            let kind = match kind {
+                PluginKindArg::Channel => PluginKind::Channel,
+                PluginKindArg::Tool => PluginKind::Tool,
+            };
+            let created = scaffold::new_project(&dir, lang, kind, &name)?;
+            println!(
+                "created {}
+next: cd {} && pincer plugin build",
+                created.display(),
+                created.display()
+            );
+        }
+        PluginCommand::Build { dir } => {
+            let built = builder::build(&dir)?;
+            println!(
+                "built {} ({} bytes, {:.1} s)
+manifest {}
+install: cp {} {} <plugins dir>/",
+                built.wasm.display(),
+                std::fs::metadata(&built.wasm).map(|m| m.len()).unwrap_or(0),
+                built.duration.as_secs_f64(),
+                built.manifest.display(),
+                built.wasm.display(),
+                built.manifest.display(),
+            );
+        }
+        PluginCommand::Check { file, json } => {
+            let report = check::check(&file);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            if !report.loads() {
+                return Ok(std::process::ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 #[derive(Subcommand)]
@@ -370,11 +466,12 @@ async fn shutdown_signal() {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     let logs = LogBuffer::new();
     pincer::logging::init(cli.log_format, logs.clone());
-    match cli.command {
+    let done: anyhow::Result<()> = match cli.command {
+        Command::Plugin { command } => return plugin(command),
         Command::Serve {
             common,
             gateway,
@@ -408,5 +505,6 @@ async fn main() -> anyhow::Result<()> {
                 pincer::bench::webhooks::webhooks(n).await
             }
         },
-    }
+    };
+    done.map(|()| std::process::ExitCode::SUCCESS)
 }

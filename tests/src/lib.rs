@@ -7,6 +7,7 @@ pub mod browser;
 pub mod fake_openai;
 
 pub mod gateway;
+pub mod guests;
 
 pub mod http_surface;
 

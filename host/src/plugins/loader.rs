@@ -285,11 +285,32 @@ pub(crate) fn prepare(
             component: kind,
         });
     }
+    let pre = link(linker, &component, kind, track)?;
+    Ok(Prepared {
+        manifest,
+        component,
+        pre,
+        kind,
+        sha256,
+        source,
+        compile_time,
+        fallback_from,
+    })
+}
+
+/// Resolve the component's imports against `linker` and check its exports'
+/// types for `kind` on contract `track` (also used by `pincer plugin check`).
+pub(crate) fn link(
+    linker: &Linker<HostState>,
+    component: &Component,
+    kind: PluginKind,
+    track: WitTrack,
+) -> Result<Pre, LoadError> {
     let instance_pre = linker
-        .instantiate_pre(&component)
+        .instantiate_pre(component)
         .map_err(|e| LoadError::Link(format!("{e:#}")))?;
     let link = |e: wasmtime::Error| LoadError::Link(format!("{e:#}"));
-    let pre = match (kind, track) {
+    Ok(match (kind, track) {
         (PluginKind::Channel, WitTrack::V02) => {
             Pre::Channel(bindings::v02::channel::ChannelPluginPre::new(instance_pre).map_err(link)?)
         }
@@ -302,16 +323,6 @@ pub(crate) fn prepare(
         (PluginKind::Tool, WitTrack::V01) => {
             Pre::ToolV01(bindings::v01::tool::ToolPluginPre::new(instance_pre).map_err(link)?)
         }
-    };
-    Ok(Prepared {
-        manifest,
-        component,
-        pre,
-        kind,
-        sha256,
-        source,
-        compile_time,
-        fallback_from,
     })
 }
 
@@ -328,8 +339,9 @@ fn supported(version: &str) -> bool {
 
 /// Check the contract version of every `pincer:plugin` import and export,
 /// and find the plugin's kind and the one contract track it was built against
-/// (a component mixing tracks is refused, naming both).
-fn check_contract(
+/// (a component mixing tracks is refused, naming both). Also used by `pincer
+/// plugin check`.
+pub(crate) fn check_contract(
     engine: &Engine,
     component: &Component,
 ) -> Result<(PluginKind, WitTrack), LoadError> {
