@@ -8,6 +8,8 @@ pub mod fake_openai;
 
 pub mod gateway;
 
+pub mod guests;
+
 pub mod http_surface;
 
 pub mod registry;
