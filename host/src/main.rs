@@ -405,7 +405,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Pairing { command } => pairing(command),
         Command::Bench { what, events } => match what {
             BenchWhat::Plugins | BenchWhat::Gateway | BenchWhat::Attack | BenchWhat::Languages
-                if events.is_some() => {
+                if events.is_some() =>
+            {
                 anyhow::bail!("--events applies to `pincer bench webhooks` only")
             }
             BenchWhat::Plugins => pincer::bench::plugins::plugins().await,

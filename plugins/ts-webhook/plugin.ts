@@ -103,14 +103,24 @@ export const channel = {
   handleWebhook: (req: WebhookRequest): WebhookResponse =>
     guard(() => {
       if (req.verified !== 'hmac-sha256') throw errors.auth('push was not verified by the host');
-      let body: Push & { messages?: unknown };
+      let messages: InboundMessage[];
       try {
-        body = JSON.parse(new TextDecoder().decode(req.body));
-      } catch {
-        throw errors.permanent('push body is not JSON');
+        const body = JSON.parse(new TextDecoder().decode(req.body)) as Push & { messages?: unknown };
+        const list = Array.isArray(body.messages) ? (body.messages as Push[]) : [body];
+        messages = list.map(inbound);
+      } catch (e) {
+        // Bad input is the sender's problem: say so (400), and do not make
+        // the platform retry a push that can never succeed.
+        const error = e instanceof SyntaxError ? 'push body is not JSON' : String((e as Error).message ?? e);
+        log.warn('push refused', { error });
+        return {
+          status: 400,
+          headers: [['content-type', 'application/json']],
+          body: new TextEncoder().encode(JSON.stringify({ ok: false, error })),
+          messages: [],
+          statuses: [],
+        };
       }
-      const list = Array.isArray(body.messages) ? (body.messages as Push[]) : [body];
-      const messages = list.map(inbound);
       lastContact = clock.nowMs();
       log.debug('push received', { messages: messages.length });
       return {

@@ -31,7 +31,10 @@ impl Lang {
         } else if dir.join("plugin.ts").is_file() || dir.join("plugin.js").is_file() {
             Lang::Js
         } else {
-            panic!("{} is neither a Python nor a JS/TS plugin project", dir.display())
+            panic!(
+                "{} is neither a Python nor a JS/TS plugin project",
+                dir.display()
+            )
         }
     }
 
@@ -128,6 +131,19 @@ pub fn built_guest(name: &str) -> PathBuf {
         build_into(&dir, &tmp.join(format!("{name}.wasm")));
         let _ = std::fs::remove_dir_all(&cache);
         std::fs::rename(&tmp, &cache).expect("publish build");
+        // Builds of older sources of this guest are not needed any more.
+        let prefix = format!("{name}-");
+        for old in std::fs::read_dir(cache.parent().expect("parent"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let file_name = old.file_name().to_string_lossy().into_owned();
+            if file_name.starts_with(&prefix) && old.path() != cache && !file_name.ends_with(".tmp")
+            {
+                let _ = std::fs::remove_dir_all(old.path());
+            }
+        }
     }
     wasm
 }
@@ -139,5 +155,6 @@ pub fn install_guest(plugins_dir: &Path, name: &str, edit: impl FnOnce(String) -
     std::fs::create_dir_all(plugins_dir).expect("plugins dir");
     std::fs::copy(&wasm, plugins_dir.join(format!("{name}.wasm"))).expect("copy wasm");
     let manifest = std::fs::read_to_string(wasm.with_extension("toml")).expect("manifest");
-    std::fs::write(plugins_dir.join(format!("{name}.toml")), edit(manifest)).expect("write manifest");
+    std::fs::write(plugins_dir.join(format!("{name}.toml")), edit(manifest))
+        .expect("write manifest");
 }

@@ -25,6 +25,10 @@ fn sign(body: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_push_in_echo_reply_out_through_the_typescript_channel() {
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_test_writer()
+        .try_init();
     let (receiver, mut replies) = http_server(200, r#"{"id":"r-1"}"#).await;
     let (mut opts, dir) = TestGateway::options();
     opts.gateway.token = Some("secret".into());
@@ -35,15 +39,33 @@ async fn signed_push_in_echo_reply_out_through_the_typescript_channel() {
             dm_policy: DmPolicy::Open,
             allowed_hosts: Some(vec!["http://127.0.0.1:*".into()]),
             secrets: [
-                ("signing_secret".to_string(), SecretSource::Value(SIGNING.into())),
-                ("reply_token".to_string(), SecretSource::Value(REPLY_TOKEN.into())),
+                (
+                    "signing_secret".to_string(),
+                    SecretSource::Value(SIGNING.into()),
+                ),
+                (
+                    "reply_token".to_string(),
+                    SecretSource::Value(REPLY_TOKEN.into()),
+                ),
             ]
             .into(),
-            config: [("reply_url".to_string(), format!("http://{receiver}/replies"))].into(),
+            config: [(
+                "reply_url".to_string(),
+                format!("http://{receiver}/replies"),
+            )]
+            .into(),
             ..Default::default()
         },
     );
-    install_guest(&dir.path().join("plugins"), "ts-webhook", |m| m);
+    // The receiver speaks plain http on loopback: let the token go there too.
+    install_guest(&dir.path().join("plugins"), "ts-webhook", |m| {
+        let widened = m.replace(
+            r#"hosts = ["https://*"]"#,
+            r#"hosts = ["https://*", "http://127.0.0.1:*"]"#,
+        );
+        assert_ne!(m, widened, "the manifest's reply_token hosts line moved");
+        widened
+    });
     let g = TestGateway::start_with(opts, dir).await;
     let url = format!("http://{}/channels/ts-webhook/webhook", g.addr);
     let http = reqwest::Client::new();
@@ -60,7 +82,7 @@ async fn signed_push_in_echo_reply_out_through_the_typescript_channel() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status().as_u16(), 401);
+    assert_eq!(resp.status().as_u16(), 403);
     assert_eq!(calls(), before, "an unverified push reached the plugin");
 
     // A signed push: the plugin answers the platform and hands over the message.
@@ -76,7 +98,10 @@ async fn signed_push_in_echo_reply_out_through_the_typescript_channel() {
     assert_eq!(answer, json!({"ok": true, "received": 1}));
 
     // The echo agent's reply goes out through the plugin's `send`.
-    let reply = replies.recv().await.expect("a reply was POSTed");
+    let reply = tokio::time::timeout(std::time::Duration::from_secs(90), replies.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no reply: {:?}", g.gw().runtime.plugins.info("ts-webhook")))
+        .expect("a reply was POSTed");
     let (head, body_out) = reply.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("POST /replies "), "{head}");
     assert!(
@@ -86,7 +111,10 @@ async fn signed_push_in_echo_reply_out_through_the_typescript_channel() {
     );
     let out: Value = serde_json::from_str(body_out).unwrap();
     assert_eq!(out["conversation"], "c-1", "{out}");
-    assert!(out["text"].as_str().unwrap().contains("hello there"), "{out}");
+    assert!(
+        out["text"].as_str().unwrap().contains("hello there"),
+        "{out}"
+    );
 
     // A push that is not JSON is a clear error for the platform; the gateway
     // keeps serving.
@@ -98,8 +126,30 @@ async fn signed_push_in_echo_reply_out_through_the_typescript_channel() {
         .send()
         .await
         .unwrap();
-    assert!(resp.status().is_client_error(), "{}", resp.status());
-    let body2 = json!({"id": "m-2", "conversation": "c-2", "sender": "u-2", "text": "again"}).to_string();
+    assert_eq!(resp.status().as_u16(), 400);
+    let refused: Value = resp.json().await.unwrap();
+    assert_eq!(
+        refused,
+        json!({"ok": false, "error": "push body is not JSON"})
+    );
+    // So is a message without its required fields.
+    let partial = json!({"id": "m-9", "text": "no conversation"}).to_string();
+    let resp = http
+        .post(&url)
+        .header("X-Signature-256", sign(partial.as_bytes()))
+        .body(partial)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert!(
+        resp.text()
+            .await
+            .unwrap()
+            .contains("needs string conversation")
+    );
+    let body2 =
+        json!({"id": "m-2", "conversation": "c-2", "sender": "u-2", "text": "again"}).to_string();
     let resp = http
         .post(&url)
         .header("X-Signature-256", sign(body2.as_bytes()))
@@ -108,6 +158,9 @@ async fn signed_push_in_echo_reply_out_through_the_typescript_channel() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
-    let reply = replies.recv().await.expect("second reply");
+    let reply = tokio::time::timeout(std::time::Duration::from_secs(90), replies.recv())
+        .await
+        .expect("second reply in time")
+        .expect("second reply");
     assert!(reply.contains("\"conversation\":\"c-2\""), "{reply}");
 }

@@ -89,13 +89,22 @@ async fn weather_tool_fetches_caches_in_kv_and_restarts_from_the_compile_cache()
     // The second call answers from key-value: the API sees no request.
     let second = tool_command(&mut c, "w-2", &args(api)).await;
     assert_eq!(second["result"]["cached"], true, "{second}");
-    assert_eq!(second["result"]["fetched_at_ms"], first["result"]["fetched_at_ms"]);
-    assert!(requests.try_recv().is_err(), "a cached answer called the API");
+    assert_eq!(
+        second["result"]["fetched_at_ms"],
+        first["result"]["fetched_at_ms"]
+    );
+    assert!(
+        requests.try_recv().is_err(),
+        "a cached answer called the API"
+    );
 
     // Bad input is a typed, permanent tool error; the plugin keeps serving.
     let bad = tool_command(&mut c, "w-3", r#"{"latitude": 91, "longitude": 0}"#).await;
     assert_eq!(bad["isError"], true, "{bad}");
-    assert!(bad.to_string().contains("latitude must be a number"), "{bad}");
+    assert!(
+        bad.to_string().contains("latitude must be a number"),
+        "{bad}"
+    );
 
     // A restarted gateway over the same data directory loads the compiled
     // artifact from the cache, and the key-value cache survived too.
@@ -104,7 +113,11 @@ async fn weather_tool_fetches_caches_in_kv_and_restarts_from_the_compile_cache()
     let dir = std::mem::replace(&mut g.dir, tempfile::tempdir().unwrap());
     let g = TestGateway::start_with(opts, dir).await;
     let info = g.gw().runtime.plugins.info("py-weather").expect("loaded");
-    assert_eq!(info.cached, Some(true), "second start loads from the cache: {info:?}");
+    assert_eq!(
+        info.cached,
+        Some(true),
+        "second start loads from the cache: {info:?}"
+    );
     let mut c = Client::admin(&g.url()).await;
     c.call("sessions.subscribe", json!({})).await;
     let third = tool_command(&mut c, "w-4", &args(api)).await;
@@ -202,8 +215,14 @@ async fn a_new_python_version_compiles_while_other_plugins_answer() {
     install_plugin(&dir, "clock", "clock");
     install_guest(&dir, "py-weather", |m| m);
     let plugins = t.runtime.plugins.clone();
-    plugins.load_file(&dir.join("clock.wasm")).await.expect("clock loads");
-    plugins.load_file(&dir.join("py-weather.wasm")).await.expect("v1 loads");
+    plugins
+        .load_file(&dir.join("clock.wasm"))
+        .await
+        .expect("clock loads");
+    plugins
+        .load_file(&dir.join("py-weather.wasm"))
+        .await
+        .expect("v1 loads");
     let v1 = plugins.current("py-weather").unwrap().sha256.clone();
 
     // Version 2: other bytes, so nothing in the compile cache.
@@ -231,8 +250,15 @@ async fn a_new_python_version_compiles_while_other_plugins_answer() {
         }
     }
     loader.await.unwrap().expect("v2 loads");
-    assert!(answered_during_load > 0, "no call completed while v2 compiled");
+    assert!(
+        answered_during_load > 0,
+        "no call completed while v2 compiled"
+    );
     let info = plugins.info("py-weather").unwrap();
-    assert_eq!(info.cached, Some(false), "v2 was compiled, not cached: {info:?}");
+    assert_eq!(
+        info.cached,
+        Some(false),
+        "v2 was compiled, not cached: {info:?}"
+    );
     assert_ne!(info.sha256.as_deref(), Some(v1.as_str()));
 }

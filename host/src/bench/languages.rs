@@ -102,8 +102,7 @@ pub async fn languages() -> anyhow::Result<()> {
     let mut guests = vec![Guest {
         lang: "Rust",
         name: "hostile".into(),
-        wasm: std::fs::read(&rust_path)
-            .with_context(|| format!("read {}", rust_path.display()))?,
+        wasm: std::fs::read(&rust_path).with_context(|| format!("read {}", rust_path.display()))?,
         build: None,
         args: r#"{"mode":"kvincrement"}"#,
     }];
@@ -220,7 +219,9 @@ pub async fn languages() -> anyhow::Result<()> {
     }
 
     let rust = &figures[0];
-    println!("| plugin | build | size | cold compile | cached load | instantiate | `name()` | `invoke` + kv | RSS per idle instance |");
+    println!(
+        "| plugin | build | size | cold compile | cached load | instantiate | `name()` | `invoke` + kv | RSS per idle instance |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|");
     for (g, f) in guests.iter().zip(&figures) {
         let rel = |a: Duration, b: Duration| {

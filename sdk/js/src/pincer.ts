@@ -196,7 +196,23 @@ const METHODS: Record<string, Method['tag']> = {
 
 /** Outbound HTTP through `wasi:http` (allowed hosts only; placeholders filled by the host). */
 export const http = {
+  /** Send one request and read the whole response. Failures are typed:
+   * refusals by the host and network errors are `transient`, bad URLs `permanent`. */
   request(url: string, init: RequestInit = {}): Response {
+    try {
+      return sendRequest(url, init);
+    } catch (e) {
+      if (e instanceof PincerError) throw e;
+      const payload = (e as { payload?: unknown })?.payload;
+      throw errors.transient(`http: ${payload !== undefined ? JSON.stringify(payload) : String(e)}`);
+    }
+  },
+  get: (url: string, init: RequestInit = {}) => http.request(url, { ...init, method: 'GET' }),
+  post: (url: string, init: RequestInit = {}) => http.request(url, { ...init, method: 'POST' }),
+};
+
+function sendRequest(url: string, init: RequestInit): Response {
+  {
     const m = /^(https?):\/\/([^/?#]+)([^#]*)/.exec(url);
     if (!m) throw errors.permanent(`not an http(s) URL: ${url}`);
     const headers: [string, Uint8Array][] = Object.entries(init.headers ?? {}).map(([k, v]) => [
@@ -270,7 +286,5 @@ export const http = {
       off += c.length;
     }
     return new Response(status, respHeaders, all);
-  },
-  get: (url: string, init: RequestInit = {}) => http.request(url, { ...init, method: 'GET' }),
-  post: (url: string, init: RequestInit = {}) => http.request(url, { ...init, method: 'POST' }),
-};
+  }
+}

@@ -77,6 +77,13 @@ def request(method, url, headers=None, body=b"", json=None, timeout_ms=None):
     `json` (any JSON value) sets the body and `content-type`. Network
     failures and refusals by the host raise `TransientError` or
     `PermanentError` with the host's reason."""
+    try:
+        return _send(method, url, headers, body, json, timeout_ms)
+    except Err as e:
+        raise TransientError(f"http: {e.value}") from None
+
+
+def _send(method, url, headers, body, json, timeout_ms):
     headers = list((headers or {}).items()) if isinstance(headers, dict) else list(headers or [])
     if json is not None:
         body = _json.dumps(json).encode()
