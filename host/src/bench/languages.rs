@@ -197,8 +197,10 @@ pub async fn languages() -> anyhow::Result<()> {
         }
         let invoke_kv = t.elapsed() / n;
 
-        // Resident memory per idle instance: 20 live instances, each called once.
-        let count = 20;
+        // Resident memory per idle instance: live instances, each called
+        // once, as many as the plugin's instance quota admits.
+        drop(inst);
+        let count = crate::plugins::gate::DEFAULT_MAX_INSTANCES as u64;
         let before = rss_bytes();
         let mut live = Vec::new();
         for _ in 0..count {
