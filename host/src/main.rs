@@ -302,6 +302,8 @@ enum BenchWhat {
     Webhooks,
     /// A healthy client's latency and the gateway's memory under attack.
     Attack,
+    /// Python and TypeScript plugins against the Rust plugin of the same job.
+    Languages,
 }
 
 struct Resolved {
@@ -494,12 +496,15 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         },
         Command::Pairing { command } => pairing(command),
         Command::Bench { what, events } => match what {
-            BenchWhat::Plugins | BenchWhat::Gateway | BenchWhat::Attack if events.is_some() => {
+            BenchWhat::Plugins | BenchWhat::Gateway | BenchWhat::Attack | BenchWhat::Languages
+                if events.is_some() =>
+            {
                 anyhow::bail!("--events applies to `pincer bench webhooks` only")
             }
             BenchWhat::Plugins => pincer::bench::plugins::plugins().await,
             BenchWhat::Gateway => pincer::bench::gateway::gateway().await,
             BenchWhat::Attack => pincer::bench::attack::attack().await,
+            BenchWhat::Languages => pincer::bench::languages::languages().await,
             BenchWhat::Webhooks => {
                 let n = events.unwrap_or(pincer::bench::webhooks::DEFAULT_EVENTS);
                 pincer::bench::webhooks::webhooks(n).await

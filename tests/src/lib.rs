@@ -8,6 +8,8 @@ pub mod fake_openai;
 
 pub mod gateway;
 pub mod guests;
+/// Python and JS/TS guests built by the SDKs' build scripts.
+pub mod script_guests;
 
 pub mod http_surface;
 

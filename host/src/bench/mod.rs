@@ -6,6 +6,7 @@
 //! - [`plugins`]: the plugin runtime (compile, instantiate, call, reload);
 //! - [`gateway`]: the gateway over loopback (handshakes, requests, fan-out);
 //! - [`webhooks`]: outgoing webhook delivery;
+//! - [`languages`]: Python and TypeScript plugins against Rust;
 //! - [`attack`]: a healthy client's latency and the gateway's memory while
 //!   it is attacked from the network and from plugins.
 //!
@@ -14,6 +15,7 @@
 pub mod attack;
 mod client;
 pub mod gateway;
+pub mod languages;
 pub mod plugins;
 pub mod webhooks;
 
