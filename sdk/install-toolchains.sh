@@ -64,7 +64,14 @@ section_js() {
     (cd "$dir" && echo "  jco $(node_modules/.bin/jco --version), typescript $(node_modules/.bin/tsc --version | cut -d' ' -f2), componentize-js $(node -p "require('./node_modules/@bytecodealliance/componentize-js/package.json').version"), preview2-shim $(node -p "require('./node_modules/@bytecodealliance/preview2-shim/package.json').version")")
 }
 
-SECTIONS=(python js)
+# C and Zig: clang/lld/wasi-libc from Debian and Zig from PyPI
+# (sdk/toolchains/c-zig.sh; `pincer plugin build` componentizes in-process).
+section_c_zig() {
+    "$sdk/toolchains/c-zig.sh" >/dev/null
+    echo "c/zig: clang, wasi-libc and zig ready (sdk/toolchains/c-zig.sh)"
+}
+
+SECTIONS=(python js c_zig)
 want=("$@")
 [ "${#want[@]}" -gt 0 ] || want=("${SECTIONS[@]}")
 for s in "${want[@]}"; do
