@@ -172,6 +172,16 @@ impl Inbox {
         }
     }
 
+    /// The reply progress recorded on unsettled message `seq`.
+    pub fn progress(&self, seq: i64) -> Result<Option<String>, StoreError> {
+        self.store.inbox_progress(seq)
+    }
+
+    /// Record the reply progress of unsettled message `seq`.
+    pub fn set_progress(&self, seq: i64, progress: &str) -> Result<(), StoreError> {
+        self.store.inbox_set_progress(seq, progress)
+    }
+
     /// Unsettled messages of `channel`.
     pub fn pending(&self, channel: &str) -> Result<u64, StoreError> {
         Ok(self.store.inbox_stats(channel)?.pending)

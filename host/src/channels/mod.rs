@@ -166,6 +166,18 @@ pub enum ChannelError {
 struct Workers {
     processor: JoinHandle<()>,
     deliverer: JoinHandle<()>,
+    drain: outbox::Drain,
+}
+
+impl Workers {
+    /// Stop both: the processor at once (unsettled messages are processed
+    /// after the next start), the outbox worker after its sends in flight
+    /// (bounded by its drain timeout).
+    async fn stop(mut self) {
+        self.processor.abort();
+        self.drain.stop();
+        let _ = (&mut self.deliverer).await;
+    }
 }
 
 impl Drop for Workers {
@@ -306,6 +318,7 @@ impl ChannelManager {
                         wake.clone(),
                     );
                     let queue = version.settings.queue;
+                    let drain = outbox::Drain::default();
                     let workers = Workers {
                         processor: tokio::spawn(inbox::process(
                             self.inbox.clone(),
@@ -318,7 +331,9 @@ impl ChannelManager {
                             self.outbox.clone(),
                             runner.clone(),
                             queue.delivery(),
+                            drain.clone(),
                         )),
+                        drain,
                     };
                     (runner, workers)
                 })
@@ -334,12 +349,40 @@ impl ChannelManager {
         }
     }
 
-    /// Channel `name` was unloaded: stop and forget it.
+    /// Channel `name` was unloaded: stop and forget it (its sends in
+    /// flight finish first, within the channel's drain timeout).
     pub async fn on_removed(&self, name: &str) {
         let runner = self.runners().remove(name);
-        if let Some((r, _workers)) = runner {
+        if let Some((r, workers)) = runner {
+            workers.stop().await;
             r.stop().await;
         }
+    }
+
+    /// The gateway is stopping: stop taking messages from every inbox and
+    /// outbox, and let the sends in flight finish (each channel within its
+    /// `drain_timeout_ms`). What is not sent stays committed for the next
+    /// start.
+    pub async fn drain(&self) {
+        let workers: Vec<Workers> = {
+            let mut runners = self.runners();
+            runners
+                .values_mut()
+                .map(|(_, w)| {
+                    // A stopped pair takes their place (dropping it aborts
+                    // nothing that still runs).
+                    std::mem::replace(
+                        w,
+                        Workers {
+                            processor: tokio::spawn(async {}),
+                            deliverer: tokio::spawn(async {}),
+                            drain: outbox::Drain::default(),
+                        },
+                    )
+                })
+                .collect()
+        };
+        futures::future::join_all(workers.into_iter().map(Workers::stop)).await;
     }
 
     fn runner(&self, name: &str) -> Result<Arc<ChannelRunner>, ChannelError> {
@@ -366,7 +409,8 @@ impl ChannelManager {
     }
 
     /// Hand a webhook request to channel `name`; inbound messages it carries
-    /// are published, and the plugin's response is returned for the platform.
+    /// are committed to the inbox, delivery statuses recorded against the
+    /// outbox, and the plugin's response is returned for the platform.
     pub async fn webhook(
         &self,
         name: &str,
@@ -383,7 +427,12 @@ impl ChannelManager {
         request: WebhookRequest,
         remote: Option<std::net::SocketAddr>,
     ) -> Result<WebhookResponse, ChannelError> {
-        self.runner(name)?.webhook(&request, remote).await
+        let mut response = self.runner(name)?.webhook(&request, remote).await?;
+        let statuses = std::mem::take(&mut response.statuses);
+        if !statuses.is_empty() {
+            self.outbox.record_statuses(name, &statuses);
+        }
+        Ok(response)
     }
 
     /// Whether a push to channel `name` from `peer` may reach the plugin

@@ -42,6 +42,10 @@ impl InboundHandler for Handler {
                 // Shutting down: leave the message unsettled for the next start.
                 return std::future::pending().await;
             };
+            if gw.shutting_down() {
+                // Not settled: answered after the restart.
+                return std::future::pending().await;
+            }
             let Some(run_id) = route(&gw, accepted) else {
                 return;
             };
@@ -69,9 +73,6 @@ pub fn install(gw: &Arc<Gateway>) {
 /// when nothing was started (the message is then settled as done).
 fn route(gw: &Arc<Gateway>, accepted: Accepted) -> Option<String> {
     let msg = accepted.message;
-    if gw.shutting_down() {
-        return None;
-    }
     if let Verdict::Refuse { warn } = gw.runs.admit_sender(&msg.channel, &msg.sender) {
         info!(channel = %msg.channel, sender = %msg.sender, id = %msg.id, "sender over the rate limit; message not answered");
         if warn {
