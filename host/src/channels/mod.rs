@@ -427,10 +427,24 @@ impl ChannelManager {
         request: WebhookRequest,
         remote: Option<std::net::SocketAddr>,
     ) -> Result<WebhookResponse, ChannelError> {
-        let mut response = self.runner(name)?.webhook(&request, remote).await?;
+        let runner = self.runner(name)?;
+        let mut response = runner.webhook(&request, remote).await?;
         let statuses = std::mem::take(&mut response.statuses);
         if !statuses.is_empty() {
             self.outbox.record_statuses(name, &statuses);
+            if let Some(failed) = statuses
+                .iter()
+                .rev()
+                .find(|s| matches!(s.state, crate::plugins::bindings::DeliveryState::Failed))
+            {
+                let why = failed.detail.as_deref().unwrap_or("no reason given");
+                runner.update(|s| {
+                    s.last_error = Some(format!(
+                        "delivery failed: message {} to {}: {why}",
+                        failed.message_id, failed.conversation
+                    ))
+                });
+            }
         }
         Ok(response)
     }
