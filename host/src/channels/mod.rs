@@ -31,7 +31,7 @@ pub mod typing;
 pub mod verify;
 
 pub use access::AccessGate;
-pub use inbox::{Accepted, InboundHandler, InboxRef};
+pub use inbox::{Accepted, Handled, InboundHandler, InboxRef};
 pub use outbox::Outbox;
 pub use queue::QueueSettings;
 pub use runner::{ChannelRunner, ChannelState, ChannelStatus};
