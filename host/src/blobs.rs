@@ -483,11 +483,17 @@ mod tests {
         // Older than the (zero) time to live.
         std::thread::sleep(Duration::from_millis(20));
         let reopened = BlobStore::open(dir.path(), l).unwrap();
-        assert!(reopened.info(&gone.handle).is_ok(), "no expiry before a keeper");
+        assert!(
+            reopened.info(&gone.handle).is_ok(),
+            "no expiry before a keeper"
+        );
         let handle = kept.handle.clone();
         reopened.keep_in_use(std::sync::Arc::new(move || Ok(vec![handle.clone()])));
         assert_eq!(reopened.read(&kept.handle).await.unwrap(), b"kept");
-        assert!(reopened.info(&gone.handle).is_err(), "expired and not in use");
+        assert!(
+            reopened.info(&gone.handle).is_err(),
+            "expired and not in use"
+        );
         assert_eq!(reopened.used_bytes(), 4);
     }
 }

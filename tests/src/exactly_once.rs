@@ -219,7 +219,10 @@ pub async fn kill_run(
         report.in_doubt.extend(in_doubt(&store));
         gw = ChildGateway::spawn(child, &env);
     }
-    until(&store, "every message answered", || answers(&store).len() == n).await;
+    until(&store, "every message answered", || {
+        answers(&store).len() == n
+    })
+    .await;
     until(&store, "the inbox settled and the outbox drained", || {
         store.inbox_stats(CHANNEL).map(|s| s.pending).unwrap_or(1) == 0
             && store.outbox_stats(CHANNEL).map(|s| s.depth).unwrap_or(1) == 0

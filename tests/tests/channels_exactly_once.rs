@@ -246,11 +246,8 @@ async fn a_send_the_drain_timeout_cuts_is_in_doubt_and_failed_when_resending_is_
 
     // At the next start the send in doubt is failed, not sent again, and
     // the channel's health says why.
-    let mut t = TestGateway::start_with(
-        options(dir.path(), s),
-        tempfile::tempdir().expect("spare"),
-    )
-    .await;
+    let mut t =
+        TestGateway::start_with(options(dir.path(), s), tempfile::tempdir().expect("spare")).await;
     until(&store, "the send in doubt settled", || {
         store
             .outbox_stats(CHANNEL)
@@ -283,11 +280,8 @@ async fn a_reply_with_a_file_survives_retries_and_a_restart_and_its_blob_is_kept
     // First gateway: the channel is stopped, so the reply waits.
     let mut s = settings();
     s.autostart = Some(false);
-    let mut t = TestGateway::start_with(
-        options(dir.path(), s),
-        tempfile::tempdir().expect("spare"),
-    )
-    .await;
+    let mut t =
+        TestGateway::start_with(options(dir.path(), s), tempfile::tempdir().expect("spare")).await;
     let blobs = t.gw().runtime.plugins.blobs().expect("blobs").clone();
     let kept = blobs
         .put(b"%PDF-1.", "application/pdf", Some("report.pdf"))
@@ -313,11 +307,15 @@ async fn a_reply_with_a_file_survives_retries_and_a_restart_and_its_blob_is_kept
             },
         )
         .expect("enqueue");
-    until(&store, "a failed attempt while the channel is stopped", || {
-        store
-            .outbox_rows(CHANNEL, 10)
-            .is_ok_and(|r| r.len() == 1 && r[0].last_error.is_some())
-    })
+    until(
+        &store,
+        "a failed attempt while the channel is stopped",
+        || {
+            store
+                .outbox_rows(CHANNEL, 10)
+                .is_ok_and(|r| r.len() == 1 && r[0].last_error.is_some())
+        },
+    )
     .await;
     t.stop().await;
     drop(blobs);
@@ -357,7 +355,10 @@ async fn a_reply_with_a_file_survives_retries_and_a_restart_and_its_blob_is_kept
         blobs.read(&kept.handle).await.expect("kept"),
         b"%PDF-1.".to_vec()
     );
-    assert!(blobs.info(&loose.handle).is_err(), "the unused blob expired");
+    assert!(
+        blobs.info(&loose.handle).is_err(),
+        "the unused blob expired"
+    );
     t.stop().await;
 }
 
@@ -376,7 +377,12 @@ async fn whatsapp_delivery_statuses_are_recorded_and_a_failure_shows_in_health()
     // The reply's outbox row is recorded as sent with the platform id.
     let deadline = tokio::time::Instant::now() + exactly_once::HANG_GUARD;
     loop {
-        let st = gw.runtime.channels.outbox().stats("whatsapp").expect("stats");
+        let st = gw
+            .runtime
+            .channels
+            .outbox()
+            .stats("whatsapp")
+            .expect("stats");
         if st.depth == 0 {
             break;
         }
@@ -384,20 +390,18 @@ async fn whatsapp_delivery_statuses_are_recorded_and_a_failure_shows_in_health()
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // delivered, read, then failed (re-engagement, 131047).
-    let statuses = r
-        .wa
-        .batch()
-        .status(&wamid, "delivered", &ada.wa_id, None)
-        .status(&wamid, "read", &ada.wa_id, None)
-        .build();
+    let statuses =
+        r.wa.batch()
+            .status(&wamid, "delivered", &ada.wa_id, None)
+            .status(&wamid, "read", &ada.wa_id, None)
+            .build();
     assert_eq!(r.wa.push(&r.webhook_url(), &statuses).await.status, 200);
     let h = health_of(&gw, "whatsapp").await;
     assert_eq!(h.outbox.delivery_failed, 0);
-    let failed = r
-        .wa
-        .batch()
-        .status(&wamid, "failed", &ada.wa_id, Some(131047))
-        .build();
+    let failed =
+        r.wa.batch()
+            .status(&wamid, "failed", &ada.wa_id, Some(131047))
+            .build();
     assert_eq!(r.wa.push(&r.webhook_url(), &failed).await.status, 200);
     let h = health_of(&gw, "whatsapp").await;
     assert_eq!(h.outbox.delivery_failed, 1, "{:?}", h.outbox);
@@ -409,11 +413,10 @@ async fn whatsapp_delivery_statuses_are_recorded_and_a_failure_shows_in_health()
         "{last}"
     );
     // A status of a message the outbox never sent is counted, not kept.
-    let stray = r
-        .wa
-        .batch()
-        .status("wamid.unknown", "failed", &ada.wa_id, Some(131047))
-        .build();
+    let stray =
+        r.wa.batch()
+            .status("wamid.unknown", "failed", &ada.wa_id, Some(131047))
+            .build();
     assert_eq!(r.wa.push(&r.webhook_url(), &stray).await.status, 200);
     assert_eq!(health_of(&gw, "whatsapp").await.outbox.delivery_failed, 1);
     let metrics = reqwest::Client::new()
@@ -426,10 +429,9 @@ async fn whatsapp_delivery_statuses_are_recorded_and_a_failure_shows_in_health()
         .await
         .expect("body");
     assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("pincer_channel_delivery_failed_total")
-                && l.contains("whatsapp")),
+        metrics.lines().any(
+            |l| l.starts_with("pincer_channel_delivery_failed_total") && l.contains("whatsapp")
+        ),
         "{metrics}"
     );
 }

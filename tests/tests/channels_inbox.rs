@@ -235,7 +235,11 @@ async fn failed_sends_are_retried_as_their_error_says_and_show_in_status() {
     .await;
     let last = record.expect("a record");
     assert_eq!(last["format"], "plain", "{last}");
-    assert_eq!(sends_of(&*kv, &token(11)).len(), 1, "sent once, as plain text");
+    assert_eq!(
+        sends_of(&*kv, &token(11)).len(),
+        1,
+        "sent once, as plain text"
+    );
 
     // Permanent: failed at once, visible in the channel's health.
     kv.set("testchan", "fail/send", br#"["permanent"]"#)
@@ -309,15 +313,9 @@ async fn kill_9_at_random_points_of_200_messages_answers_each_once() {
     let plugins = dir.path().join("plugins");
     std::fs::create_dir_all(&plugins).expect("plugins");
     install_plugin(&plugins, "testchan", "testchan");
-    let report = pincer_tests::exactly_once::kill_run(
-        "child_gateway",
-        CHILD_DIR,
-        dir.path(),
-        200,
-        "",
-        4,
-    )
-    .await;
+    let report =
+        pincer_tests::exactly_once::kill_run("child_gateway", CHILD_DIR, dir.path(), 200, "", 4)
+            .await;
     // Exactly once, except a send a kill cut in its HTTP round trip (the
     // platform offers no idempotency key): marked in flight, in doubt, and
     // sent again at the next start (at most one per kill, with one send

@@ -655,7 +655,10 @@ async fn webhook_mode_is_declared_runs_no_poll_loop_and_a_restart_sets_a_lost_we
         runner.mode(),
         Some(pincer::plugins::bindings::ReceiveMode::Webhook)
     );
-    assert!(!runner.receiver_alive().await, "no poll loop in webhook mode");
+    assert!(
+        !runner.receiver_alive().await,
+        "no poll loop in webhook mode"
+    );
     let (chat, user) = alice();
     fake.push(UserMessage::text(&chat, &user, "pushed"));
     wait_texts(&fake, chat.id, &["pushed"]).await;

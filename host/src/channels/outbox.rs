@@ -37,11 +37,11 @@ use tokio::time::Instant;
 use super::inbox::InboxRef;
 use super::pairing::DEFAULT_ACCOUNT;
 use super::{ChannelError, ChannelRunner};
-use crate::plugins::{CallError, PluginError};
 use crate::plugins::bindings::{
     AttachmentKind, DeliveryState as WitDeliveryState, DeliveryStatus, OutboundAttachment,
     OutboundMessage, TextFormat,
 };
+use crate::plugins::{CallError, PluginError};
 use crate::store::{
     DeliveryState, InDoubt, InboxLink, NewOutbound, OutboxItem, OutboxStats, SharedOutbox,
     StoreError,
@@ -140,7 +140,11 @@ impl Stored {
             text: m.text.clone(),
             markdown: matches!(m.format, TextFormat::Markdown),
             reply_to: m.reply_to.clone(),
-            attachments: m.attachments.iter().map(StoredAttachment::from_wit).collect(),
+            attachments: m
+                .attachments
+                .iter()
+                .map(StoredAttachment::from_wit)
+                .collect(),
         }
     }
 
@@ -155,7 +159,11 @@ impl Stored {
                 TextFormat::Plain
             },
             reply_to: self.reply_to.clone(),
-            attachments: self.attachments.iter().map(StoredAttachment::to_wit).collect(),
+            attachments: self
+                .attachments
+                .iter()
+                .map(StoredAttachment::to_wit)
+                .collect(),
         }
     }
 }

@@ -153,7 +153,11 @@ impl OutboxStore for SqliteStore {
                      updated_ms = ?3
                  WHERE id = ?1",
             )?
-            .execute(params![id, (!platform_id.is_empty()).then_some(platform_id), now])?;
+            .execute(params![
+                id,
+                (!platform_id.is_empty()).then_some(platform_id),
+                now
+            ])?;
             Ok(())
         })
     }
@@ -248,7 +252,13 @@ impl OutboxStore for SqliteStore {
                     "UPDATE channel_outbox SET delivery = ?3, delivery_detail = ?4, updated_ms = ?5
                      WHERE channel = ?1 AND platform_id = ?2 AND status = 'sent'",
                 )?
-                .execute(params![channel, platform_id, state.as_str(), detail, now])?;
+                .execute(params![
+                    channel,
+                    platform_id,
+                    state.as_str(),
+                    detail,
+                    now
+                ])?;
             }
             Ok(true)
         })
@@ -409,7 +419,8 @@ mod tests {
     }
 
     #[test]
-    fn sends_in_flight_are_in_doubt_after_a_crash_and_recovered_as_asked() -> Result<(), StoreError> {
+    fn sends_in_flight_are_in_doubt_after_a_crash_and_recovered_as_asked() -> Result<(), StoreError>
+    {
         let dir = tempfile::tempdir().map_err(|e| StoreError::Limit(e.to_string()))?;
         let path = dir.path().join("db");
         let ids = {
@@ -451,16 +462,30 @@ mod tests {
         with_blob.blobs = vec!["b1".into(), "b2".into()];
         let ids = s.outbox_enqueue("c", "default", InboxLink::None, &[with_blob, out("a", "2")])?;
         assert_eq!(s.outbox_blobs_in_use()?, ["b1", "b2"]);
-        assert!(!s.outbox_status("c", "w1", DeliveryState::Read, None)?, "not sent yet");
+        assert!(
+            !s.outbox_status("c", "w1", DeliveryState::Read, None)?,
+            "not sent yet"
+        );
         s.outbox_delivered(ids[0], "w1")?;
-        assert!(s.outbox_blobs_in_use()?.is_empty(), "delivered: no longer held");
+        assert!(
+            s.outbox_blobs_in_use()?.is_empty(),
+            "delivered: no longer held"
+        );
         assert!(s.outbox_status("c", "w1", DeliveryState::Read, None)?);
         assert!(s.outbox_status("c", "w1", DeliveryState::Delivered, None)?);
         assert_eq!(s.outbox_stats("c")?.delivery_failed, 0);
-        assert!(s.outbox_status("c", "w1", DeliveryState::Failed, Some("131047: re-engagement"))?);
+        assert!(s.outbox_status(
+            "c",
+            "w1",
+            DeliveryState::Failed,
+            Some("131047: re-engagement")
+        )?);
         let st = s.outbox_stats("c")?;
         assert_eq!(st.delivery_failed, 1);
-        assert_eq!(st.last_delivery_failure.as_deref(), Some("131047: re-engagement"));
+        assert_eq!(
+            st.last_delivery_failure.as_deref(),
+            Some("131047: re-engagement")
+        );
         assert_eq!(st.depth, 1);
         assert_eq!(s.outbox_rows("c", 10)?.len(), 1, "sent rows are not listed");
         assert_eq!(s.outbox_prune(i64::MAX, 10)?, 1, "the sent row is pruned");

@@ -669,7 +669,6 @@ mod tests {
     use tempfile::TempDir;
 
     use super::*;
-    use crate::store::sqlite::now_ms;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
