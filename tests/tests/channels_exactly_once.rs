@@ -448,3 +448,40 @@ async fn health_of(
         .find(|h| h.name == name)
         .expect("channel")
 }
+
+/// A reply waiting behind its conversation's first reply, which waits for
+/// a rate limit, goes out once the first did: the worker wakes for the
+/// first one's retry (it once took the waiting reply's older time as "due
+/// now", found nothing due and slept until the next commit: the kill -9
+/// test's 600 s hang).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_behind_a_rate_limited_one_goes_out_after_it() {
+    let dir = data_dir();
+    let store = store_of(dir.path());
+    store
+        .set(CHANNEL, "fail/send", br#"["rate-limited:1500"]"#)
+        .expect("fail");
+    let mut t = TestGateway::start_with(
+        options(dir.path(), settings()),
+        tempfile::tempdir().expect("spare"),
+    )
+    .await;
+    // Two messages of one conversation (c0): 0 and 40.
+    let list = serde_json::json!([
+        {"id": "r0", "conversation": "c0", "text": token(0)},
+        {"id": "r40", "conversation": "c0", "text": token(40)},
+    ]);
+    store
+        .set(CHANNEL, "inbox", list.to_string().as_bytes())
+        .expect("inbox");
+    until(&store, "both answers", || answers(&store).len() == 2).await;
+    let sends: Vec<String> = store
+        .list_keys(CHANNEL, "sent/", 10)
+        .expect("sent")
+        .iter()
+        .filter_map(|k| store.get(CHANNEL, k).expect("get"))
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+        .collect();
+    assert_eq!(sends, [token(0), token(40)], "in conversation order");
+    t.stop().await;
+}

@@ -503,11 +503,17 @@ pub(crate) async fn deliver(
                 buckets.retain(|_, (at, _)| now.saturating_duration_since(*at) < interval * 60);
             }
             // The next retry that falls due (rows not yet due).
-            if let Ok(Some(next)) = outbox.store.outbox_next_due(&channel)
-                && next > now_ms
-            {
-                let at = now + Duration::from_millis((next - now_ms) as u64);
-                wait = Some(wait.map_or(at, |w| w.min(at)));
+            match outbox.store.outbox_next_due(&channel) {
+                Ok(Some(next)) if next > now_ms => {
+                    let at = now + Duration::from_millis((next - now_ms) as u64);
+                    wait = Some(wait.map_or(at, |w| w.min(at)));
+                }
+                Ok(Some(_)) if in_flight.is_empty() && wait.is_none() => {
+                    // Due, yet nothing was taken (never expected): look
+                    // again soon rather than sleep until the next commit.
+                    wait = Some(now + Duration::from_millis(100));
+                }
+                _ => {}
             }
         }
         let sleep = async {

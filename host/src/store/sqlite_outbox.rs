@@ -123,9 +123,14 @@ impl OutboxStore for SqliteStore {
     fn outbox_next_due(&self, channel: &str) -> Result<Option<i64>, StoreError> {
         self.read(|conn| {
             Ok(conn
+                // Heads only: a message behind its conversation's head
+                // waits for the head, however old it is itself.
                 .prepare_cached(
-                    "SELECT min(next_attempt_ms) FROM channel_outbox
-                     WHERE channel = ?1 AND status = 'pending' AND sending_since_ms IS NULL",
+                    "SELECT min(o.next_attempt_ms)
+                     FROM (SELECT min(id) AS id FROM channel_outbox
+                           WHERE channel = ?1 AND status = 'pending' GROUP BY conversation) h
+                     JOIN channel_outbox o ON o.id = h.id
+                     WHERE o.sending_since_ms IS NULL",
                 )?
                 .query_row(params![channel], |r| r.get::<_, Option<i64>>(0))
                 .optional()?
@@ -415,6 +420,24 @@ mod tests {
         let st = s.outbox_stats("c")?;
         assert_eq!((st.depth, st.failed), (1, 1));
         assert_eq!(st.last_error.as_deref(), Some("permanent: no"));
+        Ok(())
+    }
+
+    #[test]
+    fn the_next_due_time_is_a_heads_not_a_message_waiting_behind_it() -> Result<(), StoreError> {
+        let s = SqliteStore::in_memory()?;
+        let ids = s.outbox_enqueue(
+            "c",
+            "default",
+            InboxLink::None,
+            &[out("a", "1"), out("a", "2")],
+        )?;
+        s.outbox_retry(ids[0], i64::MAX - 1, 1, false, "not running")?;
+        // The message behind the head is older than the head's retry: a
+        // worker that took its time would see "due now", find nothing due
+        // and never wake up (the 600 s hang of the kill -9 test).
+        assert!(s.outbox_due("c", i64::MAX - 2, 10)?.is_empty());
+        assert_eq!(s.outbox_next_due("c")?, Some(i64::MAX - 1));
         Ok(())
     }
 
