@@ -195,7 +195,7 @@ impl Outbox {
     fn enqueue(
         &self,
         channel: &str,
-        link: InboxLink<'_>,
+        link: InboxLink,
         messages: &[OutboundMessage],
     ) -> Result<(), ChannelError> {
         let rows: Vec<NewOutbound> = messages
@@ -236,25 +236,6 @@ impl Outbox {
     ) -> Result<(), ChannelError> {
         let link = match inbox {
             Some(r) => InboxLink::Answers(r.seq),
-            None => InboxLink::None,
-        };
-        self.enqueue(channel, link, &messages)
-    }
-
-    /// Commit finished pieces of an answer still being streamed, recording
-    /// `progress` on the inbound message `inbox` in the same transaction.
-    pub fn enqueue_pieces(
-        &self,
-        channel: &str,
-        inbox: Option<InboxRef>,
-        progress: &str,
-        messages: Vec<OutboundMessage>,
-    ) -> Result<(), ChannelError> {
-        let link = match inbox {
-            Some(r) => InboxLink::Progress {
-                seq: r.seq,
-                progress,
-            },
             None => InboxLink::None,
         };
         self.enqueue(channel, link, &messages)

@@ -26,20 +26,12 @@ pub struct NewOutbound {
 
 /// What committing to the outbox does to the inbox in the same transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InboxLink<'a> {
+pub enum InboxLink {
     /// Nothing (a notice).
     None,
     /// The messages are the final reply to inbox message `seq`: settle it
     /// as answered.
     Answers(i64),
-    /// The messages are finished pieces of the reply to inbox message
-    /// `seq`, still being streamed: record `progress` on it.
-    Progress {
-        /// The inbox message.
-        seq: i64,
-        /// The reply's progress (see [`InboxStore::inbox_set_progress`](super::InboxStore::inbox_set_progress)).
-        progress: &'a str,
-    },
 }
 
 /// A committed message waiting for delivery.
@@ -149,7 +141,7 @@ pub trait OutboxStore: Send + Sync + 'static {
         &self,
         channel: &str,
         account: &str,
-        link: InboxLink<'_>,
+        link: InboxLink,
         messages: &[NewOutbound],
     ) -> Result<Vec<i64>, StoreError>;
 

@@ -173,12 +173,8 @@ pub(super) fn settle(
 }
 
 /// Record the reply progress of unsettled inbox message `seq` inside a
-/// write transaction (the outbox records it with the pieces it commits).
-pub(super) fn set_progress(
-    tx: &rusqlite::Connection,
-    seq: i64,
-    progress: &str,
-) -> Result<(), StoreError> {
+/// write transaction.
+fn set_progress(tx: &rusqlite::Connection, seq: i64, progress: &str) -> Result<(), StoreError> {
     tx.prepare_cached(
         "UPDATE channel_inbox SET progress = ?2 WHERE seq = ?1 AND state = 'pending'",
     )?

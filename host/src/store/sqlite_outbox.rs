@@ -7,7 +7,7 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::columns::sql_limit;
-use super::sqlite_inbox::{set_progress, settle};
+use super::sqlite_inbox::settle;
 use super::{
     DeliveryState, InDoubt, InboxLink, InboxSettled, NewOutbound, OutboxItem, OutboxRow,
     OutboxStats, OutboxStore, SqliteStore, StoreError,
@@ -63,7 +63,7 @@ impl OutboxStore for SqliteStore {
         &self,
         channel: &str,
         account: &str,
-        link: InboxLink<'_>,
+        link: InboxLink,
         messages: &[NewOutbound],
     ) -> Result<Vec<i64>, StoreError> {
         self.write_tx(|tx, now| {
@@ -74,7 +74,7 @@ impl OutboxStore for SqliteStore {
             )?;
             let seq = match link {
                 InboxLink::None => None,
-                InboxLink::Answers(seq) | InboxLink::Progress { seq, .. } => Some(seq),
+                InboxLink::Answers(seq) => Some(seq),
             };
             let mut ids = Vec::with_capacity(messages.len());
             for m in messages {
@@ -94,7 +94,6 @@ impl OutboxStore for SqliteStore {
                 InboxLink::Answers(seq) => {
                     settle(tx, seq, InboxSettled::Answered, now)?;
                 }
-                InboxLink::Progress { seq, progress } => set_progress(tx, seq, progress)?,
             }
             Ok(ids)
         })
