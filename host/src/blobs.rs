@@ -7,8 +7,10 @@
 //! for the MIME type and file name. Every blob is capped
 //! ([`MediaLimits::max_attachment_mb`]) while it is written, the store as a
 //! whole is capped ([`MediaLimits::max_total_mb`]), and blobs older than
-//! [`MediaLimits::blob_ttl_secs`] are removed (on open, and at most once a
-//! minute while blobs are written).
+//! [`MediaLimits::blob_ttl_secs`] are removed (when the runtime installs the
+//! [`BlobKeeper`], and at most once a minute while blobs are written),
+//! except those the keeper names as still in use (files of replies waiting
+//! in the channel outbox).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -102,22 +104,37 @@ fn io(context: &'static str) -> impl FnOnce(std::io::Error) -> BlobError {
     move |source| BlobError::Io { context, source }
 }
 
+/// Names the blobs still in use, which no sweep removes however old they
+/// are (the channel outbox's waiting attachments).
+pub type BlobKeeper = std::sync::Arc<dyn Fn() -> Result<Vec<String>, String> + Send + Sync>;
+
 /// Blobs under one directory.
-#[derive(Debug)]
 pub struct BlobStore {
     dir: PathBuf,
     limits: MediaLimits,
     /// Bytes held (reserved while written).
     used: AtomicU64,
     last_sweep: Mutex<Instant>,
+    keeper: Mutex<Option<BlobKeeper>>,
+}
+
+impl std::fmt::Debug for BlobStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobStore")
+            .field("dir", &self.dir)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Sweep for expired blobs at most this often while writing.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 impl BlobStore {
-    /// Open (creating) the store in `dir`, removing expired blobs and
-    /// leftovers of interrupted writes.
+    /// Open (creating) the store in `dir`, removing leftovers of
+    /// interrupted writes. Expired blobs go once a keeper is installed
+    /// ([`keep_in_use`](Self::keep_in_use)) or at the first sweep while
+    /// writing.
     pub fn open(dir: &Path, limits: MediaLimits) -> Result<Self, BlobError> {
         std::fs::create_dir_all(dir).map_err(io("creating the blob directory"))?;
         let store = BlobStore {
@@ -125,10 +142,19 @@ impl BlobStore {
             limits,
             used: AtomicU64::new(0),
             last_sweep: Mutex::new(Instant::now()),
+            keeper: Mutex::new(None),
         };
-        let used = store.sweep_now(true)?;
+        let used = store.sweep_now(true, false)?;
         store.used.store(used, Ordering::Relaxed);
         Ok(store)
+    }
+
+    /// Never remove the blobs `keeper` names (asked at every sweep), and
+    /// sweep expired blobs now.
+    pub fn keep_in_use(&self, keeper: BlobKeeper) {
+        *self.keeper.lock().unwrap_or_else(|p| p.into_inner()) = Some(keeper);
+        *self.last_sweep.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        self.sweep_logged();
     }
 
     /// The limits in force.
@@ -149,12 +175,27 @@ impl BlobStore {
         self.dir.join(format!("{handle}.json"))
     }
 
-    /// Remove expired blobs, and partial files (all of them when opening;
-    /// later only expired ones, since others may be in the middle of a
-    /// write); returns the bytes of finished blobs left.
-    fn sweep_now(&self, opening: bool) -> Result<u64, BlobError> {
+    /// Remove partial files (all of them when opening; later only expired
+    /// ones, since others may be in the middle of a write) and, with
+    /// `expire`, expired blobs the keeper does not name; returns the bytes
+    /// of finished blobs left.
+    fn sweep_now(&self, opening: bool, expire: bool) -> Result<u64, BlobError> {
         let ttl = Duration::from_secs(self.limits.blob_ttl_secs);
         let now = SystemTime::now();
+        let keeper = self
+            .keeper
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let in_use: std::collections::HashSet<String> = match keeper.map(|k| k()) {
+            None => Default::default(),
+            Some(Ok(list)) => list.into_iter().collect(),
+            Some(Err(e)) => {
+                // Unsure what is in use: remove nothing but partials.
+                tracing::warn!(error = %e, "asking which blobs are in use failed; expiry skipped");
+                return self.sweep_now(opening, false);
+            }
+        };
         let mut left = 0u64;
         for entry in std::fs::read_dir(&self.dir).map_err(io("listing blobs"))? {
             let Ok(entry) = entry else { continue };
@@ -166,7 +207,10 @@ impl BlobStore {
                 .ok()
                 .and_then(|m| now.duration_since(m).ok())
                 .is_some_and(|age| age > ttl);
-            if expired || (opening && name.ends_with(".part")) {
+            let partial = name.ends_with(".part");
+            let handle = name.split('.').next().unwrap_or_default();
+            let expired = expired && (partial || (expire && !in_use.contains(handle)));
+            if expired || (opening && partial) {
                 let _ = std::fs::remove_file(&path);
             } else if name.ends_with(".bin") {
                 left += meta.len();
@@ -182,7 +226,11 @@ impl BlobStore {
         }
         *last = Instant::now();
         drop(last);
-        match self.sweep_now(false) {
+        self.sweep_logged();
+    }
+
+    fn sweep_logged(&self) {
+        match self.sweep_now(false, true) {
             Ok(left) => {
                 // Writes in progress hold reservations the sweep cannot see;
                 // only ever lower the count to what is on disk.
@@ -422,5 +470,30 @@ mod tests {
         // Reopening counts what is on disk.
         let again = BlobStore::open(dir.path(), limits(1, 2)).unwrap();
         assert_eq!(again.used_bytes(), 2 << 20);
+    }
+
+    #[tokio::test]
+    async fn expired_blobs_go_unless_the_keeper_holds_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = limits(1, 2);
+        l.blob_ttl_secs = 0;
+        let store = BlobStore::open(dir.path(), l).unwrap();
+        let kept = store.put(b"kept", "text/plain", None).await.unwrap();
+        let gone = store.put(b"gone", "text/plain", None).await.unwrap();
+        // Older than the (zero) time to live.
+        std::thread::sleep(Duration::from_millis(20));
+        let reopened = BlobStore::open(dir.path(), l).unwrap();
+        assert!(
+            reopened.info(&gone.handle).is_ok(),
+            "no expiry before a keeper"
+        );
+        let handle = kept.handle.clone();
+        reopened.keep_in_use(std::sync::Arc::new(move || Ok(vec![handle.clone()])));
+        assert_eq!(reopened.read(&kept.handle).await.unwrap(), b"kept");
+        assert!(
+            reopened.info(&gone.handle).is_err(),
+            "expired and not in use"
+        );
+        assert_eq!(reopened.used_bytes(), 4);
     }
 }

@@ -63,6 +63,13 @@ impl Runtime {
         let clock = opts.runtime.clock.clone();
         let plugins = PluginRegistry::new(opts.runtime, opts.kv, opts.events.clone())?;
         let channels = ChannelManager::new(plugins.clone(), opts.pairing, opts.inbox, opts.outbox);
+        if let Some(blobs) = plugins.blobs() {
+            // Files of replies waiting in the outbox outlive the blob TTL.
+            let outbox = channels.outbox().clone();
+            blobs.keep_in_use(Arc::new(move || {
+                outbox.blobs_in_use().map_err(|e| e.to_string())
+            }));
+        }
         let health = HealthMonitor::new(channels.clone(), opts.health, clock, opts.events.clone());
         Ok(Arc::new(Runtime {
             plugins,

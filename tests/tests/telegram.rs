@@ -636,26 +636,38 @@ async fn a_webhook_set_while_polling_is_deleted_and_polling_resumes() {
     assert_eq!(fake.webhook_url(), None);
 }
 
-/// In webhook mode the channel's poll is a watch on the webhook: when the
-/// webhook disappears (deleted by someone else), it is set again.
+/// Webhook mode is declared to the host once the channel is started with
+/// its config: no poll loop runs (no `getUpdates`, no watch), the health
+/// shows `webhook`, and a restart sets a lost webhook again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhook_mode_sets_a_lost_webhook_again() {
+async fn webhook_mode_is_declared_runs_no_poll_loop_and_a_restart_sets_a_lost_webhook_again() {
     let fake = FakeTelegram::start().await;
     let port = free_port();
     let hook = format!("http://127.0.0.1:{port}/channels/telegram/webhook");
-    let _g = gateway(
-        PluginSettings {
-            // Watch every second instead of every 25 s.
-            limits: Some(pincer::plugins::Limits {
-                poll_wait_ms: 1_000,
-                ..Default::default()
-            }),
-            ..settings(&fake, &[("mode", "webhook"), ("webhook_url", &hook)])
-        },
+    let g = gateway(
+        settings(&fake, &[("mode", "webhook"), ("webhook_url", &hook)]),
         port,
     )
     .await;
     fake.wait_for_calls("setWebhook", 1).await;
+    let runner = g.gw().runtime.channels.get("telegram").unwrap();
+    assert_eq!(
+        runner.mode(),
+        Some(pincer::plugins::bindings::ReceiveMode::Webhook)
+    );
+    assert!(
+        !runner.receiver_alive().await,
+        "no poll loop in webhook mode"
+    );
+    let (chat, user) = alice();
+    fake.push(UserMessage::text(&chat, &user, "pushed"));
+    wait_texts(&fake, chat.id, &["pushed"]).await;
+    let health = g.gw().runtime.health.snapshot().await;
+    let h = health.iter().find(|h| h.name == "telegram").unwrap();
+    assert_eq!(h.mode, "webhook");
+    assert!(fake.calls_of("getUpdates").is_empty());
+    assert!(fake.calls_of("getWebhookInfo").is_empty(), "nothing polls");
+    // Someone deletes the webhook; a restart sets it again.
     let r = reqwest::Client::new()
         .post(format!("{}/deleteWebhook", fake.api_url()))
         .send()
@@ -663,13 +675,17 @@ async fn webhook_mode_sets_a_lost_webhook_again() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(fake.webhook_url(), None);
-    fake.wait_for_calls("setWebhook", 2).await;
+    g.gw()
+        .runtime
+        .health
+        .restart_channel("telegram")
+        .await
+        .unwrap();
     assert_eq!(fake.webhook_url().as_deref(), Some(hook.as_str()));
-    assert!(!fake.calls_of("getWebhookInfo").is_empty());
-    assert!(fake.calls_of("getUpdates").is_empty());
-    let (chat, user) = alice();
+    assert!(!runner.receiver_alive().await);
     fake.push(UserMessage::text(&chat, &user, "back"));
-    wait_texts(&fake, chat.id, &["back"]).await;
+    wait_texts(&fake, chat.id, &["pushed", "back"]).await;
+    assert!(fake.calls_of("getUpdates").is_empty());
 }
 
 /// A token Telegram rejects makes `start` fail with an auth error that

@@ -48,12 +48,23 @@ pub struct Accepted {
     pub inbox: InboxRef,
 }
 
+/// How handling an accepted message ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// Processed (answered, or deliberately not answered): settle it.
+    Done,
+    /// It could not be processed now (a store failure): leave it unsettled
+    /// and hand it over again later, before anything else of its
+    /// conversation.
+    RetryLater,
+}
+
 /// Turns accepted messages into work (the gateway's runs). The returned
 /// future ends when the message's processing has ended (its run finished);
 /// only then does the next message of the same conversation go out.
 pub trait InboundHandler: Send + Sync + 'static {
     /// Handle one accepted message.
-    fn handle(&self, accepted: Accepted) -> BoxFuture<'static, ()>;
+    fn handle(&self, accepted: Accepted) -> BoxFuture<'static, Handled>;
 }
 
 /// A handler that hands accepted messages to a bounded channel (for
@@ -63,10 +74,11 @@ pub trait InboundHandler: Send + Sync + 'static {
 pub(crate) struct ChannelHandler(pub(crate) mpsc::Sender<Inbound>);
 
 impl InboundHandler for ChannelHandler {
-    fn handle(&self, accepted: Accepted) -> BoxFuture<'static, ()> {
+    fn handle(&self, accepted: Accepted) -> BoxFuture<'static, Handled> {
         let tx = self.0.clone();
         Box::pin(async move {
             let _ = tx.send(accepted.message).await;
+            Handled::Done
         })
     }
 }
@@ -172,6 +184,16 @@ impl Inbox {
         }
     }
 
+    /// The reply progress recorded on unsettled message `seq`.
+    pub fn progress(&self, seq: i64) -> Result<Option<String>, StoreError> {
+        self.store.inbox_progress(seq)
+    }
+
+    /// Record the reply progress of unsettled message `seq`.
+    pub fn set_progress(&self, seq: i64, progress: &str) -> Result<(), StoreError> {
+        self.store.inbox_set_progress(seq, progress)
+    }
+
     /// Unsettled messages of `channel`.
     pub fn pending(&self, channel: &str) -> Result<u64, StoreError> {
         Ok(self.store.inbox_stats(channel)?.pending)
@@ -200,7 +222,11 @@ pub(crate) async fn process(
     let mut buffer: VecDeque<InboxItem> = VecDeque::new();
     let mut loaded_to = 0i64;
     let mut busy: HashSet<String> = HashSet::new();
-    let mut tasks: JoinSet<(String, i64)> = JoinSet::new();
+    let mut tasks: JoinSet<(InboxItem, Handled)> = JoinSet::new();
+    // Messages to hand over again (their conversation stays busy), when,
+    // and how often they were retried.
+    let mut delayed: Vec<(tokio::time::Instant, InboxItem)> = Vec::new();
+    let mut retries: std::collections::HashMap<i64, u32> = std::collections::HashMap::new();
     let mut backoff = Duration::from_millis(100);
     let mut last_prune = 0i64;
     let mut exhausted = false;
@@ -238,14 +264,31 @@ pub(crate) async fn process(
                 }
             }
         }
+        // Messages whose handler asked for a retry, when due (their
+        // conversation is still busy, so they go before its next one).
+        let now_i = tokio::time::Instant::now();
+        let mut due_again = Vec::new();
+        delayed.retain(|(at, item)| {
+            if *at <= now_i {
+                due_again.push(item.clone());
+                false
+            } else {
+                true
+            }
+        });
         // Dispatch in commit order, skipping conversations in flight.
         let mut i = 0;
-        while i < buffer.len() && tasks.len() < max_in_flight {
-            if busy.contains(&buffer[i].conversation) {
-                i += 1;
-                continue;
-            }
-            let Some(item) = buffer.remove(i) else { break };
+        while (!due_again.is_empty() || i < buffer.len()) && tasks.len() < max_in_flight {
+            let item = if let Some(item) = due_again.pop() {
+                item
+            } else {
+                if busy.contains(&buffer[i].conversation) {
+                    i += 1;
+                    continue;
+                }
+                let Some(item) = buffer.remove(i) else { break };
+                item
+            };
             let message: Inbound = match serde_json::from_str(&item.payload) {
                 Ok(m) => m,
                 Err(e) => {
@@ -266,16 +309,22 @@ pub(crate) async fn process(
             };
             tasks.spawn(async move {
                 // A panicking handler ends this message like any other end.
-                if AssertUnwindSafe(handler.handle(accepted))
+                let handled = match AssertUnwindSafe(handler.handle(accepted))
                     .catch_unwind()
                     .await
-                    .is_err()
                 {
-                    tracing::error!(seq = item.seq, "inbound handler panicked");
-                }
-                (item.conversation, item.seq)
+                    Ok(h) => h,
+                    Err(_) => {
+                        tracing::error!(seq = item.seq, "inbound handler panicked");
+                        Handled::Done
+                    }
+                };
+                (item, handled)
             });
         }
+        // Whatever was due again and found no room waits for the next turn.
+        let soon = tokio::time::Instant::now();
+        delayed.extend(due_again.into_iter().map(|item| (soon, item)));
         let now = unix_ms();
         if now - last_prune > 3_600_000 {
             last_prune = now;
@@ -287,25 +336,44 @@ pub(crate) async fn process(
         if can_read && tasks.len() < max_in_flight {
             continue;
         }
-        if tasks.is_empty() {
-            (&mut woken).await;
-            exhausted = false;
-            continue;
-        }
+        // (With no room, the next handler to end makes room first.)
+        let next_retry = if tasks.len() < max_in_flight {
+            delayed.iter().map(|(at, _)| *at).min()
+        } else {
+            None
+        };
+        let retry_sleep = async {
+            match next_retry {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            done = tasks.join_next() => {
+            done = tasks.join_next(), if !tasks.is_empty() => {
                 match done {
-                    Some(Ok((conversation, seq))) => {
-                        busy.remove(&conversation);
-                        inbox.settle(&channel, seq, InboxSettled::Done);
+                    Some(Ok((item, Handled::Done))) => {
+                        busy.remove(&item.conversation);
+                        retries.remove(&item.seq);
+                        inbox.settle(&channel, item.seq, InboxSettled::Done);
+                    }
+                    Some(Ok((item, Handled::RetryLater))) => {
+                        let n = retries.entry(item.seq).or_insert(0);
+                        *n += 1;
+                        let wait = Duration::from_millis(200u64 << (*n).min(8)).min(Duration::from_secs(30));
+                        tracing::warn!(channel = %channel, seq = item.seq, retries = *n, retry_in_ms = wait.as_millis() as u64, "inbound message not processed; handing it over again later");
+                        delayed.push((tokio::time::Instant::now() + wait, item));
                     }
                     Some(Err(e)) => {
+                        // Never expected (handlers' panics are caught): no
+                        // conversation may stay blocked for good.
                         tracing::error!(channel = %channel, error = %e, "inbound handler task ended abnormally");
+                        busy.clear();
                     }
                     None => {}
                 }
             }
             _ = &mut woken => exhausted = false,
+            _ = retry_sleep => {}
         }
     }
 }

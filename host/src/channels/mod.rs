@@ -34,7 +34,7 @@ pub mod typing;
 pub mod verify;
 
 pub use access::AccessGate;
-pub use inbox::{Accepted, InboundHandler, InboxRef};
+pub use inbox::{Accepted, Handled, InboundHandler, InboxRef};
 pub use outbox::Outbox;
 pub use queue::QueueSettings;
 pub use runner::{ChannelRunner, ChannelState, ChannelStatus, POOL_IDLE_MS};
@@ -169,6 +169,18 @@ pub enum ChannelError {
 struct Workers {
     processor: JoinHandle<()>,
     deliverer: JoinHandle<()>,
+    drain: outbox::Drain,
+}
+
+impl Workers {
+    /// Stop both: the processor at once (unsettled messages are processed
+    /// after the next start), the outbox worker after its sends in flight
+    /// (bounded by its drain timeout).
+    async fn stop(mut self) {
+        self.processor.abort();
+        self.drain.stop();
+        let _ = (&mut self.deliverer).await;
+    }
 }
 
 impl Drop for Workers {
@@ -355,6 +367,7 @@ impl ChannelManager {
                         wake.clone(),
                     );
                     let queue = settings.queue;
+                    let drain = outbox::Drain::default();
                     let workers = Workers {
                         processor: tokio::spawn(inbox::process(
                             self.inbox.clone(),
@@ -367,7 +380,9 @@ impl ChannelManager {
                             self.outbox.clone(),
                             runner.clone(),
                             queue.delivery(),
+                            drain.clone(),
                         )),
+                        drain,
                     };
                     (runner, workers)
                 })
@@ -383,7 +398,9 @@ impl ChannelManager {
         }
     }
 
-    /// Channel plugin `name` was unloaded: stop and forget all its accounts.
+    /// Channel plugin `name` was unloaded: stop and forget all its accounts
+    /// (their sends in flight finish first, within each account's drain
+    /// timeout).
     pub async fn on_removed(&self, name: &str) {
         let keys: Vec<String> = self
             .accounts_of(name)
@@ -397,9 +414,36 @@ impl ChannelManager {
 
     async fn on_removed_key(&self, key: &str) {
         let runner = self.runners().remove(key);
-        if let Some((r, _workers)) = runner {
+        if let Some((r, workers)) = runner {
+            workers.stop().await;
             r.stop().await;
         }
+    }
+
+    /// The gateway is stopping: stop taking messages from every inbox and
+    /// outbox, and let the sends in flight finish (each channel within its
+    /// `drain_timeout_ms`). What is not sent stays committed for the next
+    /// start.
+    pub async fn drain(&self) {
+        let workers: Vec<Workers> = {
+            let mut runners = self.runners();
+            runners
+                .values_mut()
+                .map(|(_, w)| {
+                    // A stopped pair takes their place (dropping it aborts
+                    // nothing that still runs).
+                    std::mem::replace(
+                        w,
+                        Workers {
+                            processor: tokio::spawn(async {}),
+                            deliverer: tokio::spawn(async {}),
+                            drain: outbox::Drain::default(),
+                        },
+                    )
+                })
+                .collect()
+        };
+        futures::future::join_all(workers.into_iter().map(Workers::stop)).await;
     }
 
     fn runner(&self, name: &str) -> Result<Arc<ChannelRunner>, ChannelError> {
@@ -426,7 +470,8 @@ impl ChannelManager {
     }
 
     /// Hand a webhook request to channel `name`; inbound messages it carries
-    /// are published, and the plugin's response is returned for the platform.
+    /// are committed to the inbox, delivery statuses recorded against the
+    /// outbox, and the plugin's response is returned for the platform.
     pub async fn webhook(
         &self,
         name: &str,
@@ -443,7 +488,26 @@ impl ChannelManager {
         request: WebhookRequest,
         remote: Option<std::net::SocketAddr>,
     ) -> Result<WebhookResponse, ChannelError> {
-        self.runner(name)?.webhook(&request, remote).await
+        let runner = self.runner(name)?;
+        let mut response = runner.webhook(&request, remote).await?;
+        let statuses = std::mem::take(&mut response.statuses);
+        if !statuses.is_empty() {
+            self.outbox.record_statuses(name, &statuses);
+            if let Some(failed) = statuses
+                .iter()
+                .rev()
+                .find(|s| matches!(s.state, crate::plugins::bindings::DeliveryState::Failed))
+            {
+                let why = failed.detail.as_deref().unwrap_or("no reason given");
+                runner.update(|s| {
+                    s.last_error = Some(format!(
+                        "delivery failed: message {} to {}: {why}",
+                        failed.message_id, failed.conversation
+                    ))
+                });
+            }
+        }
+        Ok(response)
     }
 
     /// Whether a push to channel `name` from `peer` may reach the plugin

@@ -10,11 +10,25 @@
 //! cause, counted in the channel's health and in `/metrics`. The worker
 //! sleeps until the next message falls due or a new one is committed: it
 //! never loops tightly.
+//!
+//! Exactly once, as far as a host can: each send is marked in flight in
+//! the store before the plugin is called and its result recorded right
+//! after, so the only sends whose outcome is unknown after a crash are the
+//! ones marked in flight ("in doubt": the platform may or may not have
+//! taken them, and Telegram and WhatsApp take no idempotency key). When the
+//! worker starts it settles those as `resend_in_doubt` says: sent again
+//! (default; a lost answer is worse than a doubled one) or failed with a
+//! clear cause. Stopping the worker ([`Drain`]) takes no new message and
+//! lets the sends in flight finish within `drain_timeout_ms`. Attachments
+//! travel in the row (their blobs are held while it waits, see
+//! [`Outbox::blobs_in_use`]); delivery statuses the platform reports later
+//! are recorded against the sent row ([`Outbox::record_statuses`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -23,9 +37,15 @@ use tokio::time::Instant;
 use super::inbox::InboxRef;
 use super::pairing::DEFAULT_ACCOUNT;
 use super::{ChannelError, ChannelRunner};
-use crate::plugins::PluginError;
-use crate::plugins::bindings::{OutboundMessage, TextFormat};
-use crate::store::{NewOutbound, OutboxItem, OutboxStats, SharedOutbox, StoreError};
+use crate::plugins::bindings::{
+    AttachmentKind, DeliveryState as WitDeliveryState, DeliveryStatus, OutboundAttachment,
+    OutboundMessage, TextFormat,
+};
+use crate::plugins::{CallError, PluginError};
+use crate::store::{
+    DeliveryState, InDoubt, InboxLink, NewOutbound, OutboxItem, OutboxStats, SharedOutbox,
+    StoreError,
+};
 
 /// Delivery settings of one channel (`[plugins.<name>.queue]`, see
 /// [`QueueSettings`](super::QueueSettings)).
@@ -43,6 +63,10 @@ pub struct DeliveryLimits {
     pub retry_max_ms: u64,
     /// Sends in flight at once per channel (each to another conversation).
     pub concurrency: usize,
+    /// What starting the worker does with sends a crash left in doubt.
+    pub in_doubt: InDoubt,
+    /// How long stopping waits for the sends in flight, ms.
+    pub drain_timeout_ms: u64,
 }
 
 /// How an outbound message is kept in the store.
@@ -53,6 +77,59 @@ struct Stored {
     text: String,
     markdown: bool,
     reply_to: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    attachments: Vec<StoredAttachment>,
+}
+
+/// An attachment as kept in an outbox row (the file stays in the blob store).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredAttachment {
+    kind: String,
+    blob: String,
+    file_name: String,
+    mime_type: String,
+    size: u64,
+    caption: Option<String>,
+}
+
+impl StoredAttachment {
+    fn from_wit(a: &OutboundAttachment) -> Self {
+        let kind = match a.kind {
+            AttachmentKind::Image => "image",
+            AttachmentKind::Audio => "audio",
+            AttachmentKind::Voice => "voice",
+            AttachmentKind::Video => "video",
+            AttachmentKind::Document => "document",
+            AttachmentKind::Sticker => "sticker",
+        };
+        StoredAttachment {
+            kind: kind.into(),
+            blob: a.blob.clone(),
+            file_name: a.file_name.clone(),
+            mime_type: a.mime_type.clone(),
+            size: a.size,
+            caption: a.caption.clone(),
+        }
+    }
+
+    fn to_wit(&self) -> OutboundAttachment {
+        let kind = match self.kind.as_str() {
+            "image" => AttachmentKind::Image,
+            "audio" => AttachmentKind::Audio,
+            "voice" => AttachmentKind::Voice,
+            "video" => AttachmentKind::Video,
+            "sticker" => AttachmentKind::Sticker,
+            _ => AttachmentKind::Document,
+        };
+        OutboundAttachment {
+            kind,
+            blob: self.blob.clone(),
+            file_name: self.file_name.clone(),
+            mime_type: self.mime_type.clone(),
+            size: self.size,
+            caption: self.caption.clone(),
+        }
+    }
 }
 
 impl Stored {
@@ -63,6 +140,11 @@ impl Stored {
             text: m.text.clone(),
             markdown: matches!(m.format, TextFormat::Markdown),
             reply_to: m.reply_to.clone(),
+            attachments: m
+                .attachments
+                .iter()
+                .map(StoredAttachment::from_wit)
+                .collect(),
         }
     }
 
@@ -77,7 +159,11 @@ impl Stored {
                 TextFormat::Plain
             },
             reply_to: self.reply_to.clone(),
-            attachments: Vec::new(),
+            attachments: self
+                .attachments
+                .iter()
+                .map(StoredAttachment::to_wit)
+                .collect(),
         }
     }
 }
@@ -109,21 +195,16 @@ impl Outbox {
     fn enqueue(
         &self,
         channel: &str,
-        answers: Option<InboxRef>,
+        link: InboxLink,
         messages: &[OutboundMessage],
     ) -> Result<(), ChannelError> {
         let rows: Vec<NewOutbound> = messages
             .iter()
             .map(|m| {
-                if !m.attachments.is_empty() {
-                    tracing::warn!(
-                        channel,
-                        "outbox: attachments are not kept yet; sending the text only"
-                    );
-                }
                 Ok(NewOutbound {
                     conversation: m.conversation.clone(),
                     message: serde_json::to_string(&Stored::from_message(m))?,
+                    blobs: m.attachments.iter().map(|a| a.blob.clone()).collect(),
                 })
             })
             .collect::<Result<_, serde_json::Error>>()
@@ -132,12 +213,14 @@ impl Outbox {
                 error: StoreError::Corrupt(format!("encoding an outbound message: {e}")),
             })?;
         self.store
-            .outbox_enqueue(channel, DEFAULT_ACCOUNT, answers.map(|r| r.seq), &rows)
+            .outbox_enqueue(channel, DEFAULT_ACCOUNT, link, &rows)
             .map_err(|error| ChannelError::Store {
                 channel: channel.to_string(),
                 error,
             })?;
-        self.waker(channel).notify_one();
+        if !rows.is_empty() {
+            self.waker(channel).notify_one();
+        }
         Ok(())
     }
 
@@ -151,7 +234,11 @@ impl Outbox {
         inbox: Option<InboxRef>,
         messages: Vec<OutboundMessage>,
     ) -> Result<(), ChannelError> {
-        self.enqueue(channel, inbox, &messages)
+        let link = match inbox {
+            Some(r) => InboxLink::Answers(r.seq),
+            None => InboxLink::None,
+        };
+        self.enqueue(channel, link, &messages)
     }
 
     /// Commit a notice (pairing code, rate-limit or queue notice).
@@ -160,7 +247,46 @@ impl Outbox {
         channel: &str,
         message: OutboundMessage,
     ) -> Result<(), ChannelError> {
-        self.enqueue(channel, None, &[message])
+        self.enqueue(channel, InboxLink::None, &[message])
+    }
+
+    /// Record delivery statuses `channel`'s platform reported against the
+    /// messages the outbox sent (unknown ids, such as messages streamed by
+    /// edits, are counted but not kept). A `failed` status shows in the
+    /// channel's health with its reason.
+    pub fn record_statuses(&self, channel: &str, statuses: &[DeliveryStatus]) {
+        for st in statuses {
+            let state = match st.state {
+                WitDeliveryState::Sent => DeliveryState::Sent,
+                WitDeliveryState::Delivered => DeliveryState::Delivered,
+                WitDeliveryState::Read => DeliveryState::Read,
+                WitDeliveryState::Failed => DeliveryState::Failed,
+            };
+            metrics::counter!("pincer_channel_delivery_status_total", "channel" => channel.to_string(), "state" => state.as_str())
+                .increment(1);
+            if state == DeliveryState::Failed {
+                metrics::counter!("pincer_channel_delivery_failed_total", "channel" => channel.to_string())
+                    .increment(1);
+                tracing::warn!(channel, message_id = %st.message_id, conversation = %st.conversation, detail = st.detail.as_deref().unwrap_or(""), "the platform reports a message as not delivered");
+            }
+            match self
+                .store
+                .outbox_status(channel, &st.message_id, state, st.detail.as_deref())
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::debug!(channel, message_id = %st.message_id, state = state.as_str(), "status of a message the outbox did not send");
+                }
+                Err(e) => {
+                    tracing::warn!(channel, message_id = %st.message_id, error = %e, "recording a delivery status failed");
+                }
+            }
+        }
+    }
+
+    /// Blob handles waiting messages reference (the blob store keeps them).
+    pub fn blobs_in_use(&self) -> Result<Vec<String>, StoreError> {
+        self.store.outbox_blobs_in_use()
     }
 
     /// How the outbox of `channel` stands.
@@ -210,7 +336,12 @@ fn next_step(
                 | PluginError::Unsupported { .. }
                 | PluginError::Formatting { .. },
             ) => Next::Fail,
-            // Transient, and host-side failures (trap, timeout, busy).
+            // At the instance cap or reloading: wait without spending an
+            // attempt (a loaded machine must not use the attempts up).
+            None if matches!(error, CallError::Busy { .. } | CallError::NotLoaded(_)) => {
+                Next::Retry(backoff().max(Duration::from_millis(100)), false, item.plain)
+            }
+            // Transient, and host-side failures (trap, timeout).
             _ if last_attempt => Next::Fail,
             _ => Next::Retry(backoff(), true, item.plain),
         },
@@ -223,30 +354,91 @@ fn next_step(
     }
 }
 
-/// Run the delivery worker of `runner`'s channel until the task is aborted.
+/// Tells a delivery worker to stop: it takes no new message and ends once
+/// its sends in flight are done or `drain_timeout_ms` has passed (sends
+/// still in flight then stay marked, in doubt, for the next start).
+#[derive(Debug, Clone, Default)]
+pub struct Drain(tokio_util::sync::CancellationToken);
+
+impl Drain {
+    /// Ask the worker to stop.
+    pub fn stop(&self) {
+        self.0.cancel();
+    }
+}
+
+/// What one send task ended with.
+enum Sent {
+    /// The plugin answered.
+    Called(Result<String, ChannelError>),
+    /// The row was not waiting any more (nothing was sent).
+    Skipped,
+    /// Marking the row in flight failed (nothing was sent).
+    NotMarked(StoreError),
+}
+
+/// Settle the sends an earlier process left in flight, as `how` says.
+fn recover(outbox: &Outbox, channel: &str, how: InDoubt) {
+    match outbox.store.outbox_recover(channel, how) {
+        Ok(rows) if rows.is_empty() => {}
+        Ok(rows) => {
+            metrics::counter!("pincer_channel_outbox_in_doubt_total", "channel" => channel.to_string())
+                .increment(rows.len() as u64);
+            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+            tracing::warn!(
+                channel,
+                ?ids,
+                resend = how == InDoubt::Resend,
+                "sends in flight when the gateway stopped: the platform may or may not have them"
+            );
+        }
+        Err(e) => {
+            tracing::warn!(channel, error = %e, "reading the sends left in flight failed");
+        }
+    }
+}
+
+/// Run the delivery worker of `runner`'s channel until `drain` stops it
+/// (or the task is aborted).
 pub(crate) async fn deliver(
     outbox: Arc<Outbox>,
     runner: Arc<ChannelRunner>,
     limits: DeliveryLimits,
+    drain: Drain,
 ) {
     let channel = runner.name().to_string();
     let wake = outbox.waker(&channel);
+    recover(&outbox, &channel, limits.in_doubt);
     // Per conversation: when its bucket is next full enough to send, and
     // the tokens left (a token bucket of `burst`, one per `interval`).
     let mut buckets: HashMap<String, (Instant, f64)> = HashMap::new();
-    let mut in_flight: JoinSet<(OutboxItem, Result<String, ChannelError>)> = JoinSet::new();
+    let mut in_flight: JoinSet<(OutboxItem, Sent)> = JoinSet::new();
     let mut flying: std::collections::HashSet<String> = std::collections::HashSet::new();
     let interval = Duration::from_millis(limits.interval_ms.max(1));
     let burst = f64::from(limits.burst.max(1));
     let mut store_backoff = Duration::from_millis(100);
+    let mut last_prune = 0i64;
     publish_stats(&outbox, &channel);
     loop {
+        if drain.0.is_cancelled() {
+            finish_draining(&outbox, &channel, &runner, &limits, in_flight).await;
+            return;
+        }
         let woken = wake.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
         let now = Instant::now();
         let now_ms = unix_ms();
         let mut wait: Option<Instant> = None;
+        if now_ms - last_prune > 3_600_000 {
+            last_prune = now_ms;
+            if let Err(e) = outbox
+                .store
+                .outbox_prune(now_ms - super::inbox::DEDUPE_KEEP_MS, 1000)
+            {
+                tracing::warn!(channel = %channel, error = %e, "pruning the outbox failed");
+            }
+        }
         let room = limits.concurrency.max(1).saturating_sub(in_flight.len());
         if room > 0 {
             match outbox.store.outbox_due(&channel, now_ms, 256) {
@@ -275,15 +467,10 @@ pub(crate) async fn deliver(
                         *tokens -= 1.0;
                         flying.insert(item.conversation.clone());
                         let runner = runner.clone();
+                        let store = outbox.store.clone();
                         in_flight.spawn(async move {
-                            let r = match serde_json::from_str::<Stored>(&item.message) {
-                                Ok(stored) => runner.send(&stored.to_message(item.plain)).await,
-                                Err(e) => Err(ChannelError::Store {
-                                    channel: runner.name().to_string(),
-                                    error: StoreError::Corrupt(format!("outbox message: {e}")),
-                                }),
-                            };
-                            (item, r)
+                            let sent = send_one(&store, &runner, &item).await;
+                            (item, sent)
                         });
                     }
                 }
@@ -297,11 +484,17 @@ pub(crate) async fn deliver(
                 buckets.retain(|_, (at, _)| now.saturating_duration_since(*at) < interval * 60);
             }
             // The next retry that falls due (rows not yet due).
-            if let Ok(Some(next)) = outbox.store.outbox_next_due(&channel)
-                && next > now_ms
-            {
-                let at = now + Duration::from_millis((next - now_ms) as u64);
-                wait = Some(wait.map_or(at, |w| w.min(at)));
+            match outbox.store.outbox_next_due(&channel) {
+                Ok(Some(next)) if next > now_ms => {
+                    let at = now + Duration::from_millis((next - now_ms) as u64);
+                    wait = Some(wait.map_or(at, |w| w.min(at)));
+                }
+                Ok(Some(_)) if in_flight.is_empty() && wait.is_none() => {
+                    // Due, yet nothing was taken (never expected): look
+                    // again soon rather than sleep until the next commit.
+                    wait = Some(now + Duration::from_millis(100));
+                }
+                _ => {}
             }
         }
         let sleep = async {
@@ -312,16 +505,89 @@ pub(crate) async fn deliver(
         };
         tokio::select! {
             done = in_flight.join_next(), if !in_flight.is_empty() => {
-                if let Some(Ok((item, result))) = done {
-                    flying.remove(&item.conversation);
-                    settle(&outbox, &channel, &runner, &limits, item, result);
-                    publish_stats(&outbox, &channel);
+                match done {
+                    Some(Ok((item, sent))) => {
+                        flying.remove(&item.conversation);
+                        settle(&outbox, &channel, &runner, &limits, item, sent);
+                        publish_stats(&outbox, &channel);
+                    }
+                    Some(Err(e)) => {
+                        // Never expected (send tasks catch panics); forget
+                        // every conversation so none is blocked for good.
+                        tracing::error!(channel = %channel, error = %e, "an outbox send task ended abnormally");
+                        flying.clear();
+                    }
+                    None => {}
                 }
             }
             _ = &mut woken => {}
             _ = sleep => {}
+            _ = drain.0.cancelled() => {}
         }
     }
+}
+
+/// Mark `item` in flight, then send it (the mark is committed before the
+/// plugin is called, so a crash leaves it in doubt, never unknown).
+async fn send_one(store: &SharedOutbox, runner: &ChannelRunner, item: &OutboxItem) -> Sent {
+    match store.outbox_begin(item.id) {
+        Ok(true) => {}
+        Ok(false) => return Sent::Skipped,
+        Err(e) => return Sent::NotMarked(e),
+    }
+    let call = async {
+        match serde_json::from_str::<Stored>(&item.message) {
+            Ok(stored) => runner.send(&stored.to_message(item.plain)).await,
+            Err(e) => Err(ChannelError::Store {
+                channel: runner.name().to_string(),
+                error: StoreError::Corrupt(format!("outbox message: {e}")),
+            }),
+        }
+    };
+    match std::panic::AssertUnwindSafe(call).catch_unwind().await {
+        Ok(r) => Sent::Called(r),
+        Err(_) => Sent::Called(Err(ChannelError::Store {
+            channel: runner.name().to_string(),
+            error: StoreError::Corrupt("the send panicked".into()),
+        })),
+    }
+}
+
+/// The worker was told to stop: let the sends in flight finish within the
+/// drain timeout and record their results.
+async fn finish_draining(
+    outbox: &Outbox,
+    channel: &str,
+    runner: &ChannelRunner,
+    limits: &DeliveryLimits,
+    mut in_flight: JoinSet<(OutboxItem, Sent)>,
+) {
+    if in_flight.is_empty() {
+        return;
+    }
+    tracing::info!(
+        channel,
+        sends = in_flight.len(),
+        "stopping: letting the sends in flight finish"
+    );
+    let deadline = Instant::now() + Duration::from_millis(limits.drain_timeout_ms);
+    loop {
+        match tokio::time::timeout_at(deadline, in_flight.join_next()).await {
+            Ok(Some(Ok((item, sent)))) => settle(outbox, channel, runner, limits, item, sent),
+            Ok(Some(Err(_))) => {}
+            Ok(None) => break,
+            Err(_) => {
+                tracing::warn!(
+                    channel,
+                    sends = in_flight.len(),
+                    "drain timeout: sends still in flight stay in doubt for the next start"
+                );
+                in_flight.abort_all();
+                break;
+            }
+        }
+    }
+    publish_stats(outbox, channel);
 }
 
 fn settle(
@@ -330,14 +596,23 @@ fn settle(
     runner: &ChannelRunner,
     limits: &DeliveryLimits,
     item: OutboxItem,
-    result: Result<String, ChannelError>,
+    sent: Sent,
 ) {
+    let result = match sent {
+        Sent::Called(r) => r,
+        Sent::Skipped => return,
+        Sent::NotMarked(e) => {
+            // Nothing was sent; the row is due again at once.
+            tracing::warn!(channel, id = item.id, error = %e, "marking an outbox send failed");
+            return;
+        }
+    };
     let stored = match result {
         Ok(platform_id) => {
             metrics::counter!("pincer_channel_outbox_sent_total", "channel" => channel.to_string())
                 .increment(1);
             tracing::debug!(channel, id = item.id, %platform_id, "outbox message delivered");
-            outbox.store.outbox_delivered(item.id)
+            outbox.store.outbox_delivered(item.id, &platform_id)
         }
         Err(e) => {
             let cause = e.to_string();
@@ -366,7 +641,8 @@ fn settle(
         }
     };
     if let Err(e) = stored {
-        // The message stays as it was and is tried again: at least once.
+        // The row stays marked in flight: settled as in doubt at the next
+        // start (at least once by default).
         tracing::warn!(channel, id = item.id, error = %e, "recording an outbox result failed");
     }
 }
@@ -391,7 +667,6 @@ fn unix_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::CallError;
 
     fn limits() -> DeliveryLimits {
         DeliveryLimits {
@@ -401,6 +676,8 @@ mod tests {
             retry_base_ms: 1000,
             retry_max_ms: 60_000,
             concurrency: 4,
+            in_doubt: InDoubt::Resend,
+            drain_timeout_ms: 1000,
         }
     }
 

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::inbox::{DEFAULT_BATCH, ProcessorLimits};
 use super::outbox::DeliveryLimits;
+use crate::store::InDoubt;
 
 /// Inbox processing and outbox delivery settings of one channel.
 ///
@@ -18,6 +19,8 @@ use super::outbox::DeliveryLimits;
 /// send_concurrency = 8       # sends in flight (to different conversations)
 /// inbox_batch = 256          # committed messages held in memory
 /// inbox_max_in_flight = 32   # conversations answered at once
+/// resend_in_doubt = true     # a send a crash interrupted is sent again
+/// drain_timeout_ms = 5000    # stopping waits this long for sends in flight
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -39,6 +42,15 @@ pub struct QueueSettings {
     pub inbox_batch: usize,
     /// Conversations being answered at once per channel (default 32).
     pub inbox_max_in_flight: usize,
+    /// A send the gateway was in the middle of when it died (the platform
+    /// may or may not have taken it: Telegram and WhatsApp take no
+    /// idempotency key) is sent again at the next start (default `true`:
+    /// at least once, a rare doubled message rather than a lost answer);
+    /// `false` fails it instead, with the cause in the channel's health.
+    pub resend_in_doubt: bool,
+    /// How long stopping the gateway or unloading the channel waits for the
+    /// sends in flight to finish, ms (default 5000).
+    pub drain_timeout_ms: u64,
 }
 
 impl Default for QueueSettings {
@@ -52,6 +64,8 @@ impl Default for QueueSettings {
             send_concurrency: 8,
             inbox_batch: DEFAULT_BATCH,
             inbox_max_in_flight: 32,
+            resend_in_doubt: true,
+            drain_timeout_ms: 5000,
         }
     }
 }
@@ -65,6 +79,12 @@ impl QueueSettings {
             retry_base_ms: self.retry_base_ms,
             retry_max_ms: self.retry_max_ms,
             concurrency: self.send_concurrency,
+            in_doubt: if self.resend_in_doubt {
+                InDoubt::Resend
+            } else {
+                InDoubt::Fail
+            },
+            drain_timeout_ms: self.drain_timeout_ms,
         }
     }
 

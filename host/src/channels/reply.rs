@@ -5,8 +5,11 @@
 //! receipts), keeps a typing indicator up while the agent works
 //! ([`typing`](super::typing)), streams the growing answer in the
 //! channel's style ([`stream`](super::stream): final-only, throttled
-//! edits, or native drafts in direct chats) and delivers the final chunks
-//! ([`chunk`](super::chunk)) through [`deliver_final`]. Every message goes
+//! edits, or native drafts in direct chats) and commits the final chunks
+//! ([`chunk`](super::chunk)) to the durable outbox together with settling
+//! the inbound message. What streaming sends directly is recorded on the
+//! inbox row as it goes out ([`Progress`]), so a reply a restart cut short
+//! resumes where it was instead of starting over. Every message goes
 //! to the inbound message's thread and replies to it, as Markdown; when
 //! the platform rejects the formatting (`error.formatting`) the same text
 //! goes again as plain text. [`notify`] sends short notices (rate limit,
@@ -15,12 +18,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use serde::{Deserialize, Serialize};
+
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::access::ChatKind;
 use super::chunk::Measure;
-use super::stream::{Settings, Step, Streamer, Style};
+use super::stream::{Resume, Settings, Step, Streamer, Style};
 use super::typing::{self, TypingStats};
 use super::{ChannelError, ChannelManager, InboxRef};
 use crate::plugins::PluginError;
@@ -208,33 +213,91 @@ async fn edit_text(
     }
 }
 
-/// Deliver the final pieces of an answer, in order. This is the one door
-/// final chunks go through (the durable outbox takes it over); today it
-/// sends directly and logs failures.
-pub async fn deliver_final(channels: &ChannelManager, target: &ReplyTarget, ops: Vec<FinalOp>) {
-    for op in ops {
-        deliver_now(channels, target, op).await;
+/// What of a reply has reached the platform, kept on its inbox row while
+/// it is streamed (see [`Resume`]). Direct sends while streaming (the
+/// message edits go to, finished chunks) are bracketed: `sending` is
+/// committed before the call and the new state after it, so after a
+/// crash the reply resumes from what is known to be out, and only a send
+/// whose HTTP round trip the crash cut is in doubt (sent again, as the
+/// outbox does by default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// What is known to be out.
+    pub done: Resume,
+    /// A direct send was in flight when this was recorded.
+    #[serde(default)]
+    pub sending: bool,
+}
+
+/// The reply's [`Progress`], in memory and on its inbox row.
+struct Tracker {
+    inbox: Option<InboxRef>,
+    done: Resume,
+}
+
+impl Tracker {
+    /// Load the progress an earlier attempt at this reply recorded.
+    fn load(channels: &ChannelManager, target: &ReplyTarget) -> (Self, Option<Progress>) {
+        let earlier = target.inbox.and_then(|r| {
+            match channels.inbox().progress(r.seq) {
+                Ok(Some(text)) => match serde_json::from_str::<Progress>(&text) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        warn!(channel = %target.channel, seq = r.seq, error = %e, "unreadable reply progress; starting over");
+                        None
+                    }
+                },
+                Ok(None) => None,
+                Err(e) => {
+                    warn!(channel = %target.channel, seq = r.seq, error = %e, "reading reply progress failed; starting over");
+                    None
+                }
+            }
+        });
+        let t = Tracker {
+            inbox: target.inbox,
+            done: earlier.as_ref().map(|p| p.done.clone()).unwrap_or_default(),
+        };
+        (t, earlier)
+    }
+
+    fn encode(&self, sending: bool) -> String {
+        serde_json::to_string(&Progress {
+            done: self.done.clone(),
+            sending,
+        })
+        .unwrap_or_default()
+    }
+
+    /// Record on the inbox row (a failure is logged: the reply then resumes
+    /// from an older state after a crash, at least once).
+    fn save(&self, channels: &ChannelManager, target: &ReplyTarget, sending: bool) {
+        if let Some(r) = self.inbox
+            && let Err(e) = channels.inbox().set_progress(r.seq, &self.encode(sending))
+        {
+            warn!(channel = %target.channel, seq = r.seq, error = %e, "recording reply progress failed");
+        }
     }
 }
 
-/// The answer's last pieces: edits of the streamed message go out now; new
-/// messages are committed to the durable outbox (which retries them) in
-/// one transaction with settling the inbound message as answered, so a
+/// The answer's last pieces: edits of the streamed message go out now
+/// (an edit is idempotent; one that fails becomes a message of its own);
+/// new messages are committed to the durable outbox (which retries them)
+/// in one transaction with settling the inbound message as answered, so a
 /// restart neither loses nor repeats the answer.
 async fn commit_final(channels: &ChannelManager, target: &ReplyTarget, ops: Vec<FinalOp>) {
     let mut sends = Vec::new();
     for op in ops {
         match op {
             FinalOp::Send(text) => sends.push(target.message(text, TextFormat::Markdown)),
-            edit @ FinalOp::Edit { .. } => {
-                // Pieces before this edit keep their order.
-                if !sends.is_empty()
-                    && let Err(e) =
-                        channels.enqueue_final(&target.channel, None, std::mem::take(&mut sends))
-                {
-                    warn!(channel = %target.channel, error = %e, "committing reply pieces failed");
+            FinalOp::Edit { id, text } => {
+                if let Err(e) = edit_text(channels, target, &id, &text).await {
+                    // The streamed message cannot take its final text (edits
+                    // unsupported, the message gone, the platform down): send
+                    // it as a message of its own rather than leave it partial.
+                    debug!(channel = %target.channel, error = %e, "final edit failed; sending the text instead");
+                    sends.push(target.message(text, TextFormat::Markdown));
                 }
-                deliver_now(channels, target, edit).await;
             }
         }
     }
@@ -243,58 +306,77 @@ async fn commit_final(channels: &ChannelManager, target: &ReplyTarget, ops: Vec<
     }
 }
 
-/// Deliver one final piece directly.
-async fn deliver_now(channels: &ChannelManager, target: &ReplyTarget, op: FinalOp) {
-    {
-        let r = match &op {
-            FinalOp::Send(text) => send_text(channels, target, text).await.map(drop),
-            FinalOp::Edit { id, text } => match edit_text(channels, target, id, text).await {
-                // The streamed message cannot take its final text (edits
-                // unsupported, the message gone, the platform down): send
-                // it as a message of its own rather than leave it partial.
-                Err(e) => {
-                    debug!(channel = %target.channel, error = %e, "final edit failed; sending the text instead");
-                    send_text(channels, target, text).await.map(drop)
-                }
-                Ok(()) => Ok(()),
-            },
-        };
-        if let Err(e) = r {
-            warn!(channel = %target.channel, conversation = %target.conversation, error = %e, "delivering reply");
-        }
-    }
-}
-
-/// Carry out streaming steps; final pieces go through [`deliver_final`].
+/// Carry out streaming steps. Finished pieces and the message to edit go
+/// out directly (in order with the edits), bracketed by progress records;
+/// the last batch goes through [`commit_final`].
 async fn run_steps(
     channels: &ChannelManager,
     target: &ReplyTarget,
     streamer: &mut Streamer,
+    tracker: &mut Tracker,
     steps: Vec<Step>,
     last: bool,
 ) {
-    let mut finals = Vec::new();
+    if last {
+        let finals = steps
+            .into_iter()
+            .filter_map(|step| match step {
+                Step::Post { text } => Some(FinalOp::Send(text)),
+                Step::Edit { id, text, .. } => Some(FinalOp::Edit { id, text }),
+                _ => None,
+            })
+            .collect();
+        commit_final(channels, target, finals).await;
+        return;
+    }
+    let sends = steps
+        .iter()
+        .any(|s| matches!(s, Step::Post { .. } | Step::Open { .. }));
+    if sends {
+        tracker.save(channels, target, true);
+    }
     for step in steps {
-        match step {
-            Step::Post { text } => finals.push(FinalOp::Send(text)),
+        let ok = match step {
+            Step::Post { text } => match send_text(channels, target, &text).await {
+                Ok(_) => true,
+                Err(e) => {
+                    warn!(channel = %target.channel, conversation = %target.conversation, error = %e, "delivering a finished piece failed; the rest goes out at the end");
+                    false
+                }
+            },
             Step::Edit {
                 id,
                 text,
                 last: true,
-            } => finals.push(FinalOp::Edit { id, text }),
-            other => {
-                // Finished pieces before this step go out first (order).
-                if !finals.is_empty() {
-                    deliver_final(channels, target, std::mem::take(&mut finals)).await;
+            } => {
+                if let Err(e) = edit_text(channels, target, &id, &text).await {
+                    debug!(channel = %target.channel, error = %e, "finishing a streamed message failed; the rest goes out at the end");
+                    false
+                } else {
+                    true
                 }
-                live_step(channels, target, streamer, other).await;
             }
+            other => {
+                live_step(channels, target, streamer, other).await;
+                true
+            }
+        };
+        if !ok {
+            // Step back to what is known to be out and deliver the rest
+            // when the answer is complete.
+            streamer.resume(tracker.done.clone());
+            streamer.unsupported();
+            channels.replies.fallbacks.fetch_add(1, Ordering::Relaxed);
+            break;
         }
     }
-    if last {
-        commit_final(channels, target, finals).await;
-    } else if !finals.is_empty() {
-        deliver_final(channels, target, finals).await;
+    if sends {
+        tracker.done = streamer.snapshot();
+        tracker.save(channels, target, false);
+    } else if streamer.snapshot().live != tracker.done.live {
+        // Edits change what the live message shows: kept in memory only
+        // (a stale record costs one more, idempotent, edit).
+        tracker.done.live = streamer.snapshot().live;
     }
 }
 
@@ -372,6 +454,16 @@ pub async fn stream_reply(
     };
     let settings = settings_for(caps.as_ref(), target.chat);
     let mut streamer = Streamer::new(settings, clock.now_ms().max(1));
+    let (mut tracker, earlier) = Tracker::load(&channels, &target);
+    if let Some(p) = earlier {
+        // A restart cut this reply short: what went out stays out.
+        if p.sending {
+            metrics::counter!("pincer_channel_reply_in_doubt_total", "channel" => target.channel.clone())
+                .increment(1);
+        }
+        debug!(channel = %target.channel, consumed = p.done.consumed, live = p.done.live.is_some(), in_doubt = p.sending, "resuming a reply an earlier run started");
+        streamer.resume(p.done);
+    }
     loop {
         let wait = streamer
             .due_at()
@@ -389,15 +481,15 @@ pub async fn stream_reply(
                         g.finish().await;
                     }
                     let steps = streamer.finish(&text);
-                    run_steps(&channels, &target, &mut streamer, steps, true).await;
+                    run_steps(&channels, &target, &mut streamer, &mut tracker, steps, true).await;
                     return;
                 }
                 let steps = streamer.update(&text, clock.now_ms());
-                run_steps(&channels, &target, &mut streamer, steps, false).await;
+                run_steps(&channels, &target, &mut streamer, &mut tracker, steps, false).await;
             }
             _ = async { if let Some(w) = wait { tokio::time::sleep(w).await } }, if wait.is_some() => {
                 let steps = streamer.tick(clock.now_ms());
-                run_steps(&channels, &target, &mut streamer, steps, false).await;
+                run_steps(&channels, &target, &mut streamer, &mut tracker, steps, false).await;
             }
         }
     }

@@ -120,6 +120,8 @@ pub struct ChannelRunner {
     lifecycle: tokio::sync::Mutex<()>,
     /// Pushes refused by host-side verification.
     verify_stats: VerifyStats,
+    /// The receive mode the started channel declared (see [`Self::mode`]).
+    live_mode: Mutex<Option<ReceiveMode>>,
 }
 
 struct Receiver {
@@ -158,6 +160,7 @@ impl ChannelRunner {
             last_contact_at: AtomicU64::new(0),
             lifecycle: tokio::sync::Mutex::new(()),
             verify_stats: VerifyStats::default(),
+            live_mode: Mutex::new(None),
         })
     }
 
@@ -221,8 +224,12 @@ impl ChannelRunner {
         Ok(self.bound()?.version.clone())
     }
 
-    /// Receive mode of the current version.
+    /// Receive mode: as the started channel declared it (after seeing its
+    /// config), else as the current version declared it at load.
     pub fn mode(&self) -> Option<ReceiveMode> {
+        if let Some(m) = *self.live_mode.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Some(m);
+        }
         self.registry
             .current(self.plugin())
             .and_then(|v| v.channel_capabilities().map(|c| c.mode))
@@ -567,11 +574,23 @@ impl ChannelRunner {
                 }
             }
         };
-        let mode = inst
+        let declared = inst
             .version()
             .channel_capabilities()
             .map(|c| c.mode)
             .unwrap_or(ReceiveMode::Webhook);
+        // `describe` at load time cannot see the config; asked again now
+        // that the instance is started with it, a channel can declare the
+        // mode its config chose (Telegram's `mode = "webhook"`).
+        let mut inst = inst;
+        let mode = match inst.describe_channel().await {
+            Ok(c) => c.mode,
+            Err(e) => {
+                tracing::debug!(channel = %self.name, error = %e, "describe after start failed; using the declared mode");
+                declared
+            }
+        };
+        *self.live_mode.lock().unwrap_or_else(|p| p.into_inner()) = Some(mode);
         match mode {
             ReceiveMode::Poll => self.spawn_receiver(inst).await,
             ReceiveMode::Webhook => self.checkin(inst),

@@ -16,7 +16,23 @@
 //! [`Streamer::unsupported`]); an edit or draft the channel turns out not
 //! to support makes the rest of the answer `final-only`.
 
+use serde::{Deserialize, Serialize};
+
 use super::chunk::{self, Measure};
+
+/// What of a reply has reached the platform: enough to resume streaming it
+/// after a restart without sending any of it again.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    /// Bytes of the answer delivered in finished chunks.
+    pub consumed: usize,
+    /// Those bytes.
+    pub frozen: String,
+    /// The fence line the rest continues inside, if a chunk cut a code block.
+    pub carry: Option<String>,
+    /// The message being edited: platform id and the text it shows.
+    pub live: Option<(String, String)>,
+}
 
 /// Edit interval used when a channel declares 0.
 pub const DEFAULT_EDIT_INTERVAL_MS: u64 = 1_000;
@@ -128,6 +144,29 @@ impl Streamer {
     /// The style in effect (after any fallback).
     pub fn style(&self) -> Style {
         self.settings.style
+    }
+
+    /// What has been handed out so far (finished chunks and the message
+    /// being edited), to record once those steps went through.
+    pub fn snapshot(&self) -> Resume {
+        Resume {
+            consumed: self.consumed,
+            frozen: self.frozen.clone(),
+            carry: self.carry.clone(),
+            live: self.live.clone(),
+        }
+    }
+
+    /// Continue from `r`: what an earlier attempt at this reply delivered
+    /// (after a restart, or to step back from steps that failed).
+    pub fn resume(&mut self, r: Resume) {
+        self.consumed = r.consumed;
+        self.frozen = r.frozen;
+        self.carry = r.carry;
+        self.live = r.live;
+        self.opening = false;
+        self.drafted = None;
+        self.pending = false;
     }
 
     /// When (caller's clock, ms) the held-back text is due, if any.
@@ -497,6 +536,39 @@ mod tests {
                 text: "⚠️ failed".into(),
                 last: true
             }]
+        );
+    }
+
+    #[test]
+    fn a_resumed_reply_edits_its_message_and_sends_only_the_rest() {
+        let mut s = Streamer::new(settings(Style::Edit, 1, 12), 1);
+        assert!(matches!(s.update("aaaa ", 0)[..], [Step::Open { .. }]));
+        s.opened(Some("m1".into()), "aaaa".into());
+        // The text outgrows the first message: it is finished and the rest
+        // opens a second one.
+        let steps = s.update("aaaa bbbb cccc", 10);
+        assert!(
+            matches!(&steps[..], [Step::Edit { last: true, .. }, Step::Open { text }] if text == "cccc"),
+            "{steps:?}"
+        );
+        s.opened(Some("m2".into()), "cccc".into());
+        // Recorded once those steps went through; then the process dies.
+        let done = s.snapshot();
+        assert_eq!(done.live, Some(("m2".into(), "cccc".into())));
+        // The answer is produced again after the restart.
+        let mut r = Streamer::new(settings(Style::Edit, 1, 12), 1);
+        r.resume(done);
+        let mut steps = r.update("aaaa bbbb cccc dd", 20);
+        steps.extend(r.finish("aaaa bbbb cccc dd"));
+        assert!(
+            steps
+                .iter()
+                .all(|st| matches!(st, Step::Edit { id, .. } if id == "m2")),
+            "only edits of the second message: {steps:#?}"
+        );
+        assert!(
+            matches!(steps.last(), Some(Step::Edit { text, .. }) if text == "cccc dd"),
+            "{steps:#?}"
         );
     }
 }

@@ -18,7 +18,7 @@ use super::Gateway;
 use super::runs::{Origin, RunSpec, StartOutcome};
 use super::sender_rate::Verdict;
 use crate::channels::reply::notify;
-use crate::channels::{Accepted, InboundHandler};
+use crate::channels::{Accepted, Handled, InboundHandler};
 use crate::store::NewSession;
 
 /// What a sender over the rate limit is told (once per stretch).
@@ -41,15 +41,21 @@ pub fn channel_session_key(channel: &str, conversation: &str, thread: Option<&st
 pub struct Handler(Weak<Gateway>);
 
 impl InboundHandler for Handler {
-    fn handle(&self, accepted: Accepted) -> BoxFuture<'static, ()> {
+    fn handle(&self, accepted: Accepted) -> BoxFuture<'static, Handled> {
         let gw = self.0.clone();
         Box::pin(async move {
             let Some(gw) = gw.upgrade() else {
                 // Shutting down: leave the message unsettled for the next start.
                 return std::future::pending().await;
             };
-            let Some(run_id) = route(&gw, accepted) else {
-                return;
+            if gw.shutting_down() {
+                // Not settled: answered after the restart.
+                return std::future::pending().await;
+            }
+            let run_id = match route(&gw, accepted) {
+                Route::Run(id) => id,
+                Route::NotAnswered => return Handled::Done,
+                Route::Retry => return Handled::RetryLater,
             };
             // The processor sends this conversation's next message only
             // after this run (and with it its final reply) is done.
@@ -59,6 +65,7 @@ impl InboundHandler for Handler {
                 // committed, the message is answered after the restart.
                 std::future::pending::<()>().await;
             }
+            Handled::Done
         })
     }
 }
@@ -71,13 +78,21 @@ pub fn install(gw: &Arc<Gateway>) {
         .set_inbound_handler(Arc::new(Handler(Arc::downgrade(gw))));
 }
 
-/// Start the run answering one accepted message; its run id, or `None`
-/// when nothing was started (the message is then settled as done).
-fn route(gw: &Arc<Gateway>, accepted: Accepted) -> Option<String> {
+/// What became of an accepted message.
+enum Route {
+    /// A run answers it.
+    Run(String),
+    /// Deliberately not answered (sender over its rate, queue full): the
+    /// message is settled as done.
+    NotAnswered,
+    /// Nothing could be started now (a store failure): the message stays
+    /// unsettled and is handed over again.
+    Retry,
+}
+
+/// Start the run answering one accepted message.
+fn route(gw: &Arc<Gateway>, accepted: Accepted) -> Route {
     let msg = accepted.message;
-    if gw.shutting_down() {
-        return None;
-    }
     if let Verdict::Refuse { warn } = gw.runs.admit_sender(&msg.channel, &msg.sender) {
         info!(channel = %msg.channel, sender = %msg.sender, id = %msg.id, "sender over the rate limit; message not answered");
         if warn {
@@ -89,7 +104,7 @@ fn route(gw: &Arc<Gateway>, accepted: Accepted) -> Option<String> {
                 SLOW_DOWN_NOTICE.into(),
             );
         }
-        return None;
+        return Route::NotAnswered;
     }
     let key = channel_session_key(&msg.channel, &msg.conversation, msg.thread.as_deref());
     let init = NewSession {
@@ -98,8 +113,8 @@ fn route(gw: &Arc<Gateway>, accepted: Accepted) -> Option<String> {
         conversation: Some(msg.conversation.clone()),
     };
     if let Err(e) = gw.sessions.ensure_session(&key, &init) {
-        warn!(channel = %msg.channel, error = %e, "creating channel session");
-        return None;
+        warn!(channel = %msg.channel, error = %e, "creating channel session failed; the message is handed over again");
+        return Route::Retry;
     }
     // The platform id names the run; a message without one takes its
     // inbox position.
@@ -134,8 +149,8 @@ fn route(gw: &Arc<Gateway>, accepted: Accepted) -> Option<String> {
                 Some(msg.id.clone()),
                 super::run_manager::QUEUE_FULL_NOTICE.into(),
             );
-            None
+            Route::NotAnswered
         }
-        _ => Some(run_id),
+        _ => Route::Run(run_id),
     }
 }

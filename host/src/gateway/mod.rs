@@ -574,8 +574,8 @@ impl Gateway {
     }
 
     /// Start shutdown: announce it, let runs finish for the grace period,
-    /// abort the rest (their partial answers are persisted), then close
-    /// every socket with 1012.
+    /// abort the rest (their partial answers are persisted), let channel
+    /// sends in flight finish, then close every socket with 1012.
     pub async fn shutdown(&self, reason: &str) {
         if self.shutting_down.swap(true, Ordering::SeqCst) {
             return;
@@ -597,6 +597,9 @@ impl Gateway {
             self.runs.abort_all("shutdown");
             let _ = tokio::time::timeout(Duration::from_secs(2), self.runs.wait_idle()).await;
         }
+        // Channel sends in flight finish (bounded per channel) rather than
+        // being cut mid-call and sent again after the restart.
+        self.runtime.channels.drain().await;
         for c in self.hub.all() {
             c.close(1012, "service restart");
         }

@@ -112,6 +112,13 @@ pub struct OutboxHealth {
     pub failed: u64,
     /// The latest delivery failure's cause.
     pub last_error: Option<String>,
+    /// Sends in flight now.
+    pub in_flight: u64,
+    /// Sent messages the platform later reported as not delivered (a
+    /// `failed` delivery status).
+    pub delivery_failed: u64,
+    /// The reason of the latest such report.
+    pub last_delivery_failure: Option<String>,
 }
 
 /// The monitor.
@@ -364,6 +371,9 @@ impl HealthMonitor {
                 depth: o.depth,
                 failed: o.failed,
                 last_error: o.last_error,
+                in_flight: o.in_flight,
+                delivery_failed: o.delivery_failed,
+                last_delivery_failure: o.last_delivery_failure,
             },
             Err(e) => {
                 tracing::warn!(channel = runner.name(), error = %e, "reading the outbox state failed");

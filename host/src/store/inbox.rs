@@ -91,6 +91,15 @@ pub trait InboxStore: Send + Sync + 'static {
     /// Settle message `seq` (no effect if it is settled already).
     fn inbox_settle(&self, seq: i64, how: InboxSettled) -> Result<(), StoreError>;
 
+    /// The progress of the reply to unsettled message `seq` (what of it has
+    /// reached the platform already, as JSON; see
+    /// `crate::channels::reply::Progress`), if any was recorded.
+    fn inbox_progress(&self, seq: i64) -> Result<Option<String>, StoreError>;
+
+    /// Record the progress of the reply to unsettled message `seq` (no
+    /// effect once it is settled).
+    fn inbox_set_progress(&self, seq: i64, progress: &str) -> Result<(), StoreError>;
+
     /// How the inbox of `channel` stands.
     fn inbox_stats(&self, channel: &str) -> Result<InboxStats, StoreError>;
 

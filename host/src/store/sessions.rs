@@ -199,10 +199,6 @@ pub trait SessionStore: Send + Sync + 'static {
     /// first. Empty if the session does not exist.
     fn history(&self, key: &str, limit: usize) -> Result<Vec<TranscriptMessage>, StoreError>;
 
-    /// Record a channel message id; `true` if it was new, `false` if it was
-    /// seen before (a redelivery). Ids older than 7 days may be forgotten.
-    fn mark_inbound(&self, channel: &str, message_id: &str, ts: i64) -> Result<bool, StoreError>;
-
     /// Insert or replace a paired device.
     fn put_device(&self, device: &DeviceRecord) -> Result<(), StoreError>;
     /// A paired device.

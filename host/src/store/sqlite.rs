@@ -165,6 +165,9 @@ const MIGRATIONS: &[&str] = &[
     super::sqlite_inbox::MIGRATION,
     // 7: the durable channel outbox (store/sqlite_outbox.rs).
     super::sqlite_outbox::MIGRATION,
+    // 8: exactly once on the channel path: sends in flight, delivery
+    // statuses, attachment blobs, reply progress (store/sqlite_outbox.rs).
+    super::sqlite_outbox::MIGRATION_EXACTLY_ONCE,
 ];
 
 /// Settings of the embedded store (`[store]` in the configuration file).

@@ -1,5 +1,5 @@
 //! [`InboxStore`] on the embedded SQLite database (tables from migration 6
-//! in `sqlite.rs`). A poll's messages and its new cursor are written in one
+//! in `sqlite.rs`, and the reply progress column from migration 8). A poll's messages and its new cursor are written in one
 //! `IMMEDIATE` transaction, so a cursor never moves past a message that is
 //! not committed; the unique (channel, account, platform id) index is the
 //! durable dedupe.
@@ -114,6 +114,22 @@ impl InboxStore for SqliteStore {
         })
     }
 
+    fn inbox_progress(&self, seq: i64) -> Result<Option<String>, StoreError> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT progress FROM channel_inbox WHERE seq = ?1 AND state = 'pending'",
+                )?
+                .query_row(params![seq], |r| r.get::<_, Option<String>>(0))
+                .optional()?
+                .flatten())
+        })
+    }
+
+    fn inbox_set_progress(&self, seq: i64, progress: &str) -> Result<(), StoreError> {
+        self.write_tx(|tx, _| set_progress(tx, seq, progress))
+    }
+
     fn inbox_stats(&self, channel: &str) -> Result<InboxStats, StoreError> {
         self.read(|conn| {
             let pending: i64 = conn
@@ -150,10 +166,20 @@ pub(super) fn settle(
 ) -> Result<usize, StoreError> {
     Ok(tx
         .prepare_cached(
-            "UPDATE channel_inbox SET state = ?2, payload = '', settled_ms = ?3
+            "UPDATE channel_inbox SET state = ?2, payload = '', progress = NULL, settled_ms = ?3
              WHERE seq = ?1 AND state = 'pending'",
         )?
         .execute(params![seq, how.as_str(), now])?)
+}
+
+/// Record the reply progress of unsettled inbox message `seq` inside a
+/// write transaction.
+fn set_progress(tx: &rusqlite::Connection, seq: i64, progress: &str) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "UPDATE channel_inbox SET progress = ?2 WHERE seq = ?1 AND state = 'pending'",
+    )?
+    .execute(params![seq, progress])?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -198,7 +224,13 @@ mod tests {
         let p = s.inbox_pending("c", 0, 10)?;
         assert_eq!(p.len(), 5);
         assert_eq!(s.inbox_pending("c", p[1].seq, 2)?.len(), 2);
+        s.inbox_set_progress(p[0].seq, "{\"consumed\":3}")?;
+        assert_eq!(
+            s.inbox_progress(p[0].seq)?.as_deref(),
+            Some("{\"consumed\":3}")
+        );
         s.inbox_settle(p[0].seq, InboxSettled::Answered)?;
+        assert_eq!(s.inbox_progress(p[0].seq)?, None, "settled: progress gone");
         assert_eq!(s.inbox_stats("c")?.pending, 4);
         // InboxSettled stays deduplicated until pruned.
         assert_eq!(s.commit_inbound("c", "default", &[msg("1", "a")], None)?, 0);

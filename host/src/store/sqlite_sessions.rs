@@ -25,8 +25,6 @@ use super::{
 const PREVIEW_CHARS: usize = 120;
 /// Characters of message text carried in a message event's `text`.
 const EVENT_TEXT_CHARS: usize = 500;
-/// How long inbound channel message ids are remembered.
-const INBOUND_TTL_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
 /// The `sessions` columns [`session_row`] reads, in order.
 macro_rules! session_cols {
@@ -203,20 +201,6 @@ impl SessionStore for SqliteStore {
                 .collect::<Result<Vec<_>, _>>()?)
         })?;
         rows.into_iter().rev().map(message_done).collect()
-    }
-
-    fn mark_inbound(&self, channel: &str, message_id: &str, ts: i64) -> Result<bool, StoreError> {
-        self.write_tx(|tx, now| {
-            // An indexed range delete: nearly free when nothing has expired.
-            tx.prepare_cached("DELETE FROM inbound_seen WHERE ts < ?1")?
-                .execute([now - INBOUND_TTL_MS])?;
-            let inserted = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO inbound_seen (channel, message_id, ts) VALUES (?1, ?2, ?3)",
-                )?
-                .execute(params![channel, message_id, ts])?;
-            Ok(inserted == 1)
-        })
     }
 
     fn put_device(&self, device: &DeviceRecord) -> Result<(), StoreError> {
@@ -685,7 +669,6 @@ mod tests {
     use tempfile::TempDir;
 
     use super::*;
-    use crate::store::sqlite::now_ms;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -967,27 +950,6 @@ mod tests {
         let expected = patch(json!({"label": "x", "thinkingLevel": "high"}))?;
         assert_eq!(s.settings, expected);
         assert_eq!(store.get_session("k")?.ok_or("missing")?.settings, expected);
-        Ok(())
-    }
-
-    #[test]
-    fn mark_inbound_dedupes_across_reopen_and_forgets_old_ids() -> TestResult {
-        let dir = TempDir::new()?;
-        let now = now_ms();
-        {
-            let store = open(&dir)?;
-            assert!(store.mark_inbound("echo", "m1", now)?);
-            assert!(!store.mark_inbound("echo", "m1", now)?);
-            assert!(store.mark_inbound("other", "m1", now)?);
-        }
-        let store = open(&dir)?;
-        assert!(!store.mark_inbound("echo", "m1", now)?);
-        // An id older than 7 days is pruned by the next call.
-        let old = now - INBOUND_TTL_MS - 1000;
-        assert!(store.mark_inbound("echo", "ancient", old)?);
-        assert!(store.mark_inbound("echo", "m2", now)?);
-        assert!(store.mark_inbound("echo", "ancient", old)?);
-        assert!(!store.mark_inbound("echo", "m2", now)?);
         Ok(())
     }
 

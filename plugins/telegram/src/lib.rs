@@ -15,11 +15,12 @@
 //!   self-hosted Bot API server; the operator must allow that host);
 //! - `webhook_url`: the public URL Telegram pushes to (webhook mode).
 //!
-//! The contract's `describe` cannot see the config, so the channel always
-//! declares poll mode to the host; in webhook mode `poll` is a watch: it
-//! waits, then checks `getWebhookInfo` (contact with the platform, and the
-//! webhook set again if it went missing or was pointed elsewhere) and
-//! returns no messages.
+//! `describe` before `start` (when the host loads the plugin) cannot see
+//! the config and declares poll mode; the host asks again after `start`,
+//! and a channel started in webhook mode then declares webhook mode, so the
+//! host runs no poll loop for it. (`poll` in webhook mode, should a host
+//! call it anyway, is a watch: it waits, then checks `getWebhookInfo` and
+//! sets the webhook again if it went missing, and returns no messages.)
 
 pub mod api;
 pub mod html;
@@ -223,6 +224,35 @@ fn send_file(
 
 struct Telegram;
 
+/// Check the webhook with `getWebhookInfo`; set it again if it went
+/// missing or points elsewhere.
+fn ensure_webhook(s: &Settings) -> Result<(), Error> {
+    let info = api::call(
+        &s.api_base,
+        "getWebhookInfo",
+        &json!({}),
+        api::CALL_TIMEOUT_MS,
+    )?;
+    if info["url"].as_str() != s.webhook_url.as_deref() {
+        log::warn(
+            "the webhook went missing or points elsewhere; setting it again",
+            &[("was", info["url"].as_str().unwrap_or_default())],
+        );
+        set_webhook(s)?;
+    } else if let Some(e) = info["last_error_message"].as_str() {
+        log::debug("Telegram reports a webhook delivery error", &[("error", e)]);
+    }
+    Ok(())
+}
+
+/// The receive mode to declare: webhook once started in webhook mode.
+fn receive_mode() -> ReceiveMode {
+    SETTINGS.with(|cell| match cell.borrow().as_ref() {
+        Some(s) if s.mode == Mode::Webhook => ReceiveMode::Webhook,
+        _ => ReceiveMode::Poll,
+    })
+}
+
 impl Channel for Telegram {
     fn name() -> String {
         "telegram".into()
@@ -237,7 +267,7 @@ impl Channel for Telegram {
             min_edit_interval_ms: 1_000,
             typing_ttl_ms: 5_000,
             attachments: true,
-            ..pincer_sdk::capabilities(ReceiveMode::Poll)
+            ..pincer_sdk::capabilities(receive_mode())
         }
     }
 
@@ -267,26 +297,22 @@ impl Channel for Telegram {
         Ok(())
     }
 
+    fn restart() -> Result<(), Error> {
+        // Webhook mode has no poll loop watching the webhook: a restart (by
+        // the operator or the health monitor) checks it and sets it again.
+        let s = settings()?;
+        if s.mode == Mode::Webhook {
+            ensure_webhook(&s)?;
+        }
+        Ok(())
+    }
+
     fn poll(cursor: Option<String>, wait_ms: u32) -> Result<PollBatch, Error> {
         let s = settings()?;
         if s.mode == Mode::Webhook {
             // Pushes bring the messages; this is a watch on the webhook.
             clock::sleep_ms(u64::from(wait_ms).max(1_000));
-            let info = api::call(
-                &s.api_base,
-                "getWebhookInfo",
-                &json!({}),
-                api::CALL_TIMEOUT_MS,
-            )?;
-            if info["url"].as_str() != s.webhook_url.as_deref() {
-                log::warn(
-                    "the webhook went missing or points elsewhere; setting it again",
-                    &[("was", info["url"].as_str().unwrap_or_default())],
-                );
-                set_webhook(&s)?;
-            } else if let Some(e) = info["last_error_message"].as_str() {
-                log::debug("Telegram reports a webhook delivery error", &[("error", e)]);
-            }
+            ensure_webhook(&s)?;
             return Ok(PollBatch {
                 messages: Vec::new(),
                 cursor: None,

@@ -33,6 +33,9 @@
 //!   `mark_read`, `fetch_attachment`): a JSON list of errors the next calls
 //!   return, one per call: `transient`, `permanent`, `auth`, `config`,
 //!   `formatting`, `unsupported` or `rate-limited:<ms>`.
+//! - `hold/send`: while this key exists, `send` (after recording
+//!   `holding/send` = the number of calls held so far) waits in 20 ms steps
+//!   before doing anything: a send in flight for as long as the test likes;
 //! - `last_activity`: the value `last-activity` reports (else the SDK's record);
 //! - `restart`: `fail` makes `restart` fail, `hang` makes it never return;
 //! - `start`: `fail` makes `start` fail (so re-creating the instance fails too).
@@ -369,6 +372,12 @@ impl Channel for TestChan {
     }
 
     fn send(message: OutboundMessage) -> Result<String, Error> {
+        if kv::get("hold/send")?.is_some() {
+            kv::increment("holding/send", 1)?;
+            while kv::get("hold/send")?.is_some() {
+                clock::sleep_ms(20);
+            }
+        }
         scripted_failure("send")?;
         let id = format!("t{}", kv::increment("sent_seq", 1)?);
         kv::set_string(&format!("sent/{id:0>6}"), &message.text)?;
