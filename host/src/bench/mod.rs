@@ -4,6 +4,7 @@
 //! and noisy.
 //!
 //! - [`plugins`]: the plugin runtime (compile, instantiate, call, reload);
+//! - [`channels`]: Telegram and WhatsApp end to end, and many idle bots;
 //! - [`gateway`]: the gateway over loopback (handshakes, requests, fan-out);
 //! - [`webhooks`]: outgoing webhook delivery;
 //! - [`attack`]: a healthy client's latency and the gateway's memory while
@@ -12,6 +13,7 @@
 //! This module holds what they share: sample sets, formatting, memory.
 
 pub mod attack;
+pub mod channels;
 mod client;
 pub mod gateway;
 pub mod plugins;

@@ -26,7 +26,7 @@ use wasmtime::component::Linker;
 
 use super::cache::{CompileCache, Source};
 use super::engine;
-use super::gate::{ENGINE_INSTANCES, ENGINE_RESERVE, Gate};
+use super::gate::{ENGINE_RESERVE, Gate};
 use super::host::{self, HostState};
 use super::instance::{CallError, Instance};
 use super::limits::{self, SandboxConfig};
@@ -212,7 +212,7 @@ impl PluginRegistry {
         kv: SharedKv,
         events: Arc<dyn EventBus>,
     ) -> anyhow::Result<Arc<Self>> {
-        let engine = engine::build_engine()?;
+        let engine = engine::build_engine(&config.sandbox)?;
         let linker = engine::build_linker(&engine)?;
         let cache = CompileCache::new(config.data_dir.as_ref().map(|d| d.join("cache")));
         let threads = match config.plugin_threads {
@@ -308,7 +308,7 @@ impl PluginRegistry {
             return Ok(s.clone());
         }
         let reserved: usize = map.values().map(|s| s.gate.cap()).sum();
-        let budget = ENGINE_INSTANCES - ENGINE_RESERVE;
+        let budget = (self.config.sandbox.engine_instances as usize).saturating_sub(ENGINE_RESERVE);
         if reserved + quotas.max_instances > budget {
             return Err(LoadError::Capacity(format!(
                 "plugin `{name}` asks for {} instances but only {} of the engine's {budget} are unreserved; lower `max_instances`",
