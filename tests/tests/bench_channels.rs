@@ -16,7 +16,12 @@ async fn bench_channels_smoke_runs_every_phase() {
         sizes.bots.iter().map(|&n| (n, n)).collect::<Vec<_>>(),
         "bots stopped polling"
     );
-    for heading in ["Telegram, poll", "Telegram, webhook", "WhatsApp", "| bots |"] {
+    for heading in [
+        "Telegram, poll",
+        "Telegram, webhook",
+        "WhatsApp",
+        "| bots |",
+    ] {
         assert!(report.markdown.contains(heading), "{}", report.markdown);
     }
 }

@@ -83,6 +83,11 @@ impl Default for RuntimeConfig {
 /// The default nice value of the plugin call runtime's threads.
 pub const DEFAULT_PLUGIN_NICE: i32 = 10;
 
+/// Compiled components the registry keeps in memory by source hash, so
+/// plugins loaded from identical files share one (see
+/// [`CompileCache::with_memory`]).
+const COMPONENTS_IN_MEMORY: usize = 32;
+
 /// A plugin's lifecycle state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -214,7 +219,8 @@ impl PluginRegistry {
     ) -> anyhow::Result<Arc<Self>> {
         let engine = engine::build_engine(&config.sandbox)?;
         let linker = engine::build_linker(&engine)?;
-        let cache = CompileCache::new(config.data_dir.as_ref().map(|d| d.join("cache")));
+        let cache = CompileCache::new(config.data_dir.as_ref().map(|d| d.join("cache")))
+            .with_memory(COMPONENTS_IN_MEMORY);
         let threads = match config.plugin_threads {
             0 => std::thread::available_parallelism()
                 .map(|n| n.get() / 2)

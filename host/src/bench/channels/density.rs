@@ -125,6 +125,21 @@ fn token(i: usize) -> String {
     format!("{}:AAbenchDensityToken{i:06}", 700_000_000 + i)
 }
 
+/// The environment variable holding `[sandbox]` settings (TOML) for the
+/// gateway's density runs, to compare engine settings without a rebuild
+/// (e.g. `pooling = false`).
+pub(super) const SANDBOX_ENV: &str = "PINCER_BENCH_SANDBOX";
+
+/// The `[sandbox]` of the density gateway: the defaults, or
+/// [`SANDBOX_ENV`].
+fn sandbox_override() -> anyhow::Result<crate::plugins::SandboxConfig> {
+    match std::env::var(SANDBOX_ENV) {
+        Ok(toml_text) => toml::from_str(&toml_text)
+            .with_context(|| format!("{SANDBOX_ENV} is not a valid [sandbox] table")),
+        Err(_) => Ok(Default::default()),
+    }
+}
+
 /// Wait until every bot has a `getUpdates` open.
 async fn all_polling(bots: &[TelegramBot]) {
     for b in bots {
@@ -151,6 +166,7 @@ pub(super) async fn run(driver: Driver, n: usize, window: Duration) -> anyhow::R
             let names: Vec<String> = settings.keys().cloned().collect();
             setup::install_telegram(&dir.path().join("plugins"), &names)?;
             let mut opts = setup::options(dir.path(), 0)?;
+            opts.sandbox = sandbox_override()?;
             // Every bot holds a receiver instance and may take a sender:
             // the engine's pool must hold 2 per bot beside the reserve.
             opts.sandbox.engine_instances = opts
