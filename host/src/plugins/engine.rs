@@ -20,7 +20,7 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub fn build_engine(sandbox: &SandboxConfig) -> anyhow::Result<Engine> {
     let instances = sandbox.engine_instances.max(1);
     let pooled = if sandbox.pooling {
-        Engine::new(&config(Some(instances))).map_err(|e| {
+        Engine::new(&config(Some((instances, sandbox.keep_resident_kb)))).map_err(|e| {
             tracing::warn!(error = %e, instances, "pooling allocator unavailable; using on-demand allocation");
         })
     } else {
@@ -37,14 +37,16 @@ pub fn build_engine(sandbox: &SandboxConfig) -> anyhow::Result<Engine> {
 }
 
 /// The engine configuration; `pool`: the pooling allocator's instance
-/// count, `None` for on-demand allocation.
-fn config(pool: Option<u32>) -> Config {
+/// count and the KiB kept resident per freed slot, `None` for on-demand
+/// allocation.
+fn config(pool: Option<(u32, u64)>) -> Config {
     let mut c = Config::new();
     c.epoch_interruption(true)
         .concurrency_support(false)
         .max_wasm_stack(1 << 20)
         .cranelift_opt_level(wasmtime::OptLevel::Speed);
-    if let Some(n) = pool {
+    if let Some((n, keep_kb)) = pool {
+        let keep = usize::try_from(keep_kb.saturating_mul(1024)).unwrap_or(usize::MAX);
         let mut p = PoolingAllocationConfig::default();
         p.total_component_instances(n)
             .total_core_instances(4 * n)
@@ -59,8 +61,8 @@ fn config(pool: Option<u32>) -> Config {
             .max_memories_per_component(32)
             .max_tables_per_module(4)
             .max_memories_per_module(2)
-            .linear_memory_keep_resident(64 << 10)
-            .table_keep_resident(64 << 10);
+            .linear_memory_keep_resident(keep)
+            .table_keep_resident(keep);
         c.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
     }
     c

@@ -11,6 +11,7 @@
 //! poll_wait_ms = 60000
 //! engine_instances = 1000        # the engine's instance pool (all plugins)
 //! pooling = true                 # pooling allocator (false: on-demand)
+//! keep_resident_kb = 64          # per freed pool slot, for faster reuse
 //! [sandbox.http]                 # default outbound budget of every plugin
 //! rate_per_sec = 20
 //! burst = 40
@@ -48,6 +49,12 @@ pub struct SandboxConfig {
     /// Default true; the host falls back to on-demand when the pool cannot
     /// be reserved.
     pub pooling: bool,
+    /// KiB of a freed pooled instance's linear memory and of each of its
+    /// tables kept resident (zeroed in place instead of returned to the
+    /// kernel), so the next instance in that slot starts faster. Every slot
+    /// ever used keeps this much, so many channels raise the process's
+    /// memory by up to twice this per slot. Default 64.
+    pub keep_resident_kb: u64,
 }
 
 impl Default for SandboxConfig {
@@ -61,6 +68,7 @@ impl Default for SandboxConfig {
             media: crate::blobs::MediaLimits::default(),
             engine_instances: crate::plugins::gate::ENGINE_INSTANCES as u32,
             pooling: true,
+            keep_resident_kb: 64,
         }
     }
 }
