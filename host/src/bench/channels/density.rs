@@ -148,6 +148,24 @@ async fn all_polling(bots: &[TelegramBot]) {
     }
 }
 
+/// How long a bot between two long polls may take to open the next one
+/// before it counts as stopped (one poll cycle and then some).
+const REPOLL: Duration = Duration::from_secs(60);
+
+/// Bots with a `getUpdates` open now or within [`REPOLL`] (a bot whose
+/// poll just ended is between two polls, not stopped).
+async fn still_polling(bots: &[TelegramBot]) -> usize {
+    let deadline = tokio::time::Instant::now() + REPOLL;
+    let mut polling = 0;
+    for b in bots {
+        let open = b.wait_until("an open getUpdates", || (b.pollers() > 0).then_some(()));
+        if tokio::time::timeout_at(deadline, open).await.is_ok() {
+            polling += 1;
+        }
+    }
+    polling
+}
+
 /// Run `bots` idle bots served by `driver` and measure them over `window`.
 pub(super) async fn run(driver: Driver, n: usize, window: Duration) -> anyhow::Result<Density> {
     let host = FakeHost::start().await?;
@@ -192,7 +210,7 @@ pub(super) async fn run(driver: Driver, n: usize, window: Duration) -> anyhow::R
     let cpu1 = Cpu::now(FAKE_THREADS);
     let window_s = t0.elapsed().as_secs_f64();
     let total = Memory::now();
-    let polling = bots.iter().filter(|b| b.pollers() > 0).count();
+    let polling = still_polling(&bots).await;
     let fake_cpu_s = cpu1.named - cpu0.named;
     let result = Density {
         bots: n,
