@@ -243,6 +243,18 @@ fn throughput_table(rows: &[Row<'_>]) -> String {
             )
         ));
     }
+    let doubled: Vec<String> = rows
+        .iter()
+        .flat_map(|(name, g, _, _, _)| {
+            [("burst", &g.burst), ("one at a time", &g.sequential)]
+                .into_iter()
+                .map(move |(phase, f)| format!("{name} {phase}: {}", f.doubled))
+        })
+        .collect();
+    t.push_str(&format!(
+        "\nAnswers accepted twice for one message (should be 0): {}.\n",
+        doubled.join("; ")
+    ));
     t
 }
 
