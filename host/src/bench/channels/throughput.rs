@@ -111,6 +111,19 @@ fn receipts(calls: &[Call], text: impl Fn(&Call) -> Option<&str>) -> Answers {
     Answers { first, doubled }
 }
 
+/// Every `sendMessage` call so far, once each has its answer recorded (the
+/// fake updates the chat before it records the answer).
+async fn all_answered_tg(fake: &FakeTelegram) -> Vec<Call> {
+    let n = fake.calls_of("sendMessage").len();
+    fake.wait_for_calls("sendMessage", n).await
+}
+
+/// Every `messages` call so far, once each has its answer recorded.
+async fn all_answered_wa(wa: &FakeWhatsApp) -> Vec<Call> {
+    let n = wa.calls_of("messages").len();
+    wa.wait_for_calls("messages", n).await
+}
+
 fn tg_text(c: &Call) -> Option<&str> {
     c.params["text"].as_str()
 }
@@ -169,7 +182,7 @@ async fn drive_telegram(
     for id in chats {
         fake.wait_for_sent(id, 1).await;
     }
-    let calls = fake.calls_of("sendMessage");
+    let calls = all_answered_tg(fake).await;
     let burst = flow(&created, &receipts(&calls, tg_text))?;
     fake.clear_records();
 
@@ -181,7 +194,7 @@ async fn drive_telegram(
         fake.push(UserMessage::text(&c, &u, &text));
         fake.wait_for_sent(c.id, 1).await;
     }
-    let calls = fake.calls_of("sendMessage");
+    let calls = all_answered_tg(fake).await;
     let sequential = flow(&created, &receipts(&calls, tg_text))?;
     fake.clear_records();
     Ok(Measured { burst, sequential })
@@ -239,7 +252,7 @@ async fn drive_whatsapp(
     for (c, _) in &batch {
         wa.wait_for_sent(&c.wa_id, 1).await;
     }
-    let burst = flow(&created, &receipts(&wa.calls_of("messages"), wa_text))?;
+    let burst = flow(&created, &receipts(&all_answered_wa(wa).await, wa_text))?;
     wa.clear_records();
 
     let mut created = Vec::with_capacity(sizes.sequential);
@@ -250,7 +263,7 @@ async fn drive_whatsapp(
         wa_push(wa, url, &c, &text).await?;
         wa.wait_for_sent(&c.wa_id, 1).await;
     }
-    let sequential = flow(&created, &receipts(&wa.calls_of("messages"), wa_text))?;
+    let sequential = flow(&created, &receipts(&all_answered_wa(wa).await, wa_text))?;
     wa.clear_records();
     Ok(Measured { burst, sequential })
 }
