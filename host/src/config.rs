@@ -39,6 +39,7 @@
 //!
 //! [sandbox]                            # see plugins::SandboxConfig: ceilings
 //! memory_mb = 128                      # no plugin gets more, whatever it asks
+//! engine_instances = 1000              # instances for all plugins (raise for many bots)
 //! http = { rate_per_sec = 20, burst = 40, max_response_bytes = 10485760 }
 //! media = { max_attachment_mb = 20, max_total_mb = 1024, blob_ttl_secs = 86400, download_timeout_secs = 120 }
 //!

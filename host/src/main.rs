@@ -110,6 +110,16 @@ enum Command {
         /// Events per throughput run (`webhooks` only; default 5000).
         #[arg(long)]
         events: Option<usize>,
+        /// Smaller sizes, about a minute (`channels` only).
+        #[arg(long, conflicts_with = "smoke")]
+        quick: bool,
+        /// Tiny sizes that only check every path runs (`channels` only).
+        #[arg(long)]
+        smoke: bool,
+        /// One density measurement, run by `bench channels` in a child
+        /// process (`gateway|bare:BOTS:WINDOW_MS`).
+        #[arg(long, hide = true)]
+        part: Option<String>,
     },
 }
 
@@ -304,6 +314,8 @@ enum BenchWhat {
     Attack,
     /// Python and TypeScript plugins against the Rust plugin of the same job.
     Languages,
+    /// Telegram and WhatsApp end to end, and many idle polling bots.
+    Channels,
 }
 
 struct Resolved {
@@ -495,11 +507,40 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             }
         },
         Command::Pairing { command } => pairing(command),
-        Command::Bench { what, events } => match what {
-            BenchWhat::Plugins | BenchWhat::Gateway | BenchWhat::Attack | BenchWhat::Languages
+        Command::Bench {
+            what,
+            events,
+            quick,
+            smoke,
+            part,
+        } => match what {
+            BenchWhat::Plugins
+            | BenchWhat::Gateway
+            | BenchWhat::Attack
+            | BenchWhat::Channels
+            | BenchWhat::Languages
                 if events.is_some() =>
             {
                 anyhow::bail!("--events applies to `pincer bench webhooks` only")
+            }
+            BenchWhat::Channels => {
+                use pincer::bench::channels::{Sizes, channels, part as run_part};
+                if let Some(spec) = part {
+                    return run_part(&spec)
+                        .await
+                        .map(|()| std::process::ExitCode::SUCCESS);
+                }
+                let sizes = if smoke {
+                    Sizes::smoke()
+                } else if quick {
+                    Sizes::quick()
+                } else {
+                    Sizes::full()
+                };
+                channels(sizes, true).await.map(|_| ())
+            }
+            _ if quick || smoke || part.is_some() => {
+                anyhow::bail!("--quick, --smoke and --part apply to `pincer bench channels` only")
             }
             BenchWhat::Plugins => pincer::bench::plugins::plugins().await,
             BenchWhat::Gateway => pincer::bench::gateway::gateway().await,

@@ -10,8 +10,8 @@ use pincer::channels::access::DmPolicy;
 use pincer::plugins::PluginSettings;
 use pincer::plugins::manifest::SecretSource;
 use pincer_tests::gateway::TestGateway;
-use pincer_tests::script_guests::install_guest;
 use pincer_tests::http_server;
+use pincer_tests::script_guests::install_guest;
 use serde_json::{Value, json};
 
 const SIGNING: &str = "whsec-test-signing";

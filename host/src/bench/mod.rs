@@ -4,6 +4,7 @@
 //! and noisy.
 //!
 //! - [`plugins`]: the plugin runtime (compile, instantiate, call, reload);
+//! - [`channels`]: Telegram and WhatsApp end to end, and many idle bots;
 //! - [`gateway`]: the gateway over loopback (handshakes, requests, fan-out);
 //! - [`webhooks`]: outgoing webhook delivery;
 //! - [`languages`]: Python and TypeScript plugins against Rust;
@@ -13,6 +14,7 @@
 //! This module holds what they share: sample sets, formatting, memory.
 
 pub mod attack;
+pub mod channels;
 mod client;
 pub mod gateway;
 pub mod languages;

@@ -6,12 +6,22 @@
 //! Artifacts are written atomically (temp file + rename) outside the watched
 //! plugins directory.
 //!
+//! A registry's cache also keeps the last few components it handed out in
+//! memory ([`CompileCache::with_memory`]), so plugins loaded from identical
+//! bytes (copies of one component under several names) share one compiled
+//! component: one mapping of its code and one copy-on-write memory image
+//! instead of one per copy.
+//!
 //! `<cache dir>/last-good/<plugin name>` records the SHA-256 of the last
 //! version of each plugin that loaded, so a gateway restarted after a crash
 //! mid-copy (a truncated `.wasm`) serves that version until a new file loads.
 
+use std::collections::VecDeque;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -28,16 +38,58 @@ pub enum Source {
     LastGood,
 }
 
-/// The on-disk cache.
+/// The on-disk cache, with an optional in-memory layer.
 #[derive(Debug, Clone)]
 pub struct CompileCache {
     dir: Option<PathBuf>,
+    memory: Option<Arc<Memory>>,
+}
+
+/// Components handed out recently, by SHA-256 of their source, newest
+/// last; at most `cap` (a component no plugin uses any more is kept until
+/// pushed out, so the cap bounds what replaced versions can hold).
+#[derive(Debug)]
+struct Memory {
+    cap: usize,
+    recent: Mutex<VecDeque<(String, Component)>>,
+}
+
+impl Memory {
+    fn get(&self, sha256: &str) -> Option<Component> {
+        let mut recent = self.recent.lock();
+        let i = recent.iter().position(|(s, _)| s == sha256)?;
+        let hit = recent.remove(i)?;
+        let component = hit.1.clone();
+        recent.push_back(hit);
+        Some(component)
+    }
+
+    fn put(&self, sha256: &str, component: &Component) {
+        let mut recent = self.recent.lock();
+        recent.retain(|(s, _)| s != sha256);
+        recent.push_back((sha256.to_string(), component.clone()));
+        while recent.len() > self.cap {
+            recent.pop_front();
+        }
+    }
 }
 
 impl CompileCache {
     /// A cache in `dir` (`None` disables caching).
     pub fn new(dir: Option<PathBuf>) -> Self {
-        CompileCache { dir }
+        CompileCache { dir, memory: None }
+    }
+
+    /// This cache, also keeping the last `cap` components in memory (0:
+    /// none) so identical plugin files share one compiled component.
+    pub fn with_memory(mut self, cap: usize) -> Self {
+        self.memory = (cap > 0).then(|| {
+            Arc::new(Memory {
+                cap,
+                recent: Mutex::new(VecDeque::new()),
+            })
+        });
+        self
     }
 
     fn path(&self, engine: &Engine, sha256: &str) -> Option<PathBuf> {
@@ -53,6 +105,22 @@ impl CompileCache {
     /// The component for `bytes`: from the cache if present, else compiled
     /// (and stored). Runs Cranelift; call it off the async runtime.
     pub fn load(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        sha256: &str,
+    ) -> anyhow::Result<(Component, Source)> {
+        if let Some(c) = self.memory.as_ref().and_then(|m| m.get(sha256)) {
+            return Ok((c, Source::Cached));
+        }
+        let (component, source) = self.load_uncached(engine, bytes, sha256)?;
+        if let Some(m) = &self.memory {
+            m.put(sha256, &component);
+        }
+        Ok((component, source))
+    }
+
+    fn load_uncached(
         &self,
         engine: &Engine,
         bytes: &[u8],

@@ -7,33 +7,46 @@ use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::host::{self, HostState};
+use super::limits::SandboxConfig;
 
 /// How often the epoch advances; CPU budgets are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Build the engine: epoch interruption for CPU limits, no component-model
-/// async (4-5x cheaper calls), and the pooling allocator when the machine
-/// can reserve its address space (falls back to on-demand otherwise).
-pub fn build_engine() -> anyhow::Result<Engine> {
-    let engine = match Engine::new(&config(true)) {
+/// async (4-5x cheaper calls), and (unless `sandbox.pooling` is off) the
+/// pooling allocator sized for `sandbox.engine_instances` instances when
+/// the machine can reserve its address space (falls back to on-demand
+/// otherwise).
+pub fn build_engine(sandbox: &SandboxConfig) -> anyhow::Result<Engine> {
+    let instances = sandbox.engine_instances.max(1);
+    let pooled = if sandbox.pooling {
+        Engine::new(&config(Some((instances, sandbox.keep_resident_kb)))).map_err(|e| {
+            tracing::warn!(error = %e, instances, "pooling allocator unavailable; using on-demand allocation");
+        })
+    } else {
+        Err(())
+    };
+    let engine = match pooled {
         Ok(engine) => engine,
-        Err(e) => {
-            tracing::warn!(error = %e, "pooling allocator unavailable; using on-demand allocation");
-            Engine::new(&config(false)).map_err(|e| anyhow::anyhow!("creating engine: {e}"))?
+        Err(()) => {
+            Engine::new(&config(None)).map_err(|e| anyhow::anyhow!("creating engine: {e}"))?
         }
     };
     spawn_epoch_ticker(&engine);
     Ok(engine)
 }
 
-fn config(pooling: bool) -> Config {
+/// The engine configuration; `pool`: the pooling allocator's instance
+/// count and the KiB kept resident per freed slot, `None` for on-demand
+/// allocation.
+fn config(pool: Option<(u32, u64)>) -> Config {
     let mut c = Config::new();
     c.epoch_interruption(true)
         .concurrency_support(false)
         .max_wasm_stack(1 << 20)
         .cranelift_opt_level(wasmtime::OptLevel::Speed);
-    if pooling {
-        let n = super::gate::ENGINE_INSTANCES as u32;
+    if let Some((n, keep_kb)) = pool {
+        let keep = usize::try_from(keep_kb.saturating_mul(1024)).unwrap_or(usize::MAX);
         let mut p = PoolingAllocationConfig::default();
         p.total_component_instances(n)
             .total_core_instances(4 * n)
@@ -48,8 +61,8 @@ fn config(pooling: bool) -> Config {
             .max_memories_per_component(32)
             .max_tables_per_module(4)
             .max_memories_per_module(2)
-            .linear_memory_keep_resident(64 << 10)
-            .table_keep_resident(64 << 10);
+            .linear_memory_keep_resident(keep)
+            .table_keep_resident(keep);
         c.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
     }
     c

@@ -13,7 +13,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::instance::CallError;
 
-/// Component instances the engine's pooling allocator provides in total.
+/// Component instances the engine's pooling allocator provides in total,
+/// unless `[sandbox] engine_instances` says otherwise.
 pub const ENGINE_INSTANCES: usize = 1000;
 /// Instances kept outside every plugin's share: load-time smoke tests and
 /// slack for versions being swapped.

@@ -9,6 +9,9 @@
 //! call_timeout_ms = 60000
 //! cpu_ms = 30000
 //! poll_wait_ms = 60000
+//! engine_instances = 1000        # the engine's instance pool (all plugins)
+//! pooling = true                 # pooling allocator (false: on-demand)
+//! keep_resident_kb = 64          # per freed pool slot, for faster reuse
 //! [sandbox.http]                 # default outbound budget of every plugin
 //! rate_per_sec = 20
 //! burst = 40
@@ -35,6 +38,23 @@ pub struct SandboxConfig {
     pub http: HttpLimits,
     /// Attachment and blob limits (`[sandbox.media]`).
     pub media: crate::blobs::MediaLimits,
+    /// Component instances the engine provides to all plugins together
+    /// (the pooling allocator's size; also the budget every plugin's
+    /// `max_instances` is reserved from). Each polling channel holds one
+    /// instance for its receiver, so a gateway with many bots raises this.
+    /// Default 1000.
+    pub engine_instances: u32,
+    /// Use wasmtime's pooling allocator (address space reserved up front,
+    /// instances recycled). `false` allocates each instance on demand.
+    /// Default true; the host falls back to on-demand when the pool cannot
+    /// be reserved.
+    pub pooling: bool,
+    /// KiB of a freed pooled instance's linear memory and of each of its
+    /// tables kept resident (zeroed in place instead of returned to the
+    /// kernel), so the next instance in that slot starts faster. Every slot
+    /// ever used keeps this much, so many channels raise the process's
+    /// memory by up to twice this per slot. Default 64.
+    pub keep_resident_kb: u64,
 }
 
 impl Default for SandboxConfig {
@@ -46,6 +66,9 @@ impl Default for SandboxConfig {
             poll_wait_ms: 60_000,
             http: HttpLimits::default(),
             media: crate::blobs::MediaLimits::default(),
+            engine_instances: crate::plugins::gate::ENGINE_INSTANCES as u32,
+            pooling: true,
+            keep_resident_kb: 64,
         }
     }
 }

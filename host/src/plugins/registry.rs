@@ -26,7 +26,7 @@ use wasmtime::component::Linker;
 
 use super::cache::{CompileCache, Source};
 use super::engine;
-use super::gate::{ENGINE_INSTANCES, ENGINE_RESERVE, Gate};
+use super::gate::{ENGINE_RESERVE, Gate};
 use super::host::{self, HostState};
 use super::instance::{CallError, Instance};
 use super::limits::{self, SandboxConfig};
@@ -82,6 +82,11 @@ impl Default for RuntimeConfig {
 
 /// The default nice value of the plugin call runtime's threads.
 pub const DEFAULT_PLUGIN_NICE: i32 = 10;
+
+/// Compiled components the registry keeps in memory by source hash, so
+/// plugins loaded from identical files share one (see
+/// [`CompileCache::with_memory`]).
+const COMPONENTS_IN_MEMORY: usize = 32;
 
 /// A plugin's lifecycle state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -212,9 +217,10 @@ impl PluginRegistry {
         kv: SharedKv,
         events: Arc<dyn EventBus>,
     ) -> anyhow::Result<Arc<Self>> {
-        let engine = engine::build_engine()?;
+        let engine = engine::build_engine(&config.sandbox)?;
         let linker = engine::build_linker(&engine)?;
-        let cache = CompileCache::new(config.data_dir.as_ref().map(|d| d.join("cache")));
+        let cache = CompileCache::new(config.data_dir.as_ref().map(|d| d.join("cache")))
+            .with_memory(COMPONENTS_IN_MEMORY);
         let threads = match config.plugin_threads {
             0 => std::thread::available_parallelism()
                 .map(|n| n.get() / 2)
@@ -308,7 +314,7 @@ impl PluginRegistry {
             return Ok(s.clone());
         }
         let reserved: usize = map.values().map(|s| s.gate.cap()).sum();
-        let budget = ENGINE_INSTANCES - ENGINE_RESERVE;
+        let budget = (self.config.sandbox.engine_instances as usize).saturating_sub(ENGINE_RESERVE);
         if reserved + quotas.max_instances > budget {
             return Err(LoadError::Capacity(format!(
                 "plugin `{name}` asks for {} instances but only {} of the engine's {budget} are unreserved; lower `max_instances`",

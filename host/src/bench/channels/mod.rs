@@ -1,0 +1,330 @@
+//! `pincer bench channels`: the Telegram and WhatsApp channels end to end
+//! through the real gateway (bundled plugins in their sandboxes, the echo
+//! agent, the durable inbox and outbox) against the loopback fakes, each
+//! figure beside the same fake driven by a bare bot in the same run.
+//!
+//! - [`throughput`]: messages per second and creation → answer latency for
+//!   Telegram (poll and webhook) and WhatsApp;
+//! - [`density`]: many idle long-polling Telegram bots: memory per bot and
+//!   idle CPU, at two sizes to separate fixed from per-bot cost.
+//!
+//! The density runs each get a fresh process (this binary with a hidden
+//! `--part`), so memory freed by one run cannot hide another's; the smoke
+//! test runs them in-process. Results are printed as Markdown tables
+//! (copied into `BENCHMARKS.md`).
+
+mod density;
+mod procstat;
+mod setup;
+mod throughput;
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::{ms, ratio};
+use density::{Density, Driver};
+use throughput::Measured;
+
+/// How big a run is.
+#[derive(Debug, Clone)]
+pub struct Sizes {
+    /// Messages in each burst.
+    pub messages: usize,
+    /// Messages sent one at a time for the latency phase.
+    pub sequential: usize,
+    /// Bot counts of the density runs (the issue's: 100 and 1000).
+    pub bots: Vec<usize>,
+    /// The idle window of each density run.
+    pub idle_window: Duration,
+}
+
+impl Sizes {
+    /// The recorded run: bursts of 2000, 200 one at a time, 100 and 1000
+    /// bots idle for 60 s.
+    pub fn full() -> Sizes {
+        Sizes {
+            messages: 2000,
+            sequential: 200,
+            bots: vec![100, 1000],
+            idle_window: Duration::from_secs(60),
+        }
+    }
+
+    /// About a minute on 2 cores: bursts of 500, 50 one at a time, 50 and
+    /// 200 bots idle for 15 s.
+    pub fn quick() -> Sizes {
+        Sizes {
+            messages: 500,
+            sequential: 50,
+            bots: vec![50, 200],
+            idle_window: Duration::from_secs(15),
+        }
+    }
+
+    /// Just enough to run every path (the smoke test).
+    pub fn smoke() -> Sizes {
+        Sizes {
+            messages: 5,
+            sequential: 3,
+            bots: vec![2, 3],
+            idle_window: Duration::from_millis(200),
+        }
+    }
+}
+
+/// How long any wait on a fake may take before the run fails (a hang
+/// guard, not a measurement).
+pub(crate) fn mode_guard() -> Duration {
+    Duration::from_secs(600)
+}
+
+/// What [`channels`] measured (also returned for the smoke test).
+#[derive(Debug)]
+pub struct Report {
+    /// Markdown tables.
+    pub markdown: String,
+    /// Messages answered through the gateway over all throughput phases.
+    pub answered: usize,
+    /// Bots polling at the end of each gateway density run.
+    pub polling: Vec<(usize, usize)>,
+}
+
+/// Run everything with `sizes`; `isolate` runs each density measurement in
+/// a child process of this binary (what the CLI does). Prints and returns
+/// the tables.
+pub async fn channels(sizes: Sizes, isolate: bool) -> anyhow::Result<Report> {
+    crate::gateway::fdlimit::raise();
+    let mut out = String::new();
+    let mut answered = 0;
+
+    let tg_poll = throughput::telegram_poll(&sizes).await?;
+    let tg_hook = throughput::telegram_webhook(&sizes).await?;
+    let tg_bare = throughput::telegram_bare(&sizes).await?;
+    let wa = throughput::whatsapp(&sizes).await?;
+    let wa_bare = throughput::whatsapp_bare(&sizes).await?;
+    for m in [&tg_poll, &tg_hook, &wa] {
+        answered += m.burst.n + m.sequential.n;
+    }
+    out.push_str(&throughput_table(&[
+        (
+            "Telegram, poll",
+            &tg_poll,
+            &tg_bare,
+            "update",
+            "sendMessage",
+        ),
+        (
+            "Telegram, webhook",
+            &tg_hook,
+            &tg_bare,
+            "update",
+            "sendMessage",
+        ),
+        ("WhatsApp", &wa, &wa_bare, "push", "messages"),
+    ]));
+
+    let mut runs = Vec::new();
+    for &n in &sizes.bots {
+        for driver in [Driver::Gateway, Driver::Bare] {
+            let d = if isolate {
+                in_child(driver, n, sizes.idle_window).await?
+            } else {
+                density::run(driver, n, sizes.idle_window).await?
+            };
+            runs.push((driver, d));
+        }
+    }
+    let polling = runs
+        .iter()
+        .filter(|(d, _)| *d == Driver::Gateway)
+        .map(|(_, r)| (r.bots, r.polling))
+        .collect();
+    out.push('\n');
+    out.push_str(&density_table(&runs));
+    println!("{out}");
+    Ok(Report {
+        markdown: out,
+        answered,
+        polling,
+    })
+}
+
+/// The prefix of the line a child prints its result on.
+const CHILD_LINE: &str = "BENCH-CHANNELS-JSON ";
+
+fn driver_name(d: Driver) -> &'static str {
+    match d {
+        Driver::Gateway => "gateway",
+        Driver::Bare => "bare",
+    }
+}
+
+/// Run one density measurement in a child process.
+async fn in_child(driver: Driver, n: usize, window: Duration) -> anyhow::Result<Density> {
+    let exe = std::env::current_exe().context("locating this binary")?;
+    let spec = format!("{}:{n}:{}", driver_name(driver), window.as_millis());
+    let out = tokio::process::Command::new(exe)
+        .args(["bench", "channels", "--part", &spec])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await
+        .context("running a density child")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        out.status.success(),
+        "density child `{spec}` failed ({}): {stdout}",
+        out.status
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(CHILD_LINE))
+        .with_context(|| format!("density child `{spec}` printed no result: {stdout}"))?;
+    serde_json::from_str(line).context("parsing a density child's result")
+}
+
+/// The child side of [`in_child`]: run `spec` (`gateway|bare:N:window_ms`)
+/// and print its result on one line.
+pub async fn part(spec: &str) -> anyhow::Result<()> {
+    crate::gateway::fdlimit::raise();
+    let mut it = spec.split(':');
+    let (Some(driver), Some(n), Some(window), None) = (it.next(), it.next(), it.next(), it.next())
+    else {
+        anyhow::bail!("--part wants `gateway|bare:BOTS:WINDOW_MS`, got `{spec}`");
+    };
+    let driver = match driver {
+        "gateway" => Driver::Gateway,
+        "bare" => Driver::Bare,
+        other => anyhow::bail!("unknown density driver `{other}`"),
+    };
+    let n: usize = n.parse().context("BOTS")?;
+    let window = Duration::from_millis(window.parse().context("WINDOW_MS")?);
+    let d = density::run(driver, n, window).await?;
+    println!("{CHILD_LINE}{}", serde_json::to_string(&d)?);
+    Ok(())
+}
+
+fn flow_cell(f: &throughput::Flow) -> String {
+    format!("{:.0} msg/s (p50 {}, p99 {})", f.rate, ms(f.p50), ms(f.p99))
+}
+
+fn lat_cell(f: &throughput::Flow) -> String {
+    format!("p50 {}, p99 {}", ms(f.p50), ms(f.p99))
+}
+
+type Row<'a> = (
+    &'a str,
+    &'a Measured,
+    &'a Measured,
+    &'static str,
+    &'static str,
+);
+
+fn throughput_table(rows: &[Row<'_>]) -> String {
+    let mut t = String::from(
+        "| measure | through the gateway | bare bot, same fake | ratio |\n|---|---|---|---|\n",
+    );
+    for (name, g, b, from, to) in rows {
+        t.push_str(&format!(
+            "| {name}: burst of {}, {from} → `{to}` | {} | {} | {} of the rate |\n",
+            g.burst.n,
+            flow_cell(&g.burst),
+            flow_cell(&b.burst),
+            ratio(g.burst.rate, b.burst.rate)
+        ));
+        t.push_str(&format!(
+            "| {name}: {} one at a time, {from} → `{to}` | {} | {} | {} the p50 |\n",
+            g.sequential.n,
+            lat_cell(&g.sequential),
+            lat_cell(&b.sequential),
+            ratio(
+                g.sequential.p50.as_secs_f64(),
+                b.sequential.p50.as_secs_f64()
+            )
+        ));
+    }
+    let doubled: Vec<String> = rows
+        .iter()
+        .flat_map(|(name, g, _, _, _)| {
+            [("burst", &g.burst), ("one at a time", &g.sequential)]
+                .into_iter()
+                .map(move |(phase, f)| format!("{name} {phase}: {}", f.doubled))
+        })
+        .collect();
+    t.push_str(&format!(
+        "\nAnswers accepted twice for one message (should be 0): {}.\n",
+        doubled.join("; ")
+    ));
+    t
+}
+
+fn kib(bytes: f64) -> String {
+    format!("{:.1} KiB", bytes / 1024.0)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+}
+
+fn density_table(runs: &[(Driver, Density)]) -> String {
+    let mut t = String::from(
+        "| bots | served by | added per bot: RSS (anon + file) / PSS | process RSS | idle CPU over the window (share of one core) | fake's CPU | all polling after |\n|---|---|---|---|---|---|---|\n",
+    );
+    for (driver, d) in runs {
+        t.push_str(&format!(
+            "| {} | {} | {} ({} + {}) / {} | {} | {:.2} s in {:.1} s ({:.2}%) | {:.2} s | {:.1} s ({} of {} polling at the end) |\n",
+            d.bots,
+            driver_name(*driver),
+            kib(d.per_bot(d.added.rss)),
+            kib(d.per_bot(d.added.anon)),
+            kib(d.per_bot(d.added.file)),
+            kib(d.per_bot(d.added.pss)),
+            mib(d.total.rss),
+            d.cpu_s,
+            d.window_s,
+            d.core_share() * 100.0,
+            d.fake_cpu_s,
+            d.start_s,
+            d.polling,
+            d.bots,
+        ));
+    }
+    // Fixed and marginal cost from the smallest and largest size.
+    let pick = |drv: Driver| {
+        let mut v: Vec<&Density> = runs
+            .iter()
+            .filter(|(d, _)| *d == drv)
+            .map(|(_, r)| r)
+            .collect();
+        v.sort_by_key(|r| r.bots);
+        match (v.first(), v.last()) {
+            (Some(a), Some(b)) if b.bots > a.bots => Some((*a, *b)),
+            _ => None,
+        }
+    };
+    let split = |a: &Density, b: &Density, f: fn(&Memory) -> u64| {
+        let per = (f(&b.added) as f64 - f(&a.added) as f64) / (b.bots - a.bots) as f64;
+        let fixed = f(&a.added) as f64 - per * a.bots as f64;
+        (per, fixed)
+    };
+    use procstat::Memory;
+    if let (Some((ga, gb)), Some((ba, bb))) = (pick(Driver::Gateway), pick(Driver::Bare)) {
+        let (g_rss, g_fixed) = split(ga, gb, |m| m.rss);
+        let (g_pss, _) = split(ga, gb, |m| m.pss);
+        let (b_rss, b_fixed) = split(ba, bb, |m| m.rss);
+        let (b_pss, _) = split(ba, bb, |m| m.pss);
+        t.push_str(&format!(
+            "\nPer polling bot from {} to {} bots (RSS; PSS): gateway {} ; {} (fixed {}), bare {} ; {} (fixed {}): {} the bare bot's RSS per bot.\n",
+            ga.bots,
+            gb.bots,
+            kib(g_rss),
+            kib(g_pss),
+            kib(g_fixed),
+            kib(b_rss),
+            kib(b_pss),
+            kib(b_fixed),
+            ratio(g_rss, b_rss),
+        ));
+    }
+    t
+}

@@ -1,0 +1,27 @@
+//! `pincer bench channels` runs end to end at tiny sizes (issue 9 §7): every
+//! throughput phase through the gateway answers every message, and every
+//! bot of the density runs is still long-polling at the end. No timing is
+//! asserted; the figures belong in `BENCHMARKS.md`.
+
+use pincer::bench::channels::{Sizes, channels};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_channels_smoke_runs_every_phase() {
+    let sizes = Sizes::smoke();
+    let report = channels(sizes.clone(), false).await.expect("bench runs");
+    // Three channels, each a burst and a sequential phase.
+    assert_eq!(report.answered, 3 * (sizes.messages + sizes.sequential));
+    assert_eq!(
+        report.polling,
+        sizes.bots.iter().map(|&n| (n, n)).collect::<Vec<_>>(),
+        "bots stopped polling"
+    );
+    for heading in [
+        "Telegram, poll",
+        "Telegram, webhook",
+        "WhatsApp",
+        "| bots |",
+    ] {
+        assert!(report.markdown.contains(heading), "{}", report.markdown);
+    }
+}
