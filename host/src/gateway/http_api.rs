@@ -492,6 +492,30 @@ async fn channel_webhook(
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             r
         }
+        // The plugin refused the request itself as permanently bad (not
+        // its payload shape, say): a 4xx, so the platform does not retry
+        // it for ever.
+        Err(
+            e @ ChannelError::Call {
+                error:
+                    crate::plugins::CallError::Plugin {
+                        error:
+                            crate::plugins::PluginError::Permanent { .. }
+                            | crate::plugins::PluginError::Unsupported { .. },
+                        ..
+                    },
+                ..
+            },
+        ) => {
+            let reference = public_error::new_ref();
+            tracing::info!(channel = %key, reference = %reference, error = %e, "webhook refused by the channel");
+            public_error::response(
+                StatusCode::BAD_REQUEST,
+                "REFUSED",
+                "the channel refused this request",
+                &reference,
+            )
+        }
         Err(e) => {
             let reference = public_error::new_ref();
             tracing::warn!(channel = %key, reference = %reference, error = %e, "webhook failed");
