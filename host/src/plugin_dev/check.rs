@@ -160,7 +160,7 @@ pub fn check(path: &Path) -> Report {
         );
         return report;
     }
-    let engine = match engine::build_engine() {
+    let engine = match engine::build_engine(&crate::plugins::limits::SandboxConfig::default()) {
         Ok(e) => e,
         Err(e) => {
             report.error(

@@ -3,10 +3,8 @@
 //! loopback fakes, the operator settings of each bot, and the gateway they
 //! run in.
 //!
-//! The density run needs one Telegram bot per plugin copy until
-//! multi-account channels land; [`telegram_bots`] is the one function that
-//! writes that configuration, so switching to `[plugins.telegram.accounts]`
-//! later changes only it.
+//! The density run serves every Telegram bot from one `telegram` plugin,
+//! one account per bot ([`telegram_bots`] writes that configuration).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,7 +17,7 @@ use crate::fakes::telegram::{FakeTelegram, TelegramBot};
 use crate::fakes::whatsapp::FakeWhatsApp;
 use crate::gateway::launch::{self, Options, Running};
 use crate::plugins::manifest::SecretSource;
-use crate::plugins::{HttpOverrides, PluginSettings, QuotaSettings};
+use crate::plugins::{HttpOverrides, PluginSettings};
 
 /// The gateway token of every bench gateway.
 pub(super) const TOKEN: &str = "bench";
@@ -129,26 +127,34 @@ pub(super) fn telegram_settings(
     }
 }
 
-/// The plugin names and settings for `bots`, one polling bot each: today
-/// one copy of the telegram plugin per bot (`tg-00001`, ...) with the
-/// smallest instance cap a channel may have (2: a receiver and a sender).
-/// With multi-account channels this becomes one `telegram` entry with an
-/// account per bot; nothing else in the benchmark changes.
+/// The plugin settings for `bots`, one polling bot each: one `telegram`
+/// plugin whose `default` account is the first bot and whose
+/// `accounts.bNNNNN` are the others, each with its own token (multi-account
+/// channels: one plugin, one runner and one poll loop per account).
 pub(super) fn telegram_bots(
     fake: &FakeTelegram,
     bots: &[TelegramBot],
 ) -> BTreeMap<String, PluginSettings> {
-    bots.iter()
+    let Some((first, rest)) = bots.split_first() else {
+        return BTreeMap::new();
+    };
+    let mut settings = telegram_settings(fake, first, &[]);
+    settings.accounts = rest
+        .iter()
         .enumerate()
         .map(|(i, bot)| {
-            let mut s = telegram_settings(fake, bot, &[]);
-            s.quotas = QuotaSettings {
-                max_instances: Some(2),
+            let account = crate::plugins::AccountSettings {
+                secrets: [(
+                    "bot_token".to_string(),
+                    SecretSource::Value(bot.token().into()),
+                )]
+                .into(),
                 ..Default::default()
             };
-            (format!("tg-{i:05}"), s)
+            (format!("b{:05}", i + 1), account)
         })
-        .collect()
+        .collect();
+    [("telegram".to_string(), settings)].into()
 }
 
 /// The operator settings of the fake's WhatsApp account (policy `open`).
