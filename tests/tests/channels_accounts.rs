@@ -350,10 +350,16 @@ async fn pairing_approved_on_one_account_does_not_admit_the_sender_on_the_other(
     assert_eq!(listed["pending"].as_array().unwrap().len(), 1, "{listed}");
     assert_eq!(listed["pending"][0]["code"], support_code.as_str());
     let all = admin.call("channels.pairing.list", json!({})).await;
-    let accounts: Vec<&Value> = all["accounts"].as_array().unwrap().iter().collect();
+    // Each entry also carries the labels OpenClaw's Control UI sorts by.
+    let accounts: Vec<(&Value, &Value)> = all["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (&a["channel"], &a["accountId"]))
+        .collect();
     assert!(
-        accounts.contains(&&json!({"channel": "telegram", "accountId": "support"}))
-            && accounts.contains(&&json!({"channel": "telegram", "accountId": "default"})),
+        accounts.contains(&(&json!("telegram"), &json!("support")))
+            && accounts.contains(&(&json!("telegram"), &json!("default"))),
         "{all}"
     );
     let ok = admin
