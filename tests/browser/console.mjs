@@ -199,9 +199,11 @@ try {
     report.replayedDelivery = Number(await failed.getAttribute('data-delivery'));
     report.attemptsShown = await failed.locator('ul.attempts li').count();
     report.deliveryText = await failed.innerText();
+    // Read before the click: the page may redraw the row with the replay's
+    // attempt before the click returns.
+    const attemptsBefore = Number(await failed.getAttribute('data-attempts'));
     await failed.getByRole('button', { name: `Replay delivery ${report.replayedDelivery}` }).click();
     // The page follows the open list: the replay's attempt shows up.
-    const attemptsBefore = Number(await failed.getAttribute('data-attempts'));
     const replayedRow = page.locator(`#delivery-rows tr[data-delivery="${report.replayedDelivery}"]`);
     await until(
       async () =>
