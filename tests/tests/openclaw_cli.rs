@@ -125,6 +125,11 @@ fn calls() -> Vec<(&'static str, Value, Expect)> {
         ),
         ("webhooks.list", json!({}), Ok("")),
         (
+            "send",
+            json!({"channel": "no-such-channel", "to": "someone", "message": "hi"}),
+            Err("INVALID_REQUEST", ""),
+        ),
+        (
             "webhooks.get",
             json!({"id": "no-such-hook"}),
             Err("INVALID_REQUEST", ""),

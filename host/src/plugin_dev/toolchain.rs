@@ -2,8 +2,9 @@
 //! install the one that is missing.
 //!
 //! Programs are looked up in `PATH`, then in the toolchain cache the install
-//! scripts fill (`$PINCER_TOOLCHAINS/bin`, default
-//! `~/.cache/pincer/toolchains/bin`).
+//! scripts fill (`$PINCER_TOOLCHAINS`, default `~/.cache/pincer/toolchains`:
+//! its `bin` (C, Zig), `py/bin` (componentize-py's venv) and
+//! `js/node_modules/.bin` (jco), as `sdk/install-toolchains.sh` lays them out).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,14 +19,25 @@ pub fn cache_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/pincer/toolchains"))
 }
 
-/// Look `name` up in `PATH`, then in the toolchain cache's `bin`.
+/// The toolchain cache's program directories (see the module comment).
+fn cache_bins() -> Vec<PathBuf> {
+    cache_dir()
+        .map(|c| {
+            vec![
+                c.join("bin"),
+                c.join("py/bin"),
+                c.join("js/node_modules/.bin"),
+            ]
+        })
+        .unwrap_or_default()
+}
+
+/// Look `name` up in `PATH`, then in the toolchain cache.
 pub fn find(name: &str) -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
-    if let Some(c) = cache_dir() {
-        dirs.push(c.join("bin"));
-    }
+    dirs.extend(cache_bins());
     dirs.into_iter()
         .map(|d| d.join(name))
         .find(|p| is_executable(p))
@@ -46,9 +58,10 @@ pub fn require(names: &[&str], install: &str) -> Result<PathBuf, DevError> {
         .find_map(|n| find(n))
         .ok_or_else(|| DevError::ToolMissing {
             tool: names.first().copied().unwrap_or_default().to_string(),
-            extra: cache_dir()
-                .map(|c| format!(" and {}", c.join("bin").display()))
-                .unwrap_or_default(),
+            extra: cache_bins()
+                .iter()
+                .map(|d| format!(", {}", d.display()))
+                .collect(),
             install: install.to_string(),
         })
 }
