@@ -309,6 +309,15 @@ async fn data_is_preopened_only_when_asked_and_granted_and_its_size_is_enforced(
     // asks, no grant.
     install_hostile_as(&t, "ungranted", "data_mb = 4");
     install_hostile_as(&t, "files", "data_mb = 1");
+    // Filling 1 MiB and creating files until the grant stops them is real
+    // work: the hostile tool's 500 ms CPU limit (which counts wall-clock
+    // epochs) was hit on a loaded machine. This test is about the grant.
+    for name in ["granted", "files"] {
+        let path = t.plugins_dir().join(format!("{name}.toml"));
+        let manifest = std::fs::read_to_string(&path).expect("manifest");
+        std::fs::write(&path, manifest.replace("cpu_ms = 500", "cpu_ms = 5000"))
+            .expect("manifest");
+    }
     assert!(t.runtime.load_dir().await.unwrap().is_empty());
 
     for plugin in ["hostile", "ungranted"] {
