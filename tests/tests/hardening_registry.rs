@@ -315,8 +315,7 @@ async fn data_is_preopened_only_when_asked_and_granted_and_its_size_is_enforced(
     for name in ["granted", "files"] {
         let path = t.plugins_dir().join(format!("{name}.toml"));
         let manifest = std::fs::read_to_string(&path).expect("manifest");
-        std::fs::write(&path, manifest.replace("cpu_ms = 500", "cpu_ms = 5000"))
-            .expect("manifest");
+        std::fs::write(&path, manifest.replace("cpu_ms = 500", "cpu_ms = 5000")).expect("manifest");
     }
     assert!(t.runtime.load_dir().await.unwrap().is_empty());
 

@@ -425,13 +425,22 @@ async fn a_channel_message_to_a_full_queue_is_not_run_and_its_sender_is_told() {
     // the session's queue is filled by operator runs: one running, one
     // waiting (the cap); then a channel message finds it full.
     let key = "agent:main:echo:direct:c1";
-    for (id, text) in [("m0", long.as_str()), ("m1", "second")] {
-        c.call(
-            "chat.send",
-            json!({"sessionKey": key, "message": text, "idempotencyKey": id}),
-        )
-        .await;
-    }
+    c.call(
+        "chat.send",
+        json!({"sessionKey": key, "message": long.as_str(), "idempotencyKey": "m0"}),
+    )
+    .await;
+    // m0 is running once its first delta streams (a run starts just after
+    // its `chat.send` answer; aborted before that, it would never run).
+    c.event(|e| {
+        e["event"] == "chat" && e["payload"]["runId"] == "m0" && e["payload"]["state"] == "delta"
+    })
+    .await;
+    c.call(
+        "chat.send",
+        json!({"sessionKey": key, "message": "second", "idempotencyKey": "m1"}),
+    )
+    .await;
     push(
         &g,
         json!({"conversation": "c1", "sender": "u2", "text": "third", "id": "m2"}),
