@@ -47,13 +47,7 @@ impl Lang {
     }
 }
 
-/// The repository root.
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
+pub use crate::guests::repo_root;
 
 /// `plugins/<name>` in the repository.
 pub fn project(name: &str) -> PathBuf {

@@ -12,19 +12,13 @@
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
 use super::{median, ms, ratio, rss_bytes, us};
-use crate::clock;
-use crate::events::LocalBus;
-use crate::health::HealthConfig;
+use crate::plugins::Instance;
 use crate::plugins::cache::{CompileCache, Source};
-use crate::plugins::{Instance, RuntimeConfig};
-use crate::runtime::{Runtime, RuntimeOptions};
-use crate::store::SqliteStore;
 
 /// One plugin under test.
 struct Guest {
@@ -111,21 +105,7 @@ pub async fn languages() -> anyhow::Result<()> {
     eprintln!("building the TypeScript template...");
     guests.push(build_template("TypeScript", "js", "hello-ts", &built)?);
 
-    let store = Arc::new(SqliteStore::open(&dir.join("bench.db"))?);
-    let runtime = Runtime::new(RuntimeOptions {
-        plugins_dir: dir.join("plugins"),
-        runtime: RuntimeConfig {
-            data_dir: Some(dir.clone()),
-            clock: clock::system(),
-            ..Default::default()
-        },
-        health: HealthConfig::default(),
-        kv: store.clone(),
-        pairing: store.clone(),
-        inbox: store.clone(),
-        outbox: store,
-        events: Arc::new(LocalBus::default()),
-    })?;
+    let runtime = super::plugin_runtime(&dir)?;
     let engine = runtime.plugins.engine().clone();
 
     let mut figures = Vec::new();

@@ -21,7 +21,30 @@ pub mod languages;
 pub mod plugins;
 pub mod webhooks;
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// A plugin runtime over `dir` (plugins in `dir/plugins`, a SQLite store in
+/// `dir/bench.db`) with the system clock and default limits: what the
+/// plugin-level benches measure in.
+pub(crate) fn plugin_runtime(dir: &Path) -> anyhow::Result<Arc<crate::runtime::Runtime>> {
+    let store = Arc::new(crate::store::SqliteStore::open(&dir.join("bench.db"))?);
+    crate::runtime::Runtime::new(crate::runtime::RuntimeOptions {
+        plugins_dir: dir.join("plugins"),
+        runtime: crate::plugins::RuntimeConfig {
+            data_dir: Some(dir.to_path_buf()),
+            clock: crate::clock::system(),
+            ..Default::default()
+        },
+        health: crate::health::HealthConfig::default(),
+        kv: store.clone(),
+        pairing: store.clone(),
+        inbox: store.clone(),
+        outbox: store,
+        events: Arc::new(crate::events::LocalBus::default()),
+    })
+}
 
 /// The median of `v` (which must not be empty).
 pub(crate) fn median(mut v: Vec<Duration>) -> Duration {

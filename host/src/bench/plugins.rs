@@ -4,38 +4,18 @@
 //! this runs on are shared and noisy.
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{median, ms, rss_bytes, us};
-use crate::clock;
-use crate::events::LocalBus;
-use crate::health::HealthConfig;
+use crate::plugins::Instance;
 use crate::plugins::cache::CompileCache;
-use crate::plugins::{Instance, RuntimeConfig};
-use crate::runtime::{Runtime, RuntimeOptions};
-use crate::store::SqliteStore;
 
 /// Run the plugin benchmarks and print the results.
 pub async fn plugins() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("pincer-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("plugins"))?;
-    let store = Arc::new(SqliteStore::open(&dir.join("bench.db"))?);
-    let runtime = Runtime::new(RuntimeOptions {
-        plugins_dir: dir.join("plugins"),
-        runtime: RuntimeConfig {
-            data_dir: Some(dir.clone()),
-            clock: clock::system(),
-            ..Default::default()
-        },
-        health: HealthConfig::default(),
-        kv: store.clone(),
-        pairing: store.clone(),
-        inbox: store.clone(),
-        outbox: store,
-        events: Arc::new(LocalBus::default()),
-    })?;
+    let runtime = super::plugin_runtime(&dir)?;
     let engine = runtime.plugins.engine().clone();
     let mut rows: Vec<(String, String, String)> = Vec::new();
 
