@@ -16,7 +16,7 @@
 // as loaded; open a webhook endpoint's deliveries and replay a failed one. A step that fails is reported with its error (and a
 // screenshot) and ends the run.
 
-import { chromium } from 'playwright-core';
+import { launchPage } from './launch.mjs';
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -50,20 +50,10 @@ function step(name, data = {}) {
   report.steps.push({ name, ...data });
 }
 
-if (!fs.existsSync(executablePath)) {
-  report.failed = `Chromium not found at ${executablePath}: install Debian's chromium package (apt-get install -y chromium)`;
-  console.log(JSON.stringify(report));
-  process.exit(2);
-}
-
-const browser = await chromium.launch({
-  executablePath,
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
+const { browser, page } = await launchPage(report, executablePath, wait, {
+  width: 1400,
+  height: 1000,
 });
-const context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
-const page = await context.newPage();
-page.setDefaultTimeout(wait);
 
 page.on('console', (m) => {
   if (m.type() !== 'error') return;
