@@ -36,9 +36,7 @@ fn main() {
         .expect("host/ has a parent")
         .to_path_buf();
     let plugins = root.join("plugins");
-    for dir in ["plugins", "sdk", "wit"] {
-        watch(&root.join(dir));
-    }
+    watch_rust_sources(&root);
     let target_dir = root.join("target").join("wasm-plugins");
     // A toolchain installed before this checkout has no wasm target even
     // though rust-toolchain.toml lists it: add it (through rustup) first.
@@ -125,18 +123,61 @@ fn main() {
     .expect("writing bundled.rs");
 }
 
-fn watch(dir: &Path) {
+/// Tells cargo to rebuild the host when a source of a Rust plugin, of the
+/// Rust SDK or of the contract changes, and only then: the Python, JS, C and
+/// Zig plugins and SDKs are built by their own toolchains (never by this
+/// script), and their build outputs (`node_modules`, `.zig-cache`, ...)
+/// change on every build of theirs.
+fn watch_rust_sources(root: &Path) {
+    watch_tree(&root.join("wit"));
+    for workspace in ["plugins", "sdk"] {
+        let dir = root.join(workspace);
+        for file in ["Cargo.toml", "Cargo.lock"] {
+            println!("cargo:rerun-if-changed={}", dir.join(file).display());
+        }
+        // The SDK is itself a crate as well as a workspace of them.
+        watch_tree(&dir.join("src"));
+        watch_crates(&dir);
+    }
+}
+
+/// Watches every Rust crate (a directory with a `Cargo.toml`) below `dir`.
+fn watch_crates(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        let name = entry.file_name();
-        if name == "target" {
+        if !path.is_dir() || is_build_output(&entry.file_name()) {
+            continue;
+        }
+        if path.join("Cargo.toml").is_file() {
+            watch_tree(&path);
+        } else {
+            watch_crates(&path);
+        }
+    }
+}
+
+/// Build outputs and caches that never hold a source.
+fn is_build_output(name: &std::ffi::OsStr) -> bool {
+    matches!(
+        name.to_str(),
+        Some("target" | "build" | "node_modules" | ".zig-cache" | "zig-out" | "__pycache__")
+    )
+}
+
+fn watch_tree(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if is_build_output(&entry.file_name()) {
             continue;
         }
         if path.is_dir() {
-            watch(&path);
+            watch_tree(&path);
         } else {
             println!("cargo:rerun-if-changed={}", path.display());
         }
