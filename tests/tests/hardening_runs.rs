@@ -638,3 +638,44 @@ async fn no_run_in_flight(g: &TestGateway) {
         .await
         .expect("a run stayed in flight");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_aborted_before_it_executes_still_leaves_its_message_in_the_history() {
+    // One run slot, taken by a long run of another session: the second
+    // session's run has its turn but cannot execute until it is aborted.
+    let g = echo_gateway(50, |o| {
+        o.gateway.runs.max_concurrent = 1;
+        o.gateway.runs.operator_reserve = 0;
+    })
+    .await;
+    let mut c = Client::admin(&g.url()).await;
+    c.call(
+        "chat.send",
+        json!({"sessionKey": "a", "message": words(400, "w"), "idempotencyKey": "long"}),
+    )
+    .await;
+    c.event(|e| {
+        e["event"] == "chat" && e["payload"]["runId"] == "long" && e["payload"]["state"] == "delta"
+    })
+    .await;
+    c.call(
+        "chat.send",
+        json!({"sessionKey": "b", "message": "never answered", "idempotencyKey": "b1"}),
+    )
+    .await;
+    let r = c
+        .call("chat.abort", json!({"sessionKey": "b", "runId": "b1"}))
+        .await;
+    assert_eq!(r["aborted"], true, "{r}");
+    let b = c.chat_run("b1").await;
+    assert_eq!(b.last().unwrap()["state"], "aborted", "{b:?}");
+    let h = c.call("chat.history", json!({"sessionKey": "b"})).await;
+    let messages = h["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 1, "{h}");
+    assert_eq!(messages[0]["role"], "user");
+    assert_eq!(text_of(&messages[0]), "never answered");
+    assert_eq!(messages[0]["idempotencyKey"], "b1");
+    c.call("chat.abort", json!({"sessionKey": "a", "runId": "long"}))
+        .await;
+    no_run_in_flight(&g).await;
+}

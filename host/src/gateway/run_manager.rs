@@ -616,6 +616,9 @@ async fn drive(
                 return;
             }
             None if cancel.is_cancelled() => {
+                // Aborted while queued behind another run: it never had
+                // the session's turn, so its message stays out of the
+                // transcript (it would land inside the other run's turn).
                 guard.end_unstarted(&why("rpc"));
                 return;
             }
@@ -629,12 +632,12 @@ async fn drive(
     }
     // 2. Its slots (each fair: in the order runs got there).
     let Some(permit) = take_gates(&gates, slot, &cancel).await else {
-        guard.end_unstarted(&why("rpc"));
+        guard.end_aborted_unstarted(&spec, &why("rpc"));
         return;
     };
     if cancel.is_cancelled() {
         drop(permit);
-        guard.end_unstarted(&why("rpc"));
+        guard.end_aborted_unstarted(&spec, &why("rpc"));
         return;
     }
     // 3. Execute.
@@ -770,6 +773,18 @@ impl RunGuard {
     /// The run ends before it started (aborted while waiting, or dropped
     /// from a full queue): one `chat` `aborted` event, nothing in the
     /// transcript.
+    /// The run was aborted after it got its session's turn but before it
+    /// executed (in the head start after its `chat.send` answer, or waiting
+    /// for a run slot): its message still goes into the transcript (marked
+    /// aborted), since the client saw it accepted, then the run ends
+    /// unstarted.
+    fn end_aborted_unstarted(&mut self, spec: &RunSpec, why: &str) {
+        if let Err(e) = super::runs::save_user_message(&self.gw, spec, true) {
+            warn!(run_id = %self.run_id, session = %self.session_key, error = %e, "persisting an aborted run's message");
+        }
+        self.end_unstarted(why);
+    }
+
     fn end_unstarted(&mut self, why: &str) {
         let mut p = Map::new();
         p.insert("state".into(), json!("aborted"));

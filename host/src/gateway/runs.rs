@@ -256,6 +256,51 @@ fn session_changed(gw: &Gateway, key: &str, reason: &str, run_id: &str, run_ende
     super::methods::sessions::changed(gw, key, reason, entry.as_ref(), Some(run_id), run_ended);
 }
 
+/// Appends the run's user message to its session's transcript (with the
+/// channel facts of a channel message) and tells the session's subscribers.
+/// Called when the run starts, and for a run aborted before it started
+/// (`aborted`: marked so in its meta), so a message a client sent is in the
+/// history either way.
+pub(super) fn save_user_message(
+    gw: &Gateway,
+    spec: &RunSpec,
+    aborted: bool,
+) -> Result<(), crate::store::StoreError> {
+    let key = spec.session_key.as_str();
+    let mut meta = Map::new();
+    if let Origin::Channel {
+        channel,
+        conversation,
+        sender,
+        reply_to,
+        ..
+    } = &spec.origin
+    {
+        meta.insert("channel".into(), json!(channel));
+        meta.insert("conversation".into(), json!(conversation));
+        meta.insert("sender".into(), json!(sender));
+        if let Some(r) = reply_to {
+            meta.insert("channelMessageId".into(), json!(r));
+        }
+    }
+    if aborted {
+        meta.insert("aborted".into(), json!(true));
+    }
+    let m = gw.sessions.append_message(
+        key,
+        NewMessage {
+            role: "user".into(),
+            content: json!([{"type": "text", "text": spec.message}]),
+            run_id: Some(spec.run_id.clone()),
+            stop_reason: None,
+            meta,
+            event: Some("message.received"),
+        },
+    )?;
+    message_event(gw, key, &m);
+    Ok(())
+}
+
 fn message_event(gw: &Gateway, key: &str, m: &TranscriptMessage) {
     gw.broadcast(&Broadcast {
         name: "session.message",
@@ -497,23 +542,6 @@ pub(super) async fn execute(
         text: String::new(),
     };
 
-    // The user's message is durable before anything else happens.
-    let mut meta = Map::new();
-    if let Origin::Channel {
-        channel,
-        conversation,
-        sender,
-        reply_to,
-        ..
-    } = &spec.origin
-    {
-        meta.insert("channel".into(), json!(channel));
-        meta.insert("conversation".into(), json!(conversation));
-        meta.insert("sender".into(), json!(sender));
-        if let Some(r) = reply_to {
-            meta.insert("channelMessageId".into(), json!(r));
-        }
-    }
     let history = gw
         .sessions
         .history(key, CONTEXT_MESSAGES)
@@ -530,18 +558,9 @@ pub(super) async fn execute(
                 .unwrap_or_default(),
         })
         .collect();
-    match gw.sessions.append_message(
-        key,
-        NewMessage {
-            role: "user".into(),
-            content: json!([{"type": "text", "text": spec.message}]),
-            run_id: Some(run_id.to_string()),
-            stop_reason: None,
-            meta,
-            event: Some("message.received"),
-        },
-    ) {
-        Ok(m) => message_event(gw, key, &m),
+    // The user's message is durable before anything else happens.
+    match save_user_message(gw, &spec, false) {
+        Ok(()) => {}
         Err(e) => {
             // Clients see a short message with a reference; the store's
             // detail (paths, SQL) stays in the log.
