@@ -452,9 +452,51 @@ async fn serve(
         "pincer running: WebSocket and HTTP on ws://{0} and http://{0}; drop plugins into the plugins directory to load them",
         running.addr
     );
+    #[cfg(unix)]
+    if let Some(path) = common.config.clone() {
+        tokio::spawn(reload_on_sighup(path, running.gateway.runtime.clone()));
+    }
     running.wait(shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// On every SIGHUP, reads the config file again and applies its
+/// `[plugins.*]` tables (accounts, secrets, policies, config, hosts): each
+/// loaded plugin whose settings changed is reloaded (see
+/// `Runtime::apply_settings`). The other sections (listen address,
+/// gateway, agent, store, sandbox) need a restart. A file that does not
+/// parse changes nothing.
+#[cfg(unix)]
+async fn reload_on_sighup(path: PathBuf, runtime: Arc<Runtime>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; config reload is off");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        let file = match FileConfig::load(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %format!("{e:#}"), "config reload failed; the running config stays");
+                continue;
+            }
+        };
+        let report = runtime.apply_settings(file.plugins).await;
+        for (plugin, error) in &report.failed {
+            tracing::error!(plugin = %plugin, error = %error, "plugin kept its previous settings: reload failed");
+        }
+        tracing::info!(
+            path = %path.display(),
+            reloaded = ?report.reloaded,
+            not_loaded = ?report.not_loaded,
+            failed = report.failed.len(),
+            "config reloaded ([plugins.*] applied; other sections take a restart)"
+        );
+    }
 }
 
 async fn shutdown_signal() {

@@ -1,6 +1,7 @@
 //! The assembled runtime: plugin registry, channel manager and health
 //! monitor wired together, fed by the plugins directory.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use crate::channels::ChannelManager;
 use crate::events::EventBus;
 use crate::health::{HealthConfig, HealthMonitor};
 use crate::plugins::watcher::{self, Change};
-use crate::plugins::{LoadError, PluginKind, PluginRegistry, RuntimeConfig};
+use crate::plugins::{LoadError, PluginKind, PluginRegistry, PluginSettings, RuntimeConfig};
 use crate::store::{SharedInbox, SharedKv, SharedOutbox, SharedPairing};
 
 /// Everything the runtime needs.
@@ -55,6 +56,19 @@ impl Drop for WatchHandle {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// What [`Runtime::apply_settings`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SettingsReload {
+    /// Loaded plugins reloaded with their new settings.
+    pub reloaded: Vec<String>,
+    /// Plugins whose settings changed but that are not loaded (they use the
+    /// new settings when they load).
+    pub not_loaded: Vec<String>,
+    /// Plugins that failed to reload (their previous version keeps
+    /// serving), with the error.
+    pub failed: Vec<(String, String)>,
 }
 
 impl Runtime {
@@ -132,6 +146,37 @@ impl Runtime {
             }
         }
         Ok(failures)
+    }
+
+    /// Replaces the operator's per-plugin settings (the `[plugins.*]` tables
+    /// of a reloaded config file) and reloads every loaded plugin whose
+    /// settings changed, from its file, as a hot reload does: a channel
+    /// starts the accounts added, stops the ones removed and restarts the
+    /// others with their new config, secrets and policy. A plugin that fails
+    /// to reload keeps its previous version serving (the new settings apply
+    /// at its next successful load); so do plugins not loaded now. Instance
+    /// and storage quotas are fixed when a plugin name first loads, and a
+    /// channel account's queue settings when it first starts: changing those
+    /// takes a restart.
+    pub async fn apply_settings(&self, new: BTreeMap<String, PluginSettings>) -> SettingsReload {
+        let mut report = SettingsReload::default();
+        for name in self.plugins.replace_settings(new) {
+            let path = match (
+                self.plugins.current(&name),
+                self.plugins.sole_claimant(&name),
+            ) {
+                (Some(_), Some(path)) => path,
+                _ => {
+                    report.not_loaded.push(name);
+                    continue;
+                }
+            };
+            match self.apply(&Change::Upsert(path)).await {
+                Ok(()) => report.reloaded.push(name),
+                Err(e) => report.failed.push((name, e.to_string())),
+            }
+        }
+        report
     }
 
     /// Reload one plugin by name (or all) from its file.

@@ -559,7 +559,7 @@ pub(super) async fn execute(
         })
         .collect();
     // The user's message is durable before anything else happens.
-    match save_user_message(gw, &spec, false) {
+    match save_user_message(gw, spec, false) {
         Ok(()) => {}
         Err(e) => {
             // Clients see a short message with a reference; the store's

@@ -165,6 +165,9 @@ pub struct PluginRegistry {
     linker: Linker<HostState>,
     cache: CompileCache,
     config: RuntimeConfig,
+    /// The operator's per-plugin settings now: `config.settings` at start,
+    /// replaced by a config reload ([`PluginRegistry::apply_settings`]).
+    settings: arc_swap::ArcSwap<BTreeMap<String, PluginSettings>>,
     kv: SharedKv,
     events: Arc<dyn EventBus>,
     slots: RwLock<BTreeMap<String, Arc<Slot>>>,
@@ -247,6 +250,7 @@ impl PluginRegistry {
             engine,
             linker,
             cache,
+            settings: arc_swap::ArcSwap::from_pointee(config.settings.clone()),
             config,
             kv,
             events,
@@ -335,8 +339,33 @@ impl PluginRegistry {
     }
 
     /// The quotas in force for plugin `name`.
+    /// The operator's settings for plugin `name` now (defaults if none).
+    pub fn settings(&self, name: &str) -> PluginSettings {
+        self.settings.load().get(name).cloned().unwrap_or_default()
+    }
+
+    /// Every plugin's settings now, by name.
+    pub fn all_settings(&self) -> Arc<BTreeMap<String, PluginSettings>> {
+        self.settings.load_full()
+    }
+
+    /// Replaces the operator's per-plugin settings (the `[plugins.*]` tables
+    /// of a reloaded config file) and returns the names whose settings
+    /// changed, in order. Nothing is reloaded here: loads from now on use the
+    /// new settings; `Runtime::apply_settings` reloads the plugins affected.
+    pub fn replace_settings(&self, new: BTreeMap<String, PluginSettings>) -> Vec<String> {
+        let new = Arc::new(new);
+        let old = self.settings.swap(new.clone());
+        let names: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+        names
+            .into_iter()
+            .filter(|n| old.get(*n) != new.get(*n))
+            .cloned()
+            .collect()
+    }
+
     pub fn quotas(&self, name: &str) -> Quotas {
-        let settings = self.config.settings.get(name).cloned().unwrap_or_default();
+        let settings = self.settings(name);
         self.plugin_quotas(&settings)
     }
 
@@ -493,7 +522,7 @@ impl PluginRegistry {
             compile_time,
             fallback_from,
         } = prepared;
-        let settings = self.config.settings.get(&name).cloned().unwrap_or_default();
+        let settings = self.settings(&name);
         let quotas = self.plugin_quotas(&settings);
         if kind == PluginKind::Channel && quotas.max_instances < 2 {
             // One instance may be a poll receiver for good; sends need another.

@@ -129,7 +129,7 @@ pub fn dismiss(gw: &Gateway, p: &PairingParams) -> Result<Value, PairingFailure>
 /// `requestId`), `channels` (each channel's own list) and `limits` (pending
 /// requests per account, code lifetime).
 pub fn list_all(gw: &Gateway) -> Result<Value, PairingFailure> {
-    let settings = &gw.runtime.plugins.config().settings;
+    let settings = gw.runtime.plugins.all_settings();
     let mut accounts = Vec::new();
     let mut requests = Vec::new();
     let mut channels = Vec::new();
