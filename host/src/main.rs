@@ -429,6 +429,8 @@ async fn serve(
         );
         opts.gateway.control_ui = Some(dir);
     }
+    #[cfg(unix)]
+    let sighup = common.config.is_some().then(listen_for_sighup).flatten();
     let running = pincer::gateway::launch::start(opts).await?;
     match &running.token_file {
         // Printed once, when generated; later starts only say where it is.
@@ -453,12 +455,26 @@ async fn serve(
         running.addr
     );
     #[cfg(unix)]
-    if let Some(path) = common.config.clone() {
-        tokio::spawn(reload_on_sighup(path, running.gateway.runtime.clone()));
+    if let (Some(path), Some(hup)) = (common.config.clone(), sighup) {
+        tokio::spawn(reload_on_sighup(hup, path, running.gateway.runtime.clone()));
     }
     running.wait(shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Listens for SIGHUP from now on (installed before the gateway starts
+/// serving, so a signal sent once it answers is never the default "exit").
+#[cfg(unix)]
+fn listen_for_sighup() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; config reload is off");
+            None
+        }
+    }
 }
 
 /// On every SIGHUP, reads the config file again and applies its
@@ -468,15 +484,11 @@ async fn serve(
 /// gateway, agent, store, sandbox) need a restart. A file that does not
 /// parse changes nothing.
 #[cfg(unix)]
-async fn reload_on_sighup(path: PathBuf, runtime: Arc<Runtime>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP; config reload is off");
-            return;
-        }
-    };
+async fn reload_on_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    path: PathBuf,
+    runtime: Arc<Runtime>,
+) {
     while hup.recv().await.is_some() {
         let file = match FileConfig::load(&path) {
             Ok(f) => f,
