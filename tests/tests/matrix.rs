@@ -146,6 +146,31 @@ async fn a_dm_invite_is_joined_and_the_dm_answered_as_a_formatted_reply() {
         answer.original["m.relates_to"]["m.in_reply_to"]["event_id"],
         asked.as_str()
     );
+    // A read receipt on the question (the room's receipts in a fresh sync).
+    let filter = pincer_tests::synapse::seg(
+        &json!({"room": {"rooms": [room], "timeline": {"limit": 1}}}).to_string(),
+    );
+    alice
+        .wait_until("the bot's read receipt on the question", || async {
+            let v = alice
+                .call(
+                    "GET",
+                    &format!("/_matrix/client/v3/sync?timeout=0&filter={filter}"),
+                    None,
+                )
+                .await;
+            let events = v["rooms"]["join"][&room]["ephemeral"]["events"].clone();
+            events
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|e| {
+                    e["type"] == "m.receipt"
+                        && e["content"][&asked]["m.read"][&bot.user_id].is_object()
+                })
+                .then_some(())
+        })
+        .await;
     // The inbound message was committed with the room as a direct chat,
     // and the token never reached the plugin's storage.
     let kv = g.gw().runtime.plugins.kv();
@@ -164,10 +189,35 @@ async fn a_dm_invite_is_joined_and_the_dm_answered_as_a_formatted_reply() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_sync_skips_history() {
+    let (hs, bot, alice) = homeserver().await;
+    let mut g = gateway(&hs, &bot, "direct").await;
+    let room = alice.create_room(&[&bot.user_id], true, false).await;
+    wait_joined(&alice, &room, &bot.user_id).await;
+    g.stop().await;
+    alice.send_text(&room, "sent while no gateway ran").await;
+    // A gateway with a fresh store (no cursor): what was sent before it
+    // started is history. A new invite joined proves its poll loop runs.
+    let _g = gateway(&hs, &bot, "direct").await;
+    let probe = alice.create_room(&[&bot.user_id], true, false).await;
+    wait_joined(&alice, &probe, &bot.user_id).await;
+    alice.send_text(&room, "sent after the start").await;
+    let shown = wait_bot_messages(
+        &alice,
+        &room,
+        &bot.user_id,
+        "the new message answered",
+        |s| s.iter().any(|m| m.body() == "sent after the start"),
+    )
+    .await;
+    assert_eq!(shown.len(), 1, "history was answered: {shown:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_answer_mentions_only_and_invites_follow_auto_join() {
     let (hs, bot, alice) = homeserver().await;
     let carol = hs.register("carol").await;
-    let _g = gateway(&hs, &bot, "direct").await;
+    let mut g = gateway(&hs, &bot, "direct").await;
     // A room invite is not joined under auto_join = "direct"; a direct one
     // made after it is (and is seen in the same or a later sync).
     let group = alice
@@ -180,19 +230,15 @@ async fn rooms_answer_mentions_only_and_invites_follow_auto_join() {
         Some("invite"),
         "a group invite was joined under auto_join = direct"
     );
-    drop(_g);
+    g.stop().await;
 
-    // auto_join = "all" joins the room; with three members it is a group:
-    // only the message that mentions the bot is answered.
+    // auto_join = "all": the next gateway's first sync finds the invite
+    // still pending and joins it; with three members the room is a group,
+    // where only the message that mentions the bot is answered.
     let _g = gateway(&hs, &bot, "all").await;
     carol.join(&group).await;
-    // The first gateway left its invite untouched: invite again so the
-    // new one sees it in its first sync.
-    let g2_room = alice
-        .create_room(&[&bot.user_id, &carol.user_id], false, false)
-        .await;
-    carol.join(&g2_room).await;
-    wait_joined(&alice, &g2_room, &bot.user_id).await;
+    wait_joined(&alice, &group, &bot.user_id).await;
+    let g2_room = group;
     alice.send_text(&g2_room, "nobody is asked here").await;
     let mentioned = alice
         .send(

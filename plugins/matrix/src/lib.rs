@@ -7,7 +7,8 @@
 //! Receiving is a `/sync` long poll whose `since` token is the host-owned
 //! poll cursor, so a batch and the token after it commit together in the
 //! durable inbox. The first sync (no cursor yet) skips history: only
-//! messages sent after the channel started are taken.
+//! messages sent after the channel's first sync in this store are taken
+//! (the cut-off is kept in the key-value store).
 //!
 //! Config (`[plugins.matrix] config = {...}`):
 //! - `homeserver` (required): the client-server API base URL;
@@ -50,6 +51,9 @@ const MAX_POLL_MS: u64 = 50_000;
 const TYPING_MS: u32 = 6_000;
 /// Longest text one message carries (events are capped at 64 KiB).
 const MAX_MESSAGE_CHARS: u32 = 16_000;
+/// Key-value key of the history cut-off (Unix ms): messages sent before
+/// the channel's first sync in this store are not answered.
+const HISTORY_KEY: &str = "history-before";
 /// The notice an encrypted room gets, once.
 pub const ENCRYPTED_NOTICE: &str = "This room is end-to-end encrypted, and this bot cannot read encrypted messages. Message it in an unencrypted room or a direct chat without encryption.";
 
@@ -363,14 +367,20 @@ impl Channel for Matrix {
     fn poll(cursor: Option<String>, wait_ms: u32) -> Result<PollBatch, Error> {
         let s = settings()?;
         let filter = seg(sync::FILTER);
-        // The first sync (no cursor) returns at once, with history that
-        // is skipped; later ones wait for news.
-        let (path, not_before, timeout) = match cursor.as_deref() {
-            None => (
-                format!("/_matrix/client/v3/sync?timeout=0&filter={filter}"),
-                s.started_ms,
-                0,
-            ),
+        // The first sync (no cursor) returns at once, with history; later
+        // ones wait for news. History is what was sent before the first
+        // sync of this store: the cut-off is kept, because the homeserver
+        // may answer a first sync from its response cache with an older
+        // token (Synapse does, for two minutes), whose next syncs then
+        // bring history too.
+        let (path, timeout) = match cursor.as_deref() {
+            None => {
+                kv::set_string(HISTORY_KEY, &s.started_ms.to_string())?;
+                (
+                    format!("/_matrix/client/v3/sync?timeout=0&filter={filter}"),
+                    0,
+                )
+            }
             Some(since) => {
                 let wait = u64::from(wait_ms).min(MAX_POLL_MS);
                 (
@@ -378,11 +388,13 @@ impl Channel for Matrix {
                         "/_matrix/client/v3/sync?timeout={wait}&filter={filter}&since={}",
                         seg(since)
                     ),
-                    0,
                     wait,
                 )
             }
         };
+        let not_before = kv::get_string(HISTORY_KEY)?
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
         let answer = api::call(&s.homeserver, "GET", &path, None, timeout + POLL_SLACK_MS)?;
         let batch = sync::read(&answer, &s.me, not_before, &mut Rooms { s: &s });
         remember_rooms(&batch);
