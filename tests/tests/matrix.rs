@@ -188,6 +188,51 @@ async fn a_dm_invite_is_joined_and_the_dm_answered_as_a_formatted_reply() {
     );
 }
 
+/// The first `[A-Z2-9]{8}` word of `text`.
+fn pairing_code(text: &str) -> Option<String> {
+    text.split(|c: char| !c.is_ascii_alphanumeric())
+        .find(|w| {
+            w.len() == 8
+                && w.chars()
+                    .all(|c| c.is_ascii_uppercase() || ('2'..='9').contains(&c))
+        })
+        .map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dm_under_pairing_is_answered_after_approval() {
+    let (hs, bot, alice) = homeserver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(&hs.base, &bot.user_id, &bot.token, "direct");
+    s.dm_policy = DmPolicy::Pairing;
+    let mut opts = options(dir.path(), s);
+    opts.gateway.token = Some("secret".into());
+    let g = TestGateway::start_with(opts, dir).await;
+    let room = alice.create_room(&[&bot.user_id], true, false).await;
+    wait_joined(&alice, &room, &bot.user_id).await;
+    alice.send_text(&room, "let me in").await;
+    let shown = wait_bot_messages(&alice, &room, &bot.user_id, "the pairing code", |s| {
+        !s.is_empty()
+    })
+    .await;
+    let notice = shown[0].body().to_string();
+    let code = pairing_code(&notice).unwrap_or_else(|| panic!("no code in {notice:?}"));
+    let mut admin = pincer_tests::gateway::Client::admin(&g.url()).await;
+    let ok = admin
+        .call(
+            "channels.pairing.approve",
+            json!({"channel": "matrix", "code": code}),
+        )
+        .await;
+    assert_eq!(ok["approved"]["sender"], alice.user_id.as_str(), "{ok}");
+    alice.send_text(&room, "thanks").await;
+    let shown = wait_bot_messages(&alice, &room, &bot.user_id, "the answer", |s| {
+        s.iter().any(|m| m.body() == "thanks")
+    })
+    .await;
+    assert_eq!(shown.len(), 2, "{shown:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_sync_skips_history() {
     let (hs, bot, alice) = homeserver().await;
