@@ -105,10 +105,8 @@ pub fn read(sync: &Value, me: &Me, not_before_ms: u64, lookup: &mut dyn Lookup) 
                 continue;
             }
             match ev["type"].as_str() {
-                Some("m.room.encrypted") => {
-                    if !batch.encrypted_rooms.contains(room) {
-                        batch.encrypted_rooms.push(room.clone());
-                    }
+                Some("m.room.encrypted") if !batch.encrypted_rooms.contains(room) => {
+                    batch.encrypted_rooms.push(room.clone());
                 }
                 Some("m.room.message") => {
                     if let Some(m) = message(room, ev, me, lookup) {
