@@ -188,6 +188,24 @@ async fn a_dm_invite_is_joined_and_the_dm_answered_as_a_formatted_reply() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_member_room_is_a_direct_chat() {
+    let (hs, bot, alice) = homeserver().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Groups closed (allowlist, nobody listed): only a direct chat answers.
+    let mut s = settings(&hs.base, &bot.user_id, &bot.token, "all");
+    s.group_policy = GroupPolicy::Allowlist;
+    let _g = TestGateway::start_with(options(dir.path(), s), dir).await;
+    // Not marked direct, but only alice and the bot are in it.
+    let room = alice.create_room(&[&bot.user_id], false, false).await;
+    wait_joined(&alice, &room, &bot.user_id).await;
+    alice.send_text(&room, "just us two").await;
+    wait_bot_messages(&alice, &room, &bot.user_id, "the answer", |s| {
+        s.iter().any(|m| m.body() == "just us two")
+    })
+    .await;
+}
+
 /// The first `[A-Z2-9]{8}` word of `text`.
 fn pairing_code(text: &str) -> Option<String> {
     text.split(|c: char| !c.is_ascii_alphanumeric())
