@@ -174,9 +174,11 @@ async fn send_text(
     channels: &ChannelManager,
     target: &ReplyTarget,
     text: &str,
+    key: Option<String>,
 ) -> Result<String, ChannelError> {
+    let runner = channels.runner(&target.channel)?;
     let md = target.message(text.to_string(), TextFormat::Markdown);
-    match channels.send(&target.channel, md).await {
+    match runner.send_keyed(&md, key.clone()).await {
         Err(e) if is_formatting(&e) => {
             channels
                 .replies
@@ -184,10 +186,24 @@ async fn send_text(
                 .fetch_add(1, Ordering::Relaxed);
             debug!(channel = %target.channel, error = %e, "formatting rejected; sending as plain text");
             let plain = target.message(text.to_string(), TextFormat::Plain);
-            channels.send(&target.channel, plain).await
+            runner.send_keyed(&plain, key).await
         }
         r => r,
     }
+}
+
+/// The idempotency key of a piece streamed directly (not through the
+/// outbox): the answered inbox row, where the reply stands (bytes already
+/// finished), which send of the batch and (for finished pieces) its text.
+/// A resumed reply that sends the same piece again gets the same key.
+/// `None` without an inbox row.
+fn stream_key(target: &ReplyTarget, consumed: usize, which: &str, text: &str) -> Option<String> {
+    let seq = target.inbox?.seq.to_string();
+    let consumed = consumed.to_string();
+    Some(crate::plugins::host::delivery::derived_key(
+        's',
+        &[&target.channel, &seq, &consumed, which, text],
+    ))
 }
 
 /// Edit message `id` to `text` as Markdown, again as plain text if the
@@ -233,6 +249,8 @@ pub struct Progress {
 struct Tracker {
     inbox: Option<InboxRef>,
     done: Resume,
+    /// The earlier attempt's last direct send is in doubt (see [`live_step`]).
+    open_in_doubt: bool,
 }
 
 impl Tracker {
@@ -257,6 +275,7 @@ impl Tracker {
         let t = Tracker {
             inbox: target.inbox,
             done: earlier.as_ref().map(|p| p.done.clone()).unwrap_or_default(),
+            open_in_doubt: earlier.as_ref().is_some_and(|p| p.sending),
         };
         (t, earlier)
     }
@@ -335,9 +354,17 @@ async fn run_steps(
     if sends {
         tracker.save(channels, target, true);
     }
-    for step in steps {
+    let consumed = streamer.snapshot().consumed;
+    for (i, step) in steps.into_iter().enumerate() {
         let ok = match step {
-            Step::Post { text } => match send_text(channels, target, &text).await {
+            Step::Post { text } => match send_text(
+                channels,
+                target,
+                &text,
+                stream_key(target, consumed, &format!("post-{i}"), &text),
+            )
+            .await
+            {
                 Ok(_) => true,
                 Err(e) => {
                     warn!(channel = %target.channel, conversation = %target.conversation, error = %e, "delivering a finished piece failed; the rest goes out at the end");
@@ -357,7 +384,14 @@ async fn run_steps(
                 }
             }
             other => {
-                live_step(channels, target, streamer, other).await;
+                live_step(
+                    channels,
+                    target,
+                    streamer,
+                    &mut tracker.open_in_doubt,
+                    other,
+                )
+                .await;
                 true
             }
         };
@@ -380,17 +414,31 @@ async fn run_steps(
     }
 }
 
-/// One in-progress step (open, edit, draft).
+/// One in-progress step (open, edit, draft). `open_in_doubt`: a restart
+/// cut this reply's last direct send, so the next open may be answered
+/// with the message that send posted (same key) showing older text; it is
+/// edited to the text at once.
 async fn live_step(
     channels: &ChannelManager,
     target: &ReplyTarget,
     streamer: &mut Streamer,
+    open_in_doubt: &mut bool,
     step: Step,
 ) {
     let channel = &target.channel;
     let r = match &step {
         Step::Open { text } => {
-            let r = send_text(channels, target, text).await;
+            // The same key whatever the text: an open is the message of
+            // its place in the reply.
+            let key = stream_key(target, streamer.snapshot().consumed, "open", "");
+            let r = send_text(channels, target, text, key).await;
+            if std::mem::take(open_in_doubt)
+                && let Ok(id) = &r
+                && let Err(e) = edit_text(channels, target, id, text).await
+            {
+                // Later edits bring the message up to date.
+                debug!(%channel, error = %e, "updating a message opened in doubt failed");
+            }
             let id = r.as_ref().ok().cloned();
             streamer.opened(id, text.clone());
             r.map(drop)
