@@ -43,6 +43,7 @@ pub fn channel_label(name: &str) -> String {
         "discord" => "Discord".into(),
         "slack" => "Slack".into(),
         "signal" => "Signal".into(),
+        "matrix" => "Matrix".into(),
         other => other.to_string(),
     }
 }
@@ -52,6 +53,9 @@ fn detail_label(name: &str) -> String {
     match name {
         "telegram" => "Telegram Bot API".into(),
         "whatsapp" => "WhatsApp Business Cloud API".into(),
+        "discord" => "Discord Gateway and REST API".into(),
+        "slack" => "Slack Events API / Socket Mode".into(),
+        "matrix" => "Matrix client-server API".into(),
         other => format!("{other} (Pincer plugin)"),
     }
 }
