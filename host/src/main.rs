@@ -15,7 +15,6 @@ use pincer::netguard::NetGuard;
 use pincer::plugins::RuntimeConfig;
 use pincer::plugins::registry::DEFAULT_PLUGIN_NICE;
 use pincer::runtime::{Runtime, RuntimeOptions};
-use pincer::store::SqliteStore;
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +45,10 @@ struct Common {
     /// Extra address ranges plugins may reach (comma-separated CIDRs).
     #[arg(long, env = "PINCER_PLUGIN_ALLOW_CIDRS")]
     allow_cidrs: Option<String>,
+    /// Where state lives: `postgres://user:password@host:port/db`, or a
+    /// SQLite file (default: <data-dir>/pincer.db).
+    #[arg(long, env = "PINCER_STORE", hide_env_values = true, value_name = "URL")]
+    store: Option<String>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -326,10 +329,13 @@ struct Resolved {
 }
 
 fn resolve(common: &Common) -> anyhow::Result<Resolved> {
-    let file = match &common.config {
+    let mut file = match &common.config {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
     };
+    if let Some(url) = &common.store {
+        file.store.url = Some(url.as_str().into());
+    }
     let data_dir = common
         .data_dir
         .clone()
@@ -356,10 +362,7 @@ fn resolve(common: &Common) -> anyhow::Result<Resolved> {
 async fn build_runtime(r: &Resolved) -> anyhow::Result<Arc<Runtime>> {
     std::fs::create_dir_all(&r.data_dir)
         .with_context(|| format!("creating data dir {}", r.data_dir.display()))?;
-    let store = Arc::new(
-        SqliteStore::open_with(&r.data_dir.join(pincer::store::DB_FILE), &r.file.store)
-            .context("opening the database")?,
-    );
+    let store = pincer::store::open(&r.data_dir, &r.file.store).context("opening the store")?;
     Runtime::new(RuntimeOptions {
         plugins_dir: r.plugins_dir.clone(),
         runtime: RuntimeConfig {

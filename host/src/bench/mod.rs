@@ -18,6 +18,7 @@ pub mod channels;
 mod client;
 pub mod gateway;
 pub mod languages;
+pub mod pgserver;
 pub mod plugins;
 pub mod webhooks;
 
