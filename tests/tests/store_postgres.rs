@@ -398,3 +398,26 @@ async fn kill_9_during_channel_traffic_on_postgres_answers_each_message_once() {
         "{report:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_or_bad_store_fails_start_up_naming_the_host_never_the_password() {
+    for (url, expect) in [
+        // Nothing listens on port 1.
+        (
+            "postgres://alice:hunter2@127.0.0.1:1/pincer?connect_timeout=5",
+            "alice@127.0.0.1:1/pincer",
+        ),
+        ("postgres://alice:hunter2@127.0.0.1:notaport/pincer", "bad PostgreSQL URL"),
+    ] {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut opts = Options::new(dir.path());
+        opts.gateway.listen = "127.0.0.1:0".parse().expect("addr");
+        opts.store = TestPostgres::config(url);
+        let err = match pincer::gateway::launch::start(opts).await {
+            Ok(_) => panic!("started on {url}"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(err.contains(expect), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}

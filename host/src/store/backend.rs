@@ -78,3 +78,30 @@ pub fn deserialize_store_config<'de, D: serde::Deserializer<'de>>(
     }
     d.deserialize_any(V)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::FileConfig;
+
+    #[test]
+    fn the_config_file_names_the_store_as_a_url_or_in_the_table() -> anyhow::Result<()> {
+        let url = "postgres://alice:hunter2@db:5432/pincer";
+        let short: FileConfig = toml::from_str(&format!("store = \"{url}\""))?;
+        assert_eq!(short.store.url.as_deref(), Some(url));
+        assert_eq!(short.store.pool, 8);
+        let table: FileConfig = toml::from_str(&format!("[store]\nurl = \"{url}\"\npool = 3"))?;
+        assert_eq!(table.store.url.as_deref(), Some(url));
+        assert_eq!(table.store.pool, 3);
+        let default: FileConfig = toml::from_str("")?;
+        assert_eq!(default.store.url, None);
+        // Unknown keys are still refused, with their name.
+        let bad = toml::from_str::<FileConfig>("[store]\nurll = \"x\"")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(bad.contains("urll"), "{bad}");
+        // The URL is a secret: Debug never shows the password.
+        assert!(!format!("{:?}", short.store).contains("hunter2"));
+        Ok(())
+    }
+}
