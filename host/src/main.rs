@@ -113,12 +113,16 @@ enum Command {
         /// Events per throughput run (`webhooks` only; default 5000).
         #[arg(long)]
         events: Option<usize>,
-        /// Smaller sizes, about a minute (`channels` only).
+        /// Smaller sizes, about a minute (`channels` and `store` only).
         #[arg(long, conflicts_with = "smoke")]
         quick: bool,
         /// Tiny sizes that only check every path runs (`channels` only).
         #[arg(long)]
         smoke: bool,
+        /// PostgreSQL database to measure (`store` only; default: a
+        /// throwaway local server).
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
         /// One density measurement, run by `bench channels` in a child
         /// process (`gateway|bare:BOTS:WINDOW_MS`).
         #[arg(long, hide = true)]
@@ -319,6 +323,8 @@ enum BenchWhat {
     Languages,
     /// Telegram and WhatsApp end to end, and many idle polling bots.
     Channels,
+    /// The store: the same workloads on SQLite and PostgreSQL.
+    Store,
 }
 
 struct Resolved {
@@ -516,16 +522,23 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             quick,
             smoke,
             part,
+            store,
         } => match what {
             BenchWhat::Plugins
             | BenchWhat::Gateway
             | BenchWhat::Attack
             | BenchWhat::Channels
             | BenchWhat::Languages
+            | BenchWhat::Store
                 if events.is_some() =>
             {
                 anyhow::bail!("--events applies to `pincer bench webhooks` only")
             }
+            BenchWhat::Store if smoke || part.is_some() => {
+                anyhow::bail!("--smoke and --part apply to `pincer bench channels` only")
+            }
+            BenchWhat::Store => pincer::bench::store::store(store, quick).await,
+            _ if store.is_some() => anyhow::bail!("--store applies to `pincer bench store` only"),
             BenchWhat::Channels => {
                 use pincer::bench::channels::{Sizes, channels, part as run_part};
                 if let Some(spec) = part {

@@ -407,7 +407,10 @@ async fn an_unreachable_or_bad_store_fails_start_up_naming_the_host_never_the_pa
             "postgres://alice:hunter2@127.0.0.1:1/pincer?connect_timeout=5",
             "alice@127.0.0.1:1/pincer",
         ),
-        ("postgres://alice:hunter2@127.0.0.1:notaport/pincer", "bad PostgreSQL URL"),
+        (
+            "postgres://alice:hunter2@127.0.0.1:notaport/pincer",
+            "bad PostgreSQL URL",
+        ),
     ] {
         let dir = tempfile::tempdir().expect("tmp");
         let mut opts = Options::new(dir.path());

@@ -20,6 +20,7 @@ pub mod gateway;
 pub mod languages;
 pub mod pgserver;
 pub mod plugins;
+pub mod store;
 pub mod webhooks;
 
 use std::path::Path;

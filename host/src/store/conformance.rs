@@ -24,6 +24,11 @@ pub type Opener<'a> = &'a dyn Fn() -> anyhow::Result<SharedStore>;
 /// One check: its name and body.
 pub type Case = (&'static str, fn(Opener<'_>) -> anyhow::Result<()>);
 
+/// Opens a case's database: called once per case with its name, returns
+/// the case's opener.
+pub type CaseOpener<'a> =
+    &'a dyn Fn(&str) -> anyhow::Result<Box<dyn Fn() -> anyhow::Result<SharedStore>>>;
+
 /// Every check, in order.
 pub const CASES: &[Case] = &[
     ("kv", kv),
@@ -51,9 +56,7 @@ pub const CASES: &[Case] = &[
 
 /// Run every case, each on the database `open_case(name)` returns an
 /// opener for; all failures are reported together, named by case.
-pub fn run_all(
-    open_case: &dyn Fn(&str) -> anyhow::Result<Box<dyn Fn() -> anyhow::Result<SharedStore>>>,
-) -> anyhow::Result<()> {
+pub fn run_all(open_case: CaseOpener<'_>) -> anyhow::Result<()> {
     let mut failed = Vec::new();
     for (name, case) in CASES {
         let result = open_case(name).and_then(|open| case(&*open));

@@ -209,6 +209,8 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[(
 pub(super) fn migrate(client: &mut Client) -> Result<(), StoreError> {
     let mut tx = client.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK])?;
+    // No "already exists, skipping" notice in the log on every start.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS pincer_migrations (
             version     BIGINT PRIMARY KEY,
