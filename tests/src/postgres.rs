@@ -10,13 +10,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use pincer::bench::pgserver::PgServer;
 use pincer::store::{PgStore, SharedStore, StoreConfig};
 
-/// Server settings for tests: durability off (the tests kill gateways,
-/// never the server, except where a test stops it itself).
-const TEST_SETTINGS: &[&str] = &[
-    "fsync=off",
-    "synchronous_commit=off",
-    "full_page_writes=off",
-];
+/// Server settings for tests: no fsync (a test may kill the server, never
+/// the machine), but every commit written to the WAL before it is
+/// acknowledged (`synchronous_commit` stays on), so a server crash loses
+/// nothing committed.
+const TEST_SETTINGS: &[&str] = &["fsync=off", "full_page_writes=off"];
 
 /// A running test server.
 pub struct TestPostgres {

@@ -30,6 +30,8 @@ pub struct PgServer {
     run_as: Option<(u32, u32)>,
     child: Option<Child>,
     port: u16,
+    /// The `-c` settings it was started with (kept for a restart).
+    settings: Vec<String>,
     /// The server's log so far (for errors).
     log: Arc<Mutex<String>>,
 }
@@ -63,6 +65,7 @@ impl PgServer {
             run_as,
             child: None,
             port: 0,
+            settings: settings.iter().map(|s| s.to_string()).collect(),
             log: Arc::default(),
         };
         let data = server.dir.join("data");
@@ -92,11 +95,19 @@ impl PgServer {
         server.port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let mut cmd = server.command("postgres");
+        server.spawn()?;
+        Ok(server)
+    }
+
+    /// Start `postgres` on the data directory and port, and wait until its
+    /// log says it accepts connections.
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let data = self.dir.join("data");
+        let mut cmd = self.command("postgres");
         cmd.arg("-D")
             .arg(&data)
-            .args(["-p", &server.port.to_string(), "-h", "127.0.0.1", "-k"])
-            .arg(&server.dir)
+            .args(["-p", &self.port.to_string(), "-h", "127.0.0.1", "-k"])
+            .arg(&self.dir)
             .args([
                 "-c",
                 "max_connections=200",
@@ -104,7 +115,7 @@ impl PgServer {
                 "log_min_messages=warning",
             ])
             .args(["-c", "log_min_error_statement=panic"]);
-        for s in settings {
+        for s in &self.settings {
             cmd.args(["-c", s]);
         }
         let mut child = cmd
@@ -114,10 +125,10 @@ impl PgServer {
             .spawn()
             .context("starting postgres")?;
         let stderr = child.stderr.take().context("postgres stderr")?;
-        server.child = Some(child);
+        self.child = Some(child);
         // Await the server's own "ready" line, then keep draining its log.
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let log = server.log.clone();
+        let log = self.log.clone();
         std::thread::spawn(move || {
             let mut ready = Some(ready_tx);
             for line in BufReader::new(stderr).lines() {
@@ -137,10 +148,19 @@ impl PgServer {
         if ready_rx.recv().is_err() {
             bail!(
                 "postgres exited before accepting connections:\n{}",
-                server.log.lock()
+                self.log.lock()
             );
         }
-        Ok(server)
+        Ok(())
+    }
+
+    /// Start the server again after [`PgServer::stop_immediate`], on the
+    /// same port and data (recovering from its WAL).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        if self.child.is_none() {
+            self.spawn()?;
+        }
+        Ok(())
     }
 
     /// The server's port on 127.0.0.1.

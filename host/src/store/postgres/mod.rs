@@ -39,8 +39,9 @@ use super::{StoreConfig, StoreError};
 /// How long connecting (at start-up, or a new pooled connection) may take
 /// when the URL sets no `connect_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a caller waits for a free pooled connection.
-const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a caller waits for a pooled connection (a free one, or a new one
+/// while the server is unreachable) before failing with `Unavailable`.
+const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Times a write transaction is retried after a serialization failure or a
 /// deadlock (both roll it back entirely, so running it again is safe).
 const WRITE_RETRIES: u32 = 8;
