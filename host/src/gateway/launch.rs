@@ -80,7 +80,8 @@ pub struct Options {
     pub logs: Option<Arc<LogBuffer>>,
     /// Debounce for the plugins directory watcher.
     pub watch_settle: Duration,
-    /// The embedded store (reader connections, size limit).
+    /// The store: SQLite in the data directory (reader connections, size
+    /// limit), or PostgreSQL when `store.url` is a `postgres://` URL.
     pub store: StoreConfig,
     /// The clock of plugins, channels (pairing code expiry) and the health
     /// monitor, instead of the system clock (tests).
