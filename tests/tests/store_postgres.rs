@@ -497,3 +497,54 @@ async fn the_server_going_away_makes_readyz_fail_and_its_return_recovers_without
     assert_eq!((texts[0].as_str(), texts[2].as_str()), ("before", "after"));
     g.stop().await;
 }
+
+#[test]
+fn a_reader_paging_the_event_log_by_id_never_skips_one_committed_by_concurrent_writers() {
+    let pg = TestPostgres::start();
+    let url = pg.database("event_order");
+    let store = TestPostgres::store(&url);
+    let writers: Vec<_> = (0..4)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..100 {
+                    let msg = pincer::store::NewMessage {
+                        role: "user".into(),
+                        content: json!([{"type": "text", "text": format!("{t}-{i}")}]),
+                        event: Some("message.received"),
+                        ..Default::default()
+                    };
+                    store.append_message(&format!("s{t}"), msg).expect("append");
+                }
+            })
+        })
+        .collect();
+    // A tailing reader, as a node streaming the log would be: every id it
+    // ever sees is above its cursor, so an id committed after a higher one
+    // would be skipped for good.
+    let mut cursor = 0;
+    let mut seen = Vec::new();
+    // 4 session.created + 400 message.received events.
+    while seen.len() < 404 {
+        let page = store.events_after(cursor, 7).expect("page");
+        // A writer that failed stops the wait (the comparison below fails).
+        if page.is_empty() && writers.iter().all(|w| w.is_finished()) {
+            break;
+        }
+        for e in page {
+            assert!(e.id > cursor);
+            cursor = e.id;
+            seen.push(e.id);
+        }
+    }
+    for w in writers {
+        w.join().expect("writer");
+    }
+    let all: Vec<i64> = store
+        .events_after(0, 1000)
+        .expect("all")
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(seen, all, "the tailing reader saw every event, in order");
+}
