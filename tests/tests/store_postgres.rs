@@ -526,9 +526,12 @@ fn a_reader_paging_the_event_log_by_id_never_skips_one_committed_by_concurrent_w
     let mut seen = Vec::new();
     // 4 session.created + 400 message.received events.
     while seen.len() < 404 {
+        // A writer that failed stops the wait (the comparison below fails):
+        // once every writer has finished (checked before the read), an
+        // empty page means nothing more will come.
+        let finished = writers.iter().all(|w| w.is_finished());
         let page = store.events_after(cursor, 7).expect("page");
-        // A writer that failed stops the wait (the comparison below fails).
-        if page.is_empty() && writers.iter().all(|w| w.is_finished()) {
+        if page.is_empty() && finished {
             break;
         }
         for e in page {
@@ -546,5 +549,12 @@ fn a_reader_paging_the_event_log_by_id_never_skips_one_committed_by_concurrent_w
         .iter()
         .map(|e| e.id)
         .collect();
+    let missed: Vec<_> = all.iter().filter(|id| !seen.contains(id)).collect();
+    assert!(
+        missed.is_empty(),
+        "the tailing reader skipped {missed:?} (saw {} of {})",
+        seen.len(),
+        all.len()
+    );
     assert_eq!(seen, all, "the tailing reader saw every event, in order");
 }
