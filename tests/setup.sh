@@ -5,7 +5,8 @@
 #
 # - the wasm target the plugins build for (host/build.rs also adds it);
 # - Debian's Chromium, Node/npm, tmux and python3-venv (browser, Control UI,
-#   console and OpenClaw TUI tests), installed with apt when missing;
+#   console and OpenClaw TUI tests) and PostgreSQL (the PostgreSQL store's
+#   tests), installed with apt when missing;
 # - Playwright (tests/browser, npm ci from its lockfile), OpenClaw's Control UI
 #   and CLI at a pinned, verified version, Node 24 from PyPI;
 # - the plugin toolchains for Python, JS/TS, C and Zig (sdk/install-toolchains.sh);
@@ -27,6 +28,9 @@ command -v npm >/dev/null || need_apt+=(npm)
 # 24 for OpenClaw's CLI comes from PyPI into a virtualenv.
 command -v tmux >/dev/null || need_apt+=(tmux)
 python3 -m venv --help >/dev/null 2>&1 || need_apt+=(python3-venv)
+# The PostgreSQL store's tests (tests/tests/store_postgres.rs) start their
+# own throwaway server with initdb from Debian's package (any version).
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
 if [ "${#need_apt[@]}" -gt 0 ]; then
     sudo_=""
     [ "$(id -u)" = 0 ] || sudo_="sudo"

@@ -25,7 +25,7 @@
 //! console = true                       # Pincer's operator console at /console (default true)
 //! plugin_upload_max_bytes = 33554432   # cap of PUT /v1/plugins/{name} (default 32 MiB)
 //!
-//! [store]                              # see store::StoreConfig
+//! [store]                              # see store::StoreConfig (url = "postgres://...")
 //! readers = 4                          # read connections beside the writer
 //! max_db_mb = 0                        # database size cap in MiB (0: none)
 //!
@@ -96,7 +96,9 @@ pub struct FileConfig {
     pub agent: AgentConfig,
     /// Outgoing webhooks.
     pub webhooks: WebhookConfig,
-    /// The embedded store.
+    /// The store: the embedded SQLite database (default) or PostgreSQL
+    /// (`store = "postgres://..."`, or `url` in the `[store]` table).
+    #[serde(deserialize_with = "crate::store::deserialize_store_config")]
     pub store: StoreConfig,
 }
 

@@ -15,7 +15,6 @@ use pincer::netguard::NetGuard;
 use pincer::plugins::RuntimeConfig;
 use pincer::plugins::registry::DEFAULT_PLUGIN_NICE;
 use pincer::runtime::{Runtime, RuntimeOptions};
-use pincer::store::SqliteStore;
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +45,10 @@ struct Common {
     /// Extra address ranges plugins may reach (comma-separated CIDRs).
     #[arg(long, env = "PINCER_PLUGIN_ALLOW_CIDRS")]
     allow_cidrs: Option<String>,
+    /// Where state lives: `postgres://user:password@host:port/db`, or a
+    /// SQLite file (default: <data-dir>/pincer.db).
+    #[arg(long, env = "PINCER_STORE", hide_env_values = true, value_name = "URL")]
+    store: Option<String>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -110,12 +113,16 @@ enum Command {
         /// Events per throughput run (`webhooks` only; default 5000).
         #[arg(long)]
         events: Option<usize>,
-        /// Smaller sizes, about a minute (`channels` only).
+        /// Smaller sizes, about a minute (`channels` and `store` only).
         #[arg(long, conflicts_with = "smoke")]
         quick: bool,
         /// Tiny sizes that only check every path runs (`channels` only).
         #[arg(long)]
         smoke: bool,
+        /// PostgreSQL database to measure (`store` only; default: a
+        /// throwaway local server).
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
         /// One density measurement, run by `bench channels` in a child
         /// process (`gateway|bare:BOTS:WINDOW_MS`).
         #[arg(long, hide = true)]
@@ -316,6 +323,8 @@ enum BenchWhat {
     Languages,
     /// Telegram and WhatsApp end to end, and many idle polling bots.
     Channels,
+    /// The store: the same workloads on SQLite and PostgreSQL.
+    Store,
 }
 
 struct Resolved {
@@ -326,10 +335,13 @@ struct Resolved {
 }
 
 fn resolve(common: &Common) -> anyhow::Result<Resolved> {
-    let file = match &common.config {
+    let mut file = match &common.config {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
     };
+    if let Some(url) = &common.store {
+        file.store.url = Some(url.as_str().into());
+    }
     let data_dir = common
         .data_dir
         .clone()
@@ -356,10 +368,7 @@ fn resolve(common: &Common) -> anyhow::Result<Resolved> {
 async fn build_runtime(r: &Resolved) -> anyhow::Result<Arc<Runtime>> {
     std::fs::create_dir_all(&r.data_dir)
         .with_context(|| format!("creating data dir {}", r.data_dir.display()))?;
-    let store = Arc::new(
-        SqliteStore::open_with(&r.data_dir.join(pincer::store::DB_FILE), &r.file.store)
-            .context("opening the database")?,
-    );
+    let store = pincer::store::open(&r.data_dir, &r.file.store).context("opening the store")?;
     Runtime::new(RuntimeOptions {
         plugins_dir: r.plugins_dir.clone(),
         runtime: RuntimeConfig {
@@ -567,16 +576,23 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             quick,
             smoke,
             part,
+            store,
         } => match what {
             BenchWhat::Plugins
             | BenchWhat::Gateway
             | BenchWhat::Attack
             | BenchWhat::Channels
             | BenchWhat::Languages
+            | BenchWhat::Store
                 if events.is_some() =>
             {
                 anyhow::bail!("--events applies to `pincer bench webhooks` only")
             }
+            BenchWhat::Store if smoke || part.is_some() => {
+                anyhow::bail!("--smoke and --part apply to `pincer bench channels` only")
+            }
+            BenchWhat::Store => pincer::bench::store::store(store, quick).await,
+            _ if store.is_some() => anyhow::bail!("--store applies to `pincer bench store` only"),
             BenchWhat::Channels => {
                 use pincer::bench::channels::{Sizes, channels, part as run_part};
                 if let Some(spec) = part {

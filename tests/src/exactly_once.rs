@@ -50,7 +50,7 @@ pub fn inbox(range: std::ops::Range<usize>, prefix: &str, extra: &str) -> String
 /// How often each token was sent (from testchan's `sent/` records: every
 /// `send` call the channel took, so a streamed reply counts its first
 /// message and edits count nothing).
-pub fn answers(kv: &dyn KvStore) -> BTreeMap<String, usize> {
+pub fn answers<K: KvStore + ?Sized>(kv: &K) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for key in kv.list_keys(CHANNEL, "sent/", 10_000_000).expect("list") {
         let Some(v) = kv.get(CHANNEL, &key).expect("get") else {
@@ -66,7 +66,7 @@ pub fn answers(kv: &dyn KvStore) -> BTreeMap<String, usize> {
 /// Tokens whose send was in flight in the store (after a kill: in doubt,
 /// the platform may or may not have taken it): outbox rows marked in
 /// flight, and streamed replies whose progress records a direct send.
-pub fn in_doubt(store: &SqliteStore) -> BTreeSet<String> {
+pub fn in_doubt<S: InboxStore + OutboxStore + ?Sized>(store: &S) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for item in store.outbox_in_doubt(CHANNEL).expect("outbox in doubt") {
         if let Some(t) = token_in(&item.message) {
@@ -91,7 +91,7 @@ pub fn in_doubt(store: &SqliteStore) -> BTreeSet<String> {
 
 /// Every inbox and outbox row of the channel that is not done, with its
 /// state and next attempt (printed when a wait times out).
-pub fn diagnose(store: &SqliteStore) -> String {
+pub fn diagnose<S: InboxStore + OutboxStore + ?Sized>(store: &S) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -137,7 +137,11 @@ pub fn diagnose(store: &SqliteStore) -> String {
 
 /// Wait (polling the store) until `f` holds; on the hang guard, fail with
 /// [`diagnose`].
-pub async fn until(store: &SqliteStore, what: &str, mut f: impl FnMut() -> bool) {
+pub async fn until<S: InboxStore + OutboxStore + ?Sized>(
+    store: &S,
+    what: &str,
+    mut f: impl FnMut() -> bool,
+) {
     let deadline = tokio::time::Instant::now() + HANG_GUARD;
     while !f() {
         assert!(
@@ -198,8 +202,21 @@ pub async fn kill_run(
     kills: usize,
 ) -> KillReport {
     let env = [(dir_var, dir.to_str().expect("utf-8"))];
-    let mut gw = ChildGateway::spawn(child, &env);
     let store = SqliteStore::open(&dir.join(pincer::store::DB_FILE)).expect("db");
+    kill_run_on(child, &env, &store, n, extra, kills).await
+}
+
+/// [`kill_run`] with the child's environment `env` and the `store` it
+/// shares with the child (a SQLite file or a PostgreSQL database).
+pub async fn kill_run_on<S: KvStore + InboxStore + OutboxStore + ?Sized>(
+    child: &str,
+    env: &[(&str, &str)],
+    store: &S,
+    n: usize,
+    extra: &str,
+    kills: usize,
+) -> KillReport {
+    let mut gw = ChildGateway::spawn(child, env);
     store
         .set(CHANNEL, "inbox", inbox(0..n, "k", extra).as_bytes())
         .expect("inbox");
@@ -214,28 +231,28 @@ pub async fn kill_run(
     points.sort_unstable();
     let mut report = KillReport::default();
     for p in points {
-        until(&store, "answers before the kill point", || {
-            answers(&store).len() >= p
+        until(store, "answers before the kill point", || {
+            answers(store).len() >= p
         })
         .await;
         gw.kill();
         report.kills += 1;
-        for tok in in_doubt(&store) {
+        for tok in in_doubt(store) {
             *report.in_doubt.entry(tok).or_insert(0) += 1;
         }
-        gw = ChildGateway::spawn(child, &env);
+        gw = ChildGateway::spawn(child, env);
     }
-    until(&store, "every message answered", || {
-        answers(&store).len() == n
+    until(store, "every message answered", || {
+        answers(store).len() == n
     })
     .await;
-    until(&store, "the inbox settled and the outbox drained", || {
+    until(store, "the inbox settled and the outbox drained", || {
         store.inbox_stats(CHANNEL).map(|s| s.pending).unwrap_or(1) == 0
             && store.outbox_stats(CHANNEL).map(|s| s.depth).unwrap_or(1) == 0
     })
     .await;
     gw.kill();
-    report.answers = answers(&store);
+    report.answers = answers(store);
     eprintln!(
         "kills: {}, answered: {}, sends in doubt at a kill: {}, doubled: {}",
         report.kills,

@@ -15,6 +15,7 @@ pub mod script_guests;
 pub mod http_surface;
 
 pub mod openclaw_cli;
+pub mod postgres;
 
 pub mod registry;
 

@@ -18,7 +18,9 @@ pub mod channels;
 mod client;
 pub mod gateway;
 pub mod languages;
+pub mod pgserver;
 pub mod plugins;
+pub mod store;
 pub mod webhooks;
 
 use std::path::Path;

@@ -19,7 +19,7 @@ use crate::health::HealthConfig;
 use crate::netguard::NetGuard;
 use crate::plugins::{PluginSettings, RuntimeConfig};
 use crate::runtime::{Runtime, RuntimeOptions, WatchHandle};
-use crate::store::{SqliteStore, StoreConfig};
+use crate::store::{SharedStore, StoreConfig};
 use crate::webhooks::ssrf::SsrfGuard;
 use crate::webhooks::{Dispatcher, WebhookConfig, Webhooks, bridge};
 
@@ -80,7 +80,8 @@ pub struct Options {
     pub logs: Option<Arc<LogBuffer>>,
     /// Debounce for the plugins directory watcher.
     pub watch_settle: Duration,
-    /// The embedded store (reader connections, size limit).
+    /// The store: SQLite in the data directory (reader connections, size
+    /// limit), or PostgreSQL when `store.url` is a `postgres://` URL.
     pub store: StoreConfig,
     /// The clock of plugins, channels (pairing code expiry) and the health
     /// monitor, instead of the system clock (tests).
@@ -208,8 +209,9 @@ pub async fn start(mut opts: Options) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&opts.plugins_dir)
         .with_context(|| format!("creating plugins dir {}", opts.plugins_dir.display()))?;
     opts.webhooks.check().map_err(|e| anyhow::anyhow!(e))?;
-    let db = opts.data_dir.join(crate::store::DB_FILE);
-    let store = Arc::new(SqliteStore::open_with(&db, &opts.store).context("opening the database")?);
+    let store = crate::store::open(&opts.data_dir, &opts.store).context("opening the store")?;
+    let location = store.location();
+    tracing::info!(store = %location, "store open");
     let runtime = Runtime::new(RuntimeOptions {
         plugins_dir: opts.plugins_dir.clone(),
         runtime: RuntimeConfig {
@@ -253,7 +255,7 @@ pub async fn start(mut opts: Options) -> anyhow::Result<Running> {
         webhooks,
         provider,
         opts.logs.clone(),
-        db.display().to_string(),
+        location,
     );
     gateway
         .runs
@@ -287,7 +289,7 @@ pub async fn start(mut opts: Options) -> anyhow::Result<Running> {
 /// from the config plus `PINCER_WEBHOOK_ALLOW_CIDRS`.
 fn webhooks(
     config: &WebhookConfig,
-    store: Arc<SqliteStore>,
+    store: SharedStore,
 ) -> anyhow::Result<(Arc<Webhooks>, Arc<Dispatcher>)> {
     let mut cidrs = config.allow_cidrs.join(",");
     if let Ok(env) = std::env::var("PINCER_WEBHOOK_ALLOW_CIDRS") {

@@ -9,13 +9,18 @@
 //! The traits are synchronous; [`SqliteStore`] keeps its blocking work off
 //! the async worker threads itself, writes through one connection and reads
 //! through a pool of read-only ones, so a slow read or a big prune never
-//! stalls the gateway.
+//! stalls the gateway. [`PgStore`] implements the same traits on a
+//! PostgreSQL server (`--store postgres://...`); [`open`] picks one (see
+//! `backend.rs`).
 
+mod backend;
 mod columns;
+pub mod conformance;
 mod inbox;
 mod outbox;
 mod pairing;
 mod pool;
+mod postgres;
 mod prune;
 mod readiness;
 mod sessions;
@@ -27,9 +32,11 @@ mod sqlite_sessions;
 mod sqlite_webhooks;
 mod webhooks;
 
+pub use backend::{SharedStore, Store, deserialize_store_config, open};
 pub use inbox::*;
 pub use outbox::*;
 pub use pairing::*;
+pub use postgres::{PgStore, is_postgres_url};
 pub use prune::PRUNE_BATCH;
 pub use sessions::*;
 pub use sqlite::{SqliteStore, StoreConfig};
@@ -60,6 +67,17 @@ pub enum StoreError {
     /// The database worker is gone.
     #[error("store is closed")]
     Closed,
+    /// PostgreSQL failed (a query, or the connection under it).
+    #[error("database error: {0}")]
+    Postgres(#[from] ::postgres::Error),
+    /// The database server cannot be reached (the message names it, never
+    /// its password).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store's configuration is unusable (a bad URL, a schema newer
+    /// than this build).
+    #[error("store configuration: {0}")]
+    Config(String),
 }
 
 /// Per-plugin key-value storage. Keys are namespaced by plugin name, so one

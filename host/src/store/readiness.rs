@@ -103,6 +103,8 @@ impl StoreError {
         let StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) = self else {
             return match self {
                 StoreError::Closed => "store is closed",
+                StoreError::Unavailable(_) => "database unreachable",
+                StoreError::Postgres(e) => postgres_reason(e),
                 _ => "store error",
             };
         };
@@ -116,5 +118,27 @@ impl StoreError {
             ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => "database is busy",
             _ => "database error",
         }
+    }
+}
+
+/// A short description of a PostgreSQL failure for people outside.
+fn postgres_reason(e: &postgres::Error) -> &'static str {
+    use postgres::error::SqlState;
+    match e.code() {
+        None => "database unreachable",
+        Some(c) if *c == SqlState::DISK_FULL || *c == SqlState::INSUFFICIENT_RESOURCES => {
+            "database or disk is full"
+        }
+        Some(c) if *c == SqlState::READ_ONLY_SQL_TRANSACTION => "database is read-only",
+        Some(c)
+            if *c == SqlState::T_R_SERIALIZATION_FAILURE
+                || *c == SqlState::T_R_DEADLOCK_DETECTED =>
+        {
+            "database is busy"
+        }
+        Some(c) if c.code().starts_with("57") || c.code().starts_with("08") => {
+            "database unreachable"
+        }
+        Some(_) => "database error",
     }
 }

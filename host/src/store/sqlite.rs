@@ -182,6 +182,14 @@ pub struct StoreConfig {
     /// "database or disk is full" and `/readyz` answers 503 until space is
     /// freed (by deleting data) or the limit is raised.
     pub max_db_mb: u64,
+    /// Where the data lives instead of `<data-dir>/pincer.db`: a
+    /// `postgres://user:password@host:port/db` URL (also `--store` and
+    /// `PINCER_STORE`), or a SQLite file path. Unset (the default): SQLite
+    /// in the data directory. A secret: it may carry a password.
+    pub url: Option<crate::secret::Secret>,
+    /// Most PostgreSQL connections the gateway keeps (default 8, at least
+    /// 1); unused with SQLite.
+    pub pool: u32,
 }
 
 impl Default for StoreConfig {
@@ -189,6 +197,8 @@ impl Default for StoreConfig {
         StoreConfig {
             readers: 4,
             max_db_mb: 0,
+            url: None,
+            pool: 8,
         }
     }
 }
@@ -204,6 +214,8 @@ pub struct SqliteStore {
     pub(super) outbox: Arc<Notify>,
     /// Whether writes succeed (for `/readyz`).
     pub(super) health: WriteHealth,
+    /// The file's path (`:memory:` for an in-memory database).
+    pub(super) location: String,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -264,6 +276,7 @@ impl SqliteStore {
             deliveries_written,
             outbox: Arc::new(Notify::new()),
             health: WriteHealth::default(),
+            location: path.map_or_else(|| ":memory:".to_owned(), |p| p.display().to_string()),
         })
     }
 

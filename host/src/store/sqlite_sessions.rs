@@ -22,9 +22,9 @@ use super::{
 };
 
 /// Characters of message text kept as a session's `last_preview`.
-const PREVIEW_CHARS: usize = 120;
+pub(super) const PREVIEW_CHARS: usize = 120;
 /// Characters of message text carried in a message event's `text`.
-const EVENT_TEXT_CHARS: usize = 500;
+pub(super) const EVENT_TEXT_CHARS: usize = 500;
 
 /// The `sessions` columns [`session_row`] reads, in order.
 macro_rules! session_cols {
@@ -512,7 +512,7 @@ fn insert_event(
 /// plugin named in its data (one namespace: a channel is named by its
 /// plugin), else `global`. Prefixed so a session key can never collide with
 /// a plugin name.
-fn event_scope(session_key: Option<&str>, data: &Value) -> String {
+pub(super) fn event_scope(session_key: Option<&str>, data: &Value) -> String {
     if let Some(key) = session_key {
         return format!("session:{key}");
     }
@@ -524,7 +524,7 @@ fn event_scope(session_key: Option<&str>, data: &Value) -> String {
 }
 
 /// The fields every session event carries.
-fn session_data(session: &SessionEntry) -> Map<String, Value> {
+pub(super) fn session_data(session: &SessionEntry) -> Map<String, Value> {
     let mut data = Map::new();
     data.insert("sessionKey".into(), session.key.clone().into());
     data.insert("sessionId".into(), session.session_id.clone().into());
@@ -634,7 +634,7 @@ fn pair_done(
 
 /// The text blocks of Pi-style `content` joined by newlines (a bare string
 /// is its own text).
-fn message_text(content: &Value) -> String {
+pub(super) fn message_text(content: &Value) -> String {
     match content {
         Value::String(text) => text.clone(),
         Value::Array(blocks) => blocks
@@ -653,7 +653,7 @@ fn message_text(content: &Value) -> String {
 }
 
 /// The first `chars` characters of `text`.
-fn truncate(text: &str, chars: usize) -> String {
+pub(super) fn truncate(text: &str, chars: usize) -> String {
     match text.char_indices().nth(chars) {
         Some((end, _)) => text[..end].to_owned(),
         None => text.to_owned(),
