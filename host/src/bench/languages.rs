@@ -84,6 +84,35 @@ fn build_template(
     })
 }
 
+/// Build plugin `plugins/<project>` (C or Zig) with `pincer plugin build`'s
+/// builder, from a copy so the source tree gets no `build/` directory.
+fn build_project(
+    lang: &'static str,
+    project: &str,
+    out_dir: &Path,
+    args: &'static str,
+) -> anyhow::Result<Guest> {
+    let src = repo_root().join("plugins").join(project);
+    let copy = out_dir.join(project);
+    std::fs::create_dir_all(&copy)?;
+    for entry in std::fs::read_dir(&src).with_context(|| format!("read {}", src.display()))? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), copy.join(entry.file_name()))?;
+        }
+    }
+    let built = crate::plugin_dev::builder::build(&copy)
+        .map_err(|e| anyhow::anyhow!("building {project}: {e}"))?;
+    Ok(Guest {
+        lang,
+        name: built.name,
+        wasm: std::fs::read(&built.wasm)
+            .with_context(|| format!("read {}", built.wasm.display()))?,
+        build: Some(built.duration),
+        args,
+    })
+}
+
 /// Run the language benchmarks and print a Markdown table.
 pub async fn languages() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("pincer-bench-lang-{}", std::process::id()));
@@ -104,6 +133,21 @@ pub async fn languages() -> anyhow::Result<()> {
     guests.push(build_template("Python", "python", "hello-py", &built)?);
     eprintln!("building the TypeScript template...");
     guests.push(build_template("TypeScript", "js", "hello-ts", &built)?);
+    // The C and Zig plugins count their calls in key-value too.
+    eprintln!("building the C plugin...");
+    guests.push(build_project(
+        "C",
+        "c-hash",
+        &built,
+        r#"{"text":"hello","algorithm":"sha256"}"#,
+    )?);
+    eprintln!("building the Zig plugin...");
+    guests.push(build_project(
+        "Zig",
+        "zig-textstats",
+        &built,
+        r#"{"text":"hello world"}"#,
+    )?);
 
     let runtime = super::plugin_runtime(&dir)?;
     let engine = runtime.plugins.engine().clone();
