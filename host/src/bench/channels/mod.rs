@@ -172,10 +172,15 @@ pub async fn sockets_only(sessions: usize, isolate: bool) -> anyhow::Result<Stri
 
 async fn sockets_section(n: usize, isolate: bool) -> anyhow::Result<String> {
     let mut runs = Vec::new();
-    for holder in [sockets::Holder::Gateway, sockets::Holder::Bare] {
+    for holder in [
+        sockets::Holder::Gateway,
+        sockets::Holder::OneAccount,
+        sockets::Holder::Bare,
+    ] {
         let r = if isolate {
             let name = match holder {
                 sockets::Holder::Gateway => "sockets-gateway",
+                sockets::Holder::OneAccount => "sockets-one-account",
                 sockets::Holder::Bare => "sockets-bare",
             };
             child_line(&format!("{name}:{n}:0")).await?
@@ -196,7 +201,8 @@ fn sockets_table(runs: &[(sockets::Holder, sockets::Sockets)]) -> String {
             "| {} | {} | {} ({} + {}) / {} | {} | {:.1} s |\n",
             r.sessions,
             match holder {
-                sockets::Holder::Gateway => "gateway (`ws-probe` account each)",
+                sockets::Holder::Gateway => "gateway, a `ws-probe` account each",
+                sockets::Holder::OneAccount => "gateway, one `ws-probe` account",
                 sockets::Holder::Bare => "bare tokio-tungstenite clients",
             },
             kib(r.per_session(r.added.rss)),
@@ -269,6 +275,7 @@ pub async fn part(spec: &str) -> anyhow::Result<()> {
     let n: usize = n.parse().context("BOTS")?;
     let holder = match driver {
         "sockets-gateway" => Some(sockets::Holder::Gateway),
+        "sockets-one-account" => Some(sockets::Holder::OneAccount),
         "sockets-bare" => Some(sockets::Holder::Bare),
         _ => None,
     };

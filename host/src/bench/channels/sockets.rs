@@ -1,8 +1,11 @@
 //! Sockets: memory per idle host-managed WebSocket session
 //! (`pincer:socket`). The gateway serves `N` accounts of the `ws-probe`
 //! socket channel (built from source with the host; one session each to
-//! one local WebSocket server), beside `N` plain tokio-tungstenite client
-//! sockets to the same server in a process of their own (the bare loop).
+//! one local WebSocket server: a bot per session, as Discord bots), and
+//! one account holding all `N` sessions (the session's own cost), beside
+//! `N` plain tokio-tungstenite client sockets to the same server in a
+//! process of their own (the bare loop). The gateway runs take `[sandbox]`
+//! from `PINCER_BENCH_SANDBOX` as the density runs do.
 //!
 //! Idle means the steady state of a quiet account: its sender instance is
 //! dropped once unused for `POOL_IDLE_MS` (what the health monitor does
@@ -62,6 +65,8 @@ impl Sockets {
 pub(super) enum Holder {
     /// The gateway: one `ws-probe` account per session.
     Gateway,
+    /// The gateway: one `ws-probe` account holding every session.
+    OneAccount,
     /// One plain tokio-tungstenite client per session.
     Bare,
 }
@@ -137,17 +142,26 @@ impl Drop for Server {
     }
 }
 
-/// `ws-probe` with `n` accounts (the plugin table's `default` and `n - 1`
-/// more), each opening one session to `url`.
-fn settings(url: &str, port: u16, n: usize) -> PluginSettings {
+/// `ws-probe` opening `n` sessions to `url`: with `one_account`, all from
+/// the plugin table's account; else one from each of `n` accounts (the
+/// plugin table's `default` and `n - 1` more).
+fn settings(url: &str, port: u16, n: usize, one_account: bool) -> PluginSettings {
     let mut s = PluginSettings {
         allowed_hosts: Some(vec![format!("ws://127.0.0.1:{port}")]),
         ..Default::default()
     };
     s.config.insert("url".into(), url.to_string());
-    for i in 1..n {
-        s.accounts
-            .insert(format!("bot{i:05}"), AccountSettings::default());
+    if one_account {
+        s.config.insert("sessions".into(), n.to_string());
+        s.socket = Some(crate::plugins::SocketOverrides {
+            max_sessions: Some(n as u32),
+            ..Default::default()
+        });
+    } else {
+        for i in 1..n {
+            s.accounts
+                .insert(format!("bot{i:05}"), AccountSettings::default());
+        }
     }
     s
 }
@@ -177,16 +191,22 @@ pub(super) async fn run(holder: Holder, n: usize) -> anyhow::Result<Sockets> {
     let mut running = None;
     let mut bare = Vec::new();
     match holder {
-        Holder::Gateway => {
+        Holder::Gateway | Holder::OneAccount => {
             install(&dir.path().join("plugins"))?;
             let mut opts = setup::options(dir.path(), 0)?;
+            opts.sandbox = super::density::sandbox_override()?;
             opts.sandbox.engine_instances = opts
                 .sandbox
                 .engine_instances
                 .max((2 * n + crate::plugins::gate::ENGINE_RESERVE + 16) as u32);
             opts.plugins.insert(
                 PLUGIN.into(),
-                settings(&server.url(), server.addr.port(), n),
+                settings(
+                    &server.url(),
+                    server.addr.port(),
+                    n,
+                    holder == Holder::OneAccount,
+                ),
             );
             running = Some(setup::start(opts).await?);
         }
