@@ -484,3 +484,23 @@ async fn frames_keep_a_socket_channel_alive_and_silence_restarts_it() {
     assert!(reason.contains("no frame on its sockets"), "{reason}");
     assert_eq!(server.accepts(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unloading_the_plugin_closes_its_session_with_1001() {
+    let mut server = WsServer::start().await;
+    let (opts, dir) = options(&server, &[], |_| {});
+    let plugins_dir = opts.plugins_dir.clone();
+    let gw = TestGateway::start_with(opts, dir).await;
+    accepted(&mut server).await;
+    server.json(|v| v["type"] == "hello").await;
+    let wasm = plugins_dir.join("ws-probe.wasm");
+    std::fs::remove_file(&wasm).expect("remove the plugin");
+    gw.gw()
+        .runtime
+        .apply(&pincer::plugins::watcher::Change::Remove(wasm))
+        .await
+        .expect("unload");
+    let (code, reason) = server.closed().await;
+    assert_eq!(code, Some(1001));
+    assert_eq!(reason, "going away");
+}

@@ -213,12 +213,15 @@ fn sockets_table(runs: &[(sockets::Holder, sockets::Sockets)]) -> String {
             r.start_s,
         ));
     }
-    if let [(_, g), (_, b)] = runs {
+    if let [(_, g), (_, one), (_, b)] = runs {
+        let per = |r: &sockets::Sockets| r.per_session(r.added.rss);
         t.push_str(&format!(
-            "\nPer idle session (RSS): gateway {}, bare {}: {} the bare socket's.\n",
-            kib(g.per_session(g.added.rss)),
-            kib(b.per_session(b.added.rss)),
-            ratio(g.per_session(g.added.rss), b.per_session(b.added.rss)),
+            "\nPer idle session (RSS): an account each {} ({} the bare socket's), all on one account {} ({}), bare {}.\n",
+            kib(per(g)),
+            ratio(per(g), per(b)),
+            kib(per(one)),
+            ratio(per(one), per(b)),
+            kib(per(b)),
         ));
     }
     t
