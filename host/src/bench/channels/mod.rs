@@ -171,25 +171,41 @@ pub async fn sockets_only(sessions: usize, isolate: bool) -> anyhow::Result<Stri
 }
 
 async fn sockets_section(n: usize, isolate: bool) -> anyhow::Result<String> {
+    use sockets::Holder;
+    // Each gateway variant at a tenth of the size too, to separate the
+    // gateway's fixed cost from the cost per session.
+    let small = (n / 10).max(1);
+    let mut plan = Vec::new();
+    for holder in [Holder::Gateway, Holder::OneAccount] {
+        if small < n {
+            plan.push((holder, small));
+        }
+        plan.push((holder, n));
+    }
+    plan.push((Holder::Bare, n));
     let mut runs = Vec::new();
-    for holder in [
-        sockets::Holder::Gateway,
-        sockets::Holder::OneAccount,
-        sockets::Holder::Bare,
-    ] {
+    for (holder, size) in plan {
         let r = if isolate {
             let name = match holder {
-                sockets::Holder::Gateway => "sockets-gateway",
-                sockets::Holder::OneAccount => "sockets-one-account",
-                sockets::Holder::Bare => "sockets-bare",
+                Holder::Gateway => "sockets-gateway",
+                Holder::OneAccount => "sockets-one-account",
+                Holder::Bare => "sockets-bare",
             };
-            child_line(&format!("{name}:{n}:0")).await?
+            child_line(&format!("{name}:{size}:0")).await?
         } else {
-            sockets::run(holder, n).await?
+            sockets::run(holder, size).await?
         };
         runs.push((holder, r));
     }
     Ok(sockets_table(&runs))
+}
+
+fn holder_name(h: sockets::Holder) -> &'static str {
+    match h {
+        sockets::Holder::Gateway => "gateway, a `ws-probe` account each",
+        sockets::Holder::OneAccount => "gateway, one `ws-probe` account",
+        sockets::Holder::Bare => "bare tokio-tungstenite clients",
+    }
 }
 
 fn sockets_table(runs: &[(sockets::Holder, sockets::Sockets)]) -> String {
@@ -200,11 +216,7 @@ fn sockets_table(runs: &[(sockets::Holder, sockets::Sockets)]) -> String {
         t.push_str(&format!(
             "| {} | {} | {} ({} + {}) / {} | {} | {:.1} s |\n",
             r.sessions,
-            match holder {
-                sockets::Holder::Gateway => "gateway, a `ws-probe` account each",
-                sockets::Holder::OneAccount => "gateway, one `ws-probe` account",
-                sockets::Holder::Bare => "bare tokio-tungstenite clients",
-            },
+            holder_name(*holder),
             kib(r.per_session(r.added.rss)),
             kib(r.per_session(r.added.anon)),
             kib(r.per_session(r.added.file)),
@@ -213,15 +225,33 @@ fn sockets_table(runs: &[(sockets::Holder, sockets::Sockets)]) -> String {
             r.start_s,
         ));
     }
-    if let [(_, g), (_, one), (_, b)] = runs {
-        let per = |r: &sockets::Sockets| r.per_session(r.added.rss);
+    // Marginal cost per session between the two sizes of a holder.
+    let marginal = |h: sockets::Holder| {
+        let of: Vec<&sockets::Sockets> = runs
+            .iter()
+            .filter(|(x, _)| *x == h)
+            .map(|(_, r)| r)
+            .collect();
+        match (of.first(), of.last()) {
+            (Some(a), Some(b)) if b.sessions > a.sessions => {
+                Some((b.added.rss as f64 - a.added.rss as f64) / (b.sessions - a.sessions) as f64)
+            }
+            (_, Some(b)) => Some(b.per_session(b.added.rss)),
+            _ => None,
+        }
+    };
+    if let (Some(each), Some(one), Some(bare)) = (
+        marginal(sockets::Holder::Gateway),
+        marginal(sockets::Holder::OneAccount),
+        marginal(sockets::Holder::Bare),
+    ) {
         t.push_str(&format!(
-            "\nPer idle session (RSS): an account each {} ({} the bare socket's), all on one account {} ({}), bare {}.\n",
-            kib(per(g)),
-            ratio(per(g), per(b)),
-            kib(per(one)),
-            ratio(per(one), per(b)),
-            kib(per(b)),
+            "\nRSS per added idle session (between the two sizes): an account each {} ({} the bare socket's), all on one account {} ({}), bare {} (client and server end).\n",
+            kib(each),
+            ratio(each, bare),
+            kib(one),
+            ratio(one, bare),
+            kib(bare),
         ));
     }
     t
