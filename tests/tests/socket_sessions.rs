@@ -127,6 +127,19 @@ async fn a_message_over_a_socket_is_answered_as_a_frame() {
     assert!(s["framesOut"].as_u64().unwrap() >= 3, "{s}");
     assert!(probe.last_contact_at.is_some());
 
+    // And in `/v1/channels` (as in `channels.status`).
+    let channels: Value = reqwest::get(format!("http://{}/v1/channels", gw.addr))
+        .await
+        .expect("/v1/channels")
+        .json()
+        .await
+        .expect("json");
+    let text = channels.to_string();
+    assert!(
+        text.contains(r#""sockets":[{"#) && text.contains(r#""name":"probe""#),
+        "{text}"
+    );
+
     // And in /metrics.
     let metrics = reqwest::get(format!("http://{}/metrics", gw.addr))
         .await

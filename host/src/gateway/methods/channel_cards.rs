@@ -82,6 +82,8 @@ pub fn pincer_fields(c: &ChannelHealth) -> Value {
         "healthy": c.healthy,
         "lastActivityAt": c.last_activity_at,
         "webhook": c.webhook,
+        // Host-managed WebSocket sessions (socket channels; empty otherwise).
+        "sockets": c.sockets,
     })
 }
 
