@@ -517,3 +517,39 @@ async fn unloading_the_plugin_closes_its_session_with_1001() {
     assert_eq!(code, Some(1001));
     assert_eq!(reason, "going away");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_and_timer_limits_are_enforced() {
+    let server = WsServer::start().await;
+    // Five sessions on one account: past the default four.
+    let (opts, dir) = options(&server, &[("sessions", "5")], |_| {});
+    let mut gw = TestGateway::start_with(opts, dir).await;
+    let runner = gw.gw().runtime.channels.get(PLUGIN).expect("runner");
+    let error = runner.status().last_error.unwrap_or_default();
+    assert!(
+        error.contains("the account has 4 sessions already"),
+        "{error}"
+    );
+    gw.stop().await;
+
+    // A timer faster than the host's minimum.
+    let (opts, dir) = options(&server, &[("tick_ms", "50")], |_| {});
+    let mut gw = TestGateway::start_with(opts, dir).await;
+    let runner = gw.gw().runtime.channels.get(PLUGIN).expect("runner");
+    let error = runner.status().last_error.unwrap_or_default();
+    assert!(error.contains("delays below 100 ms"), "{error}");
+    gw.stop().await;
+}
+
+#[test]
+fn the_socket_plugin_imports_the_extension_and_others_do_not() {
+    let import = b"pincer:socket/websocket@0.1.0";
+    let has = |name: &str| {
+        let bytes = std::fs::read(pincer_tests::built_plugin(name)).expect("read component");
+        bytes.windows(import.len()).any(|w| w == import)
+    };
+    assert!(has("ws-probe"), "ws-probe must import pincer:socket");
+    // Built with the same SDK, a plugin that never calls it imports nothing of it.
+    assert!(!has("testchan"));
+    assert!(!has("echo"));
+}
