@@ -245,6 +245,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn socket_limits_come_from_the_sandbox_and_the_plugin_table() {
+        let c: crate::config::FileConfig = toml::from_str(
+            "[sandbox.socket]\nmax_frame_bytes = 65536\nmax_sessions = 2\n\
+             [plugins.discord]\nsocket = { frames_per_window = 60 }\n",
+        )
+        .unwrap();
+        assert_eq!(c.sandbox.socket.max_frame_bytes, 65536);
+        assert_eq!(c.sandbox.socket.max_sessions, 2);
+        assert_eq!(c.sandbox.socket.max_timers, 16);
+        let effective = c.plugins["discord"].socket.unwrap().apply(c.sandbox.socket);
+        assert_eq!(effective.frames_per_window, 60);
+        assert_eq!(effective.max_sessions, 2);
+        assert_eq!(SocketLimits::default().window_ms, 60_000);
+        assert!(
+            toml::from_str::<crate::config::FileConfig>("[sandbox.socket]\nbogus = 1\n").is_err()
+        );
+    }
+
+    #[test]
     fn manifest_asks_operator_raises_ceiling_decides() {
         let ceilings = SandboxConfig::default();
         let greedy = Limits {
