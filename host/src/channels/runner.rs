@@ -122,6 +122,8 @@ pub struct ChannelRunner {
     verify_stats: VerifyStats,
     /// The receive mode the started channel declared (see [`Self::mode`]).
     live_mode: Mutex<Option<ReceiveMode>>,
+    /// The account's host-managed sockets and timers.
+    sockets: Arc<super::socket::AccountSockets>,
 }
 
 struct Receiver {
@@ -132,6 +134,7 @@ struct Receiver {
 impl ChannelRunner {
     pub(crate) fn new(
         account: Account,
+        sockets: Arc<super::socket::AccountSockets>,
         registry: Arc<PluginRegistry>,
         inbox: Arc<Inbox>,
         inbox_wake: Arc<Notify>,
@@ -161,7 +164,13 @@ impl ChannelRunner {
             lifecycle: tokio::sync::Mutex::new(()),
             verify_stats: VerifyStats::default(),
             live_mode: Mutex::new(None),
+            sockets,
         })
+    }
+
+    /// The account's host-managed sockets and timers.
+    pub fn sockets(&self) -> &Arc<super::socket::AccountSockets> {
+        &self.sockets
     }
 
     /// The channel key (the plugin name for the `default` account; see
@@ -455,6 +464,35 @@ impl ChannelRunner {
             .then(|| verified.scheme.as_str().to_string());
         verify::redact(&version.manifest.webhook, &mut request.headers);
         drop((version, bound));
+        self.handle_push(request, wait, false).await
+    }
+
+    /// Hand a host-managed socket's event (`WS-OPEN`, `WS-TEXT`, ...,
+    /// `TIMER`; see [`super::socket`]) to the plugin exactly as a verified
+    /// push: its messages are committed to the durable inbox before this
+    /// returns. The caller records the response's statuses.
+    pub(crate) async fn socket_event(
+        self: &Arc<Self>,
+        mut request: WebhookRequest,
+    ) -> Result<WebhookResponse, ChannelError> {
+        self.accepting()?;
+        let wait = Duration::from_millis(self.version()?.limits.call_timeout_ms);
+        request.verified = Some(super::socket::VERIFIED.to_string());
+        self.handle_push(request, wait, true).await
+    }
+
+    /// The plugin's `handle-webhook` for a push that passed its checks, on
+    /// an instance waited for at most `wait`; what it carries is committed
+    /// to the inbox before the response is returned. With `spare`, the
+    /// instance is kept only if the account has no idle one (socket events
+    /// of many accounts must not fill the plugin's instance cap with idle
+    /// instances).
+    async fn handle_push(
+        self: &Arc<Self>,
+        request: WebhookRequest,
+        wait: Duration,
+        spare: bool,
+    ) -> Result<WebhookResponse, ChannelError> {
         let inst = self.checkout_within(Some(wait)).await?;
         let (inst, r) = self
             .registry
@@ -465,7 +503,11 @@ impl ChannelRunner {
             })
             .await
             .map_err(|e| self.call_err(e))?;
-        self.after_call(inst, &r);
+        if spare {
+            self.after_call_with(inst, &r, true);
+        } else {
+            self.after_call(inst, &r);
+        }
         let mut response = r.map_err(|e| self.call_err(e))?;
         let messages: Vec<Inbound> = std::mem::take(&mut response.messages)
             .into_iter()
@@ -499,12 +541,32 @@ impl ChannelRunner {
     }
 
     fn after_call<T>(&self, inst: Instance, r: &Result<T, CallError>) {
+        self.after_call_with(inst, r, false);
+    }
+
+    /// Record the call and check the instance in (with `spare`, only if
+    /// the pool is empty; see [`Self::checkin_spare`]).
+    fn after_call_with<T>(&self, inst: Instance, r: &Result<T, CallError>, spare: bool) {
         let failed = r.as_ref().is_err_and(CallError::poisons_instance);
         self.registry.record_call(self.plugin(), failed);
         if let Err(e) = r {
             tracing::warn!(channel = %self.name, error = %e, "channel call failed");
         }
-        self.checkin(inst);
+        if spare {
+            self.checkin_spare(inst);
+        } else {
+            self.checkin(inst);
+        }
+    }
+
+    /// Keep `inst` only if the account has no idle instance: a socket
+    /// channel's events come one at a time, so one warm instance serves
+    /// them, and a thousand socket accounts hold a thousand instances, not
+    /// up to four thousand.
+    pub(crate) fn checkin_spare(&self, inst: Instance) {
+        if self.idle_instances() == 0 {
+            self.checkin(inst);
+        }
     }
 
     /// Commit received messages (and the new platform cursor) to the
@@ -603,6 +665,8 @@ impl ChannelRunner {
         *self.live_mode.lock().unwrap_or_else(|p| p.into_inner()) = Some(mode);
         match mode {
             ReceiveMode::Poll => self.spawn_receiver(inst).await,
+            // A socket channel keeps one idle instance (see `checkin_spare`).
+            ReceiveMode::Webhook if self.sockets.totals().sessions > 0 => self.checkin_spare(inst),
             ReceiveMode::Webhook => self.checkin(inst),
         }
         let now = self.now();
@@ -620,10 +684,12 @@ impl ChannelRunner {
         Ok(())
     }
 
-    /// Stop the channel (operator action): receiver stopped, pool dropped.
+    /// Stop the channel (operator action): receiver stopped, sockets
+    /// closed (1001) and timers cancelled, pool dropped.
     pub async fn stop(&self) {
         let _life = self.lifecycle.lock().await;
         self.stop_receiver().await;
+        self.sockets.end().await;
         self.clear_pool();
         self.set_state(ChannelState::Stopped, None);
     }

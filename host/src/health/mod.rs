@@ -6,7 +6,10 @@
 //! start) for `stale_threshold` is stale, so a quiet bot whose polls succeed
 //! stays healthy while one whose polls keep failing (401, 409, network:
 //! counted in `pollErrors`, the cause in `lastError`) goes stale;
-//! webhook-mode channels are never judged stale for being quiet. A channel
+//! webhook-mode channels are never judged stale for being quiet, except a
+//! socket channel with host-managed sessions open: it is alive while they
+//! receive frames (heartbeat ACKs and pings count), and stale after
+//! `stale_threshold` with none (a zombie connection). A channel
 //! whose start failed or whose receiver died is failed. An `unconfigured`
 //! channel (declared secrets not granted) is left alone. After
 //! `confirm_checks` consecutive bad checks it is restarted, at most once per
@@ -100,6 +103,10 @@ pub struct ChannelHealth {
     pub outbox: OutboxHealth,
     /// Host-side push verification: scheme, problem, pushes refused.
     pub webhook: crate::channels::verify::WebhookStatus,
+    /// Host-managed WebSocket sessions of a socket channel (name, state,
+    /// opened and last-frame times, frames in and out, reconnects).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sockets: Vec<crate::channels::socket::SessionStatus>,
 }
 
 /// A channel's outbox as `channels.status` shows it.
@@ -203,6 +210,9 @@ impl HealthMonitor {
         let status = runner.status();
         let mut latest = status.last_start_at.unwrap_or(0);
         latest = latest.max(runner.last_contact_at.load(Ordering::Relaxed));
+        // A socket channel is alive while its sessions receive frames
+        // (heartbeat ACKs, pings), even with no message for hours.
+        latest = latest.max(runner.sockets().last_frame_at());
         // Only a channel the host has not seen alive lately is asked (the
         // ask needs an instance: with many quiet accounts, one each).
         if self.clock.now_ms().saturating_sub(latest) <= self.config.stale_threshold_ms {
@@ -229,6 +239,9 @@ impl HealthMonitor {
             _ => {}
         }
         let poll_mode = runner.mode() == Some(ReceiveMode::Poll);
+        // A socket channel (host-managed sessions open) is judged like a
+        // poll channel: alive while its sockets receive frames.
+        let socket_mode = !poll_mode && runner.sockets().totals().sessions > 0;
         let in_grace = status
             .last_start_at
             .is_some_and(|t| now.saturating_sub(t) < self.config.startup_grace_ms);
@@ -241,10 +254,13 @@ impl HealthMonitor {
                     .clone()
                     .unwrap_or_else(|| "receiver stopped".into()),
             )
-        } else if poll_mode && !in_grace {
+        } else if (poll_mode || socket_mode) && !in_grace {
             let latest = self.latest_activity(runner).await;
             let quiet = now.saturating_sub(latest);
             (quiet > self.config.stale_threshold_ms).then(|| match &status.last_error {
+                _ if socket_mode => {
+                    format!("stale: no frame on its sockets for {} s", quiet / 1000)
+                }
                 Some(e) if status.poll_errors > 0 => format!(
                     "stale: no contact with the platform for {} s ({} failed polls; last: {e})",
                     quiet / 1000,
@@ -360,7 +376,12 @@ impl HealthMonitor {
         let inbound = nonzero(runner.last_inbound_at.load(Ordering::Relaxed));
         let outbound = nonzero(runner.last_outbound_at.load(Ordering::Relaxed));
         let running = matches!(s.state, ChannelState::Running | ChannelState::Unhealthy);
-        let contact = nonzero(runner.last_contact_at.load(Ordering::Relaxed));
+        let contact = nonzero(
+            runner
+                .last_contact_at
+                .load(Ordering::Relaxed)
+                .max(runner.sockets().last_frame_at()),
+        );
         let channels = &self.channels;
         let inbox_pending = channels.inbox().pending(runner.name()).unwrap_or_else(|e| {
             tracing::warn!(channel = runner.name(), error = %e, "reading the inbox depth failed");
@@ -410,6 +431,7 @@ impl HealthMonitor {
             inbox_pending,
             outbox,
             webhook: runner.webhook_status(),
+            sockets: runner.sockets().sessions(),
         }
     }
 

@@ -86,6 +86,8 @@ pub fn pincer_fields(c: &ChannelHealth) -> Value {
         "healthy": c.healthy,
         "lastActivityAt": c.last_activity_at,
         "webhook": c.webhook,
+        // Host-managed WebSocket sessions (socket channels; empty otherwise).
+        "sockets": c.sockets,
     })
 }
 
@@ -286,6 +288,7 @@ mod tests {
             inbox_pending: 0,
             outbox: Default::default(),
             webhook: Default::default(),
+            sockets: Vec::new(),
         }
     }
 
