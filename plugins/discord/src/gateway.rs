@@ -81,8 +81,16 @@ pub struct Fatal {
 pub struct Session {
     /// READY's `session_id`.
     pub session_id: Option<String>,
-    /// The last dispatch sequence number seen.
+    /// The last dispatch sequence number seen (sent in heartbeats).
     pub seq: Option<u64>,
+    /// The last sequence number whose messages the host has committed: the
+    /// `seq` as it was when the current event arrived (the host commits an
+    /// event's messages before delivering the next one). Resume sends this,
+    /// so a crash between this plugin seeing an event and the host
+    /// committing it replays the event (the inbox drops the duplicate)
+    /// instead of losing it.
+    #[serde(default)]
+    pub committed_seq: Option<u64>,
     /// READY's `resume_gateway_url`.
     pub resume_url: Option<String>,
     /// The bot's user id (READY's `user.id`, or `/users/@me`).
@@ -102,12 +110,13 @@ pub struct Session {
 impl Session {
     /// Whether a Resume (rather than an Identify) is possible.
     pub fn resumable(&self) -> bool {
-        self.session_id.is_some() && self.seq.is_some()
+        self.session_id.is_some() && self.committed_seq.is_some()
     }
 
     fn forget_session(&mut self) {
         self.session_id = None;
         self.seq = None;
+        self.committed_seq = None;
         self.resume_url = None;
     }
 }
@@ -231,7 +240,7 @@ pub fn identify(ctx: &Ctx) -> Value {
 pub fn resume(session: &Session, ctx: &Ctx) -> Value {
     json!({
         "op": op::RESUME,
-        "d": {"token": ctx.token, "session_id": session.session_id, "seq": session.seq},
+        "d": {"token": ctx.token, "session_id": session.session_id, "seq": session.committed_seq},
     })
 }
 
@@ -243,6 +252,7 @@ pub fn heartbeat(session: &Session) -> Value {
 /// Advance the state machine by one event.
 pub fn step(session: &mut Session, event: Event, ctx: &Ctx) -> Vec<Action> {
     let mut out = Vec::new();
+    session.committed_seq = session.seq;
     match event {
         Event::Open => {
             session.heartbeat_ms = None;
@@ -485,6 +495,22 @@ mod tests {
             "zombie connection: no heartbeat ACK".into()
         )));
         assert!(s.resumable(), "a zombie is resumed, not re-identified");
+    }
+
+    #[test]
+    fn resume_sends_the_seq_the_host_has_committed() {
+        let mut s = Session::default();
+        ready(&mut s);
+        step(
+            &mut s,
+            text(json!({"op": 0, "s": 5, "t": "MESSAGE_CREATE", "d": {}})),
+            &ctx(),
+        );
+        // Saved now, the state resumes from 1: event 5's messages are not
+        // committed until the host delivers the next event.
+        assert_eq!((s.seq, s.committed_seq), (Some(5), Some(1)));
+        step(&mut s, text(json!({"op": 11})), &ctx());
+        assert_eq!(s.committed_seq, Some(5));
     }
 
     #[test]

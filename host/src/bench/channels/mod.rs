@@ -5,6 +5,8 @@
 //!
 //! - [`throughput`]: messages per second and creation → answer latency for
 //!   Telegram (poll and webhook) and WhatsApp;
+//! - [`discord`]: the same for Discord (Gateway WebSocket held by the
+//!   host, replies by REST);
 //! - [`density`]: many idle long-polling Telegram bots: memory per bot and
 //!   idle CPU, at two sizes to separate fixed from per-bot cost.
 //!
@@ -14,6 +16,7 @@
 //! (copied into `BENCHMARKS.md`).
 
 mod density;
+mod discord;
 mod procstat;
 mod setup;
 mod throughput;
@@ -103,7 +106,9 @@ pub async fn channels(sizes: Sizes, isolate: bool) -> anyhow::Result<Report> {
     let tg_bare = throughput::telegram_bare(&sizes).await?;
     let wa = throughput::whatsapp(&sizes).await?;
     let wa_bare = throughput::whatsapp_bare(&sizes).await?;
-    for m in [&tg_poll, &tg_hook, &wa] {
+    let dc = discord::gateway(&sizes).await?;
+    let dc_bare = discord::bare(&sizes).await?;
+    for m in [&tg_poll, &tg_hook, &wa, &dc] {
         answered += m.burst.n + m.sequential.n;
     }
     out.push_str(&throughput_table(&[
@@ -122,6 +127,13 @@ pub async fn channels(sizes: Sizes, isolate: bool) -> anyhow::Result<Report> {
             "sendMessage",
         ),
         ("WhatsApp", &wa, &wa_bare, "push", "messages"),
+        (
+            "Discord",
+            &dc,
+            &dc_bare,
+            "MESSAGE_CREATE",
+            "POST /channels/{id}/messages",
+        ),
     ]));
 
     let mut runs = Vec::new();

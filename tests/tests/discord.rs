@@ -1,0 +1,404 @@
+//! The Discord channel (`plugins/discord`, issue 12 sections 3 and 6)
+//! through a real gateway on loopback, with the plugin built from source,
+//! its Gateway WebSocket held by the host (`pincer:socket`), and
+//! `pincer::fakes::discord::FakeDiscord` standing in for discord.com and
+//! gateway.discord.gg. The echo agent answers with the user's text, so a
+//! message in the fake's record proves the whole path: frame, socket event,
+//! inbox, run, reply by REST.
+//!
+//! The fake knows the bot only by its token (in `Authorization` and in
+//! Identify/Resume), so every established session and answered call shows
+//! the host filled the token in; the plugin's config never holds it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use pincer::channels::access::DmPolicy;
+use pincer::fakes::discord::{DEFAULT_TOKEN, DiscordConfig, FakeDiscord, RestFault, SentMessage};
+use pincer::plugins::PluginSettings;
+use pincer::plugins::manifest::SecretSource;
+use pincer_tests::gateway::{Client, TestGateway};
+use serde_json::{Value, json};
+
+const CHANNEL: &str = "discord";
+
+/// Install the discord plugin built from source into `plugins`, with its
+/// manifest widened to the fake's loopback addresses (a secret is filled
+/// in only for the manifest's own hosts).
+fn install(plugins: &Path) {
+    std::fs::create_dir_all(plugins).unwrap();
+    let wasm = pincer_tests::built_plugin("discord");
+    std::fs::copy(&wasm, plugins.join("discord.wasm")).unwrap();
+    let manifest = std::fs::read_to_string(wasm.with_extension("toml")).unwrap();
+    std::fs::write(plugins.join("discord.toml"), widen(&manifest)).unwrap();
+}
+
+fn widen(manifest: &str) -> String {
+    let widened = manifest.replace(
+        r#"allowed_hosts = ["https://discord.com", "wss://gateway.discord.gg", "https://cdn.discordapp.com"]"#,
+        r#"allowed_hosts = ["https://discord.com", "wss://gateway.discord.gg", "https://cdn.discordapp.com", "http://127.0.0.1:*", "ws://127.0.0.1:*"]"#,
+    );
+    assert_ne!(manifest, widened, "the manifest's allowed_hosts line moved");
+    widened
+}
+
+/// Operator settings for the fake: the token granted by value, `api_base`
+/// and `gateway_url` at the fake, quick reconnects.
+fn settings(fake: &FakeDiscord) -> PluginSettings {
+    let cfg: BTreeMap<String, String> = [
+        ("api_base", fake.api_base()),
+        ("gateway_url", fake.gateway_url()),
+        ("reconnect_base_ms", "100"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    PluginSettings {
+        allowed_hosts: Some(vec![
+            "https://discord.com".into(),
+            "wss://gateway.discord.gg".into(),
+            "http://127.0.0.1:*".into(),
+            "ws://127.0.0.1:*".into(),
+        ]),
+        secrets: [(
+            "bot_token".to_string(),
+            SecretSource::Value(fake.config().token.clone()),
+        )]
+        .into(),
+        config: cfg,
+        dm_policy: DmPolicy::Open,
+        ..Default::default()
+    }
+}
+
+/// A gateway (token `secret`) serving the discord channel with `settings`.
+async fn gateway(settings: PluginSettings) -> TestGateway {
+    let dir = tempfile::tempdir().unwrap();
+    install(&dir.path().join("plugins"));
+    let mut opts = pincer::gateway::launch::Options::new(dir.path());
+    opts.gateway.listen = "127.0.0.1:0".parse().unwrap();
+    opts.gateway.token = Some("secret".into());
+    opts.watch_settle = Duration::from_millis(100);
+    opts.allow_cidrs = pincer::netguard::NetGuard::parse_cidrs("127.0.0.0/8").unwrap();
+    opts.plugins.insert(CHANNEL.into(), settings);
+    TestGateway::start_with(opts, dir).await
+}
+
+/// A fake and a gateway whose bot has established its first session.
+async fn started(cfg: DiscordConfig) -> (FakeDiscord, TestGateway) {
+    let fake = FakeDiscord::start(cfg).await;
+    let g = gateway(settings(&fake)).await;
+    fake.wait_established(1).await;
+    (fake, g)
+}
+
+/// The bot's messages in `channel`, in order.
+fn texts_in(sent: &[SentMessage], channel: &str) -> Vec<String> {
+    sent.iter()
+        .filter(|m| m.channel_id == channel)
+        .map(|m| m.content.clone())
+        .collect()
+}
+
+/// Wait until the bot's messages in `channel` read `texts`.
+async fn wait_texts(fake: &FakeDiscord, channel: &str, texts: &[&str]) -> Vec<SentMessage> {
+    fake.wait_sent(&format!("texts {texts:?} in channel {channel}"), |s| {
+        texts_in(s, channel) == texts
+    })
+    .await
+}
+
+/// Every value in the plugin's key-value store, as text.
+fn kv_values(g: &TestGateway) -> Vec<String> {
+    let kv = g.gw().runtime.plugins.kv();
+    kv.list_keys(CHANNEL, "", 10_000)
+        .unwrap()
+        .iter()
+        .filter_map(|k| kv.get(CHANNEL, k).unwrap())
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+        .collect()
+}
+
+/// The channel's entry in `channels.status`.
+async fn channel_status(g: &TestGateway) -> Value {
+    let mut admin = Client::admin(&g.url()).await;
+    let status = admin.call("channels.status", json!({})).await;
+    status["channels"][CHANNEL].clone()
+}
+
+/// The channel's last error, once it has one (the close event reaches the
+/// plugin after the fake's close; polled, with a hang guard).
+async fn last_error(g: &TestGateway) -> String {
+    let runner = g.gw().runtime.channels.get(CHANNEL).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(e) = runner.status().last_error {
+            return e;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no error shown: {:?}",
+            runner.status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dm_and_a_guild_mention_are_answered_and_the_rest_ignored() {
+    let (fake, g) = started(DiscordConfig::default()).await;
+    // Identify asked for GUILDS, GUILD_MESSAGES, DIRECT_MESSAGES and
+    // MESSAGE_CONTENT, with the token the host filled in (the fake accepts
+    // nothing else).
+    let stats = fake.gateway_stats();
+    assert_eq!(stats.identifies.len(), 1);
+    let intents = stats.identifies[0];
+    for bit in [0, 9, 12, 15] {
+        assert_ne!(intents & (1 << bit), 0, "intent bit {bit} in {intents:#b}");
+    }
+    let dm = fake.dm("700", "42", "hello there");
+    let sent = wait_texts(&fake, "700", &["hello there"]).await;
+    assert_eq!(sent[0].reply_to.as_deref(), Some(dm.as_str()));
+
+    // In a guild: an unmentioned message and another bot's mention first,
+    // then a person's mention. Messages of a conversation are handled in
+    // order, so once the mention is answered the others were passed over.
+    fake.guild_message("1", "800", "42", "just chatting");
+    fake.bot_message("1", "800", "555", &format!("{} beep", fake.mention()));
+    let asked = fake.guild_message(
+        "1",
+        "800",
+        "43",
+        &format!("{} what time is it?", fake.mention()),
+    );
+    let sent = wait_texts(&fake, "800", &["what time is it?"]).await;
+    let answer = sent.iter().find(|m| m.channel_id == "800").unwrap();
+    assert_eq!(answer.reply_to.as_deref(), Some(asked.as_str()));
+    // Every REST call carried the filled-in token; none was refused.
+    let calls = fake.calls();
+    assert!(
+        calls.iter().all(|c| c.status != Some(401)),
+        "a call was refused"
+    );
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.header("authorization") == Some(&format!("Bot {DEFAULT_TOKEN}")))
+    );
+    assert!(
+        kv_values(&g).iter().all(|v| !v.contains(DEFAULT_TOKEN)),
+        "the token reached the plugin's store"
+    );
+    let status = channel_status(&g).await;
+    assert_eq!(status["lastError"], Value::Null, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_connection_is_resumed_without_losing_or_doubling_an_event() {
+    let (fake, _g) = started(DiscordConfig::default()).await;
+    let first = fake.dm("700", "42", "before the drop");
+    wait_texts(&fake, "700", &["before the drop"]).await;
+    assert!(fake.drop_connection());
+    // Dispatched while the connection is gone (or going): Discord keeps
+    // them for the session and replays them on resume.
+    let during: Vec<String> = (0..5)
+        .map(|i| fake.dm("700", "42", &format!("during {i}")))
+        .collect();
+    let stats = fake.wait_established(2).await;
+    assert_eq!(stats.identifies.len(), 1, "resumed, not identified again");
+    assert_eq!(stats.resumes.len(), 1);
+    let expected = [
+        "before the drop",
+        "during 0",
+        "during 1",
+        "during 2",
+        "during 3",
+        "during 4",
+    ];
+    let sent = wait_texts(&fake, "700", &expected).await;
+    // Each user message answered once, in order.
+    let replied: Vec<&str> = sent.iter().filter_map(|m| m.reply_to.as_deref()).collect();
+    let mut asked = vec![first.as_str()];
+    asked.extend(during.iter().map(String::as_str));
+    assert_eq!(replied, asked);
+    fake.dm("700", "42", "after");
+    let sent = wait_texts(&fake, "700", &[&expected[..], &["after"]].concat()).await;
+    assert_eq!(sent.len(), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missed_heartbeat_acks_reconnect_and_resume() {
+    let (fake, _g) = started(DiscordConfig {
+        heartbeat_interval_ms: 300,
+        ..DiscordConfig::default()
+    })
+    .await;
+    fake.wait_gateway("a heartbeat acked", |s| s.heartbeats >= 1)
+        .await;
+    fake.set_acks(false);
+    // The next beat goes unanswered; the one after finds the zombie and
+    // the plugin closes (non-1000) and resumes.
+    let stats = fake
+        .wait_gateway("a resume after missed ACKs", |s| !s.resumes.is_empty())
+        .await;
+    assert_eq!(stats.identifies.len(), 1);
+    fake.set_acks(true);
+    fake.wait_established(2).await;
+    fake.dm("700", "42", "still there?");
+    wait_texts(&fake, "700", &["still there?"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_4004_stops_reconnecting_and_shows_a_clear_error_until_restarted() {
+    let fake = FakeDiscord::start(DiscordConfig::default()).await;
+    fake.close_next_identify(4004, "Authentication failed.");
+    let g = gateway(settings(&fake)).await;
+    let runner = g.gw().runtime.channels.get(CHANNEL).unwrap();
+    fake.wait_gateway("a close", |s| !s.closes_sent.is_empty())
+        .await;
+    let error = last_error(&g).await;
+    assert!(
+        error.contains("4004") && error.contains("bot_token"),
+        "{error}"
+    );
+    let status = channel_status(&g).await;
+    assert!(
+        status["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("4004")),
+        "{status}"
+    );
+    // Absence check: with a 100 ms backoff a reconnect would have come
+    // long before this second passes.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        fake.gateway_stats().connections,
+        1,
+        "reconnected after 4004"
+    );
+    // Once fixed, an operator restart connects again.
+    runner.restart(Duration::from_secs(30)).await.unwrap();
+    fake.wait_established(1).await;
+    fake.dm("700", "42", "back");
+    wait_texts(&fake, "700", &["back"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disallowed_intents_4014_name_the_portal_switch() {
+    let fake = FakeDiscord::start(DiscordConfig {
+        message_content_allowed: false,
+        ..DiscordConfig::default()
+    })
+    .await;
+    let g = gateway(settings(&fake)).await;
+    fake.wait_gateway("a close", |s| !s.closes_sent.is_empty())
+        .await;
+    let error = last_error(&g).await;
+    assert!(
+        error.contains("4014") && error.contains("MESSAGE CONTENT"),
+        "{error}"
+    );
+    assert_eq!(fake.gateway_stats().closes_sent, vec![4014]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn op7_reconnect_resumes_and_op9_identifies_again() {
+    let (fake, _g) = started(DiscordConfig::default()).await;
+    assert!(fake.reconnect());
+    let stats = fake.wait_established(2).await;
+    assert_eq!((stats.identifies.len(), stats.resumes.len()), (1, 1));
+    fake.dm("700", "42", "after op 7");
+    wait_texts(&fake, "700", &["after op 7"]).await;
+    // A resumable op 9 resumes again; a non-resumable one identifies anew.
+    assert!(fake.invalid_session(true));
+    let stats = fake.wait_established(3).await;
+    assert_eq!((stats.identifies.len(), stats.resumes.len()), (1, 2));
+    assert!(fake.invalid_session(false));
+    let stats = fake.wait_established(4).await;
+    assert_eq!(stats.identifies.len(), 2, "{stats:?}");
+    fake.dm("700", "42", "after op 9");
+    wait_texts(&fake, "700", &["after op 7", "after op 9"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_replies_are_split_at_2000_characters() {
+    let (fake, _g) = started(DiscordConfig::default()).await;
+    let paragraph =
+        |c: char| std::iter::repeat_n(format!("{c}{c}{c}{c} "), 300).collect::<String>();
+    let text = format!(
+        "{}\n\n{}\n\n{}",
+        paragraph('a'),
+        paragraph('b'),
+        paragraph('c')
+    );
+    assert!(text.chars().count() > 4_000);
+    fake.dm("700", "42", &text);
+    let sent = fake
+        .wait_sent("the split reply", |s| {
+            s.iter().any(|m| m.content.contains("cccc"))
+        })
+        .await;
+    assert!(sent.len() >= 3, "{} messages", sent.len());
+    for m in &sent {
+        assert!(m.content.chars().count() <= 2_000, "{}", m.content.len());
+    }
+    let joined: String = sent.iter().map(|m| m.content.as_str()).collect();
+    let squash = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert_eq!(squash(&joined), squash(&text));
+    // No call was refused for its length.
+    assert!(
+        fake.calls_of("create_message")
+            .iter()
+            .all(|c| c.status == Some(200))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_is_honoured_with_retry_after() {
+    let (fake, _g) = started(DiscordConfig::default()).await;
+    fake.fail_next("create_message", RestFault::RateLimited(1.5));
+    fake.dm("700", "42", "slow down");
+    wait_texts(&fake, "700", &["slow down"]).await;
+    let calls = fake.calls_of("create_message");
+    assert_eq!(calls.len(), 2, "one 429 and one retry");
+    assert_eq!(calls[0].status, Some(429));
+    assert_eq!(calls[1].status, Some(200));
+    let gap = calls[1].at - calls[0].at;
+    assert!(
+        gap >= Duration::from_millis(1_500),
+        "retried after {gap:?}, before retry_after"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_reload_keeps_the_session() {
+    let (fake, g) = started(DiscordConfig::default()).await;
+    fake.dm("700", "42", "before the reload");
+    wait_texts(&fake, "700", &["before the reload"]).await;
+    let plugins = g.gw().runtime.plugins.clone();
+    let before = plugins.current(CHANNEL).unwrap().sha256.clone();
+    // A new version: the same component under a new manifest version.
+    let dir = g.dir.path().join("plugins");
+    let manifest = std::fs::read_to_string(dir.join("discord.toml")).unwrap();
+    std::fs::write(
+        dir.join("discord.toml"),
+        manifest.replace("version = \"0.1.0\"", "version = \"0.1.1\""),
+    )
+    .unwrap();
+    let mut wasm = std::fs::read(dir.join("discord.wasm")).unwrap();
+    // A custom section changes the hash without changing the code.
+    wasm.extend_from_slice(&[0, 6, 5, b'r', b'e', b'l', b'o', b'd']);
+    std::fs::write(dir.join("discord.wasm"), wasm).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while plugins.current(CHANNEL).unwrap().sha256 == before {
+        assert!(tokio::time::Instant::now() < deadline, "not reloaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    fake.dm("700", "42", "after the reload");
+    wait_texts(&fake, "700", &["before the reload", "after the reload"]).await;
+    let stats = fake.gateway_stats();
+    // The host kept the socket across the reload, or the plugin resumed
+    // it; never a fresh Identify that would drop events.
+    assert_eq!(stats.identifies.len(), 1, "{stats:?}");
+}
