@@ -8,7 +8,8 @@
 #   console and OpenClaw TUI tests), installed with apt when missing;
 # - Playwright (tests/browser, npm ci from its lockfile), OpenClaw's Control UI
 #   and CLI at a pinned, verified version, Node 24 from PyPI;
-# - the plugin toolchains for Python, JS/TS, C and Zig (sdk/install-toolchains.sh).
+# - the plugin toolchains for Python, JS/TS, C and Zig (sdk/install-toolchains.sh);
+# - Synapse from PyPI for the Matrix tests (tests/install-synapse.sh).
 #
 # The network it needs: crates.io, the npm registry, PyPI and Debian's mirror.
 set -euo pipefail
@@ -49,3 +50,8 @@ node --version
 # under ~/.cache/pincer/toolchains).
 echo "--- plugin toolchains"
 sdk/install-toolchains.sh
+
+# The Matrix tests (tests/tests/matrix.rs) run a real Synapse homeserver from
+# PyPI (pinned; cached under ~/.cache/pincer/synapse).
+echo "--- synapse"
+tests/install-synapse.sh

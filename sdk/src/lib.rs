@@ -33,7 +33,8 @@
 //! with atomic [`kv::increment`] and [`kv::compare_and_swap`]), [`clock`],
 //! [`secrets`] (placeholders the host fills in), [`http`] (outbound requests
 //! through `wasi:http`, limited by the host to the plugin's allowed hosts) and
-//! [`media`] (multipart uploads of files the host holds).
+//! [`media`] (multipart uploads of files the host holds); [`delivery`] gives
+//! a send its idempotency key (`pincer:delivery`).
 
 #![warn(missing_docs)]
 
@@ -42,6 +43,7 @@ pub mod bindings;
 
 mod channel;
 pub mod clock;
+pub mod delivery;
 mod error;
 mod export;
 pub mod http;

@@ -22,6 +22,9 @@ pub mod runs;
 
 pub mod sandbox;
 
+/// A throwaway Synapse homeserver and a Matrix client for the Matrix tests.
+pub mod synapse;
+
 pub mod webhook_receiver;
 
 pub mod whatsapp;

@@ -537,7 +537,14 @@ async fn send_one(store: &SharedOutbox, runner: &ChannelRunner, item: &OutboxIte
     }
     let call = async {
         match serde_json::from_str::<Stored>(&item.message) {
-            Ok(stored) => runner.send(&stored.to_message(item.plain)).await,
+            Ok(stored) => {
+                // The same key on every attempt at this row (a retry or a
+                // resend after a crash), so the platform can drop doubles.
+                let key = crate::plugins::host::delivery::outbox_key(item.id);
+                runner
+                    .send_keyed(&stored.to_message(item.plain), Some(key))
+                    .await
+            }
             Err(e) => Err(ChannelError::Store {
                 channel: runner.name().to_string(),
                 error: StoreError::Corrupt(format!("outbox message: {e}")),

@@ -174,9 +174,11 @@ async fn send_text(
     channels: &ChannelManager,
     target: &ReplyTarget,
     text: &str,
+    key: Option<String>,
 ) -> Result<String, ChannelError> {
+    let runner = channels.runner(&target.channel)?;
     let md = target.message(text.to_string(), TextFormat::Markdown);
-    match channels.send(&target.channel, md).await {
+    match runner.send_keyed(&md, key.clone()).await {
         Err(e) if is_formatting(&e) => {
             channels
                 .replies
@@ -184,10 +186,23 @@ async fn send_text(
                 .fetch_add(1, Ordering::Relaxed);
             debug!(channel = %target.channel, error = %e, "formatting rejected; sending as plain text");
             let plain = target.message(text.to_string(), TextFormat::Plain);
-            channels.send(&target.channel, plain).await
+            runner.send_keyed(&plain, key).await
         }
         r => r,
     }
+}
+
+/// The idempotency key of a piece streamed directly (not through the
+/// outbox): the answered inbox row, where the reply stands (bytes already
+/// finished), which send of the batch and its text. A resumed reply that
+/// sends the same piece again gets the same key. `None` without an inbox row.
+fn stream_key(target: &ReplyTarget, consumed: usize, which: &str, text: &str) -> Option<String> {
+    let seq = target.inbox?.seq.to_string();
+    let consumed = consumed.to_string();
+    Some(crate::plugins::host::delivery::derived_key(
+        's',
+        &[&target.channel, &seq, &consumed, which, text],
+    ))
 }
 
 /// Edit message `id` to `text` as Markdown, again as plain text if the
@@ -335,9 +350,17 @@ async fn run_steps(
     if sends {
         tracker.save(channels, target, true);
     }
-    for step in steps {
+    let consumed = streamer.snapshot().consumed;
+    for (i, step) in steps.into_iter().enumerate() {
         let ok = match step {
-            Step::Post { text } => match send_text(channels, target, &text).await {
+            Step::Post { text } => match send_text(
+                channels,
+                target,
+                &text,
+                stream_key(target, consumed, &format!("post-{i}"), &text),
+            )
+            .await
+            {
                 Ok(_) => true,
                 Err(e) => {
                     warn!(channel = %target.channel, conversation = %target.conversation, error = %e, "delivering a finished piece failed; the rest goes out at the end");
@@ -390,7 +413,8 @@ async fn live_step(
     let channel = &target.channel;
     let r = match &step {
         Step::Open { text } => {
-            let r = send_text(channels, target, text).await;
+            let key = stream_key(target, streamer.snapshot().consumed, "open", text);
+            let r = send_text(channels, target, text, key).await;
             let id = r.as_ref().ok().cloned();
             streamer.opened(id, text.clone());
             r.map(drop)

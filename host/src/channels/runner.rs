@@ -316,6 +316,16 @@ impl ChannelRunner {
 
     /// Send a message.
     pub async fn send(&self, message: &OutboundMessage) -> Result<String, ChannelError> {
+        self.send_keyed(message, None).await
+    }
+
+    /// Send a message with `key` as the call's idempotency key
+    /// (`pincer:delivery`; the outbox row, or the streamed piece).
+    pub async fn send_keyed(
+        &self,
+        message: &OutboundMessage,
+        key: Option<String>,
+    ) -> Result<String, ChannelError> {
         self.accepting()?;
         let inst = self.checkout().await?;
         let message = message.clone();
@@ -323,7 +333,7 @@ impl ChannelRunner {
             .registry
             .run_call("send", async move {
                 let mut inst = inst;
-                let r = inst.send(&message).await;
+                let r = inst.send_keyed(&message, key).await;
                 (inst, r)
             })
             .await

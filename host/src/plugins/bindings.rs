@@ -36,6 +36,17 @@ pub mod v02 {
     }
 }
 
+/// `pincer:delivery@0.1.0` (an extension package, `wit/delivery`): the
+/// idempotency key of the outbound message a channel call delivers, linked
+/// for every 0.2 plugin (see [`super::host::delivery`]).
+pub mod delivery {
+    wasmtime::component::bindgen!({
+        path: ["../wit", "../wit/delivery"],
+        world: "pincer:delivery/imports",
+        imports: { default: async },
+    });
+}
+
 /// `pincer:plugin@0.1.0`, frozen.
 pub mod v01 {
     /// `pincer:plugin/channel-plugin@0.1.0`.

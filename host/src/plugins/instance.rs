@@ -510,7 +510,24 @@ impl Instance {
 
     /// Channel `send(message)`, returning the platform message id.
     pub async fn send(&mut self, message: &OutboundMessage) -> Result<String, CallError> {
+        self.send_keyed(message, None).await
+    }
+
+    /// Channel `send(message)` with `key` as the call's `pincer:delivery`
+    /// idempotency key (see [`host::delivery`]).
+    pub async fn send_keyed(
+        &mut self,
+        message: &OutboundMessage,
+        key: Option<String>,
+    ) -> Result<String, CallError> {
         self.channel()?;
+        self.store.data_mut().delivery.set(key);
+        let r = self.send_call(message).await;
+        self.store.data_mut().delivery.set(None);
+        r
+    }
+
+    async fn send_call(&mut self, message: &OutboundMessage) -> Result<String, CallError> {
         let r = guarded!(self, "send", self.timeout(), |b, s| async {
             match b {
                 Bindings::Channel(c) => c.pincer_plugin_channel().call_send(s, message).await,
@@ -533,6 +550,21 @@ impl Instance {
         format: TextFormat,
     ) -> Result<(), CallError> {
         self.channel()?;
+        // The same edit (message and text) always has the same key.
+        let key = host::delivery::derived_key('e', &[conversation, message_id, text]);
+        self.store.data_mut().delivery.set(Some(key));
+        let r = self.edit_call(conversation, message_id, text, format).await;
+        self.store.data_mut().delivery.set(None);
+        r
+    }
+
+    async fn edit_call(
+        &mut self,
+        conversation: &str,
+        message_id: &str,
+        text: &str,
+        format: TextFormat,
+    ) -> Result<(), CallError> {
         let r = guarded!(self, "edit", self.timeout(), |b, s| async {
             match b {
                 Bindings::Channel(c) => {
@@ -558,6 +590,22 @@ impl Instance {
         text: &str,
     ) -> Result<(), CallError> {
         self.channel()?;
+        // The same draft state (chat, draft id and text) has the same key.
+        let id = draft_id.to_string();
+        let thread = target.thread.as_deref().unwrap_or_default();
+        let key = host::delivery::derived_key('d', &[&target.conversation, thread, &id, text]);
+        self.store.data_mut().delivery.set(Some(key));
+        let r = self.draft_call(target, draft_id, text).await;
+        self.store.data_mut().delivery.set(None);
+        r
+    }
+
+    async fn draft_call(
+        &mut self,
+        target: &ChatTarget,
+        draft_id: u64,
+        text: &str,
+    ) -> Result<(), CallError> {
         let r = guarded!(self, "draft", self.timeout(), |b, s| async {
             match b {
                 Bindings::Channel(c) => {

@@ -2,7 +2,8 @@
 //! configuration, its linking and its per-instance state: [`log`], [`kv`],
 //! [`clock`], [`secrets`] (with host-[`generated`] ones), outbound [`http`]
 //! (with its [`budget`] and connection pool), [`media`] uploads and the
-//! `/data` directory ([`data`]). The 0.1.0 imports delegate to the same
+//! `/data` directory ([`data`]), and the idempotency key of a delivery
+//! ([`delivery`], `pincer:delivery`). The 0.1.0 imports delegate to the same
 //! factors (`v01`). [`HostState`] is
 //! the `T` of
 //! every plugin `Store<T>` and bundles the per-instance part of each factor
@@ -11,6 +12,7 @@
 pub mod budget;
 pub mod clock;
 pub mod data;
+pub mod delivery;
 pub mod generated;
 pub mod http;
 pub mod kv;
@@ -41,6 +43,8 @@ pub struct HostState {
     pub(crate) clock: clock::PluginClock,
     pub(crate) secrets: secrets::PluginSecrets,
     pub(crate) media: media::PluginMedia,
+    /// `pincer:delivery`: the idempotency key of the call in progress.
+    pub(crate) delivery: delivery::SendContext,
     pub(crate) limiter: MemoryLimiter,
     /// CPU budget left for the current call, in epoch ticks.
     pub(crate) cpu_ticks_left: u64,
@@ -92,6 +96,7 @@ impl HostState {
             clock: clock::PluginClock(caps.clock.clone()),
             secrets: secrets::PluginSecrets(caps.secrets.clone()),
             media: media::PluginMedia::from_caps(caps),
+            delivery: delivery::SendContext::default(),
             limiter: MemoryLimiter::new(caps.memory_bytes),
             cpu_ticks_left: u64::MAX,
             cpu_exhausted: false,
@@ -212,6 +217,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
         p::secrets::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
         p::media::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     }
+    delivery::add_to_linker(linker)?;
     {
         // Plugins built against the 0.1.0 contract (see `v01`).
         use bindings::v01::channel::pincer::plugin as p;

@@ -1,0 +1,527 @@
+//! The Matrix channel (`plugins/matrix`, issue 12 section 4) against a real
+//! Synapse homeserver (`pincer_tests::synapse`, no fake): the plugin built
+//! from source, a real gateway on loopback, the echo agent answering with
+//! the user's text. DMs and rooms, invites joined per `auto_join`, mentions
+//! in rooms, streaming by `m.replace` edits, encrypted rooms, inbound
+//! media, and sends that are retried (by the outbox or after kill -9) never
+//! posting twice thanks to `pincer:delivery`'s idempotency key as the
+//! transaction id.
+
+use std::path::Path;
+use std::time::Duration;
+
+use pincer::channels::QueueSettings;
+use pincer::channels::access::{DmPolicy, GroupPolicy};
+use pincer::gateway::launch::Options;
+use pincer::plugins::bindings::{OutboundMessage, TextFormat};
+use pincer::plugins::manifest::SecretSource;
+use pincer::plugins::{Limits, PluginSettings};
+use pincer_tests::gateway::{ChildGateway, TestGateway};
+use pincer_tests::synapse::{MatrixUser, Synapse};
+use serde_json::json;
+
+/// Install the matrix plugin built from source into `plugins`, its
+/// manifest's hosts widened to loopback (a secret is only filled in for the
+/// manifest's own hosts).
+fn install(plugins: &Path) {
+    std::fs::create_dir_all(plugins).unwrap();
+    let wasm = pincer_tests::built_plugin("matrix");
+    std::fs::copy(&wasm, plugins.join("matrix.wasm")).unwrap();
+    let manifest = std::fs::read_to_string(wasm.with_extension("toml")).unwrap();
+    let widened = manifest.replace(
+        r#"allowed_hosts = ["https://matrix.example.org"]"#,
+        r#"allowed_hosts = ["http://127.0.0.1:*"]"#,
+    );
+    assert_ne!(manifest, widened, "the manifest's allowed_hosts line moved");
+    std::fs::write(plugins.join("matrix.toml"), widened).unwrap();
+}
+
+/// Operator settings for `bot` on `homeserver`: open DMs and groups
+/// (`require_mention` stays on), `auto_join` as given.
+fn settings(homeserver: &str, bot: &str, token: &str, auto_join: &str) -> PluginSettings {
+    PluginSettings {
+        allowed_hosts: Some(vec!["http://127.0.0.1:*".into()]),
+        secrets: [(
+            "access_token".to_string(),
+            SecretSource::Value(token.into()),
+        )]
+        .into(),
+        config: [
+            ("homeserver".to_string(), homeserver.to_string()),
+            ("user_id".to_string(), bot.to_string()),
+            ("auto_join".to_string(), auto_join.to_string()),
+        ]
+        .into(),
+        dm_policy: DmPolicy::Open,
+        group_policy: GroupPolicy::Open,
+        limits: Some(Limits {
+            poll_wait_ms: 5_000,
+            ..Default::default()
+        }),
+        queue: QueueSettings {
+            send_interval_ms: 1,
+            send_burst: 1000,
+            retry_base_ms: 20,
+            retry_max_ms: 500,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn options(dir: &Path, settings: PluginSettings) -> Options {
+    install(&dir.join("plugins"));
+    let mut opts = Options::new(dir);
+    opts.gateway.listen = "127.0.0.1:0".parse().unwrap();
+    opts.watch_settle = Duration::from_millis(100);
+    opts.allow_cidrs = pincer::netguard::NetGuard::parse_cidrs("127.0.0.0/8").unwrap();
+    opts.gateway.runs.sender_per_minute = u32::MAX;
+    opts.gateway.runs.sender_burst = u32::MAX;
+    opts.plugins.insert("matrix".into(), settings);
+    opts
+}
+
+/// A homeserver with a bot (display name `Pincer`) and a user `alice`.
+async fn homeserver() -> (Synapse, MatrixUser, MatrixUser) {
+    let hs = Synapse::start().await;
+    eprintln!("synapse answered {:?} after spawning", hs.started_in);
+    let bot = hs.register("pincerbot").await;
+    bot.set_display_name("Pincer").await;
+    let alice = hs.register("alice").await;
+    (hs, bot, alice)
+}
+
+/// A gateway serving the matrix channel for `bot`.
+async fn gateway(hs: &Synapse, bot: &MatrixUser, auto_join: &str) -> TestGateway {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(
+        dir.path(),
+        settings(&hs.base, &bot.user_id, &bot.token, auto_join),
+    );
+    TestGateway::start_with(opts, dir).await
+}
+
+/// Wait until `user` is joined to `room` (seen by `watcher`).
+async fn wait_joined(watcher: &MatrixUser, room: &str, user: &str) {
+    watcher
+        .wait_until(&format!("{user} joined {room}"), || async {
+            (watcher.membership(room, user).await.as_deref() == Some("join")).then_some(())
+        })
+        .await
+}
+
+/// Wait until `bot` shows `n` messages in `room` whose latest text
+/// satisfies `done`; returns them.
+async fn wait_bot_messages(
+    watcher: &MatrixUser,
+    room: &str,
+    bot: &str,
+    what: &str,
+    done: impl Fn(&[pincer_tests::synapse::Shown]) -> bool,
+) -> Vec<pincer_tests::synapse::Shown> {
+    watcher
+        .wait_until(what, || async {
+            let shown = watcher.shown_messages(room, bot).await;
+            done(&shown).then_some(shown)
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dm_invite_is_joined_and_the_dm_answered_as_a_formatted_reply() {
+    let (hs, bot, alice) = homeserver().await;
+    let g = gateway(&hs, &bot, "direct").await;
+    let room = alice.create_room(&[&bot.user_id], true, false).await;
+    wait_joined(&alice, &room, &bot.user_id).await;
+    let asked = alice.send_text(&room, "hello **there**").await;
+    let shown = wait_bot_messages(&alice, &room, &bot.user_id, "the answer", |s| {
+        s.len() == 1 && s[0].body() == "hello **there**"
+    })
+    .await;
+    let answer = &shown[0];
+    // Markdown as org.matrix.custom.html, in reply to the question.
+    assert_eq!(answer.content["format"], "org.matrix.custom.html");
+    assert_eq!(answer.content["formatted_body"], "hello <b>there</b>");
+    assert_eq!(
+        answer.original["m.relates_to"]["m.in_reply_to"]["event_id"],
+        asked.as_str()
+    );
+    // The inbound message was committed with the room as a direct chat,
+    // and the token never reached the plugin's storage.
+    let kv = g.gw().runtime.plugins.kv();
+    for k in kv.list_keys("matrix", "", 10_000).unwrap() {
+        let v = kv.get("matrix", &k).unwrap().unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&v).contains(&bot.token),
+            "the access token is in the plugin's kv ({k})"
+        );
+    }
+    assert_eq!(
+        kv.get("matrix", &format!("dm:{room}")).unwrap().as_deref(),
+        Some(alice.user_id.as_bytes()),
+        "the direct invite was not remembered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_answer_mentions_only_and_invites_follow_auto_join() {
+    let (hs, bot, alice) = homeserver().await;
+    let carol = hs.register("carol").await;
+    let _g = gateway(&hs, &bot, "direct").await;
+    // A room invite is not joined under auto_join = "direct"; a direct one
+    // made after it is (and is seen in the same or a later sync).
+    let group = alice
+        .create_room(&[&bot.user_id, &carol.user_id], false, false)
+        .await;
+    let dm = alice.create_room(&[&bot.user_id], true, false).await;
+    wait_joined(&alice, &dm, &bot.user_id).await;
+    assert_eq!(
+        alice.membership(&group, &bot.user_id).await.as_deref(),
+        Some("invite"),
+        "a group invite was joined under auto_join = direct"
+    );
+    drop(_g);
+
+    // auto_join = "all" joins the room; with three members it is a group:
+    // only the message that mentions the bot is answered.
+    let _g = gateway(&hs, &bot, "all").await;
+    carol.join(&group).await;
+    // The first gateway left its invite untouched: invite again so the
+    // new one sees it in its first sync.
+    let g2_room = alice
+        .create_room(&[&bot.user_id, &carol.user_id], false, false)
+        .await;
+    carol.join(&g2_room).await;
+    wait_joined(&alice, &g2_room, &bot.user_id).await;
+    alice.send_text(&g2_room, "nobody is asked here").await;
+    let mentioned = alice
+        .send(
+            &g2_room,
+            "m.room.message",
+            json!({
+                "msgtype": "m.text",
+                "body": "Pincer: are you there",
+                "m.mentions": {"user_ids": [bot.user_id]},
+            }),
+        )
+        .await;
+    let shown = wait_bot_messages(
+        &alice,
+        &g2_room,
+        &bot.user_id,
+        "the mention answered",
+        |s| s.iter().any(|m| m.body().contains("are you there")),
+    )
+    .await;
+    assert_eq!(shown.len(), 1, "only the mention is answered: {shown:?}");
+    assert_eq!(
+        shown[0].original["m.relates_to"]["m.in_reply_to"]["event_id"],
+        mentioned.as_str()
+    );
+    // A thread: the answer goes into it.
+    let thread_msg = alice
+        .send(
+            &g2_room,
+            "m.room.message",
+            json!({
+                "msgtype": "m.text",
+                "body": "@pincerbot:localhost in a thread",
+                "m.relates_to": {"rel_type": "m.thread", "event_id": mentioned, "is_falling_back": true, "m.in_reply_to": {"event_id": mentioned}},
+            }),
+        )
+        .await;
+    let shown = wait_bot_messages(&alice, &g2_room, &bot.user_id, "the thread answered", |s| {
+        s.iter().any(|m| m.body().contains("in a thread"))
+    })
+    .await;
+    let in_thread = shown
+        .iter()
+        .find(|m| m.body().contains("in a thread"))
+        .unwrap();
+    assert_eq!(in_thread.original["m.relates_to"]["rel_type"], "m.thread");
+    assert_eq!(
+        in_thread.original["m.relates_to"]["event_id"],
+        mentioned.as_str()
+    );
+    assert_eq!(
+        in_thread.original["m.relates_to"]["m.in_reply_to"]["event_id"],
+        thread_msg.as_str()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_answer_is_one_message_whose_last_edit_is_complete() {
+    let (hs, bot, alice) = homeserver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(
+        dir.path(),
+        settings(&hs.base, &bot.user_id, &bot.token, "direct"),
+    );
+    // Word by word, long enough to be edited at least once.
+    opts.agent.echo_word_delay_ms = 40;
+    let _g = TestGateway::start_with(opts, dir).await;
+    let room = alice.create_room(&[&bot.user_id], true, false).await;
+    wait_joined(&alice, &room, &bot.user_id).await;
+    let text: Vec<String> = (0..60).map(|i| format!("word{i}")).collect();
+    let text = text.join(" ");
+    alice.send_text(&room, &text).await;
+    let shown = wait_bot_messages(&alice, &room, &bot.user_id, "the complete answer", |s| {
+        s.iter().any(|m| m.body() == text)
+    })
+    .await;
+    assert_eq!(shown.len(), 1, "one message, edited: {shown:?}");
+    assert!(shown[0].edits >= 1, "the answer was not streamed by edits");
+    assert!(
+        shown[0].original["body"].as_str().unwrap().len() < text.len(),
+        "the first state was already complete"
+    );
+    eprintln!("streamed with {} edits", shown[0].edits);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_room_gets_one_notice_and_plain_messages_still_work() {
+    let (hs, bot, alice) = homeserver().await;
+    let _g = gateway(&hs, &bot, "direct").await;
+    let room = alice.create_room(&[&bot.user_id], true, true).await;
+    wait_joined(&alice, &room, &bot.user_id).await;
+    let encrypted = json!({
+        "algorithm": "m.megolm.v1.aes-sha2",
+        "ciphertext": "AwgAEnA...",
+        "device_id": "ALICEDEV",
+        "sender_key": "abc",
+        "session_id": "def",
+    });
+    alice
+        .send(&room, "m.room.encrypted", encrypted.clone())
+        .await;
+    alice.send(&room, "m.room.encrypted", encrypted).await;
+    // A plain message after them: once it is answered, both encrypted
+    // ones were read.
+    alice.send_text(&room, "plain after").await;
+    let shown = wait_bot_messages(&alice, &room, &bot.user_id, "the plain answer", |s| {
+        s.iter().any(|m| m.body() == "plain after")
+    })
+    .await;
+    let notices: Vec<_> = shown
+        .iter()
+        .filter(|m| m.original["msgtype"] == "m.notice")
+        .collect();
+    assert_eq!(notices.len(), 1, "one notice per room: {shown:?}");
+    assert!(notices[0].body().contains("end-to-end encrypted"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_retried_with_its_key_posts_once() {
+    let (hs, bot, alice) = homeserver().await;
+    let g = gateway(&hs, &bot, "direct").await;
+    let room = alice.create_room(&[&bot.user_id], true, false).await;
+    wait_joined(&alice, &room, &bot.user_id).await;
+    let runner = g
+        .gw()
+        .runtime
+        .channels
+        .get("matrix")
+        .expect("matrix channel");
+    let msg = OutboundMessage {
+        format: TextFormat::Plain,
+        ..OutboundMessage::plain(room.clone(), "only once")
+    };
+    // The same outbox key twice (a retry after a lost answer): the
+    // homeserver takes the transaction once and answers the same event.
+    let first = runner.send_keyed(&msg, Some("o4242".into())).await.unwrap();
+    let again = runner.send_keyed(&msg, Some("o4242".into())).await.unwrap();
+    assert_eq!(first, again);
+    // Another key is another message; no key (a direct API send) too.
+    let other = runner.send_keyed(&msg, Some("o4243".into())).await.unwrap();
+    assert_ne!(first, other);
+    let direct = runner.send(&msg).await.unwrap();
+    assert_ne!(direct, other);
+    let shown = wait_bot_messages(&alice, &room, &bot.user_id, "three messages", |s| {
+        s.len() >= 3
+    })
+    .await;
+    let ids: Vec<_> = shown.iter().map(|m| m.event_id.as_str()).collect();
+    assert_eq!(ids, [first.as_str(), other.as_str(), direct.as_str()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_media_is_fetched_through_the_authenticated_endpoint() {
+    let (hs, bot, alice) = homeserver().await;
+    let g = gateway(&hs, &bot, "direct").await;
+    let room = alice.create_room(&[&bot.user_id], true, false).await;
+    wait_joined(&alice, &room, &bot.user_id).await;
+    let bytes = b"%PDF-1.4 pincer test file".to_vec();
+    let up: serde_json::Value = reqwest::Client::new()
+        .post(format!(
+            "{}/_matrix/media/v3/upload?filename=doc.pdf",
+            hs.base
+        ))
+        .bearer_auth(&alice.token)
+        .header("content-type", "application/pdf")
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mxc = up["content_uri"].as_str().expect("content_uri").to_string();
+    alice
+        .send(
+            &room,
+            "m.room.message",
+            json!({
+                "msgtype": "m.file",
+                "body": "doc.pdf",
+                "filename": "doc.pdf",
+                "url": mxc,
+                "info": {"mimetype": "application/pdf", "size": bytes.len()},
+            }),
+        )
+        .await;
+    // The host asked the plugin for the download (the authenticated media
+    // endpoint, the token as a placeholder it filled in), fetched the file
+    // and the echo agent describes what it got.
+    let want = format!(
+        "[document: doc.pdf, application/pdf, {} bytes]",
+        bytes.len()
+    );
+    wait_bot_messages(&alice, &room, &bot.user_id, "the file described", |s| {
+        s.iter().any(|m| m.body().contains(&want))
+    })
+    .await;
+    let blobs = g
+        .gw()
+        .runtime
+        .plugins
+        .blobs()
+        .expect("a blob store")
+        .clone();
+    assert_eq!(blobs.used_bytes(), bytes.len() as u64);
+}
+
+/// Env vars of [`matrix_child`]: data dir, homeserver, bot id, token.
+const CHILD_ENV: [&str; 4] = [
+    "PINCER_MATRIX_DIR",
+    "PINCER_MATRIX_HS",
+    "PINCER_MATRIX_BOT",
+    "PINCER_MATRIX_TOKEN",
+];
+
+/// Not a test: the gateway the kill -9 test starts and kills.
+#[test]
+#[ignore]
+fn matrix_child() {
+    let vars: Vec<String> = CHILD_ENV
+        .iter()
+        .map(|k| std::env::var(k).unwrap_or_default())
+        .collect();
+    if vars.iter().any(String::is_empty) {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let mut s = settings(&vars[1], &vars[2], &vars[3], "direct");
+        s.queue.send_concurrency = 2;
+        let mut opts = options(Path::new(&vars[0]), s);
+        opts.agent.echo_word_delay_ms = 5;
+        let running = pincer::gateway::launch::start(opts).await.unwrap();
+        println!("LISTENING {}", running.addr);
+        std::future::pending::<()>().await;
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_traffic_loses_and_doubles_nothing() {
+    let (hs, bot, alice) = homeserver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap().to_string();
+    let env: Vec<(&str, &str)> = CHILD_ENV
+        .iter()
+        .copied()
+        .zip([
+            d.as_str(),
+            hs.base.as_str(),
+            bot.user_id.as_str(),
+            bot.token.as_str(),
+        ])
+        .collect();
+    let mut gw = ChildGateway::spawn("matrix_child", &env);
+    let mut rooms = Vec::new();
+    for _ in 0..4 {
+        rooms.push(alice.create_room(&[&bot.user_id], true, false).await);
+    }
+    for r in &rooms {
+        wait_joined(&alice, r, &bot.user_id).await;
+    }
+    let n = 40;
+    let token = |i: usize| format!("q{i:04}");
+    for i in 0..n {
+        alice
+            .send_text(
+                &rooms[i % rooms.len()],
+                &format!("{} one two three", token(i)),
+            )
+            .await;
+    }
+    // Answers per token, counting the bot's messages (an edit is not one).
+    let count = || async {
+        let mut per = std::collections::BTreeMap::<String, usize>::new();
+        for r in &rooms {
+            for m in alice.shown_messages(r, &bot.user_id).await {
+                let body = m.original["body"].as_str().unwrap_or_default().to_string();
+                if let Some(t) = body.split_whitespace().next() {
+                    *per.entry(t.to_string()).or_default() += 1;
+                }
+            }
+        }
+        per
+    };
+    let mut kills = 0;
+    for point in [n / 4, n / 2] {
+        alice
+            .wait_until("answers before the kill point", || async {
+                (count().await.len() >= point).then_some(())
+            })
+            .await;
+        gw.kill();
+        kills += 1;
+        let store =
+            pincer::store::SqliteStore::open(&dir.path().join(pincer::store::DB_FILE)).unwrap();
+        let doubt = pincer::store::OutboxStore::outbox_in_doubt(&store, "matrix").unwrap();
+        eprintln!("kill {kills}: {} outbox sends in doubt", doubt.len());
+        gw = ChildGateway::spawn("matrix_child", &env);
+    }
+    let per = alice
+        .wait_until("every message answered", || async {
+            let per = count().await;
+            (per.len() >= n).then_some(per)
+        })
+        .await;
+    gw.kill();
+    let doubled: Vec<_> = per.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(doubled.is_empty(), "answered twice: {doubled:?}");
+    for i in 0..n {
+        assert_eq!(
+            per.get(&token(i)),
+            Some(&1),
+            "{} answered {:?}",
+            token(i),
+            per.get(&token(i))
+        );
+    }
+    // Streamed answers end complete.
+    for r in &rooms {
+        for m in alice.shown_messages(r, &bot.user_id).await {
+            assert!(
+                m.body().ends_with("one two three"),
+                "incomplete: {:?}",
+                m.body()
+            );
+        }
+    }
+}
