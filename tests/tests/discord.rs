@@ -402,3 +402,119 @@ async fn a_hot_reload_keeps_the_session() {
     // it; never a fresh Identify that would drop events.
     assert_eq!(stats.identifies.len(), 1, "{stats:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_retried_after_a_lost_answer_posts_once_by_its_nonce() {
+    let (fake, _g) = started(DiscordConfig::default()).await;
+    fake.fail_next("create_message", RestFault::LostAnswer);
+    fake.dm("700", "42", "exactly once");
+    let calls = fake.wait_for_calls("create_message", 2).await;
+    // The same nonce on both attempts (the outbox row's key), enforced.
+    let nonce = calls[0].params["nonce"]
+        .as_str()
+        .expect("a nonce")
+        .to_string();
+    assert!(nonce.len() <= 25, "{nonce}");
+    assert_eq!(calls[1].params["nonce"], json!(nonce));
+    assert_eq!(calls[1].params["enforce_nonce"], json!(true));
+    assert_eq!((calls[0].status, calls[1].status), (Some(502), Some(200)));
+    assert_eq!(texts_in(&fake.sent(), "700"), ["exactly once"]);
+}
+
+// ----- the fake itself (no gateway): what the tests above rely on -----
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn next_json(ws: &mut Ws) -> Value {
+    use futures::StreamExt;
+    loop {
+        match ws.next().await.expect("a frame").expect("no error") {
+            tokio_tungstenite::tungstenite::Message::Text(t) => {
+                return serde_json::from_str(t.as_str()).unwrap();
+            }
+            tokio_tungstenite::tungstenite::Message::Close(f) => {
+                return json!({"closed": f.map(|f| u16::from(f.code))});
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn send_json(ws: &mut Ws, v: Value) {
+    use futures::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::text(v.to_string()))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fake_gateway_identifies_resumes_with_a_replay_and_refuses_bad_tokens() {
+    let fake = FakeDiscord::start(DiscordConfig::default()).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(fake.gateway_url())
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut ws).await["op"], 10);
+    send_json(
+        &mut ws,
+        json!({"op": 2, "d": {"token": DEFAULT_TOKEN, "intents": 37377}}),
+    )
+    .await;
+    let ready = next_json(&mut ws).await;
+    assert_eq!(
+        (ready["t"].as_str(), ready["s"].as_u64()),
+        (Some("READY"), Some(1))
+    );
+    let sid = ready["d"]["session_id"].as_str().unwrap().to_string();
+    send_json(&mut ws, json!({"op": 1, "d": 1})).await;
+    assert_eq!(next_json(&mut ws).await["op"], 11);
+    fake.dm("7", "42", "one");
+    assert_eq!(next_json(&mut ws).await["s"], 2);
+    assert!(fake.drop_connection());
+    fake.wait_gateway("detached", |s| !s.attached).await;
+    fake.dm("7", "42", "two");
+    fake.dm("7", "42", "three");
+    let (mut ws, _) = tokio_tungstenite::connect_async(fake.gateway_url())
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut ws).await["op"], 10);
+    send_json(
+        &mut ws,
+        json!({"op": 6, "d": {"token": DEFAULT_TOKEN, "session_id": sid, "seq": 2}}),
+    )
+    .await;
+    let replay: Vec<Value> = vec![next_json(&mut ws).await, next_json(&mut ws).await];
+    assert_eq!(replay[0]["d"]["content"], "two");
+    assert_eq!(replay[1]["d"]["content"], "three");
+    assert_eq!(next_json(&mut ws).await["t"], "RESUMED");
+    // A bad token is closed with 4004.
+    let (mut bad, _) = tokio_tungstenite::connect_async(fake.gateway_url())
+        .await
+        .unwrap();
+    next_json(&mut bad).await;
+    send_json(
+        &mut bad,
+        json!({"op": 2, "d": {"token": "nope", "intents": 1}}),
+    )
+    .await;
+    assert_eq!(next_json(&mut bad).await, json!({"closed": 4004}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bare_bot_answers_through_the_fake() {
+    let fake = FakeDiscord::start(DiscordConfig::default()).await;
+    let bot = pincer::fakes::discord::bare_bot(
+        fake.api_base().to_string(),
+        fake.gateway_url().to_string(),
+        DEFAULT_TOKEN.to_string(),
+    );
+    fake.wait_established(1).await;
+    fake.dm("9", "42", "ping");
+    wait_texts(&fake, "9", &["ping"]).await;
+    assert_eq!(
+        bot.stats
+            .answered
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}

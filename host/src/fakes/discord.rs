@@ -126,6 +126,9 @@ pub enum RestFault {
     GlobalRateLimited(f64),
     /// This HTTP status.
     Status(u16),
+    /// Do the call, then answer 502 as if the answer were lost on the way
+    /// back (a retry without a nonce posts twice).
+    LostAnswer,
 }
 
 /// A command to the attached gateway connection.

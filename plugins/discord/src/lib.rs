@@ -278,6 +278,30 @@ fn connect(s: &Settings) -> Result<(), Error> {
     Ok(())
 }
 
+/// Discord's longest `nonce`.
+const NONCE_MAX: usize = 25;
+
+/// The nonce of this send: the host's idempotency key of the outbox
+/// message (`pincer:delivery`), cut to Discord's 25 characters, so a retry
+/// after a timeout or a crash is answered with the message already posted
+/// (`enforce_nonce`). `None` for a direct send the host has no key for:
+/// never a random nonce, which would change per retry.
+fn nonce() -> Option<String> {
+    pincer_sdk::delivery::idempotency_key().map(|k| nonce_of(&k))
+}
+
+fn nonce_of(key: &str) -> String {
+    key.chars().take(NONCE_MAX).collect()
+}
+
+/// Add `nonce` and `enforce_nonce` to a message body.
+fn with_nonce(body: &mut Value, nonce: Option<&str>) {
+    if let Some(n) = nonce {
+        body["nonce"] = json!(n);
+        body["enforce_nonce"] = json!(true);
+    }
+}
+
 /// `message_reference` for a reply to message `id`.
 fn reference(id: &str) -> Value {
     json!({"message_id": id, "fail_if_not_exists": false})
@@ -293,6 +317,7 @@ fn send_file(
     s: &Settings,
     message: &OutboundMessage,
     file: &OutboundAttachment,
+    suffix: &str,
 ) -> Result<String, Error> {
     let mut payload = json!({
         "allowed_mentions": allowed_mentions(),
@@ -304,6 +329,10 @@ fn send_file(
     if let Some(id) = message.reply_to.as_deref() {
         payload["message_reference"] = reference(id);
     }
+    // One key per outbox message: the first file gets it when there is no
+    // text, later files their own suffix.
+    let key = nonce().map(|k| nonce_of(&format!("{}{}", &k[..k.len().min(NONCE_MAX - 3)], suffix)));
+    with_nonce(&mut payload, key.as_deref());
     let path = format!("/channels/{}/messages", message.conversation.trim());
     let resp = media::Upload::new(&format!("{}{path}", s.api_base), "files[0]", file)
         .header("Authorization", &rest::authorization())
@@ -390,12 +419,13 @@ impl Channel for Discord {
             if let Some(id) = message.reply_to.as_deref() {
                 body["message_reference"] = reference(id);
             }
+            with_nonce(&mut body, nonce().as_deref());
             let path = format!("/channels/{}/messages", message.conversation.trim());
             let v = rest::call(&s.api_base, "POST", &path, Some(&body))?;
             first = Some(message_id(&v)?);
         }
-        for file in &message.attachments {
-            let id = send_file(&s, &message, file)?;
+        for (i, file) in message.attachments.iter().enumerate() {
+            let id = send_file(&s, &message, file, &format!("f{i}"))?;
             first.get_or_insert(id);
         }
         first.ok_or_else(|| Error::permanent("nothing to send: no text and no attachment"))
@@ -450,6 +480,18 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn nonces_fit_discord() {
+        assert_eq!(nonce_of("o42"), "o42");
+        let long = format!("s{}", "a".repeat(31));
+        assert_eq!(nonce_of(&long).len(), 25);
+        let mut body = json!({});
+        with_nonce(&mut body, None);
+        assert_eq!(body, json!({}), "no key: no nonce");
+        with_nonce(&mut body, Some("o42"));
+        assert_eq!(body, json!({"nonce": "o42", "enforce_nonce": true}));
     }
 
     #[test]

@@ -180,6 +180,10 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
                 )
             }
             Some(RestFault::Status(s)) => (s, json!({"message": format!("{s}: fault"), "code": 0})),
+            Some(RestFault::LostAnswer) => {
+                serve(&shared, &route, &params, &files);
+                (502, json!({"message": "502: Bad Gateway", "code": 0}))
+            }
             None => serve(&shared, &route, &params, &files),
         }
     };
