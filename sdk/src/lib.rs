@@ -34,7 +34,9 @@
 //! [`secrets`] (placeholders the host fills in), [`http`] (outbound requests
 //! through `wasi:http`, limited by the host to the plugin's allowed hosts) and
 //! [`media`] (multipart uploads of files the host holds); [`delivery`] gives
-//! a send its idempotency key (`pincer:delivery`).
+//! a send its idempotency key (`pincer:delivery`). Socket channels
+//! use [`socket`]: host-managed WebSocket sessions and timers
+//! (`pincer:socket@0.1.0`).
 
 #![warn(missing_docs)]
 
@@ -51,6 +53,7 @@ pub mod kv;
 pub mod log;
 pub mod media;
 pub mod secrets;
+pub mod socket;
 mod tool;
 
 pub use channel::{
