@@ -498,8 +498,15 @@ impl FakeDiscord {
                 WAIT_GUARD,
                 || what.to_string(),
                 || {
+                    let sent: Vec<(String, String)> = self
+                        .sent()
+                        .iter()
+                        .rev()
+                        .take(8)
+                        .map(|m| (m.channel_id.clone(), m.content.chars().take(40).collect()))
+                        .collect();
                     format!(
-                        "{} sent; {}",
+                        "{} sent (newest first: {sent:?}); {}",
                         self.sent().len(),
                         recent(&self.shared.recorder.all(), 8)
                     )

@@ -36,7 +36,7 @@ use pincer_sdk::{
 use serde_json::{Value, json};
 
 use crate::gateway::{Action, Ctx, Event, Session};
-use crate::socket::{timer, websocket};
+use pincer_sdk::socket::{self as websocket, timer};
 
 /// Default REST base.
 pub const DEFAULT_API_BASE: &str = "https://discord.com/api/v10";
@@ -133,25 +133,19 @@ fn open(url: &str, s: &Settings) {
     if websocket::info(gateway::SESSION).is_some() {
         return;
     }
-    let request = |url: &str| websocket::ConnectRequest {
-        name: gateway::SESSION.into(),
-        url: url.to_string(),
-        headers: Vec::new(),
-    };
     log::info("connecting to the Discord gateway", &[("url", url)]);
-    if let Err(e) = websocket::open(&request(url)) {
-        let e = Error::from(e);
+    if let Err(e) = websocket::open(gateway::SESSION, url, &[]) {
         let fallback = gateway::with_query(&s.gateway_url);
         log::warn(
             "opening the gateway session failed",
             &[("url", url), ("error", &e.to_string())],
         );
         if fallback != url
-            && let Err(e) = websocket::open(&request(&fallback))
+            && let Err(e) = websocket::open(gateway::SESSION, &fallback, &[])
         {
             log::error(
                 "opening the gateway session failed",
-                &[("url", &fallback), ("error", &Error::from(e).to_string())],
+                &[("url", &fallback), ("error", &e.to_string())],
             );
         }
     }
@@ -171,7 +165,7 @@ fn perform(actions: Vec<Action>, s: &Settings) -> (Vec<InboundMessage>, Option<g
                         "sending a gateway frame failed",
                         &[
                             ("op", &frame["op"].to_string()),
-                            ("error", &Error::from(e).to_string()),
+                            ("error", &e.to_string()),
                         ],
                     );
                 }
@@ -187,7 +181,7 @@ fn perform(actions: Vec<Action>, s: &Settings) -> (Vec<InboundMessage>, Option<g
                 if let Err(e) = timer::set(name, delay, repeat) {
                     log::error(
                         "setting a timer failed",
-                        &[("timer", name), ("error", &Error::from(e).to_string())],
+                        &[("timer", name), ("error", &e.to_string())],
                     );
                 }
             }
