@@ -46,9 +46,14 @@ fn widen(manifest: &str) -> String {
 /// Operator settings for the fake: the token granted by value, `api_base`
 /// and `gateway_url` at the fake, quick reconnects.
 fn settings(fake: &FakeDiscord) -> PluginSettings {
+    settings_for(fake.api_base(), fake.gateway_url(), &fake.config().token)
+}
+
+/// [`settings`] from the fake's addresses and the token.
+fn settings_for(api_base: &str, gateway_url: &str, token: &str) -> PluginSettings {
     let cfg: BTreeMap<String, String> = [
-        ("api_base", fake.api_base()),
-        ("gateway_url", fake.gateway_url()),
+        ("api_base", api_base),
+        ("gateway_url", gateway_url),
         ("reconnect_base_ms", "100"),
     ]
     .iter()
@@ -63,7 +68,7 @@ fn settings(fake: &FakeDiscord) -> PluginSettings {
         ]),
         secrets: [(
             "bot_token".to_string(),
-            SecretSource::Value(fake.config().token.clone()),
+            SecretSource::Value(token.to_string()),
         )]
         .into(),
         config: cfg,
@@ -528,4 +533,116 @@ async fn the_bare_bot_answers_through_the_fake() {
         bot.stats.errors.load(std::sync::atomic::Ordering::Relaxed),
         0
     );
+}
+
+// ----- kill -9 during traffic -----
+
+/// Env vars of [`kill_child`]: its data directory, the fake's REST base
+/// and gateway URL.
+const KILL_DIR: &str = "PINCER_DISCORD_KILL_DIR";
+const KILL_API: &str = "PINCER_DISCORD_KILL_API";
+const KILL_GW: &str = "PINCER_DISCORD_KILL_GW";
+
+/// Not a test: the gateway the kill test starts and kills (the fake lives
+/// in the parent, so it outlives every kill).
+#[test]
+#[ignore]
+fn kill_child() {
+    let (Ok(dir), Ok(api), Ok(gw)) = (
+        std::env::var(KILL_DIR),
+        std::env::var(KILL_API),
+        std::env::var(KILL_GW),
+    ) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let mut settings = settings_for(&api, &gw, DEFAULT_TOKEN);
+        settings.queue.send_interval_ms = 1;
+        settings.queue.send_burst = 1000;
+        settings.queue.retry_base_ms = 20;
+        settings.queue.retry_max_ms = 200;
+        let mut opts = pincer::gateway::launch::Options::new(Path::new(&dir));
+        opts.gateway.listen = "127.0.0.1:0".parse().unwrap();
+        opts.watch_settle = Duration::from_millis(100);
+        opts.allow_cidrs = pincer::netguard::NetGuard::parse_cidrs("127.0.0.0/8").unwrap();
+        opts.gateway.runs.sender_per_minute = u32::MAX;
+        opts.gateway.runs.sender_burst = u32::MAX;
+        opts.plugins.insert(CHANNEL.into(), settings);
+        let running = pincer::gateway::launch::start(opts).await.expect("starts");
+        println!("LISTENING {}", running.addr);
+        std::future::pending::<()>().await;
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_traffic_loses_and_doubles_nothing() {
+    const N: usize = 60;
+    const KILLS: usize = 3;
+    let fake = FakeDiscord::start(DiscordConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    install(&dir.path().join("plugins"));
+    let env = [
+        (KILL_DIR, dir.path().to_str().unwrap()),
+        (KILL_API, fake.api_base()),
+        (KILL_GW, fake.gateway_url()),
+    ];
+    let mut child = pincer_tests::gateway::ChildGateway::spawn("kill_child", &env);
+    fake.wait_established(1).await;
+    // Every message from its own user in its own DM, dispatched while the
+    // gateway is answering and being killed.
+    let mut asked = Vec::new();
+    let mut established = 1;
+    for k in 0..KILLS {
+        for i in 0..N / KILLS {
+            let n = k * (N / KILLS) + i;
+            let channel = format!("{}", 9_000 + n);
+            let id = fake.dm(&channel, &format!("{}", 8_000 + n), &format!("m{n}"));
+            asked.push((channel, id, format!("m{n}")));
+        }
+        // Kill once a few of this round are answered, mid-traffic.
+        let target = k * (N / KILLS) + 3;
+        fake.wait_sent("answers before the kill", |s| s.len() >= target)
+            .await;
+        child.kill();
+        child = pincer_tests::gateway::ChildGateway::spawn("kill_child", &env);
+        established += 1;
+        fake.wait_established(established).await;
+    }
+    let sent = fake
+        .wait_sent("every message answered", |s| {
+            asked
+                .iter()
+                .all(|(c, _, _)| s.iter().any(|m| &m.channel_id == c))
+        })
+        .await;
+    // Settle: the outbox may still retry an in-doubt send; the fake's
+    // nonce answers it with the message already posted.
+    let stats = fake.gateway_stats();
+    child.kill();
+    for (channel, id, text) in &asked {
+        let replies: Vec<&SentMessage> = sent.iter().filter(|m| &m.channel_id == channel).collect();
+        assert_eq!(
+            replies.len(),
+            1,
+            "{channel} answered {} times",
+            replies.len()
+        );
+        assert_eq!(&replies[0].content, text);
+        assert_eq!(replies[0].reply_to.as_deref(), Some(id.as_str()));
+    }
+    let all = fake.sent();
+    assert_eq!(
+        all.len(),
+        N,
+        "messages beyond one per question: {}",
+        all.len()
+    );
+    // Every restart resumed the session from the kv the plugin kept.
+    assert_eq!(stats.identifies.len(), 1, "{stats:?}");
+    assert_eq!(stats.resumes.len(), KILLS, "{stats:?}");
 }
