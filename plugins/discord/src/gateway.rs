@@ -84,13 +84,21 @@ pub struct Session {
     /// The last dispatch sequence number seen (sent in heartbeats).
     pub seq: Option<u64>,
     /// The last sequence number whose messages the host has committed: the
-    /// `seq` as it was when the current event arrived (the host commits an
-    /// event's messages before delivering the next one). Resume sends this,
-    /// so a crash between this plugin seeing an event and the host
-    /// committing it replays the event (the inbox drops the duplicate)
-    /// instead of losing it.
+    /// `seq` as it was when the next event of the same connection (or its
+    /// close) arrived, since the host commits an event's messages before
+    /// delivering the next one. Resume sends this, so a crash between this
+    /// plugin seeing an event and the host committing it replays the event
+    /// (the inbox drops the duplicate) instead of losing it.
     #[serde(default)]
     pub committed_seq: Option<u64>,
+    /// Connections opened so far (`WS-OPEN`s seen).
+    #[serde(default)]
+    pub conn: u64,
+    /// The connection `seq` was last advanced on. Only a later event of
+    /// that connection proves it committed: after a crash the first events
+    /// come on a new connection, and the old `seq` may never have been.
+    #[serde(default)]
+    pub seq_conn: u64,
     /// READY's `resume_gateway_url`.
     pub resume_url: Option<String>,
     /// The bot's user id (READY's `user.id`, or `/users/@me`).
@@ -252,7 +260,11 @@ pub fn heartbeat(session: &Session) -> Value {
 /// Advance the state machine by one event.
 pub fn step(session: &mut Session, event: Event, ctx: &Ctx) -> Vec<Action> {
     let mut out = Vec::new();
-    session.committed_seq = session.seq;
+    if event == Event::Open {
+        session.conn += 1;
+    } else if session.seq_conn == session.conn {
+        session.committed_seq = session.seq;
+    }
     match event {
         Event::Open => {
             session.heartbeat_ms = None;
@@ -321,6 +333,7 @@ fn on_frame(session: &mut Session, text: &str, ctx: &Ctx, out: &mut Vec<Action>)
     };
     if let Some(s) = frame["s"].as_u64() {
         session.seq = Some(session.seq.map_or(s, |old| old.max(s)));
+        session.seq_conn = session.conn;
     }
     let d = frame.get("d").cloned().unwrap_or(Value::Null);
     match frame["op"].as_u64() {
@@ -511,6 +524,20 @@ mod tests {
         assert_eq!((s.seq, s.committed_seq), (Some(5), Some(1)));
         step(&mut s, text(json!({"op": 11})), &ctx());
         assert_eq!(s.committed_seq, Some(5));
+        // A crash after seeing 6 (never committed): the next process's
+        // first events come on a new connection and do not commit 6.
+        step(
+            &mut s,
+            text(json!({"op": 0, "s": 6, "t": "MESSAGE_CREATE", "d": {}})),
+            &ctx(),
+        );
+        step(&mut s, Event::Open, &ctx());
+        let a = step(&mut s, hello(), &ctx());
+        assert_eq!(s.committed_seq, Some(5));
+        let Action::Send(resume) = &a[1] else {
+            panic!("{a:?}")
+        };
+        assert_eq!(resume["d"]["seq"], 5, "event 6 is replayed");
     }
 
     #[test]
