@@ -75,14 +75,15 @@ async fn all_answered(fake: &FakeDiscord) -> Vec<Call> {
     fake.wait_for_calls("create_message", n).await
 }
 
-/// A warm-up DM, the burst, then the sequential phase; DM channels get
-/// fresh ids from `next`.
+/// A warm-up DM, the burst, then the sequential phase; every message
+/// comes from its own user in its own DM channel (fresh ids from `next`).
 async fn drive(fake: &FakeDiscord, sizes: &Sizes, next: &mut u64) -> anyhow::Result<Measured> {
     let mut channel = || {
         *next += 1;
         next.to_string()
     };
-    fake.dm(&channel(), "42", "warm");
+    let c = channel();
+    fake.dm(&c, &c, "warm");
     fake.wait_for_sent(1).await;
     fake.clear();
 
@@ -90,7 +91,8 @@ async fn drive(fake: &FakeDiscord, sizes: &Sizes, next: &mut u64) -> anyhow::Res
     for i in 0..sizes.messages {
         let text = format!("b{i}");
         created.push((text.clone(), Instant::now()));
-        fake.dm(&channel(), "42", &text);
+        let c = channel();
+        fake.dm(&c, &c, &text);
     }
     fake.wait_for_sent(sizes.messages).await;
     let burst = flow(&created, &receipts(&all_answered(fake).await, text))?;
@@ -100,7 +102,8 @@ async fn drive(fake: &FakeDiscord, sizes: &Sizes, next: &mut u64) -> anyhow::Res
     for i in 0..sizes.sequential {
         let text = format!("s{i}");
         created.push((text.clone(), Instant::now()));
-        fake.dm(&channel(), "42", &text);
+        let c = channel();
+        fake.dm(&c, &c, &text);
         fake.wait_for_sent(i + 1).await;
     }
     let sequential = flow(&created, &receipts(&all_answered(fake).await, text))?;
