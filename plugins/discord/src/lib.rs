@@ -163,10 +163,7 @@ fn perform(actions: Vec<Action>, s: &Settings) -> (Vec<InboundMessage>, Option<g
                 if let Err(e) = websocket::send_text(gateway::SESSION, &frame.to_string()) {
                     log::warn(
                         "sending a gateway frame failed",
-                        &[
-                            ("op", &frame["op"].to_string()),
-                            ("error", &e.to_string()),
-                        ],
+                        &[("op", &frame["op"].to_string()), ("error", &e.to_string())],
                     );
                 }
             }
