@@ -36,8 +36,8 @@ fn install(plugins: &Path) {
 
 fn widen(manifest: &str) -> String {
     let widened = manifest.replace(
-        r#"allowed_hosts = ["https://discord.com", "wss://gateway.discord.gg", "https://cdn.discordapp.com"]"#,
-        r#"allowed_hosts = ["https://discord.com", "wss://gateway.discord.gg", "https://cdn.discordapp.com", "http://127.0.0.1:*", "ws://127.0.0.1:*"]"#,
+        r#"allowed_hosts = ["https://discord.com", "wss://gateway.discord.gg", "wss://*.discord.gg", "https://cdn.discordapp.com"]"#,
+        r#"allowed_hosts = ["https://discord.com", "wss://gateway.discord.gg", "wss://*.discord.gg", "https://cdn.discordapp.com", "http://127.0.0.1:*", "ws://127.0.0.1:*"]"#,
     );
     assert_ne!(manifest, widened, "the manifest's allowed_hosts line moved");
     widened
@@ -80,6 +80,14 @@ fn settings_for(api_base: &str, gateway_url: &str, token: &str) -> PluginSetting
 
 /// A gateway (token `secret`) serving the discord channel with `settings`.
 async fn gateway(settings: PluginSettings) -> TestGateway {
+    gateway_with(settings, |_| {}).await
+}
+
+/// [`gateway`], with `tune` adjusting the options.
+async fn gateway_with(
+    settings: PluginSettings,
+    tune: impl FnOnce(&mut pincer::gateway::launch::Options),
+) -> TestGateway {
     let dir = tempfile::tempdir().unwrap();
     install(&dir.path().join("plugins"));
     let mut opts = pincer::gateway::launch::Options::new(dir.path());
@@ -88,6 +96,7 @@ async fn gateway(settings: PluginSettings) -> TestGateway {
     opts.watch_settle = Duration::from_millis(100);
     opts.allow_cidrs = pincer::netguard::NetGuard::parse_cidrs("127.0.0.0/8").unwrap();
     opts.plugins.insert(CHANNEL.into(), settings);
+    tune(&mut opts);
     TestGateway::start_with(opts, dir).await
 }
 
@@ -328,6 +337,27 @@ async fn op7_reconnect_resumes_and_op9_identifies_again() {
     assert_eq!(stats.identifies.len(), 2, "{stats:?}");
     fake.dm("700", "42", "after op 9");
     wait_texts(&fake, "700", &["after op 7", "after op 9"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_stream_by_editing_in_place_with_typing_shown() {
+    let fake = FakeDiscord::start(DiscordConfig::default()).await;
+    let _g = gateway_with(settings(&fake), |o| o.agent.echo_word_delay_ms = 300).await;
+    fake.wait_established(1).await;
+    let words = "one two three four five six seven eight";
+    fake.dm("700", "42", words);
+    let sent = fake
+        .wait_sent("the streamed reply complete", |s| {
+            s.len() == 1 && s[0].content == words && s[0].edits > 0
+        })
+        .await;
+    // One message, opened early and edited until it read the whole answer.
+    assert_eq!(sent.len(), 1);
+    let edits = fake.calls_of("edit_message");
+    assert!(!edits.is_empty());
+    assert!(edits.iter().all(|c| c.status == Some(200)));
+    assert_eq!(fake.calls_of("create_message")[0].status, Some(200));
+    assert!(fake.typing().iter().any(|c| c == "700"), "no typing shown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,7 +21,7 @@ use crate::plugins::PluginSettings;
 use crate::plugins::manifest::SecretSource;
 
 /// The shipped Discord manifest's host list.
-const DISCORD_HOSTS: &str = r#"allowed_hosts = ["https://discord.com", "wss://gateway.discord.gg", "https://cdn.discordapp.com"]"#;
+const DISCORD_HOSTS: &str = r#"allowed_hosts = ["https://discord.com", "wss://gateway.discord.gg", "wss://*.discord.gg", "https://cdn.discordapp.com"]"#;
 
 /// Install the bundled discord plugin with its hosts widened to loopback.
 fn install(plugins: &Path) -> anyhow::Result<()> {
