@@ -172,6 +172,23 @@ pub async fn channels(sizes: Sizes, isolate: bool) -> anyhow::Result<Report> {
     })
 }
 
+/// Only the Discord rows of the throughput table (through the gateway and
+/// the bare bot, in this run). Returns (and prints) the table.
+pub async fn discord_only(sizes: Sizes) -> anyhow::Result<String> {
+    crate::gateway::fdlimit::raise();
+    let dc = discord::gateway(&sizes).await?;
+    let dc_bare = discord::bare(&sizes).await?;
+    let table = throughput_table(&[(
+        "Discord",
+        &dc,
+        &dc_bare,
+        "MESSAGE_CREATE",
+        "POST /channels/{id}/messages",
+    )]);
+    println!("{table}");
+    Ok(table)
+}
+
 /// Only the sockets section: `sessions` idle host-managed sessions
 /// through the gateway and as plain client sockets (each in a child
 /// process when `isolate`). Returns (and prints) the table.
