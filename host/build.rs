@@ -18,6 +18,7 @@ const BUNDLED: &[(&str, &str)] = &[
     ("telegram", "telegram"),
     ("whatsapp", "whatsapp"),
     ("matrix", "matrix"),
+    ("discord", "discord"),
 ];
 /// Plugins built for the test suite only.
 const TESTING: &[(&str, &str)] = &[

@@ -132,6 +132,9 @@ enum Command {
         /// 200 with `--quick`).
         #[arg(long)]
         sockets: Option<Option<usize>>,
+        /// Run only the Discord throughput rows (`channels` only).
+        #[arg(long, conflicts_with = "sockets")]
+        discord: bool,
     },
 }
 
@@ -583,6 +586,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             part,
             store,
             sockets,
+            discord,
         } => match what {
             BenchWhat::Plugins
             | BenchWhat::Gateway
@@ -613,6 +617,11 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                 } else {
                     Sizes::full()
                 };
+                if discord {
+                    return pincer::bench::channels::discord_only(sizes)
+                        .await
+                        .map(|_| std::process::ExitCode::SUCCESS);
+                }
                 if let Some(n) = sockets {
                     let n = n.unwrap_or(sizes.sessions);
                     return pincer::bench::channels::sockets_only(n, true)
@@ -621,9 +630,9 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                 }
                 channels(sizes, true).await.map(|_| ())
             }
-            _ if quick || smoke || part.is_some() || sockets.is_some() => {
+            _ if quick || smoke || part.is_some() || sockets.is_some() || discord => {
                 anyhow::bail!(
-                    "--quick, --smoke, --part and --sockets apply to `pincer bench channels` only"
+                    "--quick, --smoke, --part, --sockets and --discord apply to `pincer bench channels` only"
                 )
             }
             BenchWhat::Plugins => pincer::bench::plugins::plugins().await,

@@ -45,7 +45,8 @@ async fn bundled_plugins_load_and_answer() {
             "http-fetch",
             "telegram",
             "whatsapp",
-            "matrix"
+            "matrix",
+            "discord"
         ]
     );
     let failures = t.runtime.load_dir().await.unwrap();
@@ -57,6 +58,7 @@ async fn bundled_plugins_load_and_answer() {
         names,
         [
             "clock",
+            "discord",
             "echo",
             "http-fetch",
             "matrix",

@@ -508,6 +508,7 @@ impl ChannelRunner {
         } else {
             self.after_call(inst, &r);
         }
+        self.note_config_error(&r);
         let mut response = r.map_err(|e| self.call_err(e))?;
         let messages: Vec<Inbound> = std::mem::take(&mut response.messages)
             .into_iter()
@@ -538,6 +539,22 @@ impl ChannelRunner {
     /// Pushes refused by host-side verification, per reason.
     pub fn verify_stats(&self) -> &VerifyStats {
         &self.verify_stats
+    }
+
+    /// A `config` or `auth` error from `handle-webhook` (a socket channel
+    /// told by its platform that retrying is wrong, such as Discord's close
+    /// 4004) becomes the channel's `lastError`, so `channels.status` shows
+    /// it while the channel keeps running.
+    fn note_config_error<T>(&self, r: &Result<T, CallError>) {
+        if let Err(CallError::Plugin {
+            error: error @ (PluginError::Config { .. } | PluginError::Auth { .. }),
+            ..
+        }) = r
+        {
+            let error = error.to_string();
+            tracing::error!(channel = %self.name, %error, "the channel reported a configuration error");
+            self.update(|s| s.last_error = Some(error));
+        }
     }
 
     fn after_call<T>(&self, inst: Instance, r: &Result<T, CallError>) {

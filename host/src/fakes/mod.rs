@@ -11,6 +11,8 @@
 //! - [`telegram`]: the Telegram Bot API ([`telegram::FakeTelegram`]).
 //! - [`whatsapp`]: the WhatsApp Cloud API on Meta's Graph
 //!   ([`whatsapp::FakeWhatsApp`]) and signed webhook pushes.
+//! - [`discord`]: Discord's REST API and Gateway WebSocket
+//!   ([`discord::FakeDiscord`]).
 //! - [`bare_bot`]: gateway-less bots answering through the fakes, the
 //!   baselines of `pincer bench channels`.
 //! - [`recorder`]: the call record both fakes keep.
@@ -22,6 +24,7 @@
 //! [`WAIT_GUARD`] (generous, so a loaded machine never trips it).
 
 pub mod bare_bot;
+pub mod discord;
 pub mod faults;
 pub mod multipart;
 pub mod recorder;

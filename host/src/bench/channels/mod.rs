@@ -5,6 +5,8 @@
 //!
 //! - [`throughput`]: messages per second and creation → answer latency for
 //!   Telegram (poll and webhook) and WhatsApp;
+//! - [`discord`]: the same for Discord (Gateway WebSocket held by the
+//!   host, replies by REST);
 //! - [`density`]: many idle long-polling Telegram bots: memory per bot and
 //!   idle CPU, at two sizes to separate fixed from per-bot cost;
 //! - [`sockets`]: memory per idle host-managed WebSocket session (one
@@ -16,6 +18,7 @@
 //! (copied into `BENCHMARKS.md`).
 
 mod density;
+mod discord;
 mod procstat;
 mod setup;
 mod sockets;
@@ -111,7 +114,9 @@ pub async fn channels(sizes: Sizes, isolate: bool) -> anyhow::Result<Report> {
     let tg_bare = throughput::telegram_bare(&sizes).await?;
     let wa = throughput::whatsapp(&sizes).await?;
     let wa_bare = throughput::whatsapp_bare(&sizes).await?;
-    for m in [&tg_poll, &tg_hook, &wa] {
+    let dc = discord::gateway(&sizes).await?;
+    let dc_bare = discord::bare(&sizes).await?;
+    for m in [&tg_poll, &tg_hook, &wa, &dc] {
         answered += m.burst.n + m.sequential.n;
     }
     out.push_str(&throughput_table(&[
@@ -130,6 +135,13 @@ pub async fn channels(sizes: Sizes, isolate: bool) -> anyhow::Result<Report> {
             "sendMessage",
         ),
         ("WhatsApp", &wa, &wa_bare, "push", "messages"),
+        (
+            "Discord",
+            &dc,
+            &dc_bare,
+            "MESSAGE_CREATE",
+            "POST /channels/{id}/messages",
+        ),
     ]));
 
     let mut runs = Vec::new();
@@ -158,6 +170,23 @@ pub async fn channels(sizes: Sizes, isolate: bool) -> anyhow::Result<Report> {
         answered,
         polling,
     })
+}
+
+/// Only the Discord rows of the throughput table (through the gateway and
+/// the bare bot, in this run). Returns (and prints) the table.
+pub async fn discord_only(sizes: Sizes) -> anyhow::Result<String> {
+    crate::gateway::fdlimit::raise();
+    let dc = discord::gateway(&sizes).await?;
+    let dc_bare = discord::bare(&sizes).await?;
+    let table = throughput_table(&[(
+        "Discord",
+        &dc,
+        &dc_bare,
+        "MESSAGE_CREATE",
+        "POST /channels/{id}/messages",
+    )]);
+    println!("{table}");
+    Ok(table)
 }
 
 /// Only the sockets section: `sessions` idle host-managed sessions

@@ -29,7 +29,7 @@ const WA_HOSTS: &str =
     r#"allowed_hosts = ["https://graph.facebook.com", "https://lookaside.fbsbx.com"]"#;
 
 /// The bundled component and manifest of plugin `name`.
-fn bundled(name: &str) -> anyhow::Result<(&'static [u8], &'static str)> {
+pub(super) fn bundled(name: &str) -> anyhow::Result<(&'static [u8], &'static str)> {
     crate::bundled::BUNDLED
         .iter()
         .find(|(n, _, _)| *n == name)
@@ -38,7 +38,7 @@ fn bundled(name: &str) -> anyhow::Result<(&'static [u8], &'static str)> {
 }
 
 /// Replace `from` in `manifest`, failing if the shipped text moved.
-fn rewrite(manifest: &str, from: &str, to: &str, what: &str) -> anyhow::Result<String> {
+pub(super) fn rewrite(manifest: &str, from: &str, to: &str, what: &str) -> anyhow::Result<String> {
     anyhow::ensure!(
         manifest.contains(from),
         "the bundled {what} manifest no longer contains `{from}`"
@@ -90,7 +90,7 @@ pub(super) fn install_whatsapp(plugins: &Path, fake_base: &str) -> anyhow::Resul
 
 /// An outbound HTTP budget that never binds: the throughput runs measure
 /// the gateway, not the default 20 requests/s per plugin.
-fn unmetered() -> Option<HttpOverrides> {
+pub(super) fn unmetered() -> Option<HttpOverrides> {
     Some(HttpOverrides {
         rate_per_sec: Some(1_000_000),
         burst: Some(1_000_000),

@@ -56,7 +56,7 @@ pub(super) struct Measured {
 }
 
 /// Latencies and rate from creation times and receipt times by text.
-fn flow(created: &[(String, Instant)], answers: &Answers) -> anyhow::Result<Flow> {
+pub(super) fn flow(created: &[(String, Instant)], answers: &Answers) -> anyhow::Result<Flow> {
     let receipts = &answers.first;
     let mut lat = Vec::with_capacity(created.len());
     let mut last = None::<Instant>;
@@ -87,7 +87,7 @@ fn flow(created: &[(String, Instant)], answers: &Answers) -> anyhow::Result<Flow
 }
 
 /// The accepted answers of a phase.
-struct Answers {
+pub(super) struct Answers {
     /// When the first answer carrying each text arrived.
     first: HashMap<String, Instant>,
     /// Accepted answers beyond the first for one text.
@@ -95,7 +95,7 @@ struct Answers {
 }
 
 /// The accepted answers among `calls`, by their text.
-fn receipts(calls: &[Call], text: impl Fn(&Call) -> Option<&str>) -> Answers {
+pub(super) fn receipts(calls: &[Call], text: impl Fn(&Call) -> Option<&str>) -> Answers {
     let mut first = HashMap::new();
     let mut doubled = 0;
     for c in calls.iter().filter(|c| c.status.is_some_and(|s| s < 300)) {
