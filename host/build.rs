@@ -17,6 +17,7 @@ const BUNDLED: &[(&str, &str)] = &[
     ("http-fetch", "http-fetch"),
     ("telegram", "telegram"),
     ("whatsapp", "whatsapp"),
+    ("slack", "slack"),
 ];
 /// Plugins built for the test suite only.
 const TESTING: &[(&str, &str)] = &[

@@ -39,7 +39,14 @@ async fn bundled_plugins_load_and_answer() {
     let written = pincer::bundled::install(&t.plugins_dir(), false).unwrap();
     assert_eq!(
         written,
-        ["echo", "clock", "http-fetch", "telegram", "whatsapp"]
+        [
+            "echo",
+            "clock",
+            "http-fetch",
+            "telegram",
+            "whatsapp",
+            "slack"
+        ]
     );
     let failures = t.runtime.load_dir().await.unwrap();
     assert!(failures.is_empty(), "failures: {failures:?}");
@@ -48,7 +55,14 @@ async fn bundled_plugins_load_and_answer() {
     let names: Vec<_> = list.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(
         names,
-        ["clock", "echo", "http-fetch", "telegram", "whatsapp"]
+        [
+            "clock",
+            "echo",
+            "http-fetch",
+            "slack",
+            "telegram",
+            "whatsapp"
+        ]
     );
     for p in &list {
         assert_eq!(p.state, PluginState::Loaded, "{p:?}");

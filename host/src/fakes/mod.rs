@@ -11,6 +11,8 @@
 //! - [`telegram`]: the Telegram Bot API ([`telegram::FakeTelegram`]).
 //! - [`whatsapp`]: the WhatsApp Cloud API on Meta's Graph
 //!   ([`whatsapp::FakeWhatsApp`]) and signed webhook pushes.
+//! - [`slack`]: Slack's Web API, signed Events API pushes and Socket
+//!   Mode ([`slack::FakeSlack`]).
 //! - [`bare_bot`]: gateway-less bots answering through the fakes, the
 //!   baselines of `pincer bench channels`.
 //! - [`recorder`]: the call record both fakes keep.
@@ -26,6 +28,7 @@ pub mod faults;
 pub mod multipart;
 pub mod recorder;
 mod server;
+pub mod slack;
 pub mod telegram;
 mod wait;
 pub mod whatsapp;
