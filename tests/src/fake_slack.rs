@@ -44,10 +44,20 @@ pub fn install(plugins: &Path, fake_base: &str) {
 /// The operator's settings for the fake's workspace under `policy`, with
 /// `extra` config entries (`mode`).
 pub fn settings(slack: &FakeSlack, policy: DmPolicy, extra: &[(&str, &str)]) -> PluginSettings {
-    let c = slack.config();
+    settings_for(slack.config(), &slack.api_url(), policy, extra)
+}
+
+/// [`settings`] from the fake's configuration and Web API URL (for a
+/// gateway in a child process, which has no handle on the fake).
+pub fn settings_for(
+    c: &SlackConfig,
+    api_url: &str,
+    policy: DmPolicy,
+    extra: &[(&str, &str)],
+) -> PluginSettings {
     let secret = |v: &str| SecretSource::Value(v.to_string());
     let mut config: std::collections::BTreeMap<String, String> =
-        [("api_base".to_string(), slack.api_url())].into();
+        [("api_base".to_string(), api_url.to_string())].into();
     for (k, v) in extra {
         config.insert(k.to_string(), v.to_string());
     }

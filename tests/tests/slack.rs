@@ -498,3 +498,246 @@ async fn a_wrong_bot_token_is_a_clear_auth_error_at_start() {
     );
     assert!(e.to_string().contains("invalid_auth"), "{e}");
 }
+
+/// Env vars of [`slack_kill_child`]: its data directory and the fake's
+/// Web API URL.
+const KILL_DIR: &str = "PINCER_SLACK_KILL_DIR";
+const KILL_API: &str = "PINCER_SLACK_KILL_API";
+
+/// Not a test: the gateway the kill -9 test starts and kills, serving the
+/// Slack channel (Events API) from the data directory in `KILL_DIR`
+/// against the fake at `KILL_API`. Replies stream by `chat.update` (the
+/// echo agent writes word by word), so kills land between pushes, posts,
+/// edits and the final commits.
+#[test]
+#[ignore]
+fn slack_kill_child() {
+    let (Ok(dir), Ok(api)) = (std::env::var(KILL_DIR), std::env::var(KILL_API)) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if let Ok(f) = std::fs::File::create(std::path::Path::new(&dir).join("child.log")) {
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::sync::Mutex::new(f))
+            .with_ansi(false)
+            .try_init();
+    }
+    rt.block_on(async move {
+        let mut settings = pincer_tests::fake_slack::settings_for(
+            &SlackConfig::default(),
+            &api,
+            DmPolicy::Open,
+            &[],
+        );
+        settings.queue = pincer::channels::QueueSettings {
+            send_interval_ms: 1,
+            send_burst: 1000,
+            retry_base_ms: 20,
+            retry_max_ms: 200,
+            ..Default::default()
+        };
+        // The default 20 requests/s per plugin would pace the replies,
+        // not test them.
+        settings.http = Some(pincer::plugins::limits::HttpOverrides {
+            rate_per_sec: Some(100_000),
+            burst: Some(100_000),
+            max_response_bytes: None,
+        });
+        let mut opts = pincer::gateway::launch::Options::new(std::path::Path::new(&dir));
+        opts.gateway.listen = "127.0.0.1:0".parse().expect("addr");
+        opts.watch_settle = Duration::from_millis(100);
+        opts.allow_cidrs =
+            pincer::netguard::NetGuard::parse_cidrs("127.0.0.0/8").expect("loopback range");
+        opts.plugins.insert("slack".into(), settings);
+        opts.gateway.runs.sender_per_minute = u32::MAX;
+        opts.gateway.runs.sender_burst = u32::MAX;
+        opts.agent.echo_word_delay_ms = 5;
+        let running = pincer::gateway::launch::start(opts).await.expect("starts");
+        println!("LISTENING {}", running.addr);
+        std::future::pending::<()>().await;
+    });
+}
+
+/// The DM channels whose reply had a send in flight in the store (after a
+/// kill: in doubt, Slack may or may not have taken it).
+fn in_doubt(store: &pincer::store::SqliteStore) -> std::collections::BTreeSet<String> {
+    use pincer::store::{InboxStore, OutboxStore};
+    let mut out: std::collections::BTreeSet<String> = store
+        .outbox_in_doubt("slack")
+        .expect("outbox in doubt")
+        .into_iter()
+        .map(|i| i.conversation)
+        .collect();
+    for item in store.inbox_pending("slack", 0, 100_000).expect("inbox") {
+        let sending = store
+            .inbox_progress(item.seq)
+            .expect("progress")
+            .and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok())
+            .is_some_and(|p| p["sending"] == true);
+        if sending {
+            out.insert(item.conversation);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_traffic_loses_nothing_and_doubles_only_sends_cut_in_flight() {
+    use pincer::store::{InboxStore, OutboxStore};
+    use pincer_tests::gateway::ChildGateway;
+
+    const N: usize = 60;
+    let slack = FakeSlack::start(SlackConfig::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    pincer_tests::fake_slack::install(&dir.path().join("plugins"), slack.base_url());
+    let api = slack.api_url();
+    let env = [
+        (KILL_DIR, dir.path().to_str().expect("utf-8")),
+        (KILL_API, api.as_str()),
+    ];
+    let hook = |gw: &ChildGateway| format!("http://{}/channels/slack/webhook", gw.addr);
+    let user = |i: usize| format!("U0KILL{i:04}");
+    let text = |i: usize| format!("m{i:03} one two three four five");
+    let pushes: Vec<_> = (0..N).map(|i| slack.dm(&user(i), &text(i))).collect();
+    let store = pincer::store::SqliteStore::open(&dir.path().join(pincer::store::DB_FILE));
+    let mut gw = ChildGateway::spawn("slack_kill_child", &env);
+    let store = match store {
+        Ok(s) => s,
+        Err(_) => {
+            pincer::store::SqliteStore::open(&dir.path().join(pincer::store::DB_FILE)).expect("db")
+        }
+    };
+    let mut doubt: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut unacked: Vec<usize> = Vec::new();
+
+    // The first half, acknowledged before any kill.
+    for (i, p) in pushes.iter().enumerate().take(N / 2) {
+        let a = slack.push(&hook(&gw), p).await;
+        if a.status != 200 {
+            let log = std::fs::read_to_string(dir.path().join("child.log")).unwrap_or_default();
+            let tail: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .collect();
+            panic!("push {i}: {} {}\n{}", a.status, a.body, tail.join("\n"));
+        }
+    }
+    let answered = |slack: &FakeSlack| {
+        slack
+            .posted_all()
+            .iter()
+            .filter(|m| m.current.ends_with("five"))
+            .count()
+    };
+    let mut next = N / 2;
+    for kill_at in [8, 30] {
+        // Wait for some answers, then kill -9 while the second half is
+        // still being pushed.
+        while next < N && answered(&slack) < kill_at {
+            let a = slack.push(&hook(&gw), &pushes[next]).await;
+            assert_eq!(a.status, 200, "push {next}: {}", a.body);
+            next += 1;
+        }
+        slack
+            .wait_until(&format!("{kill_at} answers"), || {
+                (answered(&slack) >= kill_at).then_some(())
+            })
+            .await;
+        let url = hook(&gw);
+        let in_flight = next.min(N);
+        let burst: Vec<_> = (in_flight..(in_flight + 5).min(N)).collect();
+        let pushing = {
+            let bodies: Vec<_> = burst.iter().map(|&i| pushes[i].body.clone()).collect();
+            let client = reqwest::Client::new();
+            let secret = slack.config().signing_secret.clone();
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                for b in bodies {
+                    let ts = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs() as i64)
+                        .unwrap_or(0);
+                    let status = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .header("x-slack-request-timestamp", ts.to_string())
+                        .header(
+                            "x-slack-signature",
+                            pincer::fakes::slack::sign(secret.as_bytes(), ts, &b),
+                        )
+                        .body(b.to_vec())
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0);
+                    out.push(status);
+                }
+                out
+            })
+        };
+        gw.kill();
+        for c in in_doubt(&store) {
+            *doubt.entry(c).or_insert(0) += 1;
+        }
+        let statuses = pushing.await.expect("pusher");
+        for (&i, status) in burst.iter().zip(statuses) {
+            if status != 200 {
+                unacked.push(i);
+            }
+        }
+        next = (in_flight + 5).min(N);
+        gw = ChildGateway::spawn("slack_kill_child", &env);
+        // Slack retries what was not acknowledged, and here also
+        // redelivers everything acknowledged so far: all deduplicated.
+        for i in (0..next).filter(|i| !unacked.contains(i)) {
+            let a = slack
+                .push_raw(&hook(&gw), &pushes[i].body, Signing::Valid, Some(1))
+                .await;
+            assert_eq!(a.status, 200, "redelivery {i}: {}", a.body);
+        }
+        for i in std::mem::take(&mut unacked) {
+            let a = slack
+                .push_raw(&hook(&gw), &pushes[i].body, Signing::Valid, Some(1))
+                .await;
+            assert_eq!(a.status, 200, "retry {i}: {}", a.body);
+        }
+    }
+    for (i, p) in pushes.iter().enumerate().skip(next) {
+        let a = slack.push(&hook(&gw), p).await;
+        assert_eq!(a.status, 200, "push {i}: {}", a.body);
+    }
+    // Every DM ends with exactly its answer.
+    for i in 0..N {
+        slack.wait_for_text(&dm_channel(&user(i)), &text(i)).await;
+    }
+    pincer_tests::exactly_once::until(&store, "the inbox settled and the outbox drained", || {
+        store.inbox_stats("slack").map(|s| s.pending).unwrap_or(1) == 0
+            && store.outbox_stats("slack").map(|s| s.depth).unwrap_or(1) == 0
+    })
+    .await;
+    gw.kill();
+    for i in 0..N {
+        let dm = dm_channel(&user(i));
+        let posts = slack.posted(&dm);
+        let allowed = 1 + doubt.get(&dm).copied().unwrap_or(0);
+        assert!(
+            !posts.is_empty() && posts.len() <= allowed,
+            "{dm}: {} posts (in doubt at {} kills): {:?}",
+            posts.len(),
+            allowed - 1,
+            posts.iter().map(|p| &p.current).collect::<Vec<_>>()
+        );
+        assert!(posts.iter().any(|p| p.current == text(i)), "{dm}");
+    }
+    let doubled = (0..N)
+        .filter(|&i| slack.posted(&dm_channel(&user(i))).len() > 1)
+        .count();
+    eprintln!(
+        "kill -9 x2: {N} DMs answered, {} in doubt at a kill, {doubled} sent twice",
+        doubt.len()
+    );
+}

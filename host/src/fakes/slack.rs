@@ -561,6 +561,15 @@ impl FakeSlack {
             .await
     }
 
+    /// Wait until `check` (re-run after every change the fake sees)
+    /// returns `Some`.
+    ///
+    /// # Panics
+    /// After the hang guard, with `what`.
+    pub async fn wait_until<T>(&self, what: &str, check: impl FnMut() -> Option<T>) -> T {
+        self.until(|| what.to_string(), check).await
+    }
+
     /// Wait until the bot has posted `n` messages in `channel`.
     ///
     /// # Panics

@@ -28,7 +28,7 @@ pub mod settings;
 
 use pincer_sdk::{
     Capabilities, Channel, Config, DownloadRequest, Error, OutboundAttachment, OutboundMessage,
-    ReceiveMode, StreamStyle, TextFormat, WebhookRequest, WebhookResponse, log, media, secrets,
+    ReceiveMode, StreamStyle, TextFormat, WebhookRequest, WebhookResponse, kv, log, media, secrets,
 };
 use serde_json::{Value, json};
 
@@ -115,6 +115,44 @@ fn post_text(s: &Settings, message: &OutboundMessage, text: &str) -> Result<Stri
     )?)
 }
 
+/// How long an `auth.test` answer is reused by new instances of the
+/// account (each instance starts with it; Slack need not hear it each time).
+pub const IDENTITY_TTL_MS: u64 = 10 * 60 * 1000;
+
+/// The bot's identity as cached in the account's key-value store.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CachedMe {
+    api_base: String,
+    at_ms: u64,
+    me: Me,
+}
+
+/// Who the bot is: a recent `auth.test` answer of this account, or a new
+/// one (which also checks the token).
+fn identity(api_base: &str) -> Result<Me, Error> {
+    const KEY: &str = "auth/me";
+    let now = pincer_sdk::clock::now_ms();
+    if let Ok(Some(c)) = kv::get_json::<CachedMe>(KEY)
+        && c.api_base == api_base
+        && now.saturating_sub(c.at_ms) < IDENTITY_TTL_MS
+    {
+        return Ok(c.me);
+    }
+    let me = auth_test(api_base)?;
+    let cached = CachedMe {
+        api_base: api_base.to_string(),
+        at_ms: now,
+        me: me.clone(),
+    };
+    if let Err(e) = kv::set_json(KEY, &cached) {
+        log::warn(
+            "caching the bot identity failed",
+            &[("error", &e.to_string())],
+        );
+    }
+    Ok(me)
+}
+
 /// Learn who the bot is; an auth error when the token is refused.
 fn auth_test(api_base: &str) -> Result<Me, Error> {
     let me = api::post_json(&format!("{api_base}/auth.test"), api::BOT_TOKEN, &json!({}))?;
@@ -162,7 +200,7 @@ impl Channel for Slack {
                 "mode = \"events\" needs the secret `signing_secret` (Basic Information > Signing Secret) to verify pushes",
             ));
         }
-        let me = auth_test(&api_base)?;
+        let me = identity(&api_base)?;
         Settings { mode, api_base, me }.install();
         Ok(())
     }

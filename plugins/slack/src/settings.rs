@@ -19,7 +19,7 @@ pub enum Mode {
 }
 
 /// Who the bot is (from `auth.test`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Me {
     /// The bot user's id (`U…`): mentions are `<@U…>`.
     pub user_id: String,
