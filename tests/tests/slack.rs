@@ -741,3 +741,52 @@ async fn kill_9_during_traffic_loses_nothing_and_doubles_only_sends_cut_in_fligh
         doubt.len()
     );
 }
+
+/// The rig's settings without the secret `name`.
+fn without_secret(name: &'static str) -> impl FnOnce(&mut pincer::gateway::launch::Options) {
+    move |opts| {
+        if let Some(s) = opts.plugins.get_mut("slack") {
+            s.secrets.remove(name);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_mode_needs_no_app_token() {
+    let r = SlackRig::start_with(
+        SlackConfig::default(),
+        DmPolicy::Open,
+        &[("mode", "events")],
+        without_secret("app_token"),
+    )
+    .await;
+    let push = r.slack.dm(ADA, "no socket here");
+    assert_eq!(r.slack.push(&r.webhook_url(), &push).await.status, 200);
+    r.slack
+        .wait_for_text(&dm_channel(ADA), "no socket here")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_secret_for_the_mode_is_a_clear_config_error() {
+    for (mode, missing) in [("socket", "app_token"), ("events", "signing_secret")] {
+        let r = SlackRig::start_with(
+            SlackConfig::default(),
+            DmPolicy::Open,
+            &[("mode", mode)],
+            without_secret(missing),
+        )
+        .await;
+        let version = r.g.gw().runtime.plugins.current("slack").expect("loaded");
+        let config: Vec<(String, String)> = version.settings.config.clone().into_iter().collect();
+        let mut inst = pincer::plugins::Instance::new(version)
+            .await
+            .expect("instance");
+        let e = inst.start(&config).await.expect_err("refused");
+        assert!(
+            matches!(e.plugin_error(), Some(PluginError::Config { .. })),
+            "{mode}: {e}"
+        );
+        assert!(e.to_string().contains(missing), "{mode}: {e}");
+    }
+}

@@ -18,6 +18,7 @@
 //! without sleeping.
 
 mod api;
+pub mod bare;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -214,6 +215,20 @@ pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     mac.update(format!("v0:{timestamp}:").as_bytes());
     mac.update(body);
     format!("v0={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Whether `header` is the valid `X-Slack-Signature` of `body` at
+/// `timestamp` under `secret` (constant time).
+pub fn verify(secret: &[u8], timestamp: i64, body: &[u8], header: &str) -> bool {
+    let Some(sig) = header.strip_prefix("v0=").and_then(|h| hex::decode(h).ok()) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(format!("v0:{timestamp}:").as_bytes());
+    mac.update(body);
+    mac.verify_slice(&sig).is_ok()
 }
 
 /// One Events API payload: the exact bytes (re-sent unchanged on a retry)

@@ -4,7 +4,7 @@
 //! figure beside the same fake driven by a bare bot in the same run.
 //!
 //! - [`throughput`]: messages per second and creation → answer latency for
-//!   Telegram (poll and webhook) and WhatsApp;
+//!   Telegram (poll and webhook), WhatsApp and Slack (Events API);
 //! - [`density`]: many idle long-polling Telegram bots: memory per bot and
 //!   idle CPU, at two sizes to separate fixed from per-bot cost.
 //!
@@ -103,7 +103,9 @@ pub async fn channels(sizes: Sizes, isolate: bool) -> anyhow::Result<Report> {
     let tg_bare = throughput::telegram_bare(&sizes).await?;
     let wa = throughput::whatsapp(&sizes).await?;
     let wa_bare = throughput::whatsapp_bare(&sizes).await?;
-    for m in [&tg_poll, &tg_hook, &wa] {
+    let slack = throughput::slack_events(&sizes).await?;
+    let slack_bare = throughput::slack_bare(&sizes).await?;
+    for m in [&tg_poll, &tg_hook, &wa, &slack] {
         answered += m.burst.n + m.sequential.n;
     }
     out.push_str(&throughput_table(&[
@@ -122,6 +124,13 @@ pub async fn channels(sizes: Sizes, isolate: bool) -> anyhow::Result<Report> {
             "sendMessage",
         ),
         ("WhatsApp", &wa, &wa_bare, "push", "messages"),
+        (
+            "Slack, Events API",
+            &slack,
+            &slack_bare,
+            "push",
+            "chat.postMessage",
+        ),
     ]));
 
     let mut runs = Vec::new();
@@ -187,6 +196,9 @@ async fn in_child(driver: Driver, n: usize, window: Duration) -> anyhow::Result<
 /// and print its result on one line.
 pub async fn part(spec: &str) -> anyhow::Result<()> {
     crate::gateway::fdlimit::raise();
+    if let Some(rest) = spec.strip_prefix("slack:") {
+        return slack_part(rest).await;
+    }
     let mut it = spec.split(':');
     let (Some(driver), Some(n), Some(window), None) = (it.next(), it.next(), it.next(), it.next())
     else {
@@ -201,6 +213,36 @@ pub async fn part(spec: &str) -> anyhow::Result<()> {
     let window = Duration::from_millis(window.parse().context("WINDOW_MS")?);
     let d = density::run(driver, n, window).await?;
     println!("{CHILD_LINE}{}", serde_json::to_string(&d)?);
+    Ok(())
+}
+
+/// `--part slack:MESSAGES:SEQUENTIAL`: only the Slack throughput rows
+/// (gateway and bare bot), printed as their table.
+async fn slack_part(spec: &str) -> anyhow::Result<()> {
+    let (Some(messages), Some(sequential)) = spec
+        .split_once(':')
+        .map(|(m, s)| (m.parse().ok(), s.parse().ok()))
+        .unwrap_or((None, None))
+    else {
+        anyhow::bail!("--part wants `slack:MESSAGES:SEQUENTIAL`, got `slack:{spec}`");
+    };
+    let sizes = Sizes {
+        messages,
+        sequential,
+        ..Sizes::smoke()
+    };
+    let slack = throughput::slack_events(&sizes).await?;
+    let slack_bare = throughput::slack_bare(&sizes).await?;
+    println!(
+        "{}",
+        throughput_table(&[(
+            "Slack, Events API",
+            &slack,
+            &slack_bare,
+            "push",
+            "chat.postMessage",
+        )])
+    );
     Ok(())
 }
 

@@ -185,6 +185,7 @@ impl SecretValues {
                     .unwrap_or_else(|| DEFAULT_PLACES.iter().map(|p| p.to_string()).collect()),
             ),
             generate: b.generate,
+            optional: b.optional,
         };
         let mut out = SecretValues::default();
         for (name, source) in grants {
@@ -256,6 +257,7 @@ impl SecretValues {
                     .unwrap_or_else(|| DEFAULT_PLACES.iter().map(|p| p.to_string()).collect()),
             ),
             generate: true,
+            optional: declared.optional,
         };
         self.grant(name, value, &[binding])
     }
@@ -482,6 +484,7 @@ mod tests {
             hosts: Some(hosts.iter().map(|s| s.to_string()).collect()),
             places: Some(places.iter().map(|s| s.to_string()).collect()),
             generate: false,
+            optional: false,
         }
     }
 
@@ -547,6 +550,7 @@ mod tests {
                     hosts: None,
                     places: Some(vec!["body:secret_token".into()]),
                     generate: false,
+                    optional: false,
                 },
             ],
         )
