@@ -19,6 +19,7 @@
 
 mod api;
 pub mod bare;
+mod socket;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,6 +36,8 @@ use super::faults::Faults;
 use super::recorder::{Call, Recorder};
 use super::server::Server;
 use super::wait::Changes;
+
+pub use socket::{Connection, Envelope};
 
 /// Settings of the Slack fake (the workspace and app it plays).
 #[derive(Debug, Clone)]
@@ -167,6 +170,7 @@ struct State {
 
 struct Inner {
     cfg: SlackConfig,
+    socket: socket::SocketServer,
     base_url: String,
     state: Mutex<State>,
     changes: Changes,
@@ -286,8 +290,12 @@ impl FakeSlack {
             .await
             .expect("bind the Slack fake on 127.0.0.1");
         let addr = listener.local_addr().expect("the Slack fake's address");
+        let socket = socket::SocketServer::start("A0PINCERAPP")
+            .await
+            .expect("bind the Slack fake's Socket Mode listener on 127.0.0.1");
         let inner = Arc::new(Inner {
             cfg,
+            socket,
             base_url: format!("http://{addr}"),
             state: Mutex::new(State::default()),
             changes: Changes::default(),
@@ -574,6 +582,96 @@ impl FakeSlack {
             .changes
             .until(self.inner.cfg.wait_guard, what, seen, check)
             .await
+    }
+
+    /// `ws://127.0.0.1:{port}`: the Socket Mode host (what replaces
+    /// `wss://wss-primary.slack.com`).
+    pub fn socket_base(&self) -> &str {
+        &self.inner.socket.base
+    }
+
+    /// Every Socket Mode connection so far, in accept order.
+    pub fn connections(&self) -> Vec<Connection> {
+        self.inner.socket.connections()
+    }
+
+    /// Ids of the Socket Mode connections open now (oldest first).
+    pub fn open_connections(&self) -> Vec<u64> {
+        self.inner.socket.open_ids()
+    }
+
+    /// Deliver `push`'s payload as an `events_api` envelope on connection
+    /// `conn` (Slack's retries have `retry_attempt` > 0).
+    pub fn envelope(&self, conn: u64, push: &EventPush, retry_attempt: u32) -> Envelope {
+        let payload: Value = serde_json::from_slice(&push.body).unwrap_or(Value::Null);
+        self.inner.socket.envelope(conn, payload, retry_attempt)
+    }
+
+    /// Send a `disconnect` (`refresh_requested`, `warning`,
+    /// `link_disabled`) on connection `conn`.
+    pub fn disconnect(&self, conn: u64, reason: &str) -> bool {
+        self.inner.socket.send(
+            conn,
+            &json!({"type": "disconnect", "reason": reason,
+                "debug_info": {"host": format!("applink-pincer-{conn}")}}),
+        )
+    }
+
+    /// End connection `conn` without a close frame (a dead link).
+    pub fn drop_connection(&self, conn: u64) {
+        self.inner.socket.drop_connection(conn);
+    }
+
+    /// Every envelope sent so far.
+    pub fn envelopes(&self) -> Vec<Envelope> {
+        self.inner.socket.envelopes()
+    }
+
+    /// How many times envelope `envelope_id` was acknowledged.
+    pub fn acks(&self, envelope_id: &str) -> usize {
+        self.inner.socket.acks(envelope_id)
+    }
+
+    /// Frames the clients sent that acknowledged no envelope.
+    pub fn stray_frames(&self) -> Vec<String> {
+        self.inner.socket.stray()
+    }
+
+    /// Wait until `check` (re-run after every Socket Mode change) returns
+    /// `Some`.
+    ///
+    /// # Panics
+    /// After the hang guard, with `what` and the connections seen.
+    pub async fn wait_socket<T>(&self, what: &str, check: impl FnMut() -> Option<T>) -> T {
+        let seen = || format!("connections {:?}", self.connections());
+        self.inner
+            .socket
+            .changes()
+            .until(self.inner.cfg.wait_guard, || what.to_string(), seen, check)
+            .await
+    }
+
+    /// Wait until `n` connections are open; their ids.
+    ///
+    /// # Panics
+    /// After the hang guard.
+    pub async fn wait_for_open(&self, n: usize) -> Vec<u64> {
+        self.wait_socket(&format!("{n} open connections"), || {
+            let ids = self.open_connections();
+            (ids.len() == n).then_some(ids)
+        })
+        .await
+    }
+
+    /// Wait until envelope `envelope_id` was acknowledged.
+    ///
+    /// # Panics
+    /// After the hang guard.
+    pub async fn wait_for_ack(&self, envelope_id: &str) {
+        self.wait_socket(&format!("the ack of {envelope_id}"), || {
+            (self.acks(envelope_id) > 0).then_some(())
+        })
+        .await
     }
 
     /// Wait until `check` (re-run after every change the fake sees)

@@ -274,6 +274,7 @@ fn method(inner: &Inner, m: &str, p: &Value) -> Reply {
             }))
         }
         "files.completeUploadExternal" => complete(inner, p),
+        "apps.connections.open" => Reply::Ok(json!({"ok": true, "url": inner.socket.new_url()})),
         _ => Reply::err("unknown_method"),
     }
 }

@@ -210,8 +210,9 @@ impl SecretValues {
             out.grant(name, value, &bindings)?;
         }
         for (needed, binding) in &manifest.secrets {
-            // Host-generated secrets are granted after this (see `super::generated`).
-            if !out.contains(needed) && !binding.generate {
+            // Host-generated secrets are granted after this (see `super::generated`);
+            // optional ones are the plugin's to ask for when its mode needs them.
+            if !out.contains(needed) && !binding.generate && !binding.optional {
                 tracing::warn!(plugin, secret = %needed, "plugin needs a secret the operator has not granted");
             }
         }
