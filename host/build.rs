@@ -27,6 +27,10 @@ const TESTING: &[(&str, &str)] = &[
     ("echo-v01", "testing/echo-v01"),
     // Sends one `media.upload` as told (attachment tests).
     ("uploader", "testing/uploader"),
+    // A socket channel (`pincer:socket`), and its twin built under another
+    // package name (hot-reload tests tell the two apart by it).
+    ("ws-probe", "testing/ws-probe"),
+    ("ws-probe-v2", "testing/ws-probe-v2"),
 ];
 
 fn main() {

@@ -33,7 +33,9 @@
 //! with atomic [`kv::increment`] and [`kv::compare_and_swap`]), [`clock`],
 //! [`secrets`] (placeholders the host fills in), [`http`] (outbound requests
 //! through `wasi:http`, limited by the host to the plugin's allowed hosts) and
-//! [`media`] (multipart uploads of files the host holds).
+//! [`media`] (multipart uploads of files the host holds). Socket channels
+//! use [`socket`]: host-managed WebSocket sessions and timers
+//! (`pincer:socket@0.1.0`).
 
 #![warn(missing_docs)]
 
@@ -49,6 +51,7 @@ pub mod kv;
 pub mod log;
 pub mod media;
 pub mod secrets;
+pub mod socket;
 mod tool;
 
 pub use channel::{

@@ -29,6 +29,8 @@ pub mod whatsapp;
 
 pub mod ws;
 
+pub mod ws_server;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

@@ -17,7 +17,9 @@
 //! fetched through the plugin by [`attachments`]. A channel whose
 //! declared secrets are not granted stays `unconfigured`. One plugin may
 //! serve several [`account`]s, each with its own runner, keyed by its
-//! channel key (the plugin name for the `default` account).
+//! channel key (the plugin name for the `default` account). Socket channels'
+//! host-managed WebSocket sessions and timers ([`socket`]) belong to the
+//! account and reach the plugin through the same push path.
 
 pub mod access;
 pub mod account;
@@ -29,6 +31,7 @@ pub mod pairing;
 pub mod queue;
 pub mod reply;
 mod runner;
+pub mod socket;
 pub mod stream;
 pub mod typing;
 pub mod verify;
@@ -198,6 +201,7 @@ pub struct ChannelManager {
     outbox: Arc<Outbox>,
     access: Arc<AccessGate>,
     replies: Arc<reply::ReplyStats>,
+    sockets: Arc<socket::Hub>,
 }
 
 impl ChannelManager {
@@ -212,7 +216,10 @@ impl ChannelManager {
     ) -> Arc<Self> {
         let clock = registry.config().clock.clone();
         let outbox = Outbox::new(outbox);
-        Arc::new(ChannelManager {
+        let sockets = socket::Hub::new(clock.clone());
+        registry.set_socket_hub(sockets.clone());
+        let manager = Arc::new(ChannelManager {
+            sockets,
             registry,
             runners: Mutex::new(BTreeMap::new()),
             inbox: inbox::Inbox::new(inbox),
@@ -222,7 +229,15 @@ impl ChannelManager {
             )),
             outbox,
             replies: Arc::default(),
-        })
+        });
+        let sink: std::sync::Weak<dyn socket::EventSink> = Arc::downgrade(&manager) as _;
+        manager.sockets.set_sink(sink);
+        manager
+    }
+
+    /// The host-managed sockets of every account.
+    pub fn sockets(&self) -> &Arc<socket::Hub> {
+        &self.sockets
     }
 
     /// Counters of the reply path (typing calls, plain resends, fallbacks).
@@ -362,6 +377,7 @@ impl ChannelManager {
                     let wake = Arc::new(Notify::new());
                     let runner = ChannelRunner::new(
                         account::Account::new(&self.registry, &version.name, id),
+                        self.sockets.get(&key),
                         self.registry.clone(),
                         self.inbox.clone(),
                         wake.clone(),
@@ -416,6 +432,7 @@ impl ChannelManager {
         let runner = self.runners().remove(key);
         if let Some((r, workers)) = runner {
             workers.stop().await;
+            // Stopping the runner ends its sockets (1001).
             r.stop().await;
         }
     }
@@ -444,6 +461,7 @@ impl ChannelManager {
                 .collect()
         };
         futures::future::join_all(workers.into_iter().map(Workers::stop)).await;
+        self.sockets.shutdown().await;
     }
 
     fn runner(&self, name: &str) -> Result<Arc<ChannelRunner>, ChannelError> {
@@ -489,7 +507,18 @@ impl ChannelManager {
         remote: Option<std::net::SocketAddr>,
     ) -> Result<WebhookResponse, ChannelError> {
         let runner = self.runner(name)?;
-        let mut response = runner.webhook(&request, remote).await?;
+        let response = runner.webhook(&request, remote).await?;
+        Ok(self.record_statuses(name, &runner, response))
+    }
+
+    /// Record the delivery statuses a push (or socket event) carried
+    /// against the outbox; a `failed` one becomes the channel's last error.
+    fn record_statuses(
+        &self,
+        name: &str,
+        runner: &ChannelRunner,
+        mut response: WebhookResponse,
+    ) -> WebhookResponse {
         let statuses = std::mem::take(&mut response.statuses);
         if !statuses.is_empty() {
             self.outbox.record_statuses(name, &statuses);
@@ -507,7 +536,7 @@ impl ChannelManager {
                 });
             }
         }
-        Ok(response)
+        response
     }
 
     /// Whether a push to channel `name` from `peer` may reach the plugin
@@ -529,5 +558,56 @@ impl ChannelManager {
     pub async fn stop(&self, name: &str) -> Result<(), ChannelError> {
         self.runner(name)?.stop().await;
         Ok(())
+    }
+}
+
+/// Socket events reach the plugin like verified pushes: messages into the
+/// durable inbox (committed before the next event), statuses recorded.
+impl socket::EventSink for ChannelManager {
+    fn deliver<'a>(
+        &'a self,
+        key: &'a str,
+        request: WebhookRequest,
+    ) -> futures::future::BoxFuture<'a, socket::Delivery> {
+        Box::pin(async move {
+            let Some(runner) = self.get(key) else {
+                return socket::Delivery::Drop;
+            };
+            let (method, session) = (request.method.clone(), request.path.clone());
+            match runner.socket_event(request).await {
+                Ok(response) => {
+                    self.record_statuses(key, &runner, response);
+                    socket::Delivery::Done
+                }
+                Err(e) => {
+                    let delivery = socket::classify(&runner, &e);
+                    match delivery {
+                        socket::Delivery::Done => tracing::warn!(
+                            channel = key,
+                            plugin = runner.plugin(),
+                            account = runner.account_id(),
+                            session = %session,
+                            %method,
+                            error = %e,
+                            "socket event failed in the plugin; the session goes on"
+                        ),
+                        socket::Delivery::Retry => tracing::debug!(
+                            channel = key,
+                            session = %session,
+                            %method,
+                            error = %e,
+                            "socket event not delivered yet; retrying"
+                        ),
+                        socket::Delivery::Drop => tracing::debug!(
+                            channel = key,
+                            session = %session,
+                            %method,
+                            "socket event dropped: the channel is stopped"
+                        ),
+                    }
+                    delivery
+                }
+            }
+        })
     }
 }

@@ -122,6 +122,8 @@ pub struct ChannelRunner {
     verify_stats: VerifyStats,
     /// The receive mode the started channel declared (see [`Self::mode`]).
     live_mode: Mutex<Option<ReceiveMode>>,
+    /// The account's host-managed sockets and timers.
+    sockets: Arc<super::socket::AccountSockets>,
 }
 
 struct Receiver {
@@ -132,6 +134,7 @@ struct Receiver {
 impl ChannelRunner {
     pub(crate) fn new(
         account: Account,
+        sockets: Arc<super::socket::AccountSockets>,
         registry: Arc<PluginRegistry>,
         inbox: Arc<Inbox>,
         inbox_wake: Arc<Notify>,
@@ -161,7 +164,13 @@ impl ChannelRunner {
             lifecycle: tokio::sync::Mutex::new(()),
             verify_stats: VerifyStats::default(),
             live_mode: Mutex::new(None),
+            sockets,
         })
+    }
+
+    /// The account's host-managed sockets and timers.
+    pub fn sockets(&self) -> &Arc<super::socket::AccountSockets> {
+        &self.sockets
     }
 
     /// The channel key (the plugin name for the `default` account; see
@@ -445,6 +454,31 @@ impl ChannelRunner {
             .then(|| verified.scheme.as_str().to_string());
         verify::redact(&version.manifest.webhook, &mut request.headers);
         drop((version, bound));
+        self.handle_push(request, wait).await
+    }
+
+    /// Hand a host-managed socket's event (`WS-OPEN`, `WS-TEXT`, ...,
+    /// `TIMER`; see [`super::socket`]) to the plugin exactly as a verified
+    /// push: its messages are committed to the durable inbox before this
+    /// returns. The caller records the response's statuses.
+    pub(crate) async fn socket_event(
+        self: &Arc<Self>,
+        mut request: WebhookRequest,
+    ) -> Result<WebhookResponse, ChannelError> {
+        self.accepting()?;
+        let wait = Duration::from_millis(self.version()?.limits.call_timeout_ms);
+        request.verified = Some(super::socket::VERIFIED.to_string());
+        self.handle_push(request, wait).await
+    }
+
+    /// The plugin's `handle-webhook` for a push that passed its checks, on
+    /// an instance waited for at most `wait`; what it carries is committed
+    /// to the inbox before the response is returned.
+    async fn handle_push(
+        self: &Arc<Self>,
+        request: WebhookRequest,
+        wait: Duration,
+    ) -> Result<WebhookResponse, ChannelError> {
         let inst = self.checkout_within(Some(wait)).await?;
         let (inst, r) = self
             .registry
@@ -611,10 +645,12 @@ impl ChannelRunner {
         Ok(())
     }
 
-    /// Stop the channel (operator action): receiver stopped, pool dropped.
+    /// Stop the channel (operator action): receiver stopped, sockets
+    /// closed (1001) and timers cancelled, pool dropped.
     pub async fn stop(&self) {
         let _life = self.lifecycle.lock().await;
         self.stop_receiver().await;
+        self.sockets.end().await;
         self.clear_pool();
         self.set_state(ChannelState::Stopped, None);
     }

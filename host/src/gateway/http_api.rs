@@ -272,7 +272,18 @@ async fn metrics_text(State(gw): State<Arc<Gateway>>) -> Response {
         metrics::counter!("pincer_channel_restarts_total", "channel" => name)
             .absolute(ch.restarts_total);
     }
+    for (code, n) in gw.runtime.channels.sockets().closes_by_code() {
+        metrics::counter!("pincer_socket_closes_total", "code" => code.to_string()).absolute(n);
+    }
     for runner in gw.runtime.channels.all() {
+        let sockets = runner.sockets().totals();
+        let channel = runner.name().to_string();
+        metrics::gauge!("pincer_socket_sessions", "channel" => channel.clone())
+            .set(sockets.sessions as f64);
+        metrics::counter!("pincer_socket_frames_in_total", "channel" => channel.clone())
+            .absolute(sockets.frames_in);
+        metrics::counter!("pincer_socket_frames_out_total", "channel" => channel)
+            .absolute(sockets.frames_out);
         let stats = runner.verify_stats();
         for reason in crate::channels::verify::Reason::ALL {
             metrics::counter!(

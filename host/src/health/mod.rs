@@ -100,6 +100,10 @@ pub struct ChannelHealth {
     pub outbox: OutboxHealth,
     /// Host-side push verification: scheme, problem, pushes refused.
     pub webhook: crate::channels::verify::WebhookStatus,
+    /// Host-managed WebSocket sessions of a socket channel (name, state,
+    /// opened and last-frame times, frames in and out, reconnects).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sockets: Vec<crate::channels::socket::SessionStatus>,
 }
 
 /// A channel's outbox as `channels.status` shows it.
@@ -203,6 +207,9 @@ impl HealthMonitor {
         let status = runner.status();
         let mut latest = status.last_start_at.unwrap_or(0);
         latest = latest.max(runner.last_contact_at.load(Ordering::Relaxed));
+        // A socket channel is alive while its sessions receive frames
+        // (heartbeat ACKs, pings), even with no message for hours.
+        latest = latest.max(runner.sockets().last_frame_at());
         // Only a channel the host has not seen alive lately is asked (the
         // ask needs an instance: with many quiet accounts, one each).
         if self.clock.now_ms().saturating_sub(latest) <= self.config.stale_threshold_ms {
@@ -360,7 +367,12 @@ impl HealthMonitor {
         let inbound = nonzero(runner.last_inbound_at.load(Ordering::Relaxed));
         let outbound = nonzero(runner.last_outbound_at.load(Ordering::Relaxed));
         let running = matches!(s.state, ChannelState::Running | ChannelState::Unhealthy);
-        let contact = nonzero(runner.last_contact_at.load(Ordering::Relaxed));
+        let contact = nonzero(
+            runner
+                .last_contact_at
+                .load(Ordering::Relaxed)
+                .max(runner.sockets().last_frame_at()),
+        );
         let channels = &self.channels;
         let inbox_pending = channels.inbox().pending(runner.name()).unwrap_or_else(|e| {
             tracing::warn!(channel = runner.name(), error = %e, "reading the inbox depth failed");
@@ -410,6 +422,7 @@ impl HealthMonitor {
             inbox_pending,
             outbox,
             webhook: runner.webhook_status(),
+            sockets: runner.sockets().sessions(),
         }
     }
 

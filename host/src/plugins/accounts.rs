@@ -43,6 +43,7 @@ impl PluginRegistry {
         caps.secrets = Arc::new(secrets);
         caps.http = Arc::new(caps.http.fresh_budget());
         caps.kv = host::kv::PluginKv::new(Arc::from(key), self.kv().clone(), kv_quota);
+        caps.socket.control = self.socket_control(key, super::PluginKind::Channel);
         Ok(caps)
     }
 

@@ -36,6 +36,20 @@ pub mod v02 {
     }
 }
 
+/// `pincer:socket@0.1.0` (`wit/socket/socket.wit`), an extension package of
+/// `pincer:plugin@0.2.0`: host-managed WebSocket sessions and timers. Its
+/// imports are linked for every plugin (a tool's calls are refused); the
+/// types it uses are [`v02`]'s.
+pub mod socket {
+    wasmtime::component::bindgen!({
+        path: ["../wit", "../wit/socket"],
+        world: "pincer:socket/imports",
+        with: {
+            "pincer:plugin/types": super::v02::channel::pincer::plugin::types,
+        },
+    });
+}
+
 /// `pincer:plugin@0.1.0`, frozen.
 pub mod v01 {
     /// `pincer:plugin/channel-plugin@0.1.0`.

@@ -16,6 +16,13 @@
 //! rate_per_sec = 20
 //! burst = 40
 //! max_response_bytes = 10485760
+//! [sandbox.socket]               # host-managed WebSocket sessions, per account
+//! max_frame_bytes = 1048576      # bigger inbound frame: close 1009
+//! frames_per_window = 120        # outgoing frames per session per window
+//! window_ms = 60000
+//! max_sessions = 4
+//! max_timers = 16
+//! min_timer_ms = 100
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -38,6 +45,9 @@ pub struct SandboxConfig {
     pub http: HttpLimits,
     /// Attachment and blob limits (`[sandbox.media]`).
     pub media: crate::blobs::MediaLimits,
+    /// Host-managed WebSocket sessions and timers of socket channels
+    /// (`[sandbox.socket]`; a plugin's `socket = {..}` overrides them).
+    pub socket: SocketLimits,
     /// Component instances the engine provides to all plugins together
     /// (the pooling allocator's size; also the budget every plugin's
     /// `max_instances` is reserved from). Each polling channel holds one
@@ -66,6 +76,7 @@ impl Default for SandboxConfig {
             poll_wait_ms: 60_000,
             http: HttpLimits::default(),
             media: crate::blobs::MediaLimits::default(),
+            socket: SocketLimits::default(),
             engine_instances: crate::plugins::gate::ENGINE_INSTANCES as u32,
             pooling: true,
             keep_resident_kb: 64,
@@ -117,6 +128,74 @@ impl HttpOverrides {
             max_response_bytes: self
                 .max_response_bytes
                 .unwrap_or(defaults.max_response_bytes),
+        }
+    }
+}
+
+/// What the host-managed WebSocket sessions and timers of one channel
+/// account may do (`pincer:socket@0.1.0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SocketLimits {
+    /// Largest frame either way, in bytes: a bigger inbound frame closes
+    /// the session with 1009, a bigger outgoing one is refused. Default 1 MiB.
+    pub max_frame_bytes: u64,
+    /// Frames a session may send per [`window_ms`](Self::window_ms)
+    /// (default 120 per 60 s, Discord's Gateway limit); past it
+    /// `send-text` is `rate-limited` with the wait.
+    pub frames_per_window: u32,
+    /// The window of [`frames_per_window`](Self::frames_per_window), in ms.
+    pub window_ms: u64,
+    /// Sessions open or connecting at once per account. Default 4.
+    pub max_sessions: u32,
+    /// Timers set at once per account. Default 16.
+    pub max_timers: u32,
+    /// Shortest timer delay and repeat interval, in ms. Default 100.
+    pub min_timer_ms: u64,
+}
+
+impl Default for SocketLimits {
+    fn default() -> Self {
+        SocketLimits {
+            max_frame_bytes: 1 << 20,
+            frames_per_window: 120,
+            window_ms: 60_000,
+            max_sessions: 4,
+            max_timers: 16,
+            min_timer_ms: 100,
+        }
+    }
+}
+
+/// The operator's per-plugin socket limits (`[plugins.X] socket = {..}`);
+/// each field left out keeps the host-wide `[sandbox.socket]` value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SocketOverrides {
+    /// See [`SocketLimits::max_frame_bytes`].
+    pub max_frame_bytes: Option<u64>,
+    /// See [`SocketLimits::frames_per_window`].
+    pub frames_per_window: Option<u32>,
+    /// See [`SocketLimits::window_ms`].
+    pub window_ms: Option<u64>,
+    /// See [`SocketLimits::max_sessions`].
+    pub max_sessions: Option<u32>,
+    /// See [`SocketLimits::max_timers`].
+    pub max_timers: Option<u32>,
+    /// See [`SocketLimits::min_timer_ms`].
+    pub min_timer_ms: Option<u64>,
+}
+
+impl SocketOverrides {
+    /// `defaults` with these overrides applied.
+    pub fn apply(&self, d: SocketLimits) -> SocketLimits {
+        SocketLimits {
+            max_frame_bytes: self.max_frame_bytes.unwrap_or(d.max_frame_bytes),
+            frames_per_window: self.frames_per_window.unwrap_or(d.frames_per_window),
+            window_ms: self.window_ms.unwrap_or(d.window_ms).max(1),
+            max_sessions: self.max_sessions.unwrap_or(d.max_sessions),
+            max_timers: self.max_timers.unwrap_or(d.max_timers),
+            min_timer_ms: self.min_timer_ms.unwrap_or(d.min_timer_ms),
         }
     }
 }

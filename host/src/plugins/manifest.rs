@@ -348,6 +348,9 @@ pub struct PluginSettings {
     pub limits: Option<Limits>,
     /// Outbound HTTP budget (rate, burst, response size) for this plugin.
     pub http: Option<super::limits::HttpOverrides>,
+    /// Host-managed WebSocket limits for this plugin's accounts (see
+    /// [`super::limits::SocketLimits`]; unset fields keep `[sandbox.socket]`).
+    pub socket: Option<super::limits::SocketOverrides>,
     /// Set to false to keep a channel loaded but stopped.
     pub autostart: Option<bool>,
     /// Overrides of the host-wide plugin quotas (instances, key-value, `/data`, logs).

@@ -35,7 +35,7 @@ pub mod registry;
 pub mod watcher;
 
 pub use instance::{CallError, Instance, PluginError};
-pub use limits::{HttpLimits, HttpOverrides, SandboxConfig};
+pub use limits::{HttpLimits, HttpOverrides, SandboxConfig, SocketLimits, SocketOverrides};
 pub use loader::{LoadError, PluginVersion};
 pub use manifest::{AccountSettings, Limits, Manifest, PluginKind, PluginSettings};
 pub use quotas::{QuotaSettings, Quotas};

@@ -182,6 +182,9 @@ pub struct PluginRegistry {
     /// Files held for channels and agents (`<data_dir>/blobs`; none
     /// without a data directory).
     blobs: Option<Arc<crate::blobs::BlobStore>>,
+    /// Where channel accounts' host-managed sockets live (installed by the
+    /// channel manager; without one, socket calls are refused).
+    sockets: std::sync::OnceLock<Arc<dyn host::socket::SocketHub>>,
 }
 
 impl Drop for PluginRegistry {
@@ -257,6 +260,7 @@ impl PluginRegistry {
             load_lock: tokio::sync::Mutex::new(()),
             calls: Some(calls),
             blobs,
+            sockets: std::sync::OnceLock::new(),
         }))
     }
 
@@ -268,6 +272,26 @@ impl PluginRegistry {
     /// The blob store (attachments, uploads), if the host has a data directory.
     pub fn blobs(&self) -> Option<&Arc<crate::blobs::BlobStore>> {
         self.blobs.as_ref()
+    }
+
+    /// Install the hub channel accounts' sockets live in (once; the
+    /// channel manager does, before any plugin is loaded).
+    pub fn set_socket_hub(&self, hub: Arc<dyn host::socket::SocketHub>) {
+        if self.sockets.set(hub).is_err() {
+            tracing::warn!("a socket hub was installed already; keeping the first");
+        }
+    }
+
+    /// The sockets of channel key `key` of a plugin of `kind` (tools and a
+    /// registry without a hub have none).
+    pub(crate) fn socket_control(
+        &self,
+        key: &str,
+        kind: PluginKind,
+    ) -> Option<Arc<dyn host::socket::SocketControl>> {
+        (kind == PluginKind::Channel)
+            .then(|| self.sockets.get().map(|h| h.account(key)))
+            .flatten()
     }
 
     /// The runtime configuration.
@@ -502,7 +526,7 @@ impl PluginRegistry {
             )));
         }
         let shared = self.shared_for(&name, &quotas)?;
-        let caps = self.capabilities(&name, &manifest, &settings, &quotas, &shared)?;
+        let caps = self.capabilities(&name, kind, &manifest, &settings, &quotas, &shared)?;
         let placeholder = match kind {
             PluginKind::Channel => Describe::Channel(super::bindings::Capabilities {
                 mode: super::bindings::ReceiveMode::Poll,
@@ -611,6 +635,7 @@ impl PluginRegistry {
     fn capabilities(
         &self,
         name: &str,
+        kind: PluginKind,
         manifest: &super::Manifest,
         settings: &PluginSettings,
         quotas: &Quotas,
@@ -628,6 +653,7 @@ impl PluginRegistry {
                 path: PathBuf::from(format!("[plugins.{name}]")),
                 message,
             })?;
+        let allowed_for_sockets = allowed.clone();
         let granted = &settings.secrets;
         let mut secrets = host::secrets::SecretValues::from_grants(name, manifest, granted)
             .map_err(|message| LoadError::Manifest {
@@ -684,6 +710,16 @@ impl PluginRegistry {
             blobs: self.blobs.clone(),
             memory_bytes: (limits.memory_mb as usize).saturating_mul(1 << 20),
             limits,
+            socket: host::socket::SocketCaps {
+                hosts: host::socket::SocketCaps::hosts_from(
+                    &allowed_for_sockets,
+                    settings.allowed_hosts.is_some(),
+                ),
+                limits: settings.socket.map_or(self.config.sandbox.socket, |o| {
+                    o.apply(self.config.sandbox.socket)
+                }),
+                control: self.socket_control(name, kind),
+            },
         })
     }
 

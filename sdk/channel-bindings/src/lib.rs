@@ -10,3 +10,16 @@ wit_bindgen::generate!({
     export_macro_name: "__export_channel_world",
     default_bindings_module: "pincer_sdk::bindings::channel",
 });
+
+/// Imports of the `pincer:socket@0.1.0` extension package
+/// (`wit/socket/socket.wit`): host-managed WebSocket sessions and timers.
+/// A plugin that never calls them does not import them.
+pub mod socket {
+    wit_bindgen::generate!({
+        path: ["../../wit", "../../wit/socket"],
+        world: "pincer:socket/imports",
+        with: {
+            "pincer:plugin/types@0.2.0": crate::pincer::plugin::types,
+        },
+    });
+}

@@ -282,6 +282,7 @@ mod tests {
             inbox_pending: 0,
             outbox: Default::default(),
             webhook: Default::default(),
+            sockets: Vec::new(),
         }
     }
 

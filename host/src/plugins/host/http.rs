@@ -33,7 +33,9 @@ use crate::netguard::NetGuard;
 use crate::plugins::limits::HttpLimits;
 /// One allowed-host rule: `scheme://host[:port]`, where host may be `*` or
 /// `*.example.com` and port may be `*`. Without a scheme, `https` is meant;
-/// without a port, the scheme's default port.
+/// without a port, the scheme's default port. `http`/`https` rules allow
+/// outbound HTTP, `ws`/`wss` rules host-managed WebSocket sessions
+/// ([`super::socket`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPattern {
     scheme: String,
@@ -55,8 +57,10 @@ impl HostPattern {
             Some((sc, rest)) => (sc.to_ascii_lowercase(), rest),
             None => ("https".to_string(), s),
         };
-        if scheme != "http" && scheme != "https" {
-            return Err(format!("allowed host `{s}`: scheme must be http or https"));
+        if !["http", "https", "ws", "wss"].contains(&scheme.as_str()) {
+            return Err(format!(
+                "allowed host `{s}`: scheme must be http, https, ws or wss"
+            ));
         }
         let rest = rest.trim_end_matches('/');
         if rest.contains('/') || rest.is_empty() {
@@ -73,7 +77,11 @@ impl HostPattern {
                 None => (rest.to_string(), None),
             }
         };
-        let default_port = if scheme == "https" { 443 } else { 80 };
+        let default_port = if scheme == "https" || scheme == "wss" {
+            443
+        } else {
+            80
+        };
         let port = match port.as_deref() {
             None => Some(default_port),
             Some("*") => None,
@@ -91,6 +99,11 @@ impl HostPattern {
             HostMatch::Exact(host)
         };
         Ok(HostPattern { scheme, host, port })
+    }
+
+    /// The rule's scheme (`http`, `https`, `ws` or `wss`).
+    pub fn scheme(&self) -> &str {
+        &self.scheme
     }
 
     /// Whether a request to `scheme://host:port` matches this rule.
@@ -625,6 +638,9 @@ mod tests {
         assert!(!p.matches("https", "slack.com.evil.org", 443));
         let p = HostPattern::parse("http://[::1]:8080").unwrap();
         assert!(p.matches("http", "::1", 8080));
+        let p = HostPattern::parse("wss://gateway.discord.gg").unwrap();
+        assert!(p.matches("wss", "gateway.discord.gg", 443));
+        assert!(!p.matches("https", "gateway.discord.gg", 443));
         assert!(HostPattern::parse("ftp://x").is_err());
         assert!(HostPattern::parse("https://x/path").is_err());
     }

@@ -1,8 +1,9 @@
 //! Host capabilities given to plugins, one small unit ("factor") each with its
 //! configuration, its linking and its per-instance state: [`log`], [`kv`],
 //! [`clock`], [`secrets`] (with host-[`generated`] ones), outbound [`http`]
-//! (with its [`budget`] and connection pool), [`media`] uploads and the
-//! `/data` directory ([`data`]). The 0.1.0 imports delegate to the same
+//! (with its [`budget`] and connection pool), [`media`] uploads, the
+//! `/data` directory ([`data`]) and, from the `pincer:socket` extension
+//! package, host-managed WebSocket sessions and timers ([`socket`]). The 0.1.0 imports delegate to the same
 //! factors (`v01`). [`HostState`] is
 //! the `T` of
 //! every plugin `Store<T>` and bundles the per-instance part of each factor
@@ -18,6 +19,7 @@ pub mod log;
 pub mod media;
 mod pool;
 pub mod secrets;
+pub mod socket;
 mod v01;
 
 use std::path::Path;
@@ -41,6 +43,7 @@ pub struct HostState {
     pub(crate) clock: clock::PluginClock,
     pub(crate) secrets: secrets::PluginSecrets,
     pub(crate) media: media::PluginMedia,
+    pub(crate) sockets: socket::PluginSockets,
     pub(crate) limiter: MemoryLimiter,
     /// CPU budget left for the current call, in epoch ticks.
     pub(crate) cpu_ticks_left: u64,
@@ -66,6 +69,8 @@ pub struct Capabilities {
     pub memory_bytes: usize,
     /// The effective limits (manifest request, operator, host ceilings).
     pub limits: crate::plugins::Limits,
+    /// Host-managed WebSocket sessions and timers (`pincer:socket`).
+    pub socket: socket::SocketCaps,
 }
 
 impl HostState {
@@ -92,6 +97,12 @@ impl HostState {
             clock: clock::PluginClock(caps.clock.clone()),
             secrets: secrets::PluginSecrets(caps.secrets.clone()),
             media: media::PluginMedia::from_caps(caps),
+            sockets: socket::PluginSockets::new(
+                caps.plugin.clone(),
+                caps.socket.clone(),
+                caps.secrets.clone(),
+                caps.http.guard.clone(),
+            ),
             limiter: MemoryLimiter::new(caps.memory_bytes),
             cpu_ticks_left: u64::MAX,
             cpu_exhausted: false,
@@ -211,6 +222,12 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
         p::clock::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
         p::secrets::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
         p::media::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    }
+    {
+        // The `pincer:socket` extension package (channels; tools are refused).
+        use bindings::socket::pincer::socket as p;
+        p::websocket::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+        p::timer::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     }
     {
         // Plugins built against the 0.1.0 contract (see `v01`).

@@ -98,6 +98,10 @@ impl Pool {
     }
 }
 
+/// A connected byte stream: plain TCP or TLS over it.
+pub(crate) trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
 /// Open a connection to `key`: resolve the name here, connect only to an
 /// address that passed `guard` (so DNS rebinding cannot reach a private
 /// range), then TLS if asked and the HTTP/1.1 handshake.
@@ -107,6 +111,19 @@ pub(crate) async fn connect(
     guard: &NetGuard,
     connect_timeout: Duration,
 ) -> Result<Sender, HttpError> {
+    let stream = dial(plugin, key, guard, connect_timeout).await?;
+    handshake(stream, connect_timeout).await
+}
+
+/// Resolve `key`'s host, connect to the first address `guard` passes and
+/// do TLS if `key.tls`: the stream outbound HTTP and host-managed
+/// WebSocket sessions are built on.
+pub(crate) async fn dial(
+    plugin: &str,
+    key: &Key,
+    guard: &NetGuard,
+    connect_timeout: Duration,
+) -> Result<Box<dyn Io>, HttpError> {
     let host = key.host.as_str();
     let port = key.port;
     let addrs: Vec<SocketAddr> = match host.parse::<std::net::IpAddr>() {
@@ -128,7 +145,7 @@ pub(crate) async fn connect(
                 break;
             }
             Err(blocked) => {
-                tracing::warn!(plugin, %host, %blocked, "outbound request denied: blocked address");
+                tracing::warn!(plugin, %host, %blocked, "outbound connection denied: blocked address");
             }
         }
     }
@@ -155,9 +172,9 @@ pub(crate) async fn connect(
         .await
         .map_err(|_| HttpError::ConnectionTimeout)?
         .map_err(HttpError::Tls)?;
-        handshake(stream, connect_timeout).await
+        Ok(Box::new(stream))
     } else {
-        handshake(tcp, connect_timeout).await
+        Ok(Box::new(tcp))
     }
 }
 
