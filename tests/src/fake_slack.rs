@@ -23,8 +23,7 @@ use crate::gateway::{Client, TestGateway};
 pub const TOKEN: &str = "secret";
 
 /// The shipped manifest's host list, which [`install`] replaces.
-pub const SHIPPED_HOSTS: &str =
-    r#"allowed_hosts = ["https://slack.com", "https://files.slack.com"]"#;
+pub const SHIPPED_HOSTS: &str = r#"allowed_hosts = ["https://slack.com", "https://files.slack.com", "wss://wss-primary.slack.com", "wss://wss-backup.slack.com"]"#;
 
 /// Install the built `slack` plugin into `plugins` with its Slack hosts
 /// replaced by `fake_base` (`http://127.0.0.1:PORT`).
@@ -100,7 +99,15 @@ impl SlackRig {
         extra: &[(&str, &str)],
         adjust: impl FnOnce(&mut Options),
     ) -> SlackRig {
-        let slack = FakeSlack::start(cfg).await;
+        Self::start_on(FakeSlack::start(cfg).await, policy, extra, adjust).await
+    }
+
+    async fn start_on(
+        slack: FakeSlack,
+        policy: DmPolicy,
+        extra: &[(&str, &str)],
+        adjust: impl FnOnce(&mut Options),
+    ) -> SlackRig {
         let dir = tempfile::tempdir().expect("tempdir");
         install(&dir.path().join("plugins"), slack.base_url());
         let mut opts = Options::new(dir.path());
@@ -115,6 +122,24 @@ impl SlackRig {
         adjust(&mut opts);
         let g = TestGateway::start_with(opts, dir).await;
         SlackRig { g, slack }
+    }
+
+    /// A rig in Socket Mode (`mode = "socket"`), the operator allowing the
+    /// fake's `ws://` listener; `cfg` for the fake, `extra` config.
+    pub async fn start_socket(cfg: SlackConfig, extra: &[(&str, &str)]) -> SlackRig {
+        let mut config = vec![("mode", "socket")];
+        config.extend_from_slice(extra);
+        let slack = FakeSlack::start(cfg).await;
+        let hosts = vec![
+            slack.base_url().to_string(),
+            slack.socket_base().to_string(),
+        ];
+        Self::start_on(slack, DmPolicy::Open, &config, move |opts| {
+            if let Some(s) = opts.plugins.get_mut("slack") {
+                s.allowed_hosts = Some(hosts);
+            }
+        })
+        .await
     }
 
     /// `http://addr/channels/slack/webhook`.

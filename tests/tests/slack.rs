@@ -790,3 +790,156 @@ async fn a_missing_secret_for_the_mode_is_a_clear_config_error() {
         assert!(e.to_string().contains(missing), "{mode}: {e}");
     }
 }
+
+// ---- Socket Mode ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_mode_answers_a_dm_and_acknowledges_every_envelope_at_once() {
+    let r = SlackRig::start_socket(SlackConfig::default(), &[]).await;
+    let conn = r.slack.wait_for_open(1).await[0];
+    // The connection URL came from apps.connections.open with the app
+    // token, filled in by the host.
+    let opens = r.slack.wait_for_calls("apps.connections.open", 1).await;
+    let app = format!("Bearer {}", r.slack.config().app_token);
+    assert_eq!(opens[0].header("authorization"), Some(app.as_str()));
+
+    let push = r.slack.dm(ADA, "over the **socket**");
+    let env = r.slack.envelope(conn, &push, 0);
+    r.slack.wait_for_ack(&env.envelope_id).await;
+    r.slack
+        .wait_for_text(&dm_channel(ADA), "over the *socket*")
+        .await;
+    // Envelopes that carry nothing for the agent are acknowledged too.
+    let others = [
+        r.slack.envelope(conn, &r.slack.bot_dm(ADA, "B0OTHERBOT", "beep", true), 0),
+        r.slack.envelope(
+            conn,
+            &r.slack.event(serde_json::json!({"type": "reaction_added", "user": ADA,
+                "reaction": "thumbsup", "item": {"type": "message", "channel": GENERAL, "ts": "1.0"},
+                "event_ts": "1.1"})),
+            0,
+        ),
+    ];
+    for e in &others {
+        r.slack.wait_for_ack(&e.envelope_id).await;
+    }
+    let next = r.slack.dm(ADA, "and again");
+    let env2 = r.slack.envelope(conn, &next, 0);
+    r.slack.wait_for_text(&dm_channel(ADA), "and again").await;
+    for e in [&env, &others[0], &others[1], &env2] {
+        assert_eq!(r.slack.acks(&e.envelope_id), 1, "{}", e.envelope_id);
+    }
+    assert!(
+        r.slack.stray_frames().is_empty(),
+        "{:?}",
+        r.slack.stray_frames()
+    );
+    let texts: Vec<String> = r
+        .slack
+        .posted_all()
+        .into_iter()
+        .map(|m| m.current)
+        .collect();
+    assert_eq!(texts, ["over the *socket*", "and again"]);
+    // One connection all along, and no Events API push was needed.
+    assert_eq!(r.slack.connections().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_mode_disconnect_refresh_is_make_before_break_and_loses_or_doubles_nothing() {
+    let r = SlackRig::start_socket(SlackConfig::default(), &[]).await;
+    let first = r.slack.wait_for_open(1).await[0];
+    let dm = dm_channel(ADA);
+    let a = r.slack.dm(ADA, "before the refresh");
+    let env_a = r.slack.envelope(first, &a, 0);
+    r.slack.wait_for_ack(&env_a.envelope_id).await;
+
+    assert!(r.slack.disconnect(first, "refresh_requested"));
+    // Slack may still deliver on the old connection until it is closed.
+    let b = r.slack.dm(ADA, "during the refresh");
+    let env_b = r.slack.envelope(first, &b, 0);
+    // A second connection opens, then the first is closed.
+    let second = r
+        .slack
+        .wait_socket("the first closed and a second open", || {
+            let open = r.slack.open_connections();
+            (open.len() == 1 && open[0] != first).then_some(open[0])
+        })
+        .await;
+    let conns = r.slack.connections();
+    let (c1, c2) = (&conns[0], &conns[1]);
+    let closed = c1.closed_at.expect("the first is closed");
+    assert!(
+        c2.opened_at < closed,
+        "the second opened before the first closed"
+    );
+    assert_eq!(conns.len(), 2, "{conns:?}");
+
+    // Slack redelivers what it may not have seen acknowledged, on the new
+    // connection, and new events arrive there.
+    let env_b2 = r.slack.envelope(second, &b, 1);
+    let c = r.slack.dm(ADA, "after the refresh");
+    let env_c = r.slack.envelope(second, &c, 0);
+    r.slack.wait_for_text(&dm, "after the refresh").await;
+    for e in [&env_a, &env_b2, &env_c] {
+        assert_eq!(r.slack.acks(&e.envelope_id), 1, "{}", e.envelope_id);
+    }
+    // Each message answered exactly once, in order.
+    let texts: Vec<String> = r.slack.posted(&dm).into_iter().map(|m| m.current).collect();
+    assert_eq!(
+        texts,
+        [
+            "before the refresh",
+            "during the refresh",
+            "after the refresh"
+        ]
+    );
+    // The envelope sent on the old connection was either acknowledged
+    // there or redelivered: never lost.
+    assert!(r.slack.acks(&env_b.envelope_id) <= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_mode_replaces_a_session_that_went_silent() {
+    let cfg = SlackConfig {
+        ping_interval: Some(Duration::from_millis(100)),
+        ..Default::default()
+    };
+    let r = SlackRig::start_socket(cfg, &[("socket_idle_s", "3")]).await;
+    let first = r.slack.wait_for_open(1).await[0];
+    // The link dies without a close: no frames, no pings.
+    r.slack.silence(first);
+    let newest = r
+        .slack
+        .wait_socket("the silent connection replaced", || {
+            let conns = r.slack.connections();
+            let first_closed = conns[0].closed_at.is_some();
+            let open = r.slack.open_connections();
+            (first_closed && open.iter().any(|&c| c != first)).then(|| *open.last().unwrap_or(&0))
+        })
+        .await;
+    let push = r.slack.dm(BOB, "still there?");
+    let env = r.slack.envelope(newest, &push, 0);
+    r.slack.wait_for_ack(&env.envelope_id).await;
+    r.slack
+        .wait_for_text(&dm_channel(BOB), "still there?")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_mode_reconnects_after_the_connection_drops() {
+    let r = SlackRig::start_socket(SlackConfig::default(), &[]).await;
+    let first = r.slack.wait_for_open(1).await[0];
+    r.slack.drop_connection(first);
+    let second = r
+        .slack
+        .wait_socket("a new connection", || {
+            r.slack.open_connections().into_iter().find(|&c| c != first)
+        })
+        .await;
+    let push = r.slack.dm(ADA, "reconnected");
+    let env = r.slack.envelope(second, &push, 0);
+    r.slack.wait_for_ack(&env.envelope_id).await;
+    r.slack.wait_for_text(&dm_channel(ADA), "reconnected").await;
+    assert_eq!(r.slack.calls_of("apps.connections.open").len(), 2);
+}

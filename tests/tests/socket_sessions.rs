@@ -166,7 +166,11 @@ async fn two_hundred_frames_keep_their_order_and_each_is_answered_once() {
     for i in 0..N {
         server.send_json(
             conn,
-            &message(&format!("f{i:03}"), &format!("c{i:03}"), &format!("token{i:03}")),
+            &message(
+                &format!("f{i:03}"),
+                &format!("c{i:03}"),
+                &format!("token{i:03}"),
+            ),
         );
     }
     let mut seen = Vec::new();
@@ -229,7 +233,10 @@ async fn secrets_are_filled_where_bound_and_scrubbed_from_frames() {
     let identify = server.json(|v| v["type"] == "identify").await;
     assert_eq!(identify["token"], SECRET, "the server gets the real value");
 
-    server.send_json(conn, &message("s1", "ws", &format!("your token is {SECRET}!")));
+    server.send_json(
+        conn,
+        &message("s1", "ws", &format!("your token is {SECRET}!")),
+    );
     server
         .json(|v| v["type"] == "seen" && v["id"] == "s1")
         .await;
@@ -374,18 +381,17 @@ async fn stopping_the_channel_closes_its_session_with_1001() {
     let gw = TestGateway::start_with(opts, dir).await;
     accepted(&mut server).await;
     server.json(|v| v["type"] == "hello").await;
-    gw.gw()
-        .runtime
-        .channels
-        .stop(PLUGIN)
-        .await
-        .expect("stop");
+    gw.gw().runtime.channels.stop(PLUGIN).await.expect("stop");
     let (code, reason) = server.closed().await;
     assert_eq!(code, Some(1001));
     assert_eq!(reason, "going away");
     let runner = gw.gw().runtime.channels.get(PLUGIN).expect("runner");
     assert!(runner.sockets().sessions().is_empty());
-    assert_eq!(runner.sockets().timer_count(), 0, "timers end with the account");
+    assert_eq!(
+        runner.sockets().timer_count(),
+        0,
+        "timers end with the account"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -54,6 +54,9 @@ pub struct SlackConfig {
     pub bot_user_id: String,
     /// The bot's id (`bot_id` on its own messages).
     pub bot_id: String,
+    /// Socket Mode: how often each connection is pinged (Slack pings its
+    /// clients). Default 5 s; `None` never.
+    pub ping_interval: Option<Duration>,
     /// Record every call. Default true.
     pub record_calls: bool,
     /// The hang guard of the `wait_for_*` helpers. Default [`WAIT_GUARD`].
@@ -69,6 +72,7 @@ impl Default for SlackConfig {
             team_id: "T0PINCER1".into(),
             bot_user_id: "U0PINCERBOT".into(),
             bot_id: "B0PINCERBOT".into(),
+            ping_interval: Some(Duration::from_secs(5)),
             record_calls: true,
             wait_guard: WAIT_GUARD,
         }
@@ -290,7 +294,7 @@ impl FakeSlack {
             .await
             .expect("bind the Slack fake on 127.0.0.1");
         let addr = listener.local_addr().expect("the Slack fake's address");
-        let socket = socket::SocketServer::start("A0PINCERAPP")
+        let socket = socket::SocketServer::start("A0PINCERAPP", cfg.ping_interval)
             .await
             .expect("bind the Slack fake's Socket Mode listener on 127.0.0.1");
         let inner = Arc::new(Inner {
@@ -615,6 +619,12 @@ impl FakeSlack {
             &json!({"type": "disconnect", "reason": reason,
                 "debug_info": {"host": format!("applink-pincer-{conn}")}}),
         )
+    }
+
+    /// Connection `conn` goes quiet: no frames, no pings, but the TCP
+    /// connection stays up (a dead link the client must notice itself).
+    pub fn silence(&self, conn: u64) {
+        self.inner.socket.silence(conn);
     }
 
     /// End connection `conn` without a close frame (a dead link).

@@ -11,6 +11,10 @@
 //! inbox id (`{channel}:{ts}`) the host has already seen, so each is
 //! answered once.
 //!
+//! Socket Mode (`mode = "socket"`): the host keeps a WebSocket open for
+//! the account and hands its frames here; envelopes are acknowledged at
+//! once and their payloads take the same path as pushes ([`socket`]).
+//!
 //! Replies go through the Web API ([`api`]) with the bearer
 //! `{{secret:bot_token}}`, which the host fills in for Slack's hosts only:
 //! `chat.postMessage` in the inbound message's thread, Markdown rendered
@@ -25,6 +29,7 @@ pub mod api;
 pub mod events;
 pub mod mrkdwn;
 pub mod settings;
+pub mod socket;
 
 use pincer_sdk::{
     Capabilities, Channel, Config, DownloadRequest, Error, OutboundAttachment, OutboundMessage,
@@ -200,12 +205,25 @@ impl Channel for Slack {
                 "mode = \"events\" needs the secret `signing_secret` (Basic Information > Signing Secret) to verify pushes",
             ));
         }
+        let idle_ms = settings::idle_ms(&config)?;
         let me = identity(&api_base)?;
-        Settings { mode, api_base, me }.install();
+        let s = Settings {
+            mode,
+            api_base,
+            me,
+            idle_ms,
+        };
+        s.clone().install();
+        if mode == Mode::Socket {
+            socket::ensure(&s)?;
+        }
         Ok(())
     }
 
     fn handle_webhook(request: WebhookRequest) -> Result<WebhookResponse, Error> {
+        if let Some(event) = pincer_sdk::socket::SocketEvent::from_request(&request) {
+            return socket::handle(&Settings::current()?, event);
+        }
         if request.method != "POST" {
             return Ok(pincer_sdk::webhook_text(
                 405,

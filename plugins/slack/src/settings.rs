@@ -38,6 +38,24 @@ pub struct Settings {
     pub api_base: String,
     /// The bot's identity.
     pub me: Me,
+    /// Socket Mode: a session with no frame for this long is replaced.
+    pub idle_ms: u64,
+}
+
+/// Socket Mode's default idle time before a session counts as dead.
+pub const DEFAULT_IDLE_S: u64 = 75;
+
+/// `socket_idle_s` (default [`DEFAULT_IDLE_S`], at least 1) in ms.
+pub fn idle_ms(config: &Config) -> Result<u64, Error> {
+    let s = config
+        .parse::<u64>("socket_idle_s")?
+        .unwrap_or(DEFAULT_IDLE_S);
+    if s == 0 {
+        return Err(Error::config(
+            "config key `socket_idle_s` must be at least 1",
+        ));
+    }
+    Ok(s * 1000)
 }
 
 thread_local! {

@@ -29,7 +29,7 @@ const TG_HOSTS: &str = r#"allowed_hosts = ["https://api.telegram.org"]"#;
 const WA_HOSTS: &str =
     r#"allowed_hosts = ["https://graph.facebook.com", "https://lookaside.fbsbx.com"]"#;
 /// The shipped Slack manifest's host list.
-const SLACK_HOSTS: &str = r#"allowed_hosts = ["https://slack.com", "https://files.slack.com"]"#;
+const SLACK_HOSTS: &str = r#"allowed_hosts = ["https://slack.com", "https://files.slack.com", "wss://wss-primary.slack.com", "wss://wss-backup.slack.com"]"#;
 
 /// The bundled component and manifest of plugin `name`.
 fn bundled(name: &str) -> anyhow::Result<(&'static [u8], &'static str)> {

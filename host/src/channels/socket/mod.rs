@@ -76,12 +76,10 @@ pub fn classify(runner: &super::ChannelRunner, error: &super::ChannelError) -> D
             _ => Delivery::Done,
         },
         ChannelError::Store { .. } => Delivery::Retry,
-        ChannelError::Unavailable(_) | ChannelError::Unknown(_) => {
-            match runner.status().state {
-                ChannelState::Stopped | ChannelState::Unconfigured => Delivery::Drop,
-                _ => Delivery::Retry,
-            }
-        }
+        ChannelError::Unavailable(_) | ChannelError::Unknown(_) => match runner.status().state {
+            ChannelState::Stopped | ChannelState::Unconfigured => Delivery::Drop,
+            _ => Delivery::Retry,
+        },
         ChannelError::Rejected { .. } | ChannelError::Unconfigured { .. } => Delivery::Drop,
     }
 }
@@ -419,7 +417,8 @@ impl SocketControl for AccountSockets {
         inner.next_id += 1;
         let id = inner.next_id;
         let generation = inner.generation;
-        let timer = timers::Timer::spawn(me.clone(), name.to_string(), id, generation, delay, repeat);
+        let timer =
+            timers::Timer::spawn(me.clone(), name.to_string(), id, generation, delay, repeat);
         // Replacing drops (and so cancels) the old one.
         inner.timers.insert(name.to_string(), timer);
     }

@@ -18,9 +18,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::AccountSockets;
 use crate::plugins::bindings::{WebhookRequest, WitError};
-use crate::plugins::host::socket::{
-    Dial, Frames, SessionInfo, SessionState, Socket, rate_limited,
-};
+use crate::plugins::host::socket::{Dial, Frames, SessionInfo, SessionState, Socket, rate_limited};
 
 /// Longest wait for the peer's close frame after ours.
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(5);
@@ -244,7 +242,10 @@ async fn run(
             session.state.store(OPEN, Ordering::Relaxed);
             tracing::info!(channel = %account.key, %plugin, session = %name, "socket open");
             account
-                .emit(generation, event("WS-OPEN", &name, String::new(), Vec::new()))
+                .emit(
+                    generation,
+                    event("WS-OPEN", &name, String::new(), Vec::new()),
+                )
                 .await;
             frames(&account, &session, generation, socket, &mut commands).await
         }

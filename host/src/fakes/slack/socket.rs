@@ -59,6 +59,8 @@ struct State {
     acks: HashMap<String, usize>,
     /// Frames that were not a known acknowledgement.
     stray: Vec<String>,
+    /// Connections that send nothing any more (a half-dead link).
+    silent: std::collections::HashSet<u64>,
     counter: u64,
 }
 
@@ -80,7 +82,10 @@ impl Drop for SocketServer {
 
 impl SocketServer {
     /// Bind and serve on `127.0.0.1:0`.
-    pub(super) async fn start(app_id: &str) -> std::io::Result<SocketServer> {
+    pub(super) async fn start(
+        app_id: &str,
+        ping: Option<std::time::Duration>,
+    ) -> std::io::Result<SocketServer> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("ws://{}", listener.local_addr()?);
         let state = Arc::new(Mutex::new(State::default()));
@@ -90,6 +95,7 @@ impl SocketServer {
             state.clone(),
             changes.clone(),
             app_id.to_string(),
+            ping,
         ));
         Ok(SocketServer {
             state,
@@ -145,7 +151,12 @@ impl SocketServer {
         let envelope_id = {
             let mut s = self.state.lock();
             s.counter += 1;
-            format!("{:08x}-{:04x}-4e0b-9d7e-pincer{:06}", s.counter * 104_729, s.counter % 0xffff, s.counter)
+            format!(
+                "{:08x}-{:04x}-4e0b-9d7e-pincer{:06}",
+                s.counter * 104_729,
+                s.counter % 0xffff,
+                s.counter
+            )
         };
         let frame = json!({
             "envelope_id": envelope_id,
@@ -171,6 +182,13 @@ impl SocketServer {
         self.changes.bump();
     }
 
+    /// Connection `id` stops sending anything, pings included, but stays
+    /// connected (what a dead NAT mapping looks like from the client).
+    pub(super) fn silence(&self, id: u64) {
+        self.state.lock().silent.insert(id);
+        self.changes.bump();
+    }
+
     /// Every envelope sent.
     pub(super) fn envelopes(&self) -> Vec<Envelope> {
         self.state.lock().envelopes.clone()
@@ -178,7 +196,12 @@ impl SocketServer {
 
     /// Acknowledgements of `envelope_id`.
     pub(super) fn acks(&self, envelope_id: &str) -> usize {
-        self.state.lock().acks.get(envelope_id).copied().unwrap_or(0)
+        self.state
+            .lock()
+            .acks
+            .get(envelope_id)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Frames that were not an acknowledgement of a sent envelope.
@@ -192,6 +215,7 @@ async fn accept_loop(
     state: Arc<Mutex<State>>,
     changes: Arc<Changes>,
     app_id: String,
+    ping: Option<std::time::Duration>,
 ) {
     let mut conns = tokio::task::JoinSet::new();
     loop {
@@ -201,7 +225,7 @@ async fn accept_loop(
                     tokio::task::yield_now().await;
                     continue;
                 };
-                conns.spawn(serve(stream, state.clone(), changes.clone(), app_id.clone()));
+                conns.spawn(serve(stream, state.clone(), changes.clone(), app_id.clone(), ping));
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
@@ -213,17 +237,19 @@ async fn serve(
     state: Arc<Mutex<State>>,
     changes: Arc<Changes>,
     app_id: String,
+    ping: Option<std::time::Duration>,
 ) {
     let mut ticket = String::new();
-    let check = |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
-                 resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
-        let query = req.uri().query().unwrap_or("");
-        ticket = url::form_urlencoded::parse(query.as_bytes())
-            .find(|(k, _)| k == "ticket")
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default();
-        Ok(resp)
-    };
+    let check =
+        |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+         resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
+            let query = req.uri().query().unwrap_or("");
+            ticket = url::form_urlencoded::parse(query.as_bytes())
+                .find(|(k, _)| k == "ticket")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            Ok(resp)
+        };
     let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, check).await else {
         return;
     };
@@ -272,9 +298,19 @@ async fn serve(
     // The map holds the only sender: removing it ends the connection.
     drop(tx);
     changes.bump();
+    // Slack pings every connection; a silenced one gets nothing.
+    let mut pings = tokio::time::interval(ping.unwrap_or(std::time::Duration::from_secs(3600)));
+    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let silent = state.lock().silent.contains(&id);
         tokio::select! {
+            _ = pings.tick(), if ping.is_some() && !silent => {
+                if sink.send(Message::Ping(bytes::Bytes::from_static(b"slack"))).await.is_err() {
+                    break;
+                }
+            }
             out = rx.recv() => match out {
+                Some(_) if state.lock().silent.contains(&id) => {}
                 Some(m) => {
                     if sink.send(m).await.is_err() {
                         break;

@@ -149,11 +149,8 @@ impl Dial {
         let config = WebSocketConfig::default()
             .max_message_size(Some(self.frames.limits.max_frame_bytes as usize))
             .max_frame_size(Some(self.frames.limits.max_frame_bytes as usize));
-        let upgrade = tokio_tungstenite::client_async_with_config(
-            self.request.clone(),
-            stream,
-            Some(config),
-        );
+        let upgrade =
+            tokio_tungstenite::client_async_with_config(self.request.clone(), stream, Some(config));
         match tokio::time::timeout(CONNECT_TIMEOUT, upgrade).await {
             Err(_) => Err("connect: upgrade timed out".to_string()),
             Ok(Err(e)) => Err(scrub(format!("upgrade: {e}"))),
@@ -280,7 +277,12 @@ impl PluginSockets {
             .trim_end_matches(']')
             .to_ascii_lowercase();
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        if !self.caps.hosts.iter().any(|p| p.matches(scheme, &host, port)) {
+        if !self
+            .caps
+            .hosts
+            .iter()
+            .any(|p| p.matches(scheme, &host, port))
+        {
             tracing::warn!(plugin = %self.plugin, session = %name, %scheme, %host, port, "socket refused: host not allowed");
             let hint = if tls {
                 format!("add `wss://{host}` to the plugin's allowed_hosts")
@@ -324,8 +326,14 @@ impl PluginSockets {
             .map_err(|e| permanent(format!("session `{name}`: {e}")))?;
         for (k, v) in headers {
             let lower = k.to_ascii_lowercase();
-            if ["host", "connection", "upgrade", "sec-websocket-key", "sec-websocket-version"]
-                .contains(&lower.as_str())
+            if [
+                "host",
+                "connection",
+                "upgrade",
+                "sec-websocket-key",
+                "sec-websocket-version",
+            ]
+            .contains(&lower.as_str())
             {
                 return Err(permanent(format!(
                     "session `{name}`: header `{k}` is set by the host"

@@ -1,0 +1,244 @@
+//! Socket Mode (`mode = "socket"`): Slack delivers events over a WebSocket
+//! the host keeps open for this account (`pincer:socket`), so the gateway
+//! needs no public URL.
+//!
+//! `apps.connections.open` with the app-level token (`{{secret:app_token}}`)
+//! answers a single-use `wss://` URL, opened as session `sm-N`. The
+//! session serving the account is named in the key-value store
+//! (`socket/current`, claimed by compare-and-swap so two instances never
+//! open two). Every envelope is acknowledged at once with
+//! `{"envelope_id": ..}`; `events_api` payloads are the Events API's and go
+//! through the same [`crate::deliver`]. A `disconnect` (`refresh_requested`,
+//! `warning`) is handled make-before-break: a second session is opened and
+//! the first closed once the second is open. A session that closes is
+//! reopened after [`RECONNECT_DELAY_MS`]; a watchdog timer closes and
+//! replaces one that has received no frame (Slack pings included) for
+//! the configured idle time (75 s by default).
+
+use pincer_sdk::socket::{self, SessionState, SocketEvent};
+use pincer_sdk::{Error, WebhookResponse, kv, log};
+use serde_json::{Value, json};
+
+use crate::api;
+use crate::settings::Settings;
+
+/// The key naming the session that serves the account.
+pub const CURRENT: &str = "socket/current";
+/// The key naming the session being replaced (closed once the new one is
+/// open).
+pub const RETIRING: &str = "socket/retiring";
+/// The counter that numbers sessions.
+const SEQ: &str = "socket/seq";
+/// The watchdog timer.
+pub const WATCHDOG: &str = "watchdog";
+/// The one-shot timer that reopens a closed session.
+pub const RECONNECT: &str = "reconnect";
+/// How long after a close the session is reopened.
+pub const RECONNECT_DELAY_MS: u64 = 1_000;
+/// The longest gap between two watchdog checks.
+pub const WATCHDOG_MAX_MS: u64 = 15_000;
+
+fn current() -> Result<Option<String>, Error> {
+    kv::get_string(CURRENT)
+}
+
+/// Start serving the account: make sure a session is open or opening, and
+/// the watchdog runs. Called by every instance's `start` (a no-op when a
+/// session already serves the account).
+pub fn ensure(s: &Settings) -> Result<(), Error> {
+    let period = (s.idle_ms / 3).clamp(100, WATCHDOG_MAX_MS);
+    socket::timer::set(WATCHDOG, period, period)?;
+    let cur = current()?;
+    if let Some(name) = &cur
+        && socket::info(name).is_some()
+    {
+        return Ok(());
+    }
+    replace(s, cur.as_deref())
+}
+
+/// Open a new session in place of `expected` (the session that serves the
+/// account now, if any). Does nothing when another instance already did.
+fn replace(s: &Settings, expected: Option<&str>) -> Result<(), Error> {
+    let seq = kv::increment(SEQ, 1)?;
+    let name = format!("sm-{seq}");
+    if !kv::compare_and_swap(CURRENT, expected.map(str::as_bytes), Some(name.as_bytes()))? {
+        return Ok(());
+    }
+    let answer = api::post_json(&s.url("apps.connections.open"), api::APP_TOKEN, &json!({}))?;
+    let Some(url) = answer.get("url").and_then(Value::as_str) else {
+        return Err(Error::transient(format!(
+            "apps.connections.open answered without a url: {answer}"
+        )));
+    };
+    log::info("opening a Socket Mode session", &[("session", &name)]);
+    socket::open(&name, url, &[])
+}
+
+/// Reopen later (a timer), so a platform refusing connections is not
+/// hammered.
+fn reconnect_later(why: &str) {
+    log::warn("Socket Mode session lost; reconnecting", &[("why", why)]);
+    if let Err(e) = socket::timer::set(RECONNECT, RECONNECT_DELAY_MS, 0) {
+        log::error(
+            "cannot schedule the reconnect",
+            &[("error", &e.to_string())],
+        );
+    }
+}
+
+/// Handle one socket event; what to hand the host (inbound messages of an
+/// `events_api` envelope).
+pub fn handle(s: &Settings, event: SocketEvent) -> Result<WebhookResponse, Error> {
+    let nothing = || pincer_sdk::webhook_json(200, &json!({"ok": true}), vec![]);
+    let cur = current()?;
+    match event {
+        SocketEvent::Open { session } => {
+            log::info("Socket Mode session open", &[("session", &session)]);
+            if cur.as_deref() == Some(session.as_str())
+                && let Some(old) = kv::get_string(RETIRING)?
+            {
+                // Make-before-break: the replacement is up, the old one goes.
+                socket::close(&old, 1000, "replaced after disconnect");
+                kv::delete(RETIRING)?;
+            }
+            Ok(nothing())
+        }
+        SocketEvent::Text { session, text } => on_frame(s, &session, cur.as_deref(), &text),
+        SocketEvent::Binary { session, .. } => {
+            log::warn("binary frame ignored", &[("session", &session)]);
+            Ok(nothing())
+        }
+        SocketEvent::Close {
+            session,
+            code,
+            reason,
+        } => {
+            let code = code.to_string();
+            log::info(
+                "Socket Mode session closed",
+                &[("session", &session), ("code", &code), ("reason", &reason)],
+            );
+            if kv::get_string(RETIRING)?.as_deref() == Some(session.as_str()) {
+                kv::delete(RETIRING)?;
+            } else if cur.as_deref() == Some(session.as_str()) {
+                reconnect_later(&format!("closed with {code} {reason}"));
+            }
+            Ok(nothing())
+        }
+        SocketEvent::Timer { name } if name == RECONNECT => {
+            if cur.as_deref().is_none_or(|c| socket::info(c).is_none()) {
+                if let Err(e) = replace(s, cur.as_deref()) {
+                    log::warn("reconnecting failed", &[("error", &e.to_string())]);
+                    reconnect_later("the last attempt failed");
+                }
+            }
+            Ok(nothing())
+        }
+        SocketEvent::Timer { name } if name == WATCHDOG => {
+            watchdog(s, cur.as_deref());
+            Ok(nothing())
+        }
+        SocketEvent::Timer { name } => {
+            log::debug("unknown timer ignored", &[("timer", &name)]);
+            Ok(nothing())
+        }
+    }
+}
+
+/// A dead session (no frame for the idle time) is closed and replaced; a
+/// missing one is reopened.
+fn watchdog(s: &Settings, cur: Option<&str>) {
+    let now = pincer_sdk::clock::now_ms();
+    let stale = match cur.map(|c| (c, socket::info(c))) {
+        None | Some((_, None)) => true,
+        Some((name, Some(info))) => {
+            let since = if info.last_frame_at > 0 {
+                info.last_frame_at
+            } else {
+                info.opened_at
+            };
+            let dead = matches!(info.state, SessionState::Open)
+                && since > 0
+                && now.saturating_sub(since) > s.idle_ms;
+            if dead {
+                log::warn(
+                    "no frame on the Socket Mode session; replacing it",
+                    &[
+                        ("session", name),
+                        ("idle_ms", &now.saturating_sub(since).to_string()),
+                    ],
+                );
+                socket::close(name, 4000, "no frame within the idle time");
+            }
+            dead
+        }
+    };
+    if stale && let Err(e) = replace(s, cur) {
+        log::warn("reconnecting failed", &[("error", &e.to_string())]);
+        reconnect_later("the watchdog's attempt failed");
+    }
+}
+
+/// One text frame from Slack: acknowledge an envelope at once, then act on
+/// it.
+fn on_frame(
+    s: &Settings,
+    session: &str,
+    cur: Option<&str>,
+    text: &str,
+) -> Result<WebhookResponse, Error> {
+    let nothing = || pincer_sdk::webhook_json(200, &json!({"ok": true}), vec![]);
+    let Ok(frame) = serde_json::from_str::<Value>(text) else {
+        log::warn("a frame that is not JSON ignored", &[("session", session)]);
+        return Ok(nothing());
+    };
+    if let Some(id) = frame.get("envelope_id").and_then(Value::as_str) {
+        if let Err(e) = socket::send_text(session, &json!({ "envelope_id": id }).to_string()) {
+            // Slack redelivers an envelope it saw no ack for; the inbox
+            // deduplicates the message.
+            log::warn(
+                "acknowledging an envelope failed",
+                &[("envelope_id", id), ("error", &e.to_string())],
+            );
+        }
+    }
+    match frame.get("type").and_then(Value::as_str).unwrap_or("") {
+        "events_api" => {
+            let payload = frame.get("payload").cloned().unwrap_or(Value::Null);
+            let retry = frame
+                .get("retry_attempt")
+                .and_then(Value::as_u64)
+                .filter(|n| *n > 0)
+                .map(|n| n.to_string());
+            crate::deliver(s, payload.to_string().as_bytes(), retry.as_deref())
+        }
+        "hello" => {
+            log::info("Slack said hello", &[("session", session)]);
+            Ok(nothing())
+        }
+        "disconnect" => {
+            let reason = frame.get("reason").and_then(Value::as_str).unwrap_or("");
+            log::info(
+                "Slack asked to reconnect",
+                &[("session", session), ("reason", reason)],
+            );
+            if cur == Some(session) {
+                kv::set_string(RETIRING, session)?;
+                if let Err(e) = replace(s, Some(session)) {
+                    kv::delete(RETIRING)?;
+                    log::warn(
+                        "opening the replacement failed",
+                        &[("error", &e.to_string())],
+                    );
+                    reconnect_later("the replacement could not be opened");
+                }
+            }
+            Ok(nothing())
+        }
+        other => {
+            log::debug("envelope ignored", &[("type", other)]);
+            Ok(nothing())
+        }
+    }
+}
