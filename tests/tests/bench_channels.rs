@@ -9,8 +9,8 @@ use pincer::bench::channels::{Sizes, channels};
 async fn bench_channels_smoke_runs_every_phase() {
     let sizes = Sizes::smoke();
     let report = channels(sizes.clone(), false).await.expect("bench runs");
-    // Four channels, each a burst and a sequential phase.
-    assert_eq!(report.answered, 4 * (sizes.messages + sizes.sequential));
+    // Five channels, each a burst and a sequential phase.
+    assert_eq!(report.answered, 5 * (sizes.messages + sizes.sequential));
     assert_eq!(
         report.polling,
         sizes.bots.iter().map(|&n| (n, n)).collect::<Vec<_>>(),
@@ -21,6 +21,7 @@ async fn bench_channels_smoke_runs_every_phase() {
         "Telegram, webhook",
         "WhatsApp",
         "Slack, Events API",
+        "Slack, Socket Mode",
         "| bots |",
     ] {
         assert!(report.markdown.contains(heading), "{}", report.markdown);

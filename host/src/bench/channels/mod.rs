@@ -4,7 +4,8 @@
 //! figure beside the same fake driven by a bare bot in the same run.
 //!
 //! - [`throughput`]: messages per second and creation → answer latency for
-//!   Telegram (poll and webhook), WhatsApp and Slack (Events API);
+//!   Telegram (poll and webhook), WhatsApp and Slack (Events API and
+//!   Socket Mode);
 //! - [`density`]: many idle long-polling Telegram bots: memory per bot and
 //!   idle CPU, at two sizes to separate fixed from per-bot cost.
 //!
@@ -105,7 +106,9 @@ pub async fn channels(sizes: Sizes, isolate: bool) -> anyhow::Result<Report> {
     let wa_bare = throughput::whatsapp_bare(&sizes).await?;
     let slack = throughput::slack_events(&sizes).await?;
     let slack_bare = throughput::slack_bare(&sizes).await?;
-    for m in [&tg_poll, &tg_hook, &wa, &slack] {
+    let slack_sm = throughput::slack_socket(&sizes).await?;
+    let slack_sm_bare = throughput::slack_socket_bare(&sizes).await?;
+    for m in [&tg_poll, &tg_hook, &wa, &slack, &slack_sm] {
         answered += m.burst.n + m.sequential.n;
     }
     out.push_str(&throughput_table(&[
@@ -129,6 +132,13 @@ pub async fn channels(sizes: Sizes, isolate: bool) -> anyhow::Result<Report> {
             &slack,
             &slack_bare,
             "push",
+            "chat.postMessage",
+        ),
+        (
+            "Slack, Socket Mode",
+            &slack_sm,
+            &slack_sm_bare,
+            "envelope",
             "chat.postMessage",
         ),
     ]));
@@ -233,15 +243,26 @@ async fn slack_part(spec: &str) -> anyhow::Result<()> {
     };
     let slack = throughput::slack_events(&sizes).await?;
     let slack_bare = throughput::slack_bare(&sizes).await?;
+    let slack_sm = throughput::slack_socket(&sizes).await?;
+    let slack_sm_bare = throughput::slack_socket_bare(&sizes).await?;
     println!(
         "{}",
-        throughput_table(&[(
-            "Slack, Events API",
-            &slack,
-            &slack_bare,
-            "push",
-            "chat.postMessage",
-        )])
+        throughput_table(&[
+            (
+                "Slack, Events API",
+                &slack,
+                &slack_bare,
+                "push",
+                "chat.postMessage",
+            ),
+            (
+                "Slack, Socket Mode",
+                &slack_sm,
+                &slack_sm_bare,
+                "envelope",
+                "chat.postMessage",
+            ),
+        ])
     );
     Ok(())
 }

@@ -199,8 +199,8 @@ pub(super) fn whatsapp_settings(wa: &FakeWhatsApp) -> PluginSettings {
     }
 }
 
-/// The operator settings of the fake's Slack app (Events API, policy
-/// `open`).
+/// The operator settings of the fake's Slack app (Events API unless
+/// `mode` is set, policy `open`).
 pub(super) fn slack_settings(slack: &FakeSlack) -> PluginSettings {
     let c = slack.config();
     let secret = |v: &str| SecretSource::Value(v.to_string());
@@ -209,6 +209,7 @@ pub(super) fn slack_settings(slack: &FakeSlack) -> PluginSettings {
         secrets: [
             ("bot_token".to_string(), secret(&c.bot_token)),
             ("signing_secret".to_string(), secret(&c.signing_secret)),
+            ("app_token".to_string(), secret(&c.app_token)),
         ]
         .into(),
         config: [("api_base".to_string(), slack.api_url())].into(),

@@ -170,16 +170,32 @@ pub(super) async fn slack_fake() -> FakeSlack {
     .await
 }
 
-/// Push one direct message from `user` and check it was acknowledged.
-async fn slack_push(slack: &FakeSlack, url: &str, user: &str, text: &str) -> anyhow::Result<()> {
+/// How the Slack fake delivers events.
+#[derive(Clone, Copy)]
+enum Via<'a> {
+    /// Signed Events API pushes to this URL.
+    Push(&'a str),
+    /// `events_api` envelopes on this Socket Mode connection.
+    Socket(u64),
+}
+
+/// Deliver one direct message from `user` (a push must be acknowledged).
+async fn slack_push(slack: &FakeSlack, via: Via<'_>, user: &str, text: &str) -> anyhow::Result<()> {
     let push = slack.dm(user, text);
-    let answer = slack.push(url, &push).await;
-    anyhow::ensure!(
-        answer.status == 200,
-        "push refused: {} {}",
-        answer.status,
-        answer.body
-    );
+    match via {
+        Via::Push(url) => {
+            let answer = slack.push(url, &push).await;
+            anyhow::ensure!(
+                answer.status == 200,
+                "push refused: {} {}",
+                answer.status,
+                answer.body
+            );
+        }
+        Via::Socket(conn) => {
+            slack.envelope(conn, &push, 0);
+        }
+    }
     Ok(())
 }
 
@@ -188,7 +204,7 @@ async fn slack_push(slack: &FakeSlack, url: &str, user: &str, text: &str) -> any
 /// messages, each from a fresh user (its own DM channel) from `next_user`.
 async fn drive_slack(
     slack: &FakeSlack,
-    url: &str,
+    url: Via<'_>,
     sizes: &Sizes,
     next_user: &mut u64,
 ) -> anyhow::Result<Measured> {
@@ -441,7 +457,7 @@ pub(super) async fn slack_events(sizes: &Sizes) -> anyhow::Result<Measured> {
     let running = setup::start(opts).await?;
     let url = format!("http://{}/channels/slack/webhook", running.addr);
     let mut users = 1_000_000;
-    let r = drive_slack(&slack, &url, sizes, &mut users).await;
+    let r = drive_slack(&slack, Via::Push(&url), sizes, &mut users).await;
     running.stop().await?;
     r
 }
@@ -453,5 +469,36 @@ pub(super) async fn slack_bare(sizes: &Sizes) -> anyhow::Result<Measured> {
     let bot =
         crate::fakes::slack::bare::start(slack.api_url(), c.bot_token, c.signing_secret).await;
     let mut users = 2_000_000;
-    drive_slack(&slack, bot.url(), sizes, &mut users).await
+    drive_slack(&slack, Via::Push(bot.url()), sizes, &mut users).await
+}
+
+/// Slack in Socket Mode through the gateway (the host's WebSocket session).
+pub(super) async fn slack_socket(sizes: &Sizes) -> anyhow::Result<Measured> {
+    let slack = slack_fake().await;
+    let dir = setup::DataDir::new()?;
+    setup::install_slack(&dir.path().join("plugins"), slack.base_url())?;
+    let mut opts = setup::options(dir.path(), 0)?;
+    let mut settings = setup::slack_settings(&slack);
+    settings.config.insert("mode".into(), "socket".into());
+    settings.allowed_hosts = Some(vec![
+        slack.base_url().to_string(),
+        slack.socket_base().to_string(),
+    ]);
+    opts.plugins.insert("slack".into(), settings);
+    let running = setup::start(opts).await?;
+    let conn = slack.wait_for_open(1).await[0];
+    let mut users = 3_000_000;
+    let r = drive_slack(&slack, Via::Socket(conn), sizes, &mut users).await;
+    running.stop().await?;
+    r
+}
+
+/// The bare Socket Mode bot against the same fake.
+pub(super) async fn slack_socket_bare(sizes: &Sizes) -> anyhow::Result<Measured> {
+    let slack = slack_fake().await;
+    let c = slack.config().clone();
+    let _bot = crate::fakes::slack::bare::socket(slack.api_url(), c.bot_token, c.app_token);
+    let conn = slack.wait_for_open(1).await[0];
+    let mut users = 4_000_000;
+    drive_slack(&slack, Via::Socket(conn), sizes, &mut users).await
 }
