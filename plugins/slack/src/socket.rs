@@ -127,11 +127,11 @@ pub fn handle(s: &Settings, event: SocketEvent) -> Result<WebhookResponse, Error
             Ok(nothing())
         }
         SocketEvent::Timer { name } if name == RECONNECT => {
-            if cur.as_deref().is_none_or(|c| socket::info(c).is_none()) {
-                if let Err(e) = replace(s, cur.as_deref()) {
-                    log::warn("reconnecting failed", &[("error", &e.to_string())]);
-                    reconnect_later("the last attempt failed");
-                }
+            if cur.as_deref().is_none_or(|c| socket::info(c).is_none())
+                && let Err(e) = replace(s, cur.as_deref())
+            {
+                log::warn("reconnecting failed", &[("error", &e.to_string())]);
+                reconnect_later("the last attempt failed");
             }
             Ok(nothing())
         }
@@ -193,15 +193,15 @@ fn on_frame(
         log::warn("a frame that is not JSON ignored", &[("session", session)]);
         return Ok(nothing());
     };
-    if let Some(id) = frame.get("envelope_id").and_then(Value::as_str) {
-        if let Err(e) = socket::send_text(session, &json!({ "envelope_id": id }).to_string()) {
-            // Slack redelivers an envelope it saw no ack for; the inbox
-            // deduplicates the message.
-            log::warn(
-                "acknowledging an envelope failed",
-                &[("envelope_id", id), ("error", &e.to_string())],
-            );
-        }
+    if let Some(id) = frame.get("envelope_id").and_then(Value::as_str)
+        && let Err(e) = socket::send_text(session, &json!({ "envelope_id": id }).to_string())
+    {
+        // Slack redelivers an envelope it saw no ack for; the inbox
+        // deduplicates the message.
+        log::warn(
+            "acknowledging an envelope failed",
+            &[("envelope_id", id), ("error", &e.to_string())],
+        );
     }
     match frame.get("type").and_then(Value::as_str).unwrap_or("") {
         "events_api" => {

@@ -484,6 +484,12 @@ pub(super) async fn slack_socket(sizes: &Sizes) -> anyhow::Result<Measured> {
         slack.base_url().to_string(),
         slack.socket_base().to_string(),
     ]);
+    // One acknowledgement frame per envelope: the host's default frame
+    // budget (120 a minute, Discord's) would refuse most of the burst's.
+    settings.socket = Some(crate::plugins::SocketOverrides {
+        frames_per_window: Some(1_000_000),
+        ..Default::default()
+    });
     opts.plugins.insert("slack".into(), settings);
     let running = setup::start(opts).await?;
     let conn = slack.wait_for_open(1).await[0];
