@@ -557,7 +557,7 @@ impl ChannelRunner {
             .manifest
             .secrets
             .iter()
-            .filter(|(name, b)| !b.optional && !bound.caps().secrets.contains(*name))
+            .filter(|(name, b)| !b.optional && !bound.caps().secrets.contains(name))
             .map(|(name, _)| name.clone())
             .collect()
     }

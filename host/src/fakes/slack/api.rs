@@ -156,13 +156,13 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         for (k, v) in url::form_urlencoded::parse(&body) {
             params.insert(k.into_owned(), json!(v));
         }
-    } else if ct.starts_with("multipart/form-data") {
-        if let Ok(p) = multipart::parse(&ct, body.clone()).await {
-            for f in p.iter().filter(|f| !f.is_file()) {
-                params.insert(f.name.clone(), json!(f.text()));
-            }
-            mp_parts = p;
+    } else if ct.starts_with("multipart/form-data")
+        && let Ok(p) = multipart::parse(&ct, body.clone()).await
+    {
+        for f in p.iter().filter(|f| !f.is_file()) {
+            params.insert(f.name.clone(), json!(f.text()));
         }
+        mp_parts = p;
     }
     let params = Value::Object(params);
     let name = route.name();

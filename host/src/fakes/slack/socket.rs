@@ -232,6 +232,8 @@ async fn accept_loop(
     }
 }
 
+// The handshake callback's error type is tungstenite's (an HTTP response).
+#[allow(clippy::result_large_err)]
 async fn serve(
     stream: tokio::net::TcpStream,
     state: Arc<Mutex<State>>,
