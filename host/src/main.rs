@@ -120,6 +120,11 @@ enum Command {
         /// process (`gateway|bare:BOTS:WINDOW_MS`).
         #[arg(long, hide = true)]
         part: Option<String>,
+        /// Run only the `sockets` section (`channels` only): idle
+        /// host-managed WebSocket sessions, this many (default: 1000, or
+        /// 200 with `--quick`).
+        #[arg(long)]
+        sockets: Option<Option<usize>>,
     },
 }
 
@@ -513,6 +518,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             quick,
             smoke,
             part,
+            sockets,
         } => match what {
             BenchWhat::Plugins
             | BenchWhat::Gateway
@@ -537,10 +543,18 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                 } else {
                     Sizes::full()
                 };
+                if let Some(n) = sockets {
+                    let n = n.unwrap_or(sizes.sessions);
+                    return pincer::bench::channels::sockets_only(n, true)
+                        .await
+                        .map(|_| std::process::ExitCode::SUCCESS);
+                }
                 channels(sizes, true).await.map(|_| ())
             }
-            _ if quick || smoke || part.is_some() => {
-                anyhow::bail!("--quick, --smoke and --part apply to `pincer bench channels` only")
+            _ if quick || smoke || part.is_some() || sockets.is_some() => {
+                anyhow::bail!(
+                    "--quick, --smoke, --part and --sockets apply to `pincer bench channels` only"
+                )
             }
             BenchWhat::Plugins => pincer::bench::plugins::plugins().await,
             BenchWhat::Gateway => pincer::bench::gateway::gateway().await,

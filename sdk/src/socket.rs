@@ -249,7 +249,10 @@ mod tests {
             SocketEvent::from_request(&request("POST", "/", "", Some("hmac-sha256"))),
             None
         );
-        assert_eq!(SocketEvent::from_request(&request("WS-TEXT", "gw", "", None)), None);
+        assert_eq!(
+            SocketEvent::from_request(&request("WS-TEXT", "gw", "", None)),
+            None
+        );
         assert_eq!(percent_decode("a%2"), "a%2");
     }
 }

@@ -87,6 +87,8 @@ impl WsServer {
                     };
                     let headers = Arc::new(Mutex::new(Vec::new()));
                     let h = headers.clone();
+                    // tungstenite's callback type fixes the error type.
+                    #[allow(clippy::result_large_err)]
                     let callback = move |req: &Request, resp: Response| {
                         let mut out = h.lock().unwrap();
                         for (k, v) in req.headers() {

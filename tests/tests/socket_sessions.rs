@@ -423,3 +423,84 @@ async fn a_timer_fires_repeatedly_until_cancelled() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_keep_a_socket_channel_alive_and_silence_restarts_it() {
+    use pincer::clock::ManualClock;
+    use pincer::gateway::launch::ClockOverride;
+    use pincer::health::HealthConfig;
+
+    let clock = ManualClock::new(1_700_000_000_000);
+    let mut server = WsServer::start().await;
+    let (mut opts, dir) = options(&server, &[], |_| {});
+    opts.clock = Some(ClockOverride(clock.clone()));
+    opts.health = HealthConfig {
+        // The test runs the checks itself.
+        check_interval_ms: 24 * 3_600_000,
+        stale_threshold_ms: 60_000,
+        startup_grace_ms: 0,
+        confirm_checks: 1,
+        restart_cooldown_ms: 0,
+        ..Default::default()
+    };
+    let gw = TestGateway::start_with(opts, dir).await;
+    let (conn, _) = accepted(&mut server).await;
+    server.json(|v| v["type"] == "hello").await;
+    let runtime = &gw.gw().runtime;
+    let restarts = || {
+        runtime
+            .channels
+            .get(PLUGIN)
+            .expect("runner")
+            .status()
+            .restarts_total
+    };
+
+    // Two minutes without a message, but a frame (a ping) just arrived:
+    // alive.
+    clock.advance(120_000);
+    server.send(conn, Message::Ping(b"hb".to_vec().into()));
+    loop {
+        if let Seen::Pong { .. } = server.next().await {
+            break;
+        }
+    }
+    runtime.health.check_once().await;
+    assert_eq!(restarts(), 0, "a socket receiving frames is alive");
+
+    // Two more minutes with no frame at all: stale, restarted (the session
+    // itself is kept: the plugin may reconnect if it wants to).
+    let mut events = runtime.events.subscribe();
+    clock.advance(120_000);
+    runtime.health.check_once().await;
+    assert_eq!(restarts(), 1, "a silent socket channel is restarted");
+    let restarted = pincer_tests::wait_event(&mut events, |e| {
+        matches!(e, pincer::events::Event::ChannelRestarted { .. })
+    })
+    .await;
+    let pincer::events::Event::ChannelRestarted { reason, .. } = restarted else {
+        unreachable!()
+    };
+    assert!(reason.contains("no frame on its sockets"), "{reason}");
+    assert_eq!(server.accepts(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unloading_the_plugin_closes_its_session_with_1001() {
+    let mut server = WsServer::start().await;
+    let (opts, dir) = options(&server, &[], |_| {});
+    let plugins_dir = opts.plugins_dir.clone();
+    let gw = TestGateway::start_with(opts, dir).await;
+    accepted(&mut server).await;
+    server.json(|v| v["type"] == "hello").await;
+    let wasm = plugins_dir.join("ws-probe.wasm");
+    std::fs::remove_file(&wasm).expect("remove the plugin");
+    gw.gw()
+        .runtime
+        .apply(&pincer::plugins::watcher::Change::Remove(wasm))
+        .await
+        .expect("unload");
+    let (code, reason) = server.closed().await;
+    assert_eq!(code, Some(1001));
+    assert_eq!(reason, "going away");
+}

@@ -6,7 +6,10 @@
 //! start) for `stale_threshold` is stale, so a quiet bot whose polls succeed
 //! stays healthy while one whose polls keep failing (401, 409, network:
 //! counted in `pollErrors`, the cause in `lastError`) goes stale;
-//! webhook-mode channels are never judged stale for being quiet. A channel
+//! webhook-mode channels are never judged stale for being quiet, except a
+//! socket channel with host-managed sessions open: it is alive while they
+//! receive frames (heartbeat ACKs and pings count), and stale after
+//! `stale_threshold` with none (a zombie connection). A channel
 //! whose start failed or whose receiver died is failed. An `unconfigured`
 //! channel (declared secrets not granted) is left alone. After
 //! `confirm_checks` consecutive bad checks it is restarted, at most once per
@@ -236,6 +239,9 @@ impl HealthMonitor {
             _ => {}
         }
         let poll_mode = runner.mode() == Some(ReceiveMode::Poll);
+        // A socket channel (host-managed sessions open) is judged like a
+        // poll channel: alive while its sockets receive frames.
+        let socket_mode = !poll_mode && runner.sockets().totals().sessions > 0;
         let in_grace = status
             .last_start_at
             .is_some_and(|t| now.saturating_sub(t) < self.config.startup_grace_ms);
@@ -248,10 +254,13 @@ impl HealthMonitor {
                     .clone()
                     .unwrap_or_else(|| "receiver stopped".into()),
             )
-        } else if poll_mode && !in_grace {
+        } else if (poll_mode || socket_mode) && !in_grace {
             let latest = self.latest_activity(runner).await;
             let quiet = now.saturating_sub(latest);
             (quiet > self.config.stale_threshold_ms).then(|| match &status.last_error {
+                _ if socket_mode => {
+                    format!("stale: no frame on its sockets for {} s", quiet / 1000)
+                }
                 Some(e) if status.poll_errors > 0 => format!(
                     "stale: no contact with the platform for {} s ({} failed polls; last: {e})",
                     quiet / 1000,

@@ -132,7 +132,7 @@ pub(super) const SANDBOX_ENV: &str = "PINCER_BENCH_SANDBOX";
 
 /// The `[sandbox]` of the density gateway: the defaults, or
 /// [`SANDBOX_ENV`].
-fn sandbox_override() -> anyhow::Result<crate::plugins::SandboxConfig> {
+pub(super) fn sandbox_override() -> anyhow::Result<crate::plugins::SandboxConfig> {
     match std::env::var(SANDBOX_ENV) {
         Ok(toml_text) => toml::from_str(&toml_text)
             .with_context(|| format!("{SANDBOX_ENV} is not a valid [sandbox] table")),

@@ -7,7 +7,9 @@
 //!   Telegram (poll and webhook), WhatsApp and Slack (Events API and
 //!   Socket Mode);
 //! - [`density`]: many idle long-polling Telegram bots: memory per bot and
-//!   idle CPU, at two sizes to separate fixed from per-bot cost.
+//!   idle CPU, at two sizes to separate fixed from per-bot cost;
+//! - [`sockets`]: memory per idle host-managed WebSocket session (one
+//!   socket channel account each) beside plain client sockets.
 //!
 //! The density runs each get a fresh process (this binary with a hidden
 //! `--part`), so memory freed by one run cannot hide another's; the smoke
@@ -17,6 +19,7 @@
 mod density;
 mod procstat;
 mod setup;
+mod sockets;
 mod throughput;
 
 use std::time::Duration;
@@ -38,6 +41,8 @@ pub struct Sizes {
     pub bots: Vec<usize>,
     /// The idle window of each density run.
     pub idle_window: Duration,
+    /// Host-managed WebSocket sessions of the sockets run (the issue's: 1000).
+    pub sessions: usize,
 }
 
 impl Sizes {
@@ -49,6 +54,7 @@ impl Sizes {
             sequential: 200,
             bots: vec![100, 1000],
             idle_window: Duration::from_secs(60),
+            sessions: 1000,
         }
     }
 
@@ -60,6 +66,7 @@ impl Sizes {
             sequential: 50,
             bots: vec![50, 200],
             idle_window: Duration::from_secs(15),
+            sessions: 200,
         }
     }
 
@@ -70,6 +77,7 @@ impl Sizes {
             sequential: 3,
             bots: vec![2, 3],
             idle_window: Duration::from_millis(200),
+            sessions: 3,
         }
     }
 }
@@ -161,12 +169,111 @@ pub async fn channels(sizes: Sizes, isolate: bool) -> anyhow::Result<Report> {
         .collect();
     out.push('\n');
     out.push_str(&density_table(&runs));
+    out.push('\n');
+    out.push_str(&sockets_section(sizes.sessions, isolate).await?);
     println!("{out}");
     Ok(Report {
         markdown: out,
         answered,
         polling,
     })
+}
+
+/// Only the sockets section: `sessions` idle host-managed sessions
+/// through the gateway and as plain client sockets (each in a child
+/// process when `isolate`). Returns (and prints) the table.
+pub async fn sockets_only(sessions: usize, isolate: bool) -> anyhow::Result<String> {
+    crate::gateway::fdlimit::raise();
+    let table = sockets_section(sessions, isolate).await?;
+    println!("{table}");
+    Ok(table)
+}
+
+async fn sockets_section(n: usize, isolate: bool) -> anyhow::Result<String> {
+    use sockets::Holder;
+    // Each gateway variant at a tenth of the size too, to separate the
+    // gateway's fixed cost from the cost per session.
+    let small = (n / 10).max(1);
+    let mut plan = Vec::new();
+    for holder in [Holder::Gateway, Holder::OneAccount] {
+        if small < n {
+            plan.push((holder, small));
+        }
+        plan.push((holder, n));
+    }
+    plan.push((Holder::Bare, n));
+    let mut runs = Vec::new();
+    for (holder, size) in plan {
+        let r = if isolate {
+            let name = match holder {
+                Holder::Gateway => "sockets-gateway",
+                Holder::OneAccount => "sockets-one-account",
+                Holder::Bare => "sockets-bare",
+            };
+            child_line(&format!("{name}:{size}:0")).await?
+        } else {
+            sockets::run(holder, size).await?
+        };
+        runs.push((holder, r));
+    }
+    Ok(sockets_table(&runs))
+}
+
+fn holder_name(h: sockets::Holder) -> &'static str {
+    match h {
+        sockets::Holder::Gateway => "gateway, a `ws-probe` account each",
+        sockets::Holder::OneAccount => "gateway, one `ws-probe` account",
+        sockets::Holder::Bare => "bare tokio-tungstenite clients",
+    }
+}
+
+fn sockets_table(runs: &[(sockets::Holder, sockets::Sockets)]) -> String {
+    let mut t = String::from(
+        "| idle WebSocket sessions | held by | added per session: RSS (anon + file) / PSS | process RSS | all open after |\n|---|---|---|---|---|\n",
+    );
+    for (holder, r) in runs {
+        t.push_str(&format!(
+            "| {} | {} | {} ({} + {}) / {} | {} | {:.1} s |\n",
+            r.sessions,
+            holder_name(*holder),
+            kib(r.per_session(r.added.rss)),
+            kib(r.per_session(r.added.anon)),
+            kib(r.per_session(r.added.file)),
+            kib(r.per_session(r.added.pss)),
+            mib(r.total.rss),
+            r.start_s,
+        ));
+    }
+    // Marginal cost per session between the two sizes of a holder.
+    let marginal = |h: sockets::Holder| {
+        let of: Vec<&sockets::Sockets> = runs
+            .iter()
+            .filter(|(x, _)| *x == h)
+            .map(|(_, r)| r)
+            .collect();
+        match (of.first(), of.last()) {
+            (Some(a), Some(b)) if b.sessions > a.sessions => {
+                Some((b.added.rss as f64 - a.added.rss as f64) / (b.sessions - a.sessions) as f64)
+            }
+            (_, Some(b)) => Some(b.per_session(b.added.rss)),
+            _ => None,
+        }
+    };
+    if let (Some(each), Some(one), Some(bare)) = (
+        marginal(sockets::Holder::Gateway),
+        marginal(sockets::Holder::OneAccount),
+        marginal(sockets::Holder::Bare),
+    ) {
+        t.push_str(&format!(
+            "\nRSS per added idle session (between the two sizes): an account each {} ({} the bare socket's), all on one account {} ({}), bare {} (client and server end).\n",
+            kib(each),
+            ratio(each, bare),
+            kib(one),
+            ratio(one, bare),
+            kib(bare),
+        ));
+    }
+    t
 }
 
 /// The prefix of the line a child prints its result on.
@@ -181,10 +288,15 @@ fn driver_name(d: Driver) -> &'static str {
 
 /// Run one density measurement in a child process.
 async fn in_child(driver: Driver, n: usize, window: Duration) -> anyhow::Result<Density> {
-    let exe = std::env::current_exe().context("locating this binary")?;
     let spec = format!("{}:{n}:{}", driver_name(driver), window.as_millis());
+    child_line(&spec).await
+}
+
+/// Run `--part spec` in a child process and parse its result line.
+async fn child_line<T: serde::de::DeserializeOwned>(spec: &str) -> anyhow::Result<T> {
+    let exe = std::env::current_exe().context("locating this binary")?;
     let out = tokio::process::Command::new(exe)
-        .args(["bench", "channels", "--part", &spec])
+        .args(["bench", "channels", "--part", spec])
         .stderr(std::process::Stdio::inherit())
         .output()
         .await
@@ -202,8 +314,9 @@ async fn in_child(driver: Driver, n: usize, window: Duration) -> anyhow::Result<
     serde_json::from_str(line).context("parsing a density child's result")
 }
 
-/// The child side of [`in_child`]: run `spec` (`gateway|bare:N:window_ms`)
-/// and print its result on one line.
+/// The child side of [`in_child`]: run `spec`
+/// (`gateway|bare|sockets-gateway|sockets-bare:N:window_ms`) and print its
+/// result on one line.
 pub async fn part(spec: &str) -> anyhow::Result<()> {
     crate::gateway::fdlimit::raise();
     if let Some(rest) = spec.strip_prefix("slack:") {
@@ -214,12 +327,23 @@ pub async fn part(spec: &str) -> anyhow::Result<()> {
     else {
         anyhow::bail!("--part wants `gateway|bare:BOTS:WINDOW_MS`, got `{spec}`");
     };
+    let n: usize = n.parse().context("BOTS")?;
+    let holder = match driver {
+        "sockets-gateway" => Some(sockets::Holder::Gateway),
+        "sockets-one-account" => Some(sockets::Holder::OneAccount),
+        "sockets-bare" => Some(sockets::Holder::Bare),
+        _ => None,
+    };
+    if let Some(holder) = holder {
+        let r = sockets::run(holder, n).await?;
+        println!("{CHILD_LINE}{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
     let driver = match driver {
         "gateway" => Driver::Gateway,
         "bare" => Driver::Bare,
         other => anyhow::bail!("unknown density driver `{other}`"),
     };
-    let n: usize = n.parse().context("BOTS")?;
     let window = Duration::from_millis(window.parse().context("WINDOW_MS")?);
     let d = density::run(driver, n, window).await?;
     println!("{CHILD_LINE}{}", serde_json::to_string(&d)?);

@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use super::AccountSockets;
 use crate::plugins::bindings::{WebhookRequest, WitError};
 use crate::plugins::host::socket::{Dial, Frames, SessionInfo, SessionState, Socket, rate_limited};
+use crate::plugins::limits::SocketLimits;
 
 /// Longest wait for the peer's close frame after ours.
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(5);
@@ -55,10 +56,27 @@ pub struct SessionStatus {
     pub reconnects: u64,
 }
 
-/// The outgoing frame budget of one session: a fixed window.
+/// The outgoing frame budget of one session: a fixed window of
+/// `frames_per_window` frames per `window_ms`.
 struct Window {
     started: Instant,
     sent: u32,
+}
+
+impl Window {
+    /// Take one frame at `now`, or say how long until the window resets.
+    fn take(&mut self, now: Instant, limits: &SocketLimits) -> Result<(), Duration> {
+        let window = Duration::from_millis(limits.window_ms.max(1));
+        if now.saturating_duration_since(self.started) >= window {
+            self.started = now;
+            self.sent = 0;
+        }
+        if self.sent >= limits.frames_per_window {
+            return Err(window.saturating_sub(now.saturating_duration_since(self.started)));
+        }
+        self.sent += 1;
+        Ok(())
+    }
 }
 
 /// One session (shared by the account's map and its task).
@@ -178,20 +196,11 @@ impl Session {
                 limits.max_frame_bytes
             )));
         }
-        {
-            let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
-            let window = Duration::from_millis(limits.window_ms.max(1));
-            let elapsed = w.started.elapsed();
-            if elapsed >= window {
-                w.started = Instant::now();
-                w.sent = 0;
-            }
-            if w.sent >= limits.frames_per_window {
-                let wait = window.saturating_sub(w.started.elapsed());
-                return Err(rate_limited(&self.name, wait, &limits));
-            }
-            w.sent += 1;
-        }
+        self.window
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(Instant::now(), &limits)
+            .map_err(|wait| rate_limited(&self.name, wait, &limits))?;
         let filled = self.frames.fill(text)?;
         self.command(Command::Text(filled));
         Ok(())
@@ -362,4 +371,32 @@ async fn close(socket: &mut Socket, code: u16, reason: String) -> Ended {
     })
     .await;
     Ended { code, reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_frame_window_refuses_past_its_budget_and_resets() {
+        let limits = SocketLimits {
+            frames_per_window: 3,
+            window_ms: 1000,
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        let mut w = Window {
+            started: t0,
+            sent: 0,
+        };
+        for _ in 0..3 {
+            assert_eq!(w.take(t0, &limits), Ok(()));
+        }
+        let later = t0 + Duration::from_millis(400);
+        assert_eq!(w.take(later, &limits), Err(Duration::from_millis(600)));
+        let next = t0 + Duration::from_millis(1000);
+        assert_eq!(w.take(next, &limits), Ok(()));
+        let (a, b) = (close_query(1000, "bye now&"), "code=1000&reason=bye+now%26");
+        assert_eq!(a, b);
+    }
 }

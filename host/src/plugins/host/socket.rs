@@ -146,9 +146,7 @@ impl Dial {
         let stream = pool::dial(&self.plugin, &self.key, &self.guard, CONNECT_TIMEOUT)
             .await
             .map_err(|e| scrub(format!("connect: {e}")))?;
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(self.frames.limits.max_frame_bytes as usize))
-            .max_frame_size(Some(self.frames.limits.max_frame_bytes as usize));
+        let config = session_config(self.frames.limits.max_frame_bytes as usize);
         let upgrade =
             tokio_tungstenite::client_async_with_config(self.request.clone(), stream, Some(config));
         match tokio::time::timeout(CONNECT_TIMEOUT, upgrade).await {
@@ -202,6 +200,21 @@ impl Frames {
     pub fn scrub_text(&self, text: &str) -> String {
         self.secrets.scrub(text)
     }
+}
+
+/// Read buffer of a session (tungstenite's default, 128 KiB, is made for
+/// throughput; a gateway holds thousands of mostly idle sessions).
+pub const READ_BUFFER: usize = 4096;
+
+/// The tungstenite configuration of a session whose frames may be up to
+/// `max_frame` bytes: a small read buffer (grown for big frames), frames
+/// written as they are sent.
+pub fn session_config(max_frame: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(Some(max_frame))
+        .max_frame_size(Some(max_frame))
 }
 
 /// Whether `name` can name a session or timer: 1-64 of `[a-z0-9_-]`.
@@ -454,6 +467,110 @@ mod tests {
         assert!(!valid_name("Gateway"));
         assert!(!valid_name("a b"));
         assert!(!valid_name(&"a".repeat(65)));
+    }
+
+    fn sockets(rules: &[&str], secrets: SecretValues) -> PluginSockets {
+        let hosts: Vec<HostPattern> = rules
+            .iter()
+            .map(|r| HostPattern::parse(r).unwrap())
+            .collect();
+        PluginSockets::new(
+            Arc::from("probe"),
+            SocketCaps {
+                hosts: SocketCaps::hosts_from(&hosts, true),
+                ..Default::default()
+            },
+            Arc::new(secrets),
+            NetGuard::default(),
+        )
+    }
+
+    fn request(url: &str, headers: &[(&str, &str)]) -> ConnectRequest {
+        ConnectRequest {
+            name: "gw".into(),
+            url: url.into(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn refusal(r: Result<Dial, WitError>) -> String {
+        match r {
+            Err(WitError::Permanent(m)) => m,
+            other => panic!("expected a permanent refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tools_and_hosts_without_a_hub_are_refused() {
+        let s = sockets(&["wss://gw.example.com"], SecretValues::default());
+        match s.control() {
+            Err(WitError::Permanent(m)) => assert_eq!(m, "sockets are for channels"),
+            _ => panic!("a plugin without sessions must be refused"),
+        }
+    }
+
+    #[test]
+    fn the_policy_checks_scheme_host_headers_and_secret_places() {
+        let mut secrets = SecretValues::default();
+        let bound = crate::plugins::manifest::SecretBinding {
+            hosts: Some(vec!["wss://gw.example.com".into()]),
+            places: Some(vec!["header:authorization".into(), "body:token".into()]),
+            generate: false,
+        };
+        secrets.grant("token", "T0K3N".into(), &[bound]).unwrap();
+        let s = sockets(
+            &["wss://gw.example.com", "wss://other.example.com"],
+            secrets,
+        );
+        assert!(refusal(s.dial(request("https://gw.example.com/", &[]))).contains("wss://"));
+        assert!(
+            refusal(s.dial(request("wss://evil.example.com/", &[])))
+                .contains("not an allowed host")
+        );
+        assert!(refusal(s.dial(request("ws://gw.example.com/", &[]))).contains("ws:// needs"));
+        assert!(
+            refusal(s.dial(request("wss://gw.example.com/", &[("Host", "x")])))
+                .contains("set by the host")
+        );
+        // Query strings never carry secrets; other hosts never get them.
+        assert!(
+            refusal(s.dial(request("wss://gw.example.com/?t={{secret:token}}", &[])))
+                .contains("denied")
+        );
+        assert!(
+            refusal(s.dial(request(
+                "wss://other.example.com/",
+                &[("authorization", "Bot {{secret:token}}")]
+            )))
+            .contains("denied")
+        );
+        let dial = s
+            .dial(request(
+                "wss://gw.example.com/?v=10",
+                &[("Authorization", "Bot {{secret:token}}")],
+            ))
+            .expect("allowed");
+        assert_eq!(dial.request.headers()["authorization"], "Bot T0K3N");
+        assert_eq!(dial.url, "wss://gw.example.com/?v=10");
+        // Frames: filled in bound JSON fields only; scrubbed on the way in.
+        let filled = dial
+            .frames
+            .fill(r#"{"op":2,"d":{"token":"{{secret:token}}"}}"#.into())
+            .unwrap();
+        assert!(filled.contains("T0K3N"));
+        assert!(
+            dial.frames
+                .fill(r#"{"text":"{{secret:token}}"}"#.into())
+                .is_err()
+        );
+        assert!(dial.frames.fill("plain {{secret:token}}".into()).is_err());
+        assert_eq!(
+            dial.frames.scrub(b"echo T0K3N".to_vec()),
+            b"echo {{secret:token}}".to_vec()
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! On `start` it opens session `session` (default `probe`) to config `url`
 //! (with an `authorization` header from config `auth_header`, placeholders
 //! allowed) and, with config `tick_ms`, sets the repeating timer `tick`.
-//! `start` fails with the host's error if `open` is refused.
+//! `start` fails with the host's error if `open` is refused. With config
+//! `sessions = N` it also opens `<session>-1` .. `<session>-(N-1)` to the
+//! same URL (those only count frames: benchmarks).
 //!
 //! Frames from the server are JSON:
 //! - `{"type":"message","id","text","conversation"?,"sender"?}`: an inbound
@@ -86,6 +88,11 @@ impl Channel for Probe {
         AUTH.with(|a| *a.borrow_mut() = config.get("auth_header").map(str::to_string));
         RECONNECT.with(|r| *r.borrow_mut() = config.get("reconnect") == Some("true"));
         open()?;
+        // Extra sessions `<session>-1` .. (benchmarks: many sessions on one account).
+        for i in 1..config.parse::<u32>("sessions")?.unwrap_or(1) {
+            let url = URL.with(|u| u.borrow().clone());
+            socket::open(&format!("{name}-{i}"), &url, &[])?;
+        }
         if tick > 0 {
             socket::timer::set("tick", tick, tick)?;
         }

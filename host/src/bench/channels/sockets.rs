@@ -1,0 +1,263 @@
+//! Sockets: memory per idle host-managed WebSocket session
+//! (`pincer:socket`). The gateway serves `N` accounts of the `ws-probe`
+//! socket channel (built from source with the host; one session each to
+//! one local WebSocket server: a bot per session, as Discord bots), and
+//! one account holding all `N` sessions (the session's own cost), beside
+//! `N` plain tokio-tungstenite client sockets to the same server in a
+//! process of their own (the bare loop). The gateway runs take `[sandbox]`
+//! from `PINCER_BENCH_SANDBOX` as the density runs do.
+//!
+//! Idle means the steady state of a quiet account: its sender instance is
+//! dropped once unused for `POOL_IDLE_MS` (what the health monitor does
+//! after two minutes); the run drops them at once instead of waiting. The
+//! server runs on a runtime of its own ([`super::density::FAKE_THREADS`]);
+//! its end of every connection is in both figures. The server and the bare
+//! clients use the sessions' tungstenite configuration (a 4 KiB read
+//! buffer, `crate::plugins::host::socket::session_config`), so the ratio
+//! compares like with like.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::density::FAKE_THREADS;
+use super::mode_guard;
+use super::procstat::Memory;
+use super::setup;
+use crate::plugins::{AccountSettings, PluginSettings};
+
+/// The socket plugin the gateway run uses (a test plugin built with the host).
+const PLUGIN: &str = "ws-probe";
+/// Time after every session is open before memory is read.
+const SETTLE: Duration = Duration::from_secs(3);
+
+/// The sessions' configuration, for the server and the bare clients too.
+fn config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    crate::plugins::host::socket::session_config(1 << 20)
+}
+
+/// What one sockets run measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Sockets {
+    /// Sessions open.
+    pub(super) sessions: usize,
+    /// Memory added by them (the server's end included).
+    pub(super) added: Memory,
+    /// The whole process at the end.
+    pub(super) total: Memory,
+    /// Seconds until every session was open.
+    pub(super) start_s: f64,
+}
+
+impl Sockets {
+    /// Bytes per session.
+    pub(super) fn per_session(&self, bytes: u64) -> f64 {
+        bytes as f64 / self.sessions.max(1) as f64
+    }
+}
+
+/// Who holds the sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Holder {
+    /// The gateway: one `ws-probe` account per session.
+    Gateway,
+    /// The gateway: one `ws-probe` account holding every session.
+    OneAccount,
+    /// One plain tokio-tungstenite client per session.
+    Bare,
+}
+
+/// A WebSocket server on a runtime of its own that accepts and holds
+/// every connection, reading (and dropping) what it is sent.
+struct Server {
+    runtime: Option<tokio::runtime::Runtime>,
+    addr: std::net::SocketAddr,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl Server {
+    async fn start() -> anyhow::Result<Server> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(FAKE_THREADS)
+            .enable_all()
+            .build()
+            .context("starting the server's runtime")?;
+        let listener = runtime
+            .spawn(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .await
+            .context("binding the server")??;
+        let addr = listener.local_addr()?;
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        runtime.spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let Ok(mut ws) =
+                        tokio_tungstenite::accept_async_with_config(tcp, Some(config())).await
+                    else {
+                        return;
+                    };
+                    count.fetch_add(1, Ordering::SeqCst);
+                    while let Some(Ok(_)) = ws.next().await {}
+                });
+            }
+        });
+        Ok(Server {
+            runtime: Some(runtime),
+            addr,
+            accepted,
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}/socket", self.addr)
+    }
+
+    /// Wait until `n` connections were upgraded.
+    async fn wait_for(&self, n: usize) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + mode_guard();
+        while self.accepted.load(Ordering::SeqCst) < n {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "only {} of {n} sessions opened",
+                self.accepted.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// `ws-probe` opening `n` sessions to `url`: with `one_account`, all from
+/// the plugin table's account; else one from each of `n` accounts (the
+/// plugin table's `default` and `n - 1` more).
+fn settings(url: &str, port: u16, n: usize, one_account: bool) -> PluginSettings {
+    let mut s = PluginSettings {
+        allowed_hosts: Some(vec![format!("ws://127.0.0.1:{port}")]),
+        ..Default::default()
+    };
+    s.config.insert("url".into(), url.to_string());
+    if one_account {
+        s.config.insert("sessions".into(), n.to_string());
+        s.socket = Some(crate::plugins::SocketOverrides {
+            max_sessions: Some(n as u32),
+            ..Default::default()
+        });
+    } else {
+        for i in 1..n {
+            s.accounts
+                .insert(format!("bot{i:05}"), AccountSettings::default());
+        }
+    }
+    s
+}
+
+/// Install the `ws-probe` component built with this host.
+fn install(plugins: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(plugins)?;
+    let built = std::path::Path::new(crate::bundled::BUILD_PLUGIN_DIR);
+    for ext in ["wasm", "toml"] {
+        let from = built.join(format!("{PLUGIN}.{ext}"));
+        std::fs::copy(&from, plugins.join(format!("{PLUGIN}.{ext}"))).with_context(|| {
+            format!(
+                "{}: the sockets bench needs the `ws-probe` test plugin of a build tree",
+                from.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Open `n` idle sessions held by `holder` and measure them.
+pub(super) async fn run(holder: Holder, n: usize) -> anyhow::Result<Sockets> {
+    let server = Server::start().await?;
+    let dir = setup::DataDir::new()?;
+    let before = Memory::now();
+    let started = std::time::Instant::now();
+    let mut running = None;
+    let mut bare = Vec::new();
+    match holder {
+        Holder::Gateway | Holder::OneAccount => {
+            install(&dir.path().join("plugins"))?;
+            let mut opts = setup::options(dir.path(), 0)?;
+            opts.sandbox = super::density::sandbox_override()?;
+            opts.sandbox.engine_instances = opts
+                .sandbox
+                .engine_instances
+                .max((2 * n + crate::plugins::gate::ENGINE_RESERVE + 16) as u32);
+            opts.plugins.insert(
+                PLUGIN.into(),
+                settings(
+                    &server.url(),
+                    server.addr.port(),
+                    n,
+                    holder == Holder::OneAccount,
+                ),
+            );
+            running = Some(setup::start(opts).await?);
+        }
+        Holder::Bare => {
+            for _ in 0..n {
+                let (ws, _) = tokio_tungstenite::connect_async_with_config(
+                    server.url(),
+                    Some(config()),
+                    true,
+                )
+                .await
+                .context("a bare client connecting")?;
+                bare.push(tokio::spawn(async move {
+                    let mut ws = ws;
+                    while let Some(Ok(_)) = ws.next().await {}
+                }));
+            }
+        }
+    }
+    server.wait_for(n).await?;
+    let start_s = started.elapsed().as_secs_f64();
+    if let Some(r) = &running {
+        // The steady idle state: no account keeps a warm instance.
+        for runner in r.gateway.runtime.channels.all() {
+            runner.trim_idle(u64::MAX);
+        }
+    }
+    tokio::time::sleep(SETTLE).await;
+    let total = Memory::now();
+    if let Some(r) = &running {
+        let open: usize = r
+            .gateway
+            .runtime
+            .channels
+            .all()
+            .iter()
+            .map(|c| c.sockets().sessions().len())
+            .sum();
+        anyhow::ensure!(open == n, "{open} of {n} sessions open at the end");
+    }
+    let result = Sockets {
+        sessions: n,
+        added: total.since(&before),
+        total,
+        start_s,
+    };
+    if let Some(r) = running {
+        r.stop().await?;
+    }
+    for task in bare {
+        task.abort();
+    }
+    Ok(result)
+}
