@@ -6,9 +6,15 @@
 //! answers a single-use `wss://` URL, opened as session `sm-N`. The
 //! session serving the account is named in the key-value store
 //! (`socket/current`, claimed by compare-and-swap so two instances never
-//! open two). Every envelope is acknowledged at once with
-//! `{"envelope_id": ..}`; `events_api` payloads are the Events API's and go
-//! through the same [`crate::deliver`]. A `disconnect` (`refresh_requested`,
+//! open two). Envelopes are acknowledged with `{"envelope_id": ..}`;
+//! `events_api` payloads are the Events API's and go through the same
+//! [`crate::deliver`]. An envelope that carries nothing for the agent is
+//! acknowledged at once; one whose message the host must commit to the
+//! inbox first is acknowledged as soon as that commit is certain: when the
+//! account's next socket event arrives (the host commits before it
+//! delivers the next one) or, if none comes, on the [`ACK`] timer
+//! [`ACK_DELAY_MS`] later. A crash therefore never loses an acknowledged
+//! event: an unacknowledged one is redelivered by Slack and answered once. A `disconnect` (`refresh_requested`,
 //! `warning`) is handled make-before-break: a second session is opened and
 //! the first closed once the second is open. A session that closes is
 //! reopened after [`RECONNECT_DELAY_MS`]; a watchdog timer closes and
@@ -35,6 +41,14 @@ pub const WATCHDOG: &str = "watchdog";
 pub const RECONNECT: &str = "reconnect";
 /// How long after a close the session is reopened.
 pub const RECONNECT_DELAY_MS: u64 = 1_000;
+/// The one-shot timer that sends acknowledgements held for a commit.
+pub const ACK: &str = "ack";
+/// How long an acknowledgement waits for a next event before the timer
+/// sends it (the host's shortest timer).
+pub const ACK_DELAY_MS: u64 = 100;
+/// Acknowledgements waiting for their message's commit:
+/// `socket/ack/{session}/{envelope_id}`.
+const ACK_PREFIX: &str = "socket/ack/";
 /// The longest gap between two watchdog checks.
 pub const WATCHDOG_MAX_MS: u64 = 15_000;
 
@@ -87,10 +101,46 @@ fn reconnect_later(why: &str) {
     }
 }
 
+/// Acknowledge envelope `id` on `session` now.
+fn ack(session: &str, id: &str) {
+    if let Err(e) = socket::send_text(session, &json!({ "envelope_id": id }).to_string()) {
+        // Slack redelivers an envelope it saw no ack for; the inbox
+        // deduplicates the message.
+        log::warn(
+            "acknowledging an envelope failed",
+            &[
+                ("envelope_id", id),
+                ("session", session),
+                ("error", &e.to_string()),
+            ],
+        );
+    }
+}
+
+/// Send the acknowledgements held for a commit: every event before this
+/// one has been committed by the host.
+fn flush_acks() -> Result<(), Error> {
+    for key in kv::list_keys(ACK_PREFIX)? {
+        if let Some((session, id)) = key[ACK_PREFIX.len()..].split_once('/') {
+            ack(session, id);
+        }
+        kv::delete(&key)?;
+    }
+    Ok(())
+}
+
+/// Hold the acknowledgement of `id` on `session` until its message is
+/// committed.
+fn hold_ack(session: &str, id: &str) -> Result<(), Error> {
+    kv::set(&format!("{ACK_PREFIX}{session}/{id}"), b"")?;
+    socket::timer::set(ACK, ACK_DELAY_MS, 0)
+}
+
 /// Handle one socket event; what to hand the host (inbound messages of an
 /// `events_api` envelope).
 pub fn handle(s: &Settings, event: SocketEvent) -> Result<WebhookResponse, Error> {
     let nothing = || pincer_sdk::webhook_json(200, &json!({"ok": true}), vec![]);
+    flush_acks()?;
     let cur = current()?;
     match event {
         SocketEvent::Open { session } => {
@@ -135,6 +185,8 @@ pub fn handle(s: &Settings, event: SocketEvent) -> Result<WebhookResponse, Error
             }
             Ok(nothing())
         }
+        // The acknowledgements went out above.
+        SocketEvent::Timer { name } if name == ACK => Ok(nothing()),
         SocketEvent::Timer { name } if name == WATCHDOG => {
             watchdog(s, cur.as_deref());
             Ok(nothing())
@@ -193,16 +245,7 @@ fn on_frame(
         log::warn("a frame that is not JSON ignored", &[("session", session)]);
         return Ok(nothing());
     };
-    if let Some(id) = frame.get("envelope_id").and_then(Value::as_str)
-        && let Err(e) = socket::send_text(session, &json!({ "envelope_id": id }).to_string())
-    {
-        // Slack redelivers an envelope it saw no ack for; the inbox
-        // deduplicates the message.
-        log::warn(
-            "acknowledging an envelope failed",
-            &[("envelope_id", id), ("error", &e.to_string())],
-        );
-    }
+    let envelope = frame.get("envelope_id").and_then(Value::as_str);
     match frame.get("type").and_then(Value::as_str).unwrap_or("") {
         "events_api" => {
             let payload = frame.get("payload").cloned().unwrap_or(Value::Null);
@@ -211,7 +254,23 @@ fn on_frame(
                 .and_then(Value::as_u64)
                 .filter(|n| *n > 0)
                 .map(|n| n.to_string());
-            crate::deliver(s, payload.to_string().as_bytes(), retry.as_deref())
+            let answer = crate::deliver(s, payload.to_string().as_bytes(), retry.as_deref())?;
+            if let Some(id) = envelope {
+                if answer.messages.is_empty() {
+                    ack(session, id);
+                } else {
+                    hold_ack(session, id)?;
+                }
+            }
+            Ok(answer)
+        }
+        _ if envelope.is_some() => {
+            // slash_commands, interactive, ...: nothing to commit.
+            if let Some(id) = envelope {
+                ack(session, id);
+            }
+            log::debug("envelope ignored", &[("session", session)]);
+            Ok(nothing())
         }
         "hello" => {
             log::info("Slack said hello", &[("session", session)]);
