@@ -503,6 +503,8 @@ async fn a_wrong_bot_token_is_a_clear_auth_error_at_start() {
 /// Web API URL.
 const KILL_DIR: &str = "PINCER_SLACK_KILL_DIR";
 const KILL_API: &str = "PINCER_SLACK_KILL_API";
+/// Set to the fake's `ws://` base to run the child in Socket Mode.
+const KILL_WS: &str = "PINCER_SLACK_KILL_WS";
 
 /// Not a test: the gateway the kill -9 test starts and kills, serving the
 /// Slack channel (Events API) from the data directory in `KILL_DIR`
@@ -527,12 +529,26 @@ fn slack_kill_child() {
             .try_init();
     }
     rt.block_on(async move {
+        let ws = std::env::var(KILL_WS).ok();
+        let mode: &[(&str, &str)] = if ws.is_some() {
+            &[("mode", "socket")]
+        } else {
+            &[]
+        };
         let mut settings = pincer_tests::fake_slack::settings_for(
             &SlackConfig::default(),
             &api,
             DmPolicy::Open,
-            &[],
+            mode,
         );
+        if let Some(ws) = ws {
+            let base = api.trim_end_matches("/api").to_string();
+            settings.allowed_hosts = Some(vec![base, ws]);
+            settings.socket = Some(pincer::plugins::SocketOverrides {
+                frames_per_window: Some(1_000_000),
+                ..Default::default()
+            });
+        }
         settings.queue = pincer::channels::QueueSettings {
             send_interval_ms: 1,
             send_burst: 1000,
@@ -945,4 +961,110 @@ async fn socket_mode_reconnects_after_the_connection_drops() {
     r.slack.wait_for_ack(&env.envelope_id).await;
     r.slack.wait_for_text(&dm_channel(ADA), "reconnected").await;
     assert_eq!(r.slack.calls_of("apps.connections.open").len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_mode_kill_9_during_traffic_loses_nothing_and_doubles_only_sends_cut_in_flight() {
+    use pincer::store::{InboxStore, OutboxStore};
+    use pincer_tests::gateway::ChildGateway;
+
+    const N: usize = 40;
+    let slack = FakeSlack::start(SlackConfig {
+        ping_interval: Some(Duration::from_secs(1)),
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    pincer_tests::fake_slack::install(&dir.path().join("plugins"), slack.base_url());
+    let api = slack.api_url();
+    let env = [
+        (KILL_DIR, dir.path().to_str().expect("utf-8")),
+        (KILL_API, api.as_str()),
+        (KILL_WS, slack.socket_base()),
+    ];
+    let user = |i: usize| format!("U0SOCK{i:04}");
+    let text = |i: usize| format!("s{i:03} one two three four five");
+    let pushes: Vec<_> = (0..N).map(|i| slack.dm(&user(i), &text(i))).collect();
+    let mut gw = ChildGateway::spawn("slack_kill_child", &env);
+    let store =
+        pincer::store::SqliteStore::open(&dir.path().join(pincer::store::DB_FILE)).expect("db");
+    let answered = |slack: &FakeSlack| {
+        slack
+            .posted_all()
+            .iter()
+            .filter(|m| m.current.ends_with("five"))
+            .count()
+    };
+    let mut conn = slack.wait_for_open(1).await[0];
+    // The envelope last sent for each message, to redeliver unacknowledged
+    // ones as Slack does.
+    let mut last: Vec<Option<String>> = vec![None; N];
+    let mut doubt: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut next = 0;
+    for kill_at in [6, 20] {
+        while next < N && answered(&slack) < kill_at {
+            last[next] = Some(slack.envelope(conn, &pushes[next], 0).envelope_id);
+            next += 1;
+            // A few in flight at once.
+            if next % 4 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        slack
+            .wait_until(&format!("{kill_at} answers"), || {
+                (answered(&slack) >= kill_at).then_some(())
+            })
+            .await;
+        gw.kill();
+        for c in in_doubt(&store) {
+            *doubt.entry(c).or_insert(0) += 1;
+        }
+        let old = conn;
+        gw = ChildGateway::spawn("slack_kill_child", &env);
+        conn = slack
+            .wait_socket("the restarted gateway's connection", || {
+                slack.open_connections().into_iter().find(|&c| c > old)
+            })
+            .await;
+        // Slack redelivers what it saw no acknowledgement for.
+        for i in 0..next {
+            let unacked = last[i].as_deref().is_some_and(|e| slack.acks(e) == 0);
+            if unacked {
+                last[i] = Some(slack.envelope(conn, &pushes[i], 1).envelope_id);
+            }
+        }
+    }
+    for i in next..N {
+        last[i] = Some(slack.envelope(conn, &pushes[i], 0).envelope_id);
+    }
+    for i in 0..N {
+        slack.wait_for_text(&dm_channel(&user(i)), &text(i)).await;
+    }
+    for e in last.iter().flatten() {
+        slack.wait_for_ack(e).await;
+    }
+    // One session serves the account (no orphan left by racing starts).
+    slack.wait_for_open(1).await;
+    pincer_tests::exactly_once::until(&store, "the inbox settled and the outbox drained", || {
+        store.inbox_stats("slack").map(|s| s.pending).unwrap_or(1) == 0
+            && store.outbox_stats("slack").map(|s| s.depth).unwrap_or(1) == 0
+    })
+    .await;
+    gw.kill();
+    for i in 0..N {
+        let dm = dm_channel(&user(i));
+        let posts = slack.posted(&dm);
+        let allowed = 1 + doubt.get(&dm).copied().unwrap_or(0);
+        assert!(
+            !posts.is_empty() && posts.len() <= allowed,
+            "{dm}: {} posts (in doubt at {} kills)",
+            posts.len(),
+            allowed - 1
+        );
+    }
+    eprintln!(
+        "socket mode kill -9 x2: {N} DMs answered over {} connections, {} in doubt at a kill",
+        slack.connections().len(),
+        doubt.len(),
+    );
 }

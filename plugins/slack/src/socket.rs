@@ -49,34 +49,66 @@ pub const ACK_DELAY_MS: u64 = 100;
 /// Acknowledgements waiting for their message's commit:
 /// `socket/ack/{session}/{envelope_id}`.
 const ACK_PREFIX: &str = "socket/ack/";
+/// When the first watchdog check after a start comes.
+pub const WATCHDOG_FIRST_MS: u64 = 1_000;
 /// The longest gap between two watchdog checks.
 pub const WATCHDOG_MAX_MS: u64 = 15_000;
 
-fn current() -> Result<Option<String>, Error> {
+/// The raw `socket/current` value: `"{name} {claimed_at_ms}"`.
+fn current_raw() -> Result<Option<String>, Error> {
     kv::get_string(CURRENT)
 }
 
+/// `(name, claimed_at_ms)` of a `socket/current` value.
+fn parse_current(raw: &str) -> (&str, u64) {
+    let (name, at) = raw.split_once(' ').unwrap_or((raw, "0"));
+    (name, at.parse().unwrap_or(0))
+}
+
+/// The session serving the account.
+fn current() -> Result<Option<String>, Error> {
+    Ok(current_raw()?.map(|r| parse_current(&r).0.to_string()))
+}
+
+/// How long a claimed session may take to appear in the host (its
+/// `apps.connections.open` call in flight) before another instance's
+/// `start` replaces it.
+pub const CLAIM_GRACE_MS: u64 = 30_000;
+
 /// Start serving the account: make sure a session is open or opening, and
 /// the watchdog runs. Called by every instance's `start` (a no-op when a
-/// session already serves the account).
+/// session already serves the account or another instance is opening one).
 pub fn ensure(s: &Settings) -> Result<(), Error> {
     let period = (s.idle_ms / 3).clamp(100, WATCHDOG_MAX_MS);
-    socket::timer::set(WATCHDOG, period, period)?;
-    let cur = current()?;
-    if let Some(name) = &cur
-        && socket::info(name).is_some()
-    {
-        return Ok(());
+    // The first check comes soon: a claim a crashed process left behind
+    // (within the grace time) is replaced by it.
+    socket::timer::set(WATCHDOG, WATCHDOG_FIRST_MS.min(period), period)?;
+    let raw = current_raw()?;
+    if let Some(raw) = &raw {
+        let (name, claimed_at) = parse_current(raw);
+        let opening = pincer_sdk::clock::now_ms().saturating_sub(claimed_at) < CLAIM_GRACE_MS;
+        if socket::info(name).is_some() || opening {
+            return Ok(());
+        }
     }
-    replace(s, cur.as_deref())
+    replace(s, raw.as_deref().map(|r| parse_current(r).0))
 }
 
 /// Open a new session in place of `expected` (the session that serves the
 /// account now, if any). Does nothing when another instance already did.
 fn replace(s: &Settings, expected: Option<&str>) -> Result<(), Error> {
+    let raw = current_raw()?;
+    if raw.as_deref().map(|r| parse_current(r).0) != expected {
+        return Ok(());
+    }
     let seq = kv::increment(SEQ, 1)?;
     let name = format!("sm-{seq}");
-    if !kv::compare_and_swap(CURRENT, expected.map(str::as_bytes), Some(name.as_bytes()))? {
+    let claim = format!("{name} {}", pincer_sdk::clock::now_ms());
+    if !kv::compare_and_swap(
+        CURRENT,
+        raw.as_deref().map(str::as_bytes),
+        Some(claim.as_bytes()),
+    )? {
         return Ok(());
     }
     let answer = api::post_json(&s.url("apps.connections.open"), api::APP_TOKEN, &json!({}))?;
