@@ -19,6 +19,7 @@ const BUNDLED: &[(&str, &str)] = &[
     ("whatsapp", "whatsapp"),
     ("matrix", "matrix"),
     ("discord", "discord"),
+    ("slack", "slack"),
 ];
 /// Plugins built for the test suite only.
 const TESTING: &[(&str, &str)] = &[

@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod exactly_once;
 pub mod fake_openai;
+pub mod fake_slack;
 
 pub mod gateway;
 pub mod guests;

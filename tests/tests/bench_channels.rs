@@ -9,8 +9,9 @@ use pincer::bench::channels::{Sizes, channels};
 async fn bench_channels_smoke_runs_every_phase() {
     let sizes = Sizes::smoke();
     let report = channels(sizes.clone(), false).await.expect("bench runs");
-    // Four channel runs, each a burst and a sequential phase.
-    assert_eq!(report.answered, 4 * (sizes.messages + sizes.sequential));
+    // Six channel runs (Telegram poll and webhook, WhatsApp, Discord, Slack
+    // Events API and Socket Mode), each a burst and a sequential phase.
+    assert_eq!(report.answered, 6 * (sizes.messages + sizes.sequential));
     assert_eq!(
         report.polling,
         sizes.bots.iter().map(|&n| (n, n)).collect::<Vec<_>>(),
@@ -21,6 +22,8 @@ async fn bench_channels_smoke_runs_every_phase() {
         "Telegram, webhook",
         "WhatsApp",
         "Discord",
+        "Slack, Events API",
+        "Slack, Socket Mode",
         "| bots |",
     ] {
         assert!(report.markdown.contains(heading), "{}", report.markdown);

@@ -46,7 +46,8 @@ async fn bundled_plugins_load_and_answer() {
             "telegram",
             "whatsapp",
             "matrix",
-            "discord"
+            "discord",
+            "slack"
         ]
     );
     let failures = t.runtime.load_dir().await.unwrap();
@@ -62,6 +63,7 @@ async fn bundled_plugins_load_and_answer() {
             "echo",
             "http-fetch",
             "matrix",
+            "slack",
             "telegram",
             "whatsapp"
         ]

@@ -601,7 +601,8 @@ impl ChannelRunner {
     }
 
     /// The manifest-declared secrets of the current version the operator
-    /// has not granted (host-generated ones count as granted).
+    /// has not granted (host-generated ones count as granted; optional
+    /// ones are never missing).
     pub fn missing_secrets(&self) -> Vec<String> {
         let Ok(bound) = self.bound() else {
             return Vec::new();
@@ -610,9 +611,9 @@ impl ChannelRunner {
             .version
             .manifest
             .secrets
-            .keys()
-            .filter(|name| !bound.caps().secrets.contains(name))
-            .cloned()
+            .iter()
+            .filter(|(name, b)| !b.optional && !bound.caps().secrets.contains(name))
+            .map(|(name, _)| name.clone())
             .collect()
     }
 

@@ -13,6 +13,8 @@
 //!   ([`whatsapp::FakeWhatsApp`]) and signed webhook pushes.
 //! - [`discord`]: Discord's REST API and Gateway WebSocket
 //!   ([`discord::FakeDiscord`]).
+//! - [`slack`]: Slack's Web API, signed Events API pushes and Socket
+//!   Mode ([`slack::FakeSlack`]).
 //! - [`bare_bot`]: gateway-less bots answering through the fakes, the
 //!   baselines of `pincer bench channels`.
 //! - [`recorder`]: the call record both fakes keep.
@@ -29,6 +31,7 @@ pub mod faults;
 pub mod multipart;
 pub mod recorder;
 mod server;
+pub mod slack;
 pub mod telegram;
 mod wait;
 pub mod whatsapp;

@@ -216,6 +216,12 @@ pub struct SecretBinding {
     /// `secret_token`). Default false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub generate: bool,
+    /// Manifest only: the plugin works without this secret in some of its
+    /// configurations (it checks `secrets.exists` itself, as Slack's
+    /// `app_token` is needed only in Socket Mode): an ungranted optional
+    /// secret does not leave the channel unconfigured. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
 }
 
 impl SecretBinding {
@@ -309,6 +315,7 @@ impl SecretSource {
                 hosts: b.hosts.clone(),
                 places: b.places.clone(),
                 generate: false,
+                optional: false,
             }),
         }
     }
@@ -471,6 +478,16 @@ in = ["body:secret_token", "header:X-Token"]"#,
         assert!(Manifest::parse("name = \"a b\"").is_err());
         assert!(Manifest::parse("name = \"a\"\nbogus = 1").is_err());
         assert!(Manifest::parse("name = \"a\"\nallowed_hosts = [\"ftp://x\"]").is_err());
+    }
+
+    #[test]
+    fn secrets_are_required_unless_declared_optional() {
+        let m = Manifest::parse(
+            "name = \"s\"\n[secrets.bot_token]\n[secrets.app_token]\noptional = true",
+        )
+        .unwrap();
+        assert!(!m.secrets["bot_token"].optional);
+        assert!(m.secrets["app_token"].optional);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! figure beside the same fake driven by a bare bot in the same run.
 //!
 //! - [`throughput`]: messages per second and creation → answer latency for
-//!   Telegram (poll and webhook) and WhatsApp;
+//!   Telegram (poll and webhook), WhatsApp and Slack (Events API and
+//!   Socket Mode);
 //! - [`discord`]: the same for Discord (Gateway WebSocket held by the
 //!   host, replies by REST);
 //! - [`density`]: many idle long-polling Telegram bots: memory per bot and
@@ -116,7 +117,11 @@ pub async fn channels(sizes: Sizes, isolate: bool) -> anyhow::Result<Report> {
     let wa_bare = throughput::whatsapp_bare(&sizes).await?;
     let dc = discord::gateway(&sizes).await?;
     let dc_bare = discord::bare(&sizes).await?;
-    for m in [&tg_poll, &tg_hook, &wa, &dc] {
+    let slack = throughput::slack_events(&sizes).await?;
+    let slack_bare = throughput::slack_bare(&sizes).await?;
+    let slack_sm = throughput::slack_socket(&sizes).await?;
+    let slack_sm_bare = throughput::slack_socket_bare(&sizes).await?;
+    for m in [&tg_poll, &tg_hook, &wa, &dc, &slack, &slack_sm] {
         answered += m.burst.n + m.sequential.n;
     }
     out.push_str(&throughput_table(&[
@@ -141,6 +146,20 @@ pub async fn channels(sizes: Sizes, isolate: bool) -> anyhow::Result<Report> {
             &dc_bare,
             "MESSAGE_CREATE",
             "POST /channels/{id}/messages",
+        ),
+        (
+            "Slack, Events API",
+            &slack,
+            &slack_bare,
+            "push",
+            "chat.postMessage",
+        ),
+        (
+            "Slack, Socket Mode",
+            &slack_sm,
+            &slack_sm_bare,
+            "envelope",
+            "chat.postMessage",
         ),
     ]));
 
@@ -329,6 +348,9 @@ async fn child_line<T: serde::de::DeserializeOwned>(spec: &str) -> anyhow::Resul
 /// result on one line.
 pub async fn part(spec: &str) -> anyhow::Result<()> {
     crate::gateway::fdlimit::raise();
+    if let Some(rest) = spec.strip_prefix("slack:") {
+        return slack_part(rest).await;
+    }
     let mut it = spec.split(':');
     let (Some(driver), Some(n), Some(window), None) = (it.next(), it.next(), it.next(), it.next())
     else {
@@ -354,6 +376,47 @@ pub async fn part(spec: &str) -> anyhow::Result<()> {
     let window = Duration::from_millis(window.parse().context("WINDOW_MS")?);
     let d = density::run(driver, n, window).await?;
     println!("{CHILD_LINE}{}", serde_json::to_string(&d)?);
+    Ok(())
+}
+
+/// `--part slack:MESSAGES:SEQUENTIAL`: only the Slack throughput rows
+/// (gateway and bare bot), printed as their table.
+async fn slack_part(spec: &str) -> anyhow::Result<()> {
+    let (Some(messages), Some(sequential)) = spec
+        .split_once(':')
+        .map(|(m, s)| (m.parse().ok(), s.parse().ok()))
+        .unwrap_or((None, None))
+    else {
+        anyhow::bail!("--part wants `slack:MESSAGES:SEQUENTIAL`, got `slack:{spec}`");
+    };
+    let sizes = Sizes {
+        messages,
+        sequential,
+        ..Sizes::smoke()
+    };
+    let slack = throughput::slack_events(&sizes).await?;
+    let slack_bare = throughput::slack_bare(&sizes).await?;
+    let slack_sm = throughput::slack_socket(&sizes).await?;
+    let slack_sm_bare = throughput::slack_socket_bare(&sizes).await?;
+    println!(
+        "{}",
+        throughput_table(&[
+            (
+                "Slack, Events API",
+                &slack,
+                &slack_bare,
+                "push",
+                "chat.postMessage",
+            ),
+            (
+                "Slack, Socket Mode",
+                &slack_sm,
+                &slack_sm_bare,
+                "envelope",
+                "chat.postMessage",
+            ),
+        ])
+    );
     Ok(())
 }
 

@@ -1,5 +1,5 @@
 //! What the channel benchmarks install and configure: the bundled
-//! `telegram` and `whatsapp` components with their manifests pointed at the
+//! `telegram`, `whatsapp` and `slack` components with their manifests pointed at the
 //! loopback fakes, the operator settings of each bot, and the gateway they
 //! run in.
 //!
@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::channels::access::DmPolicy;
+use crate::fakes::slack::FakeSlack;
 use crate::fakes::telegram::{FakeTelegram, TelegramBot};
 use crate::fakes::whatsapp::FakeWhatsApp;
 use crate::gateway::launch::{self, Options, Running};
@@ -27,6 +28,8 @@ const TG_HOSTS: &str = r#"allowed_hosts = ["https://api.telegram.org"]"#;
 /// The shipped WhatsApp manifest's host list.
 const WA_HOSTS: &str =
     r#"allowed_hosts = ["https://graph.facebook.com", "https://lookaside.fbsbx.com"]"#;
+/// The shipped Slack manifest's host list.
+const SLACK_HOSTS: &str = r#"allowed_hosts = ["https://slack.com", "https://files.slack.com", "wss://wss-primary.slack.com", "wss://wss-backup.slack.com"]"#;
 
 /// The bundled component and manifest of plugin `name`.
 pub(super) fn bundled(name: &str) -> anyhow::Result<(&'static [u8], &'static str)> {
@@ -85,6 +88,22 @@ pub(super) fn install_whatsapp(plugins: &Path, fake_base: &str) -> anyhow::Resul
     )?;
     crate::bundled::write_atomic(&plugins.join("whatsapp.toml"), manifest.as_bytes())?;
     crate::bundled::write_atomic(&plugins.join("whatsapp.wasm"), wasm)?;
+    Ok(())
+}
+
+/// Install the bundled slack plugin with its Slack hosts replaced by
+/// `fake_base`.
+pub(super) fn install_slack(plugins: &Path, fake_base: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(plugins).with_context(|| format!("creating {}", plugins.display()))?;
+    let (wasm, toml) = bundled("slack")?;
+    let manifest = rewrite(
+        toml,
+        SLACK_HOSTS,
+        &format!("allowed_hosts = [{fake_base:?}]"),
+        "slack",
+    )?;
+    crate::bundled::write_atomic(&plugins.join("slack.toml"), manifest.as_bytes())?;
+    crate::bundled::write_atomic(&plugins.join("slack.wasm"), wasm)?;
     Ok(())
 }
 
@@ -175,6 +194,25 @@ pub(super) fn whatsapp_settings(wa: &FakeWhatsApp) -> PluginSettings {
             ("api_base".to_string(), wa.base_url().to_string()),
         ]
         .into(),
+        http: unmetered(),
+        ..Default::default()
+    }
+}
+
+/// The operator settings of the fake's Slack app (Events API unless
+/// `mode` is set, policy `open`).
+pub(super) fn slack_settings(slack: &FakeSlack) -> PluginSettings {
+    let c = slack.config();
+    let secret = |v: &str| SecretSource::Value(v.to_string());
+    PluginSettings {
+        dm_policy: DmPolicy::Open,
+        secrets: [
+            ("bot_token".to_string(), secret(&c.bot_token)),
+            ("signing_secret".to_string(), secret(&c.signing_secret)),
+            ("app_token".to_string(), secret(&c.app_token)),
+        ]
+        .into(),
+        config: [("api_base".to_string(), slack.api_url())].into(),
         http: unmetered(),
         ..Default::default()
     }

@@ -20,6 +20,7 @@ use super::{Sizes, mode_guard};
 use crate::bench::Lat;
 use crate::fakes::bare_bot;
 use crate::fakes::recorder::Call;
+use crate::fakes::slack::{FakeSlack, SlackConfig, dm_channel};
 use crate::fakes::telegram::{Chat, FakeTelegram, TelegramConfig, User, UserMessage};
 use crate::fakes::whatsapp::{Contact, FakeWhatsApp, WhatsAppConfig};
 
@@ -124,6 +125,16 @@ async fn all_answered_wa(wa: &FakeWhatsApp) -> Vec<Call> {
     wa.wait_for_calls("messages", n).await
 }
 
+/// Every `chat.postMessage` call so far, once each has its answer recorded.
+async fn all_answered_slack(slack: &FakeSlack) -> Vec<Call> {
+    let n = slack.calls_of("chat.postMessage").len();
+    slack.wait_for_calls("chat.postMessage", n).await
+}
+
+fn slack_text(c: &Call) -> Option<&str> {
+    c.params["text"].as_str()
+}
+
 fn tg_text(c: &Call) -> Option<&str> {
     c.params["text"].as_str()
 }
@@ -148,6 +159,100 @@ pub(super) async fn whatsapp_fake() -> FakeWhatsApp {
         ..Default::default()
     })
     .await
+}
+
+/// A Slack fake for the throughput runs.
+pub(super) async fn slack_fake() -> FakeSlack {
+    FakeSlack::start(SlackConfig {
+        wait_guard: mode_guard(),
+        ..Default::default()
+    })
+    .await
+}
+
+/// How the Slack fake delivers events.
+#[derive(Clone, Copy)]
+enum Via<'a> {
+    /// Signed Events API pushes to this URL.
+    Push(&'a str),
+    /// `events_api` envelopes on this Socket Mode connection.
+    Socket(u64),
+}
+
+/// Deliver one direct message from `user` (a push must be acknowledged).
+async fn slack_push(slack: &FakeSlack, via: Via<'_>, user: &str, text: &str) -> anyhow::Result<()> {
+    let push = slack.dm(user, text);
+    match via {
+        Via::Push(url) => {
+            let answer = slack.push(url, &push).await;
+            anyhow::ensure!(
+                answer.status == 200,
+                "push refused: {} {}",
+                answer.status,
+                answer.body
+            );
+        }
+        Via::Socket(conn) => {
+            slack.envelope(conn, &push, 0);
+        }
+    }
+    Ok(())
+}
+
+/// Drive the fake's Slack app (served at `url` by a gateway or a bare
+/// bot), as [`drive_whatsapp`]: signed Events API pushes of direct
+/// messages, each from a fresh user (its own DM channel) from `next_user`.
+async fn drive_slack(
+    slack: &FakeSlack,
+    url: Via<'_>,
+    sizes: &Sizes,
+    next_user: &mut u64,
+) -> anyhow::Result<Measured> {
+    let mut user = || {
+        *next_user += 1;
+        format!("U{:010}", *next_user)
+    };
+    let warm = user();
+    slack_push(slack, url, &warm, "warm").await?;
+    slack.wait_for_posted(&dm_channel(&warm), 1).await;
+    slack.clear_records();
+
+    let batch: Vec<(String, String)> = (0..sizes.messages)
+        .map(|i| (user(), format!("b{i}")))
+        .collect();
+    let created: Vec<anyhow::Result<(String, Instant)>> = futures::stream::iter(&batch)
+        .map(|(u, text)| async move {
+            let at = Instant::now();
+            slack_push(slack, url, u, text).await?;
+            Ok((text.clone(), at))
+        })
+        .buffered(WA_PUSHERS)
+        .collect()
+        .await;
+    let created: Vec<(String, Instant)> = created.into_iter().collect::<anyhow::Result<_>>()?;
+    for (u, _) in &batch {
+        slack.wait_for_posted(&dm_channel(u), 1).await;
+    }
+    let burst = flow(
+        &created,
+        &receipts(&all_answered_slack(slack).await, slack_text),
+    )?;
+    slack.clear_records();
+
+    let mut created = Vec::with_capacity(sizes.sequential);
+    for i in 0..sizes.sequential {
+        let u = user();
+        let text = format!("s{i}");
+        created.push((text.clone(), Instant::now()));
+        slack_push(slack, url, &u, &text).await?;
+        slack.wait_for_posted(&dm_channel(&u), 1).await;
+    }
+    let sequential = flow(
+        &created,
+        &receipts(&all_answered_slack(slack).await, slack_text),
+    )?;
+    slack.clear_records();
+    Ok(Measured { burst, sequential })
 }
 
 /// Drive the default bot of `fake` (served by a gateway or a bare bot):
@@ -339,4 +444,67 @@ pub(super) async fn whatsapp_bare(sizes: &Sizes) -> anyhow::Result<Measured> {
     let bot = bare_bot::whatsapp(wa.messages_url(), c.access_token, c.app_secret).await;
     let mut contacts = 2_000_000;
     drive_whatsapp(&wa, bot.url(), sizes, &mut contacts).await
+}
+
+/// Slack (Events API) through the gateway.
+pub(super) async fn slack_events(sizes: &Sizes) -> anyhow::Result<Measured> {
+    let slack = slack_fake().await;
+    let dir = setup::DataDir::new()?;
+    setup::install_slack(&dir.path().join("plugins"), slack.base_url())?;
+    let mut opts = setup::options(dir.path(), 0)?;
+    opts.plugins
+        .insert("slack".into(), setup::slack_settings(&slack));
+    let running = setup::start(opts).await?;
+    let url = format!("http://{}/channels/slack/webhook", running.addr);
+    let mut users = 1_000_000;
+    let r = drive_slack(&slack, Via::Push(&url), sizes, &mut users).await;
+    running.stop().await?;
+    r
+}
+
+/// The bare Slack bot against the same fake.
+pub(super) async fn slack_bare(sizes: &Sizes) -> anyhow::Result<Measured> {
+    let slack = slack_fake().await;
+    let c = slack.config().clone();
+    let bot =
+        crate::fakes::slack::bare::start(slack.api_url(), c.bot_token, c.signing_secret).await;
+    let mut users = 2_000_000;
+    drive_slack(&slack, Via::Push(bot.url()), sizes, &mut users).await
+}
+
+/// Slack in Socket Mode through the gateway (the host's WebSocket session).
+pub(super) async fn slack_socket(sizes: &Sizes) -> anyhow::Result<Measured> {
+    let slack = slack_fake().await;
+    let dir = setup::DataDir::new()?;
+    setup::install_slack(&dir.path().join("plugins"), slack.base_url())?;
+    let mut opts = setup::options(dir.path(), 0)?;
+    let mut settings = setup::slack_settings(&slack);
+    settings.config.insert("mode".into(), "socket".into());
+    settings.allowed_hosts = Some(vec![
+        slack.base_url().to_string(),
+        slack.socket_base().to_string(),
+    ]);
+    // One acknowledgement frame per envelope: the host's default frame
+    // budget (120 a minute, Discord's) would refuse most of the burst's.
+    settings.socket = Some(crate::plugins::SocketOverrides {
+        frames_per_window: Some(1_000_000),
+        ..Default::default()
+    });
+    opts.plugins.insert("slack".into(), settings);
+    let running = setup::start(opts).await?;
+    let conn = slack.wait_for_open(1).await[0];
+    let mut users = 3_000_000;
+    let r = drive_slack(&slack, Via::Socket(conn), sizes, &mut users).await;
+    running.stop().await?;
+    r
+}
+
+/// The bare Socket Mode bot against the same fake.
+pub(super) async fn slack_socket_bare(sizes: &Sizes) -> anyhow::Result<Measured> {
+    let slack = slack_fake().await;
+    let c = slack.config().clone();
+    let _bot = crate::fakes::slack::bare::socket(slack.api_url(), c.bot_token, c.app_token);
+    let conn = slack.wait_for_open(1).await[0];
+    let mut users = 4_000_000;
+    drive_slack(&slack, Via::Socket(conn), sizes, &mut users).await
 }

@@ -185,6 +185,7 @@ impl SecretValues {
                     .unwrap_or_else(|| DEFAULT_PLACES.iter().map(|p| p.to_string()).collect()),
             ),
             generate: b.generate,
+            optional: b.optional,
         };
         let mut out = SecretValues::default();
         for (name, source) in grants {
@@ -209,8 +210,9 @@ impl SecretValues {
             out.grant(name, value, &bindings)?;
         }
         for (needed, binding) in &manifest.secrets {
-            // Host-generated secrets are granted after this (see `super::generated`).
-            if !out.contains(needed) && !binding.generate {
+            // Host-generated secrets are granted after this (see `super::generated`);
+            // optional ones are the plugin's to ask for when its mode needs them.
+            if !out.contains(needed) && !binding.generate && !binding.optional {
                 tracing::warn!(plugin, secret = %needed, "plugin needs a secret the operator has not granted");
             }
         }
@@ -256,6 +258,7 @@ impl SecretValues {
                     .unwrap_or_else(|| DEFAULT_PLACES.iter().map(|p| p.to_string()).collect()),
             ),
             generate: true,
+            optional: declared.optional,
         };
         self.grant(name, value, &[binding])
     }
@@ -482,6 +485,7 @@ mod tests {
             hosts: Some(hosts.iter().map(|s| s.to_string()).collect()),
             places: Some(places.iter().map(|s| s.to_string()).collect()),
             generate: false,
+            optional: false,
         }
     }
 
@@ -547,6 +551,7 @@ mod tests {
                     hosts: None,
                     places: Some(vec!["body:secret_token".into()]),
                     generate: false,
+                    optional: false,
                 },
             ],
         )

@@ -519,6 +519,7 @@ mod tests {
             hosts: Some(vec!["wss://gw.example.com".into()]),
             places: Some(vec!["header:authorization".into(), "body:token".into()]),
             generate: false,
+            optional: false,
         };
         secrets.grant("token", "T0K3N".into(), &[bound]).unwrap();
         let s = sockets(
