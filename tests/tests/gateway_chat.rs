@@ -281,8 +281,8 @@ async fn method_shapes() {
     let p = c.call("plugins.list", json!({})).await;
     assert_eq!(
         p["plugins"].as_array().unwrap().len(),
-        5,
-        "the bundled plugins: telegram, whatsapp, echo, clock, http-fetch"
+        8,
+        "the bundled plugins: telegram, whatsapp, matrix, discord, slack, echo, clock, http-fetch"
     );
     assert_eq!(
         c.call("plugins.reload", json!({"name": "clock"})).await["ok"],
