@@ -591,6 +591,13 @@ impl socket::EventSink for ChannelManager {
                             error = %e,
                             "socket event failed in the plugin; the session goes on"
                         ),
+                        socket::Delivery::RetryTimedOut => tracing::debug!(
+                            channel = key,
+                            session = %session,
+                            %method,
+                            error = %e,
+                            "the plugin ran out of time on a socket event"
+                        ),
                         socket::Delivery::Retry => tracing::debug!(
                             channel = key,
                             session = %session,

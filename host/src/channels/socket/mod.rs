@@ -50,9 +50,19 @@ pub enum Delivery {
     /// Could not be handled now (store error, plugin busy or reloading):
     /// try again.
     Retry,
+    /// The guest ran out of time (wall clock or CPU) on it, which a loaded
+    /// machine can cause, or answered `transient`/`rate-limited`: try again
+    /// a few times
+    /// ([`TIMEOUT_RETRIES`]) before giving up on the event. Dropping it at
+    /// once would lose its messages for good, since the plugin has already
+    /// seen the event (Discord's resume point moves past it).
+    RetryTimedOut,
     /// The account does not take events (stopped, gone): drop it.
     Drop,
 }
+
+/// How often an event the guest ran out of time on is handed over again.
+pub const TIMEOUT_RETRIES: u32 = 5;
 
 /// Where socket events go: the channel manager hands them to the
 /// account's plugin like a verified push.
@@ -64,15 +74,24 @@ pub trait EventSink: Send + Sync {
 /// What to do with an event whose delivery failed with `error`: a guest
 /// error or trap is done with (logged by the caller), a stopped channel
 /// drops it, anything that may pass later (store, busy, reloading) is
-/// retried.
+/// retried, and a timeout or a guest's temporary error is retried a few
+/// times.
 pub fn classify(runner: &super::ChannelRunner, error: &super::ChannelError) -> Delivery {
     use super::{ChannelError, ChannelState};
-    use crate::plugins::CallError;
+    use crate::plugins::{CallError, PluginError};
     match error {
         ChannelError::Call { error, .. } => match error {
             CallError::Busy { .. } | CallError::NotLoaded(_) | CallError::Instantiate(_) => {
                 Delivery::Retry
             }
+            // Out of time (a loaded machine), or a failure the guest itself
+            // calls temporary: a few more tries (see `RetryTimedOut`).
+            CallError::Timeout { .. }
+            | CallError::CpuLimit { .. }
+            | CallError::Plugin {
+                error: PluginError::Transient { .. } | PluginError::RateLimited { .. },
+                ..
+            } => Delivery::RetryTimedOut,
             _ => Delivery::Done,
         },
         ChannelError::Store { .. } => Delivery::Retry,
@@ -457,6 +476,7 @@ async fn deliver(account: Weak<AccountSockets>, mut rx: mpsc::Receiver<Event>) {
             return;
         };
         let mut backoff = Duration::from_millis(50);
+        let mut timeouts = 0u32;
         loop {
             if event.generation != acct.generation() {
                 break;
@@ -479,6 +499,19 @@ async fn deliver(account: Weak<AccountSockets>, mut rx: mpsc::Receiver<Event>) {
                 Delivery::Retry => {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Delivery::RetryTimedOut if timeouts < TIMEOUT_RETRIES => {
+                    timeouts += 1;
+                    tracing::warn!(channel = %acct.key, method = %event.request.method, attempt = timeouts, "the plugin ran out of time on a socket event; handing it over again");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Delivery::RetryTimedOut => {
+                    tracing::error!(channel = %acct.key, method = %event.request.method, attempts = timeouts + 1, "the plugin ran out of time on a socket event every time; event dropped");
+                    if let Some((name, id, true)) = &event.timer {
+                        acct.remove_timer(name, *id);
+                    }
+                    break;
                 }
             }
         }
