@@ -48,6 +48,7 @@ pub mod clock;
 pub mod delivery;
 mod error;
 mod export;
+pub mod html;
 pub mod http;
 pub mod kv;
 pub mod log;

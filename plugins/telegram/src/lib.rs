@@ -23,7 +23,6 @@
 //! sets the webhook again if it went missing, and returns no messages.)
 
 pub mod api;
-pub mod html;
 pub mod inbound;
 
 use std::cell::RefCell;
@@ -139,7 +138,7 @@ fn send_thread(thread: Option<&str>) -> Option<i64> {
 fn rendered(text: &str, format: TextFormat) -> (String, Option<&'static str>) {
     match format {
         TextFormat::Plain => (text.to_string(), None),
-        TextFormat::Markdown => (html::render(text), Some("HTML")),
+        TextFormat::Markdown => (pincer_sdk::html::render(text), Some("HTML")),
     }
 }
 

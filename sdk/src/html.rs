@@ -1,11 +1,12 @@
-//! Markdown (the CommonMark subset models write) rendered to the HTML
-//! Telegram accepts with `parse_mode = "HTML"`: `<b>`, `<i>`, `<s>`,
+//! Markdown (the CommonMark subset models write) rendered to the small HTML
+//! subset chat platforms accept (Telegram's `parse_mode = "HTML"`, Matrix's
+//! `org.matrix.custom.html`): `<b>`, `<i>`, `<s>`,
 //! `<code>`, `<pre><code class="language-x">`, `<a href>` and
 //! `<blockquote>`. Everything else is escaped (`&`, `<`, `>`), so the output
 //! is always well-formed: every tag it opens it closes, and unmatched
 //! Markdown markers stay as literal text.
 
-/// Escape text for Telegram HTML.
+/// Escape text for HTML.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -23,7 +24,7 @@ fn escape_attr(text: &str) -> String {
     escape(text).replace('"', "&quot;")
 }
 
-/// Render Markdown `text` to Telegram HTML.
+/// Render Markdown `text` to HTML (newlines kept as they are).
 pub fn render(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 16);
     let mut lines = text.split('\n').peekable();
