@@ -361,7 +361,7 @@ impl ChildGateway {
             "--test-threads=1",
         ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stderr(child_log());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -392,6 +392,43 @@ impl ChildGateway {
         self.child.kill().expect("SIGKILL"); // Child::kill is SIGKILL on Unix.
         self.child.wait().expect("reaped");
     }
+}
+
+/// Where a child gateway's stderr goes: appended to the file
+/// `PINCER_CHILD_LOG` names (to read its logs after a failure; the child
+/// logs at `RUST_LOG` when its test calls `pincer::logging` or a
+/// subscriber), else nowhere.
+fn child_log() -> std::process::Stdio {
+    std::env::var_os("PINCER_CHILD_LOG")
+        .and_then(|path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .ok()
+        })
+        .map_or_else(std::process::Stdio::null, std::process::Stdio::from)
+}
+
+/// In a child gateway (see [`ChildGateway::spawn`]): log to stderr at
+/// `RUST_LOG` when the parent set `PINCER_CHILD_LOG`.
+pub fn child_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    if std::env::var_os("PINCER_CHILD_LOG").is_none() {
+        return;
+    }
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| pincer::logging::DEFAULT_FILTER.into()),
+        )
+        .with(pincer::logging::fmt_layer(
+            pincer::logging::LogFormat::Text,
+            false,
+            std::io::stderr,
+        ))
+        .try_init();
 }
 
 impl Drop for ChildGateway {

@@ -502,6 +502,41 @@ async fn a_formatting_error_resends_as_plain_and_unsupported_edits_fall_back() {
     assert_eq!(sends[1]["format"], "markdown");
 }
 
+/// The edit that finishes a streamed message fails in ways that pass (rate
+/// limited twice, then transient): it is tried again until it lands, and
+/// the answer stays one message. Posting the text anew instead would show
+/// the answer twice (the streamed message beside it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finishing_edit_that_fails_for_now_is_retried_not_posted_again() {
+    let s = Setup::start(
+        json!({"edit": true, "streaming": "edit", "min_edit_interval_ms": 1000}),
+        true,
+    )
+    .await;
+    s.inbound(json!([{"id": "r1", "conversation": "c", "text": "go"}]));
+    s.say(Some("first "));
+    s.wait_out("the first message", |o| !ops(o, "send").is_empty())
+        .await;
+    s.kv_set(
+        "fail/edit",
+        r#"["rate-limited:30", "rate-limited:30", "transient"]"#,
+    );
+    s.say(Some("and last"));
+    s.say(None);
+    s.answered("r1").await;
+    // The edit lands, or (the failure) the text goes out anew.
+    s.wait_out("the final text", |o| {
+        ops(o, "edit").len() + ops(o, "send").len() > 1
+    })
+    .await;
+    let out = s.out();
+    assert_eq!(ops(&out, "send").len(), 1, "{out:#?}");
+    let edits = ops(&out, "edit");
+    assert_eq!(edits.len(), 1, "{out:#?}");
+    assert_eq!(text(edits[0]), "first and last");
+    assert_eq!(s.g.gw().runtime.channels.reply_stats().fallbacks(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edited_reply_that_outgrows_the_limit_continues_in_a_new_message() {
     let limit = 60;

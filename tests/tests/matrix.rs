@@ -528,6 +528,7 @@ fn matrix_child() {
     if vars.iter().any(String::is_empty) {
         return;
     }
+    pincer_tests::gateway::child_logging();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -537,7 +538,10 @@ fn matrix_child() {
         let mut s = settings(&vars[1], &vars[2], &vars[3], "direct");
         s.queue.send_concurrency = 2;
         let mut opts = options(Path::new(&vars[0]), s);
-        opts.agent.echo_word_delay_ms = 5;
+        opts.agent.echo_word_delay_ms = std::env::var("PINCER_MATRIX_WORD_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5);
         let running = pincer::gateway::launch::start(opts).await.unwrap();
         println!("LISTENING {}", running.addr);
         std::future::pending::<()>().await;
@@ -633,4 +637,98 @@ async fn kill_9_during_traffic_loses_and_doubles_nothing() {
             );
         }
     }
+}
+
+/// A kill -9 can cut the send that opens a streamed answer after Synapse
+/// took it but before the gateway recorded it. The answer's next attempt
+/// must find that message by its transaction id and edit it, never post a
+/// second one, whether it sees the answer grow or only complete. The cut
+/// is recreated exactly: the open is recorded, the gateway killed, and the
+/// record put back to "open in flight" before the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_cut_by_a_kill_is_found_by_its_key_not_posted_twice() {
+    use pincer::store::InboxStore;
+    let (hs, bot, alice) = homeserver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap().to_string();
+    let env = |delay: &'static str| -> Vec<(&str, String)> {
+        CHILD_ENV
+            .iter()
+            .copied()
+            .zip([
+                d.clone(),
+                hs.base.clone(),
+                bot.user_id.clone(),
+                bot.token.clone(),
+            ])
+            .chain([("PINCER_MATRIX_WORD_DELAY_MS", delay.to_string())])
+            .collect()
+    };
+    let spawn = |delay: &'static str| {
+        let e = env(delay);
+        let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        ChildGateway::spawn("matrix_child", &e)
+    };
+    // Slow words: the answer opens with its first word and stays open.
+    let mut gw = spawn("600000");
+    let room = alice.create_room(&[&bot.user_id], true, false).await;
+    wait_joined(&alice, &room, &bot.user_id).await;
+    alice.send_text(&room, "k1 alpha beta").await;
+    alice
+        .wait_until("the answer opened", || async {
+            (!alice.shown_messages(&room, &bot.user_id).await.is_empty()).then_some(())
+        })
+        .await;
+    let db = dir.path().join(pincer::store::DB_FILE);
+    let seq = alice
+        .wait_until("the open recorded", || async {
+            let store = pincer::store::SqliteStore::open(&db).ok()?;
+            let row = store
+                .inbox_pending("matrix", 0, 10)
+                .ok()?
+                .into_iter()
+                .next()?;
+            let p: serde_json::Value =
+                serde_json::from_str(&store.inbox_progress(row.seq).ok()??).ok()?;
+            (p["sending"] == false && !p["done"]["live"].is_null()).then_some(row.seq)
+        })
+        .await;
+    gw.kill();
+    // Back to the moment before the open was recorded: in flight.
+    let store = pincer::store::SqliteStore::open(&db).unwrap();
+    let mut p: serde_json::Value =
+        serde_json::from_str(&store.inbox_progress(seq).unwrap().unwrap()).unwrap();
+    p["done"]["live"] = serde_json::Value::Null;
+    p["sending"] = serde_json::Value::Bool(true);
+    store.inbox_set_progress(seq, &p.to_string()).unwrap();
+    drop(store);
+    // The next attempt answers at once.
+    let mut gw = spawn("0");
+    let shown = alice
+        .wait_until("the answer complete", || async {
+            let shown = alice.shown_messages(&room, &bot.user_id).await;
+            shown
+                .iter()
+                .any(|m| m.body().ends_with("alpha beta"))
+                .then_some(shown)
+        })
+        .await;
+    let store = pincer::store::SqliteStore::open(&db).unwrap();
+    alice
+        .wait_until("the message settled", || async {
+            store
+                .inbox_pending("matrix", 0, 10)
+                .ok()?
+                .is_empty()
+                .then_some(())
+        })
+        .await;
+    gw.kill();
+    let shown = {
+        let now = alice.shown_messages(&room, &bot.user_id).await;
+        if now.len() >= shown.len() { now } else { shown }
+    };
+    let bodies: Vec<&str> = shown.iter().map(|m| m.body()).collect();
+    assert_eq!(bodies.len(), 1, "one message, edited: {bodies:?}");
+    assert!(bodies[0].ends_with("k1 alpha beta"), "{bodies:?}");
 }

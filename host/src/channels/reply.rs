@@ -229,6 +229,71 @@ async fn edit_text(
     }
 }
 
+/// How often the edit that finishes a streamed message is tried after
+/// failures that are not rate limits, before its text goes out as a
+/// message of its own.
+const FINISH_EDIT_ATTEMPTS: u32 = 6;
+
+/// The longest pause between two tries of a finishing edit, ms.
+const FINISH_EDIT_MAX_PAUSE_MS: u64 = 5_000;
+
+/// How long a finishing edit waits out rate limits in all, ms.
+const FINISH_EDIT_RATE_LIMITED_MS: u64 = 120_000;
+
+/// Edit message `id` to its final `text`, trying again after a failure that
+/// passes: a rate limit (after the delay it names, for up to
+/// [`FINISH_EDIT_RATE_LIMITED_MS`] in all), or a transient failure or
+/// timeout (with a growing pause, up to [`FINISH_EDIT_ATTEMPTS`]). The
+/// alternative, posting the text as a new message, leaves the streamed
+/// message beside it: the answer shown twice. An error that cannot pass
+/// (unsupported, permanent) returns at once. The inbound message is not
+/// settled while this waits, so a restart in between finishes the edit.
+async fn edit_text_retrying(
+    channels: &ChannelManager,
+    target: &ReplyTarget,
+    id: &str,
+    text: &str,
+) -> Result<(), ChannelError> {
+    let mut pause_ms = 200;
+    let mut failures = 0;
+    let mut limited_ms = 0;
+    loop {
+        let e = match edit_text(channels, target, id, text).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if ends_streaming(&e) {
+            return Err(e);
+        }
+        let limited = match &e {
+            ChannelError::Call { error, .. } => match error.plugin_error() {
+                Some(PluginError::RateLimited { retry_after_ms, .. }) => Some(*retry_after_ms),
+                _ => None,
+            },
+            _ => None,
+        };
+        let wait = match limited {
+            Some(ms) if limited_ms < FINISH_EDIT_RATE_LIMITED_MS => {
+                let ms = ms.clamp(1, FINISH_EDIT_MAX_PAUSE_MS);
+                limited_ms += ms;
+                ms
+            }
+            Some(_) => return Err(e),
+            None => {
+                failures += 1;
+                if failures >= FINISH_EDIT_ATTEMPTS {
+                    return Err(e);
+                }
+                let ms = pause_ms;
+                pause_ms = (pause_ms * 2).min(FINISH_EDIT_MAX_PAUSE_MS);
+                ms
+            }
+        };
+        debug!(channel = %target.channel, failures, wait_ms = wait, error = %e, "finishing edit failed; trying again");
+        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+    }
+}
+
 /// What of a reply has reached the platform, kept on its inbox row while
 /// it is streamed (see [`Resume`]). Direct sends while streaming (the
 /// message edits go to, finished chunks) are bracketed: `sending` is
@@ -310,7 +375,7 @@ async fn commit_final(channels: &ChannelManager, target: &ReplyTarget, ops: Vec<
         match op {
             FinalOp::Send(text) => sends.push(target.message(text, TextFormat::Markdown)),
             FinalOp::Edit { id, text } => {
-                if let Err(e) = edit_text(channels, target, &id, &text).await {
+                if let Err(e) = edit_text_retrying(channels, target, &id, &text).await {
                     // The streamed message cannot take its final text (edits
                     // unsupported, the message gone, the platform down): send
                     // it as a message of its own rather than leave it partial.
@@ -376,7 +441,7 @@ async fn run_steps(
                 text,
                 last: true,
             } => {
-                if let Err(e) = edit_text(channels, target, &id, &text).await {
+                if let Err(e) = edit_text_retrying(channels, target, &id, &text).await {
                     debug!(channel = %target.channel, error = %e, "finishing a streamed message failed; the rest goes out at the end");
                     false
                 } else {
@@ -527,6 +592,17 @@ pub async fn stream_reply(
                     // No typing after the answer.
                     if let Some(g) = typing_guard.take() {
                         g.finish().await;
+                    }
+                    if tracker.open_in_doubt {
+                        // An earlier attempt's open may be out, and this
+                        // attempt saw the answer only complete (a loaded
+                        // machine skips watch updates): open by the same
+                        // key first, which finds that message (Matrix's
+                        // transaction id, Discord's nonce) and edits it to
+                        // the text, instead of posting a second one
+                        // through the outbox.
+                        let steps = streamer.update(&text, clock.now_ms());
+                        run_steps(&channels, &target, &mut streamer, &mut tracker, steps, false).await;
                     }
                     let steps = streamer.finish(&text);
                     run_steps(&channels, &target, &mut streamer, &mut tracker, steps, true).await;
