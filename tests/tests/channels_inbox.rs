@@ -326,3 +326,52 @@ async fn kill_9_at_random_points_of_200_messages_answers_each_once() {
         "{report:?}"
     );
 }
+
+/// A message committed without its wake-up (here: written into the store
+/// by another connection, as a lost wake-up would leave it) is not left
+/// pending for good: the processor's sweep finds it, and it is answered
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_message_whose_wake_up_was_lost_is_found_by_the_sweep() {
+    use pincer::store::{InboxStore, NewInbound};
+    let (opts, dir) = gateway_options(settings());
+    let db = dir.path().join(pincer::store::DB_FILE);
+    let mut t = TestGateway::start_with(opts, dir).await;
+    let kv = kv_of(&t);
+    kv.set("testchan", "inbox", inbox(0..3, "w").as_bytes())
+        .expect("inbox");
+    until("the first answers", || answers(&*kv).len() == 3).await;
+    let store = pincer::store::SqliteStore::open(&db).expect("db");
+    let message = serde_json::json!({
+        "channel": "testchan", "id": "lost1", "conversation": "c1",
+        "sender": "u1", "sender_name": null, "text": token(77),
+        "timestamp": 1,
+    });
+    let new = store
+        .commit_inbound(
+            "testchan",
+            "default",
+            &[NewInbound {
+                platform_id: "lost1".into(),
+                conversation: "c1".into(),
+                payload: message.to_string(),
+            }],
+            None,
+        )
+        .expect("commit");
+    assert_eq!(new, 1);
+    until("the swept message's answer", || {
+        answers(&*kv).contains_key(&token(77))
+    })
+    .await;
+    until("the inbox settled", || {
+        store
+            .inbox_stats("testchan")
+            .map(|s| s.pending)
+            .unwrap_or(1)
+            == 0
+    })
+    .await;
+    assert_eq!(answers(&*kv).get(&token(77)), Some(&1));
+    t.stop().await;
+}

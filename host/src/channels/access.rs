@@ -182,6 +182,17 @@ impl std::fmt::Debug for AccessGate {
     }
 }
 
+/// What [`AccessGate::admit`] decided for one inbound message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// The message goes to the agent.
+    Allow,
+    /// The policy refuses it (settled, never answered).
+    Refuse,
+    /// The policy could not be read now: ask again later.
+    Later,
+}
+
 impl AccessGate {
     /// A gate over `pairing`, sending codes through `outbox`.
     pub fn new(pairing: Pairing, outbox: std::sync::Arc<super::Outbox>) -> Self {
@@ -195,15 +206,18 @@ impl AccessGate {
 
     /// Whether `msg`, received by `runner`, may reach the agent. Under
     /// `pairing`, an unknown sender's first message gets one reply with a
-    /// code (committed to the outbox) and is dropped. A store failure refuses.
-    pub fn admit(&self, runner: &Arc<ChannelRunner>, msg: &Inbound) -> bool {
+    /// code (committed to the outbox) and is dropped. When the policy
+    /// cannot be read now (no version loaded, a store failure) the answer
+    /// is [`Admission::Later`]: the message waits, it is not dropped.
+    pub fn admit(&self, runner: &Arc<ChannelRunner>, msg: &Inbound) -> Admission {
         let channel = msg.channel.as_str();
         let Ok(settings) = runner.settings() else {
             tracing::warn!(
                 channel,
-                "no loaded version to take the access policy from; message dropped"
+                id = %msg.id,
+                "no loaded version to take the access policy from; the message waits"
             );
-            return false;
+            return Admission::Later;
         };
         let settings = &*settings;
         let (plugin, account) = (runner.plugin(), runner.account_id());
@@ -217,27 +231,27 @@ impl AccessGate {
             self.pairing
                 .is_approved(plugin, account, &msg.sender)
                 .unwrap_or_else(|e| {
-                    tracing::warn!(channel, sender = %msg.sender, error = %e, "pairing lookup failed; refusing");
+                    tracing::warn!(channel, sender = %msg.sender, error = %e, "pairing lookup failed; the message waits");
                     store_failed = true;
                     false
                 })
         });
         if store_failed {
-            return false;
+            return Admission::Later;
         }
         match verdict {
-            Verdict::Allow => true,
+            Verdict::Allow => Admission::Allow,
             Verdict::Refuse(why) => {
                 metrics::counter!("pincer_channel_access_refused_total", "channel" => channel.to_string(), "reason" => why.as_str())
                     .increment(1);
                 tracing::debug!(channel, sender = %msg.sender, id = %msg.id, reason = why.as_str(), "inbound message refused by the access policy");
-                false
+                Admission::Refuse
             }
             Verdict::Pair => {
                 metrics::counter!("pincer_channel_access_refused_total", "channel" => channel.to_string(), "reason" => "pairing")
                     .increment(1);
                 self.offer_code(plugin, account, msg);
-                false
+                Admission::Refuse
             }
         }
     }

@@ -21,6 +21,7 @@ use futures::future::BoxFuture;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 
+use super::access::Admission;
 use super::pairing::DEFAULT_ACCOUNT;
 use super::{AccessGate, ChannelError, ChannelRunner, Inbound};
 use crate::store::{InboxItem, InboxSettled, NewInbound, SharedInbox, StoreError};
@@ -230,6 +231,10 @@ pub(crate) async fn process(
     let mut backoff = Duration::from_millis(100);
     let mut last_prune = 0i64;
     let mut exhausted = false;
+    // Seqs buffered, in flight or waiting to be handed over again: what the
+    // sweep must not hand over a second time.
+    let mut known: HashSet<i64> = HashSet::new();
+    let mut sweep_at = tokio::time::Instant::now() + SWEEP_EVERY;
     loop {
         let Some(handler) = inbox.handler() else {
             let set = inbox.handler_set.notified();
@@ -254,6 +259,7 @@ pub(crate) async fn process(
                     if let Some(last) = items.last() {
                         loaded_to = last.seq;
                     }
+                    known.extend(items.iter().map(|i| i.seq));
                     buffer.extend(items);
                 }
                 Err(e) => {
@@ -293,13 +299,32 @@ pub(crate) async fn process(
                 Ok(m) => m,
                 Err(e) => {
                     tracing::error!(channel = %channel, seq = item.seq, error = %e, "unreadable inbox message; settled without an answer");
+                    busy.remove(&item.conversation);
+                    known.remove(&item.seq);
                     inbox.settle(&channel, item.seq, InboxSettled::Done);
                     continue;
                 }
             };
-            if !access.admit(&runner, &message) {
-                inbox.settle(&channel, item.seq, InboxSettled::Refused);
-                continue;
+            match access.admit(&runner, &message) {
+                Admission::Allow => {}
+                Admission::Refuse => {
+                    // A message due again kept its conversation busy.
+                    busy.remove(&item.conversation);
+                    known.remove(&item.seq);
+                    retries.remove(&item.seq);
+                    inbox.settle(&channel, item.seq, InboxSettled::Refused);
+                    continue;
+                }
+                Admission::Later => {
+                    // Its conversation waits with it (order holds).
+                    busy.insert(item.conversation.clone());
+                    let n = retries.entry(item.seq).or_insert(0);
+                    *n += 1;
+                    let wait =
+                        Duration::from_millis(200u64 << (*n).min(8)).min(Duration::from_secs(30));
+                    delayed.push((tokio::time::Instant::now() + wait, item));
+                    continue;
+                }
             }
             busy.insert(item.conversation.clone());
             let handler = handler.clone();
@@ -354,6 +379,7 @@ pub(crate) async fn process(
                     Some(Ok((item, Handled::Done))) => {
                         busy.remove(&item.conversation);
                         retries.remove(&item.seq);
+                        known.remove(&item.seq);
                         inbox.settle(&channel, item.seq, InboxSettled::Done);
                     }
                     Some(Ok((item, Handled::RetryLater))) => {
@@ -374,9 +400,56 @@ pub(crate) async fn process(
             }
             _ = &mut woken => exhausted = false,
             _ = retry_sleep => {}
+            _ = tokio::time::sleep_until(sweep_at) => {
+                sweep_at = tokio::time::Instant::now() + SWEEP_EVERY;
+                // Rows above what was read come through the next read.
+                exhausted = false;
+                if tasks.is_empty() && delayed.is_empty() && buffer.is_empty() {
+                    // Idle: no task can have lost track of a row.
+                    known.clear();
+                }
+                let missed = sweep(&inbox, &channel, loaded_to, &known);
+                if !missed.is_empty() {
+                    tracing::warn!(
+                        channel = %channel,
+                        seqs = ?missed.iter().map(|i| i.seq).collect::<Vec<_>>(),
+                        "pending inbox messages missed by their wake-up were found by the sweep"
+                    );
+                    metrics::counter!("pincer_channel_inbox_swept_total", "channel" => channel.clone())
+                        .increment(missed.len() as u64);
+                    known.extend(missed.iter().map(|i| i.seq));
+                    // Older than anything buffered: they go first.
+                    for item in missed.into_iter().rev() {
+                        buffer.push_front(item);
+                    }
+                }
+            }
         }
     }
 }
+
+/// How often a processor looks for pending messages at or below what it
+/// has read (a safety net: a message is found by its commit's wake-up; one
+/// found here is logged and counted, `pincer_channel_inbox_swept_total`).
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// Pending messages of `channel` at or below `loaded_to` that the
+/// processor does not hold (`known`), oldest first.
+fn sweep(inbox: &Inbox, channel: &str, loaded_to: i64, known: &HashSet<i64>) -> Vec<InboxItem> {
+    match inbox.store.inbox_pending(channel, 0, SWEEP_LIMIT) {
+        Ok(items) => items
+            .into_iter()
+            .filter(|i| i.seq <= loaded_to && !known.contains(&i.seq))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(channel, error = %e, "sweeping the inbox failed");
+            Vec::new()
+        }
+    }
+}
+
+/// Rows one sweep reads.
+const SWEEP_LIMIT: usize = 1_000;
 
 /// Unix ms now (prune ages; stored times come from the store itself).
 fn unix_ms() -> i64 {
