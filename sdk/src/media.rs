@@ -66,6 +66,13 @@ impl Upload {
             },
         }
     }
+    /// An upload of `attachment`'s blob to `url` as the raw request body
+    /// (no form; `content-type` is the attachment's MIME type), as Matrix's
+    /// content repository and presigned upload URLs take files. Form fields
+    /// cannot be added to it.
+    pub fn raw(url: &str, attachment: &OutboundAttachment) -> Self {
+        Self::new(url, "", attachment)
+    }
     /// Add a header (may carry a secret placeholder where the manifest binds it).
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.request

@@ -732,3 +732,97 @@ async fn an_open_cut_by_a_kill_is_found_by_its_key_not_posted_twice() {
     assert_eq!(bodies.len(), 1, "one message, edited: {bodies:?}");
     assert!(bodies[0].ends_with("k1 alpha beta"), "{bodies:?}");
 }
+
+/// A reply with a file: the host uploads the raw file to the content
+/// repository with the token filled in, the plugin posts the text and then
+/// an `m.file` event pointing at it, both in the answered message's thread,
+/// and the bytes alice downloads are the bytes sent. The same outbox key
+/// again (a retry) posts nothing new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbound_file_is_uploaded_raw_and_posted_after_the_text_once() {
+    use pincer::plugins::bindings::{AttachmentKind, OutboundAttachment};
+    let (hs, bot, alice) = homeserver().await;
+    let g = gateway(&hs, &bot, "direct").await;
+    let room = alice.create_room(&[&bot.user_id], true, false).await;
+    wait_joined(&alice, &room, &bot.user_id).await;
+    let blobs = g
+        .gw()
+        .runtime
+        .plugins
+        .blobs()
+        .expect("a blob store")
+        .clone();
+    let pdf: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+    let blob = blobs
+        .put(&pdf, "application/pdf", Some("report.pdf"))
+        .await
+        .expect("blob");
+    let msg = OutboundMessage {
+        attachments: vec![OutboundAttachment {
+            kind: AttachmentKind::Document,
+            blob: blob.handle.clone(),
+            file_name: "report.pdf".into(),
+            mime_type: "application/pdf".into(),
+            size: pdf.len() as u64,
+            caption: Some("Q3 report".into()),
+        }],
+        format: TextFormat::Plain,
+        ..OutboundMessage::plain(room.clone(), "here it is")
+    };
+    let runner = g
+        .gw()
+        .runtime
+        .channels
+        .get("matrix")
+        .expect("matrix channel");
+    let first = runner
+        .send_keyed(&msg, Some("o7001".into()))
+        .await
+        .expect("sent");
+    let again = runner
+        .send_keyed(&msg, Some("o7001".into()))
+        .await
+        .expect("sent again");
+    assert_eq!(first, again, "a retry answers the same event");
+    let events = alice
+        .wait_until("the text and the file", || async {
+            let mine: Vec<serde_json::Value> = alice
+                .messages(&room)
+                .await
+                .into_iter()
+                .filter(|e| e["sender"] == bot.user_id.as_str())
+                .collect();
+            (mine.len() >= 2).then_some(mine)
+        })
+        .await;
+    assert_eq!(events.len(), 2, "posted once: {events:#?}");
+    assert_eq!(events[0]["content"]["body"], "here it is");
+    let file = &events[1]["content"];
+    assert_eq!(file["msgtype"], "m.file");
+    assert_eq!(file["body"], "Q3 report");
+    assert_eq!(file["filename"], "report.pdf");
+    assert_eq!(file["info"]["mimetype"], "application/pdf");
+    let mxc = file["url"].as_str().expect("an mxc url");
+    let (server, media) = mxc
+        .strip_prefix("mxc://")
+        .and_then(|r| r.split_once('/'))
+        .expect("mxc://server/id");
+    let got = reqwest::Client::new()
+        .get(format!(
+            "{}/_matrix/client/v1/media/download/{server}/{media}",
+            hs.base
+        ))
+        .bearer_auth(&alice.token)
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(got.status(), 200);
+    let ctype = got
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(ctype.starts_with("application/pdf"), "{ctype}");
+    assert_eq!(got.bytes().await.expect("body").as_ref(), pdf.as_slice());
+}

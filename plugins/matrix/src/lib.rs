@@ -25,6 +25,9 @@
 //!
 //! Sends use the host's idempotency key (`pincer:delivery`) as the
 //! transaction id, so a retry of the same outbox message never posts twice.
+//! Files go to the content repository first (the host uploads the raw file
+//! with the token filled in), then one `m.image`/`m.video`/`m.audio`/
+//! `m.file` event each, after the text.
 //! End-to-end encrypted rooms are not supported: the first encrypted
 //! message in a room gets one unencrypted notice saying so.
 
@@ -35,8 +38,9 @@ pub mod sync;
 use std::cell::RefCell;
 
 use pincer_sdk::{
-    Capabilities, Channel, ChatTarget, Config, DownloadRequest, Error, OutboundMessage, PollBatch,
-    ReceiveMode, StreamStyle, TextFormat, clock, delivery, kv, log, secrets,
+    AttachmentKind, Capabilities, Channel, ChatTarget, Config, DownloadRequest, Error,
+    OutboundAttachment, OutboundMessage, PollBatch, ReceiveMode, StreamStyle, TextFormat, clock,
+    delivery, kv, log, media, secrets,
 };
 use serde_json::{Value, json};
 
@@ -146,6 +150,63 @@ fn text_content(text: &str, format: TextFormat) -> Value {
         c["formatted_body"] = json!(html::formatted_body(text));
     }
     c
+}
+
+/// Make `content` a reply in the thread (or to the message) `message`
+/// answers.
+fn relate(content: &mut Value, message: &OutboundMessage) {
+    if let Some(thread) = message.thread.as_deref() {
+        let reply = message.reply_to.as_deref().unwrap_or(thread);
+        content["m.relates_to"] = json!({
+            "rel_type": "m.thread",
+            "event_id": thread,
+            "is_falling_back": message.reply_to.is_none(),
+            "m.in_reply_to": {"event_id": reply},
+        });
+    } else if let Some(reply) = message.reply_to.as_deref() {
+        content["m.relates_to"] = json!({"m.in_reply_to": {"event_id": reply}});
+    }
+}
+
+/// Have the host upload `file` to the content repository (the raw file as
+/// the body, the token filled in by the host); its `mxc://` URI.
+fn upload(s: &Settings, file: &OutboundAttachment) -> Result<String, Error> {
+    let url = format!(
+        "{}/_matrix/media/v3/upload?filename={}",
+        s.homeserver.trim_end_matches('/'),
+        seg(&file.file_name)
+    );
+    let resp = media::Upload::raw(&url, file)
+        .header("authorization", &api::bearer())
+        .send()?;
+    let v = api::answer("POST", "/_matrix/media/v3/upload", resp.status, &resp.body)?;
+    v["content_uri"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| Error::transient("the upload's answer has no content_uri"))
+}
+
+/// The `m.room.message` content of an uploaded file: `m.image`, `m.video`,
+/// `m.audio` or `m.file`, its caption (else its name) as the body.
+fn file_content(file: &OutboundAttachment, uri: &str) -> Value {
+    let msgtype = match file.kind {
+        AttachmentKind::Image | AttachmentKind::Sticker => "m.image",
+        AttachmentKind::Video => "m.video",
+        AttachmentKind::Audio | AttachmentKind::Voice => "m.audio",
+        AttachmentKind::Document => "m.file",
+    };
+    let body = file
+        .caption
+        .clone()
+        .filter(|c| !c.trim().is_empty())
+        .unwrap_or_else(|| file.file_name.clone());
+    json!({
+        "msgtype": msgtype,
+        "body": body,
+        "filename": file.file_name,
+        "url": uri,
+        "info": {"mimetype": file.mime_type, "size": file.size},
+    })
 }
 
 /// PUT one `m.room.message` with transaction id `txn`; the event id.
@@ -411,36 +472,35 @@ impl Channel for Matrix {
 
     fn send(message: OutboundMessage) -> Result<String, Error> {
         let s = settings()?;
-        for file in &message.attachments {
-            // media.upload sends multipart/form-data; the content
-            // repository takes the raw file as the body.
-            log::warn(
-                "files cannot be sent to Matrix yet (the host's upload is multipart; Matrix takes a raw body)",
-                &[("file", &file.file_name)],
-            );
+        if message.text.trim().is_empty() && message.attachments.is_empty() {
+            return Err(Error::permanent("nothing to send (empty text, no files)"));
         }
-        if message.text.trim().is_empty() {
-            return Err(Error::unsupported(
-                "sending files to Matrix (the contract's media.upload is multipart/form-data; the Matrix content repository takes a raw body)",
-            ));
-        }
-        let mut content = text_content(&message.text, message.format);
-        if let Some(thread) = message.thread.as_deref() {
-            let reply = message.reply_to.as_deref().unwrap_or(thread);
-            content["m.relates_to"] = json!({
-                "rel_type": "m.thread",
-                "event_id": thread,
-                "is_falling_back": message.reply_to.is_none(),
-                "m.in_reply_to": {"event_id": reply},
-            });
-        } else if let Some(reply) = message.reply_to.as_deref() {
-            content["m.relates_to"] = json!({"m.in_reply_to": {"event_id": reply}});
-        }
-        let txn = match delivery::idempotency_key() {
+        let key = match delivery::idempotency_key() {
             Some(k) => k,
             None => fallback_txn()?,
         };
-        put_message(&s, &message.conversation, &txn, &content)
+        // Every file is uploaded before anything is posted, so a failed
+        // upload posts nothing (the host's retry then posts no duplicate).
+        let files = message
+            .attachments
+            .iter()
+            .map(|f| upload(&s, f))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut first = None;
+        if !message.text.trim().is_empty() {
+            let mut content = text_content(&message.text, message.format);
+            relate(&mut content, &message);
+            first = Some(put_message(&s, &message.conversation, &key, &content)?);
+        }
+        // One event per file, each with its own transaction id derived
+        // from the message's (a retry posts none of them twice).
+        for (i, (file, uri)) in message.attachments.iter().zip(&files).enumerate() {
+            let mut content = file_content(file, uri);
+            relate(&mut content, &message);
+            let id = put_message(&s, &message.conversation, &format!("{key}-f{i}"), &content)?;
+            first.get_or_insert(id);
+        }
+        first.ok_or_else(|| Error::permanent("nothing was sent"))
     }
 
     fn edit(

@@ -3,7 +3,8 @@
 //!
 //! - [`upload`] (the `media.upload` import): a `multipart/form-data` POST
 //!   the host builds from the guest's description, streaming a blob from
-//!   the [`BlobStore`] as the file part. Secret placeholders are filled in
+//!   the [`BlobStore`] as the file part (or, with an empty file field, as
+//!   the raw body typed by its MIME type). Secret placeholders are filled in
 //!   the URL path, headers and form fields (`form:<field>` bindings) only
 //!   where the manifest binds them; the answer is capped and scrubbed.
 //! - [`download`]: the GET a channel's `fetch-attachment` described, streamed
@@ -185,7 +186,8 @@ fn quoted(what: &str, s: &str) -> Result<String, MediaError> {
     ))
 }
 
-/// Send the multipart upload `request` describes for `media`'s plugin.
+/// Send the upload `request` describes for `media`'s plugin: multipart, or
+/// the raw file as the body when its file field is empty.
 pub async fn upload(
     media: &PluginMedia,
     request: &UploadRequest,
@@ -204,6 +206,15 @@ pub async fn upload(
         port,
     };
 
+    // No file field: the file itself is the body (Matrix's content
+    // repository, presigned upload URLs), typed by its MIME type.
+    let raw = request.file_field.is_empty();
+    if raw && !request.fields.is_empty() {
+        return Err(MediaError::BadRequest(
+            "form fields need a file field (an empty file field sends the file as the raw body)"
+                .into(),
+        ));
+    }
     // The form, with placeholders filled where each secret is bound.
     let boundary = format!("pincer-{}", uuid::Uuid::new_v4().simple());
     let mut head = String::new();
@@ -228,12 +239,19 @@ pub async fn upload(
             "the MIME type contains a line break".into(),
         ));
     }
-    head.push_str(&format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name={}; filename={}\r\nContent-Type: {mime}\r\n\r\n",
-        quoted("file field", &request.file_field)?,
-        quoted("file name", &request.file_name)?,
-    ));
-    let tail = format!("\r\n--{boundary}--\r\n");
+    let (content_type, tail) = if raw {
+        (mime, String::new())
+    } else {
+        head.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name={}; filename={}\r\nContent-Type: {mime}\r\n\r\n",
+            quoted("file field", &request.file_field)?,
+            quoted("file name", &request.file_name)?,
+        ));
+        (
+            format!("multipart/form-data; boundary={boundary}"),
+            format!("\r\n--{boundary}--\r\n"),
+        )
+    };
     let length = head.len() as u64 + info.size + tail.len() as u64;
 
     let file = tokio::fs::File::open(&path)
@@ -241,10 +259,7 @@ pub async fn upload(
         .map_err(|_| MediaError::Blob(BlobError::NotFound(request.blob.clone())))?;
     let body = multipart_body(Bytes::from(head), file, Bytes::from(tail));
     let req = request_builder(::http::Method::POST, &uri, &request.headers)?
-        .header(
-            ::http::header::CONTENT_TYPE,
-            format!("multipart/form-data; boundary={boundary}"),
-        )
+        .header(::http::header::CONTENT_TYPE, content_type)
         .header(::http::header::CONTENT_LENGTH, length)
         .body(body)
         .map_err(|e| MediaError::BadRequest(e.to_string()))?;
@@ -283,7 +298,8 @@ pub async fn upload(
     })
 }
 
-/// `head`, then the file in chunks, then `tail`, as a request body.
+/// `head`, then the file in chunks, then `tail`, as a request body (an
+/// empty head or tail is left out).
 fn multipart_body(head: Bytes, file: tokio::fs::File, tail: Bytes) -> wasmtime_wasi_http::WasiBody {
     use futures::StreamExt;
     let chunks = futures::stream::unfold(Some(file), |file| async move {
@@ -306,6 +322,8 @@ fn multipart_body(head: Bytes, file: tokio::fs::File, tail: Bytes) -> wasmtime_w
     let stream = futures::stream::once(async move { Ok(head) })
         .chain(chunks)
         .chain(futures::stream::once(async move { Ok(tail) }))
+        // A raw upload has no head or tail: no empty frames.
+        .filter(|r| std::future::ready(!matches!(r, Ok(b) if b.is_empty())))
         .map(|r| r.map(hyper::body::Frame::data));
     http_body_util::StreamBody::new(stream).boxed_unsync()
 }
