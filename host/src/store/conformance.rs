@@ -42,6 +42,10 @@ pub const CASES: &[Case] = &[
         "concurrent_appends_contiguous",
         concurrent_appends_contiguous,
     ),
+    (
+        "a_runs_user_message_is_appended_once",
+        a_runs_user_message_is_appended_once,
+    ),
     ("devices_pair_requests_tokens", devices_pair_requests_tokens),
     (
         "webhooks_fan_out_attempts_replay",
@@ -285,6 +289,46 @@ fn concurrent_appends_contiguous(open: Opener<'_>) -> anyhow::Result<()> {
         event_seqs == (1..=101).collect::<Vec<_>>(),
         "{event_seqs:?}"
     );
+    Ok(())
+}
+
+fn a_runs_user_message_is_appended_once(open: Opener<'_>) -> anyhow::Result<()> {
+    let s = open()?;
+    let of_run = |role: &str, text: &str| NewMessage {
+        role: role.into(),
+        run_id: Some("run-1".into()),
+        ..user(text)
+    };
+    let first = s.append_message("k", of_run("user", "hello"))?;
+    s.append_message("k", of_run("assistant", "partial"))?;
+    // The run executes again after a restart (another process).
+    let s = open()?;
+    let again = s.append_message("k", of_run("user", "hello"))?;
+    ensure!(again.id == first.id && again.seq == first.seq, "{again:?}");
+    s.append_message("k", of_run("assistant", "whole"))?;
+    // Another run's message, and one without a run, are appended.
+    let other = s.append_message(
+        "k",
+        NewMessage {
+            run_id: Some("run-2".into()),
+            ..user("hello")
+        },
+    )?;
+    s.append_message("k", user("no run"))?;
+    let roles: Vec<String> = s.history("k", 100)?.into_iter().map(|m| m.role).collect();
+    ensure!(
+        roles == ["user", "assistant", "assistant", "user", "user"],
+        "{roles:?}"
+    );
+    ensure!(other.seq == 4);
+    ensure!(s.get_session("k")?.context("missing")?.message_count == 5);
+    let received = s
+        .events_after(0, 100)?
+        .iter()
+        .filter(|e| e.kind == "message.received")
+        .count();
+    // Five appended (the helper logs one for each), none for the repeat.
+    ensure!(received == 5, "{received} message.received events");
     Ok(())
 }
 

@@ -193,7 +193,9 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Append a message to the session's current transcript (creating the
     /// session with defaults if absent), updating `updated_ms`,
     /// `message_count` and `last_preview`, and logging `msg.event` if set,
-    /// all in one transaction.
+    /// all in one transaction. A `user` message whose run already has its
+    /// `user` message in the session (the run executed again after a
+    /// restart) is not appended: the one there is returned.
     fn append_message(&self, key: &str, msg: NewMessage) -> Result<TranscriptMessage, StoreError>;
     /// The last `limit` messages of the session's current transcript, oldest
     /// first. Empty if the session does not exist.

@@ -132,6 +132,21 @@ impl SessionStore for SqliteStore {
     fn append_message(&self, key: &str, msg: NewMessage) -> Result<TranscriptMessage, StoreError> {
         self.write_tx(|tx, now| {
             let (session, _) = ensure(tx, key, &NewSession::default(), now)?;
+            if let Some(run_id) = msg.run_id.as_deref().filter(|_| msg.role == "user") {
+                // A run executed again (after a restart) has its message
+                // in the transcript already.
+                let existing = tx
+                    .prepare_cached(
+                        "SELECT id, seq, role, content, ts, run_id, stop_reason, meta FROM messages
+                         WHERE session_id = ?1 AND run_id = ?2 AND role = 'user'
+                         ORDER BY seq LIMIT 1",
+                    )?
+                    .query_row(params![session.session_id, run_id], message_row)
+                    .optional()?;
+                if let Some(row) = existing {
+                    return message_done(row);
+                }
+            }
             let seq: u64 = tx
                 .prepare_cached(
                     "SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE session_id = ?1",

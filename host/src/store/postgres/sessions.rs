@@ -143,6 +143,19 @@ impl SessionStore for PgStore {
         self.write(|db| {
             let now = db.now;
             let (session, _) = ensure(db, key, &NewSession::default())?;
+            if let Some(run_id) = msg.run_id.as_deref().filter(|_| msg.role == "user") {
+                // A run executed again (after a restart) has its message
+                // in the transcript already.
+                let existing = db.query(
+                    "SELECT id, seq, role, content, ts, run_id, stop_reason, meta FROM messages
+                     WHERE session_id = $1 AND run_id = $2 AND role = 'user'
+                     ORDER BY seq LIMIT 1",
+                    &[&session.session_id, &run_id],
+                )?;
+                if let Some(row) = existing.first() {
+                    return message_row(row);
+                }
+            }
             let text = message_text(&msg.content);
             let preview = (!text.is_empty()).then(|| truncate(&text, PREVIEW_CHARS));
             // The row lock orders concurrent appends; seqs are contiguous
