@@ -68,6 +68,10 @@ struct GatewayArgs {
     /// kept in <data-dir>/gateway-token.
     #[arg(long, env = "PINCER_NO_AUTH")]
     no_auth: bool,
+    /// This node's name in a cluster (`--store postgres://...`): shown in
+    /// presence and `channels.status` (default: the host name).
+    #[arg(long, env = "PINCER_NODE_NAME")]
+    node_name: Option<String>,
     /// Model provider: `echo` (default, offline) or `openai`.
     #[arg(long, env = "PINCER_PROVIDER")]
     provider: Option<String>,
@@ -431,6 +435,9 @@ async fn serve(
     }
     if gw.no_auth {
         opts.gateway.no_auth = true;
+    }
+    if let Some(name) = gw.node_name {
+        opts.gateway.cluster.node_name = Some(name);
     }
     // The command line is never open by default: with no token, password
     // or --no-auth, use (or create) <data_dir>/gateway-token.

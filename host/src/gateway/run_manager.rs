@@ -750,6 +750,9 @@ impl RunGuard {
         self.ended = true;
         let runs = &self.gw.runs;
         runs.record(result.clone());
+        if let Some(c) = self.gw.cluster.get() {
+            c.run_finished(&result);
+        }
         {
             let mut s = runs.sched();
             s.active.remove(&self.run_id);
