@@ -8,8 +8,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{
-    ClusterStore, InboxStore, KvStore, OutboxStore, PairingStore, PgStore, SessionStore, SqliteStore,
-    StoreConfig, StoreError, WebhookStore, is_postgres_url,
+    ClusterStore, InboxStore, KvStore, OutboxStore, PairingStore, PgStore, SessionStore,
+    SqliteStore, StoreConfig, StoreError, WebhookStore, is_postgres_url,
 };
 
 /// Every store trait in one object: what a gateway runs on.

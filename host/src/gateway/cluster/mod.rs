@@ -191,10 +191,7 @@ impl Cluster {
         tracing::info!(node_id = %cluster.node_id, node_name = %cluster.node_name, address = %cluster.address, cursor = head, "joined the cluster");
         let threads = tasks::spawn_threads(&cluster, Arc::downgrade(gw), writer_rx, wake_rx);
         *lock(&cluster.threads) = threads;
-        let beat = tokio::spawn(tasks::heartbeat_loop(
-            cluster.clone(),
-            Arc::downgrade(gw),
-        ));
+        let beat = tokio::spawn(tasks::heartbeat_loop(cluster.clone(), Arc::downgrade(gw)));
         Ok((cluster, beat))
     }
 

@@ -220,7 +220,8 @@ fn abort_requested(cluster: &Cluster, gw: &Gateway) {
 /// Refresh the node row and what the node knows of the cluster, every
 /// `heartbeat_ms`.
 pub(super) async fn heartbeat_loop(cluster: Arc<Cluster>, gw: Weak<Gateway>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(cluster.config.heartbeat_ms.max(50)));
+    let mut tick =
+        tokio::time::interval(Duration::from_millis(cluster.config.heartbeat_ms.max(50)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut beats = 0u64;
     loop {

@@ -54,11 +54,7 @@ pub fn from_row(e: &NewStreamEvent) -> Option<Broadcast> {
     let name = CLUSTER_WIDE.iter().copied().find(|n| *n == e.name)?;
     let scope = match e.scope.as_deref() {
         None => None,
-        Some(s) => Some(
-            scopes::ALL_OPERATOR_SCOPES
-                .into_iter()
-                .find(|k| *k == s)?,
-        ),
+        Some(s) => Some(scopes::ALL_OPERATOR_SCOPES.into_iter().find(|k| *k == s)?),
     };
     let audience = match e.audience.as_str() {
         "all" => Audience::All,
@@ -118,14 +114,18 @@ mod tests {
         }
         let unknown = NewStreamEvent {
             name: "from.the.future".into(),
-            ..to_row("n1", &Broadcast {
-                name: "chat",
-                payload: json!({}),
-                scope: None,
-                droppable: false,
-                audience: Audience::All,
-                state_version: None,
-            }, 1)
+            ..to_row(
+                "n1",
+                &Broadcast {
+                    name: "chat",
+                    payload: json!({}),
+                    scope: None,
+                    droppable: false,
+                    audience: Audience::All,
+                    state_version: None,
+                },
+                1,
+            )
         };
         assert!(from_row(&unknown).is_none());
         assert!(!is_cluster_wide("presence") && !is_cluster_wide("tick"));

@@ -240,10 +240,10 @@ pub fn abort(ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
             }
             Err(e) if ids.is_empty() => {
                 tracing::warn!(session = %key, error = %e, "asking other nodes to abort");
-                return Err(ErrorShape::unavailable(
-                    "the cluster store is unavailable; retry",
-                )
-                .retry_after(1000));
+                return Err(
+                    ErrorShape::unavailable("the cluster store is unavailable; retry")
+                        .retry_after(1000),
+                );
             }
             Err(e) => tracing::warn!(session = %key, error = %e, "asking other nodes to abort"),
         }

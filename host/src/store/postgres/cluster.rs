@@ -68,8 +68,8 @@ impl ClusterStore for PgStore {
                  SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[],
                    $5::text[], $6::text[], $7::boolean[], $8::text[], $9::bigint[], $10::bigint[])",
                 &[
-                    &ids, &node, &name, &payload, &scope, &audience, &droppable, &run_id,
-                    &run_seq, &ts,
+                    &ids, &node, &name, &payload, &scope, &audience, &droppable, &run_id, &run_seq,
+                    &ts,
                 ],
             )?;
             // Delivered at commit; only the id, never the payload.
