@@ -117,7 +117,8 @@ enum Command {
         /// Events per throughput run (`webhooks` only; default 5000).
         #[arg(long)]
         events: Option<usize>,
-        /// Smaller sizes, about a minute (`channels` and `store` only).
+        /// Smaller sizes, about a minute (`channels`, `store` and `cluster`
+        /// only).
         #[arg(long, conflicts_with = "smoke")]
         quick: bool,
         /// Tiny sizes that only check every path runs (`channels` only).
@@ -337,6 +338,9 @@ enum BenchWhat {
     Channels,
     /// The store: the same workloads on SQLite and PostgreSQL.
     Store,
+    /// Run events fanned out to many clients: one node on SQLite, one
+    /// and three nodes on PostgreSQL.
+    Cluster,
 }
 
 struct Resolved {
@@ -601,6 +605,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             | BenchWhat::Channels
             | BenchWhat::Languages
             | BenchWhat::Store
+            | BenchWhat::Cluster
                 if events.is_some() =>
             {
                 anyhow::bail!("--events applies to `pincer bench webhooks` only")
@@ -609,6 +614,13 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                 anyhow::bail!("--smoke and --part apply to `pincer bench channels` only")
             }
             BenchWhat::Store => pincer::bench::store::store(store, quick).await,
+            BenchWhat::Cluster if smoke || part.is_some() || sockets.is_some() || discord => {
+                anyhow::bail!("`pincer bench cluster` takes only --quick")
+            }
+            BenchWhat::Cluster if store.is_some() => {
+                anyhow::bail!("--store applies to `pincer bench store` only")
+            }
+            BenchWhat::Cluster => pincer::bench::cluster::cluster(quick).await,
             _ if store.is_some() => anyhow::bail!("--store applies to `pincer bench store` only"),
             BenchWhat::Channels => {
                 use pincer::bench::channels::{Sizes, channels, part as run_part};

@@ -232,7 +232,7 @@ pub(super) async fn heartbeat_loop(cluster: Arc<Cluster>, gw: Weak<Gateway>) {
         let Some(gw) = gw.upgrade() else { return };
         beat(&cluster, &gw).await;
         beats += 1;
-        if beats % PRUNE_EVERY == 0 {
+        if beats.is_multiple_of(PRUNE_EVERY) {
             let before = now_ms() - cluster.config.event_retention_ms as i64;
             match cluster.store.prune_stream(before) {
                 Ok(n) if n > 0 => tracing::debug!(deleted = n, "pruned the cluster log"),
