@@ -306,3 +306,143 @@ async fn a_killed_nodes_run_ends_with_an_error_everywhere() {
     assert_eq!(again["ok"], false, "{again}");
     assert_eq!(again["payload"]["status"], "error", "{again}");
 }
+
+mod log {
+    //! The store side on its own: the stream log's ordering, the
+    //! idempotency claim and the wake-up, with several stores (as several
+    //! nodes) on one database.
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use pincer::store::{Claim, ClusterStore, NewStreamEvent, PgStore, Wake};
+    use pincer_tests::postgres::TestPostgres;
+
+    fn event(node: &str, i: usize) -> NewStreamEvent {
+        NewStreamEvent {
+            node_id: node.into(),
+            name: "agent".into(),
+            payload: format!(r#"{{"runId":"{node}","seq":{i}}}"#),
+            scope: Some("operator.read".into()),
+            audience: "all".into(),
+            droppable: true,
+            run_id: Some(node.into()),
+            run_seq: Some(i as i64),
+            ts: 1,
+        }
+    }
+
+    #[test]
+    fn concurrent_appends_commit_in_id_order_so_a_reader_never_skips_one() {
+        let pg = TestPostgres::start();
+        let url = pg.database("stream_order");
+        let nodes: Vec<Arc<PgStore>> = (0..3).map(|_| TestPostgres::store(&url)).collect();
+        const PER_WRITER: usize = 150;
+        let writers: Vec<_> = (0..6)
+            .map(|w| {
+                let store = nodes[w % nodes.len()].clone();
+                std::thread::spawn(move || {
+                    let node = format!("w{w}");
+                    let mut i = 0;
+                    while i < PER_WRITER {
+                        // Batches of 1 to 4 events.
+                        let n = (1 + (i + w) % 4).min(PER_WRITER - i);
+                        let batch: Vec<_> = (i..i + n).map(|k| event(&node, k + 1)).collect();
+                        store.append_stream(&batch).expect("append");
+                        i += n;
+                    }
+                })
+            })
+            .collect();
+        // A reader paging by id while they write: every id it sees is the
+        // next one (a later id committed before an earlier one would be
+        // skipped for good by a reader whose cursor moved past it).
+        let total = (6 * PER_WRITER) as i64;
+        let reader = nodes[0].clone();
+        let mut cursor = 0i64;
+        let mut per_writer_seq = std::collections::HashMap::<String, i64>::new();
+        while cursor < total {
+            for e in reader.stream_after(cursor, 64).expect("read") {
+                assert_eq!(e.id, cursor + 1, "no id skipped");
+                cursor = e.id;
+                // Each writer's events stay in its own order.
+                let seq = per_writer_seq.entry(e.event.node_id.clone()).or_default();
+                assert_eq!(e.event.run_seq, Some(*seq + 1));
+                *seq += 1;
+            }
+        }
+        for w in writers {
+            w.join().expect("writer");
+        }
+        assert_eq!(reader.stream_head().expect("head"), total);
+        assert!(reader.stream_after(total, 10).expect("read").is_empty());
+    }
+
+    #[test]
+    fn one_claim_per_key_whichever_node_asks_and_a_wake_up_carries_only_the_id() {
+        let pg = TestPostgres::start();
+        let url = pg.database("claims");
+        let nodes: Vec<Arc<PgStore>> = (0..3).map(|_| TestPostgres::store(&url)).collect();
+        for round in 0..5 {
+            let key = format!("key-{round}");
+            let claims: Vec<_> = (0..9)
+                .map(|t| {
+                    let store = nodes[t % 3].clone();
+                    let key = key.clone();
+                    std::thread::spawn(move || {
+                        store
+                            .claim_run(&key, "agent:main:main", &format!("node-{}", t % 3))
+                            .expect("claim")
+                    })
+                })
+                .collect();
+            let claims: Vec<Claim> = claims.into_iter().map(|t| t.join().expect("t")).collect();
+            let won = claims.iter().filter(|c| **c == Claim::Claimed).count();
+            assert_eq!(won, 1, "exactly one claim wins: {claims:?}");
+            let owners: std::collections::HashSet<_> = claims
+                .iter()
+                .filter_map(|c| match c {
+                    Claim::Existing(r) => Some(r.node_id.clone()),
+                    Claim::Claimed => None,
+                })
+                .collect();
+            assert_eq!(owners.len(), 1, "every loser sees the one owner");
+        }
+
+        // A listener on one node is woken by an append on another, with
+        // the id only.
+        let mut listener = nodes[0].listen().expect("listen");
+        let last = nodes[2]
+            .append_stream(&[event("n2", 1), event("n2", 2)])
+            .expect("append");
+        loop {
+            match listener.next(Duration::from_secs(30)).expect("listener") {
+                Some(Wake::Events(id)) => {
+                    assert_eq!(id, last);
+                    break;
+                }
+                Some(other) => panic!("unexpected wake-up {other:?}"),
+                None => panic!("no wake-up within the hang guard"),
+            }
+        }
+        // An abort request reaches the owner's wake-ups and its list.
+        assert_eq!(
+            nodes[1]
+                .claim_run("long", "agent:main:x", "node-1")
+                .expect("claim"),
+            Claim::Claimed
+        );
+        let asked = nodes[0]
+            .request_abort("agent:main:x", None, "rpc")
+            .expect("abort");
+        assert_eq!(asked.len(), 1);
+        match listener.next(Duration::from_secs(30)).expect("listener") {
+            Some(Wake::Abort(node)) => assert_eq!(node, "node-1"),
+            other => panic!("expected an abort wake-up, got {other:?}"),
+        }
+        assert_eq!(
+            nodes[1].abort_requests("node-1").expect("requests"),
+            vec![("long".to_string(), "rpc".to_string())]
+        );
+    }
+}
