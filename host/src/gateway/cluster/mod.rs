@@ -393,3 +393,31 @@ impl Cluster {
         Duration::from_millis(self.config.poll_ms.max(10))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::FileConfig;
+
+    #[test]
+    fn cluster_settings_have_safe_defaults_and_live_under_gateway() -> anyhow::Result<()> {
+        let none: FileConfig = toml::from_str("")?;
+        let c = &none.gateway.cluster;
+        assert_eq!(c.node_name, None);
+        assert_eq!(
+            (c.heartbeat_ms, c.node_timeout_ms, c.poll_ms),
+            (2_000, 10_000, 1_000)
+        );
+        assert!(c.node_timeout_ms > 2 * c.heartbeat_ms);
+        let set: FileConfig =
+            toml::from_str("[gateway.cluster]\nnode_name = \"east-1\"\nnode_timeout_ms = 30000")?;
+        assert_eq!(set.gateway.cluster.node_name.as_deref(), Some("east-1"));
+        assert_eq!(set.gateway.cluster.node_timeout_ms, 30_000);
+        let bad = toml::from_str::<FileConfig>("[gateway.cluster]\nnode_nam = \"x\"")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(bad.contains("node_nam"), "{bad}");
+        assert!(!super::host_name().is_empty());
+        Ok(())
+    }
+}
