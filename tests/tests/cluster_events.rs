@@ -229,6 +229,39 @@ async fn three_nodes_share_run_events_idempotency_aborts_and_presence() {
         assert_eq!(end["payload"]["state"], "aborted", "node {name}: {end}");
         assert_eq!(end["payload"]["stopReason"], "rpc", "node {name}: {end}");
     }
+
+    // 4. Every node's wake-up connection drops (a network blip): wake-ups
+    // are missed, and the nodes catch up from the log; nothing is lost.
+    let url = cluster.url.clone();
+    let dropped = tokio::task::spawn_blocking(move || {
+        let mut db = postgres::Client::connect(&url, postgres::NoTls).expect("raw connection");
+        db.query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND query LIKE 'LISTEN%'
+               AND pid != pg_backend_pid()",
+            &[],
+        )
+        .expect("terminating the listeners")
+        .len()
+    })
+    .await
+    .expect("blocking task");
+    assert_eq!(dropped, 3, "one listener per node");
+    let message = words(30);
+    let sent = on_b
+        .call(
+            "chat.send",
+            json!({"sessionKey": "blip", "message": message, "idempotencyKey": "after-blip"}),
+        )
+        .await;
+    assert_eq!(sent["status"], "started");
+    for client in [&mut on_a, &mut on_c] {
+        let events = guard("events after the blip", run_events(client, "after-blip")).await;
+        assert_in_order(&events);
+        let end = events.last().expect("end");
+        assert_eq!(end["payload"]["state"], "final");
+        assert_eq!(end["payload"]["message"]["content"][0]["text"], message);
+    }
 }
 
 /// A client on `url` resuming after `after`.
