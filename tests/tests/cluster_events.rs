@@ -471,5 +471,42 @@ mod log {
             nodes[1].abort_requests("node-1").expect("requests"),
             vec![("long".to_string(), "rpc".to_string())]
         );
+
+        // A run of a node with no heartbeat is taken as lost exactly once;
+        // the node's own late end then finds it ended.
+        assert_eq!(
+            nodes[0]
+                .claim_run("ghost-run", "agent:main:g", "ghost")
+                .expect("claim"),
+            Claim::Claimed
+        );
+        let live = pincer::store::NodeRecord {
+            node_id: "node-0".into(),
+            name: "n0".into(),
+            address: "127.0.0.1:1".into(),
+            started_ms: 1,
+            last_seen_ms: 0,
+            channels: "[]".into(),
+        };
+        nodes[0].heartbeat(&live).expect("heartbeat");
+        let lost = nodes[1].take_orphans(60_000, "{}").expect("orphans");
+        let ids: Vec<&str> = lost.iter().map(|r| r.run_id.as_str()).collect();
+        assert!(ids.contains(&"ghost-run"), "{ids:?}");
+        assert!(
+            nodes[2]
+                .take_orphans(60_000, "{}")
+                .expect("orphans")
+                .is_empty()
+        );
+        assert!(
+            !nodes[0]
+                .finish_run("ghost-run", "ghost", "ok", "{}")
+                .expect("finish"),
+            "already ended by the others"
+        );
+        assert_eq!(
+            nodes[0].live_nodes(60_000).expect("nodes")[0].node_id,
+            "node-0"
+        );
     }
 }

@@ -146,14 +146,15 @@ pub trait ClusterStore: Send + Sync + 'static {
     /// Give up a claim whose run never started (its key may be used again).
     fn release_run(&self, run_id: &str, node_id: &str) -> Result<(), StoreError>;
     /// Record the end of `node_id`'s run `run_id` (`state`: `ok`, `error`,
-    /// `aborted`; `result`: JSON text).
+    /// `aborted`; `result`: JSON text). `false` if the run was no longer
+    /// running: the other nodes took it for lost and already ended it.
     fn finish_run(
         &self,
         run_id: &str,
         node_id: &str,
         state: &str,
         result: &str,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
     /// Ask for the unfinished runs of `session_key` (only `run_id` if
     /// given) to be aborted with `reason`, and wake their nodes; the runs
     /// asked. A `run_id` of another session is returned without being

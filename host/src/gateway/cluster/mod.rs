@@ -297,21 +297,31 @@ impl Cluster {
 
     /// A run ended here: if it was claimed cluster-wide, record its result
     /// (before its end events go out, so a client that saw the final event
-    /// and repeats the key gets the result, not `in_flight`).
-    pub fn run_finished(&self, r: &RunResult) {
+    /// and repeats the key gets the result, not `in_flight`). `false` when
+    /// the other nodes already ended it (this node was cut off past the
+    /// node timeout): its end events must not go out a second time.
+    pub fn run_finished(&self, r: &RunResult) -> bool {
         if !lock(&self.claimed).remove(&r.run_id) {
-            return;
+            return true;
         }
         let result = json!({
             "status": r.status, "error": r.error, "text": r.text,
             "startedAt": r.started_at, "endedAt": r.ended_at,
         })
         .to_string();
-        if let Err(e) = self
+        match self
             .store
             .finish_run(&r.run_id, &self.node_id, r.status, &result)
         {
-            tracing::warn!(run_id = %r.run_id, error = %e, "recording a run's end cluster-wide");
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::warn!(run_id = %r.run_id, "the cluster already ended this run as lost; its end is not published again");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(run_id = %r.run_id, error = %e, "recording a run's end cluster-wide");
+                true
+            }
         }
     }
 

@@ -236,15 +236,15 @@ impl ClusterStore for PgStore {
         node_id: &str,
         state: &str,
         result: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         self.write(|db| {
             let now = db.now;
-            db.exec(
+            let updated = db.exec(
                 "UPDATE chat_idempotency SET state = $3, result = $4, ended_ms = $5
                  WHERE run_id = $1 AND node_id = $2 AND state = 'running'",
                 &[&run_id, &node_id, &state, &result, &now],
             )?;
-            Ok(())
+            Ok(updated == 1)
         })
     }
 
