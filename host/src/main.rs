@@ -68,6 +68,10 @@ struct GatewayArgs {
     /// kept in <data-dir>/gateway-token.
     #[arg(long, env = "PINCER_NO_AUTH")]
     no_auth: bool,
+    /// This node's name in a cluster (`--store postgres://...`): shown in
+    /// presence and `channels.status` (default: the host name).
+    #[arg(long, env = "PINCER_NODE_NAME")]
+    node_name: Option<String>,
     /// Model provider: `echo` (default, offline) or `openai`.
     #[arg(long, env = "PINCER_PROVIDER")]
     provider: Option<String>,
@@ -113,7 +117,8 @@ enum Command {
         /// Events per throughput run (`webhooks` only; default 5000).
         #[arg(long)]
         events: Option<usize>,
-        /// Smaller sizes, about a minute (`channels` and `store` only).
+        /// Smaller sizes, about a minute (`channels`, `store` and `cluster`
+        /// only).
         #[arg(long, conflicts_with = "smoke")]
         quick: bool,
         /// Tiny sizes that only check every path runs (`channels` only).
@@ -333,6 +338,9 @@ enum BenchWhat {
     Channels,
     /// The store: the same workloads on SQLite and PostgreSQL.
     Store,
+    /// Run events fanned out to many clients: one node on SQLite, one
+    /// and three nodes on PostgreSQL.
+    Cluster,
 }
 
 struct Resolved {
@@ -431,6 +439,9 @@ async fn serve(
     }
     if gw.no_auth {
         opts.gateway.no_auth = true;
+    }
+    if let Some(name) = gw.node_name {
+        opts.gateway.cluster.node_name = Some(name);
     }
     // The command line is never open by default: with no token, password
     // or --no-auth, use (or create) <data_dir>/gateway-token.
@@ -594,6 +605,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             | BenchWhat::Channels
             | BenchWhat::Languages
             | BenchWhat::Store
+            | BenchWhat::Cluster
                 if events.is_some() =>
             {
                 anyhow::bail!("--events applies to `pincer bench webhooks` only")
@@ -602,6 +614,13 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                 anyhow::bail!("--smoke and --part apply to `pincer bench channels` only")
             }
             BenchWhat::Store => pincer::bench::store::store(store, quick).await,
+            BenchWhat::Cluster if smoke || part.is_some() || sockets.is_some() || discord => {
+                anyhow::bail!("`pincer bench cluster` takes only --quick")
+            }
+            BenchWhat::Cluster if store.is_some() => {
+                anyhow::bail!("--store applies to `pincer bench store` only")
+            }
+            BenchWhat::Cluster => pincer::bench::cluster::cluster(quick).await,
             _ if store.is_some() => anyhow::bail!("--store applies to `pincer bench store` only"),
             BenchWhat::Channels => {
                 use pincer::bench::channels::{Sizes, channels, part as run_part};

@@ -8,6 +8,8 @@
 //! - [`gateway`]: the gateway over loopback (handshakes, requests, fan-out);
 //! - [`webhooks`]: outgoing webhook delivery;
 //! - [`languages`]: Python and TypeScript plugins against Rust;
+//! - [`cluster`]: run events fanned out on one node and across three
+//!   nodes, SQLite against PostgreSQL;
 //! - [`attack`]: a healthy client's latency and the gateway's memory while
 //!   it is attacked from the network and from plugins.
 //!
@@ -16,6 +18,7 @@
 pub mod attack;
 pub mod channels;
 mod client;
+pub mod cluster;
 pub mod gateway;
 pub mod languages;
 pub mod pgserver;

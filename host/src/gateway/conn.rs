@@ -146,6 +146,8 @@ impl Refusal {
 struct Admitted {
     conn: Arc<Conn>,
     rx: mpsc::UnboundedReceiver<Outgoing>,
+    /// The cluster cursor to resume after, if the client gave one.
+    resume: Option<i64>,
 }
 
 /// The first frame's outcome before it is parsed.
@@ -520,7 +522,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         },
         snapshot: Snapshot {
             presence: {
-                let mut p = gw.hub.presence();
+                let mut p = gw.presence();
                 if let Some(me) = &conn.presence {
                     p.push(me.clone());
                 }
@@ -544,7 +546,9 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     lift.lift();
     conn.respond(Response::ok(&req.id, payload).to_text());
     debug!(conn = %conn.id, client = %params.client.id, mode = %params.client.mode, protocol, remote = %peer.remote, "connected");
-    Ok(Some(Admitted { conn, rx }))
+    let resume = params.resume.as_ref().map(|r| r.after);
+    conn.set_cursors(resume.is_some() || params.caps.iter().any(|c| c == "event-cursor"));
+    Ok(Some(Admitted { conn, rx, resume }))
 }
 
 fn too_large() -> Refusal {
@@ -629,9 +633,9 @@ async fn run<S>(gw: Arc<Gateway>, ws: Ws<S>, admitted: Admitted, slot: PreauthSl
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Admitted { conn, rx } = admitted;
+    let Admitted { conn, rx, resume } = admitted;
     let (sink, mut stream) = ws.split();
-    gw.hub.add(conn.clone());
+    gw.join(conn.clone(), resume);
     drop(slot);
     if conn.presence.is_some() {
         gw.presence_changed();

@@ -233,6 +233,19 @@ async fn metrics_text(State(gw): State<Arc<Gateway>>) -> Response {
     ] {
         metrics::counter!(name).absolute(v.load(Ordering::Relaxed));
     }
+    if let Some(cl) = gw.cluster.get() {
+        let st = &cl.stats;
+        metrics::gauge!("pincer_cluster_events_pending").set(cl.pending() as f64);
+        for (name, v) in [
+            ("pincer_cluster_events_published_total", &st.published),
+            ("pincer_cluster_events_dropped_total", &st.dropped),
+            ("pincer_cluster_events_written_total", &st.written),
+            ("pincer_cluster_log_appends_total", &st.batches),
+            ("pincer_cluster_events_delivered_total", &st.delivered),
+        ] {
+            metrics::counter!(name).absolute(v.load(Ordering::Relaxed));
+        }
+    }
     metrics::counter!("pincer_events_dropped_total")
         .absolute(gw.hub.dropped.load(Ordering::Relaxed));
     metrics::counter!("pincer_slow_consumers_total")

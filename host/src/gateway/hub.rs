@@ -38,6 +38,9 @@ pub enum Outgoing {
         payload: Arc<str>,
         /// State counters, for presence/health events.
         state_version: Option<StateVersion>,
+        /// The cluster log id of a logged event, for a connection that
+        /// asked for cursors (`event-cursor`).
+        cursor: Option<i64>,
     },
     /// No frame: the writer fires it once everything queued before it has
     /// been written and flushed to the socket.
@@ -54,9 +57,10 @@ impl Outgoing {
                 name,
                 payload,
                 state_version,
+                cursor,
             } => {
                 *seq += 1;
-                event_text(name, payload, *seq, *state_version)
+                event_text(name, payload, *seq, *state_version, *cursor)
             }
         }
     }
@@ -157,6 +161,9 @@ pub struct Conn {
     kill_reason: Mutex<Option<(u16, String)>>,
     /// Events sent (the writer's `seq`).
     pub seq: AtomicU64,
+    /// Whether logged (cluster) events carry their `cursor` to this
+    /// connection.
+    cursors: AtomicBool,
 }
 
 impl Conn {
@@ -196,6 +203,7 @@ impl Conn {
                 pending_runs: Mutex::new(HashMap::new()),
                 kill_reason: Mutex::new(None),
                 seq: AtomicU64::new(0),
+                cursors: AtomicBool::new(false),
             }),
             rx,
         )
@@ -317,6 +325,12 @@ impl Conn {
             .clone()
     }
 
+    /// Give logged (cluster) events' `cursor` to this connection (the
+    /// `event-cursor` capability).
+    pub fn set_cursors(&self, on: bool) {
+        self.cursors.store(on, Ordering::Relaxed);
+    }
+
     /// `sessions.subscribe` / `unsubscribe`.
     pub fn set_sessions_subscribed(&self, on: bool) {
         self.sessions_subscribed.store(on, Ordering::Relaxed);
@@ -429,6 +443,36 @@ impl Hub {
     /// Fan `b` out; returns the connections that became slow consumers
     /// (already removed and told to close).
     pub fn broadcast(&self, b: &Broadcast) -> Vec<Arc<Conn>> {
+        self.broadcast_at(b, None)
+    }
+
+    /// Queue the logged event `b` (log id `cursor`) to `conn` alone, if it
+    /// wants it (a resuming connection's missed events).
+    pub fn replay(&self, conn: &Arc<Conn>, b: &Broadcast, cursor: i64) {
+        if !conn.wants(b) {
+            return;
+        }
+        let item = Outgoing::Event {
+            name: Arc::from(b.name),
+            payload: Arc::from(serde_json::to_string(&b.payload).unwrap_or_default()),
+            state_version: b.state_version,
+            cursor: conn.cursors.load(Ordering::Relaxed).then_some(cursor),
+        };
+        match conn.offer(item, b.droppable) {
+            Offer::Queued => {}
+            Offer::Dropped => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Offer::Slow => {
+                self.slow_closed.fetch_add(1, Ordering::Relaxed);
+                conn.close(1008, "slow consumer");
+            }
+        }
+    }
+
+    /// [`Hub::broadcast`] of an event from the cluster log, whose id
+    /// (`cursor`) goes to connections that asked for it.
+    pub fn broadcast_at(&self, b: &Broadcast, cursor: Option<i64>) -> Vec<Arc<Conn>> {
         let targets: Vec<Arc<Conn>> = self
             .lock()
             .values()
@@ -446,6 +490,7 @@ impl Hub {
                 name: name.clone(),
                 payload: payload.clone(),
                 state_version: b.state_version,
+                cursor: cursor.filter(|_| c.cursors.load(Ordering::Relaxed)),
             };
             match c.offer(item, b.droppable) {
                 Offer::Queued => {}
@@ -469,6 +514,7 @@ impl Hub {
             name: Arc::from(name),
             payload: Arc::from(serde_json::to_string(payload).unwrap_or_default()),
             state_version: None,
+            cursor: None,
         };
         if let Offer::Slow = conn.offer(item, false) {
             self.remove(&conn.id);
@@ -478,12 +524,14 @@ impl Hub {
 }
 
 /// Serialize an event frame from its parts without re-serializing the
-/// payload (fan-out to many connections shares one payload string).
+/// payload (fan-out to many connections shares one payload string); a
+/// logged event's `cursor` (cluster log id) goes in the envelope.
 pub fn event_text(
     name: &str,
     payload: &str,
     seq: u64,
     state_version: Option<StateVersion>,
+    cursor: Option<i64>,
 ) -> String {
     let name = serde_json::to_string(name).unwrap_or_else(|_| "\"invalid\"".into());
     let mut s = String::with_capacity(payload.len() + name.len() + 80);
@@ -493,6 +541,10 @@ pub fn event_text(
     s.push_str(if payload.is_empty() { "null" } else { payload });
     s.push_str(r#","seq":"#);
     s.push_str(&seq.to_string());
+    if let Some(c) = cursor {
+        s.push_str(r#","cursor":"#);
+        s.push_str(&c.to_string());
+    }
     if let Some(sv) = state_version {
         s.push_str(&format!(
             r#","stateVersion":{{"presence":{},"health":{}}}"#,
@@ -518,6 +570,7 @@ mod tests {
                 presence: 1,
                 health: 2,
             }),
+            None,
         );
         let v: Value = serde_json::from_str(&t).unwrap();
         assert_eq!(

@@ -157,6 +157,10 @@ impl Running {
             let _ = tx.send(());
         }
         let r = (&mut self.task).await.context("gateway task")?;
+        // Queued cluster events are written and the node leaves presence.
+        if let Some(c) = self.gateway.cluster.get().cloned() {
+            let _ = tokio::task::spawn_blocking(move || c.stop()).await;
+        }
         self.monitor.abort();
         for task in &self.background {
             task.abort();
@@ -248,6 +252,7 @@ pub async fn start(mut opts: Options) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     let mut config = opts.gateway.clone();
     config.listen = addr;
+    let cluster_store = store.clone().cluster();
     let gateway = Gateway::new(
         config,
         runtime.clone(),
@@ -260,6 +265,15 @@ pub async fn start(mut opts: Options) -> anyhow::Result<Running> {
     gateway
         .runs
         .set_default_timeout(Duration::from_millis(opts.agent.run_timeout_ms));
+    // A shared store makes this gateway a node of a cluster, joined before
+    // the first connection is served.
+    let mut background = Vec::new();
+    if let Some(cs) = cluster_store {
+        let (c, beat) = super::cluster::Cluster::start(&gateway, cs, opts.gateway.cluster.clone())
+            .context("joining the cluster")?;
+        let _ = gateway.cluster.set(c);
+        background.push(beat);
+    }
     // Subscribe to channel messages before any channel starts.
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(server::serve(gateway.clone(), listener, async move {
@@ -270,7 +284,7 @@ pub async fn start(mut opts: Options) -> anyhow::Result<Running> {
     }
     let watch = runtime.watch(opts.watch_settle)?;
     let monitor = runtime.health.spawn();
-    let background = vec![bridge, dispatcher.spawn()];
+    background.extend([bridge, dispatcher.spawn()]);
     gateway.ready.store(true, Ordering::Relaxed);
     Ok(Running {
         addr,

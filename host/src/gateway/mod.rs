@@ -30,9 +30,12 @@
 //! - [`runtime_events`]: plugin and channel events forwarded to clients.
 //! - [`readiness`]: one readiness answer for `/readyz`, `health` and
 //!   `status`;
+//! - [`cluster`]: cluster mode on a shared store (events, runs and
+//!   presence across nodes).
 
 pub mod auth;
 pub mod auth_limit;
+pub mod cluster;
 pub mod conn;
 pub mod console;
 pub mod control_ui;
@@ -189,6 +192,9 @@ pub struct GatewayConfig {
     /// Largest plugin file `PUT /v1/plugins/{name}` accepts, in bytes
     /// (default 32 MiB).
     pub plugin_upload_max_bytes: usize,
+    /// `[gateway.cluster]`: node identity and timings, used when the store
+    /// is shared (PostgreSQL).
+    pub cluster: cluster::ClusterConfig,
 }
 
 impl Default for GatewayConfig {
@@ -230,6 +236,7 @@ impl Default for GatewayConfig {
             control_ui: None,
             console: true,
             plugin_upload_max_bytes: 32 << 20,
+            cluster: cluster::ClusterConfig::default(),
         }
     }
 }
@@ -338,6 +345,8 @@ pub struct Gateway {
     pub counters: Counters,
     /// Where the database lives (reported in `health`).
     pub store_path: String,
+    /// This node's cluster membership, when the store is shared.
+    pub cluster: std::sync::OnceLock<Arc<cluster::Cluster>>,
     /// Set once the plugins directory has been loaded (`/readyz`).
     pub ready: AtomicBool,
     started: Instant,
@@ -399,6 +408,7 @@ impl Gateway {
             logs,
             counters: Counters::default(),
             store_path,
+            cluster: std::sync::OnceLock::new(),
             ready: AtomicBool::new(false),
             started: Instant::now(),
             presence_version: AtomicU64::new(1),
@@ -456,7 +466,7 @@ impl Gateway {
         self.presence_version.fetch_add(1, Ordering::Relaxed);
         let b = hub::Broadcast {
             name: "presence",
-            payload: json!({ "presence": self.hub.presence() }),
+            payload: json!({ "presence": self.presence() }),
             scope: None,
             droppable: true,
             audience: hub::Audience::All,
@@ -480,9 +490,34 @@ impl Gateway {
         self.broadcast(&b);
     }
 
-    /// Fan out, then announce presence if slow consumers were cut off.
+    /// Presence entries: the live connections, and in a cluster every
+    /// live node.
+    pub fn presence(&self) -> Vec<Value> {
+        let mut p = self.hub.presence();
+        if let Some(c) = self.cluster.get() {
+            p.extend(c.presence());
+        }
+        p
+    }
+
+    /// Fan out, then announce presence if slow consumers were cut off. In
+    /// a cluster, cluster-wide events (chat, agent, session changes) go
+    /// through the shared log and reach every node's connections from
+    /// there.
     pub fn broadcast(&self, b: &hub::Broadcast) {
-        let slow = self.hub.broadcast(b);
+        if let Some(c) = self.cluster.get()
+            && cluster::wire::is_cluster_wide(b.name)
+        {
+            c.publish(b);
+            return;
+        }
+        self.deliver(b, None);
+    }
+
+    /// Fan `b` out to this node's connections (`cursor`: its cluster log
+    /// id), then announce presence if slow consumers were cut off.
+    pub fn deliver(&self, b: &hub::Broadcast, cursor: Option<i64>) {
+        let slow = self.hub.broadcast_at(b, cursor);
         if !slow.is_empty() {
             for c in &slow {
                 tracing::warn!(conn = %c.id, remote = %c.remote, "closing slow consumer");
@@ -490,6 +525,15 @@ impl Gateway {
             if b.name != "presence" {
                 self.presence_changed();
             }
+        }
+    }
+
+    /// Add an authenticated connection to the hub; in a cluster, with
+    /// `resume_after`, after queueing it the logged events it missed.
+    pub fn join(&self, conn: Arc<hub::Conn>, resume_after: Option<i64>) {
+        match self.cluster.get() {
+            Some(c) => c.join(self, conn, resume_after),
+            None => self.hub.add(conn),
         }
     }
 

@@ -750,6 +750,12 @@ impl RunGuard {
         self.ended = true;
         let runs = &self.gw.runs;
         runs.record(result.clone());
+        // In a cluster, a run the other nodes already ended as lost (this
+        // node was cut off) keeps its one terminal event.
+        let end = match self.gw.cluster.get() {
+            Some(c) if !c.run_finished(&result) => None,
+            _ => end,
+        };
         {
             let mut s = runs.sched();
             s.active.remove(&self.run_id);

@@ -39,6 +39,18 @@ pub struct ConnectParams {
     /// User agent.
     #[serde(default)]
     pub user_agent: Option<String>,
+    /// Pincer extension (cluster mode): resume the logged events after a
+    /// cursor this client saw before reconnecting.
+    #[serde(default)]
+    pub resume: Option<ResumeParams>,
+}
+
+/// `resume` in connect params.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResumeParams {
+    /// The last `cursor` the client received.
+    pub after: i64,
 }
 
 /// `client` in connect params.

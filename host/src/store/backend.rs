@@ -8,8 +8,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{
-    InboxStore, KvStore, OutboxStore, PairingStore, PgStore, SessionStore, SqliteStore,
-    StoreConfig, StoreError, WebhookStore, is_postgres_url,
+    ClusterStore, InboxStore, KvStore, OutboxStore, PairingStore, PgStore, SessionStore,
+    SqliteStore, StoreConfig, StoreError, WebhookStore, is_postgres_url,
 };
 
 /// Every store trait in one object: what a gateway runs on.
@@ -19,6 +19,11 @@ pub trait Store:
     /// Where the data lives, for logs and status: a file path, or
     /// `postgres://user@host:port/db` (never a password).
     fn location(&self) -> String;
+    /// The store's cluster side, if it is shared by several gateways
+    /// (PostgreSQL); `None` for a single-node store (SQLite).
+    fn cluster(self: Arc<Self>) -> Option<Arc<dyn ClusterStore>> {
+        None
+    }
 }
 
 /// A shared store; upcasts to each trait's shared handle
@@ -34,6 +39,9 @@ impl Store for SqliteStore {
 impl Store for PgStore {
     fn location(&self) -> String {
         format!("postgres://{}", self.target())
+    }
+    fn cluster(self: Arc<Self>) -> Option<Arc<dyn ClusterStore>> {
+        Some(self)
     }
 }
 

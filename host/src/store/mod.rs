@@ -14,6 +14,7 @@
 //! `backend.rs`).
 
 mod backend;
+mod cluster;
 mod columns;
 pub mod conformance;
 mod inbox;
@@ -33,6 +34,7 @@ mod sqlite_webhooks;
 mod webhooks;
 
 pub use backend::{SharedStore, Store, deserialize_store_config, open};
+pub use cluster::*;
 pub use inbox::*;
 pub use outbox::*;
 pub use pairing::*;

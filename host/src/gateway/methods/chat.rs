@@ -97,8 +97,30 @@ pub fn send(ctx: &Ctx, req_id: &str, p: &Value) -> Reply {
         return Reply::Err(ErrorShape::unavailable("gateway is shutting down").retry_after(1000));
     }
     if is_stop_command(&p.message) {
-        let ids = gw.runs.abort_session(&key, "stop");
+        let mut ids = gw.runs.abort_session(&key, "stop");
+        if let Some(c) = gw.cluster.get() {
+            match c.abort_remote(&key, None, "stop") {
+                Ok(runs) => merge_ids(&mut ids, runs.into_iter().map(|r| r.run_id)),
+                Err(e) => tracing::warn!(session = %key, error = %e, "asking other nodes to stop"),
+            }
+        }
         return Reply::Ok(json!({"ok": true, "aborted": !ids.is_empty(), "runIds": ids}));
+    }
+    // In a cluster the key is claimed cluster-wide first: one run per key
+    // whichever node gets it.
+    let cluster = gw.cluster.get();
+    if let Some(c) = cluster {
+        match c.claim(&p.idempotency_key, &key) {
+            Ok(None) => {}
+            Ok(Some(run)) => return cluster_duplicate(&run),
+            Err(e) => {
+                tracing::warn!(run_id = %p.idempotency_key, error = %e, "claiming a run cluster-wide");
+                return Reply::Err(
+                    ErrorShape::unavailable("the cluster store is unavailable; retry")
+                        .retry_after(1000),
+                );
+            }
+        }
     }
     let spec = RunSpec {
         run_id: p.idempotency_key.clone(),
@@ -124,7 +146,12 @@ pub fn send(ctx: &Ctx, req_id: &str, p: &Value) -> Reply {
         StartOutcome::Queued { position } => answered(json!({
             "runId": p.idempotency_key, "status": "started", "queued": true, "position": position,
         })),
-        StartOutcome::QueueFull { cap } => Reply::Err(queue_full(cap)),
+        StartOutcome::QueueFull { cap } => {
+            if let Some(c) = cluster {
+                c.release(&p.idempotency_key);
+            }
+            Reply::Err(queue_full(cap))
+        }
         StartOutcome::InFlight => {
             Reply::Ok(json!({"runId": p.idempotency_key, "status": "in_flight"}))
         }
@@ -132,6 +159,46 @@ pub fn send(ctx: &Ctx, req_id: &str, p: &Value) -> Reply {
             (v, None) => Reply::Ok(v),
             (v, Some(e)) => Reply::ErrWith(e, v),
         },
+    }
+}
+
+/// The answer to a `chat.send` whose key another node (or this one)
+/// already runs or ran: `in_flight` while it runs, else its result, as for
+/// a local duplicate.
+fn cluster_duplicate(run: &crate::store::ClusterRun) -> Reply {
+    if run.state == "running" {
+        return Reply::Ok(json!({"runId": run.run_id, "status": "in_flight"}));
+    }
+    let result: Value = run
+        .result
+        .as_deref()
+        .and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or(Value::Null);
+    let r = RunResult {
+        run_id: run.run_id.clone(),
+        session_key: run.session_key.clone(),
+        status: match run.state.as_str() {
+            "ok" => "ok",
+            "aborted" => "aborted",
+            _ => "error",
+        },
+        started_at: result["startedAt"].as_i64().unwrap_or(0),
+        ended_at: result["endedAt"].as_i64().unwrap_or(0),
+        error: result["error"].as_str().map(str::to_owned),
+        text: result["text"].as_str().unwrap_or_default().to_owned(),
+    };
+    match done_payload(&r) {
+        (v, None) => Reply::Ok(v),
+        (v, Some(e)) => Reply::ErrWith(e, v),
+    }
+}
+
+/// Add the ids of `more` not already in `ids`.
+fn merge_ids(ids: &mut Vec<String>, more: impl IntoIterator<Item = String>) {
+    for id in more {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
     }
 }
 
@@ -160,6 +227,27 @@ pub fn abort(ctx: &Ctx, p: &Value) -> Result<Value, ErrorShape> {
         },
         None => runs.abort_session(&key, "rpc"),
     };
+    let mut ids = ids;
+    // In a cluster the run may execute on another node: its node aborts it
+    // on request (and the run's `aborted` end reaches every node).
+    if let Some(c) = ctx.gw.cluster.get() {
+        match c.abort_remote(&key, p.run_id.as_deref(), "rpc") {
+            Ok(found) => {
+                if found.iter().any(|r| r.session_key != key) {
+                    return Err(ErrorShape::invalid("runId does not match sessionKey"));
+                }
+                merge_ids(&mut ids, found.into_iter().map(|r| r.run_id));
+            }
+            Err(e) if ids.is_empty() => {
+                tracing::warn!(session = %key, error = %e, "asking other nodes to abort");
+                return Err(
+                    ErrorShape::unavailable("the cluster store is unavailable; retry")
+                        .retry_after(1000),
+                );
+            }
+            Err(e) => tracing::warn!(session = %key, error = %e, "asking other nodes to abort"),
+        }
+    }
     Ok(json!({"ok": true, "aborted": !ids.is_empty(), "runIds": ids}))
 }
 

@@ -253,7 +253,7 @@ async fn dispatch(ctx: &Ctx, req: &Request) -> Reply {
         "models.list" => Reply::Ok(system::models(gw)),
         "agents.list" => Reply::Ok(system::agents(gw)),
         "agent.identity.get" => Reply::Ok(system::identity()),
-        "system-presence" => Reply::Ok(Value::Array(gw.hub.presence())),
+        "system-presence" => Reply::Ok(Value::Array(gw.presence())),
         "last-heartbeat" => Reply::Ok(Value::Null),
         "node.list" => Reply::Ok(serde_json::json!({"ts": super::now_ms(), "nodes": []})),
         "logs.tail" => system::logs_tail(gw, p).into(),

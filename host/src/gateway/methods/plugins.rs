@@ -83,7 +83,13 @@ pub fn plugins_list(gw: &Gateway) -> Value {
 /// ([`super::channel_cards`]) from the health monitor's snapshot.
 pub async fn channels_status(gw: &Gateway) -> Value {
     let snap = gw.runtime.health.snapshot().await;
-    super::channel_cards::channels_status(&snap, now_ms())
+    let mut status = super::channel_cards::channels_status(&snap, now_ms());
+    if let Some(c) = gw.cluster.get()
+        && let Some(o) = status.as_object_mut()
+    {
+        o.insert("cluster".into(), c.status());
+    }
+    status
 }
 
 /// `channels.start` / `stop` / `restart` of `account` (`None`: default) of

@@ -17,7 +17,8 @@ use crate::store::StoreError;
 const MIGRATE_LOCK: i64 = 0x7069_6e63_6572_0001;
 
 /// Migrations in order: (description, SQL).
-pub(super) const MIGRATIONS: &[(&str, &str)] = &[(
+pub(super) const MIGRATIONS: &[(&str, &str)] = &[
+    (
     "initial schema: kv, sessions, events, devices, webhooks, channel pairing, inbox, outbox",
     "CREATE TABLE plugin_kv (
         plugin     TEXT NOT NULL,
@@ -201,7 +202,50 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[(
         WHERE platform_id IS NOT NULL;
     CREATE INDEX channel_outbox_blobs ON channel_outbox (status) WHERE blobs != '';
     CREATE INDEX channel_outbox_done ON channel_outbox (updated_ms) WHERE status != 'pending';",
-)];
+    ),
+    (
+        "cluster events: stream log, node heartbeats, run idempotency and aborts",
+        "CREATE TABLE cluster_stream_head (
+        only_row BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),
+        last_id  BIGINT NOT NULL
+    );
+    INSERT INTO cluster_stream_head (only_row, last_id) VALUES (TRUE, 0);
+    CREATE TABLE cluster_events (
+        id        BIGINT PRIMARY KEY,
+        node_id   TEXT NOT NULL,
+        name      TEXT NOT NULL,
+        payload   TEXT NOT NULL,
+        scope     TEXT,
+        audience  TEXT NOT NULL,
+        droppable BOOLEAN NOT NULL,
+        run_id    TEXT,
+        run_seq   BIGINT,
+        ts        BIGINT NOT NULL
+    );
+    CREATE INDEX cluster_events_by_ts ON cluster_events (ts);
+    CREATE INDEX cluster_events_by_run ON cluster_events (run_id, run_seq) WHERE run_id IS NOT NULL;
+    CREATE TABLE cluster_nodes (
+        node_id      TEXT PRIMARY KEY,
+        name         TEXT NOT NULL,
+        address      TEXT NOT NULL,
+        started_ms   BIGINT NOT NULL,
+        last_seen_ms BIGINT NOT NULL,
+        channels     TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE TABLE chat_idempotency (
+        run_id       TEXT PRIMARY KEY,
+        session_key  TEXT NOT NULL,
+        node_id      TEXT NOT NULL,
+        state        TEXT NOT NULL,
+        abort_reason TEXT,
+        result       TEXT,
+        created_ms   BIGINT NOT NULL,
+        ended_ms     BIGINT
+    );
+    CREATE INDEX chat_idempotency_running ON chat_idempotency (node_id) WHERE state = 'running';
+    CREATE INDEX chat_idempotency_by_session ON chat_idempotency (session_key) WHERE state = 'running';",
+    ),
+];
 
 /// Apply the migrations the database has not seen yet, in one transaction.
 /// A database migrated by a newer pincer (more versions than this one

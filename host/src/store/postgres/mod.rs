@@ -14,6 +14,7 @@
 //! webhook deliveries are written in the transaction of the change that
 //! caused them.
 
+mod cluster;
 mod conn;
 mod inbox;
 mod kv;
@@ -59,6 +60,8 @@ pub struct PgStore {
     pool: Option<r2d2::Pool<Manager>>,
     /// `user@host:port/db`, never the password (for errors and logs).
     target: String,
+    /// Connection settings (for the cluster listener's own connection).
+    config: postgres::Config,
     /// Notified when webhook deliveries are committed.
     outbox: Arc<Notify>,
     /// When the readiness probe last succeeded.
@@ -98,7 +101,7 @@ impl PgStore {
             pg.application_name("pincer");
         }
         let target = describe(&pg);
-        let manager = Manager { config: pg };
+        let manager = Manager { config: pg.clone() };
         let mut first = r2d2::ManageConnection::connect(&manager).map_err(|e| {
             StoreError::Unavailable(format!("cannot connect to PostgreSQL at {target}: {e}"))
         })?;
@@ -117,6 +120,7 @@ impl PgStore {
         Ok(PgStore {
             pool: Some(pool),
             target,
+            config: pg,
             outbox: Arc::new(Notify::new()),
             probe_ok: Mutex::new(None),
         })
