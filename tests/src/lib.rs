@@ -4,6 +4,7 @@
 //! receiver ([`webhook_receiver`]).
 
 pub mod browser;
+pub mod cluster;
 pub mod exactly_once;
 pub mod fake_openai;
 pub mod fake_slack;

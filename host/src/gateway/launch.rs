@@ -234,6 +234,17 @@ pub async fn start(mut opts: Options) -> anyhow::Result<Running> {
         outbox: store.clone(),
         events: Arc::new(LocalBus::default()),
     })?;
+    // Cluster mode (a shared store): each channel account runs where its
+    // lease is held. Set before any channel loads.
+    if let Some(leases) = store.clone().leases() {
+        tracing::info!(node = %leases.node_id(), lease_ms = opts.store.lease_ms, "cluster mode: channel accounts run where their lease is held");
+        runtime
+            .channels
+            .set_leases(crate::channels::lease::Leases::new(
+                leases,
+                opts.store.lease_ms,
+            ));
+    }
     // Plugin and health events go into the event log (and so to webhooks)
     // from before the first plugin loads.
     let bridge = bridge::spawn(&*runtime.events, store.clone());

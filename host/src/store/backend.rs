@@ -8,8 +8,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{
-    InboxStore, KvStore, OutboxStore, PairingStore, PgStore, SessionStore, SqliteStore,
-    StoreConfig, StoreError, WebhookStore, is_postgres_url,
+    InboxStore, KvStore, OutboxStore, PairingStore, PgStore, SessionStore, SharedLeases,
+    SqliteStore, StoreConfig, StoreError, WebhookStore, is_postgres_url,
 };
 
 /// Every store trait in one object: what a gateway runs on.
@@ -19,6 +19,13 @@ pub trait Store:
     /// Where the data lives, for logs and status: a file path, or
     /// `postgres://user@host:port/db` (never a password).
     fn location(&self) -> String;
+
+    /// Channel account leases, if the store is shared by several nodes
+    /// (PostgreSQL); `None` for a single-node store (SQLite), where this
+    /// node trivially holds every lease.
+    fn leases(self: Arc<Self>) -> Option<SharedLeases> {
+        None
+    }
 }
 
 /// A shared store; upcasts to each trait's shared handle
@@ -34,6 +41,10 @@ impl Store for SqliteStore {
 impl Store for PgStore {
     fn location(&self) -> String {
         format!("postgres://{}", self.target())
+    }
+
+    fn leases(self: Arc<Self>) -> Option<SharedLeases> {
+        Some(self)
     }
 }
 

@@ -17,6 +17,7 @@ mod backend;
 mod columns;
 pub mod conformance;
 mod inbox;
+mod leases;
 mod outbox;
 mod pairing;
 mod pool;
@@ -34,6 +35,7 @@ mod webhooks;
 
 pub use backend::{SharedStore, Store, deserialize_store_config, open};
 pub use inbox::*;
+pub use leases::*;
 pub use outbox::*;
 pub use pairing::*;
 pub use postgres::{PgStore, is_postgres_url};
@@ -78,6 +80,10 @@ pub enum StoreError {
     /// than this build).
     #[error("store configuration: {0}")]
     Config(String),
+    /// A fenced write was refused: the lease it was made under was taken
+    /// over by another node (nothing was written).
+    #[error("fenced: {0}")]
+    Fenced(String),
 }
 
 /// Per-plugin key-value storage. Keys are namespaced by plugin name, so one

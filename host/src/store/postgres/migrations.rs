@@ -17,9 +17,10 @@ use crate::store::StoreError;
 const MIGRATE_LOCK: i64 = 0x7069_6e63_6572_0001;
 
 /// Migrations in order: (description, SQL).
-pub(super) const MIGRATIONS: &[(&str, &str)] = &[(
-    "initial schema: kv, sessions, events, devices, webhooks, channel pairing, inbox, outbox",
-    "CREATE TABLE plugin_kv (
+pub(super) const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "initial schema: kv, sessions, events, devices, webhooks, channel pairing, inbox, outbox",
+        "CREATE TABLE plugin_kv (
         plugin     TEXT NOT NULL,
         key        TEXT NOT NULL,
         value      BYTEA NOT NULL,
@@ -201,7 +202,24 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[(
         WHERE platform_id IS NOT NULL;
     CREATE INDEX channel_outbox_blobs ON channel_outbox (status) WHERE blobs != '';
     CREATE INDEX channel_outbox_done ON channel_outbox (updated_ms) WHERE status != 'pending';",
-)];
+    ),
+    (
+        "cluster leases: one receiver per channel account, fenced commits, webhook claims",
+        "CREATE TABLE channel_leases (
+        channel     TEXT PRIMARY KEY,
+        owner       TEXT NOT NULL,
+        token       BIGINT NOT NULL,
+        expires_ms  BIGINT NOT NULL,
+        acquired_ms BIGINT NOT NULL
+    );
+    ALTER TABLE channel_inbox ADD COLUMN fence BIGINT;
+    ALTER TABLE channel_cursors ADD COLUMN fence BIGINT;
+    ALTER TABLE webhook_deliveries ADD COLUMN claimed_by TEXT;
+    ALTER TABLE webhook_deliveries ADD COLUMN claim_expires_ms BIGINT;
+    CREATE INDEX webhook_deliveries_claims ON webhook_deliveries (claim_expires_ms)
+        WHERE status = 'in_flight';",
+    ),
+];
 
 /// Apply the migrations the database has not seen yet, in one transaction.
 /// A database migrated by a newer pincer (more versions than this one
