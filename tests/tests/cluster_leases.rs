@@ -449,3 +449,74 @@ async fn a_node_paused_past_its_lease_cannot_commit_and_stops_receiving() {
         Some((second.owner, second.token))
     );
 }
+
+#[test]
+fn a_takeover_bumps_the_token_and_fences_the_old_holders_commits_and_renewals() {
+    let pg = TestPostgres::start();
+    let url = pg.database("fence");
+    let node = |id: &str| {
+        PgStore::connect(
+            &url,
+            &pincer::store::StoreConfig {
+                node_id: Some(id.into()),
+                ..TestPostgres::config(&url)
+            },
+        )
+        .expect("store")
+    };
+    let (a, b) = (node("a"), node("b"));
+    let msg = |id: &str| pincer::store::NewInbound {
+        platform_id: id.into(),
+        conversation: "c".into(),
+        payload: "{}".into(),
+    };
+    let fa = a
+        .lease_acquire("tg", 60_000)
+        .expect("acquire")
+        .expect("free");
+    assert_eq!((fa.owner.as_str(), fa.token), ("a", 1));
+    // Held: nobody else takes it.
+    assert_eq!(b.lease_acquire("tg", 60_000).expect("acquire"), None);
+    assert_eq!(
+        a.commit_inbound_fenced("tg", "default", &[msg("1")], Some("c1"), &fa)
+            .expect("fenced commit"),
+        1
+    );
+    assert!(a.lease_renew(&fa, 60_000).expect("renew"));
+    // A graceful stop releases it: b takes it at once, with a new token.
+    a.lease_release(&fa).expect("release");
+    let fb = b
+        .lease_acquire("tg", 60_000)
+        .expect("acquire")
+        .expect("released");
+    assert_eq!((fb.owner.as_str(), fb.token), ("b", 2));
+    // The old holder can neither commit nor renew any more.
+    match a.commit_inbound_fenced("tg", "default", &[msg("2")], Some("c2"), &fa) {
+        Err(pincer::store::StoreError::Fenced(why)) => assert!(why.contains("token 2"), "{why}"),
+        other => panic!("expected a fenced refusal, got {other:?}"),
+    }
+    assert!(!a.lease_renew(&fa, 60_000).expect("renew"));
+    use pincer::store::InboxStore;
+    assert_eq!(
+        a.inbox_cursor("tg", "default").expect("cursor").as_deref(),
+        Some("c1"),
+        "the refused commit left the cursor alone"
+    );
+    assert_eq!(a.inbox_pending("tg", 0, 10).expect("pending").len(), 1);
+    assert_eq!(
+        b.commit_inbound_fenced("tg", "default", &[msg("2")], Some("c2"), &fb)
+            .expect("the new holder commits"),
+        1
+    );
+    // A lease that ran out (by the server's clock) is free again.
+    let fc = b.lease_acquire("other", 1).expect("acquire").expect("free");
+    let deadline = std::time::Instant::now() + GUARD;
+    let fd = loop {
+        if let Some(f) = a.lease_acquire("other", 60_000).expect("acquire") {
+            break f;
+        }
+        assert!(std::time::Instant::now() < deadline, "never ran out");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(fd.token, fc.token + 1);
+}

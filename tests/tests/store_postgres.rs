@@ -156,7 +156,9 @@ fn migrations_run_once_concurrently_and_a_newer_schema_is_refused() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1]);
+    // Each version once, in order (other parts append migrations).
+    assert!(!versions.is_empty());
+    assert_eq!(versions, (1..=versions.len() as i64).collect::<Vec<_>>());
     c.execute(
         "INSERT INTO pincer_migrations VALUES (99, 'from the future', 0)",
         &[],

@@ -209,6 +209,13 @@ pub async fn start(mut opts: Options) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&opts.plugins_dir)
         .with_context(|| format!("creating plugins dir {}", opts.plugins_dir.display()))?;
     opts.webhooks.check().map_err(|e| anyhow::anyhow!(e))?;
+    if crate::store::is_postgres_url(opts.store.url.as_deref().unwrap_or(""))
+        && opts.store.node_id.is_none()
+    {
+        opts.store.node_id = Some(
+            crate::store::node_id::load_or_create(&opts.data_dir).context("the node id file")?,
+        );
+    }
     let store = crate::store::open(&opts.data_dir, &opts.store).context("opening the store")?;
     let location = store.location();
     tracing::info!(store = %location, "store open");

@@ -18,6 +18,7 @@ mod columns;
 pub mod conformance;
 mod inbox;
 mod leases;
+pub mod node_id;
 mod outbox;
 mod pairing;
 mod pool;

@@ -1,7 +1,8 @@
 //! [`LeaseStore`] on PostgreSQL (`channel_leases`): acquisition is one
 //! upsert that only takes a row nobody holds (released, or run out by the
-//! server's clock, so nodes' clocks never have to agree) and bumps the
-//! fencing token; a fenced inbox commit locks the lease row (`FOR SHARE`)
+//! server's clock, so nodes' clocks never have to agree) or this node
+//! held (a restarted node takes its accounts back at once: its node id
+//! is kept in its data directory) and bumps the fencing token; a fenced inbox commit locks the lease row (`FOR SHARE`)
 //! and checks its token in the commit's own transaction, so a takeover
 //! (which updates the row) is ordered before or after the whole commit,
 //! never in the middle.
@@ -41,7 +42,7 @@ impl LeaseStore for PgStore {
                      ON CONFLICT (channel) DO UPDATE
                      SET owner = excluded.owner, token = l.token + 1,
                          expires_ms = excluded.expires_ms, acquired_ms = excluded.acquired_ms
-                     WHERE l.expires_ms <= excluded.acquired_ms
+                     WHERE l.expires_ms <= excluded.acquired_ms OR l.owner = excluded.owner
                      RETURNING token"
                 ),
                 &[&channel, &owner, &lease],

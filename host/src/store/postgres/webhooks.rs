@@ -355,14 +355,15 @@ impl WebhookStore for PgStore {
     fn recover_in_flight(&self, now_ms: i64) -> Result<u64, StoreError> {
         let n = self.write(|db| {
             db.exec(
-                // Only claims that ran out (or were made before claims
-                // had an expiry): in a cluster, other nodes' attempts in
+                // This node's claims (its previous process died with them:
+                // the node id is kept in the data directory) and claims
+                // that ran out; in a cluster, other nodes' attempts in
                 // flight are still theirs.
                 "UPDATE webhook_deliveries SET status = 'pending', next_attempt_ms = $1,
                  updated_ms = $1, claim_expires_ms = NULL
                  WHERE status = 'in_flight'
-                   AND (claim_expires_ms IS NULL OR claim_expires_ms < $1)",
-                &[&now_ms],
+                   AND (claimed_by IS NULL OR claimed_by = $2 OR claim_expires_ms < $1)",
+                &[&now_ms, &self.node],
             )
         })?;
         if n > 0 {
