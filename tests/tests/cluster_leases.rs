@@ -520,3 +520,96 @@ fn a_takeover_bumps_the_token_and_fences_the_old_holders_commits_and_renewals() 
     };
     assert_eq!(fd.token, fc.token + 1);
 }
+
+/// Not run by default: the failover benchmark (BENCHMARKS.md). Three
+/// nodes serve the fake's bot; each trial kills the holder with SIGKILL,
+/// pushes a message at once, and measures until another node holds the
+/// lease and until the message is answered; the killed node is then
+/// started again. `PINCER_FAILOVER_TRIALS` (default 20) and
+/// `PINCER_FAILOVER_LEASE_MS` (default 15000) set the run.
+///
+/// `cargo test -p pincer-tests --test cluster_leases bench_failover -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn bench_failover_after_kill_9() {
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let trials = env("PINCER_FAILOVER_TRIALS", 20) as usize;
+    let lease_ms = env("PINCER_FAILOVER_LEASE_MS", 15_000);
+    let pg = TestPostgres::start();
+    let url = pg.database("failover_bench");
+    let store = TestPostgres::store(&url);
+    let fake = FakeTelegram::start().await;
+    let start = |id: &str| {
+        Node::start(
+            "cluster_child",
+            &url,
+            id,
+            Some(fake.base_url()),
+            lease_ms,
+            5_000,
+        )
+    };
+    let mut nodes: Vec<Node> = (1..=3).map(|i| start(&format!("n{i}"))).collect();
+    let mut takeover = Vec::new();
+    let mut answered = Vec::new();
+    let mut next = 0;
+    for trial in 0..trials {
+        let held = until(|| "a holder".into(), GUARD, || lease(&store)).await;
+        // Warm: the holder answers.
+        push(&fake, next);
+        next += 1;
+        until(
+            || format!("trial {trial}: warm answer"),
+            GUARD,
+            || (answers(&fake).len() == next).then_some(()),
+        )
+        .await;
+        let victim = nodes
+            .iter()
+            .position(|n| n.id == held.owner)
+            .expect("holder");
+        nodes[victim].gw.kill();
+        let t0 = std::time::Instant::now();
+        push(&fake, next);
+        next += 1;
+        until(
+            || format!("trial {trial}: takeover"),
+            GUARD,
+            || lease(&store).filter(|l| l.token > held.token),
+        )
+        .await;
+        takeover.push(t0.elapsed());
+        until(
+            || format!("trial {trial}: answer after the kill"),
+            GUARD,
+            || (answers(&fake).len() == next).then_some(()),
+        )
+        .await;
+        answered.push(t0.elapsed());
+        let id = nodes[victim].id.clone();
+        nodes[victim] = start(&id);
+    }
+    let pct = |v: &mut Vec<Duration>, p: f64| {
+        v.sort();
+        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+        v[i].as_secs_f64()
+    };
+    println!(
+        "\n| lease | trials | takeover p50 | takeover p99 | first answer p50 | first answer p99 |"
+    );
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| {:.0} s | {trials} | {:.2} s | {:.2} s | {:.2} s | {:.2} s |",
+        lease_ms as f64 / 1000.0,
+        pct(&mut takeover, 0.5),
+        pct(&mut takeover, 0.99),
+        pct(&mut answered, 0.5),
+        pct(&mut answered, 0.99),
+    );
+    assert_eq!(fake.overlapping_polls(), 0);
+}

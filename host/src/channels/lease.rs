@@ -157,6 +157,8 @@ pub(crate) async fn keep(a: Account, leases: Leases, stop: CancellationToken) {
         tracing::info!(channel = %key, node = %node, token = fence.token, "lease taken: this node receives for the account");
         metrics::counter!("pincer_channel_lease_acquired_total", "channel" => key.clone())
             .increment(1);
+        // A refusal noted under an earlier lease is not this one's.
+        let _ = futures::FutureExt::now_or_never(a.runner.lease_lost());
         a.runner.set_gate(Gate::Held {
             fence: fence.clone(),
             deadline: asked + lease,
