@@ -19,7 +19,9 @@
 //! serve several [`account`]s, each with its own runner, keyed by its
 //! channel key (the plugin name for the `default` account). Socket channels'
 //! host-managed WebSocket sessions and timers ([`socket`]) belong to the
-//! account and reach the plugin through the same push path.
+//! account and reach the plugin through the same push path. In cluster
+//! mode (a shared PostgreSQL store) an account's receiver, inbox processor
+//! and outbox worker run only on the node holding its [`lease`].
 
 pub mod access;
 pub mod account;

@@ -159,8 +159,9 @@ pub(crate) enum Gate {
     Standby,
 }
 
-/// Longest a poll may run past what the lease surely covers: none. A poll
-/// is cut to end this long before the lease could run out.
+/// A poll under a lease is cut to end a fifth of the lease time before
+/// the lease could run out, so no poll outlives its lease (a paused
+/// node's poll is answered before another node can take over).
 const LEASE_MARGIN_DIVISOR: u32 = 5;
 /// Shortest poll worth starting under a lease; with less lease left the
 /// receiver waits for the renewal.
