@@ -138,25 +138,48 @@ pub fn child_options() -> Option<Options> {
     let (url, dir, node) = (var(ENV_URL)?, var(ENV_DIR)?, var(ENV_NODE)?);
     let lease_ms: u64 = var(ENV_LEASE)?.parse().ok()?;
     let hook_timeout: u64 = var(ENV_HOOK_TIMEOUT)?.parse().ok()?;
-    let mut opts = Options::new(Path::new(&dir));
-    opts.gateway.listen = "127.0.0.1:0".parse().ok()?;
+    let telegram = var(ENV_TELEGRAM).filter(|a| !a.is_empty());
+    Some(node_options(
+        Path::new(&dir),
+        &url,
+        &node,
+        telegram.as_deref(),
+        lease_ms,
+        hook_timeout,
+    ))
+}
+
+/// The options of node `node` over data directory `dir` (plugins
+/// installed there) on database `url`: the Telegram channel at
+/// `telegram` (the fake's base URL) if given, leases of `lease_ms`,
+/// webhooks to loopback with `hook_timeout` ms per request.
+pub fn node_options(
+    dir: &Path,
+    url: &str,
+    node: &str,
+    telegram: Option<&str>,
+    lease_ms: u64,
+    hook_timeout: u64,
+) -> Options {
+    let mut opts = Options::new(dir);
+    opts.gateway.listen = "127.0.0.1:0".parse().expect("addr");
     opts.gateway.token = Some(TOKEN.into());
     opts.watch_settle = Duration::from_millis(100);
-    opts.allow_cidrs = pincer::netguard::NetGuard::parse_cidrs("127.0.0.0/8").ok()?;
+    opts.allow_cidrs = pincer::netguard::NetGuard::parse_cidrs("127.0.0.0/8").expect("cidrs");
     opts.gateway.runs.sender_per_minute = u32::MAX;
     opts.gateway.runs.sender_burst = u32::MAX;
     opts.store = StoreConfig {
-        url: Some(url.as_str().into()),
+        url: Some(url.into()),
         pool: 4,
         lease_ms,
-        node_id: Some(node),
+        node_id: Some(node.into()),
         ..StoreConfig::default()
     };
     opts.webhooks.allow_cidrs = vec!["127.0.0.0/8".into()];
     opts.webhooks.request_timeout_ms = hook_timeout;
     opts.webhooks.retry_schedule_secs = vec![1, 1, 1, 1, 1, 1, 1, 1];
     opts.webhooks.jitter = 0.0;
-    if let Some(api) = var(ENV_TELEGRAM).filter(|a| !a.is_empty()) {
+    if let Some(api) = telegram {
         let mut s = PluginSettings {
             allowed_hosts: Some(vec![
                 "https://api.telegram.org".into(),
@@ -167,7 +190,7 @@ pub fn child_options() -> Option<Options> {
                 SecretSource::Value(DEFAULT_TOKEN.into()),
             )]
             .into(),
-            config: [("api_base".to_string(), api)].into(),
+            config: [("api_base".to_string(), api.to_string())].into(),
             dm_policy: DmPolicy::Open,
             limits: Some(Limits {
                 poll_wait_ms: 2_000,
@@ -183,7 +206,7 @@ pub fn child_options() -> Option<Options> {
         s.queue.retry_max_ms = 500;
         opts.plugins.insert("telegram".into(), s);
     }
-    Some(opts)
+    opts
 }
 
 /// Run a node (the body of the test binary's ignored child test): start

@@ -521,6 +521,63 @@ fn a_takeover_bumps_the_token_and_fences_the_old_holders_commits_and_renewals() 
     assert_eq!(fd.token, fc.token + 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_releases_the_lease_at_once_and_another_node_takes_over() {
+    let pg = TestPostgres::start();
+    let url = pg.database("tg_release");
+    let store = TestPostgres::store(&url);
+    let fake = FakeTelegram::start().await;
+    // A lease far longer than the test: only the release can hand it on.
+    const LONG: u64 = 3_600_000;
+    let gateway = |id: &str| {
+        let dir = tempfile::tempdir().expect("tmp");
+        let plugins = dir.path().join("plugins");
+        std::fs::create_dir_all(&plugins).expect("plugins");
+        pincer_tests::cluster::install_telegram(&plugins);
+        let opts = pincer_tests::cluster::node_options(
+            dir.path(),
+            &url,
+            id,
+            Some(fake.base_url()),
+            LONG,
+            5_000,
+        );
+        pincer_tests::gateway::TestGateway::start_with(opts, dir)
+    };
+    let mut g1 = gateway("g1").await;
+    let first = until(|| "g1 takes the lease".into(), GUARD, || lease(&store)).await;
+    assert_eq!(first.owner, "g1");
+    let mut g2 = gateway("g2").await;
+    push(&fake, 0);
+    until(
+        || "g1 answers".into(),
+        GUARD,
+        || (answers(&fake).len() == 1).then_some(()),
+    )
+    .await;
+    g1.stop().await;
+    // Released as the gateway stopped, not left to run out.
+    let row = store.lease_row(CHANNEL).expect("row").expect("lease row");
+    assert_eq!((row.owner.as_str(), row.expires_ms), ("g1", 0));
+    let second = until(
+        || "g2 takes over".into(),
+        GUARD,
+        || lease(&store).filter(|l| l.owner == "g2"),
+    )
+    .await;
+    assert_eq!(second.token, first.token + 1);
+    push(&fake, 1);
+    until(
+        || "g2 answers".into(),
+        GUARD,
+        || (answers(&fake).len() == 2).then_some(()),
+    )
+    .await;
+    assert!(answers(&fake).values().all(|n| *n == 1));
+    assert_eq!(fake.overlapping_polls(), 0);
+    g2.stop().await;
+}
+
 /// Not run by default: the failover benchmark (BENCHMARKS.md). Three
 /// nodes serve the fake's bot; each trial kills the holder with SIGKILL,
 /// pushes a message at once, and measures until another node holds the

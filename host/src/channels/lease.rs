@@ -32,6 +32,8 @@ use crate::store::{Fence, SharedLeases};
 /// store without a local wake-up (other nodes commit pushes and replies
 /// of the account too).
 const RECHECK: Duration = Duration::from_secs(1);
+/// Longest a standby node waits between two attempts to take a lease.
+const RETRY_MAX: Duration = Duration::from_secs(3);
 /// Shortest lease accepted, ms.
 pub const MIN_LEASE_MS: u64 = 1_000;
 
@@ -133,7 +135,9 @@ enum Ended {
 pub(crate) async fn keep(a: Account, leases: Leases, stop: CancellationToken) {
     let key = a.runner.name().to_string();
     let lease = leases.lease();
-    let retry = lease / 5;
+    // How often a standby node tries to take the lease: a fifth of it,
+    // at most RETRY_MAX (a released lease is taken over that soon).
+    let retry = (lease / 5).min(RETRY_MAX);
     let node = leases.store.node_id().to_string();
     loop {
         let asked = Instant::now();
