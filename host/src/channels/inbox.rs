@@ -24,7 +24,9 @@ use tokio::task::JoinSet;
 use super::access::Admission;
 use super::pairing::DEFAULT_ACCOUNT;
 use super::{AccessGate, ChannelError, ChannelRunner, Inbound};
-use crate::store::{InboxItem, InboxSettled, NewInbound, SharedInbox, StoreError};
+use crate::store::{
+    Fence, InboxItem, InboxSettled, NewInbound, SharedInbox, SharedLeases, StoreError,
+};
 
 /// Committed messages kept in memory per channel (default of
 /// [`QueueSettings::inbox_batch`](super::QueueSettings)).
@@ -87,6 +89,8 @@ impl InboundHandler for ChannelHandler {
 /// The inbox of every channel: commits and the shared handler slot.
 pub struct Inbox {
     store: SharedInbox,
+    /// The store's leases (cluster mode), for fenced commits.
+    leases: std::sync::OnceLock<SharedLeases>,
     handler: Mutex<Option<Arc<dyn InboundHandler>>>,
     handler_set: Notify,
 }
@@ -95,10 +99,17 @@ impl Inbox {
     /// An inbox over `store`.
     pub fn new(store: SharedInbox) -> Arc<Self> {
         Arc::new(Inbox {
+            leases: std::sync::OnceLock::new(),
             store,
             handler: Mutex::new(None),
             handler_set: Notify::new(),
         })
+    }
+
+    /// Check fenced commits through `leases` (cluster mode; the same
+    /// database as the inbox). Set once; later calls are ignored.
+    pub fn set_leases(&self, leases: SharedLeases) {
+        let _ = self.leases.set(leases);
     }
 
     /// Install the handler accepted messages go to (replacing any other).
@@ -140,6 +151,30 @@ impl Inbox {
         messages: &[Inbound],
         cursor: Option<&str>,
     ) -> Result<usize, ChannelError> {
+        self.commit_with(channel, messages, cursor, None)
+    }
+
+    /// As [`commit`](Self::commit), checked against the account's lease
+    /// `fence` in the same transaction (cluster mode): refused with
+    /// [`StoreError::Fenced`], committing nothing, once another node took
+    /// the lease over.
+    pub fn commit_fenced(
+        &self,
+        channel: &str,
+        messages: &[Inbound],
+        cursor: Option<&str>,
+        fence: &Fence,
+    ) -> Result<usize, ChannelError> {
+        self.commit_with(channel, messages, cursor, Some(fence))
+    }
+
+    fn commit_with(
+        &self,
+        channel: &str,
+        messages: &[Inbound],
+        cursor: Option<&str>,
+        fence: Option<&Fence>,
+    ) -> Result<usize, ChannelError> {
         let rows: Vec<NewInbound> = messages
             .iter()
             .map(|m| {
@@ -154,13 +189,21 @@ impl Inbox {
                 channel: channel.to_string(),
                 error: StoreError::Corrupt(format!("encoding an inbound message: {e}")),
             })?;
-        let new = self
-            .store
-            .commit_inbound(channel, DEFAULT_ACCOUNT, &rows, cursor)
-            .map_err(|error| ChannelError::Store {
-                channel: channel.to_string(),
-                error,
-            })?;
+        let committed = match (fence, self.leases.get()) {
+            (Some(fence), Some(leases)) => {
+                leases.commit_inbound_fenced(channel, DEFAULT_ACCOUNT, &rows, cursor, fence)
+            }
+            (Some(_), None) => Err(StoreError::Fenced(format!(
+                "`{channel}`: a fenced commit on a store without leases"
+            ))),
+            (None, _) => self
+                .store
+                .commit_inbound(channel, DEFAULT_ACCOUNT, &rows, cursor),
+        };
+        let new = committed.map_err(|error| ChannelError::Store {
+            channel: channel.to_string(),
+            error,
+        })?;
         metrics::counter!("pincer_channel_inbox_committed_total", "channel" => channel.to_string())
             .increment(new as u64);
         let dup = rows.len() - new;
@@ -206,6 +249,9 @@ impl Inbox {
 pub(crate) struct ProcessorLimits {
     pub batch: usize,
     pub max_in_flight: usize,
+    /// Read the inbox this often even without a local wake-up (cluster
+    /// mode: pushes may be committed by other nodes).
+    pub recheck: Option<Duration>,
 }
 
 /// Run the processor of `runner`'s channel until the task is aborted.
@@ -373,6 +419,12 @@ pub(crate) async fn process(
                 None => std::future::pending().await,
             }
         };
+        let recheck = async {
+            match limits.recheck {
+                Some(every) => tokio::time::sleep(every).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             done = tasks.join_next(), if !tasks.is_empty() => {
                 match done {
@@ -399,6 +451,7 @@ pub(crate) async fn process(
                 }
             }
             _ = &mut woken => exhausted = false,
+            _ = recheck => exhausted = false,
             _ = retry_sleep => {}
             _ = tokio::time::sleep_until(sweep_at) => {
                 sweep_at = tokio::time::Instant::now() + SWEEP_EVERY;

@@ -19,13 +19,16 @@
 //! serve several [`account`]s, each with its own runner, keyed by its
 //! channel key (the plugin name for the `default` account). Socket channels'
 //! host-managed WebSocket sessions and timers ([`socket`]) belong to the
-//! account and reach the plugin through the same push path.
+//! account and reach the plugin through the same push path. In cluster
+//! mode (a shared PostgreSQL store) an account's receiver, inbox processor
+//! and outbox worker run only on the node holding its [`lease`].
 
 pub mod access;
 pub mod account;
 pub mod attachments;
 pub mod chunk;
 pub mod inbox;
+pub mod lease;
 pub mod outbox;
 pub mod pairing;
 pub mod queue;
@@ -168,21 +171,38 @@ pub enum ChannelError {
     },
 }
 
-/// The inbox processor and outbox worker of one channel.
+/// The inbox processor and outbox worker of one channel (cluster mode:
+/// its lease keeper, which runs them while it holds the lease).
 struct Workers {
     processor: JoinHandle<()>,
     deliverer: JoinHandle<()>,
     drain: outbox::Drain,
+    /// The lease keeper (cluster mode), stopped by `drain`.
+    keeper: Option<JoinHandle<()>>,
 }
 
 impl Workers {
     /// Stop both: the processor at once (unsettled messages are processed
     /// after the next start), the outbox worker after its sends in flight
-    /// (bounded by its drain timeout).
+    /// (bounded by its drain timeout); a lease keeper stops its own and
+    /// releases the lease.
     async fn stop(mut self) {
         self.processor.abort();
         self.drain.stop();
         let _ = (&mut self.deliverer).await;
+        if let Some(keeper) = self.keeper.as_mut() {
+            let _ = keeper.await;
+        }
+    }
+
+    /// Workers that run nothing.
+    fn idle() -> Workers {
+        Workers {
+            processor: tokio::spawn(async {}),
+            deliverer: tokio::spawn(async {}),
+            drain: outbox::Drain::default(),
+            keeper: None,
+        }
     }
 }
 
@@ -190,6 +210,9 @@ impl Drop for Workers {
     fn drop(&mut self) {
         self.processor.abort();
         self.deliverer.abort();
+        if let Some(keeper) = &self.keeper {
+            keeper.abort();
+        }
     }
 }
 
@@ -202,6 +225,8 @@ pub struct ChannelManager {
     access: Arc<AccessGate>,
     replies: Arc<reply::ReplyStats>,
     sockets: Arc<socket::Hub>,
+    /// Cluster mode: accounts run where their lease is held.
+    leases: std::sync::OnceLock<lease::Leases>,
 }
 
 impl ChannelManager {
@@ -229,10 +254,26 @@ impl ChannelManager {
             )),
             outbox,
             replies: Arc::default(),
+            leases: std::sync::OnceLock::new(),
         });
         let sink: std::sync::Weak<dyn socket::EventSink> = Arc::downgrade(&manager) as _;
         manager.sockets.set_sink(sink);
         manager
+    }
+
+    /// Cluster mode: from now on, each account's receiver, inbox
+    /// processor and outbox worker run only on the node holding its lease
+    /// (see [`lease`]). Call before the first channel loads; set once.
+    pub fn set_leases(&self, leases: lease::Leases) {
+        self.inbox.set_leases(leases.store.clone());
+        if self.leases.set(leases).is_err() {
+            tracing::warn!("channel leases were set already; keeping the first");
+        }
+    }
+
+    /// The cluster's leases, if the store is shared.
+    pub fn leases(&self) -> Option<&lease::Leases> {
+        self.leases.get()
     }
 
     /// The host-managed sockets of every account.
@@ -384,6 +425,29 @@ impl ChannelManager {
                     );
                     let queue = settings.queue;
                     let drain = outbox::Drain::default();
+                    if let Some(leases) = self.leases.get() {
+                        // Standby until the keeper wins the lease: the
+                        // start below then runs no receiver.
+                        runner.set_lease_ms(leases.lease_ms);
+                        runner.set_gate(runner::Gate::Standby);
+                        let keeper = tokio::spawn(lease::keep(
+                            lease::Account {
+                                runner: runner.clone(),
+                                inbox: self.inbox.clone(),
+                                outbox: self.outbox.clone(),
+                                access: self.access.clone(),
+                                wake,
+                                queue,
+                                autostart: settings.autostart != Some(false),
+                            },
+                            leases.clone(),
+                            drain.token(),
+                        ));
+                        let mut workers = Workers::idle();
+                        workers.drain = drain;
+                        workers.keeper = Some(keeper);
+                        return (runner, workers);
+                    }
                     let workers = Workers {
                         processor: tokio::spawn(inbox::process(
                             self.inbox.clone(),
@@ -399,6 +463,7 @@ impl ChannelManager {
                             drain.clone(),
                         )),
                         drain,
+                        keeper: None,
                     };
                     (runner, workers)
                 })
@@ -449,14 +514,7 @@ impl ChannelManager {
                 .map(|(_, w)| {
                     // A stopped pair takes their place (dropping it aborts
                     // nothing that still runs).
-                    std::mem::replace(
-                        w,
-                        Workers {
-                            processor: tokio::spawn(async {}),
-                            deliverer: tokio::spawn(async {}),
-                            drain: outbox::Drain::default(),
-                        },
-                    )
+                    std::mem::replace(w, Workers::idle())
                 })
                 .collect()
         };

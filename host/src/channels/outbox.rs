@@ -67,6 +67,10 @@ pub struct DeliveryLimits {
     pub in_doubt: InDoubt,
     /// How long stopping waits for the sends in flight, ms.
     pub drain_timeout_ms: u64,
+    /// Look at the store this often even without a local wake-up (cluster
+    /// mode: other nodes commit replies of this account too); `None`:
+    /// only when woken or due.
+    pub recheck: Option<Duration>,
 }
 
 /// How an outbound message is kept in the store.
@@ -365,6 +369,12 @@ impl Drain {
     pub fn stop(&self) {
         self.0.cancel();
     }
+
+    /// The token [`stop`](Self::stop) cancels (for other tasks that stop
+    /// with the worker).
+    pub(crate) fn token(&self) -> tokio_util::sync::CancellationToken {
+        self.0.clone()
+    }
 }
 
 /// What one send task ended with.
@@ -496,6 +506,10 @@ pub(crate) async fn deliver(
                 }
                 _ => {}
             }
+        }
+        if let Some(every) = limits.recheck {
+            let at = now + every;
+            wait = Some(wait.map_or(at, |w| w.min(at)));
         }
         let sleep = async {
             match wait {
@@ -684,6 +698,7 @@ mod tests {
             retry_max_ms: 60_000,
             concurrency: 4,
             in_doubt: InDoubt::Resend,
+            recheck: None,
             drain_timeout_ms: 1000,
         }
     }

@@ -85,6 +85,7 @@ impl QueueSettings {
                 InDoubt::Fail
             },
             drain_timeout_ms: self.drain_timeout_ms,
+            recheck: None,
         }
     }
 
@@ -92,6 +93,7 @@ impl QueueSettings {
         ProcessorLimits {
             batch: self.inbox_batch,
             max_in_flight: self.inbox_max_in_flight,
+            recheck: None,
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::plugins::bindings::{
 use crate::plugins::{
     CallError, Instance, PluginError, PluginRegistry, PluginSettings, PluginVersion,
 };
+use crate::store::Fence;
 
 /// Most idle sender instances kept per channel. Idle instances hold places
 /// in the plugin's instance cap, so the pool keeps at most the cap minus
@@ -57,6 +58,10 @@ pub enum ChannelState {
     /// Secrets the manifest declares are not granted: neither started nor
     /// restarted until they are (config reload or restart).
     Unconfigured,
+    /// Cluster mode: another node holds the account's lease and runs its
+    /// receiver; this node serves pushes and sends, and takes the lease
+    /// over when it runs out.
+    Standby,
 }
 
 impl ChannelState {
@@ -71,6 +76,7 @@ impl ChannelState {
             ChannelState::GaveUp => "gave-up",
             ChannelState::Stopped => "stopped",
             ChannelState::Unconfigured => "unconfigured",
+            ChannelState::Standby => "standby",
         }
     }
 }
@@ -124,7 +130,42 @@ pub struct ChannelRunner {
     live_mode: Mutex<Option<ReceiveMode>>,
     /// The account's host-managed sockets and timers.
     sockets: Arc<super::socket::AccountSockets>,
+    /// Whether this node may run the account's receiver (cluster leases).
+    gate: Mutex<Gate>,
+    /// Notified when a fenced write was refused (the lease keeper then
+    /// gives the account up at once).
+    lease_lost: Notify,
+    /// Writes refused by the fence since the process started.
+    fenced: AtomicU64,
+    /// The cluster's lease time, ms (0 with one node).
+    lease_ms: AtomicU64,
 }
+
+/// Whether this node may run an account's receiver.
+#[derive(Debug, Clone)]
+pub(crate) enum Gate {
+    /// One node (SQLite): always.
+    Single,
+    /// This node holds the lease under `fence`, surely until `deadline`
+    /// (the local time the last successful acquisition or renewal was
+    /// asked plus the lease time).
+    Held {
+        /// The lease's fence, checked by every commit.
+        fence: Fence,
+        /// Until when the lease surely holds.
+        deadline: tokio::time::Instant,
+    },
+    /// Another node holds the lease (or may).
+    Standby,
+}
+
+/// A poll under a lease is cut to end a fifth of the lease time before
+/// the lease could run out, so no poll outlives its lease (a paused
+/// node's poll is answered before another node can take over).
+const LEASE_MARGIN_DIVISOR: u32 = 5;
+/// Shortest poll worth starting under a lease; with less lease left the
+/// receiver waits for the renewal.
+const MIN_LEASED_POLL: Duration = Duration::from_millis(200);
 
 struct Receiver {
     stop: watch::Sender<bool>,
@@ -165,7 +206,83 @@ impl ChannelRunner {
             verify_stats: VerifyStats::default(),
             live_mode: Mutex::new(None),
             sockets,
+            gate: Mutex::new(Gate::Single),
+            lease_lost: Notify::new(),
+            fenced: AtomicU64::new(0),
+            lease_ms: AtomicU64::new(0),
         })
+    }
+
+    /// Set whether this node may run the receiver (cluster leases); the
+    /// account's sockets may be opened only while it may.
+    pub(crate) fn set_gate(&self, gate: Gate) {
+        self.sockets.set_may_open(!matches!(gate, Gate::Standby));
+        *self.gate.lock().unwrap_or_else(|p| p.into_inner()) = gate;
+    }
+
+    fn gate(&self) -> Gate {
+        self.gate.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether another node holds the account's lease (cluster mode).
+    pub fn is_standby(&self) -> bool {
+        matches!(self.gate(), Gate::Standby)
+    }
+
+    /// The lease this node holds for the account (cluster mode), if any.
+    pub fn fence(&self) -> Option<Fence> {
+        match self.gate() {
+            Gate::Held { fence, .. } => Some(fence),
+            _ => None,
+        }
+    }
+
+    /// Writes of this account refused by the lease's fence (a node that
+    /// lost its lease while paused or partitioned) since the start.
+    pub fn fenced_writes(&self) -> u64 {
+        self.fenced.load(Ordering::Relaxed)
+    }
+
+    /// Resolves when a fenced write of this account was refused.
+    pub(crate) async fn lease_lost(&self) {
+        self.lease_lost.notified().await;
+    }
+
+    /// Stop receiving for the account because another node holds its
+    /// lease: the receiver is stopped (and awaited), sockets closed, and
+    /// the state becomes `standby`.
+    pub(crate) async fn standby(&self) {
+        let _life = self.lifecycle.lock().await;
+        self.set_gate(Gate::Standby);
+        self.stop_receiver().await;
+        self.sockets.end().await;
+        self.set_state(ChannelState::Standby, None);
+    }
+
+    /// How long the next poll may wait for `wanted`: cut so it ends before
+    /// the lease could run out (`None`: too little lease left to poll,
+    /// wait for the renewal).
+    fn leased_wait(&self, wanted: Duration) -> Option<Duration> {
+        match self.gate() {
+            Gate::Single => Some(wanted),
+            Gate::Standby => None,
+            Gate::Held { deadline, .. } => {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let lease = self.lease_ms();
+                let margin = Duration::from_millis(lease) / LEASE_MARGIN_DIVISOR;
+                let room = left.saturating_sub(margin);
+                (room >= MIN_LEASED_POLL).then(|| wanted.min(room))
+            }
+        }
+    }
+
+    fn lease_ms(&self) -> u64 {
+        self.lease_ms.load(Ordering::Relaxed)
+    }
+
+    /// The lease time (cluster mode), for the poll bound.
+    pub(crate) fn set_lease_ms(&self, ms: u64) {
+        self.lease_ms.store(ms, Ordering::Relaxed);
     }
 
     /// The account's host-managed sockets and timers.
@@ -516,7 +633,7 @@ impl ChannelRunner {
             .collect();
         // Committed before the platform gets its answer: a failed commit
         // answers 503 and the platform delivers the push again.
-        self.commit(&messages, None)?;
+        self.commit(&messages, None, spare)?;
         Ok(response)
     }
 
@@ -587,17 +704,72 @@ impl ChannelRunner {
     }
 
     /// Commit received messages (and the new platform cursor) to the
-    /// durable inbox and wake the channel's processor.
-    fn commit(&self, messages: &[Inbound], cursor: Option<&str>) -> Result<(), ChannelError> {
+    /// durable inbox and wake the channel's processor. With `fenced`
+    /// (what this node's receiver got: a poll, a socket event), the commit
+    /// is checked against the account's lease in its transaction: refused
+    /// (counted, logged, and the lease keeper told) once another node took
+    /// the lease over. Pushes (`fenced` false) are served by any node.
+    fn commit(
+        &self,
+        messages: &[Inbound],
+        cursor: Option<&str>,
+        fenced: bool,
+    ) -> Result<(), ChannelError> {
         if messages.is_empty() && cursor.is_none() {
             return Ok(());
         }
-        self.inbox.commit(&self.name, messages, cursor)?;
+        let fence = match (fenced, self.gate()) {
+            (true, Gate::Held { fence, .. }) => Some(fence),
+            (true, Gate::Standby) => {
+                return Err(self.refused(crate::store::StoreError::Fenced(format!(
+                    "`{}`: this node does not hold the account's lease",
+                    self.name
+                ))));
+            }
+            _ => None,
+        };
+        let committed = match &fence {
+            Some(f) => self.inbox.commit_fenced(&self.name, messages, cursor, f),
+            None => self.inbox.commit(&self.name, messages, cursor),
+        };
+        if let Err(ChannelError::Store {
+            error: e @ crate::store::StoreError::Fenced(_),
+            ..
+        }) = committed
+        {
+            return Err(self.refused(e));
+        }
+        committed?;
         if !messages.is_empty() {
             self.last_inbound_at.store(self.now(), Ordering::Relaxed);
             self.inbox_wake.notify_one();
         }
         Ok(())
+    }
+
+    /// Count and log a commit the fence refused, tell the lease keeper,
+    /// and return the error.
+    fn refused(&self, error: crate::store::StoreError) -> ChannelError {
+        self.count_fenced("commit", &error.to_string());
+        self.lease_lost.notify_one();
+        ChannelError::Store {
+            channel: self.name.clone(),
+            error,
+        }
+    }
+
+    /// Count and log a fenced write (`what`: a commit, a lease renewal)
+    /// refused because another node took the account's lease over.
+    pub(crate) fn count_fenced(&self, what: &str, why: &str) {
+        self.fenced.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("pincer_channel_lease_fenced_total", "channel" => self.name.clone())
+            .increment(1);
+        tracing::error!(
+            channel = %self.name,
+            write = what,
+            reason = why,
+            "write refused by the lease fence: another node took this account over; stopping its receiver here"
+        );
     }
 
     /// The manifest-declared secrets of the current version the operator
@@ -681,7 +853,9 @@ impl ChannelRunner {
             }
         };
         *self.live_mode.lock().unwrap_or_else(|p| p.into_inner()) = Some(mode);
+        let standby = self.is_standby();
         match mode {
+            ReceiveMode::Poll if standby => self.checkin(inst),
             ReceiveMode::Poll => self.spawn_receiver(inst).await,
             // A socket channel keeps one idle instance (see `checkin_spare`).
             ReceiveMode::Webhook if self.sockets.totals().sessions > 0 => self.checkin_spare(inst),
@@ -689,7 +863,11 @@ impl ChannelRunner {
         }
         let now = self.now();
         self.update(|s| {
-            s.state = ChannelState::Running;
+            s.state = if standby {
+                ChannelState::Standby
+            } else {
+                ChannelState::Running
+            };
             s.last_start_at = Some(now);
             s.reconnect_attempts = 0;
             s.poll_errors = 0;
@@ -815,11 +993,18 @@ impl ChannelRunner {
                     }
                 },
             };
-            let wait = current
-                .version()
-                .limits
-                .poll_wait_ms
-                .min(u64::from(u32::MAX)) as u32;
+            let wanted = Duration::from_millis(current.version().limits.poll_wait_ms);
+            // Under a lease, a poll never outlives it: a node paused or cut
+            // off mid-poll has its poll answered before another node can
+            // take over, so the platform never sees two pollers.
+            let Some(wait) = self.leased_wait(wanted) else {
+                inst = Some(current);
+                if sleep_or_stop(&mut stop, MIN_LEASED_POLL).await {
+                    return;
+                }
+                continue;
+            };
+            let wait = wait.as_millis().min(u128::from(u32::MAX)) as u32;
             let started = tokio::time::Instant::now();
             let result = tokio::select! {
                 _ = stop.changed() => return,
@@ -842,8 +1027,21 @@ impl ChannelRunner {
                     // until then the cursor stays where it was.
                     let mut commit_backoff = Duration::from_millis(100);
                     loop {
-                        match self.commit(&messages, batch.cursor.as_deref()) {
+                        match self.commit(&messages, batch.cursor.as_deref(), true) {
                             Ok(()) => break,
+                            Err(ChannelError::Store {
+                                error: crate::store::StoreError::Fenced(_),
+                                ..
+                            }) => {
+                                // Another node owns the account now: what
+                                // this poll got is its to commit.
+                                self.update(|s| {
+                                    s.last_error = Some(
+                                        "lease lost: another node took this account over".into(),
+                                    )
+                                });
+                                return;
+                            }
                             Err(e) => {
                                 tracing::warn!(channel = %self.name, error = %e, "committing polled messages failed; retrying");
                                 self.update(|s| s.last_error = Some(e.to_string()));

@@ -213,6 +213,13 @@ pub async fn start(mut opts: Options) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&opts.plugins_dir)
         .with_context(|| format!("creating plugins dir {}", opts.plugins_dir.display()))?;
     opts.webhooks.check().map_err(|e| anyhow::anyhow!(e))?;
+    if crate::store::is_postgres_url(opts.store.url.as_deref().unwrap_or(""))
+        && opts.store.node_id.is_none()
+    {
+        opts.store.node_id = Some(
+            crate::store::node_id::load_or_create(&opts.data_dir).context("the node id file")?,
+        );
+    }
     let store = crate::store::open(&opts.data_dir, &opts.store).context("opening the store")?;
     let location = store.location();
     tracing::info!(store = %location, "store open");
@@ -238,6 +245,17 @@ pub async fn start(mut opts: Options) -> anyhow::Result<Running> {
         outbox: store.clone(),
         events: Arc::new(LocalBus::default()),
     })?;
+    // Cluster mode (a shared store): each channel account runs where its
+    // lease is held. Set before any channel loads.
+    if let Some(leases) = store.clone().leases() {
+        tracing::info!(node = %leases.node_id(), lease_ms = opts.store.lease_ms, "cluster mode: channel accounts run where their lease is held");
+        runtime
+            .channels
+            .set_leases(crate::channels::lease::Leases::new(
+                leases,
+                opts.store.lease_ms,
+            ));
+    }
     // Plugin and health events go into the event log (and so to webhooks)
     // from before the first plugin loads.
     let bridge = bridge::spawn(&*runtime.events, store.clone());

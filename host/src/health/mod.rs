@@ -232,6 +232,7 @@ impl HealthMonitor {
         let status = runner.status();
         match status.state {
             ChannelState::Stopped
+            | ChannelState::Standby
             | ChannelState::Unconfigured
             | ChannelState::GaveUp
             | ChannelState::Starting

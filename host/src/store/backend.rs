@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::{
     ClusterStore, InboxStore, KvStore, OutboxStore, PairingStore, PgStore, SessionStore,
+    SharedLeases,
     SqliteStore, StoreConfig, StoreError, WebhookStore, is_postgres_url,
 };
 
@@ -22,6 +23,13 @@ pub trait Store:
     /// The store's cluster side, if it is shared by several gateways
     /// (PostgreSQL); `None` for a single-node store (SQLite).
     fn cluster(self: Arc<Self>) -> Option<Arc<dyn ClusterStore>> {
+        None
+    }
+
+    /// Channel account leases, if the store is shared by several nodes
+    /// (PostgreSQL); `None` for a single-node store (SQLite), where this
+    /// node trivially holds every lease.
+    fn leases(self: Arc<Self>) -> Option<SharedLeases> {
         None
     }
 }
@@ -41,6 +49,10 @@ impl Store for PgStore {
         format!("postgres://{}", self.target())
     }
     fn cluster(self: Arc<Self>) -> Option<Arc<dyn ClusterStore>> {
+        Some(self)
+    }
+
+    fn leases(self: Arc<Self>) -> Option<SharedLeases> {
         Some(self)
     }
 }

@@ -18,6 +18,8 @@ mod cluster;
 mod columns;
 pub mod conformance;
 mod inbox;
+mod leases;
+pub mod node_id;
 mod outbox;
 mod pairing;
 mod pool;
@@ -36,6 +38,7 @@ mod webhooks;
 pub use backend::{SharedStore, Store, deserialize_store_config, open};
 pub use cluster::*;
 pub use inbox::*;
+pub use leases::*;
 pub use outbox::*;
 pub use pairing::*;
 pub use postgres::{PgStore, is_postgres_url};
@@ -80,6 +83,10 @@ pub enum StoreError {
     /// than this build).
     #[error("store configuration: {0}")]
     Config(String),
+    /// A fenced write was refused: the lease it was made under was taken
+    /// over by another node (nothing was written).
+    #[error("fenced: {0}")]
+    Fenced(String),
 }
 
 /// Per-plugin key-value storage. Keys are namespaced by plugin name, so one

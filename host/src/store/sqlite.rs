@@ -190,6 +190,15 @@ pub struct StoreConfig {
     /// Most PostgreSQL connections the gateway keeps (default 8, at least
     /// 1); unused with SQLite.
     pub pool: u32,
+    /// With PostgreSQL (cluster mode): how long a channel account's lease
+    /// lasts, ms (default 15000, at least 1000). The holder renews it every
+    /// third of that; when a node dies, another takes its accounts over
+    /// within this time. Unused with SQLite (one node holds every lease).
+    pub lease_ms: u64,
+    /// With PostgreSQL: this node's id in leases and webhook claims
+    /// (default: a random id per process). Two live processes must never
+    /// share one.
+    pub node_id: Option<String>,
 }
 
 impl Default for StoreConfig {
@@ -199,6 +208,8 @@ impl Default for StoreConfig {
             max_db_mb: 0,
             url: None,
             pool: 8,
+            lease_ms: 15_000,
+            node_id: None,
         }
     }
 }

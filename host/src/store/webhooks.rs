@@ -229,6 +229,22 @@ pub trait WebhookStore: Send + Sync + 'static {
     /// attempt count goes up, committed before any request is sent. `None`
     /// if it is no longer pending (claimed elsewhere, replayed, deleted).
     fn begin_attempt(&self, delivery_id: i64, now_ms: i64) -> Result<Option<Delivery>, StoreError>;
+
+    /// [`begin_attempt`](Self::begin_attempt) with a claim of `claim_ms`:
+    /// on a shared store (several nodes), a delivery whose claim ran out
+    /// (its node died or stalled) is due again and may be claimed by any
+    /// node, as a new attempt number; a settle by the attempt that lost its
+    /// claim is then ignored. A single-node store ignores the length (its
+    /// claims are queued again at the next start).
+    fn begin_attempt_claimed(
+        &self,
+        delivery_id: i64,
+        now_ms: i64,
+        claim_ms: u64,
+    ) -> Result<Option<Delivery>, StoreError> {
+        let _ = claim_ms;
+        self.begin_attempt(delivery_id, now_ms)
+    }
     /// Log an attempt and settle its delivery; failures start (or continue)
     /// the endpoint's failing streak, a success ends it.
     fn finish_attempt(&self, attempt: &Attempt, settle: Settle) -> Result<Settled, StoreError>;

@@ -282,7 +282,13 @@ impl Dispatcher {
         let started_ms = self.now();
         // Counted before sending: a crash after this point makes the retry
         // a new attempt number, never a repeat of this one.
-        let Some(delivery) = self.store.begin_attempt(delivery.id, started_ms)? else {
+        // The claim outlasts the request (its timeout) twice over: only a
+        // node that died or stalled loses it to another node.
+        let claim_ms = self.config.request_timeout_ms.max(1).saturating_mul(2);
+        let Some(delivery) = self
+            .store
+            .begin_attempt_claimed(delivery.id, started_ms, claim_ms)?
+        else {
             return Ok(());
         };
         let endpoint = self.store.get_endpoint(&delivery.endpoint_id)?;

@@ -219,6 +219,9 @@ pub struct AccountSockets {
     /// Frames received and sent by all its sessions ever (for `/metrics`).
     frames_in: AtomicU64,
     frames_out: AtomicU64,
+    /// Whether this node may open sessions for the account (cluster mode:
+    /// only the holder of its lease; always with one node).
+    may_open: std::sync::atomic::AtomicBool,
 }
 
 impl AccountSockets {
@@ -241,11 +244,19 @@ impl AccountSockets {
             last_frame_at: AtomicU64::new(0),
             frames_in: AtomicU64::new(0),
             frames_out: AtomicU64::new(0),
+            may_open: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Let the account open sessions (this node holds its lease) or
+    /// refuse every `open` (another node is the account's receiver; its
+    /// plugin's opens fail with a clear error until the lease is won).
+    pub fn set_may_open(&self, may: bool) {
+        self.may_open.store(may, Ordering::Relaxed);
     }
 
     /// The channel key.
@@ -383,6 +394,12 @@ fn permanent(message: String) -> WitError {
 /// `Arc` (sessions and timers hold one).
 impl SocketControl for AccountSockets {
     fn open(&self, dial: Dial) -> Result<(), WitError> {
+        if !self.may_open.load(Ordering::Relaxed) {
+            return Err(WitError::Transient(format!(
+                "session `{}`: another node of the cluster holds this account's lease",
+                dial.name
+            )));
+        }
         let me = self.arc();
         let mut inner = self.lock();
         if let Some(existing) = inner.sessions.get(&dial.name) {

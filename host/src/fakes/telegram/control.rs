@@ -215,6 +215,12 @@ impl TelegramBot {
         self.core.state.lock().max_pollers
     }
 
+    /// `getUpdates` calls that arrived while another one of this bot was
+    /// still open (overlapping long polls: two receivers of one bot).
+    pub fn overlapping_polls(&self) -> usize {
+        self.core.state.lock().overlapping_polls
+    }
+
     /// The next `n` calls of `method` (canonical name) fail with `fault`.
     pub fn fail_next(&self, method: &str, n: usize, fault: TgFault) {
         self.core.faults.push(method, n, fault);

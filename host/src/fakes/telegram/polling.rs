@@ -21,6 +21,9 @@ impl<'a> Poller<'a> {
     fn new(bot: &'a BotCore) -> Self {
         {
             let mut s = bot.state.lock();
+            if s.pollers > 0 {
+                s.overlapping_polls += 1;
+            }
             s.pollers += 1;
             s.max_pollers = s.max_pollers.max(s.pollers);
         }

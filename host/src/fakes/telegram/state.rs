@@ -39,6 +39,9 @@ pub(crate) struct BotState {
     pub(crate) poll_generation: u64,
     pub(crate) pollers: usize,
     pub(crate) max_pollers: usize,
+    /// `getUpdates` calls that arrived while another was open (two
+    /// pollers of one bot: Telegram answers the older one 409).
+    pub(crate) overlapping_polls: usize,
     pub(crate) chats: HashMap<i64, ChatState>,
     pub(crate) deliveries: Vec<Delivery>,
     pub(crate) actions: Vec<ChatAction>,

@@ -18,35 +18,7 @@ impl InboxStore for PgStore {
         messages: &[NewInbound],
         cursor: Option<&str>,
     ) -> Result<usize, StoreError> {
-        self.write(|db| {
-            let now = db.now;
-            let lock = format!("pincer:inbox:{channel}");
-            db.exec(
-                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                &[&lock],
-            )?;
-            let mut new = 0;
-            for m in messages {
-                let id = (!m.platform_id.is_empty()).then_some(m.platform_id.as_str());
-                new += db.exec(
-                    "INSERT INTO channel_inbox
-                     (channel, account, platform_id, conversation, payload, state, received_ms)
-                     VALUES ($1, $2, $3, $4, $5, 'pending', $6)
-                     ON CONFLICT (channel, account, platform_id) DO NOTHING",
-                    &[&channel, &account, &id, &m.conversation, &m.payload, &now],
-                )? as usize;
-            }
-            if let Some(c) = cursor {
-                db.exec(
-                    "INSERT INTO channel_cursors (channel, account, cursor, updated_ms)
-                     VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (channel, account) DO UPDATE
-                     SET cursor = excluded.cursor, updated_ms = excluded.updated_ms",
-                    &[&channel, &account, &c, &now],
-                )?;
-            }
-            Ok(new)
-        })
+        self.write(|db| commit_rows(db, channel, account, messages, cursor, None))
     }
 
     fn inbox_cursor(&self, channel: &str, account: &str) -> Result<Option<String>, StoreError> {
@@ -142,6 +114,55 @@ impl InboxStore for PgStore {
             )? as usize)
         })
     }
+}
+
+/// Commit `messages` (and `cursor`) of (`channel`, `account`) in the
+/// caller's transaction under the channel's advisory lock; with `fence`,
+/// recorded as committed under that lease token (checked by the caller).
+pub(super) fn commit_rows(
+    db: &mut Db<'_, Transaction<'_>>,
+    channel: &str,
+    account: &str,
+    messages: &[NewInbound],
+    cursor: Option<&str>,
+    fence: Option<i64>,
+) -> Result<usize, StoreError> {
+    let now = db.now;
+    let lock = format!("pincer:inbox:{channel}");
+    db.exec(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        &[&lock],
+    )?;
+    let mut new = 0;
+    for m in messages {
+        let id = (!m.platform_id.is_empty()).then_some(m.platform_id.as_str());
+        new += db.exec(
+            "INSERT INTO channel_inbox
+             (channel, account, platform_id, conversation, payload, state, received_ms, fence)
+             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7)
+             ON CONFLICT (channel, account, platform_id) DO NOTHING",
+            &[
+                &channel,
+                &account,
+                &id,
+                &m.conversation,
+                &m.payload,
+                &now,
+                &fence,
+            ],
+        )? as usize;
+    }
+    if let Some(c) = cursor {
+        db.exec(
+            "INSERT INTO channel_cursors (channel, account, cursor, updated_ms, fence)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (channel, account) DO UPDATE
+             SET cursor = excluded.cursor, updated_ms = excluded.updated_ms,
+                 fence = excluded.fence",
+            &[&channel, &account, &c, &now, &fence],
+        )?;
+    }
+    Ok(new)
 }
 
 /// Settle inbox message `seq` in the caller's transaction (the outbox uses

@@ -19,8 +19,8 @@ const MIGRATE_LOCK: i64 = 0x7069_6e63_6572_0001;
 /// Migrations in order: (description, SQL).
 pub(super) const MIGRATIONS: &[(&str, &str)] = &[
     (
-    "initial schema: kv, sessions, events, devices, webhooks, channel pairing, inbox, outbox",
-    "CREATE TABLE plugin_kv (
+        "initial schema: kv, sessions, events, devices, webhooks, channel pairing, inbox, outbox",
+        "CREATE TABLE plugin_kv (
         plugin     TEXT NOT NULL,
         key        TEXT NOT NULL,
         value      BYTEA NOT NULL,
@@ -244,6 +244,22 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
     );
     CREATE INDEX chat_idempotency_running ON chat_idempotency (node_id) WHERE state = 'running';
     CREATE INDEX chat_idempotency_by_session ON chat_idempotency (session_key) WHERE state = 'running';",
+    ),
+    (
+        "cluster leases: one receiver per channel account, fenced commits, webhook claims",
+        "CREATE TABLE channel_leases (
+        channel     TEXT PRIMARY KEY,
+        owner       TEXT NOT NULL,
+        token       BIGINT NOT NULL,
+        expires_ms  BIGINT NOT NULL,
+        acquired_ms BIGINT NOT NULL
+    );
+    ALTER TABLE channel_inbox ADD COLUMN fence BIGINT;
+    ALTER TABLE channel_cursors ADD COLUMN fence BIGINT;
+    ALTER TABLE webhook_deliveries ADD COLUMN claimed_by TEXT;
+    ALTER TABLE webhook_deliveries ADD COLUMN claim_expires_ms BIGINT;
+    CREATE INDEX webhook_deliveries_claims ON webhook_deliveries (claim_expires_ms)
+        WHERE status = 'in_flight';",
     ),
 ];
 

@@ -18,6 +18,7 @@ mod cluster;
 mod conn;
 mod inbox;
 mod kv;
+mod leases;
 mod migrations;
 mod outbox;
 mod pairing;
@@ -66,6 +67,8 @@ pub struct PgStore {
     outbox: Arc<Notify>,
     /// When the readiness probe last succeeded.
     probe_ok: Mutex<Option<Instant>>,
+    /// This node's id in leases and webhook claims.
+    node: String,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -117,12 +120,18 @@ impl PgStore {
             .connection_timeout(CHECKOUT_TIMEOUT)
             .build_unchecked(manager);
         tracing::info!(store = %target, pool = config.pool.max(1), "PostgreSQL store ready");
+        let node = match config.node_id.as_deref().map(str::trim) {
+            Some(id) if !id.is_empty() => id.to_string(),
+            _ => format!("node-{}", uuid::Uuid::new_v4().simple()),
+        };
+        tracing::info!(store = %target, node = %node, "cluster node id");
         Ok(PgStore {
             pool: Some(pool),
             target,
             config: pg,
             outbox: Arc::new(Notify::new()),
             probe_ok: Mutex::new(None),
+            node,
         })
     }
 

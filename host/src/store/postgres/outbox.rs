@@ -42,6 +42,27 @@ impl OutboxStore for PgStore {
                 InboxLink::None => None,
                 InboxLink::Answers(seq) => Some(seq),
             };
+            if let Some(seq) = seq {
+                // In a cluster, a node that lost an account's lease mid-run
+                // (paused, partitioned) may finish the run after the new
+                // holder answered the message again: its answer is
+                // dropped, never sent twice.
+                let state: Option<String> = db
+                    .opt(
+                        "SELECT state FROM channel_inbox WHERE seq = $1 FOR UPDATE",
+                        &[&seq],
+                    )?
+                    .map(|r| r.try_get(0))
+                    .transpose()?;
+                if state.as_deref().is_some_and(|s| s != "pending") {
+                    tracing::warn!(
+                        channel,
+                        seq,
+                        "the message was answered already (by another node): this answer is dropped"
+                    );
+                    return Ok(Vec::new());
+                }
+            }
             let mut ids = Vec::with_capacity(messages.len());
             for m in messages {
                 let id: i64 = db

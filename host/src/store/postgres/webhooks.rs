@@ -17,6 +17,11 @@ use crate::store::{
     WebhookEndpoint, WebhookStore,
 };
 
+/// How long a claim made through [`WebhookStore::begin_attempt`] (no
+/// claim length given) holds before another node may take the delivery
+/// over, ms.
+const DEFAULT_CLAIM_MS: u64 = 60_000;
+
 /// The `webhook_endpoints` columns [`endpoint_row`] reads, in order.
 macro_rules! endpoint_cols {
     () => {
@@ -195,7 +200,8 @@ impl WebhookStore for PgStore {
         self.read(|db| {
             db.query(
                 "SELECT id, endpoint_id FROM webhook_deliveries
-                 WHERE status = 'pending' AND next_attempt_ms <= $1
+                 WHERE ((status = 'pending' AND next_attempt_ms <= $1)
+                        OR (status = 'in_flight' AND claim_expires_ms < $1))
                    AND endpoint_id IN (SELECT id FROM webhook_endpoints WHERE enabled)
                    AND NOT (endpoint_id = ANY ($2::text[]))
                  ORDER BY next_attempt_ms LIMIT $3",
@@ -221,7 +227,9 @@ impl WebhookStore for PgStore {
             db.opt(
                 "SELECT d.id FROM webhook_deliveries d
                  JOIN webhook_endpoints e ON e.id = d.endpoint_id AND e.enabled
-                 WHERE d.endpoint_id = $1 AND d.status = 'pending' AND d.next_attempt_ms <= $2
+                 WHERE d.endpoint_id = $1
+                   AND ((d.status = 'pending' AND d.next_attempt_ms <= $2)
+                        OR (d.status = 'in_flight' AND d.claim_expires_ms < $2))
                  ORDER BY d.next_attempt_ms LIMIT 1",
                 &[&endpoint_id, &now_ms],
             )?
@@ -249,15 +257,31 @@ impl WebhookStore for PgStore {
     }
 
     fn begin_attempt(&self, delivery_id: i64, now_ms: i64) -> Result<Option<Delivery>, StoreError> {
-        // Claimed and counted (committed) before the caller sends anything.
+        self.begin_attempt_claimed(delivery_id, now_ms, DEFAULT_CLAIM_MS)
+    }
+
+    fn begin_attempt_claimed(
+        &self,
+        delivery_id: i64,
+        now_ms: i64,
+        claim_ms: u64,
+    ) -> Result<Option<Delivery>, StoreError> {
+        // Claimed and counted (committed) before the caller sends anything:
+        // a pending delivery, or one whose claim ran out (its node died or
+        // stalled; the attempt number still goes up, so none is reused).
+        let until = now_ms.saturating_add(i64::try_from(claim_ms).unwrap_or(i64::MAX));
+        let node = self.node.as_str();
         self.write(|db| {
             db.opt(
                 concat!(
                     "UPDATE webhook_deliveries SET status = 'in_flight', attempts = attempts + 1,
-                     updated_ms = $2 WHERE id = $1 AND status = 'pending' RETURNING ",
+                     updated_ms = $2, claimed_by = $3, claim_expires_ms = $4
+                     WHERE id = $1 AND (status = 'pending'
+                        OR (status = 'in_flight' AND claim_expires_ms < $2))
+                     RETURNING ",
                     delivery_cols!()
                 ),
-                &[&delivery_id, &now_ms],
+                &[&delivery_id, &now_ms, &node, &until],
             )?
             .as_ref()
             .map(delivery_row)
@@ -290,13 +314,15 @@ impl WebhookStore for PgStore {
                 Settle::RetryAt(at) => ("pending", Some(at)),
                 Settle::Failed => ("failed", None),
             };
-            // Only an in-flight delivery is settled: a replay or a disable
-            // that happened meanwhile wins.
+            // Only an in-flight delivery is settled, and only by the attempt
+            // that claimed it: a replay or a disable that happened
+            // meanwhile wins, and so does a node that claimed it again
+            // after this attempt's claim ran out (the attempt count moved).
             db.exec(
                 "UPDATE webhook_deliveries SET status = $2,
                  next_attempt_ms = COALESCE($3, next_attempt_ms),
-                 last_status = $4, last_error = $5, updated_ms = $6
-                 WHERE id = $1 AND status = 'in_flight'",
+                 last_status = $4, last_error = $5, updated_ms = $6, claim_expires_ms = NULL
+                 WHERE id = $1 AND status = 'in_flight' AND attempts = $7",
                 &[
                     &attempt.delivery_id,
                     &state,
@@ -304,6 +330,7 @@ impl WebhookStore for PgStore {
                     &status,
                     &attempt.error,
                     &now,
+                    &i64::from(attempt.attempt),
                 ],
             )?;
             let failing_since_ms = db
@@ -328,9 +355,15 @@ impl WebhookStore for PgStore {
     fn recover_in_flight(&self, now_ms: i64) -> Result<u64, StoreError> {
         let n = self.write(|db| {
             db.exec(
+                // This node's claims (its previous process died with them:
+                // the node id is kept in the data directory) and claims
+                // that ran out; in a cluster, other nodes' attempts in
+                // flight are still theirs.
                 "UPDATE webhook_deliveries SET status = 'pending', next_attempt_ms = $1,
-                 updated_ms = $1 WHERE status = 'in_flight'",
-                &[&now_ms],
+                 updated_ms = $1, claim_expires_ms = NULL
+                 WHERE status = 'in_flight'
+                   AND (claimed_by IS NULL OR claimed_by = $2 OR claim_expires_ms < $1)",
+                &[&now_ms, &self.node],
             )
         })?;
         if n > 0 {
