@@ -9,7 +9,8 @@
 //! start with the WebAssembly magic; anything refused leaves the directory
 //! untouched. The file is written to a hidden temporary name the watcher
 //! ignores, synced, then renamed over `<name>.wasm`, so the watcher only
-//! ever sees a complete file.
+//! ever sees a complete file. In a cluster the file is first stored for
+//! every node (see `cluster::plugins`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -52,6 +53,9 @@ pub enum UploadError {
     /// The client sent the body too slowly.
     #[error("the upload body arrived too slowly")]
     Slow,
+    /// Storing the plugin for the cluster failed (nothing was written).
+    #[error("storing the plugin for the cluster: {0}")]
+    Store(crate::store::StoreError),
     /// Writing into the plugins directory failed.
     #[error("writing {path}: {source}")]
     Write {
@@ -70,6 +74,7 @@ impl UploadError {
             UploadError::ContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             UploadError::Slow => StatusCode::REQUEST_TIMEOUT,
             UploadError::Write { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            UploadError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -81,6 +86,7 @@ impl UploadError {
             UploadError::ContentType => "UNSUPPORTED_MEDIA_TYPE",
             UploadError::Slow => "BODY_TIMEOUT",
             UploadError::Write { .. } => "WRITE_FAILED",
+            UploadError::Store(_) => "UNAVAILABLE",
         }
     }
 }
@@ -178,6 +184,13 @@ async fn receive(
     let replaced = target.exists();
     let sha256 = hex::encode(Sha256::digest(&bytes));
     let len = bytes.len();
+    if let Some(cluster) = gw.cluster.get() {
+        // Stored once for every node before this one writes it: a failure
+        // leaves every node as it was.
+        cluster
+            .publish_plugin(name, &sha256, &bytes)
+            .map_err(UploadError::Store)?;
+    }
     let target2 = target.clone();
     tokio::task::spawn_blocking(move || write_atomically(&dir, &target2, &bytes))
         .await
@@ -200,7 +213,7 @@ async fn receive(
 /// Write `bytes` to a hidden temporary file in `dir` (ignored by the
 /// watcher), sync it, and rename it over `target`; the temporary file is
 /// removed on failure.
-fn write_atomically(dir: &Path, target: &Path, bytes: &[u8]) -> Result<(), UploadError> {
+pub(crate) fn write_atomically(dir: &Path, target: &Path, bytes: &[u8]) -> Result<(), UploadError> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let stem = target
         .file_name()

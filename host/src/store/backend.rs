@@ -9,8 +9,7 @@ use serde::Deserialize;
 
 use super::{
     ClusterStore, InboxStore, KvStore, OutboxStore, PairingStore, PgStore, SessionStore,
-    SharedLeases,
-    SqliteStore, StoreConfig, StoreError, WebhookStore, is_postgres_url,
+    SharedLeases, SqliteStore, StoreConfig, StoreError, WebhookStore, is_postgres_url,
 };
 
 /// Every store trait in one object: what a gateway runs on.

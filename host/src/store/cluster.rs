@@ -174,4 +174,33 @@ pub trait ClusterStore: Send + Sync + 'static {
     fn take_orphans(&self, timeout_ms: i64, result: &str) -> Result<Vec<ClusterRun>, StoreError>;
     /// A listener on a dedicated connection.
     fn listen(&self) -> Result<Box<dyn ClusterListener>, StoreError>;
+
+    /// Store plugin `name`'s component file (`bytes`, hex SHA-256
+    /// `sha256`) as the cluster's current version of it, replacing any
+    /// older one; `node_id` uploaded it.
+    fn publish_plugin(
+        &self,
+        name: &str,
+        sha256: &str,
+        bytes: &[u8],
+        node_id: &str,
+    ) -> Result<(), StoreError>;
+    /// The cluster's current plugin files, without their bytes.
+    fn cluster_plugins(&self) -> Result<Vec<ClusterPlugin>, StoreError>;
+    /// The bytes of plugin `name` if its current version is `sha256`.
+    fn cluster_plugin_bytes(&self, name: &str, sha256: &str)
+    -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+/// A plugin file the cluster holds (see [`ClusterStore::publish_plugin`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterPlugin {
+    /// Plugin name (the file is `<name>.wasm` in each node's plugins directory).
+    pub name: String,
+    /// Hex SHA-256 of the file.
+    pub sha256: String,
+    /// The node that uploaded it.
+    pub node_id: String,
+    /// When it was stored (Unix ms, the database's clock).
+    pub updated_ms: i64,
 }

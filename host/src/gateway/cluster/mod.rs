@@ -19,15 +19,18 @@
 //!   unfinished runs ended with an error by the others;
 //! - presence: each node heartbeats its row (id, name, address, start,
 //!   last seen, channel states); `system-presence`, `presence` and
-//!   `channels.status` show every live node.
+//!   `channels.status` show every live node;
+//! - plugins ([`plugins`]): an uploaded plugin is stored once and written
+//!   into every node's plugins directory, where the watcher loads it.
 //!
 //! With the default single-node store (SQLite) none of this runs: the
 //! gateway fans events out in process as before.
 
+mod plugins;
 mod tasks;
 pub mod wire;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -116,6 +119,9 @@ pub struct Cluster {
     claimed: Mutex<HashSet<String>>,
     /// Live nodes as of the last heartbeat.
     nodes: Mutex<Vec<NodeRecord>>,
+    /// Plugin name → the cluster version (hex SHA-256) this node has
+    /// written or found in its plugins directory.
+    plugins: Mutex<HashMap<String, String>>,
     stopping: AtomicBool,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// Counters.
@@ -180,6 +186,7 @@ impl Cluster {
             delivered: Mutex::new(head),
             claimed: Mutex::new(HashSet::new()),
             nodes: Mutex::new(Vec::new()),
+            plugins: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
             stats: ClusterStats::default(),

@@ -281,6 +281,7 @@ async fn beat(cluster: &Cluster, gw: &Gateway) {
         Err(e) => tracing::debug!(error = %e, "reading cluster nodes"),
     }
     abort_requested(cluster, gw);
+    super::plugins::sync(cluster, gw);
     let result = json!({"status": "error", "error": NODE_LOST, "text": ""}).to_string();
     match store.take_orphans(timeout, &result) {
         Ok(runs) => {

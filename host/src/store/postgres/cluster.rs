@@ -11,8 +11,8 @@ use postgres::{Client, NoTls, Row};
 
 use super::{PgStore, limit};
 use crate::store::{
-    Claim, ClusterListener, ClusterRun, ClusterStore, NewStreamEvent, NodeRecord, StoreError,
-    StreamEvent, Wake,
+    Claim, ClusterListener, ClusterPlugin, ClusterRun, ClusterStore, NewStreamEvent, NodeRecord,
+    StoreError, StreamEvent, Wake,
 };
 
 /// The channel stream commits are announced on (payload: the last id).
@@ -150,6 +150,64 @@ impl ClusterStore for PgStore {
         self.write(|db| {
             db.exec("DELETE FROM cluster_nodes WHERE node_id = $1", &[&node_id])?;
             Ok(())
+        })
+    }
+
+    fn publish_plugin(
+        &self,
+        name: &str,
+        sha256: &str,
+        bytes: &[u8],
+        node_id: &str,
+    ) -> Result<(), StoreError> {
+        self.write(|db| {
+            db.exec(
+                concat!(
+                    "INSERT INTO cluster_plugins (name, sha256, bytes, node_id, updated_ms)
+                     VALUES ($1, $2, $3, $4, ",
+                    db_now!(),
+                    ") ON CONFLICT (name) DO UPDATE SET sha256 = excluded.sha256,
+                     bytes = excluded.bytes, node_id = excluded.node_id,
+                     updated_ms = excluded.updated_ms"
+                ),
+                &[&name, &sha256, &bytes, &node_id],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn cluster_plugins(&self) -> Result<Vec<ClusterPlugin>, StoreError> {
+        self.read(|db| {
+            db.query(
+                "SELECT name, sha256, node_id, updated_ms FROM cluster_plugins ORDER BY name",
+                &[],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(ClusterPlugin {
+                    name: r.try_get(0)?,
+                    sha256: r.try_get(1)?,
+                    node_id: r.try_get(2)?,
+                    updated_ms: r.try_get(3)?,
+                })
+            })
+            .collect()
+        })
+    }
+
+    fn cluster_plugin_bytes(
+        &self,
+        name: &str,
+        sha256: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|db| {
+            Ok(db
+                .opt(
+                    "SELECT bytes FROM cluster_plugins WHERE name = $1 AND sha256 = $2",
+                    &[&name, &sha256],
+                )?
+                .map(|r| r.try_get(0))
+                .transpose()?)
         })
     }
 

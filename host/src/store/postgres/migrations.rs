@@ -261,6 +261,16 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
     CREATE INDEX webhook_deliveries_claims ON webhook_deliveries (claim_expires_ms)
         WHERE status = 'in_flight';",
     ),
+    (
+        "cluster plugins: each plugin's current component file, for every node",
+        "CREATE TABLE cluster_plugins (
+        name       TEXT PRIMARY KEY,
+        sha256     TEXT NOT NULL,
+        bytes      BYTEA NOT NULL,
+        node_id    TEXT NOT NULL,
+        updated_ms BIGINT NOT NULL
+    );",
+    ),
 ];
 
 /// Apply the migrations the database has not seen yet, in one transaction.
