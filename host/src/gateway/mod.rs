@@ -50,6 +50,7 @@ pub mod launch;
 pub mod listener;
 pub mod logbuf;
 pub mod methods;
+pub mod out_queue;
 pub mod preauth;
 pub mod public_error;
 pub mod readiness;
@@ -60,6 +61,7 @@ pub mod runtime_events;
 pub mod sender_rate;
 pub mod server;
 pub mod token_file;
+pub mod ws_stream;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
