@@ -316,6 +316,9 @@ pub struct Counters {
     pub frames_too_large: AtomicU64,
     /// Sockets closed for invalid UTF-8 text (1007).
     pub frames_invalid_utf8: AtomicU64,
+    /// Bytes WebSocket connections hold in frame buffers right now (a frame
+    /// being read or written); 0 while every connection is idle.
+    pub ws_frame_buffers: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Shared gateway state.

@@ -222,7 +222,7 @@ async fn upgrade_any_path(
             max_message: max_payload,
         };
         let (guarded, lift) = FrameGuard::new(TokioIo::new(upgraded), MAX_PREAUTH_PAYLOAD);
-        let ws = WsStream::new(guarded, limits);
+        let ws = WsStream::with_gauge(guarded, limits, gw.counters.ws_frame_buffers.clone());
         conn::serve(gw, ws, peer, conn::Preauth { slot, lift }).await;
     });
     let mut resp = Response::new(Body::empty());

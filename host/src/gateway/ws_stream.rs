@@ -27,6 +27,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker, ready};
 
 use bytes::Bytes;
@@ -100,6 +101,10 @@ pub struct WsStream<S> {
     /// reading side starts (a pong) must wake it too, since the socket
     /// keeps one waker per direction.
     write_waker: Option<Waker>,
+    /// Where the bytes held in buffers are added up (all connections of a
+    /// gateway), and this stream's share of it.
+    gauge: Option<Arc<AtomicUsize>>,
+    accounted: usize,
 }
 
 /// Wakes the reading task and the waiting writer (see
@@ -133,7 +138,31 @@ impl<S> WsStream<S> {
             close_sent: false,
             ended: false,
             write_waker: None,
+            gauge: None,
+            accounted: 0,
         }
+    }
+
+    /// Like [`WsStream::new`], adding the bytes its buffers hold to
+    /// `gauge` (shared by every connection; 0 while all are idle).
+    pub fn with_gauge(io: S, limits: WsLimits, gauge: Arc<AtomicUsize>) -> Self {
+        let mut ws = Self::new(io, limits);
+        ws.gauge = Some(gauge);
+        ws
+    }
+
+    /// Bring the gauge up to date with the buffers.
+    fn account(&mut self) {
+        let Some(g) = &self.gauge else {
+            return;
+        };
+        let now = self.buffered_capacity();
+        if now > self.accounted {
+            g.fetch_add(now - self.accounted, Ordering::Relaxed);
+        } else if now < self.accounted {
+            g.fetch_sub(self.accounted - now, Ordering::Relaxed);
+        }
+        self.accounted = now;
     }
 
     /// The socket.
@@ -151,6 +180,14 @@ impl<S> WsStream<S> {
         self.rbuf.capacity()
             + self.wbuf.capacity()
             + self.partial.as_ref().map_or(0, |p| p.data.capacity())
+    }
+}
+
+impl<S> Drop for WsStream<S> {
+    fn drop(&mut self) {
+        if let Some(g) = &self.gauge {
+            g.fetch_sub(self.accounted, Ordering::Relaxed);
+        }
     }
 }
 
@@ -492,6 +529,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WsStream<S> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        let r = this.poll_next_frame(cx);
+        this.account();
+        r
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
+    fn poll_next_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
+        let this = self;
         // Answers (pongs, the close reply) go out as we read; a write that
         // cannot proceed now is retried on the next read or send.
         this.write_from_reader(cx);
@@ -542,11 +588,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WsStream<S> {
     type Error = Error;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.get_mut().poll_send_side(cx)
+        let this = self.get_mut();
+        let r = this.poll_send_side(cx);
+        this.account();
+        r
     }
 
     fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
         let this = self.get_mut();
+        let r = this.encode_message(item);
+        this.account();
+        r
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let this = self.get_mut();
+        let r = this.poll_flush_all(cx);
+        this.account();
+        r
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let this = self.get_mut();
+        let r = this.poll_close_frame(cx);
+        this.account();
+        r
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
+    fn encode_message(&mut self, item: Message) -> Result<(), Error> {
+        let this = self;
         if this.close_sent {
             return match item {
                 Message::Close(_) => Ok(()),
@@ -572,14 +644,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WsStream<S> {
         Ok(())
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        let this = self.get_mut();
+    fn poll_flush_all(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let this = self;
         ready!(this.poll_send_side(cx))?;
         Pin::new(&mut this.io).poll_flush(cx).map_err(Error::Io)
     }
 
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        let this = self.get_mut();
+    fn poll_close_frame(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let this = self;
         if !this.close_sent {
             this.close_sent = true;
             this.pending_pong = None;
