@@ -496,7 +496,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
             read: cx.waker().clone(),
             write: self.write_waker.clone(),
         }));
-        let _ = self.poll_write_pending(&mut Context::from_waker(&waker));
+        if self
+            .poll_write_pending(&mut Context::from_waker(&waker))
+            .is_ready()
+        {
+            // Written here: a writer waiting for the socket would not be
+            // woken by it any more.
+            if let Some(w) = self.write_waker.take() {
+                w.wake();
+            }
+        }
     }
 
     /// [`Self::poll_write_pending`] for the sending side, which records
