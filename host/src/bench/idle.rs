@@ -7,7 +7,8 @@
 //! The server runs as a child (`pincer bench gateway --serve-child
 //! gateway|echo`) that prints its address and lives until its stdin
 //! closes. The clients connect from several source addresses in
-//! `127.0.0.0/8` (127.0.0.2, 127.0.0.3, ...), [`PER_SOURCE`] each, because
+//! `127.0.0.0/8` (127.0.1.2, 127.0.1.3, ... for the echo server, 127.0.2.x
+//! for the gateway), [`PER_SOURCE`] each, because
 //! loopback has about 28 000 ephemeral ports per source, destination and
 //! port. Both processes raise their descriptor limit to the hard limit;
 //! the connection count is capped by it (each end needs one descriptor per
@@ -179,9 +180,11 @@ fn vm_rss(pid: u32) -> anyhow::Result<u64> {
     Ok(kb * 1024)
 }
 
-/// A TCP connection to `addr` from source address number `i`.
-async fn tcp_from(addr: SocketAddr, i: usize) -> anyhow::Result<TcpStream> {
-    let source = Ipv4Addr::new(127, 0, 0, 2 + (i / PER_SOURCE) as u8);
+/// A TCP connection to `addr` from source address number `i` in
+/// `127.0.net.0/24` (each server gets its own `net`: the sockets a previous
+/// run closed linger in TIME_WAIT and hold their ports for a minute).
+async fn tcp_from(addr: SocketAddr, net: u8, i: usize) -> anyhow::Result<TcpStream> {
+    let source = Ipv4Addr::new(127, 0, net, 2 + (i / PER_SOURCE) as u8);
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
     socket
@@ -196,8 +199,8 @@ async fn tcp_from(addr: SocketAddr, i: usize) -> anyhow::Result<TcpStream> {
 type Hold = TcpStream;
 
 /// Open one gateway connection through `hello-ok` and keep its socket.
-async fn gateway_client(addr: SocketAddr, i: usize) -> anyhow::Result<Hold> {
-    let tcp = tcp_from(addr, i).await?;
+async fn gateway_client(addr: SocketAddr, net: u8, i: usize) -> anyhow::Result<Hold> {
+    let tcp = tcp_from(addr, net, i).await?;
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0);
@@ -227,9 +230,9 @@ async fn gateway_client(addr: SocketAddr, i: usize) -> anyhow::Result<Hold> {
     }
 }
 
-/// Start a server child of `kind` and hold `n` idle connections to it;
-/// the server's memory before and after.
-async fn hold(kind: &str, n: usize) -> anyhow::Result<Held> {
+/// Start a server child of `kind` and hold `n` idle connections to it
+/// (from `127.0.net.x`); the server's memory before and after.
+async fn hold(kind: &str, net: u8, n: usize) -> anyhow::Result<Held> {
     let exe = std::env::current_exe().context("locating the pincer binary")?;
     let mut child = tokio::process::Command::new(exe)
         .args(["bench", "gateway", "--serve-child", kind, "--idle"])
@@ -258,7 +261,7 @@ async fn hold(kind: &str, n: usize) -> anyhow::Result<Held> {
     let before = vm_rss(pid)?;
     let heap_before = child_heap(&mut stdin, &mut lines).await?;
     let t = Instant::now();
-    let held = open_all(kind, addr, n).await?;
+    let held = open_all(kind, addr, net, n).await?;
     let connect_secs = t.elapsed().as_secs_f64();
     // Let the server finish what it does after hello-ok (tasks parked).
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -297,7 +300,7 @@ async fn child_heap(
 }
 
 /// Open `n` connections to `addr`, [`PARALLEL`] at a time.
-async fn open_all(kind: &str, addr: SocketAddr, n: usize) -> anyhow::Result<Vec<Hold>> {
+async fn open_all(kind: &str, addr: SocketAddr, net: u8, n: usize) -> anyhow::Result<Vec<Hold>> {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let gateway = kind == "gateway";
     let mut tasks = Vec::new();
@@ -311,11 +314,11 @@ async fn open_all(kind: &str, addr: SocketAddr, n: usize) -> anyhow::Result<Vec<
                     return anyhow::Ok(mine);
                 }
                 let s = if gateway {
-                    gateway_client(addr, i)
+                    gateway_client(addr, net, i)
                         .await
                         .with_context(|| format!("connection {i}"))?
                 } else {
-                    tcp_from(addr, i).await?
+                    tcp_from(addr, net, i).await?
                 };
                 mine.push(s);
             }
@@ -335,8 +338,8 @@ pub async fn rows(wanted: usize) -> anyhow::Result<Vec<[String; 4]>> {
         n >= 100,
         "the descriptor limit ({limit}) allows too few connections"
     );
-    let echo = hold("echo", n).await.context("echo baseline")?;
-    let gw = hold("gateway", n).await.context("gateway")?;
+    let echo = hold("echo", 1, n).await.context("echo baseline")?;
+    let gw = hold("gateway", 2, n).await.context("gateway")?;
     let kib = |b: f64| format!("{:.2} KiB", b / 1024.0);
     let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
     let capped = if n < wanted {
