@@ -140,6 +140,16 @@ enum Command {
         /// Run only the Discord throughput rows (`channels` only).
         #[arg(long, conflicts_with = "sockets")]
         discord: bool,
+        /// Idle connections the idle-connections part holds (`gateway`
+        /// only; default 100000, capped by the descriptor limit).
+        #[arg(long)]
+        idle: Option<usize>,
+        /// Run only the idle-connections part (`gateway` only).
+        #[arg(long)]
+        idle_only: bool,
+        /// The server child of the idle-connections part (`gateway|echo`).
+        #[arg(long, hide = true)]
+        serve_child: Option<String>,
     },
 }
 
@@ -598,7 +608,24 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             store,
             sockets,
             discord,
+            idle,
+            idle_only,
+            serve_child,
         } => match what {
+            BenchWhat::Gateway if serve_child.is_some() => {
+                let kind = serve_child.unwrap_or_default();
+                let n = idle.unwrap_or(pincer::bench::idle::DEFAULT_IDLE);
+                pincer::bench::idle::serve_child(&kind, n).await
+            }
+            _ if idle.is_some() || idle_only || serve_child.is_some() => {
+                if !matches!(what, BenchWhat::Gateway) {
+                    anyhow::bail!("--idle and --idle-only apply to `pincer bench gateway` only")
+                }
+                if events.is_some() || quick || smoke || part.is_some() || store.is_some() {
+                    anyhow::bail!("`pincer bench gateway` takes only --idle and --idle-only")
+                }
+                pincer::bench::gateway::gateway(idle, idle_only).await
+            }
             BenchWhat::Plugins
             | BenchWhat::Gateway
             | BenchWhat::Attack
@@ -655,7 +682,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                 )
             }
             BenchWhat::Plugins => pincer::bench::plugins::plugins().await,
-            BenchWhat::Gateway => pincer::bench::gateway::gateway().await,
+            BenchWhat::Gateway => pincer::bench::gateway::gateway(None, false).await,
             BenchWhat::Attack => pincer::bench::attack::attack().await,
             BenchWhat::Languages => pincer::bench::languages::languages().await,
             BenchWhat::Webhooks => {

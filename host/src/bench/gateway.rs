@@ -232,8 +232,19 @@ async fn fanout(
     })
 }
 
-/// Run the gateway benchmark and print a Markdown table.
-pub async fn gateway() -> anyhow::Result<()> {
+/// Run the gateway benchmark and print a Markdown table. `idle`: how
+/// many idle connections the idle-connections part holds (default
+/// [`super::idle::DEFAULT_IDLE`], capped by the descriptor limit);
+/// `idle_only` runs only that part.
+pub async fn gateway(idle: Option<usize>, idle_only: bool) -> anyhow::Result<()> {
+    let idle = idle.unwrap_or(super::idle::DEFAULT_IDLE);
+    if idle_only {
+        let rows = super::idle::rows(idle).await?;
+        print_rows(&rows);
+        println!("Command: `./target/release/pincer bench gateway --idle-only --idle {idle}`");
+        return Ok(());
+    }
+    crate::gateway::fdlimit::raise();
     if let Some(limit) = open_file_limit() {
         anyhow::ensure!(
             limit >= FDS_NEEDED,
@@ -242,12 +253,21 @@ pub async fn gateway() -> anyhow::Result<()> {
         );
     }
     let dir = std::env::temp_dir().join(format!("pincer-bench-gw-{}", uuid::Uuid::new_v4()));
-    let r = run(&dir).await;
+    let r = run(&dir, idle).await;
     let _ = std::fs::remove_dir_all(&dir);
     r
 }
 
-async fn run(dir: &std::path::Path) -> anyhow::Result<()> {
+fn print_rows(rows: &[[String; 4]]) {
+    println!("| measure | value | baseline | ratio |");
+    println!("|---|---|---|---|");
+    for [a, b, c, d] in rows {
+        println!("| {a} | {b} | {c} | {d} |");
+    }
+    println!();
+}
+
+async fn run(dir: &std::path::Path, idle_n: usize) -> anyhow::Result<()> {
     let mut opts = Options::new(dir);
     opts.gateway.listen = "127.0.0.1:0".parse()?;
     opts.gateway.token = Some(TOKEN.into());
@@ -360,13 +380,10 @@ async fn run(dir: &std::path::Path) -> anyhow::Result<()> {
         "n/a".into(),
     ]);
 
-    println!("| measure | value | baseline | ratio |");
-    println!("|---|---|---|---|");
-    for [a, b, c, d] in &rows {
-        println!("| {a} | {b} | {c} | {d} |");
-    }
-    println!();
-    println!("Command: `ulimit -n 8192; ./target/release/pincer bench gateway`");
     running.stop().await.context("stopping the gateway")?;
+    // 5. Idle connections against a gateway in its own process.
+    rows.extend(super::idle::rows(idle_n).await?);
+    print_rows(&rows);
+    println!("Command: `./target/release/pincer bench gateway`");
     Ok(())
 }

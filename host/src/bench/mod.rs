@@ -6,6 +6,7 @@
 //! - [`plugins`]: the plugin runtime (compile, instantiate, call, reload);
 //! - [`channels`]: Telegram and WhatsApp end to end, and many idle bots;
 //! - [`gateway`]: the gateway over loopback (handshakes, requests, fan-out);
+//! - [`idle`]: many idle connections, the server's memory alone;
 //! - [`webhooks`]: outgoing webhook delivery;
 //! - [`languages`]: Python and TypeScript plugins against Rust;
 //! - [`cluster`]: run events fanned out on one node and across three
@@ -20,6 +21,7 @@ pub mod channels;
 mod client;
 pub mod cluster;
 pub mod gateway;
+pub mod idle;
 pub mod languages;
 pub mod pgserver;
 pub mod plugins;

@@ -11,9 +11,7 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -21,7 +19,7 @@ use tracing::{debug, warn};
 
 use super::auth::{self, AuthMode};
 use super::frame_guard::{self, Lift};
-use super::hub::{Broadcast, Conn, ConnLimits, Outgoing};
+use super::hub::{Broadcast, Conn, ConnLimits, ConnReceiver, Outgoing};
 use super::methods::{self, Ctx};
 use super::preauth::PreauthSlot;
 use super::{Gateway, now_ms};
@@ -55,7 +53,7 @@ pub struct Preauth {
     pub lift: Lift,
 }
 
-type Ws<S> = WebSocketStream<S>;
+type Ws<S> = super::ws_stream::WsStream<S>;
 
 /// How a read error closes the socket: 1009 for a frame or message over
 /// the limit, 1007 for invalid UTF-8 text, 1002 for other protocol
@@ -90,7 +88,9 @@ fn read_error_close(gw: &Gateway, e: &WsError) -> Option<(u16, &'static str)> {
 /// bound is small: a flood of refused sockets must not buy reading work
 /// (`pincer bench attack`: 4 MiB per refusal cost the healthy client).
 async fn drain_raw<S: AsyncRead + Unpin>(io: &mut S) {
-    let mut scratch = [0u8; 8 * 1024];
+    // On the heap, only while draining: an array here would be part of
+    // every connection task's state for its whole life.
+    let mut scratch = vec![0u8; 8 * 1024];
     let mut left: usize = 256 << 10;
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         while left > 0 {
@@ -145,7 +145,7 @@ impl Refusal {
 /// The outcome of a successful handshake.
 struct Admitted {
     conn: Arc<Conn>,
-    rx: mpsc::UnboundedReceiver<Outgoing>,
+    rx: ConnReceiver,
     /// The cluster cursor to resume after, if the client gave one.
     resume: Option<i64>,
 }
@@ -199,10 +199,12 @@ where
     };
     gw.counters.handshakes.fetch_add(1, Ordering::Relaxed);
     // Authenticated: continue on the control runtime, apart from the edge
-    // runtime's unauthenticated work.
+    // runtime's unauthenticated work. The handshake's task ends here: its
+    // state (the whole handshake future) is not kept for the connection's
+    // life.
     match gw.control.get().cloned() {
         Some(control) => {
-            let _ = control.spawn(run(gw, ws, admitted, preauth.slot)).await;
+            control.spawn(run(gw, ws, admitted, preauth.slot));
         }
         None => run(gw, ws, admitted, preauth.slot).await,
     }
@@ -667,7 +669,9 @@ where
         };
         gw.counters.frames_in.fetch_add(1, Ordering::Relaxed);
         match ClientFrame::parse(&text) {
-            Ok(ClientFrame::Req(req)) => methods::handle(&ctx, req).await,
+            // Boxed: the handlers' state is allocated while a request is
+            // handled, not held in this task while the connection idles.
+            Ok(ClientFrame::Req(req)) => Box::pin(methods::handle(&ctx, req)).await,
             Ok(ClientFrame::Cancel { id }) => {
                 let run = conn
                     .pending_runs
@@ -724,7 +728,7 @@ where
 async fn write_loop<S>(
     gw: Arc<Gateway>,
     conn: Arc<Conn>,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    mut rx: ConnReceiver,
     mut sink: futures::stream::SplitSink<Ws<S>, Message>,
 ) -> Option<futures::stream::SplitSink<Ws<S>, Message>>
 where
@@ -783,7 +787,7 @@ where
     let (code, reason) = conn.close_reason().unwrap_or((1000, String::new()));
     if code != 1008 {
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            let queued = std::iter::from_fn(|| rx.try_recv().ok());
+            let queued = std::iter::from_fn(|| rx.try_recv());
             for item in unsent.into_iter().chain(queued) {
                 if let Outgoing::Flushed(done) = item {
                     let _ = done.send(());

@@ -211,6 +211,8 @@ async fn metrics_text(State(gw): State<Arc<Gateway>>) -> Response {
     metrics::gauge!("pincer_ws_buffered_bytes").set(q.buffered.load(Ordering::Relaxed) as f64);
     metrics::gauge!("pincer_ws_buffered_bytes_high_water")
         .set(q.buffered_high_water.load(Ordering::Relaxed) as f64);
+    metrics::gauge!("pincer_ws_frame_buffer_bytes")
+        .set(c.ws_frame_buffers.load(Ordering::Relaxed) as f64);
     metrics::gauge!("pincer_ws_inflight_requests").set(q.inflight.load(Ordering::Relaxed) as f64);
     metrics::gauge!("pincer_ws_inflight_requests_high_water")
         .set(q.inflight_high_water.load(Ordering::Relaxed) as f64);

@@ -19,9 +19,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::out_queue::{OutQueue, Receiver};
 use crate::protocol::frames::StateVersion;
 use crate::protocol::scopes;
 
@@ -128,6 +128,15 @@ pub struct ConnLimits {
     pub max_inflight: usize,
 }
 
+/// The writer's end of a connection's outgoing queue.
+pub type ConnReceiver = Receiver<Conn>;
+
+impl AsRef<OutQueue> for Conn {
+    fn as_ref(&self) -> &OutQueue {
+        &self.queue
+    }
+}
+
 /// A live connection as the hub sees it.
 #[derive(Debug)]
 pub struct Conn {
@@ -147,7 +156,7 @@ pub struct Conn {
     pub remote: std::net::SocketAddr,
     sessions_subscribed: AtomicBool,
     message_subs: Mutex<HashSet<String>>,
-    tx: mpsc::UnboundedSender<Outgoing>,
+    queue: OutQueue,
     buffered: AtomicUsize,
     max_buffered: usize,
     stats: Arc<QueueStats>,
@@ -179,34 +188,32 @@ impl Conn {
         remote: std::net::SocketAddr,
         limits: ConnLimits,
         stats: Arc<QueueStats>,
-    ) -> (Arc<Conn>, mpsc::UnboundedReceiver<Outgoing>) {
+    ) -> (Arc<Conn>, ConnReceiver) {
         let max_inflight = limits.max_inflight.max(1);
-        let (tx, rx) = mpsc::unbounded_channel();
-        (
-            Arc::new(Conn {
-                id,
-                protocol,
-                role,
-                scopes,
-                tool_events,
-                presence,
-                remote,
-                sessions_subscribed: AtomicBool::new(false),
-                message_subs: Mutex::new(HashSet::new()),
-                tx,
-                buffered: AtomicUsize::new(0),
-                max_buffered: limits.max_buffered,
-                stats,
-                inflight: Arc::new(tokio::sync::Semaphore::new(max_inflight)),
-                max_inflight,
-                kill: CancellationToken::new(),
-                pending_runs: Mutex::new(HashMap::new()),
-                kill_reason: Mutex::new(None),
-                seq: AtomicU64::new(0),
-                cursors: AtomicBool::new(false),
-            }),
-            rx,
-        )
+        let conn = Arc::new(Conn {
+            id,
+            protocol,
+            role,
+            scopes,
+            tool_events,
+            presence,
+            remote,
+            sessions_subscribed: AtomicBool::new(false),
+            message_subs: Mutex::new(HashSet::new()),
+            queue: OutQueue::default(),
+            buffered: AtomicUsize::new(0),
+            max_buffered: limits.max_buffered,
+            stats,
+            inflight: Arc::new(tokio::sync::Semaphore::new(max_inflight)),
+            max_inflight,
+            kill: CancellationToken::new(),
+            pending_runs: Mutex::new(HashMap::new()),
+            kill_reason: Mutex::new(None),
+            seq: AtomicU64::new(0),
+            cursors: AtomicBool::new(false),
+        });
+        let rx = Receiver::new(conn.clone());
+        (conn, rx)
     }
 
     /// Fire `done` once everything queued so far (a response just given
@@ -264,7 +271,7 @@ impl Conn {
                 Err(actual) => current = actual,
             }
         }
-        match self.tx.send(item) {
+        match self.queue.push(item) {
             Ok(()) => Offer::Queued,
             Err(_) => {
                 self.release(cost);

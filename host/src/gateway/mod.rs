@@ -53,6 +53,7 @@ pub mod launch;
 pub mod listener;
 pub mod logbuf;
 pub mod methods;
+pub mod out_queue;
 pub mod preauth;
 pub mod public_error;
 pub mod readiness;
@@ -63,6 +64,7 @@ pub mod runtime_events;
 pub mod sender_rate;
 pub mod server;
 pub mod token_file;
+pub mod ws_stream;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -321,6 +323,9 @@ pub struct Counters {
     pub frames_too_large: AtomicU64,
     /// Sockets closed for invalid UTF-8 text (1007).
     pub frames_invalid_utf8: AtomicU64,
+    /// Bytes WebSocket connections hold in frame buffers right now (a frame
+    /// being read or written); 0 while every connection is idle.
+    pub ws_frame_buffers: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Shared gateway state.

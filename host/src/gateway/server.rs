@@ -19,15 +19,14 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::{info, warn};
 
 use super::conn::{self, Peer};
 use super::frame_guard::FrameGuard;
 use super::hub::{Audience, Broadcast};
 use super::listener::{self, HttpLimits};
+use super::ws_stream::{WsLimits, WsStream};
 use super::{Gateway, fdlimit, http_api, http_guard, inbound, now_ms, runtime_events};
 use crate::protocol::MAX_PREAUTH_PAYLOAD;
 
@@ -214,18 +213,16 @@ async fn upgrade_any_path(
                 return;
             }
         };
-        // A small initial read buffer: idle connections are the common
-        // case, and the buffer grows for big frames. tungstenite enforces
-        // `max_payload`; until `hello-ok` the frame guard below it enforces
-        // the 64 KiB pre-auth limit on frame headers, before any payload is
-        // buffered.
-        let config = WebSocketConfig::default()
-            .read_buffer_size(8 * 1024)
-            .write_buffer_size(0)
-            .max_message_size(Some(max_payload))
-            .max_frame_size(Some(max_payload));
+        // No buffer is held while the connection idles (`ws_stream`).
+        // `max_payload` limits frames and messages; until `hello-ok` the
+        // frame guard below enforces the 64 KiB pre-auth limit on frame
+        // headers, before any payload is buffered.
+        let limits = WsLimits {
+            max_frame: max_payload,
+            max_message: max_payload,
+        };
         let (guarded, lift) = FrameGuard::new(TokioIo::new(upgraded), MAX_PREAUTH_PAYLOAD);
-        let ws = WebSocketStream::from_raw_socket(guarded, Role::Server, Some(config)).await;
+        let ws = WsStream::with_gauge(guarded, limits, gw.counters.ws_frame_buffers.clone());
         conn::serve(gw, ws, peer, conn::Preauth { slot, lift }).await;
     });
     let mut resp = Response::new(Body::empty());
