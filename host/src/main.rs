@@ -103,6 +103,13 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Create or upgrade the store's schema, then exit (`serve` also does
+    /// it on start; run this first when several gateways share one
+    /// PostgreSQL database, or to check a URL).
+    Migrate {
+        #[command(flatten)]
+        common: Common,
+    },
     /// Channel sender pairing: approve unknown senders who got a code
     /// (works on the data directory, with or without a running gateway).
     Pairing {
@@ -300,6 +307,20 @@ enum PairingCommand {
 }
 
 /// `pincer pairing …`: prints JSON.
+/// `pincer migrate`: open the store (which migrates it) and say where.
+async fn migrate(common: &Common) -> anyhow::Result<()> {
+    let r = resolve(common)?;
+    std::fs::create_dir_all(&r.data_dir)
+        .with_context(|| format!("creating {}", r.data_dir.display()))?;
+    let store = tokio::task::spawn_blocking(move || {
+        pincer::store::open(&r.data_dir, &r.file.store).context("opening the store")
+    })
+    .await
+    .context("the migration task failed")??;
+    println!("{}: schema up to date", store.location());
+    Ok(())
+}
+
 fn pairing(command: PairingCommand) -> anyhow::Result<()> {
     use pincer::channels::pairing::Pairing;
     let open = |common: &Common| -> anyhow::Result<Pairing> {
@@ -598,6 +619,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                 Ok(())
             }
         },
+        Command::Migrate { common } => migrate(&common).await,
         Command::Pairing { command } => pairing(command),
         Command::Bench {
             what,
