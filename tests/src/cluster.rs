@@ -37,11 +37,7 @@ pub fn node_main() {
     ) else {
         return;
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = crate::gateway::child_runtime();
     rt.block_on(async move {
         let opts = node_options(Path::new(&dir), &url, &name);
         let running = pincer::gateway::launch::start(opts)

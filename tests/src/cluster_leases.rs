@@ -6,7 +6,6 @@
 //! environment ([`run_child`]); the test signals it (`SIGKILL`, `SIGSTOP`,
 //! `SIGCONT`) and reads its `/metrics`.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
@@ -15,9 +14,8 @@ use pincer::fakes::telegram::DEFAULT_TOKEN;
 use pincer::gateway::launch::Options;
 use pincer::plugins::manifest::SecretSource;
 use pincer::plugins::{Limits, PluginSettings};
-use pincer::store::{InboxStore, OutboxStore, StoreConfig};
+use pincer::store::StoreConfig;
 
-use crate::exactly_once::token_in;
 use crate::gateway::ChildGateway;
 
 /// Env: the database URL.
@@ -216,11 +214,7 @@ pub fn run_child() {
     let Some(opts) = child_options() else {
         return;
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = crate::gateway::child_runtime();
     rt.block_on(async move {
         let running = pincer::gateway::launch::start(opts)
             .await
@@ -230,34 +224,8 @@ pub fn run_child() {
     });
 }
 
-/// Tokens whose answer was in doubt (its send marked in flight, or a
-/// streamed piece being sent) in `channel` right now: after a kill, each
-/// may be sent once more.
-pub fn in_doubt<S: InboxStore + OutboxStore + ?Sized>(
-    store: &S,
-    channel: &str,
-) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for item in store.outbox_in_doubt(channel).expect("outbox in doubt") {
-        if let Some(t) = token_in(&item.message) {
-            out.insert(t);
-        }
-    }
-    for item in store
-        .inbox_pending(channel, 0, 100_000)
-        .expect("inbox pending")
-    {
-        let sending = store
-            .inbox_progress(item.seq)
-            .expect("progress")
-            .and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok())
-            .is_some_and(|p| p["sending"] == true);
-        if sending && let Some(t) = token_in(&item.payload) {
-            out.insert(t);
-        }
-    }
-    out
-}
+/// Tokens whose send was in flight (see [`crate::exactly_once::in_doubt_on`]).
+pub use crate::exactly_once::in_doubt_on as in_doubt;
 
 /// Wait (polling observable state, with a generous hang guard) until
 /// `check` returns `Some`; panics with `what()` after `guard`.

@@ -67,14 +67,22 @@ pub fn answers<K: KvStore + ?Sized>(kv: &K) -> BTreeMap<String, usize> {
 /// the platform may or may not have taken it): outbox rows marked in
 /// flight, and streamed replies whose progress records a direct send.
 pub fn in_doubt<S: InboxStore + OutboxStore + ?Sized>(store: &S) -> BTreeSet<String> {
+    in_doubt_on(store, CHANNEL)
+}
+
+/// [`in_doubt`] for the messages of `channel`.
+pub fn in_doubt_on<S: InboxStore + OutboxStore + ?Sized>(
+    store: &S,
+    channel: &str,
+) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    for item in store.outbox_in_doubt(CHANNEL).expect("outbox in doubt") {
+    for item in store.outbox_in_doubt(channel).expect("outbox in doubt") {
         if let Some(t) = token_in(&item.message) {
             out.insert(t);
         }
     }
     for item in store
-        .inbox_pending(CHANNEL, 0, 100_000)
+        .inbox_pending(channel, 0, 100_000)
         .expect("inbox pending")
     {
         let sending = store

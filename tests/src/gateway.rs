@@ -410,6 +410,16 @@ fn child_log() -> std::process::Stdio {
         .map_or_else(std::process::Stdio::null, std::process::Stdio::from)
 }
 
+/// The runtime a child gateway (see [`ChildGateway::spawn`]) runs on:
+/// multi-threaded with two workers, like the tests' own.
+pub fn child_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("child gateway runtime")
+}
+
 /// In a child gateway (see [`ChildGateway::spawn`]): log to stderr at
 /// `RUST_LOG` when the parent set `PINCER_CHILD_LOG`.
 pub fn child_logging() {

@@ -73,11 +73,7 @@ fn streaming_child() {
     let Ok(dir) = std::env::var(STREAM_DIR) else {
         return;
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = pincer_tests::gateway::child_runtime();
     rt.block_on(async move {
         let mut s = settings();
         // One send at a time: a kill can cut at most one outbox send.

@@ -287,11 +287,7 @@ fn child_gateway() {
     let Ok(dir) = std::env::var(CHILD_DIR) else {
         return;
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = pincer_tests::gateway::child_runtime();
     rt.block_on(async move {
         let mut opts = Options::new(Path::new(&dir));
         opts.gateway.listen = "127.0.0.1:0".parse().expect("addr");

@@ -585,11 +585,7 @@ fn kill_child() {
     ) else {
         return;
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = pincer_tests::gateway::child_runtime();
     rt.block_on(async move {
         let mut settings = settings_for(&api, &gw, DEFAULT_TOKEN);
         settings.queue.send_interval_ms = 1;

@@ -529,11 +529,7 @@ fn matrix_child() {
         return;
     }
     pincer_tests::gateway::child_logging();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = pincer_tests::gateway::child_runtime();
     rt.block_on(async move {
         let mut s = settings(&vars[1], &vars[2], &vars[3], "direct");
         s.queue.send_concurrency = 2;

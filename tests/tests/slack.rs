@@ -517,11 +517,7 @@ fn slack_kill_child() {
     let (Ok(dir), Ok(api)) = (std::env::var(KILL_DIR), std::env::var(KILL_API)) else {
         return;
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = pincer_tests::gateway::child_runtime();
     if let Ok(f) = std::fs::File::create(std::path::Path::new(&dir).join("child.log")) {
         let _ = tracing_subscriber::fmt()
             .with_writer(std::sync::Mutex::new(f))

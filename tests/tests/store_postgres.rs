@@ -366,11 +366,7 @@ fn child_gateway() {
     let (Ok(url), Ok(dir)) = (std::env::var(CHILD_URL), std::env::var(CHILD_DIR)) else {
         return;
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = pincer_tests::gateway::child_runtime();
     rt.block_on(async move {
         let mut opts = pg_options(Path::new(&dir), &url);
         // One send at a time: a kill can interrupt at most one delivery.
