@@ -233,6 +233,12 @@ try {
   step('plugins-shown');
   await shot('plugins');
   report.pageText.plugins = (await page.locator('body').innerText()).slice(0, 4000);
+  // Requests the last page sent may still be on their way back: wait for
+  // every answer (a request never answered fails here, by name).
+  await until(
+    () => Object.keys(report.pending).length === 0,
+    `answers to ${JSON.stringify(Object.values(report.pending))}`,
+  );
 } catch (e) {
   report.failed = String(e && e.stack ? e.stack : e);
   try {
