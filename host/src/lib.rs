@@ -5,6 +5,8 @@
 //!
 //! The modules follow the architecture:
 //! - [`plugin_dev`]: `pincer plugin new|build|check` for plugin authors.
+//! - [`admin_client`]: `pincer plugins install|remove`, an operator's
+//!   client for a running gateway's HTTP API.
 //! - [`plugins`]: the WIT contract's host side: loading, sandboxing, calling
 //!   and hot-reloading plugin components.
 //! - [`channels`]: running channel plugins: the receive loop, senders and
@@ -25,6 +27,7 @@
 //! - [`fakes`]: local fakes of closed platforms' documented APIs (Telegram,
 //!   WhatsApp), for tests and benchmarks; never used by the gateway itself.
 
+pub mod admin_client;
 pub mod agent;
 pub mod bench;
 pub mod blobs;

@@ -51,6 +51,19 @@ struct Common {
     store: Option<String>,
 }
 
+/// Where a running gateway is, for commands that talk to one.
+#[derive(clap::Args, Clone)]
+struct Remote {
+    /// The gateway's HTTP address (default: the configured listen address,
+    /// else http://127.0.0.1:18789).
+    #[arg(long, env = "PINCER_URL")]
+    url: Option<String>,
+    /// The gateway token (default: the configured token, else the
+    /// generated one in <data-dir>/gateway-token).
+    #[arg(long, env = "PINCER_GATEWAY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
 #[derive(clap::Args, Clone)]
 struct GatewayArgs {
     /// Listen address for WebSocket and HTTP (default 127.0.0.1:18789).
@@ -166,6 +179,28 @@ enum PluginsCommand {
     List {
         #[command(flatten)]
         common: Common,
+    },
+    /// Install a plugin component into a running gateway (the console's
+    /// upload; in a cluster every node loads it).
+    Install {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        remote: Remote,
+        /// The component file (`NAME.wasm`).
+        file: PathBuf,
+        /// Install under this name (default: the file's stem).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Remove a plugin from a running gateway (every node of a cluster).
+    Remove {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        remote: Remote,
+        /// The plugin's name (its file stem in the plugins directory).
+        name: String,
     },
     /// Write the bundled plugins into the plugins directory.
     InstallBundled {
@@ -412,6 +447,32 @@ fn resolve(common: &Common) -> anyhow::Result<Resolved> {
     })
 }
 
+/// The admin client for `pincer plugins install|remove`: the URL and token
+/// given, else the configuration's listen address and token, else the
+/// defaults and the generated token file.
+fn admin_client(
+    common: &Common,
+    remote: &Remote,
+) -> anyhow::Result<pincer::admin_client::AdminClient> {
+    let r = resolve(common)?;
+    let url = remote
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", r.file.gateway.listen));
+    let token = remote
+        .token
+        .clone()
+        .or_else(|| {
+            r.file
+                .gateway
+                .token
+                .as_ref()
+                .map(|t| t.expose().to_string())
+        })
+        .or_else(|| pincer::admin_client::token_from_data_dir(&r.data_dir));
+    Ok(pincer::admin_client::AdminClient::new(&url, token)?)
+}
+
 async fn build_runtime(r: &Resolved) -> anyhow::Result<Arc<Runtime>> {
     std::fs::create_dir_all(&r.data_dir)
         .with_context(|| format!("creating data dir {}", r.data_dir.display()))?;
@@ -610,6 +671,40 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                 let runtime = build_runtime(&r).await?;
                 runtime.load_dir().await?;
                 println!("{}", serde_json::to_string_pretty(&runtime.plugins.list())?);
+                Ok(())
+            }
+            PluginsCommand::Install {
+                common,
+                remote,
+                file,
+                name,
+            } => {
+                let client = admin_client(&common, &remote)?;
+                let name = match name.or_else(|| pincer::admin_client::name_from_path(&file)) {
+                    Some(n) => n,
+                    None => anyhow::bail!("no plugin name in {}: give --name", file.display()),
+                };
+                let bytes =
+                    std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+                let manifest = file.with_extension("toml");
+                if manifest.exists() {
+                    eprintln!(
+                        "note: {} is not sent (uploads carry the component only); grant the plugin in the [plugins.{name}] table of each gateway's configuration, or copy the manifest into its plugins directory",
+                        manifest.display()
+                    );
+                }
+                let answer = client.install(&name, bytes).await?;
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+                Ok(())
+            }
+            PluginsCommand::Remove {
+                common,
+                remote,
+                name,
+            } => {
+                let client = admin_client(&common, &remote)?;
+                let answer = client.remove(&name).await?;
+                println!("{}", serde_json::to_string_pretty(&answer)?);
                 Ok(())
             }
             PluginsCommand::InstallBundled { common, force } => {

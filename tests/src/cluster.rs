@@ -106,6 +106,11 @@ impl TestCluster {
     pub fn url(&self, i: usize) -> &str {
         &self.nodes[i].url
     }
+
+    /// The plugins directory of node `i`.
+    pub fn plugins_dir(&self, i: usize) -> std::path::PathBuf {
+        self.dirs[i].path().join("plugins")
+    }
 }
 
 /// Connect params of an admin client that asks for event cursors

@@ -1,7 +1,7 @@
 //! Cluster mode: a plugin uploaded to one node of three (real `pincer`
 //! child processes on one real PostgreSQL) is stored once and hot-loaded by
 //! every node; a file that cannot load leaves every node on its previous
-//! version.
+//! version; a plugin removed through one node is removed from every node.
 
 use std::time::Duration;
 
@@ -111,4 +111,57 @@ async fn an_upload_to_one_node_loads_on_all_and_a_bad_file_leaves_them_as_they_w
         );
         assert_eq!(p["state"], "loaded", "{p}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_removed_on_one_node_is_removed_from_every_node() {
+    let c = TestCluster::start(CHILD, &["a", "b", "c"]);
+    let good = std::fs::read(built_plugin("clock")).expect("clock built");
+    let (status, answer) = upload(&c.nodes[0].addr, "rtool", good.clone()).await;
+    assert_eq!(status, 201, "{answer}");
+    on_every_node(&c, "rtool", "rtool loaded everywhere", |p| {
+        p["state"] == "loaded"
+    })
+    .await;
+
+    // Removed through node c: every node unloads it and deletes its file.
+    let r = reqwest::Client::new()
+        .delete(format!("http://{}/v1/plugins/rtool", c.nodes[2].addr))
+        .bearer_auth("secret")
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(r.status().as_u16(), 200);
+    let deadline = tokio::time::Instant::now() + STEP_GUARD;
+    loop {
+        let mut still = Vec::new();
+        for n in &c.nodes {
+            if listed(&n.addr, "rtool").await.is_some() {
+                still.push(n.addr.clone());
+            }
+        }
+        if still.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "hang guard: rtool still loaded on {still:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (i, n) in c.nodes.iter().enumerate() {
+        assert!(
+            !c.plugins_dir(i).join("rtool.wasm").exists(),
+            "file left on {}",
+            n.addr
+        );
+    }
+
+    // Uploaded again after its removal: back on every node.
+    let (status, answer) = upload(&c.nodes[1].addr, "rtool", good).await;
+    assert_eq!(status, 201, "{answer}");
+    on_every_node(&c, "rtool", "rtool loaded again everywhere", |p| {
+        p["state"] == "loaded"
+    })
+    .await;
 }

@@ -2,7 +2,8 @@
 //! - `GET /healthz` (alive), `GET /readyz` (plugins loaded, store open);
 //! - `GET /metrics` (Prometheus text);
 //! - `GET /console`: the operator console ([`super::console`]);
-//! - `PUT /v1/plugins/{name}`: plugin upload ([`super::http_plugins`]);
+//! - `PUT /v1/plugins/{name}`: plugin upload, `DELETE` its removal
+//!   ([`super::http_plugins`]);
 //! - `/v1/…`: sessions, channels and plugins as JSON (bearer token or
 //!   password when the gateway has one); `/v1/webhooks` is in
 //!   [`super::http_webhooks`], `/v1/channels/{name}/pairing…` in
@@ -73,7 +74,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/channels/{name}/{action}", post(channel_action))
         .route("/v1/plugins", get(list_plugins))
         .route("/v1/plugins/reload", post(reload_plugins))
-        .route("/v1/plugins/{name}", put(super::http_plugins::upload))
+        .route(
+            "/v1/plugins/{name}",
+            put(super::http_plugins::upload).delete(super::http_plugins::remove),
+        )
         .route("/v1/channels/{name}/pairing", get(http_pairing::list))
         .route(
             "/v1/channels/{name}/pairing/approve",

@@ -2,7 +2,9 @@
 //! (`Content-Type: application/wasm`, the raw file as the body) and it is
 //! written into the plugins directory as `<name>.wasm`, where the watcher
 //! hot-loads it like any other new or changed file (`plugin.loaded` or
-//! `plugin.failed` follows on the event bus).
+//! `plugin.failed` follows on the event bus). `DELETE /v1/plugins/{name}`
+//! removes `<name>.wasm` and its manifest `<name>.toml`, and the watcher
+//! unloads the plugin (`plugin.unloaded`).
 //!
 //! The bearer check runs before this handler (see `http_api`). The name is
 //! checked, the body is capped (`gateway.plugin_upload_max_bytes`) and must
@@ -30,9 +32,13 @@ use super::listener::BodyTimeout;
 /// The first four bytes of every WebAssembly module or component.
 pub const WASM_MAGIC: &[u8; 4] = b"\0asm";
 
-/// Why an upload was refused.
+/// Why an upload or a removal was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum UploadError {
+pub enum PluginFileError {
+    /// No plugin file of that name is in the plugins directory (nor in the
+    /// cluster).
+    #[error("no plugin file named {0:?} in the plugins directory")]
+    NotFound(String),
     /// The plugin name is not usable as a file name.
     #[error(
         "invalid plugin name {0:?}: use 1 to 64 letters, digits, `-` or `_`, starting with a letter or digit"
@@ -56,7 +62,7 @@ pub enum UploadError {
     /// Storing the plugin for the cluster failed (nothing was written).
     #[error("storing the plugin for the cluster: {0}")]
     Store(crate::store::StoreError),
-    /// Writing into the plugins directory failed.
+    /// Writing into (or removing from) the plugins directory failed.
     #[error("writing {path}: {source}")]
     Write {
         /// The file being written.
@@ -66,37 +72,39 @@ pub enum UploadError {
     },
 }
 
-impl UploadError {
+impl PluginFileError {
     fn status(&self) -> StatusCode {
         match self {
-            UploadError::BadName(_) | UploadError::NotWasm => StatusCode::BAD_REQUEST,
-            UploadError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            UploadError::ContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            UploadError::Slow => StatusCode::REQUEST_TIMEOUT,
-            UploadError::Write { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            UploadError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            PluginFileError::BadName(_) | PluginFileError::NotWasm => StatusCode::BAD_REQUEST,
+            PluginFileError::NotFound(_) => StatusCode::NOT_FOUND,
+            PluginFileError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            PluginFileError::ContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            PluginFileError::Slow => StatusCode::REQUEST_TIMEOUT,
+            PluginFileError::Write { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            PluginFileError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     fn code(&self) -> &'static str {
         match self {
-            UploadError::BadName(_) => "INVALID_NAME",
-            UploadError::TooLarge { .. } => "TOO_LARGE",
-            UploadError::NotWasm => "NOT_WASM",
-            UploadError::ContentType => "UNSUPPORTED_MEDIA_TYPE",
-            UploadError::Slow => "BODY_TIMEOUT",
-            UploadError::Write { .. } => "WRITE_FAILED",
-            UploadError::Store(_) => "UNAVAILABLE",
+            PluginFileError::BadName(_) => "INVALID_NAME",
+            PluginFileError::NotFound(_) => "NOT_FOUND",
+            PluginFileError::TooLarge { .. } => "TOO_LARGE",
+            PluginFileError::NotWasm => "NOT_WASM",
+            PluginFileError::ContentType => "UNSUPPORTED_MEDIA_TYPE",
+            PluginFileError::Slow => "BODY_TIMEOUT",
+            PluginFileError::Write { .. } => "WRITE_FAILED",
+            PluginFileError::Store(_) => "UNAVAILABLE",
         }
     }
 }
 
-impl IntoResponse for UploadError {
+impl IntoResponse for PluginFileError {
     fn into_response(self) -> Response {
         let status = self.status();
         let message = match &self {
             // The path stays in the log; the client learns only the cause.
-            UploadError::Write { source, .. } => {
+            PluginFileError::Write { source, .. } => {
                 format!("writing the plugin file failed: {source}")
             }
             other => other.to_string(),
@@ -135,7 +143,7 @@ pub async fn upload(
         Ok((status, body)) => (status, Json(body)).into_response(),
         Err(e) => {
             match &e {
-                UploadError::Write { path, source } => {
+                PluginFileError::Write { path, source } => {
                     tracing::error!(plugin = %name, path = %path.display(), error = %source, "plugin upload not written");
                 }
                 other => tracing::info!(plugin = %name, error = %other, "plugin upload refused"),
@@ -149,9 +157,9 @@ async fn receive(
     gw: &Gateway,
     name: &str,
     req: Request,
-) -> Result<(StatusCode, serde_json::Value), UploadError> {
+) -> Result<(StatusCode, serde_json::Value), PluginFileError> {
     if !valid_name(name) {
-        return Err(UploadError::BadName(name.to_string()));
+        return Err(PluginFileError::BadName(name.to_string()));
     }
     let wasm_type = req
         .headers()
@@ -160,7 +168,7 @@ async fn receive(
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/wasm"));
     if !wasm_type {
-        return Err(UploadError::ContentType);
+        return Err(PluginFileError::ContentType);
     }
     let limit = gw.config.plugin_upload_max_bytes;
     let declared = req
@@ -169,15 +177,15 @@ async fn receive(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return Err(UploadError::TooLarge { limit });
+        return Err(PluginFileError::TooLarge { limit });
     }
     let bytes = match axum::body::to_bytes(req.into_body(), limit).await {
         Ok(b) => b,
-        Err(e) if caused_by::<BodyTimeout>(&e) => return Err(UploadError::Slow),
-        Err(_) => return Err(UploadError::TooLarge { limit }),
+        Err(e) if caused_by::<BodyTimeout>(&e) => return Err(PluginFileError::Slow),
+        Err(_) => return Err(PluginFileError::TooLarge { limit }),
     };
     if !is_wasm(&bytes) {
-        return Err(UploadError::NotWasm);
+        return Err(PluginFileError::NotWasm);
     }
     let dir = gw.runtime.plugins_dir().to_path_buf();
     let target = dir.join(format!("{name}.wasm"));
@@ -189,12 +197,12 @@ async fn receive(
         // leaves every node as it was.
         cluster
             .publish_plugin(name, &sha256, &bytes)
-            .map_err(UploadError::Store)?;
+            .map_err(PluginFileError::Store)?;
     }
     let target2 = target.clone();
     tokio::task::spawn_blocking(move || write_atomically(&dir, &target2, &bytes))
         .await
-        .map_err(|e| UploadError::Write {
+        .map_err(|e| PluginFileError::Write {
             path: target.clone(),
             source: std::io::Error::other(e.to_string()),
         })??;
@@ -210,10 +218,73 @@ async fn receive(
     ))
 }
 
+/// `DELETE /v1/plugins/{name}` (see the module comment). Answers `200`
+/// with `{ok, name, removed}` (the files removed), `404` when there is no
+/// such plugin file. In a cluster the removal is stored first, so every
+/// node removes its copy.
+pub async fn remove(State(gw): State<Arc<Gateway>>, UrlPath(name): UrlPath<String>) -> Response {
+    match remove_files(&gw, &name).await {
+        Ok(body) => (StatusCode::OK, Json(body)).into_response(),
+        Err(e) => {
+            match &e {
+                PluginFileError::Write { path, source } => {
+                    tracing::error!(plugin = %name, path = %path.display(), error = %source, "plugin file not removed");
+                }
+                other => tracing::info!(plugin = %name, error = %other, "plugin removal refused"),
+            }
+            e.into_response()
+        }
+    }
+}
+
+async fn remove_files(gw: &Gateway, name: &str) -> Result<serde_json::Value, PluginFileError> {
+    if !valid_name(name) {
+        return Err(PluginFileError::BadName(name.to_string()));
+    }
+    let dir = gw.runtime.plugins_dir().to_path_buf();
+    let mut in_cluster = false;
+    if let Some(cluster) = gw.cluster.get() {
+        in_cluster = cluster
+            .withdraw_plugin(name)
+            .map_err(PluginFileError::Store)?;
+    }
+    let n = name.to_string();
+    let removed = tokio::task::spawn_blocking(move || remove_plugin_files(&dir, &n))
+        .await
+        .map_err(|e| PluginFileError::Write {
+            path: PathBuf::from(name),
+            source: std::io::Error::other(e.to_string()),
+        })??;
+    if removed.is_empty() && !in_cluster {
+        return Err(PluginFileError::NotFound(name.to_string()));
+    }
+    tracing::info!(plugin = %name, files = ?removed, "plugin removed; the watcher unloads it");
+    Ok(json!({"ok": true, "name": name, "removed": removed}))
+}
+
+/// Remove plugin `name`'s files (`<name>.wasm`, then its manifest
+/// `<name>.toml`) from `dir`, returning the names of those that existed.
+pub(crate) fn remove_plugin_files(dir: &Path, name: &str) -> Result<Vec<String>, PluginFileError> {
+    let mut removed = Vec::new();
+    for file in [format!("{name}.wasm"), format!("{name}.toml")] {
+        let path = dir.join(&file);
+        match std::fs::remove_file(&path) {
+            Ok(()) => removed.push(file),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(PluginFileError::Write { path, source }),
+        }
+    }
+    Ok(removed)
+}
+
 /// Write `bytes` to a hidden temporary file in `dir` (ignored by the
 /// watcher), sync it, and rename it over `target`; the temporary file is
 /// removed on failure.
-pub(crate) fn write_atomically(dir: &Path, target: &Path, bytes: &[u8]) -> Result<(), UploadError> {
+pub(crate) fn write_atomically(
+    dir: &Path,
+    target: &Path,
+    bytes: &[u8],
+) -> Result<(), PluginFileError> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let stem = target
         .file_name()
@@ -232,7 +303,7 @@ pub(crate) fn write_atomically(dir: &Path, target: &Path, bytes: &[u8]) -> Resul
     })();
     written.map_err(|source| {
         let _ = std::fs::remove_file(&tmp);
-        UploadError::Write {
+        PluginFileError::Write {
             path: target.to_path_buf(),
             source,
         }
@@ -279,6 +350,18 @@ mod tests {
         assert!(is_wasm(b"\0asm\x0d\0\x01\0rest"));
         assert!(!is_wasm(b"\0asm"));
         assert!(!is_wasm(b"MZ\x90\0\0\0\0\0\0"));
+    }
+
+    #[test]
+    fn removal_takes_the_component_and_its_manifest_only() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["p.wasm", "p.toml", "q.wasm"] {
+            std::fs::write(dir.path().join(f), b"x").unwrap();
+        }
+        let removed = remove_plugin_files(dir.path(), "p").unwrap();
+        assert_eq!(removed, vec!["p.wasm".to_string(), "p.toml".to_string()]);
+        assert!(dir.path().join("q.wasm").exists());
+        assert!(remove_plugin_files(dir.path(), "p").unwrap().is_empty());
     }
 
     #[test]

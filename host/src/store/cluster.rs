@@ -185,7 +185,12 @@ pub trait ClusterStore: Send + Sync + 'static {
         bytes: &[u8],
         node_id: &str,
     ) -> Result<(), StoreError>;
-    /// The cluster's current plugin files, without their bytes.
+    /// Record that plugin `name` was removed (`node_id` removed it): it is
+    /// listed from now on with an empty `sha256`, so every node removes its
+    /// copy. Answers whether the cluster held a version of it.
+    fn withdraw_plugin(&self, name: &str, node_id: &str) -> Result<bool, StoreError>;
+    /// The cluster's current plugin files, without their bytes (a removed
+    /// plugin has an empty `sha256`).
     fn cluster_plugins(&self) -> Result<Vec<ClusterPlugin>, StoreError>;
     /// The bytes of plugin `name` if its current version is `sha256`.
     fn cluster_plugin_bytes(&self, name: &str, sha256: &str)
@@ -197,7 +202,7 @@ pub trait ClusterStore: Send + Sync + 'static {
 pub struct ClusterPlugin {
     /// Plugin name (the file is `<name>.wasm` in each node's plugins directory).
     pub name: String,
-    /// Hex SHA-256 of the file.
+    /// Hex SHA-256 of the file; empty when the plugin was removed.
     pub sha256: String,
     /// The node that uploaded it.
     pub node_id: String,

@@ -5,7 +5,9 @@
 //! ([`sync`], on every heartbeat), where the watcher hot-loads it as it
 //! would a file an operator copied there. A file that fails to load fails
 //! on every node the same way: each keeps serving its previous version and
-//! reports `plugin.failed`.
+//! reports `plugin.failed`. A removal (`DELETE /v1/plugins/{name}`) is
+//! stored the same way, as a version with no hash, and every node removes
+//! its files.
 
 use std::path::Path;
 
@@ -13,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Cluster, lock};
 use crate::gateway::Gateway;
-use crate::gateway::http_plugins::{is_wasm, valid_name, write_atomically};
+use crate::gateway::http_plugins::{is_wasm, remove_plugin_files, valid_name, write_atomically};
 use crate::store::StoreError;
 
 impl Cluster {
@@ -25,6 +27,16 @@ impl Cluster {
         lock(&self.plugins).insert(name.to_string(), sha256.to_string());
         tracing::info!(plugin = name, %sha256, bytes = bytes.len(), "plugin stored for the cluster");
         Ok(())
+    }
+
+    /// Store the removal of plugin `name` for every node; answers whether
+    /// the cluster held a version of it. The caller removes this node's
+    /// files.
+    pub fn withdraw_plugin(&self, name: &str) -> Result<bool, StoreError> {
+        let held = self.store.withdraw_plugin(name, &self.node_id)?;
+        lock(&self.plugins).insert(name.to_string(), String::new());
+        tracing::info!(plugin = name, "plugin removal stored for the cluster");
+        Ok(held)
     }
 }
 
@@ -57,6 +69,20 @@ pub(super) fn sync(cluster: &Cluster, gw: &Gateway) {
             continue;
         }
         let target = dir.join(format!("{}.wasm", p.name));
+        if p.sha256.is_empty() {
+            match remove_plugin_files(&dir, &p.name) {
+                Ok(removed) => {
+                    if !removed.is_empty() {
+                        tracing::info!(plugin = %p.name, files = ?removed, from_node = %p.node_id, "plugin removed by the cluster; the watcher unloads it");
+                    }
+                    lock(&cluster.plugins).insert(p.name, p.sha256);
+                }
+                Err(e) => {
+                    tracing::warn!(plugin = %p.name, error = %e, "removing a cluster plugin failed; trying again")
+                }
+            }
+            continue;
+        }
         if file_sha256(&target).as_deref() == Some(p.sha256.as_str()) {
             lock(&cluster.plugins).insert(p.name, p.sha256);
             continue;

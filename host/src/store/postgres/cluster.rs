@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, NoTls, Row};
+use postgres::{Client, Row};
 
 use super::{PgStore, limit};
 use crate::store::{
@@ -173,6 +173,31 @@ impl ClusterStore for PgStore {
                 &[&name, &sha256, &bytes, &node_id],
             )?;
             Ok(())
+        })
+    }
+
+    fn withdraw_plugin(&self, name: &str, node_id: &str) -> Result<bool, StoreError> {
+        self.write(|db| {
+            let held = db
+                .opt(
+                    "SELECT sha256 FROM cluster_plugins WHERE name = $1 FOR UPDATE",
+                    &[&name],
+                )?
+                .map(|r| r.try_get::<_, String>(0))
+                .transpose()?
+                .is_some_and(|sha| !sha.is_empty());
+            let empty: &[u8] = &[];
+            db.exec(
+                concat!(
+                    "INSERT INTO cluster_plugins (name, sha256, bytes, node_id, updated_ms)
+                     VALUES ($1, '', $2, $3, ",
+                    db_now!(),
+                    ") ON CONFLICT (name) DO UPDATE SET sha256 = '', bytes = excluded.bytes,
+                     node_id = excluded.node_id, updated_ms = excluded.updated_ms"
+                ),
+                &[&name, &empty, &node_id],
+            )?;
+            Ok(held)
         })
     }
 
@@ -378,7 +403,7 @@ impl ClusterStore for PgStore {
     }
 
     fn listen(&self) -> Result<Box<dyn ClusterListener>, StoreError> {
-        let mut client = self.config.connect(NoTls).map_err(|e| {
+        let mut client = self.connect_to.connect().map_err(|e| {
             StoreError::Unavailable(format!(
                 "cannot connect to PostgreSQL at {} to listen: {e}",
                 self.target
