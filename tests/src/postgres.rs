@@ -35,6 +35,16 @@ impl TestPostgres {
         }
     }
 
+    /// Start a server with TLS on, presenting `cert_pem` (with `key_pem`).
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> TestPostgres {
+        let server = PgServer::start_tls(TEST_SETTINGS, cert_pem, key_pem)
+            .unwrap_or_else(|e| panic!("starting a test PostgreSQL with TLS: {e:#}"));
+        TestPostgres {
+            server,
+            next: AtomicUsize::new(0),
+        }
+    }
+
     /// A fresh empty database named after `what` (and a counter); its URL.
     pub fn database(&self, what: &str) -> String {
         let n = self.next.fetch_add(1, Ordering::Relaxed);

@@ -48,6 +48,33 @@ impl PgServer {
     /// Create and start a server with `settings` (`name=value` server
     /// settings, e.g. `fsync=off` for tests).
     pub fn start(settings: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with_files(settings, &[])
+    }
+
+    /// Create and start a server with TLS on: `cert_pem` and `key_pem` are
+    /// its certificate (chain) and private key, written into its directory
+    /// (readable by the server only) and named by `ssl_cert_file` and
+    /// `ssl_key_file`.
+    pub fn start_tls(settings: &[&str], cert_pem: &str, key_pem: &str) -> anyhow::Result<Self> {
+        let mut all: Vec<&str> = settings.to_vec();
+        all.extend([
+            "ssl=on",
+            "ssl_cert_file={dir}/server.crt",
+            "ssl_key_file={dir}/server.key",
+        ]);
+        Self::start_with_files(
+            &all,
+            &[
+                ("server.crt", cert_pem.as_bytes()),
+                ("server.key", key_pem.as_bytes()),
+            ],
+        )
+    }
+
+    /// [`PgServer::start`] with `files` (name, bytes) written into the
+    /// server's directory first (mode 0600, owned by the server's user);
+    /// `{dir}` in a setting stands for that directory.
+    fn start_with_files(settings: &[&str], files: &[(&str, &[u8])]) -> anyhow::Result<Self> {
         let bin = bin_dir()?;
         let dir = std::env::temp_dir().join(format!("pincer-pg-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -65,9 +92,24 @@ impl PgServer {
             run_as,
             child: None,
             port: 0,
-            settings: settings.iter().map(|s| s.to_string()).collect(),
+            settings: Vec::new(),
             log: Arc::default(),
         };
+        let dir_text = server.dir.display().to_string();
+        server.settings = settings
+            .iter()
+            .map(|s| s.replace("{dir}", &dir_text))
+            .collect();
+        for (name, bytes) in files {
+            use std::os::unix::fs::PermissionsExt;
+            let path = server.dir.join(name);
+            std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            if let Some((uid, gid)) = server.run_as {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                    .with_context(|| format!("handing {} to the postgres user", path.display()))?;
+            }
+        }
         let data = server.dir.join("data");
         let out = server
             .command("initdb")

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use postgres::types::ToSql;
-use postgres::{Client, GenericClient, NoTls, Row, Statement};
+use postgres::{Client, GenericClient, Row, Statement};
 
 use crate::store::StoreError;
 
@@ -20,8 +20,8 @@ pub(super) struct PgConn {
 
 /// Opens connections for the pool.
 pub(super) struct Manager {
-    /// Where to connect (with its connect timeout).
-    pub(super) config: postgres::Config,
+    /// Where to connect (with its connect timeout) and how (TLS).
+    pub(super) target: super::tls::Target,
 }
 
 impl r2d2::ManageConnection for Manager {
@@ -30,7 +30,7 @@ impl r2d2::ManageConnection for Manager {
 
     fn connect(&self) -> Result<PgConn, postgres::Error> {
         Ok(PgConn {
-            client: self.config.connect(NoTls)?,
+            client: self.target.connect()?,
             stmts: HashMap::new(),
         })
     }

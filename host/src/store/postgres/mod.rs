@@ -23,9 +23,9 @@ mod migrations;
 mod outbox;
 mod pairing;
 mod sessions;
+mod tls;
 mod webhooks;
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,8 +61,9 @@ pub struct PgStore {
     pool: Option<r2d2::Pool<Manager>>,
     /// `user@host:port/db`, never the password (for errors and logs).
     target: String,
-    /// Connection settings (for the cluster listener's own connection).
-    config: postgres::Config,
+    /// Connection settings and TLS (for the cluster listener's own
+    /// connection).
+    connect_to: tls::Target,
     /// Notified when webhook deliveries are committed.
     outbox: Arc<Notify>,
     /// When the readiness probe last succeeded.
@@ -90,8 +91,8 @@ impl PgStore {
     }
 
     fn connect_blocking(url: &str, config: &StoreConfig) -> Result<Self, StoreError> {
-        let mut pg = postgres::Config::from_str(url)
-            .map_err(|e| StoreError::Config(format!("bad PostgreSQL URL: {e}")))?;
+        let mut connect_to = tls::Target::parse(url)?;
+        let pg = &mut connect_to.config;
         if pg.get_hosts().is_empty() {
             return Err(StoreError::Config(
                 "bad PostgreSQL URL: it names no host".into(),
@@ -103,8 +104,10 @@ impl PgStore {
         if pg.get_application_name().is_none() {
             pg.application_name("pincer");
         }
-        let target = describe(&pg);
-        let manager = Manager { config: pg.clone() };
+        let target = describe(pg);
+        let manager = Manager {
+            target: connect_to.clone(),
+        };
         let mut first = r2d2::ManageConnection::connect(&manager).map_err(|e| {
             StoreError::Unavailable(format!("cannot connect to PostgreSQL at {target}: {e}"))
         })?;
@@ -128,7 +131,7 @@ impl PgStore {
         Ok(PgStore {
             pool: Some(pool),
             target,
-            config: pg,
+            connect_to,
             outbox: Arc::new(Notify::new()),
             probe_ok: Mutex::new(None),
             node,
@@ -302,6 +305,7 @@ fn limit(n: usize) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use std::str::FromStr;
     use super::*;
 
     #[test]
