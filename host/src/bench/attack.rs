@@ -27,8 +27,9 @@
 //! whole sequence runs `PINCER_BENCH_RUNS` times (default 3), each against
 //! a fresh gateway; the table shows the median of each figure and of each
 //! run's ratio.
-//! `PINCER_BENCH_ATTACKER_NICE=N` (default 0) runs the attackers' threads
-//! at nice N: a model of remote attackers that do not share the gateway's
+//! `PINCER_BENCH_ONLY=TEXT` runs only the scenarios whose name contains
+//! TEXT (and the baseline). `PINCER_BENCH_ATTACKER_NICE=N` (default 0)
+//! runs the attackers' threads at nice N: a model of remote attackers that do not share the gateway's
 //! cores, not a gateway defence. For A/B runs, `PINCER_BENCH_TOML` adds
 //! top-level lines to the gateway's configuration and
 //! `PINCER_BENCH_GATEWAY_TOML` lines to its `[gateway]` table (for example
@@ -52,6 +53,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::client::{connect, next_json, open_file_limit, response, send_json};
+use super::cpu_time;
 use super::{Lat, ms, ratio};
 use crate::plugins::nice;
 
@@ -133,24 +135,6 @@ impl Target {
     fn reset_peak(&self) {
         let _ = std::fs::write(format!("/proc/{}/clear_refs", self.pid), "5");
     }
-}
-
-/// CPU time (user and system) process `pid` (or `self`) has used, from
-/// `/proc/<pid>/stat` (clock ticks of 10 ms).
-fn cpu_time(pid: &str) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-        return Duration::ZERO;
-    };
-    // After `(comm)`: state is field 3; utime and stime are 14 and 15.
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 /// A small HTTP server in this process: the slow channel's reply receiver
@@ -897,6 +881,8 @@ async fn run(
     let url = target.ws_url();
     let base = format!("http://{}", target.addr);
     let mut rows = Vec::new();
+    let only = std::env::var("PINCER_BENCH_ONLY").ok();
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
     rows.push(
         scenario(target, attackers, "baseline (no attack)", |_stop| async {
             String::new()
@@ -904,89 +890,105 @@ async fn run(
         .await?,
     );
     let addr = target.addr;
-    rows.push(
-        scenario(
-            target,
-            attackers,
-            "2,000 unauthenticated sockets sending 20 MiB fragments",
-            move |stop| preauth_flood(addr, stop),
-        )
-        .await?,
-    );
+    if wanted("2,000 unauthenticated sockets sending 20 MiB fragments") {
+        rows.push(
+            scenario(
+                target,
+                attackers,
+                "2,000 unauthenticated sockets sending 20 MiB fragments",
+                move |stop| preauth_flood(addr, stop),
+            )
+            .await?,
+        );
+    }
     let sink_before = rx.sink_hits.load(Ordering::Relaxed);
     let sink = format!("http://{}/sink", rx.addr);
     let u = url.clone();
-    rows.push(
-        scenario(
-            target,
-            attackers,
-            "a plugin floods key-value data, logs and outbound requests",
-            move |stop| {
-                tool_calls(
-                    u,
-                    vec![
-                        ("flood-kv".into(), json!({"mode": "kvflood"})),
-                        ("flood-log".into(), json!({"mode": "logflood"})),
-                        (
-                            "flood-http".into(),
-                            json!({"mode": "httpflood", "url": sink}),
-                        ),
-                    ],
-                    stop,
-                )
-            },
-        )
-        .await?,
-    );
+    if wanted("a plugin floods key-value data, logs and outbound requests") {
+        rows.push(
+            scenario(
+                target,
+                attackers,
+                "a plugin floods key-value data, logs and outbound requests",
+                move |stop| {
+                    tool_calls(
+                        u,
+                        vec![
+                            ("flood-kv".into(), json!({"mode": "kvflood"})),
+                            ("flood-log".into(), json!({"mode": "logflood"})),
+                            (
+                                "flood-http".into(),
+                                json!({"mode": "httpflood", "url": sink}),
+                            ),
+                        ],
+                        stop,
+                    )
+                },
+            )
+            .await?,
+        );
+    }
     let sink_hits = rx.sink_hits.load(Ordering::Relaxed) - sink_before;
-    if let Some(r) = rows.last_mut() {
+    if let Some(r) = rows
+        .last_mut()
+        .filter(|r| r.name.starts_with("a plugin floods"))
+    {
         r.note
             .push_str(&format!("; {sink_hits} requests reached the sink"));
     }
     let u = url.clone();
-    rows.push(
-        scenario(
-            target,
-            attackers,
-            "8 CPU-spinning tool calls at a time",
-            move |stop| {
-                tool_calls(
-                    u,
-                    (0..8)
-                        .map(|i| (format!("spin-{i}"), json!({"mode": "loop"})))
-                        .collect(),
-                    stop,
-                )
-            },
-        )
-        .await?,
-    );
+    if wanted("8 CPU-spinning tool calls at a time") {
+        rows.push(
+            scenario(
+                target,
+                attackers,
+                "8 CPU-spinning tool calls at a time",
+                move |stop| {
+                    tool_calls(
+                        u,
+                        (0..8)
+                            .map(|i| (format!("spin-{i}"), json!({"mode": "loop"})))
+                            .collect(),
+                        stop,
+                    )
+                },
+            )
+            .await?,
+        );
+    }
     let b = base.clone();
-    rows.push(
-        scenario(
-            target,
-            attackers,
-            "one sender sends 1,000 messages",
-            move |stop| pushes(b, "echo", 1000, 10, |_| "spammer".into(), stop),
-        )
-        .await?,
-    );
+    if wanted("one sender sends 1,000 messages") {
+        rows.push(
+            scenario(
+                target,
+                attackers,
+                "one sender sends 1,000 messages",
+                move |stop| pushes(b, "echo", 1000, 10, |_| "spammer".into(), stop),
+            )
+            .await?,
+        );
+    }
 
     let slow_before = rx.slow_hits.load(Ordering::Relaxed);
     // Last: its 1,000 queued runs hold the channel's run slots for minutes
     // (each reply takes the slow receiver 2 s).
     let b = base.clone();
-    rows.push(
-        scenario(
-            target,
-            attackers,
-            "1,000 webhook pushes to a slow channel",
-            move |stop| pushes(b, "slow", 1000, 50, |i| format!("user{i}"), stop),
-        )
-        .await?,
-    );
+    if wanted("1,000 webhook pushes to a slow channel") {
+        rows.push(
+            scenario(
+                target,
+                attackers,
+                "1,000 webhook pushes to a slow channel",
+                move |stop| pushes(b, "slow", 1000, 50, |i| format!("user{i}"), stop),
+            )
+            .await?,
+        );
+    }
     let slow_replies = rx.slow_hits.load(Ordering::Relaxed) - slow_before;
-    if let Some(r) = rows.last_mut() {
+    if let Some(r) = rows
+        .last_mut()
+        .filter(|r| r.name.starts_with("1,000 webhook"))
+    {
         r.note.push_str(&format!(
             "; {slow_replies} replies reached the slow receiver"
         ));

@@ -8,7 +8,12 @@
 //!
 //! Each scenario sends `RUNS` runs of `WORDS` words (echo provider, no
 //! delay: one `agent` event per word, as fast as the log takes them) and
-//! times until every client has the last run's final `chat` event.
+//! times until every client has the last run's final `chat` event. Then,
+//! on the same nodes, `CHAT_RUNS` short runs (each in its own session, sent
+//! round-robin through every node) give chat runs per second. Before any
+//! client connects, the nodes' idle cost is measured over `IDLE_WINDOW`:
+//! memory and CPU per node, and PostgreSQL transactions per second per node
+//! (heartbeats and polls).
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -28,6 +33,10 @@ use crate::store::StoreConfig;
 const RUNS: usize = 10;
 /// Words per run (one `agent` event each).
 const WORDS: usize = 200;
+/// Short runs for the chat-runs-per-second part (a fifth with `--quick`).
+const CHAT_RUNS: usize = 500;
+/// The window the idle cost is measured over.
+const IDLE_WINDOW: Duration = Duration::from_secs(10);
 
 /// One scenario's figures.
 struct Figures {
@@ -42,6 +51,14 @@ struct Figures {
     /// Appends to the log and events written (PostgreSQL only).
     batches: u64,
     written: u64,
+    /// Chat runs completed per second (short runs, all nodes sending).
+    runs_per_s: f64,
+    /// Idle cost per node: resident memory added, bytes.
+    idle_rss_per_node: u64,
+    /// Idle cost per node: CPU, fraction of one core.
+    idle_cpu_per_node: f64,
+    /// Idle cost per node: PostgreSQL transactions per second.
+    idle_xacts_per_node: Option<f64>,
 }
 
 impl Figures {
@@ -56,9 +73,10 @@ impl Figures {
 }
 
 /// Run the cluster bench with `clients` clients per scenario (`quick`:
-/// 30, else 300).
+/// 30, else 1,000).
 pub async fn cluster(quick: bool) -> anyhow::Result<()> {
-    let clients = if quick { 30 } else { 300 };
+    let clients = if quick { 30 } else { 1000 };
+    let chat_runs = if quick { CHAT_RUNS / 5 } else { CHAT_RUNS };
     let dir = std::env::temp_dir().join(format!("pincer-bench-cluster-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir)?;
     let (server, urls) = tokio::task::spawn_blocking(|| {
@@ -71,16 +89,25 @@ pub async fn cluster(quick: bool) -> anyhow::Result<()> {
     })
     .await??;
     let mut figures = Vec::new();
-    figures.push(scenario("SQLite, 1 node", &dir.join("sqlite"), None, 1, clients).await?);
+    let pg_port = server.port();
+    let sc = |label: &'static str, sub: std::path::PathBuf, url: Option<String>, nodes: usize| {
+        scenario(label, sub, url, nodes, clients, chat_runs, pg_port)
+    };
+    figures.push(sc("SQLite, 1 node", dir.join("sqlite"), None, 1).await?);
     for ((label, nodes), url) in [("PostgreSQL, 1 node", 1), ("PostgreSQL, 3 nodes", 3)]
         .into_iter()
         .zip(urls)
     {
         let sub = dir.join(format!("pg{nodes}"));
-        figures.push(scenario(label, &sub, Some(url), nodes, clients).await?);
+        figures.push(sc(label, sub, Some(url), nodes).await?);
     }
     println!(
-        "## Cluster: run events fanned out to {clients} clients ({RUNS} runs of {WORDS} words, debug build)\n"
+        "## Cluster: run events fanned out to {clients} clients ({RUNS} runs of {WORDS} words, {} build)\n",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
     );
     println!(
         "| Setup | events per client | time | events/s produced | events/s delivered (all clients) | vs SQLite | first event (median) | log appends (events per append) |"
@@ -107,8 +134,27 @@ pub async fn cluster(quick: bool) -> anyhow::Result<()> {
         );
     }
     println!(
-        "\nAll nodes in one process on the same cores; PostgreSQL: a local server on 127.0.0.1:{} (defaults).",
-        server.port()
+        "\n| Setup | chat runs/s ({chat_runs} short runs, sent through every node) | vs SQLite | idle cost per node: RSS | CPU | PostgreSQL transactions/s |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    let base_runs = figures[0].runs_per_s;
+    for f in &figures {
+        println!(
+            "| {} | {:.0} | {} | {:.1} MiB | {:.2}% of a core | {} |",
+            f.label,
+            f.runs_per_s,
+            ratio(f.runs_per_s, base_runs),
+            f.idle_rss_per_node as f64 / (1 << 20) as f64,
+            f.idle_cpu_per_node * 100.0,
+            f.idle_xacts_per_node
+                .map(|x| format!("{x:.1}"))
+                .unwrap_or_else(|| "—".into()),
+        );
+    }
+    println!(
+        "\nAll nodes in one process on the same cores; PostgreSQL: a local server on 127.0.0.1:{} (defaults). Idle cost: over {} s before any client connects.",
+        server.port(),
+        IDLE_WINDOW.as_secs()
     );
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
@@ -121,11 +167,15 @@ pub async fn cluster(quick: bool) -> anyhow::Result<()> {
 /// reader has every run's end.
 async fn scenario(
     label: &str,
-    dir: &std::path::Path,
+    dir: std::path::PathBuf,
     url: Option<String>,
     nodes: usize,
     clients: usize,
+    chat_runs: usize,
+    pg_port: u16,
 ) -> anyhow::Result<Figures> {
+    let dir = dir.as_path();
+    let rss_before = super::rss_bytes();
     let mut running: Vec<Running> = Vec::new();
     for i in 0..nodes {
         let mut opts = Options::new(dir.join(format!("node{i}")));
@@ -146,6 +196,8 @@ async fn scenario(
         .iter()
         .map(|r| format!("ws://{}/", r.addr))
         .collect();
+    let (idle_rss_per_node, idle_cpu_per_node, idle_xacts_per_node) =
+        idle_cost(nodes, rss_before, url.as_ref().map(|_| pg_port), dir).await?;
     let mut readers = Vec::new();
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(clients);
     for i in 0..clients {
@@ -217,8 +269,9 @@ async fn scenario(
             written += c.stats.written.load(Ordering::Relaxed);
         }
     }
-    eprintln!("{label}: done");
     drop(sender);
+    let runs_per_s = chat_runs_per_s(&urls, chat_runs).await?;
+    eprintln!("{label}: done");
     for r in running {
         r.stop().await?;
     }
@@ -230,5 +283,99 @@ async fn scenario(
         first_event,
         batches,
         written,
+        runs_per_s,
+        idle_rss_per_node,
+        idle_cpu_per_node,
+        idle_xacts_per_node,
     })
+}
+
+/// The database a scenario's nodes use, from its directory name (the
+/// bench creates `cluster_1` and `cluster_3`).
+fn database_of(dir: &std::path::Path) -> &'static str {
+    if dir.ends_with("pg3") {
+        "cluster_3"
+    } else {
+        "cluster_1"
+    }
+}
+
+/// What `nodes` idle nodes cost, each: resident memory added since
+/// `rss_before`, CPU (fraction of a core) and PostgreSQL transactions per
+/// second (when on the server at `pg_port`), over [`IDLE_WINDOW`] after a
+/// 2 s settle.
+async fn idle_cost(
+    nodes: usize,
+    rss_before: u64,
+    pg_port: Option<u16>,
+    dir: &std::path::Path,
+) -> anyhow::Result<(u64, f64, Option<f64>)> {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let db = database_of(dir);
+    let xacts = move || -> anyhow::Result<Option<i64>> {
+        let Some(port) = pg_port else { return Ok(None) };
+        let url = format!(
+            "postgres://{}@127.0.0.1:{port}/postgres",
+            super::pgserver::USER
+        );
+        let mut c = postgres::Client::connect(&url, postgres::NoTls)?;
+        let row = c.query_one(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1",
+            &[&db],
+        )?;
+        Ok(Some(row.get(0)))
+    };
+    let x0 = tokio::task::spawn_blocking(xacts).await??;
+    let (cpu0, t0) = (super::cpu_time("self"), Instant::now());
+    tokio::time::sleep(IDLE_WINDOW).await;
+    let (cpu1, secs) = (super::cpu_time("self"), t0.elapsed().as_secs_f64());
+    let x1 = tokio::task::spawn_blocking(xacts).await??;
+    let n = nodes.max(1) as f64;
+    let rss = super::rss_bytes().saturating_sub(rss_before) / nodes.max(1) as u64;
+    let cpu = cpu1.saturating_sub(cpu0).as_secs_f64() / secs / n;
+    // The two stats queries themselves are 2 transactions (and the
+    // statistics are flushed about every second, so this is approximate).
+    let x = match (x0, x1) {
+        (Some(a), Some(b)) => Some(((b - a - 2).max(0)) as f64 / secs / n),
+        _ => None,
+    };
+    Ok((rss, cpu, x))
+}
+
+/// Chat runs per second: `n` short runs, each in its own session, sent
+/// round-robin through the nodes at `urls`; timed until a client of the
+/// first node has seen every run's final `chat` event.
+async fn chat_runs_per_s(urls: &[String], n: usize) -> anyhow::Result<f64> {
+    let mut watcher = connect(&urls[0], "bench").await?;
+    let mut senders = Vec::new();
+    for u in urls {
+        senders.push(connect(u, "bench").await?);
+    }
+    let start_at = Instant::now();
+    for i in 0..n {
+        let s = &mut senders[i % urls.len()];
+        let req = json!({"type": "req", "id": format!("r{i}"), "method": "chat.send", "params": {
+            "sessionKey": format!("bench-runs-{i}"), "message": "one two three",
+            "idempotencyKey": format!("bench-short-{i}"),
+        }});
+        send_json(s, &req).await?;
+    }
+    let mut finals = 0usize;
+    while finals < n {
+        let frame = tokio::time::timeout(super::client::FRAME_WAIT, watcher.next())
+            .await
+            .context("no frame within 30 s while counting finished runs")?;
+        match frame {
+            Some(Ok(Message::Text(t)))
+                if t.starts_with(r#"{"type":"event","event":"chat""#)
+                    && t.contains(r#""state":"final""#) =>
+            {
+                finals += 1
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e).context("reading a frame"),
+            None => anyhow::bail!("socket ended"),
+        }
+    }
+    Ok(n as f64 / start_at.elapsed().as_secs_f64())
 }

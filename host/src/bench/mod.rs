@@ -87,6 +87,24 @@ pub fn rss_bytes() -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user and system) process `pid` (or `self`) has used, from
+/// `/proc/<pid>/stat` (clock ticks of 10 ms).
+pub(crate) fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return Duration::ZERO;
+    };
+    // After `(comm)`: state is field 3; utime and stime are 14 and 15.
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
 /// Latency sample set.
 pub(crate) struct Lat(pub(crate) Vec<Duration>);
 
