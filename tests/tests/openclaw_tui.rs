@@ -2,8 +2,9 @@
 //! package run with Node 24, see `tests/browser/fetch-openclaw-cli.sh`),
 //! against a Pincer gateway on loopback, driven in tmux: it connects,
 //! sends, shows the echo agent's reply, sees each run end and takes the
-//! next message without "agent is busy", and a long run is stopped with
-//! Esc, after which the next message is answered again.
+//! next message without "agent is busy" (each run starts once the TUI's
+//! Pong proves it read the `chat.send` answer), and a long run is stopped
+//! with Esc, after which the next message is answered again.
 
 use pincer_tests::gateway::TestGateway;
 use pincer_tests::openclaw_cli::{OpenclawCli, Tmux, require_tmux};
@@ -96,6 +97,19 @@ async fn openclaw_tui_chats_several_turns_and_aborts() {
         .iter()
         .any(|m| m.role == "assistant" && m.stop_reason.as_deref() == Some("aborted"));
     assert!(aborted, "no aborted reply in the transcript: {texts:#?}");
+    // Every run waited for the TUI's Pong (it read the `chat.send` answer
+    // first), none for the fallback bound.
+    let counters = &gw.gw().counters;
+    let ponged = counters
+        .pong_barriers
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(ponged >= 5, "{ponged} runs released by a Pong");
+    assert_eq!(
+        counters
+            .pong_barrier_timeouts
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
     drop(tmux);
     gw.stop().await;
 }

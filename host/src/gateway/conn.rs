@@ -21,6 +21,7 @@ use super::auth::{self, AuthMode};
 use super::frame_guard::{self, Lift};
 use super::hub::{Broadcast, Conn, ConnLimits, ConnReceiver, Outgoing};
 use super::methods::{self, Ctx};
+use super::ping_barrier::PingBarriers;
 use super::preauth::PreauthSlot;
 use super::{Gateway, now_ms};
 use crate::protocol::connect::{
@@ -665,6 +666,10 @@ where
             None => break,
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Close(_))) => break,
+            Some(Ok(Message::Pong(payload))) => {
+                conn.pong(&payload, &gw.counters.pong_barriers);
+                continue;
+            }
             Some(Ok(_)) => continue,
         };
         gw.counters.frames_in.fetch_add(1, Ordering::Relaxed);
@@ -744,14 +749,6 @@ where
             _ = conn.kill.cancelled() => break,
             item = rx.recv() => match item { Some(i) => i, None => break },
         };
-        // A marker: everything before it is flushed.
-        let item = match item {
-            Outgoing::Flushed(done) => {
-                let _ = done.send(());
-                continue;
-            }
-            other => other,
-        };
         // Wait for room without handing anything over, so a kill while a
         // slow peer blocks us leaves the item unrendered: a `seq` is only
         // stamped on a frame that is really sent.
@@ -765,8 +762,11 @@ where
         if !ready {
             return None;
         }
-        let text = item.render(&mut seq);
-        if sink.start_send_unpin(Message::Text(text.into())).is_err() {
+        let message = match &item {
+            Outgoing::Ping(id) => Message::Ping(PingBarriers::payload(*id).into()),
+            other => Message::Text(other.render(&mut seq).into()),
+        };
+        if sink.start_send_unpin(message).is_err() {
             return None;
         }
         // A kill now leaves the frame in the sink; the close below
@@ -789,8 +789,9 @@ where
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             let queued = std::iter::from_fn(|| rx.try_recv());
             for item in unsent.into_iter().chain(queued) {
-                if let Outgoing::Flushed(done) = item {
-                    let _ = done.send(());
+                // No Pong will be read any more: a barrier's waiter sees
+                // its sender dropped with the connection.
+                if let Outgoing::Ping(_) = item {
                     continue;
                 }
                 let text = item.render(&mut seq);

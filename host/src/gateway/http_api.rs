@@ -230,6 +230,11 @@ async fn metrics_text(State(gw): State<Arc<Gateway>>) -> Response {
         ("pincer_handshake_timeouts_total", &c.handshake_timeouts),
         ("pincer_frames_too_large_total", &c.frames_too_large),
         ("pincer_frames_invalid_utf8_total", &c.frames_invalid_utf8),
+        ("pincer_pong_barriers_total", &c.pong_barriers),
+        (
+            "pincer_pong_barrier_timeouts_total",
+            &c.pong_barrier_timeouts,
+        ),
         ("pincer_auth_failures_total", &gw.auth_limiter.failures),
         ("pincer_auth_rate_limited_total", &gw.auth_limiter.limited),
         (

@@ -42,9 +42,9 @@ pub enum Outgoing {
         /// asked for cursors (`event-cursor`).
         cursor: Option<i64>,
     },
-    /// No frame: the writer fires it once everything queued before it has
-    /// been written and flushed to the socket.
-    Flushed(tokio::sync::oneshot::Sender<()>),
+    /// A WebSocket Ping carrying barrier `id` (see [`super::ping_barrier`]):
+    /// sent after everything queued before it.
+    Ping(u64),
 }
 
 impl Outgoing {
@@ -52,7 +52,7 @@ impl Outgoing {
     pub fn render(&self, seq: &mut u64) -> String {
         match self {
             Outgoing::Response(t) => t.clone(),
-            Outgoing::Flushed(_) => String::new(),
+            Outgoing::Ping(_) => String::new(),
             Outgoing::Event {
                 name,
                 payload,
@@ -68,7 +68,7 @@ impl Outgoing {
     fn cost(&self) -> usize {
         match self {
             Outgoing::Response(s) => s.len(),
-            Outgoing::Flushed(_) => 0,
+            Outgoing::Ping(_) => 0,
             Outgoing::Event { name, payload, .. } => payload.len() + name.len() + 64,
         }
     }
@@ -173,6 +173,8 @@ pub struct Conn {
     /// Whether logged (cluster) events carry their `cursor` to this
     /// connection.
     cursors: AtomicBool,
+    /// Ping barriers waiting for their Pong.
+    barriers: super::ping_barrier::PingBarriers,
 }
 
 impl Conn {
@@ -211,16 +213,27 @@ impl Conn {
             kill_reason: Mutex::new(None),
             seq: AtomicU64::new(0),
             cursors: AtomicBool::new(false),
+            barriers: Default::default(),
         });
         let rx = Receiver::new(conn.clone());
         (conn, rx)
     }
 
-    /// Fire `done` once everything queued so far (a response just given
-    /// to [`Conn::respond`], say) is written to the socket; dropped unfired
-    /// when the connection closes first.
-    pub fn when_flushed(&self, done: tokio::sync::oneshot::Sender<()>) {
-        let _ = self.offer(Outgoing::Flushed(done), false);
+    /// Queue a Ping after everything queued so far (a response just given
+    /// to [`Conn::respond`], say) and fire `done` when the client's Pong to
+    /// it arrives: proof that the client has read everything before it.
+    /// `done` is dropped unfired when the connection closes first.
+    pub fn ping_barrier(&self, done: tokio::sync::oneshot::Sender<()>) {
+        let id = self.barriers.register(done);
+        if !matches!(self.offer(Outgoing::Ping(id), false), Offer::Queued) {
+            self.barriers.forget(id);
+        }
+    }
+
+    /// A Pong arrived: release the barriers it answers, counted in
+    /// `released`.
+    pub fn pong(&self, payload: &[u8], released: &AtomicU64) {
+        self.barriers.on_pong(payload, released)
     }
 
     /// Queue a response. It counts toward the buffer budget like an event;

@@ -54,6 +54,7 @@ pub mod listener;
 pub mod logbuf;
 pub mod methods;
 pub mod out_queue;
+pub mod ping_barrier;
 pub mod preauth;
 pub mod public_error;
 pub mod readiness;
@@ -171,6 +172,12 @@ pub struct GatewayConfig {
     pub max_buffered_bytes: usize,
     /// Chat delta throttle per run, ms (default 150).
     pub delta_throttle_ms: u64,
+    /// How long a run started by `chat.send` waits for the Pong to the Ping
+    /// sent after its answer, ms (default 2 000). The Pong proves the client
+    /// read the answer before the run's events; a client that never answers
+    /// pings gets its run after this bound (counted in
+    /// `pincer_pong_barrier_timeouts_total`).
+    pub pong_barrier_timeout_ms: u64,
     /// How long shutdown waits for in-flight runs, ms (default 5 000).
     pub shutdown_grace_ms: u64,
     /// Threads of the edge runtime, which serves HTTP requests and
@@ -231,6 +238,7 @@ impl Default for GatewayConfig {
             max_payload: crate::protocol::MAX_PAYLOAD,
             max_buffered_bytes: crate::protocol::MAX_BUFFERED_BYTES,
             delta_throttle_ms: 150,
+            pong_barrier_timeout_ms: 2_000,
             shutdown_grace_ms: 5_000,
             edge_threads: 1,
             edge_nice: 10,
@@ -326,6 +334,12 @@ pub struct Counters {
     /// Bytes WebSocket connections hold in frame buffers right now (a frame
     /// being read or written); 0 while every connection is idle.
     pub ws_frame_buffers: Arc<std::sync::atomic::AtomicUsize>,
+    /// Ping barriers released by their Pong (`chat.send` runs held until
+    /// the client has read the answer).
+    pub pong_barriers: AtomicU64,
+    /// Ping barriers whose Pong did not come within
+    /// `pong_barrier_timeout_ms` (the run went ahead anyway).
+    pub pong_barrier_timeouts: AtomicU64,
 }
 
 /// Shared gateway state.

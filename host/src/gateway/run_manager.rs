@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, json};
 use tokio::sync::{Notify, Semaphore, oneshot, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::run_queue::{Admit, Lanes, RunLimits};
 use super::runs::{Emitter, Origin, RunEnd, RunResult, RunSpec, assistant_message, execute};
@@ -348,8 +348,11 @@ impl RunManager {
     }
 
     /// [`RunManager::start`], with the run's execution held until `after`
-    /// fires (or is dropped): `chat.send` holds it until its answer is on
-    /// the wire, so the client reads the answer before the run's events.
+    /// fires (or is dropped, or `pong_barrier_timeout_ms` passes):
+    /// `chat.send` holds it until the client's Pong proves it read the
+    /// answer, so the answer comes in an earlier read than the run's events
+    /// (see [`super::ping_barrier`]). A run that has its session at once
+    /// has its user message in the transcript when this returns.
     pub fn start_after(
         &self,
         gw: &Arc<Gateway>,
@@ -408,6 +411,22 @@ impl RunManager {
         // Dropping its turn sender tells the oldest waiting run it was
         // dropped; its task ends it.
         drop(dropped);
+        // A `chat.send` run that has its session at once: the user's turn
+        // goes into the transcript now, before the answer says `started`
+        // (as OpenClaw does), so history shows it even if the run is
+        // aborted before it executes. A queued run's message waits for its
+        // turn (it would otherwise land inside the current run's turn). On
+        // a store error the run tries again when it executes (and reports
+        // the error then).
+        let user_saved = after.is_some()
+            && matches!(outcome, StartOutcome::Started)
+            && match super::runs::save_user_message(gw, &spec, false) {
+                Ok(()) => true,
+                Err(e) => {
+                    warn!(run_id = %spec.run_id, session = %spec.session_key, error = %e, "persisting the user's message at acceptance");
+                    false
+                }
+            };
         let span = info_span!("run", run_id = %spec.run_id, session = %spec.session_key);
         let guard = RunGuard {
             gw: gw.clone(),
@@ -418,6 +437,7 @@ impl RunManager {
             seq: AtomicU64::new(0),
             turn,
             holds_lane: matches!(outcome, StartOutcome::Started),
+            user_saved,
             ended: false,
         };
         // A run that may start now joins its first slot queue here, in the
@@ -541,14 +561,6 @@ async fn take_gates(
     Some(permits)
 }
 
-/// How long a run held for its caller's answer (`chat.send`) waits after
-/// that answer is flushed before it executes. OpenClaw's clients handle
-/// frames read together in one go before the code awaiting the answer
-/// resumes; a run whose events land in the same read as the answer leaves
-/// OpenClaw's TUI "busy" after the run ended. OpenClaw's own gateway has
-/// this gap naturally (its run set-up takes longer).
-pub const ANSWER_HEAD_START: Duration = Duration::from_millis(20);
-
 /// A run's task: its session's turn, its slots, execution, the end.
 async fn drive(
     mut guard: RunGuard,
@@ -559,16 +571,24 @@ async fn drive(
     slot: Option<Slot>,
     after: Option<oneshot::Receiver<()>>,
 ) {
-    // 0. The caller's go (its answer is on the wire); a dropped sender
-    // (the connection closed) is a go too.
+    // 0. The caller's go: the Pong proving it read its answer (see
+    // `ping_barrier`); a dropped sender (the connection closed) is a go
+    // too, and so is the bound (a client that never answers pings).
     if let Some(after) = after {
+        let bound = Duration::from_millis(guard.gw.config.pong_barrier_timeout_ms);
         tokio::select! {
             biased;
             _ = cancel.cancelled() => {}
-            _ = async {
-                let _ = after.await;
-                tokio::time::sleep(ANSWER_HEAD_START).await;
-            } => {}
+            waited = tokio::time::timeout(bound, after) => {
+                if waited.is_err() {
+                    guard
+                        .gw
+                        .counters
+                        .pong_barrier_timeouts
+                        .fetch_add(1, Ordering::Relaxed);
+                    debug!(run_id = %guard.run_id, bound_ms = bound.as_millis() as u64, "no Pong to the chat.send barrier: the run goes ahead");
+                }
+            }
         }
     }
     let why = |fallback: &str| {
@@ -646,6 +666,7 @@ async fn drive(
     let (result, end) = execute(
         &guard.gw,
         &spec,
+        guard.user_saved,
         cancel,
         reason.clone(),
         timeout,
@@ -672,6 +693,9 @@ struct RunGuard {
     turn: Option<oneshot::Receiver<Turn>>,
     /// Whether this run holds its session (and must pass it on).
     holds_lane: bool,
+    /// Whether its user message is in the transcript already (saved when
+    /// `chat.send` accepted it).
+    user_saved: bool,
     ended: bool,
 }
 
@@ -780,11 +804,15 @@ impl RunGuard {
     /// from a full queue): one `chat` `aborted` event, nothing in the
     /// transcript.
     /// The run was aborted after it got its session's turn but before it
-    /// executed (in the head start after its `chat.send` answer, or waiting
+    /// executed (waiting for its client to read the `chat.send` answer, or
     /// for a run slot): its message still goes into the transcript (marked
     /// aborted), since the client saw it accepted, then the run ends
     /// unstarted.
     fn end_aborted_unstarted(&mut self, spec: &RunSpec, why: &str) {
+        if self.user_saved {
+            self.end_unstarted(why);
+            return;
+        }
         if let Err(e) = super::runs::save_user_message(&self.gw, spec, true) {
             warn!(run_id = %self.run_id, session = %self.session_key, error = %e, "persisting an aborted run's message");
         }

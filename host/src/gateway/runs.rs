@@ -258,9 +258,11 @@ fn session_changed(gw: &Gateway, key: &str, reason: &str, run_id: &str, run_ende
 
 /// Appends the run's user message to its session's transcript (with the
 /// channel facts of a channel message) and tells the session's subscribers.
-/// Called when the run starts, and for a run aborted before it started
+/// Called when `chat.send` accepts a run that has its session at once,
+/// else when the run starts, and for a run aborted before it started
 /// (`aborted`: marked so in its meta), so a message a client sent is in the
-/// history either way.
+/// history either way. Appending is once per run (the store's rule), and
+/// each caller saves only when no earlier step did.
 pub(super) fn save_user_message(
     gw: &Gateway,
     spec: &RunSpec,
@@ -518,6 +520,7 @@ impl RunEnd {
 pub(super) async fn execute(
     gw: &Arc<Gateway>,
     spec: &RunSpec,
+    user_saved: bool,
     cancel: CancellationToken,
     reason: Arc<Mutex<Option<String>>>,
     timeout: Duration,
@@ -547,6 +550,9 @@ pub(super) async fn execute(
         .history(key, CONTEXT_MESSAGES)
         .unwrap_or_default()
         .into_iter()
+        // The run's own message (already saved when `chat.send` accepted
+        // it, or by an earlier execution of this run) goes last, once.
+        .filter(|m| m.run_id.as_deref() != Some(run_id))
         .map(|m| ContextMessage {
             role: m.role.clone(),
             text: content_text(&m.content),
@@ -559,7 +565,12 @@ pub(super) async fn execute(
         })
         .collect();
     // The user's message is durable before anything else happens.
-    match save_user_message(gw, spec, false) {
+    let saved = if user_saved {
+        Ok(())
+    } else {
+        save_user_message(gw, spec, false)
+    };
+    match saved {
         Ok(()) => {}
         Err(e) => {
             // Clients see a short message with a reference; the store's

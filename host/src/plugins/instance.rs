@@ -331,10 +331,7 @@ impl Instance {
                 mb: self.version.limits.memory_mb,
             });
         }
-        let message = match err.downcast_ref::<wasmtime::Trap>() {
-            Some(trap) => trap.to_string(),
-            None => format!("{err:#}"),
-        };
+        let message = trap_message(&err);
         let message = self.version.caps.secrets.scrub(&message);
         Err(CallError::Trap { call, message })
     }
@@ -705,4 +702,34 @@ fn unsupported_v01(call: &str) -> WitError {
     WitError::Unsupported(format!(
         "`{call}` is not part of pincer:plugin@0.1.0 (the plugin was built against it)"
     ))
+}
+
+/// Most bytes of a wasm backtrace kept in a trap's message.
+const MAX_BACKTRACE_BYTES: usize = 4096;
+
+/// A trap's message: what happened, then wasmtime's wasm backtrace with
+/// the frames named from the component's name section where it has one
+/// (cut to [`MAX_BACKTRACE_BYTES`]), so a plugin author sees where it
+/// trapped.
+fn trap_message(err: &wasmtime::Error) -> String {
+    let mut message = match err.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => format!("{err:#}"),
+    };
+    if let Some(trace) = err.downcast_ref::<wasmtime::WasmBacktrace>()
+        && !trace.frames().is_empty()
+    {
+        let mut text = trace.to_string();
+        if text.len() > MAX_BACKTRACE_BYTES {
+            let mut cut = MAX_BACKTRACE_BYTES;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push_str("\n  ...");
+        }
+        message.push('\n');
+        message.push_str(&text);
+    }
+    message
 }

@@ -130,15 +130,18 @@ pub fn send(ctx: &Ctx, req_id: &str, p: &Value) -> Reply {
         timeout: p.timeout_ms.filter(|t| *t > 0).map(Duration::from_millis),
         attachments: Default::default(),
     };
-    // The run executes once this answer is flushed to the socket: a client
-    // that handles frames read together in one go (OpenClaw's TUI) would
-    // otherwise see a fast run's events before its own `chat.send` answer
-    // and stay "busy" after the final event.
-    let (flushed, after) = tokio::sync::oneshot::channel();
+    // The run executes once the client has read this answer: a Ping
+    // follows it, and the run waits for the Pong (bounded; see
+    // `gateway::ping_barrier`). A client that handles frames read together
+    // in one go (OpenClaw's TUI) would otherwise see a fast run's events
+    // in the same read as its `chat.send` answer and stay "busy" after the
+    // final event. The user's turn is in the transcript before the answer
+    // says `started` (a run aborted before it executes keeps it there).
+    let (ponged, after) = tokio::sync::oneshot::channel();
     let answered = |payload: Value| {
         ctx.conn
             .respond(crate::protocol::frames::Response::ok(req_id, payload).to_text());
-        ctx.conn.when_flushed(flushed);
+        ctx.conn.ping_barrier(ponged);
         Reply::Done
     };
     match gw.runs.start_after(gw, spec, Some(after)) {
