@@ -361,6 +361,52 @@ async fn a_push_accepted_by_one_node_is_answered_by_the_lease_holder_through_a_w
         );
     }
     assert_eq!(holder().as_deref(), Some("node-b"), "the lease never moved");
+
+    // An operator's chat.send on node A and a channel message (pushed
+    // through node C, run by holder B) for one session, at once: one run
+    // after the other.
+    let id = 9300;
+    let (chat, user) = (Chat::private(id, "Cy"), User::new(id, "Cy"));
+    fake.add_chat(&chat);
+    let key = format!("agent:main:telegram:direct:{id}");
+    let mut observer = cursor_client(&a.gw.url).await;
+    let mut operator = cursor_client(&a.gw.url).await;
+    let pushed = update(79_000, &chat, &user, &format!("channel {}", words(60)));
+    let (_, sent) = tokio::join!(
+        push_to(&c, &pushed),
+        operator.call(
+            "chat.send",
+            json!({"sessionKey": key, "message": format!("operator {}", words(60)),
+                   "idempotencyKey": "op-1"}),
+        )
+    );
+    assert_eq!(sent["status"], "started", "{sent}");
+    let mut seen = Vec::new();
+    let mut ends = 0;
+    while ends < 2 {
+        let k = key.clone();
+        let e = guard(
+            "both runs of the session",
+            observer.event(move |e| {
+                (e["event"] == "chat" || e["event"] == "agent")
+                    && e["payload"]["sessionKey"] == k.as_str()
+            }),
+        )
+        .await;
+        if run_end(&e, &run_id(&e)) {
+            assert_eq!(e["payload"]["state"], "final", "{e}");
+            ends += 1;
+        }
+        seen.push(e);
+    }
+    let order = blocks(&seen);
+    assert_eq!(
+        order.len(),
+        2,
+        "the operator's run and the channel's run overlapped: {order:?}"
+    );
+    assert!(order.contains(&"op-1".to_string()), "{order:?}");
+    guard("the channel's answer", fake.wait_for_sent(id, 1)).await;
     // A repeated push (the platform retrying) is not answered again.
     let (chat, user) = (Chat::private(9100, "Ann"), User::new(9100, "Ann"));
     push_to(
