@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod cluster;
+pub mod cluster_claims;
 pub mod cluster_leases;
 pub mod exactly_once;
 pub mod fake_openai;

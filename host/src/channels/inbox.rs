@@ -249,9 +249,12 @@ impl Inbox {
 pub(crate) struct ProcessorLimits {
     pub batch: usize,
     pub max_in_flight: usize,
-    /// Read the inbox this often even without a local wake-up (cluster
-    /// mode: pushes may be committed by other nodes).
-    pub recheck: Option<Duration>,
+    /// The one timer: this often the processor reads the inbox and sweeps
+    /// it for rows it missed, even without a wake-up (a safety net: a
+    /// commit wakes it, on another node through the cluster's wake-ups).
+    /// [`SWEEP_EVERY`] on one node; `[store] safety_poll_ms` in cluster
+    /// mode.
+    pub safety_net: Duration,
 }
 
 /// Run the processor of `runner`'s channel until the task is aborted.
@@ -280,7 +283,8 @@ pub(crate) async fn process(
     // Seqs buffered, in flight or waiting to be handed over again: what the
     // sweep must not hand over a second time.
     let mut known: HashSet<i64> = HashSet::new();
-    let mut sweep_at = tokio::time::Instant::now() + SWEEP_EVERY;
+    let safety_net = limits.safety_net.max(Duration::from_millis(10));
+    let mut sweep_at = tokio::time::Instant::now() + safety_net;
     loop {
         let Some(handler) = inbox.handler() else {
             let set = inbox.handler_set.notified();
@@ -419,12 +423,6 @@ pub(crate) async fn process(
                 None => std::future::pending().await,
             }
         };
-        let recheck = async {
-            match limits.recheck {
-                Some(every) => tokio::time::sleep(every).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             done = tasks.join_next(), if !tasks.is_empty() => {
                 match done {
@@ -451,10 +449,9 @@ pub(crate) async fn process(
                 }
             }
             _ = &mut woken => exhausted = false,
-            _ = recheck => exhausted = false,
             _ = retry_sleep => {}
             _ = tokio::time::sleep_until(sweep_at) => {
-                sweep_at = tokio::time::Instant::now() + SWEEP_EVERY;
+                sweep_at = tokio::time::Instant::now() + safety_net;
                 // Rows above what was read come through the next read.
                 exhausted = false;
                 if tasks.is_empty() && delayed.is_empty() && buffer.is_empty() {
@@ -481,10 +478,11 @@ pub(crate) async fn process(
     }
 }
 
-/// How often a processor looks for pending messages at or below what it
-/// has read (a safety net: a message is found by its commit's wake-up; one
-/// found here is logged and counted, `pincer_channel_inbox_swept_total`).
-const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// How often a single node's processor reads the inbox and looks for
+/// pending messages at or below what it has read (a safety net: a message
+/// is found by its commit's wake-up; one found by the sweep is logged and
+/// counted, `pincer_channel_inbox_swept_total`).
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// Pending messages of `channel` at or below `loaded_to` that the
 /// processor does not hold (`known`), oldest first.

@@ -29,9 +29,9 @@ use super::{AccessGate, ChannelRunner, Outbox, QueueSettings, inbox, outbox};
 use crate::store::{Fence, SharedLeases};
 
 /// How often the holder's inbox processor and outbox worker look at the
-/// store without a local wake-up (other nodes commit pushes and replies
-/// of the account too).
-const RECHECK: Duration = Duration::from_secs(1);
+/// store without a wake-up, by default (a safety net: other nodes' commits
+/// of pushes and replies wake them through the cluster's wake-ups).
+pub const DEFAULT_SAFETY_POLL_MS: u64 = 5_000;
 /// Longest a standby node waits between two attempts to take a lease.
 const RETRY_MAX: Duration = Duration::from_secs(3);
 /// Shortest lease accepted, ms.
@@ -44,6 +44,9 @@ pub struct Leases {
     pub store: SharedLeases,
     /// The lease time, ms.
     pub lease_ms: u64,
+    /// The safety-net period of the holder's inbox processor and outbox
+    /// worker, ms (`[store] safety_poll_ms`).
+    pub safety_poll_ms: u64,
 }
 
 impl Leases {
@@ -52,7 +55,18 @@ impl Leases {
         Leases {
             store,
             lease_ms: lease_ms.max(MIN_LEASE_MS),
+            safety_poll_ms: DEFAULT_SAFETY_POLL_MS,
         }
+    }
+
+    /// With `ms` as the safety-net period (at least 10 ms).
+    pub fn with_safety_poll(mut self, ms: u64) -> Self {
+        self.safety_poll_ms = ms.max(10);
+        self
+    }
+
+    fn safety_poll(&self) -> Duration {
+        Duration::from_millis(self.safety_poll_ms)
     }
 
     fn lease(&self) -> Duration {
@@ -81,11 +95,11 @@ struct Held {
 }
 
 impl Held {
-    fn spawn(a: &Account) -> Held {
+    fn spawn(a: &Account, safety_net: Duration) -> Held {
         let mut processing = a.queue.processing();
-        processing.recheck = Some(RECHECK);
+        processing.safety_net = safety_net;
         let mut delivery = a.queue.delivery();
-        delivery.recheck = Some(RECHECK);
+        delivery.recheck = Some(safety_net);
         let drain = outbox::Drain::default();
         Held {
             processor: tokio::spawn(inbox::process(
@@ -167,7 +181,7 @@ pub(crate) async fn keep(a: Account, leases: Leases, stop: CancellationToken) {
             fence: fence.clone(),
             deadline: asked + lease,
         });
-        let held = Held::spawn(&a);
+        let held = Held::spawn(&a, leases.safety_poll());
         if a.autostart
             && let Err(e) = a.runner.start().await
         {

@@ -354,6 +354,23 @@ impl ChannelManager {
         self.runners().get(name).map(|(r, _)| r.clone())
     }
 
+    /// Wake the inbox processor of channel key `name` (another node
+    /// committed to its inbox); nothing if it is not loaded here.
+    pub fn wake_inbox(&self, name: &str) {
+        if let Some((runner, _)) = self.runners().get(name) {
+            runner.wake_inbox();
+        }
+    }
+
+    /// Wake every channel's inbox processor and outbox worker (wake-ups
+    /// may have been missed).
+    pub fn wake_all(&self) {
+        for (name, (runner, _)) in self.runners().iter() {
+            runner.wake_inbox();
+            self.outbox.wake(name);
+        }
+    }
+
     /// The runner of `account` (`None`: default) of plugin `plugin`.
     pub fn get_account(&self, plugin: &str, account: Option<&str>) -> Option<Arc<ChannelRunner>> {
         self.get(&account::key(plugin, account))

@@ -196,6 +196,12 @@ impl Outbox {
             .clone()
     }
 
+    /// Wake channel `channel`'s worker (another node committed to its
+    /// outbox).
+    pub fn wake(&self, channel: &str) {
+        self.waker(channel).notify_one();
+    }
+
     fn enqueue(
         &self,
         channel: &str,

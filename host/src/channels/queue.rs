@@ -93,7 +93,7 @@ impl QueueSettings {
         ProcessorLimits {
             batch: self.inbox_batch,
             max_in_flight: self.inbox_max_in_flight,
-            recheck: None,
+            safety_net: super::inbox::SWEEP_EVERY,
         }
     }
 }

@@ -747,6 +747,12 @@ impl ChannelRunner {
         Ok(())
     }
 
+    /// Wake this channel's inbox processor (another node committed to its
+    /// inbox).
+    pub fn wake_inbox(&self) {
+        self.inbox_wake.notify_one();
+    }
+
     /// Count and log a commit the fence refused, tell the lease keeper,
     /// and return the error.
     fn refused(&self, error: crate::store::StoreError) -> ChannelError {

@@ -249,12 +249,10 @@ pub async fn start(mut opts: Options) -> anyhow::Result<Running> {
     // lease is held. Set before any channel loads.
     if let Some(leases) = store.clone().leases() {
         tracing::info!(node = %leases.node_id(), lease_ms = opts.store.lease_ms, "cluster mode: channel accounts run where their lease is held");
-        runtime
-            .channels
-            .set_leases(crate::channels::lease::Leases::new(
-                leases,
-                opts.store.lease_ms,
-            ));
+        runtime.channels.set_leases(
+            crate::channels::lease::Leases::new(leases, opts.store.lease_ms)
+                .with_safety_poll(opts.store.safety_poll_ms),
+        );
     }
     // Plugin and health events go into the event log (and so to webhooks)
     // from before the first plugin loads.
@@ -271,6 +269,7 @@ pub async fn start(mut opts: Options) -> anyhow::Result<Running> {
     let mut config = opts.gateway.clone();
     config.listen = addr;
     let cluster_store = store.clone().cluster();
+    let webhook_signal = store.outbox_signal();
     let gateway = Gateway::new(
         config,
         runtime.clone(),
@@ -289,6 +288,10 @@ pub async fn start(mut opts: Options) -> anyhow::Result<Running> {
     if let Some(cs) = cluster_store {
         let (c, beat) = super::cluster::Cluster::start(&gateway, cs, opts.gateway.cluster.clone())
             .context("joining the cluster")?;
+        // Deliveries queued on other nodes wake this node's dispatcher;
+        // its idle poll is only a safety net.
+        c.set_webhook_signal(webhook_signal);
+        dispatcher.set_safety_poll(Duration::from_millis(opts.store.safety_poll_ms));
         let _ = gateway.cluster.set(c);
         background.push(beat);
     }

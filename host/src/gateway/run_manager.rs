@@ -29,6 +29,10 @@ use super::runs::{Emitter, Origin, RunEnd, RunResult, RunSpec, assistant_message
 use super::sender_rate::{SenderLimiter, Verdict};
 use super::{Gateway, now_ms};
 
+/// The error of a run whose session could not be claimed cluster-wide.
+pub const SESSION_CLAIM_FAILED: &str =
+    "the cluster store is unavailable (the session could not be claimed); retry";
+
 /// Finished runs are remembered this long.
 pub const DEDUPE_TTL: Duration = Duration::from_secs(300);
 /// At most this many finished runs are remembered.
@@ -650,6 +654,27 @@ async fn drive(
             }
         }
     }
+    // 1b. In a cluster, its session's claim: one run at a time per session
+    // across nodes (waiting while another node runs the session). Held to
+    // the end of this task; released once the run's end is in the log.
+    let _claim = match guard.gw.cluster.get() {
+        Some(c) => match c
+            .claim_session(&guard.session_key, &guard.run_id, &cancel)
+            .await
+        {
+            Ok(Some(claim)) => Some(claim),
+            Ok(None) => {
+                guard.end_aborted_unstarted(&spec, &why("rpc"));
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, "claiming the session cluster-wide failed");
+                guard.end_error(SESSION_CLAIM_FAILED);
+                return;
+            }
+        },
+        None => None,
+    };
     // 2. Its slots (each fair: in the order runs got there).
     let Some(permit) = take_gates(&gates, slot, &cancel).await else {
         guard.end_aborted_unstarted(&spec, &why("rpc"));
@@ -868,25 +893,31 @@ impl RunGuard {
     fn end_unexpected(&mut self) {
         const MSG: &str = "the run ended unexpectedly";
         warn!("{MSG}");
+        self.end_error(MSG);
+    }
+
+    /// The run ends with error `msg` (without having published its end):
+    /// an `agent` lifecycle error and a `chat` error event.
+    fn end_error(&mut self, msg: &str) {
         let mut em = self.emitter();
         em.agent(
             "lifecycle",
-            json!({"phase": "error", "endedAt": now_ms(), "error": MSG}),
+            json!({"phase": "error", "endedAt": now_ms(), "error": msg}),
             false,
         );
         let mut p = Map::new();
         p.insert("state".into(), json!("error"));
-        p.insert("errorMessage".into(), json!(MSG));
+        p.insert("errorMessage".into(), json!(msg));
         p.insert("errorKind".into(), json!("unknown"));
         em.chat(p, false);
         if let Err(e) = self.gw.sessions.append_event(
             "agent.error",
             Some(&self.session_key),
-            json!({"runId": self.run_id, "sessionKey": self.session_key, "error": MSG}),
+            json!({"runId": self.run_id, "sessionKey": self.session_key, "error": msg}),
         ) {
             warn!(error = %e, "recording event");
         }
-        let result = self.result("error", Some(MSG.into()), String::new());
+        let result = self.result("error", Some(msg.into()), String::new());
         self.end(result);
     }
 }

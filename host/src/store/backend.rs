@@ -113,6 +113,10 @@ mod tests {
         assert_eq!(table.store.pool, 3);
         let default: FileConfig = toml::from_str("")?;
         assert_eq!(default.store.url, None);
+        // The cluster's safety-net poll: 5 s unless set.
+        assert_eq!(default.store.safety_poll_ms, 5_000);
+        let polled: FileConfig = toml::from_str("[store]\nsafety_poll_ms = 250")?;
+        assert_eq!(polled.store.safety_poll_ms, 250);
         // Unknown keys are still refused, with their name.
         let bad = toml::from_str::<FileConfig>("[store]\nurll = \"x\"")
             .err()

@@ -97,6 +97,14 @@ pub enum Wake {
     Events(i64),
     /// An abort was requested for a run on the node with this id.
     Abort(String),
+    /// The cluster-wide claim of this session was released.
+    Session(String),
+    /// Inbound messages of this channel (key) were committed to the inbox.
+    Inbox(String),
+    /// Replies of this channel (key) were committed to the outbox.
+    Outbox(String),
+    /// Webhook deliveries were queued, or an attempt settled.
+    Webhooks,
     /// The listener (re)connected: anything may have been missed.
     Connected,
 }
@@ -143,6 +151,8 @@ pub trait ClusterStore: Send + Sync + 'static {
         session_key: &str,
         node_id: &str,
     ) -> Result<Claim, StoreError>;
+    /// The run `run_id` as the cluster knows it (its idempotency row).
+    fn cluster_run(&self, run_id: &str) -> Result<Option<ClusterRun>, StoreError>;
     /// Give up a claim whose run never started (its key may be used again).
     fn release_run(&self, run_id: &str, node_id: &str) -> Result<(), StoreError>;
     /// Record the end of `node_id`'s run `run_id` (`state`: `ok`, `error`,
@@ -174,6 +184,27 @@ pub trait ClusterStore: Send + Sync + 'static {
     fn take_orphans(&self, timeout_ms: i64, result: &str) -> Result<Vec<ClusterRun>, StoreError>;
     /// A listener on a dedicated connection.
     fn listen(&self) -> Result<Box<dyn ClusterListener>, StoreError>;
+
+    /// Take session `session_key`'s claim for run `run_id` of node
+    /// `node_id` (one run at a time per session, cluster-wide): if nobody
+    /// holds it, if `node_id` holds it (its own runs are one at a time
+    /// already; a claim left behind by a failed release is taken back),
+    /// or if its holder has not been seen within `timeout_ms` (a dead
+    /// node's claims expire with its heartbeat). The claim's fencing
+    /// token (new on every take), or `None` while another live node holds
+    /// it.
+    fn claim_session(
+        &self,
+        session_key: &str,
+        run_id: &str,
+        node_id: &str,
+        timeout_ms: i64,
+    ) -> Result<Option<i64>, StoreError>;
+    /// Release session `session_key`'s claim if it still has `token`, and
+    /// wake the nodes waiting for it.
+    fn release_session(&self, session_key: &str, token: i64) -> Result<(), StoreError>;
+    /// The claims `node_id` holds: (session key, token).
+    fn session_claims_of(&self, node_id: &str) -> Result<Vec<(String, i64)>, StoreError>;
 
     /// Store plugin `name`'s component file (`bytes`, hex SHA-256
     /// `sha256`) as the cluster's current version of it, replacing any

@@ -195,6 +195,12 @@ pub struct StoreConfig {
     /// third of that; when a node dies, another takes its accounts over
     /// within this time. Unused with SQLite (one node holds every lease).
     pub lease_ms: u64,
+    /// With PostgreSQL (cluster mode): how often a node looks at the shared
+    /// channel inbox and outbox (for the accounts it holds) and the webhook
+    /// outbox without a wake-up, ms (default 5000, at least 10). A safety
+    /// net only: commits on any node wake the node that serves them at
+    /// once (`LISTEN`/`NOTIFY`). Unused with SQLite.
+    pub safety_poll_ms: u64,
     /// With PostgreSQL: this node's id in leases and webhook claims
     /// (default: a random id per process). Two live processes must never
     /// share one.
@@ -209,6 +215,7 @@ impl Default for StoreConfig {
             url: None,
             pool: 8,
             lease_ms: 15_000,
+            safety_poll_ms: crate::channels::lease::DEFAULT_SAFETY_POLL_MS,
             node_id: None,
         }
     }

@@ -245,6 +245,27 @@ pub trait WebhookStore: Send + Sync + 'static {
         let _ = claim_ms;
         self.begin_attempt(delivery_id, now_ms)
     }
+
+    /// [`begin_attempt_claimed`](Self::begin_attempt_claimed) only while
+    /// fewer than `per_endpoint` attempts to the delivery's endpoint are in
+    /// flight on every node together (claims not yet run out), checked and
+    /// claimed under one per-endpoint lock. A single-node store leaves the
+    /// limit to the dispatcher (it is the only one sending).
+    fn begin_attempt_capped(
+        &self,
+        delivery_id: i64,
+        now_ms: i64,
+        claim_ms: u64,
+        per_endpoint: usize,
+    ) -> Result<AttemptClaim, StoreError> {
+        let _ = per_endpoint;
+        Ok(
+            match self.begin_attempt_claimed(delivery_id, now_ms, claim_ms)? {
+                Some(d) => AttemptClaim::Claimed(d),
+                None => AttemptClaim::Gone,
+            },
+        )
+    }
     /// Log an attempt and settle its delivery; failures start (or continue)
     /// the endpoint's failing streak, a success ends it.
     fn finish_attempt(&self, attempt: &Attempt, settle: Settle) -> Result<Settled, StoreError>;
@@ -289,6 +310,18 @@ pub trait WebhookStore: Send + Sync + 'static {
     /// Notified whenever deliveries are written, so the dispatcher wakes at
     /// once instead of polling.
     fn outbox_signal(&self) -> Arc<tokio::sync::Notify>;
+}
+
+/// What [`WebhookStore::begin_attempt_capped`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptClaim {
+    /// Claimed: the attempt may be sent.
+    Claimed(Delivery),
+    /// No longer pending (claimed elsewhere, replayed, deleted).
+    Gone,
+    /// Still pending, but its endpoint has its limit of attempts in flight
+    /// across the cluster: try again when one settles.
+    EndpointBusy,
 }
 
 /// A shared webhook store.

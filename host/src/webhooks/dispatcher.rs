@@ -8,7 +8,8 @@
 //! sleeping; the background loop ([`Dispatcher::spawn`]) sleeps until the
 //! next delivery is due or the store signals new ones.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,14 +22,15 @@ use super::signing::{Secret, signature_header};
 use super::ssrf::SsrfGuard;
 use crate::clock::SharedClock;
 use crate::store::{
-    Attempt, Delivery, DueDelivery, Settle, SharedSessions, SharedWebhooks, StoreError,
-    WebhookEndpoint,
+    Attempt, AttemptClaim, Delivery, DueDelivery, Settle, SharedSessions, SharedWebhooks,
+    StoreError, WebhookEndpoint,
 };
 
 /// Deliveries claimed per pass.
 const BATCH: usize = 256;
-/// Longest the loop sleeps without looking at the outbox (a safety net; the
-/// store's signal normally wakes it).
+/// Longest the loop sleeps without looking at the outbox, by default (a
+/// safety net; the store's signal normally wakes it, in a cluster also for
+/// deliveries queued on other nodes).
 const MAX_IDLE: Duration = Duration::from_secs(5);
 /// Characters of a response body kept in an attempt's error.
 const ERROR_BODY_CHARS: usize = 200;
@@ -49,6 +51,11 @@ pub struct Dispatcher {
     disabling: Mutex<()>,
     /// Attempts in flight (for [`Dispatcher::settled`]).
     in_flight: watch::Sender<usize>,
+    /// The safety-net period of the loop, ms (see [`MAX_IDLE`]).
+    max_idle_ms: AtomicU64,
+    /// Endpoints whose limit of attempts in flight other nodes hold (a
+    /// shared store): skipped until the next wake-up.
+    cluster_busy: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -101,12 +108,27 @@ impl Dispatcher {
             busy: Mutex::new(HashMap::new()),
             in_flight: watch::Sender::new(0),
             disabling: Mutex::new(()),
+            max_idle_ms: AtomicU64::new(MAX_IDLE.as_millis() as u64),
+            cluster_busy: Mutex::new(HashSet::new()),
         }))
     }
 
     /// The configuration in use.
     pub fn config(&self) -> &WebhookConfig {
         &self.config
+    }
+
+    /// Look at the outbox at least every `every` without a wake-up
+    /// (`[store] safety_poll_ms` in cluster mode; default 5 s).
+    pub fn set_safety_poll(&self, every: Duration) {
+        self.max_idle_ms.store(
+            every.as_millis().clamp(10, u64::MAX as u128) as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    fn max_idle(&self) -> Duration {
+        Duration::from_millis(self.max_idle_ms.load(Ordering::Relaxed))
     }
 
     /// Start the background loop: deliveries left in flight by a previous
@@ -147,9 +169,9 @@ impl Dispatcher {
                 // (this loop is the one that starts them): capacity freed.
                 running.borrow_and_update();
                 tokio::select! {
-                    _ = this.outbox.notified() => {}
+                    _ = this.outbox.notified() => this.cluster_busy().clear(),
                     _ = running.changed() => {}
-                    _ = tokio::time::sleep(wait) => {}
+                    _ = tokio::time::sleep(wait) => this.cluster_busy().clear(),
                 }
             }
         })
@@ -193,12 +215,12 @@ impl Dispatcher {
                 if ms <= 0 {
                     // Due but blocked by a concurrency limit: wait for an
                     // attempt to finish.
-                    MAX_IDLE
+                    self.max_idle()
                 } else {
-                    Duration::from_millis(ms as u64).min(MAX_IDLE)
+                    Duration::from_millis(ms as u64).min(self.max_idle())
                 }
             }
-            None => MAX_IDLE,
+            None => self.max_idle(),
         }
     }
 
@@ -210,12 +232,13 @@ impl Dispatcher {
         let mut started = Vec::new();
         let per_endpoint = self.config.concurrency_per_endpoint.max(1);
         let max_total = self.config.max_in_flight.max(1);
-        let saturated: Vec<String> = self
+        let mut saturated: Vec<String> = self
             .busy()
             .iter()
             .filter(|(_, n)| **n >= per_endpoint)
             .map(|(id, _)| id.clone())
             .collect();
+        saturated.extend(self.cluster_busy().iter().cloned());
         let room = max_total.saturating_sub(self.busy_total());
         if room > 0 {
             let due = self
@@ -243,7 +266,11 @@ impl Dispatcher {
                     let mut attempts = 0;
                     let mut next = Some(delivery);
                     while let Some(d) = next.take() {
-                        this.attempt(d).await;
+                        if !this.attempt(d).await {
+                            // Other nodes hold the endpoint's limit.
+                            this.cluster_busy().insert(endpoint_id.clone());
+                            break;
+                        }
                         attempts += 1;
                         next = match this.store.due_deliveries_of(&endpoint_id, this.now()) {
                             Ok(d) => d,
@@ -270,26 +297,42 @@ impl Dispatcher {
         Ok((started, self.store.next_due_ms()?))
     }
 
-    /// One attempt of one delivery, settled in the store.
-    async fn attempt(&self, delivery: DueDelivery) {
+    /// One attempt of one delivery, settled in the store; `false` if the
+    /// endpoint's limit of attempts in flight is held by other nodes (the
+    /// delivery stays pending).
+    async fn attempt(&self, delivery: DueDelivery) -> bool {
         let id = delivery.id;
-        if let Err(e) = self.try_attempt(delivery).await {
-            tracing::error!(delivery = id, error = %e, "webhook attempt could not be recorded");
+        match self.try_attempt(delivery).await {
+            Ok(sent) => sent,
+            Err(e) => {
+                tracing::error!(delivery = id, error = %e, "webhook attempt could not be recorded");
+                true
+            }
         }
     }
 
-    async fn try_attempt(&self, delivery: DueDelivery) -> Result<(), StoreError> {
+    async fn try_attempt(&self, delivery: DueDelivery) -> Result<bool, StoreError> {
         let started_ms = self.now();
         // Counted before sending: a crash after this point makes the retry
         // a new attempt number, never a repeat of this one.
         // The claim outlasts the request (its timeout) twice over: only a
         // node that died or stalled loses it to another node.
         let claim_ms = self.config.request_timeout_ms.max(1).saturating_mul(2);
-        let Some(delivery) = self
-            .store
-            .begin_attempt_claimed(delivery.id, started_ms, claim_ms)?
-        else {
-            return Ok(());
+        // The per-endpoint limit holds across nodes: the claim counts the
+        // attempts in flight everywhere.
+        let per_endpoint = self.config.concurrency_per_endpoint.max(1);
+        let delivery = match self.store.begin_attempt_capped(
+            delivery.id,
+            started_ms,
+            claim_ms,
+            per_endpoint,
+        )? {
+            AttemptClaim::Claimed(d) => d,
+            AttemptClaim::Gone => return Ok(true),
+            AttemptClaim::EndpointBusy => {
+                tracing::debug!(endpoint = %delivery.endpoint_id, delivery = delivery.id, "endpoint busy on other nodes; the delivery waits");
+                return Ok(false);
+            }
         };
         let endpoint = self.store.get_endpoint(&delivery.endpoint_id)?;
         let started = Instant::now();
@@ -367,7 +410,7 @@ impl Dispatcher {
                 self.disable(&ep, &reason)?;
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Sign and POST one delivery.
@@ -498,6 +541,10 @@ impl Dispatcher {
 
     fn now(&self) -> i64 {
         self.clock.now_ms() as i64
+    }
+
+    fn cluster_busy(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.cluster_busy.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn busy(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {

@@ -13,20 +13,26 @@
 //!   the logged events after its cursor, then the live ones, with nothing
 //!   missed or repeated (the cursor rides on every logged event for
 //!   clients that ask for it with the `event-cursor` capability);
-//! - runs: `chat.send` claims its idempotency key cluster-wide before a run
-//!   starts; `chat.abort` reaches runs on other nodes through an abort
+//! - runs: `chat.send` and `agent` claim their idempotency key
+//!   cluster-wide before a run starts, and `agent.wait` waits for a run
+//!   wherever it executes; a run executes only while it holds its
+//!   session's cluster-wide claim ([`sessions`]); `chat.abort` reaches runs on other nodes through an abort
 //!   request their node acts on; a node whose heartbeat stops has its
 //!   unfinished runs ended with an error by the others;
 //! - presence: each node heartbeats its row (id, name, address, start,
 //!   last seen, channel states); `system-presence`, `presence` and
 //!   `channels.status` show every live node;
 //! - plugins ([`plugins`]): an uploaded plugin is stored once and written
-//!   into every node's plugins directory, where the watcher loads it.
+//!   into every node's plugins directory, where the watcher loads it;
+//! - wake-ups: commits to the channel inbox and outbox and new webhook
+//!   deliveries wake the node that serves them (the channel's lease
+//!   holder, every dispatcher) through the same listener.
 //!
 //! With the default single-node store (SQLite) none of this runs: the
 //! gateway fans events out in process as before.
 
 mod plugins;
+pub mod sessions;
 mod tasks;
 pub mod wire;
 
@@ -79,6 +85,31 @@ impl Default for ClusterConfig {
     }
 }
 
+/// The result of a finished cluster run (`None` while it runs).
+pub fn run_result(run: &ClusterRun) -> Option<RunResult> {
+    if run.state == "running" {
+        return None;
+    }
+    let result: Value = run
+        .result
+        .as_deref()
+        .and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or(Value::Null);
+    Some(RunResult {
+        run_id: run.run_id.clone(),
+        session_key: run.session_key.clone(),
+        status: match run.state.as_str() {
+            "ok" => "ok",
+            "aborted" => "aborted",
+            _ => "error",
+        },
+        started_at: result["startedAt"].as_i64().unwrap_or(0),
+        ended_at: result["endedAt"].as_i64().unwrap_or(0),
+        error: result["error"].as_str().map(str::to_owned),
+        text: result["text"].as_str().unwrap_or_default().to_owned(),
+    })
+}
+
 /// The error a run gets when its node stopped heartbeating.
 pub const NODE_LOST: &str = "the gateway node running this run stopped responding";
 
@@ -119,6 +150,16 @@ pub struct Cluster {
     claimed: Mutex<HashSet<String>>,
     /// Live nodes as of the last heartbeat.
     nodes: Mutex<Vec<NodeRecord>>,
+    /// Session claims this node's runs hold, by session key.
+    sessions: Mutex<HashMap<String, sessions::Held>>,
+    /// Woken when a session claim is released anywhere.
+    session_freed: tokio::sync::Notify,
+    /// Woken when any run's terminal `chat` event reaches this node.
+    run_ended: tokio::sync::Notify,
+    /// Events written (or given up) by the writer, in publish order.
+    written: tokio::sync::watch::Sender<u64>,
+    /// The webhook dispatcher's wake-up (new deliveries on another node).
+    webhook_signal: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
     /// Plugin name → the cluster version (hex SHA-256) this node has
     /// written or found in its plugins directory.
     plugins: Mutex<HashMap<String, String>>,
@@ -186,6 +227,11 @@ impl Cluster {
             delivered: Mutex::new(head),
             claimed: Mutex::new(HashSet::new()),
             nodes: Mutex::new(Vec::new()),
+            sessions: Mutex::new(HashMap::new()),
+            session_freed: tokio::sync::Notify::new(),
+            run_ended: tokio::sync::Notify::new(),
+            written: tokio::sync::watch::Sender::new(0),
+            webhook_signal: std::sync::OnceLock::new(),
             plugins: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
@@ -241,6 +287,52 @@ impl Cluster {
     /// Events queued and not yet written.
     pub fn pending(&self) -> usize {
         self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Events handed to the writer so far.
+    fn published_total(&self) -> u64 {
+        self.stats.published.load(Ordering::SeqCst)
+    }
+
+    /// Wait until the writer has written (or given up) the first `upto`
+    /// published events, or the node is stopping.
+    async fn written_upto(&self, upto: u64) {
+        let mut rx = self.written.subscribe();
+        let _ = rx.wait_for(|w| *w >= upto || self.stopping()).await;
+    }
+
+    /// Wake `signal` (the webhook dispatcher's) when another node queues
+    /// deliveries or settles an attempt. Set once.
+    pub fn set_webhook_signal(&self, signal: Arc<tokio::sync::Notify>) {
+        let _ = self.webhook_signal.set(signal);
+    }
+
+    /// Wait for run `run_id` wherever it executes, at most `timeout`:
+    /// `Ok(None)` if the cluster knows no run with this id,
+    /// `Ok(Some(None))` on timeout, else its result. Woken by the run's
+    /// terminal event reaching this node (and every `poll_ms`).
+    pub async fn wait_run(
+        &self,
+        run_id: &str,
+        timeout: Duration,
+    ) -> Result<Option<Option<RunResult>>, StoreError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let ended = self.run_ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let Some(run) = self.store.cluster_run(run_id)? else {
+                return Ok(None);
+            };
+            if let Some(r) = run_result(&run) {
+                return Ok(Some(Some(r)));
+            }
+            tokio::select! {
+                _ = &mut ended => {}
+                _ = tokio::time::sleep(self.poll()) => {}
+                _ = tokio::time::sleep_until(deadline) => return Ok(Some(None)),
+            }
+        }
     }
 
     /// Add `conn` to the hub; with `resume_after`, first queue it the
@@ -392,6 +484,7 @@ impl Cluster {
         }
         // The writer drains what is queued, then ends.
         drop(lock(&self.writer).take());
+        self.written.send_modify(|_| {});
         let _ = lock(&self.wake).send(crate::store::Wake::Connected);
         for t in lock(&self.threads).drain(..) {
             let _ = t.join();

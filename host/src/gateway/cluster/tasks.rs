@@ -107,6 +107,8 @@ fn writer_loop(cluster: &Cluster, rx: Receiver<NewStreamEvent>) {
             }
         }
         cluster.pending.fetch_sub(batch.len(), Ordering::Relaxed);
+        let n = batch.len() as u64;
+        cluster.written.send_modify(|w| *w += n);
     }
 }
 
@@ -163,11 +165,38 @@ fn tail_loop(cluster: &Cluster, gw: Weak<Gateway>, wakes: Receiver<Wake>) {
         match wake {
             Ok(Wake::Abort(node)) if node == cluster.node_id => abort_requested(cluster, &gw),
             Ok(Wake::Abort(_)) => {}
+            Ok(Wake::Session(_)) => cluster.session_freed.notify_waiters(),
+            Ok(Wake::Inbox(channel)) => gw.runtime.channels.wake_inbox(&channel),
+            Ok(Wake::Outbox(channel)) => gw.runtime.channels.outbox().wake(&channel),
+            Ok(Wake::Webhooks) => wake_webhooks(cluster),
             Ok(Wake::Events(id)) if id <= *lock(&cluster.delivered) => {}
-            Ok(_) | Err(RecvTimeoutError::Timeout) => catch_up(cluster, &gw),
+            Ok(Wake::Connected) => {
+                // Anything may have been missed while no listener was up.
+                cluster.session_freed.notify_waiters();
+                gw.runtime.channels.wake_all();
+                wake_webhooks(cluster);
+                catch_up(cluster, &gw);
+            }
+            Ok(Wake::Events(_)) | Err(RecvTimeoutError::Timeout) => catch_up(cluster, &gw),
             Err(RecvTimeoutError::Disconnected) => return,
         }
     }
+}
+
+/// Wake this node's webhook dispatcher.
+fn wake_webhooks(cluster: &Cluster) {
+    if let Some(signal) = cluster.webhook_signal.get() {
+        signal.notify_one();
+    }
+}
+
+/// Whether `b` is a run's terminal `chat` event.
+fn is_run_end(b: &Broadcast) -> bool {
+    b.name == "chat"
+        && b.payload
+            .get("state")
+            .and_then(Value::as_str)
+            .is_some_and(|s| s != "delta")
 }
 
 /// Fan out every logged event after the cursor.
@@ -191,6 +220,9 @@ pub(super) fn catch_up(cluster: &Cluster, gw: &Gateway) {
                 if let Some(b) = wire::from_row(&r.event) {
                     gw.deliver(&b, Some(r.id));
                     cluster.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    if is_run_end(&b) {
+                        cluster.run_ended.notify_waiters();
+                    }
                 } else {
                     tracing::debug!(id = r.id, event = %r.event.name, "skipping an unknown cluster event");
                 }
@@ -281,6 +313,15 @@ async fn beat(cluster: &Cluster, gw: &Gateway) {
         Err(e) => tracing::debug!(error = %e, "reading cluster nodes"),
     }
     abort_requested(cluster, gw);
+    // Claims read before the store's list: one taken meanwhile is not
+    // mistaken for lost.
+    let held = cluster.held_sessions();
+    if !held.is_empty() {
+        match store.session_claims_of(&cluster.node_id) {
+            Ok(in_store) => cluster.claims_lost(gw, held, &in_store),
+            Err(e) => tracing::debug!(error = %e, "reading this node's session claims"),
+        }
+    }
     super::plugins::sync(cluster, gw);
     let result = json!({"status": "error", "error": NODE_LOST, "text": ""}).to_string();
     match store.take_orphans(timeout, &result) {

@@ -169,26 +169,8 @@ pub fn send(ctx: &Ctx, req_id: &str, p: &Value) -> Reply {
 /// already runs or ran: `in_flight` while it runs, else its result, as for
 /// a local duplicate.
 fn cluster_duplicate(run: &crate::store::ClusterRun) -> Reply {
-    if run.state == "running" {
+    let Some(r) = crate::gateway::cluster::run_result(run) else {
         return Reply::Ok(json!({"runId": run.run_id, "status": "in_flight"}));
-    }
-    let result: Value = run
-        .result
-        .as_deref()
-        .and_then(|t| serde_json::from_str(t).ok())
-        .unwrap_or(Value::Null);
-    let r = RunResult {
-        run_id: run.run_id.clone(),
-        session_key: run.session_key.clone(),
-        status: match run.state.as_str() {
-            "ok" => "ok",
-            "aborted" => "aborted",
-            _ => "error",
-        },
-        started_at: result["startedAt"].as_i64().unwrap_or(0),
-        ended_at: result["endedAt"].as_i64().unwrap_or(0),
-        error: result["error"].as_str().map(str::to_owned),
-        text: result["text"].as_str().unwrap_or_default().to_owned(),
     };
     match done_payload(&r) {
         (v, None) => Reply::Ok(v),
@@ -446,6 +428,28 @@ pub fn agent(ctx: &Ctx, req_id: &str, p: &Value) -> Reply {
     }
     let key = canonical_key(p.session_key.as_deref().unwrap_or("main"));
     let run_id = p.idempotency_key.clone();
+    // In a cluster the key is claimed cluster-wide first (as for
+    // `chat.send`): a run with this key on another node is waited for
+    // there, not started again here.
+    let cluster = gw.cluster.get().cloned();
+    if let Some(c) = &cluster {
+        match c.claim(&run_id, &key) {
+            Ok(None) => {}
+            Ok(Some(run)) => {
+                if let Some(r) = crate::gateway::cluster::run_result(&run) {
+                    return final_reply(&r, req_id, &ctx.conn);
+                }
+                return accept_and_wait(ctx, req_id, run_id);
+            }
+            Err(e) => {
+                tracing::warn!(run_id = %run_id, error = %e, "claiming a run cluster-wide");
+                return Reply::Err(
+                    ErrorShape::unavailable("the cluster store is unavailable; retry")
+                        .retry_after(1000),
+                );
+            }
+        }
+    }
     let spec = RunSpec {
         run_id: run_id.clone(),
         session_key: key,
@@ -457,9 +461,21 @@ pub fn agent(ctx: &Ctx, req_id: &str, p: &Value) -> Reply {
     };
     match gw.runs.start(&gw, spec) {
         StartOutcome::Done(r) => return final_reply(&r, req_id, &ctx.conn),
-        StartOutcome::QueueFull { cap } => return Reply::Err(queue_full(cap)),
+        StartOutcome::QueueFull { cap } => {
+            if let Some(c) = &cluster {
+                c.release(&run_id);
+            }
+            return Reply::Err(queue_full(cap));
+        }
         StartOutcome::Started | StartOutcome::Queued { .. } | StartOutcome::InFlight => {}
     }
+    accept_and_wait(ctx, req_id, run_id)
+}
+
+/// Answer `agent` with `accepted`, then with the run's result once it
+/// ends (on this node or, in a cluster, wherever it runs).
+fn accept_and_wait(ctx: &Ctx, req_id: &str, run_id: String) -> Reply {
+    let gw = ctx.gw.clone();
     let accepted = json!({"runId": run_id, "status": "accepted", "acceptedAt": now_ms()});
     ctx.conn.respond(Response::ok(req_id, accepted).to_text());
     ctx.conn
@@ -470,7 +486,7 @@ pub fn agent(ctx: &Ctx, req_id: &str, p: &Value) -> Reply {
     let conn = ctx.conn.clone();
     let req_id = req_id.to_string();
     tokio::spawn(async move {
-        let result = gw.runs.wait(&run_id, Duration::from_secs(24 * 3600)).await;
+        let result = wait_anywhere(&gw, &run_id, Duration::from_secs(24 * 3600)).await;
         conn.pending_runs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -517,7 +533,7 @@ pub async fn wait(ctx: &Ctx, p: &Value) -> Reply {
         Err(e) => return Reply::Err(e),
     };
     let timeout = Duration::from_millis(p.timeout_ms.unwrap_or(30_000).min(3_600_000));
-    match ctx.gw.runs.wait(&p.run_id, timeout).await {
+    match wait_anywhere(&ctx.gw, &p.run_id, timeout).await {
         None => Reply::Err(
             ErrorShape::new(
                 "AGENT_RESULT_NOT_FOUND",
@@ -540,6 +556,30 @@ pub async fn wait(ctx: &Ctx, p: &Value) -> Reply {
                 v["error"] = json!(e);
             }
             Reply::Ok(v)
+        }
+    }
+}
+
+/// Wait for run `run_id` at most `timeout`: on this node if it runs or
+/// ran here, else (in a cluster) wherever it runs. `None` if no node knows
+/// it; `Some(None)` on timeout. A store failure is logged and the run
+/// taken as unknown.
+async fn wait_anywhere(
+    gw: &crate::gateway::Gateway,
+    run_id: &str,
+    timeout: Duration,
+) -> Option<Option<RunResult>> {
+    if gw.runs.session_of(run_id).is_some() || gw.runs.finished(run_id).is_some() {
+        return gw.runs.wait(run_id, timeout).await;
+    }
+    let Some(c) = gw.cluster.get() else {
+        return gw.runs.wait(run_id, timeout).await;
+    };
+    match c.wait_run(run_id, timeout).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(run_id, error = %e, "waiting for a run cluster-wide");
+            None
         }
     }
 }

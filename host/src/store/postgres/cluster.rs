@@ -19,6 +19,16 @@ use crate::store::{
 const EVENTS_CHANNEL: &str = "pincer_events";
 /// The channel abort requests are announced on (payload: the node id).
 const ABORTS_CHANNEL: &str = "pincer_aborts";
+/// The channel session claim releases are announced on (payload: the
+/// session key).
+const SESSIONS_CHANNEL: &str = "pincer_sessions";
+/// The channel inbox commits are announced on (payload: the channel key).
+pub(super) const INBOX_CHANNEL: &str = "pincer_inbox";
+/// The channel outbox commits are announced on (payload: the channel key).
+pub(super) const OUTBOX_CHANNEL: &str = "pincer_outbox";
+/// The channel webhook deliveries and settled attempts are announced on
+/// (no payload).
+pub(super) const WEBHOOKS_CHANNEL: &str = "pincer_webhooks";
 
 /// The database's clock in Unix ms.
 macro_rules! db_now {
@@ -303,6 +313,18 @@ impl ClusterStore for PgStore {
         })
     }
 
+    fn cluster_run(&self, run_id: &str) -> Result<Option<ClusterRun>, StoreError> {
+        self.read(|db| {
+            db.opt(
+                "SELECT run_id, session_key, node_id, state, result
+                 FROM chat_idempotency WHERE run_id = $1",
+                &[&run_id],
+            )?
+            .map(|r| run_row(&r, 0))
+            .transpose()
+        })
+    }
+
     fn release_run(&self, run_id: &str, node_id: &str) -> Result<(), StoreError> {
         self.write(|db| {
             db.exec(
@@ -409,8 +431,75 @@ impl ClusterStore for PgStore {
                 self.target
             ))
         })?;
-        client.batch_execute(&format!("LISTEN {EVENTS_CHANNEL}; LISTEN {ABORTS_CHANNEL}"))?;
+        client.batch_execute(&format!(
+            "LISTEN {EVENTS_CHANNEL}; LISTEN {ABORTS_CHANNEL}; LISTEN {SESSIONS_CHANNEL};
+             LISTEN {INBOX_CHANNEL}; LISTEN {OUTBOX_CHANNEL}; LISTEN {WEBHOOKS_CHANNEL}"
+        ))?;
         Ok(Box::new(PgListener { client }))
+    }
+
+    fn claim_session(
+        &self,
+        session_key: &str,
+        run_id: &str,
+        node_id: &str,
+        timeout_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        self.write(|db| {
+            let now = db.now;
+            // Insert, or take over a claim of this node or of a node not
+            // seen within the timeout; the row lock of a concurrent taker
+            // orders the two (the second sees the first's row).
+            let token = db
+                .opt(
+                    concat!(
+                        "INSERT INTO session_claims (session_key, run_id, node_id, token, claimed_ms)
+                         VALUES ($1, $2, $3, nextval('session_claim_tokens'), $4)
+                         ON CONFLICT (session_key) DO UPDATE SET run_id = excluded.run_id,
+                           node_id = excluded.node_id, token = excluded.token,
+                           claimed_ms = excluded.claimed_ms
+                         WHERE session_claims.node_id = excluded.node_id
+                            OR session_claims.node_id NOT IN (
+                              SELECT node_id FROM cluster_nodes WHERE last_seen_ms >= ",
+                        db_now!(),
+                        " - $5)
+                         RETURNING token"
+                    ),
+                    &[&session_key, &run_id, &node_id, &now, &timeout_ms],
+                )?
+                .map(|r| r.try_get::<_, i64>(0))
+                .transpose()?;
+            Ok(token)
+        })
+    }
+
+    fn release_session(&self, session_key: &str, token: i64) -> Result<(), StoreError> {
+        self.write(|db| {
+            let n = db.exec(
+                "DELETE FROM session_claims WHERE session_key = $1 AND token = $2",
+                &[&session_key, &token],
+            )?;
+            if n > 0 {
+                // The session key only, never a payload.
+                db.exec(
+                    "SELECT pg_notify($1, $2)",
+                    &[&SESSIONS_CHANNEL, &session_key],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn session_claims_of(&self, node_id: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        self.read(|db| {
+            db.query(
+                "SELECT session_key, token FROM session_claims WHERE node_id = $1",
+                &[&node_id],
+            )?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+        })
     }
 }
 
@@ -430,9 +519,14 @@ impl ClusterListener for PgListener {
             }
             return Ok(None);
         };
+        let payload = note.payload().to_owned();
         Ok(Some(match note.channel() {
-            ABORTS_CHANNEL => Wake::Abort(note.payload().to_owned()),
-            _ => Wake::Events(note.payload().parse().unwrap_or(0)),
+            ABORTS_CHANNEL => Wake::Abort(payload),
+            SESSIONS_CHANNEL => Wake::Session(payload),
+            INBOX_CHANNEL => Wake::Inbox(payload),
+            OUTBOX_CHANNEL => Wake::Outbox(payload),
+            WEBHOOKS_CHANNEL => Wake::Webhooks,
+            _ => Wake::Events(payload.parse().unwrap_or(0)),
         }))
     }
 }

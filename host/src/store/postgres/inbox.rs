@@ -152,6 +152,13 @@ pub(super) fn commit_rows(
             ],
         )? as usize;
     }
+    if new > 0 {
+        // The lease holder's processor wakes at commit (ids only).
+        db.exec(
+            "SELECT pg_notify($1, $2)",
+            &[&super::cluster::INBOX_CHANNEL, &channel],
+        )?;
+    }
     if let Some(c) = cursor {
         db.exec(
             "INSERT INTO channel_cursors (channel, account, cursor, updated_ms, fence)

@@ -271,6 +271,18 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
         updated_ms BIGINT NOT NULL
     );",
     ),
+    (
+        "cluster session claims: one run at a time per session, cluster-wide",
+        "CREATE TABLE session_claims (
+        session_key TEXT PRIMARY KEY,
+        run_id      TEXT NOT NULL,
+        node_id     TEXT NOT NULL,
+        token       BIGINT NOT NULL,
+        claimed_ms  BIGINT NOT NULL
+    );
+    CREATE SEQUENCE session_claim_tokens;
+    CREATE INDEX session_claims_node ON session_claims (node_id);",
+    ),
 ];
 
 /// Apply the migrations the database has not seen yet, in one transaction.

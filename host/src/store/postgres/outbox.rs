@@ -86,6 +86,13 @@ impl OutboxStore for PgStore {
             if let Some(seq) = seq {
                 settle(db, seq, InboxSettled::Answered)?;
             }
+            if !ids.is_empty() {
+                // The lease holder's outbox worker wakes at commit.
+                db.exec(
+                    "SELECT pg_notify($1, $2)",
+                    &[&super::cluster::OUTBOX_CHANNEL, &channel],
+                )?;
+            }
             Ok(ids)
         })
     }

@@ -13,8 +13,8 @@ use crate::store::columns::{list_json, parse};
 use crate::store::prune::PRUNE_BATCH;
 use crate::store::sqlite_webhooks::webhook_body;
 use crate::store::{
-    Attempt, Delivery, DeliveryStatus, DueDelivery, EventRecord, Settle, Settled, StoreError,
-    WebhookEndpoint, WebhookStore,
+    Attempt, AttemptClaim, Delivery, DeliveryStatus, DueDelivery, EventRecord, Settle, Settled,
+    StoreError, WebhookEndpoint, WebhookStore,
 };
 
 /// How long a claim made through [`WebhookStore::begin_attempt`] (no
@@ -73,6 +73,11 @@ pub(super) fn fan_out(
     )?;
     if n > 0 {
         db.deliveries = true;
+        // Every node's dispatcher wakes at commit (no payload).
+        db.exec(
+            "SELECT pg_notify($1, '')",
+            &[&super::cluster::WEBHOOKS_CHANNEL],
+        )?;
     }
     Ok(())
 }
@@ -289,8 +294,87 @@ impl WebhookStore for PgStore {
         })
     }
 
+    fn begin_attempt_capped(
+        &self,
+        delivery_id: i64,
+        now_ms: i64,
+        claim_ms: u64,
+        per_endpoint: usize,
+    ) -> Result<AttemptClaim, StoreError> {
+        let until = now_ms.saturating_add(i64::try_from(claim_ms).unwrap_or(i64::MAX));
+        let cap = i64::try_from(per_endpoint.max(1)).unwrap_or(i64::MAX);
+        let node = self.node.as_str();
+        self.write(|db| {
+            let Some(endpoint) = db
+                .opt(
+                    "SELECT endpoint_id FROM webhook_deliveries WHERE id = $1",
+                    &[&delivery_id],
+                )?
+                .map(|r| r.try_get::<_, String>(0))
+                .transpose()?
+            else {
+                return Ok(AttemptClaim::Gone);
+            };
+            // One claimer per endpoint at a time, on every node: the count
+            // below then sees every committed claim. (An advisory lock, not
+            // the endpoint's row: settling an attempt updates that row
+            // while holding its delivery's, and the update below takes a
+            // delivery row after this lock: no cycle.)
+            let lock = format!("pincer:webhook-endpoint:{endpoint}");
+            db.exec(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                &[&lock],
+            )?;
+            let in_flight: i64 = db
+                .one(
+                    "SELECT count(*)::bigint FROM webhook_deliveries
+                     WHERE endpoint_id = $1 AND status = 'in_flight'
+                       AND claim_expires_ms >= $2 AND id != $3",
+                    &[&endpoint, &now_ms, &delivery_id],
+                )?
+                .try_get(0)?;
+            if in_flight >= cap {
+                let claimable: bool = db
+                    .one(
+                        "SELECT EXISTS (SELECT 1 FROM webhook_deliveries WHERE id = $1
+                           AND (status = 'pending'
+                             OR (status = 'in_flight' AND claim_expires_ms < $2)))",
+                        &[&delivery_id, &now_ms],
+                    )?
+                    .try_get(0)?;
+                return Ok(if claimable {
+                    AttemptClaim::EndpointBusy
+                } else {
+                    AttemptClaim::Gone
+                });
+            }
+            Ok(db
+                .opt(
+                    concat!(
+                        "UPDATE webhook_deliveries SET status = 'in_flight', attempts = attempts + 1,
+                         updated_ms = $2, claimed_by = $3, claim_expires_ms = $4
+                         WHERE id = $1 AND (status = 'pending'
+                            OR (status = 'in_flight' AND claim_expires_ms < $2))
+                         RETURNING ",
+                        delivery_cols!()
+                    ),
+                    &[&delivery_id, &now_ms, &node, &until],
+                )?
+                .as_ref()
+                .map(delivery_row)
+                .transpose()?
+                .map_or(AttemptClaim::Gone, AttemptClaim::Claimed))
+        })
+    }
+
     fn finish_attempt(&self, attempt: &Attempt, settle: Settle) -> Result<Settled, StoreError> {
         self.write(|db| {
+            // A slot of the endpoint frees up: every node's dispatcher
+            // wakes at commit (no payload).
+            db.exec(
+                "SELECT pg_notify($1, '')",
+                &[&super::cluster::WEBHOOKS_CHANNEL],
+            )?;
             let latency = i64::try_from(attempt.latency_ms).unwrap_or(i64::MAX);
             let now = attempt.ts_ms.saturating_add(latency);
             let status = attempt.status.map(i64::from);
