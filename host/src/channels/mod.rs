@@ -58,6 +58,10 @@ use crate::plugins::bindings::{
 use crate::plugins::{CallError, PluginRegistry, PluginVersion};
 use crate::store::{SharedInbox, SharedOutbox, SharedPairing};
 
+/// Accounts of one plugin version started at once when it loads (see
+/// [`ChannelManager::on_loaded`]).
+const STARTS_AT_ONCE: usize = 16;
+
 /// A message received by a channel.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Inbound {
@@ -416,8 +420,27 @@ impl ChannelManager {
                 "each polling account holds one instance; raise [plugins.<name>.quotas] max_instances"
             );
         }
-        let starts = served.iter().map(|id| self.load_account(&version, id));
+        // A few at a time: each start instantiates the plugin and calls
+        // its `start`; a thousand at once only time out against each
+        // other, and every instance alive at once leaves its pool slot's
+        // memory behind.
+        let places = tokio::sync::Semaphore::new(STARTS_AT_ONCE);
+        let starts = served
+            .iter()
+            .map(|id| self.load_account_within(&places, &version, id));
         futures::future::join_all(starts).await;
+    }
+
+    /// [`Self::load_account`] once `places` has room.
+    async fn load_account_within(
+        &self,
+        places: &tokio::sync::Semaphore,
+        version: &Arc<PluginVersion>,
+        id: &str,
+    ) {
+        // The semaphore is never closed; a failed acquire starts anyway.
+        let _place = places.acquire().await.ok();
+        self.load_account(version, id).await;
     }
 
     /// (Re)start account `id` of `version` (created on first load).
@@ -691,5 +714,22 @@ impl socket::EventSink for ChannelManager {
                 }
             }
         })
+    }
+
+    fn keep_instance(&self, key: &str) -> Option<std::time::Duration> {
+        self.get(key)?.keep_instance()
+    }
+
+    fn quiet(&self, key: &str) {
+        if let Some(runner) = self.get(key) {
+            let dropped = runner.release_idle();
+            if dropped > 0 {
+                tracing::debug!(
+                    channel = key,
+                    dropped,
+                    "socket account quiet: idle instance dropped"
+                );
+            }
+        }
     }
 }

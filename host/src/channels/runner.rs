@@ -409,6 +409,10 @@ impl ChannelRunner {
             let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
             if pool.len() < keep {
                 pool.push((inst, now));
+                drop(pool);
+                // A socket account drops it again once quiet (a send's
+                // instance too, not only a socket event's).
+                self.sockets.nudge();
             }
         }
     }
@@ -425,6 +429,26 @@ impl ChannelRunner {
     /// Idle sender instances held now.
     pub fn idle_instances(&self) -> usize {
         self.pool.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// How long this account keeps its instance after a socket event
+    /// (`[sandbox.socket] idle_instance_ms`, or the plugin's `socket`
+    /// override); `None` when the account is not bound to a version.
+    pub(crate) fn keep_instance(&self) -> Option<Duration> {
+        let bound = self.bound().ok()?;
+        Some(Duration::from_millis(
+            bound.caps().socket.limits.idle_instance_ms,
+        ))
+    }
+
+    /// Drop every idle instance now (a socket account went quiet: the
+    /// host holds its sockets and timers, and the next event gets a fresh
+    /// instance); returns how many were dropped.
+    pub fn release_idle(&self) -> usize {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        let n = pool.len();
+        pool.clear();
+        n
     }
 
     fn clear_pool(&self) {

@@ -109,6 +109,8 @@ pub struct GatewayStats {
     pub resumes: Vec<(String, u64)>,
     /// Heartbeats received.
     pub heartbeats: usize,
+    /// The sequence number (`d`) of each heartbeat received, in order.
+    pub heartbeat_seqs: Vec<Option<u64>>,
     /// Sessions established (READY or RESUMED sent).
     pub established: usize,
     /// Close codes the fake sent.

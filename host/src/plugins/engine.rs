@@ -62,7 +62,13 @@ fn config(pool: Option<(u32, u64)>) -> Config {
             .max_tables_per_module(4)
             .max_memories_per_module(2)
             .linear_memory_keep_resident(keep)
-            .table_keep_resident(keep);
+            .table_keep_resident(keep)
+            // A freed slot's async stack is returned to the kernel: left
+            // alone, every slot ever used keeps the stack pages its calls
+            // touched (tens of KiB each; a thousand socket accounts
+            // instantiating at start dirty a thousand slots).
+            .async_stack_keep_resident(0);
+        c.async_stack_zeroing(true);
         c.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
     }
     c

@@ -11,7 +11,7 @@
 //! poll_wait_ms = 60000
 //! engine_instances = 1000        # the engine's instance pool (all plugins)
 //! pooling = true                 # pooling allocator (false: on-demand)
-//! keep_resident_kb = 64          # per freed pool slot, for faster reuse
+//! keep_resident_kb = 0           # per freed pool slot, for faster reuse
 //! [sandbox.http]                 # default outbound budget of every plugin
 //! rate_per_sec = 20
 //! burst = 40
@@ -23,6 +23,7 @@
 //! max_sessions = 4
 //! max_timers = 16
 //! min_timer_ms = 100
+//! idle_instance_ms = 1000        # a quiet socket account's instance is dropped after this
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -63,7 +64,10 @@ pub struct SandboxConfig {
     /// tables kept resident (zeroed in place instead of returned to the
     /// kernel), so the next instance in that slot starts faster. Every slot
     /// ever used keeps this much, so many channels raise the process's
-    /// memory by up to twice this per slot. Default 64.
+    /// memory by up to twice this per slot: socket accounts drop their
+    /// instance whenever they are quiet, and the instances alive at once
+    /// at start-up leave hundreds of slots used. Default 0 (it was 64:
+    /// 64 KiB of table resident in every slot ever used).
     pub keep_resident_kb: u64,
 }
 
@@ -79,7 +83,7 @@ impl Default for SandboxConfig {
             socket: SocketLimits::default(),
             engine_instances: crate::plugins::gate::ENGINE_INSTANCES as u32,
             pooling: true,
-            keep_resident_kb: 64,
+            keep_resident_kb: 0,
         }
     }
 }
@@ -152,6 +156,13 @@ pub struct SocketLimits {
     pub max_timers: u32,
     /// Shortest timer delay and repeat interval, in ms. Default 100.
     pub min_timer_ms: u64,
+    /// How long a socket account keeps its plugin instance after its last
+    /// socket event (frame, close, timer), in ms; then the instance is
+    /// dropped and the next event gets a fresh one. The host holds the
+    /// sockets and timers meanwhile, so an idle bot costs no sandbox.
+    /// Default 1000 (a heartbeat and its ACK share one instance); 0 drops
+    /// it as soon as the account's event queue is empty.
+    pub idle_instance_ms: u64,
 }
 
 impl Default for SocketLimits {
@@ -163,6 +174,7 @@ impl Default for SocketLimits {
             max_sessions: 4,
             max_timers: 16,
             min_timer_ms: 100,
+            idle_instance_ms: 1000,
         }
     }
 }
@@ -184,6 +196,8 @@ pub struct SocketOverrides {
     pub max_timers: Option<u32>,
     /// See [`SocketLimits::min_timer_ms`].
     pub min_timer_ms: Option<u64>,
+    /// See [`SocketLimits::idle_instance_ms`].
+    pub idle_instance_ms: Option<u64>,
 }
 
 impl SocketOverrides {
@@ -196,6 +210,7 @@ impl SocketOverrides {
             max_sessions: self.max_sessions.unwrap_or(d.max_sessions),
             max_timers: self.max_timers.unwrap_or(d.max_timers),
             min_timer_ms: self.min_timer_ms.unwrap_or(d.min_timer_ms),
+            idle_instance_ms: self.idle_instance_ms.unwrap_or(d.idle_instance_ms),
         }
     }
 }
@@ -248,7 +263,7 @@ mod tests {
     fn socket_limits_come_from_the_sandbox_and_the_plugin_table() {
         let c: crate::config::FileConfig = toml::from_str(
             "[sandbox.socket]\nmax_frame_bytes = 65536\nmax_sessions = 2\n\
-             [plugins.discord]\nsocket = { frames_per_window = 60 }\n",
+             [plugins.discord]\nsocket = { frames_per_window = 60, idle_instance_ms = 0 }\n",
         )
         .unwrap();
         assert_eq!(c.sandbox.socket.max_frame_bytes, 65536);
@@ -256,6 +271,8 @@ mod tests {
         assert_eq!(c.sandbox.socket.max_timers, 16);
         let effective = c.plugins["discord"].socket.unwrap().apply(c.sandbox.socket);
         assert_eq!(effective.frames_per_window, 60);
+        assert_eq!(effective.idle_instance_ms, 0);
+        assert_eq!(c.sandbox.socket.idle_instance_ms, 1000, "the default");
         assert_eq!(effective.max_sessions, 2);
         assert_eq!(SocketLimits::default().window_ms, 60_000);
         assert!(

@@ -9,6 +9,7 @@
 //! - [`cache`]: compiled artifacts on disk, so restarts load in milliseconds;
 //! - [`files`]: reading plugin files with size caps and name checks;
 //! - [`gate`]: per-plugin instance caps (busy when full);
+//! - [`heap`]: giving freed heap back to the kernel after bursts of instances;
 //! - [`nice`]: lower OS priority for the plugin call runtime's threads;
 //! - [`quotas`]: what one plugin may use (instances, key-value, `/data`, logs);
 //! - [`loader`]: a file on disk to a checked, pre-instantiated [`PluginVersion`];
@@ -24,6 +25,7 @@ pub mod compat;
 pub mod engine;
 pub mod files;
 pub mod gate;
+pub mod heap;
 pub mod host;
 pub mod instance;
 pub mod limits;

@@ -6,8 +6,11 @@
 //! event, [`gateway::step`] decides what to do, and the `MESSAGE_CREATE`
 //! dispatches it keeps become inbound messages the host commits to the
 //! durable inbox. The gateway session (`session_id`, `seq`,
-//! `resume_gateway_url`) lives in kv, so an instance restart, a hot reload
-//! or a gateway restart resumes it. Replies go out by REST
+//! `resume_gateway_url`, heartbeat ACK tracking) lives in kv, never in the
+//! instance, so an instance restart, a hot reload or a gateway restart
+//! resumes it, and the host may drop a quiet bot's instance between
+//! heartbeats (`idle_instance_ms`) and start a fresh one for the next
+//! event. Replies go out by REST
 //! (`POST /channels/{id}/messages` with `message_reference`), stream by
 //! editing in place (`PATCH`), and honour Discord's rate-limit buckets.
 //!
@@ -368,9 +371,17 @@ impl Channel for Discord {
                 "grant the secret `bot_token` (Bot > Token in the Discord developer portal): secrets = { bot_token = \"env:DISCORD_BOT_TOKEN\" }",
             ));
         }
-        let user = rest::call(&s.api_base, "GET", "/users/@me", None)?;
-        if let Some(id) = user["id"].as_str() {
-            kv::set_string(ME_KEY, id)?;
+        // A fresh instance of a live account skips the credentials check:
+        // the host drops a quiet socket account's instance and starts a
+        // new one for its next event (a heartbeat every 41 s), and the
+        // open gateway session proves the token already (a refused token
+        // closes it with 4004). Anything else checks it.
+        let live = websocket::info(gateway::SESSION).is_some() && me().is_some();
+        if !live {
+            let user = rest::call(&s.api_base, "GET", "/users/@me", None)?;
+            if let Some(id) = user["id"].as_str() {
+                kv::set_string(ME_KEY, id)?;
+            }
         }
         SETTINGS.with(|cell| *cell.borrow_mut() = Some(s.clone()));
         connect(&s)

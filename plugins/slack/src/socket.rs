@@ -80,14 +80,24 @@ pub const CLAIM_GRACE_MS: u64 = 30_000;
 /// session already serves the account or another instance is opening one).
 pub fn ensure(s: &Settings) -> Result<(), Error> {
     let period = (s.idle_ms / 3).clamp(100, WATCHDOG_MAX_MS);
+    let raw = current_raw()?;
+    if let Some(raw) = &raw
+        && socket::info(parse_current(raw).0).is_some()
+    {
+        // A live session: the watchdog set when it was opened runs (the
+        // host keeps timers across instances). Setting it again here would
+        // move its next check on every fresh instance, and the host starts
+        // one for each event of an account that was quiet
+        // (`idle_instance_ms`).
+        return Ok(());
+    }
     // The first check comes soon: a claim a crashed process left behind
     // (within the grace time) is replaced by it.
     socket::timer::set(WATCHDOG, WATCHDOG_FIRST_MS.min(period), period)?;
-    let raw = current_raw()?;
     if let Some(raw) = &raw {
-        let (name, claimed_at) = parse_current(raw);
+        let (_, claimed_at) = parse_current(raw);
         let opening = pincer_sdk::clock::now_ms().saturating_sub(claimed_at) < CLAIM_GRACE_MS;
-        if socket::info(name).is_some() || opening {
+        if opening {
             return Ok(());
         }
     }

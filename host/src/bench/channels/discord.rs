@@ -24,7 +24,7 @@ use crate::plugins::manifest::SecretSource;
 const DISCORD_HOSTS: &str = r#"allowed_hosts = ["https://discord.com", "wss://gateway.discord.gg", "wss://*.discord.gg", "https://cdn.discordapp.com"]"#;
 
 /// Install the bundled discord plugin with its hosts widened to loopback.
-fn install(plugins: &Path) -> anyhow::Result<()> {
+pub(super) fn install(plugins: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(plugins).with_context(|| format!("creating {}", plugins.display()))?;
     let (wasm, toml) = setup::bundled("discord")?;
     let manifest = setup::rewrite(
@@ -39,7 +39,7 @@ fn install(plugins: &Path) -> anyhow::Result<()> {
 }
 
 /// The operator settings of the fake's bot (policy `open`).
-fn settings(fake: &FakeDiscord) -> PluginSettings {
+pub(super) fn settings(fake: &FakeDiscord) -> PluginSettings {
     let config: BTreeMap<String, String> = [
         ("api_base", fake.api_base()),
         ("gateway_url", fake.gateway_url()),

@@ -224,7 +224,7 @@ async fn sockets_section(n: usize, isolate: bool) -> anyhow::Result<String> {
     // gateway's fixed cost from the cost per session.
     let small = (n / 10).max(1);
     let mut plan = Vec::new();
-    for holder in [Holder::Gateway, Holder::OneAccount] {
+    for holder in [Holder::Discord, Holder::Gateway, Holder::OneAccount] {
         if small < n {
             plan.push((holder, small));
         }
@@ -238,6 +238,7 @@ async fn sockets_section(n: usize, isolate: bool) -> anyhow::Result<String> {
                 Holder::Gateway => "sockets-gateway",
                 Holder::OneAccount => "sockets-one-account",
                 Holder::Bare => "sockets-bare",
+                Holder::Discord => "sockets-discord",
             };
             child_line(&format!("{name}:{size}:0")).await?
         } else {
@@ -253,6 +254,7 @@ fn holder_name(h: sockets::Holder) -> &'static str {
         sockets::Holder::Gateway => "gateway, a `ws-probe` account each",
         sockets::Holder::OneAccount => "gateway, one `ws-probe` account",
         sockets::Holder::Bare => "bare tokio-tungstenite clients",
+        sockets::Holder::Discord => "gateway, a `discord` bot account each (heartbeating)",
     }
 }
 
@@ -301,6 +303,27 @@ fn sockets_table(runs: &[(sockets::Holder, sockets::Sockets)]) -> String {
             ratio(one, bare),
             kib(bare),
         ));
+        if let Some(discord) = marginal(sockets::Holder::Discord) {
+            t.push_str(&format!(
+                "Discord bots (an account, its session and its plugin's share each): {} per added bot ({} the bare socket's; aim: under 64 KiB).\n",
+                kib(discord),
+                ratio(discord, bare),
+            ));
+        }
+    }
+    for (_, r) in runs.iter().filter(|(h, _)| *h == sockets::Holder::Discord) {
+        if let Some(idle) = &r.idle {
+            t.push_str(&format!(
+                "{} Discord bots idle for {:.0} s: {:.2} CPU s ({:.2}% of one core, gateway and fake), {} heartbeats, {} reconnects; {} plugin instances alive at the memory reading.\n",
+                r.sessions,
+                idle.window_s,
+                idle.cpu_s,
+                100.0 * idle.cpu_s / idle.window_s.max(1e-9),
+                idle.heartbeats,
+                idle.reconnects,
+                idle.live_instances,
+            ));
+        }
     }
     t
 }
@@ -361,6 +384,7 @@ pub async fn part(spec: &str) -> anyhow::Result<()> {
         "sockets-gateway" => Some(sockets::Holder::Gateway),
         "sockets-one-account" => Some(sockets::Holder::OneAccount),
         "sockets-bare" => Some(sockets::Holder::Bare),
+        "sockets-discord" => Some(sockets::Holder::Discord),
         _ => None,
     };
     if let Some(holder) = holder {

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::density::FAKE_THREADS;
 use super::mode_guard;
-use super::procstat::Memory;
+use super::procstat::{Cpu, Memory};
 use super::setup;
 use crate::plugins::{AccountSettings, PluginSettings};
 
@@ -51,6 +51,43 @@ pub(super) struct Sockets {
     pub(super) total: Memory,
     /// Seconds until every session was open.
     pub(super) start_s: f64,
+    /// Discord bots: what the idle window saw.
+    #[serde(default)]
+    pub(super) idle: Option<Idle>,
+}
+
+/// The idle window of a Discord run: every bot heartbeating on its own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Idle {
+    /// The window, seconds.
+    pub(super) window_s: f64,
+    /// CPU seconds the whole process (gateway and fake) used in it.
+    pub(super) cpu_s: f64,
+    /// Heartbeats the fake received in it.
+    pub(super) heartbeats: usize,
+    /// Plugin instances alive at the memory reading (all accounts).
+    pub(super) live_instances: usize,
+    /// Connections the fake accepted after the first `n` (reconnects).
+    pub(super) reconnects: usize,
+    /// Heap in use (malloc's live bytes) at the memory reading, and before
+    /// the gateway started (0 where unknown): RSS minus this growth is
+    /// pool slots, stacks, code and freed heap not returned.
+    #[serde(default)]
+    pub(super) heap: (u64, u64),
+}
+
+/// Bytes malloc has handed out and not had back (glibc's `mallinfo2`).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn heap_in_use() -> u64 {
+    // SAFETY: `mallinfo2` only reads the allocator's counters.
+    let m = unsafe { libc::mallinfo2() };
+    (m.uordblks + m.hblkhd) as u64
+}
+
+/// Not available off glibc.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn heap_in_use() -> u64 {
+    0
 }
 
 impl Sockets {
@@ -69,6 +106,10 @@ pub(super) enum Holder {
     OneAccount,
     /// One plain tokio-tungstenite client per session.
     Bare,
+    /// The gateway: one account of the bundled `discord` plugin per
+    /// session (a bot each), all on one fake Discord gateway, heartbeating
+    /// at Discord's interval; nothing is trimmed by hand.
+    Discord,
 }
 
 /// A WebSocket server on a runtime of its own that accepts and holds
@@ -182,8 +223,96 @@ fn install(plugins: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The idle window of a Discord run, seconds (`PINCER_BENCH_IDLE_S`;
+/// default 65: every bot's 41.25 s heartbeat and the health monitor's
+/// minutely check fall in it).
+fn idle_window() -> Duration {
+    let s = std::env::var("PINCER_BENCH_IDLE_S")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(65);
+    Duration::from_secs(s)
+}
+
+/// `n` Discord bots (the plugin table's `default` and `n - 1` accounts)
+/// on one fake gateway: once all are established and settled, CPU and
+/// heartbeats over [`idle_window`], then memory.
+async fn discord(n: usize) -> anyhow::Result<Sockets> {
+    use crate::fakes::discord::{DiscordConfig, FakeDiscord};
+    let fake = FakeDiscord::start(DiscordConfig::default()).await;
+    let dir = setup::DataDir::new()?;
+    let before = Memory::now();
+    let heap_before = heap_in_use();
+    let started = std::time::Instant::now();
+    super::discord::install(&dir.path().join("plugins"))?;
+    let mut opts = setup::options(dir.path(), 0)?;
+    opts.sandbox = super::density::sandbox_override()?;
+    opts.sandbox.engine_instances = opts
+        .sandbox
+        .engine_instances
+        .max((2 * n + crate::plugins::gate::ENGINE_RESERVE + 16) as u32);
+    let mut settings = super::discord::settings(&fake);
+    for i in 1..n {
+        settings
+            .accounts
+            .insert(format!("bot{i:05}"), AccountSettings::default());
+    }
+    opts.plugins.insert("discord".into(), settings);
+    let running = setup::start(opts).await?;
+    let deadline = tokio::time::Instant::now() + mode_guard();
+    loop {
+        let st = fake.gateway_stats();
+        if st.established >= n {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {n} Discord sessions established",
+            st.established
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let start_s = started.elapsed().as_secs_f64();
+    tokio::time::sleep(SETTLE).await;
+    // Memory is read at the end of the idle window: the steady idle state
+    // (start-up's REST connections expired, every bot heartbeated).
+    let window = idle_window();
+    let (beats, cpu) = (fake.gateway_stats().heartbeats, Cpu::now(""));
+    tokio::time::sleep(window).await;
+    let (beats_after, cpu_after) = (fake.gateway_stats(), Cpu::now(""));
+    let runners = running.gateway.runtime.channels.all();
+    let live_instances = runners.iter().map(|c| c.idle_instances()).sum();
+    let total = Memory::now();
+    let heap = (heap_in_use(), heap_before);
+    let open: usize = runners.iter().map(|c| c.sockets().sessions().len()).sum();
+    anyhow::ensure!(
+        open == n,
+        "{open} of {n} sessions open after the idle window"
+    );
+    let result = Sockets {
+        sessions: n,
+        added: total.since(&before),
+        total,
+        start_s,
+        idle: Some(Idle {
+            window_s: window.as_secs_f64(),
+            cpu_s: cpu_after.total - cpu.total,
+            heartbeats: beats_after.heartbeats.saturating_sub(beats),
+            live_instances,
+            reconnects: beats_after.connections.saturating_sub(n),
+            heap,
+        }),
+    };
+    drop(runners);
+    running.stop().await?;
+    Ok(result)
+}
+
 /// Open `n` idle sessions held by `holder` and measure them.
 pub(super) async fn run(holder: Holder, n: usize) -> anyhow::Result<Sockets> {
+    if holder == Holder::Discord {
+        return discord(n).await;
+    }
     let server = Server::start().await?;
     let dir = setup::DataDir::new()?;
     let before = Memory::now();
@@ -191,6 +320,7 @@ pub(super) async fn run(holder: Holder, n: usize) -> anyhow::Result<Sockets> {
     let mut running = None;
     let mut bare = Vec::new();
     match holder {
+        Holder::Discord => unreachable!("measured by `discord`"),
         Holder::Gateway | Holder::OneAccount => {
             install(&dir.path().join("plugins"))?;
             let mut opts = setup::options(dir.path(), 0)?;
@@ -252,6 +382,7 @@ pub(super) async fn run(holder: Holder, n: usize) -> anyhow::Result<Sockets> {
         added: total.since(&before),
         total,
         start_s,
+        idle: None,
     };
     if let Some(r) = running {
         r.stop().await?;

@@ -69,6 +69,13 @@ pub const TIMEOUT_RETRIES: u32 = 5;
 pub trait EventSink: Send + Sync {
     /// Deliver `request` to channel key `key`.
     fn deliver<'a>(&'a self, key: &'a str, request: WebhookRequest) -> BoxFuture<'a, Delivery>;
+    /// How long account `key` keeps its plugin instance after an event
+    /// (`SocketLimits::idle_instance_ms`; `None`: it keeps it).
+    fn keep_instance(&self, key: &str) -> Option<Duration>;
+    /// Account `key` had no event for [`keep_instance`](Self::keep_instance)
+    /// after its last one: drop its idle instances (the next event gets a
+    /// fresh one).
+    fn quiet(&self, key: &str);
 }
 
 /// What to do with an event whose delivery failed with `error`: a guest
@@ -191,7 +198,10 @@ struct Event {
     /// cancelled or replaced since is dropped; a one-shot one is forgotten
     /// once delivered.
     timer: Option<(String, u64, bool)>,
-    request: WebhookRequest,
+    /// What to hand the plugin (`None`: a nudge, see
+    /// [`AccountSockets::nudge`]). Boxed: the queue's blocks hold 32
+    /// events each, a few KiB per account less.
+    request: Option<Box<WebhookRequest>>,
 }
 
 struct Inner {
@@ -329,9 +339,26 @@ impl AccountSockets {
         self.queue(Event {
             generation,
             timer: None,
-            request,
+            request: Some(Box::new(request)),
         })
         .await
+    }
+
+    /// A call outside the account's event order (a send, an edit, typing)
+    /// used an instance, which the account then keeps: count its quiet
+    /// period (`idle_instance_ms`) from now, so that instance is dropped
+    /// too once the account is quiet. Only for an account with a delivery
+    /// task (one that opened a session or set a timer); never waits.
+    pub fn nudge(&self) {
+        if self.lock().delivery.is_none() {
+            return;
+        }
+        // A full queue has events that count the quiet period anyway.
+        let _ = self.events.try_send(Event {
+            generation: 0,
+            timer: None,
+            request: None,
+        });
     }
 
     async fn queue(&self, event: Event) {
@@ -486,11 +513,41 @@ impl AccountSockets {
 
 /// The account's delivery task: events in order, one at a time; a failed
 /// delivery that may succeed later is retried with backoff (until the
-/// account ends), a guest error is logged and skipped.
+/// account ends), a guest error is logged and skipped. Once no event came
+/// for the account's `idle_instance_ms` after the last one, the sink is
+/// told the account is quiet (it drops the idle instance).
 async fn deliver(account: Weak<AccountSockets>, mut rx: mpsc::Receiver<Event>) {
-    while let Some(event) = rx.recv().await {
+    // Set after a delivery: how long to wait for the next event before
+    // the account counts as quiet.
+    let mut quiet_after: Option<Duration> = None;
+    loop {
+        let next = match quiet_after.take() {
+            None => rx.recv().await,
+            Some(wait) => match tokio::time::timeout(wait, rx.recv()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    let Some(acct) = account.upgrade() else {
+                        return;
+                    };
+                    if let Some(sink) = acct.shared.sink.get().and_then(Weak::upgrade) {
+                        sink.quiet(&acct.key);
+                    }
+                    continue;
+                }
+            },
+        };
+        let Some(event) = next else {
+            return;
+        };
         let Some(acct) = account.upgrade() else {
             return;
+        };
+        if let Some(sink) = acct.shared.sink.get().and_then(Weak::upgrade) {
+            quiet_after = sink.keep_instance(&acct.key);
+        }
+        let Some(request) = event.request else {
+            // A nudge: only the quiet period starts again.
+            continue;
         };
         let mut backoff = Duration::from_millis(50);
         let mut timeouts = 0u32;
@@ -506,7 +563,7 @@ async fn deliver(account: Weak<AccountSockets>, mut rx: mpsc::Receiver<Event>) {
             let Some(sink) = acct.shared.sink.get().and_then(Weak::upgrade) else {
                 break;
             };
-            match sink.deliver(&acct.key, event.request.clone()).await {
+            match sink.deliver(&acct.key, (*request).clone()).await {
                 Delivery::Done | Delivery::Drop => {
                     if let Some((name, id, true)) = &event.timer {
                         acct.remove_timer(name, *id);
@@ -519,12 +576,12 @@ async fn deliver(account: Weak<AccountSockets>, mut rx: mpsc::Receiver<Event>) {
                 }
                 Delivery::RetryTimedOut if timeouts < TIMEOUT_RETRIES => {
                     timeouts += 1;
-                    tracing::warn!(channel = %acct.key, method = %event.request.method, attempt = timeouts, "the plugin ran out of time on a socket event; handing it over again");
+                    tracing::warn!(channel = %acct.key, method = %request.method, attempt = timeouts, "the plugin ran out of time on a socket event; handing it over again");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
                 Delivery::RetryTimedOut => {
-                    tracing::error!(channel = %acct.key, method = %event.request.method, attempts = timeouts + 1, "the plugin ran out of time on a socket event every time; event dropped");
+                    tracing::error!(channel = %acct.key, method = %request.method, attempts = timeouts + 1, "the plugin ran out of time on a socket event every time; event dropped");
                     if let Some((name, id, true)) = &event.timer {
                         acct.remove_timer(name, *id);
                     }

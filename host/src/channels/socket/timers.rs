@@ -77,7 +77,7 @@ async fn run(
         acct.queue(Event {
             generation,
             timer: Some((name.clone(), id, repeat.is_none())),
-            request,
+            request: Some(Box::new(request)),
         })
         .await;
         drop(acct);

@@ -44,7 +44,11 @@ enum Reply {
 }
 
 async fn connection(stream: TcpStream, shared: Arc<Shared>) {
-    let Ok(ws) = tokio_tungstenite::accept_async(stream).await else {
+    // The host's session buffers (4 KiB read buffer) rather than
+    // tungstenite's 128 KiB default: the sockets bench counts this end of
+    // every bot's connection, and a real Discord's end is not ours.
+    let config = crate::plugins::host::socket::session_config(1 << 20);
+    let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await else {
         return;
     };
     let (mut sink, mut source) = ws.split();
@@ -146,6 +150,7 @@ fn on_frame(shared: &Shared, conn: u64, text: &str) -> Reply {
     match frame["op"].as_u64() {
         Some(1) => {
             st.stats.heartbeats += 1;
+            st.stats.heartbeat_seqs.push(d.as_u64());
             if st.acks {
                 Reply::Frames(vec![json!({"op": 11})])
             } else {

@@ -34,10 +34,28 @@ pub(crate) struct Key {
     pub port: u16,
 }
 
-/// Idle keep-alive connections of one plugin.
+/// Idle connections by destination, each with the time it was given back.
+type Idle = HashMap<Key, Vec<(Sender, Instant)>>;
+
+/// Idle keep-alive connections of one plugin (or channel account). A
+/// connection unused for [`IDLE_FOR`] is closed then, not only when the
+/// next request looks for one: a thousand quiet bots would otherwise each
+/// keep a connection (and its buffers, and a TLS session) open for as long
+/// as the platform does.
 #[derive(Default)]
 pub(crate) struct Pool {
-    idle: Mutex<HashMap<Key, Vec<(Sender, Instant)>>>,
+    idle: Arc<Mutex<Idle>>,
+}
+
+/// Drop the connections of `idle` that are closed or unused for
+/// [`IDLE_FOR`] as of `now`.
+fn prune(idle: &mut Idle, now: Instant) {
+    idle.retain(|_, list| {
+        list.retain(|(s, since)| {
+            !s.is_closed() && now.saturating_duration_since(*since) < IDLE_FOR
+        });
+        !list.is_empty()
+    });
 }
 
 impl std::fmt::Debug for Pool {
@@ -47,7 +65,7 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Vec<(Sender, Instant)>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Idle> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -81,12 +99,7 @@ impl Pool {
         }
         let mut idle = self.lock();
         let now = Instant::now();
-        idle.retain(|_, list| {
-            list.retain(|(s, since)| {
-                !s.is_closed() && now.saturating_duration_since(*since) < IDLE_FOR
-            });
-            !list.is_empty()
-        });
+        prune(&mut idle, now);
         let total: usize = idle.values().map(Vec::len).sum();
         if total >= MAX_IDLE {
             return;
@@ -94,6 +107,19 @@ impl Pool {
         let list = idle.entry(key).or_default();
         if list.len() < MAX_IDLE_PER_HOST {
             list.push((sender, now));
+            drop(idle);
+            // Closed once unused for IDLE_FOR (dropping the last sender
+            // ends the connection's task).
+            let pool = Arc::downgrade(&self.idle);
+            tokio::spawn(async move {
+                tokio::time::sleep(IDLE_FOR).await;
+                if let Some(pool) = pool.upgrade() {
+                    prune(
+                        &mut pool.lock().unwrap_or_else(|p| p.into_inner()),
+                        Instant::now(),
+                    );
+                }
+            });
         }
     }
 }
