@@ -78,17 +78,17 @@ fn sslmode_decides_encryption_and_what_certificate_is_accepted() {
     // verify-full: the certificate does not name 127.0.0.1: refused.
     let e = connect(&with("full", &format!("sslmode=verify-full&{root}")))
         .err()
-        .expect("name mismatch refused");
+        .unwrap_or_else(|| panic!("name mismatch refused"));
     assert!(e.contains("certificate"), "{e}");
 
     // A chain to another CA: refused, with verify-ca and with require + root.
     let e = connect(&with("other", &format!("sslmode=verify-ca&{other}")))
         .err()
-        .expect("unknown CA refused");
+        .unwrap_or_else(|| panic!("unknown CA refused"));
     assert!(e.contains("certificate"), "{e}");
     let e = connect(&with("other2", &format!("sslmode=require&{other}")))
         .err()
-        .expect("require + root checks the chain");
+        .unwrap_or_else(|| panic!("require + root checks the chain"));
     assert!(e.contains("certificate"), "{e}");
 
     // require without a root and the default (prefer): encrypted, the
@@ -117,6 +117,6 @@ fn sslmode_decides_encryption_and_what_certificate_is_accepted() {
         "sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem",
     ))
     .err()
-    .expect("missing root");
+    .unwrap_or_else(|| panic!("missing root"));
     assert!(e.contains("sslrootcert"), "{e}");
 }

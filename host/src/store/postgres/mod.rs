@@ -305,8 +305,8 @@ fn limit(n: usize) -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use std::str::FromStr;
     use super::*;
+    use std::str::FromStr;
 
     #[test]
     fn urls_are_told_apart_and_described_without_the_password() -> Result<(), StoreError> {
