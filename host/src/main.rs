@@ -653,8 +653,20 @@ async fn shutdown_signal() {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<std::process::ExitCode> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        // Idle blocking threads (store and key-value calls) exit after 1 s:
+        // with tokio's default of 10 s, steady light traffic (1,000 socket
+        // accounts heartbeating) keeps every thread a burst ever started
+        // alive, each with the stack it touched.
+        .thread_keep_alive(std::time::Duration::from_secs(1))
+        .build()
+        .context("starting the runtime")?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     let logs = LogBuffer::new();
     pincer::logging::init(cli.log_format, logs.clone());

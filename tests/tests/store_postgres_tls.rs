@@ -27,9 +27,12 @@ fn pki(names: &[&str]) -> (String, String, String) {
     (ca_cert.pem(), cert.pem(), key.serialize_pem())
 }
 
-/// Connect the store to `url`: Ok, or the error's text.
+/// Connect the store to `url` and use it once (so its pool holds a live
+/// connection): Ok, or the error's text.
 fn connect(url: &str) -> Result<PgStore, String> {
-    PgStore::connect(url, &StoreConfig::default()).map_err(|e| e.to_string())
+    let store = PgStore::connect(url, &StoreConfig::default()).map_err(|e| e.to_string())?;
+    store.check_writable().map_err(|e| e.to_string())?;
+    Ok(store)
 }
 
 /// How many of the server's connections with application name `app` are

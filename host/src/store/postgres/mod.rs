@@ -109,7 +109,10 @@ impl PgStore {
             target: connect_to.clone(),
         };
         let mut first = r2d2::ManageConnection::connect(&manager).map_err(|e| {
-            StoreError::Unavailable(format!("cannot connect to PostgreSQL at {target}: {e}"))
+            StoreError::Unavailable(format!(
+                "cannot connect to PostgreSQL at {target}: {}",
+                with_causes(&e)
+            ))
         })?;
         migrations::migrate(&mut first.client)
             .map_err(|e| StoreError::Unavailable(format!("migrating {target}: {e}")))?;
@@ -261,6 +264,22 @@ fn retryable(e: &StoreError) -> bool {
         e.code(),
         Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
     )
+}
+
+/// `e` and its causes, `: `-separated (a TLS failure's reason is a cause
+/// of the driver's "error performing TLS handshake").
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// `user@host:port/db` of `config` (no password).
