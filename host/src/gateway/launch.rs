@@ -92,6 +92,11 @@ pub struct Options {
     /// off, so embedders and tests that set no secret get an open gateway
     /// (loopback only, as before).
     pub token_file: bool,
+    /// The configuration file these options came from: reloaded on
+    /// `config.reload` (and SIGHUP in `pincer serve`), and when saved
+    /// unless `gateway.config_watch` is off; its `[plugins.*]` tables
+    /// apply live (see [`crate::config_reload`]). `None`: no reload.
+    pub config_file: Option<PathBuf>,
 }
 
 impl Options {
@@ -118,6 +123,7 @@ impl Options {
             store: StoreConfig::default(),
             clock: None,
             token_file: false,
+            config_file: None,
         }
     }
 }
@@ -131,6 +137,7 @@ pub struct Running {
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     _watch: WatchHandle,
+    _config_watch: Option<crate::config_reload::ConfigWatch>,
     monitor: tokio::task::JoinHandle<()>,
     /// The webhook dispatcher and the bus-to-event-log bridge.
     background: Vec<tokio::task::JoinHandle<()>>,
@@ -301,6 +308,23 @@ pub async fn start(mut opts: Options) -> anyhow::Result<Running> {
         tracing::error!(path = %path.display(), error = %e, "plugin not loaded");
     }
     let watch = runtime.watch(opts.watch_settle)?;
+    let config_watch = match &opts.config_file {
+        Some(path) => {
+            let reloader = crate::config_reload::ConfigReloader::new(path, runtime.clone())
+                .context("the configuration file")?;
+            let _ = gateway.config_reload.set(reloader.clone());
+            if opts.gateway.config_watch {
+                Some(
+                    reloader
+                        .watch(opts.watch_settle)
+                        .with_context(|| format!("watching {}", path.display()))?,
+                )
+            } else {
+                None
+            }
+        }
+        None => None,
+    };
     let monitor = runtime.health.spawn();
     background.extend([bridge, dispatcher.spawn()]);
     gateway.ready.store(true, Ordering::Relaxed);
@@ -310,6 +334,7 @@ pub async fn start(mut opts: Options) -> anyhow::Result<Running> {
         stop: Some(stop_tx),
         task,
         _watch: watch,
+        _config_watch: config_watch,
         monitor,
         background,
         dispatcher,
