@@ -57,8 +57,10 @@ pub struct Checked {
 }
 
 /// Read `path` and validate it whole: TOML, the known keys and types, and
-/// the values the gateway checks at start (address ranges, gateway and
-/// webhook settings, account ids).
+/// the values that must make sense on their own (address ranges, webhook
+/// settings, account ids). `[gateway]` is checked at start, with the
+/// command line's overrides (a token given as `--token`), and only applies
+/// then.
 pub fn read_checked(path: &Path) -> Result<Checked, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         path: path.to_path_buf(),
@@ -72,10 +74,6 @@ pub fn read_checked(path: &Path) -> Result<Checked, ConfigError> {
     let config: FileConfig = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
     crate::netguard::NetGuard::parse_cidrs(&config.allow_cidrs.join(","))
         .map_err(|e| invalid(format!("allow_cidrs: {e}")))?;
-    config
-        .gateway
-        .check()
-        .map_err(|e| invalid(format!("[gateway]: {e:#}")))?;
     config
         .webhooks
         .check()
@@ -234,9 +232,11 @@ pub struct ConfigReloader {
     runtime: Arc<Runtime>,
     /// The file the gateway started with.
     startup: toml::Table,
-    /// The text last applied; held across a reload, so reloads run one at
-    /// a time.
-    applied: tokio::sync::Mutex<String>,
+    /// The text last applied by a reload (`None` before the first: the
+    /// first always applies, as the file may have changed while the
+    /// gateway started); held across a reload, so reloads run one at a
+    /// time.
+    applied: tokio::sync::Mutex<Option<String>>,
     status: std::sync::Mutex<ReloadStatus>,
 }
 
@@ -250,14 +250,15 @@ impl std::fmt::Debug for ConfigReloader {
 
 impl ConfigReloader {
     /// A reloader of `path` into `runtime`, which runs the file as it is
-    /// now (read here as the baseline of restart-only settings).
+    /// now (read here as the baseline of restart-only settings; create it
+    /// before the gateway serves).
     pub fn new(path: &Path, runtime: Arc<Runtime>) -> Result<Arc<Self>, ConfigError> {
         let start = read_checked(path)?;
         Ok(Arc::new(ConfigReloader {
             path: path.to_path_buf(),
             runtime,
             startup: start.table,
-            applied: tokio::sync::Mutex::new(start.text),
+            applied: tokio::sync::Mutex::new(None),
             status: std::sync::Mutex::new(ReloadStatus {
                 path: path.display().to_string(),
                 ..Default::default()
@@ -296,7 +297,7 @@ impl ConfigReloader {
             Err(e) => return self.refused(trigger, e),
         };
         let restart_needed = restart_needed(&self.startup, &checked.table);
-        if checked.text == *applied {
+        if applied.as_deref() == Some(checked.text.as_str()) {
             tracing::debug!(path = %self.path.display(), trigger = trigger.as_str(), "config file unchanged; nothing to reload");
             self.update(|s| {
                 s.last_error = None;
@@ -319,7 +320,7 @@ impl ConfigReloader {
             );
         }
         let plugins = self.runtime.apply_settings(checked.config.plugins).await;
-        *applied = checked.text;
+        *applied = Some(checked.text);
         for (plugin, error) in &plugins.failed {
             tracing::error!(plugin = %plugin, error = %error, "plugin kept its previous version: reload with the new settings failed");
         }

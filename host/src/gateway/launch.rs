@@ -290,6 +290,27 @@ pub async fn start(mut opts: Options) -> anyhow::Result<Running> {
     gateway
         .runs
         .set_default_timeout(Duration::from_millis(opts.agent.run_timeout_ms));
+    // The configuration file's reloader, before anything is served: its
+    // baseline (what needs a restart) is the file these options came from,
+    // and a save from now on is seen (a reload while plugins still load
+    // leaves their new settings for that load).
+    let config_watch = match &opts.config_file {
+        Some(path) => {
+            let reloader = crate::config_reload::ConfigReloader::new(path, runtime.clone())
+                .context("the configuration file")?;
+            let _ = gateway.config_reload.set(reloader.clone());
+            if opts.gateway.config_watch {
+                Some(
+                    reloader
+                        .watch(opts.watch_settle)
+                        .with_context(|| format!("watching {}", path.display()))?,
+                )
+            } else {
+                None
+            }
+        }
+        None => None,
+    };
     // A shared store makes this gateway a node of a cluster, joined before
     // the first connection is served.
     let mut background = Vec::new();
@@ -308,23 +329,6 @@ pub async fn start(mut opts: Options) -> anyhow::Result<Running> {
         tracing::error!(path = %path.display(), error = %e, "plugin not loaded");
     }
     let watch = runtime.watch(opts.watch_settle)?;
-    let config_watch = match &opts.config_file {
-        Some(path) => {
-            let reloader = crate::config_reload::ConfigReloader::new(path, runtime.clone())
-                .context("the configuration file")?;
-            let _ = gateway.config_reload.set(reloader.clone());
-            if opts.gateway.config_watch {
-                Some(
-                    reloader
-                        .watch(opts.watch_settle)
-                        .with_context(|| format!("watching {}", path.display()))?,
-                )
-            } else {
-                None
-            }
-        }
-        None => None,
-    };
     let monitor = runtime.health.spawn();
     background.extend([bridge, dispatcher.spawn()]);
     gateway.ready.store(true, Ordering::Relaxed);
