@@ -1,4 +1,7 @@
-//! The gateway's configuration file (TOML). Every key is optional.
+//! The gateway's configuration file (TOML). Every key is optional. While
+//! the gateway runs, the file is reloaded on SIGHUP, on a save and on
+//! `config.reload`: `[plugins.*]` apply live, the rest at the next start
+//! (see `crate::config_reload`).
 //!
 //! ```toml
 //! data_dir = ".pincer"                 # database, compile cache, plugin data
@@ -24,6 +27,7 @@
 //! control_ui = "/opt/openclaw/dist/control-ui"  # a Control UI build served at / (default none)
 //! console = true                       # Pincer's operator console at /console (default true)
 //! plugin_upload_max_bytes = 33554432   # cap of PUT /v1/plugins/{name} (default 32 MiB)
+//! config_watch = true                  # reload this file when it is saved (SIGHUP and config.reload always do)
 //!
 //! [store]                              # see store::StoreConfig (url = "postgres://...")
 //! readers = 4                          # read connections beside the writer

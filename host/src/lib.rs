@@ -35,6 +35,7 @@ pub mod bundled;
 pub mod channels;
 pub mod clock;
 pub mod config;
+pub mod config_reload;
 pub mod events;
 pub mod fakes;
 pub mod gateway;

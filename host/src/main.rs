@@ -520,6 +520,7 @@ async fn serve(
     opts.plugin_nice = r.file.plugin_nice.unwrap_or(DEFAULT_PLUGIN_NICE);
     opts.sandbox = r.file.sandbox;
     opts.logs = Some(logs);
+    opts.config_file = common.config.clone();
     if let Some(listen) = gw.listen {
         opts.gateway.listen = listen;
     }
@@ -550,7 +551,11 @@ async fn serve(
         opts.gateway.control_ui = Some(dir);
     }
     #[cfg(unix)]
-    let sighup = common.config.is_some().then(listen_for_sighup).flatten();
+    let sighup = common
+        .config
+        .is_some()
+        .then(pincer::config_reload::listen_for_sighup)
+        .flatten();
     let running = pincer::gateway::launch::start(opts).await?;
     match &running.token_file {
         // Printed once, when generated; later starts only say where it is.
@@ -575,60 +580,15 @@ async fn serve(
         running.addr
     );
     #[cfg(unix)]
-    if let (Some(path), Some(hup)) = (common.config.clone(), sighup) {
-        tokio::spawn(reload_on_sighup(hup, path, running.gateway.runtime.clone()));
+    if let (Some(reloader), Some(hup)) = (running.gateway.config_reload.get(), sighup) {
+        tokio::spawn(pincer::config_reload::reload_on_sighup(
+            hup,
+            reloader.clone(),
+        ));
     }
     running.wait(shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Listens for SIGHUP from now on (installed before the gateway starts
-/// serving, so a signal sent once it answers is never the default "exit").
-#[cfg(unix)]
-fn listen_for_sighup() -> Option<tokio::signal::unix::Signal> {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP; config reload is off");
-            None
-        }
-    }
-}
-
-/// On every SIGHUP, reads the config file again and applies its
-/// `[plugins.*]` tables (accounts, secrets, policies, config, hosts): each
-/// loaded plugin whose settings changed is reloaded (see
-/// `Runtime::apply_settings`). The other sections (listen address,
-/// gateway, agent, store, sandbox) need a restart. A file that does not
-/// parse changes nothing.
-#[cfg(unix)]
-async fn reload_on_sighup(
-    mut hup: tokio::signal::unix::Signal,
-    path: PathBuf,
-    runtime: Arc<Runtime>,
-) {
-    while hup.recv().await.is_some() {
-        let file = match FileConfig::load(&path) {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::error!(path = %path.display(), error = %format!("{e:#}"), "config reload failed; the running config stays");
-                continue;
-            }
-        };
-        let report = runtime.apply_settings(file.plugins).await;
-        for (plugin, error) in &report.failed {
-            tracing::error!(plugin = %plugin, error = %error, "plugin kept its previous settings: reload failed");
-        }
-        tracing::info!(
-            path = %path.display(),
-            reloaded = ?report.reloaded,
-            not_loaded = ?report.not_loaded,
-            failed = report.failed.len(),
-            "config reloaded ([plugins.*] applied; other sections take a restart)"
-        );
-    }
 }
 
 async fn shutdown_signal() {

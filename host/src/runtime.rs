@@ -60,6 +60,7 @@ impl Drop for WatchHandle {
 
 /// What [`Runtime::apply_settings`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SettingsReload {
     /// Loaded plugins reloaded with their new settings.
     pub reloaded: Vec<String>,

@@ -57,8 +57,13 @@ async fn until_echo(client: &reqwest::Client, port: u16, gw: &mut Gateway, state
     }
 }
 
+/// The config file, not watched: only the signal reloads it.
 fn write_config(path: &Path, autostart: bool) {
-    std::fs::write(path, format!("[plugins.echo]\nautostart = {autostart}\n")).expect("config");
+    std::fs::write(
+        path,
+        format!("[gateway]\nconfig_watch = false\n\n[plugins.echo]\nautostart = {autostart}\n"),
+    )
+    .expect("config");
 }
 
 #[tokio::test]

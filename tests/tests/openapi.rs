@@ -666,6 +666,11 @@ async fn documented_schemas_match_real_answers() {
     // echo with its default access policy (pairing), so two strangers'
     // codes can be approved and dismissed below.
     opts.plugins.remove("echo");
+    // A configuration file for `POST /v1/config/reload` to read (unchanged
+    // from the start: nothing is applied).
+    let config = dir.path().join("pincer.toml");
+    std::fs::write(&config, "# this test's settings are given directly\n").unwrap();
+    opts.config_file = Some(config);
     let g = TestGateway::start_with(opts, dir).await;
     let base = format!("http://{}", g.addr);
     let client = reqwest::Client::new();

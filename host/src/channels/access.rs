@@ -264,38 +264,36 @@ impl AccessGate {
             &msg.sender,
             msg.sender_name.as_deref(),
             &msg.conversation,
+            |request| {
+                let reply = OutboundMessage {
+                    conversation: msg.conversation.clone(),
+                    thread: None,
+                    text: reply_text(plugin, account, &msg.sender, &request.code),
+                    format: TextFormat::Plain,
+                    reply_to: (!msg.id.is_empty()).then(|| msg.id.clone()),
+                    attachments: Vec::new(),
+                };
+                self.outbox.notice(channel, &reply)
+            },
         );
-        let request = match outcome {
-            Ok(RequestOutcome::Created(r)) => r,
+        match outcome {
+            Ok(RequestOutcome::Created(_)) => {
+                tracing::info!(channel, sender = %msg.sender, conversation = %msg.conversation, "pairing code issued to an unknown sender");
+                self.outbox.wake(channel);
+            }
             Ok(RequestOutcome::AlreadyPending) => {
                 tracing::debug!(channel, sender = %msg.sender, "sender already has a pairing code; message dropped");
-                return;
             }
             Ok(RequestOutcome::Full) => {
                 tracing::info!(channel, sender = %msg.sender, "pairing requests full for this account; no code issued");
-                return;
             }
             Ok(RequestOutcome::Approved) => {
                 // Approved between the check and the request: the next
                 // message is answered; this one was already refused.
-                return;
             }
             Err(e) => {
-                tracing::warn!(channel, sender = %msg.sender, error = %e, "storing a pairing request failed");
-                return;
+                tracing::warn!(channel, sender = %msg.sender, error = %e, "storing a pairing code and its notice failed");
             }
-        };
-        tracing::info!(channel, sender = %msg.sender, conversation = %msg.conversation, "pairing code issued to an unknown sender");
-        let reply = OutboundMessage {
-            conversation: msg.conversation.clone(),
-            thread: None,
-            text: reply_text(plugin, account, &msg.sender, &request.code),
-            format: TextFormat::Plain,
-            reply_to: (!msg.id.is_empty()).then(|| msg.id.clone()),
-            attachments: Vec::new(),
-        };
-        if let Err(e) = self.outbox.enqueue_notice(channel, reply) {
-            tracing::warn!(channel, error = %e, "committing the pairing code failed");
         }
     }
 }

@@ -43,8 +43,8 @@ use crate::plugins::bindings::{
 };
 use crate::plugins::{CallError, PluginError};
 use crate::store::{
-    DeliveryState, InDoubt, InboxLink, NewOutbound, OutboxItem, OutboxStats, SharedOutbox,
-    StoreError,
+    DeliveryState, InDoubt, InboxLink, NewOutbound, OutboxItem, OutboxStats, PairingNotice,
+    SharedOutbox, StoreError,
 };
 
 /// Delivery settings of one channel (`[plugins.<name>.queue]`, see
@@ -196,8 +196,33 @@ impl Outbox {
             .clone()
     }
 
-    /// Wake channel `channel`'s worker (another node committed to its
-    /// outbox).
+    /// `m` as an outbox row.
+    fn row(m: &OutboundMessage) -> Result<NewOutbound, StoreError> {
+        Ok(NewOutbound {
+            conversation: m.conversation.clone(),
+            message: serde_json::to_string(&Stored::from_message(m))
+                .map_err(|e| StoreError::Corrupt(format!("encoding an outbound message: {e}")))?,
+            blobs: m.attachments.iter().map(|a| a.blob.clone()).collect(),
+        })
+    }
+
+    /// `message` as a notice of `channel` for the store to commit together
+    /// with the state it announces (a pairing code); call [`Outbox::wake`]
+    /// once committed.
+    pub fn notice(
+        &self,
+        channel: &str,
+        message: &OutboundMessage,
+    ) -> Result<PairingNotice, StoreError> {
+        Ok(PairingNotice {
+            outbox: channel.to_string(),
+            account: DEFAULT_ACCOUNT.to_string(),
+            message: Self::row(message)?,
+        })
+    }
+
+    /// Wake `channel`'s delivery worker (something was committed for it,
+    /// here or, in a cluster, on another node).
     pub fn wake(&self, channel: &str) {
         self.waker(channel).notify_one();
     }
@@ -210,17 +235,11 @@ impl Outbox {
     ) -> Result<(), ChannelError> {
         let rows: Vec<NewOutbound> = messages
             .iter()
-            .map(|m| {
-                Ok(NewOutbound {
-                    conversation: m.conversation.clone(),
-                    message: serde_json::to_string(&Stored::from_message(m))?,
-                    blobs: m.attachments.iter().map(|a| a.blob.clone()).collect(),
-                })
-            })
-            .collect::<Result<_, serde_json::Error>>()
-            .map_err(|e| ChannelError::Store {
+            .map(Self::row)
+            .collect::<Result<_, StoreError>>()
+            .map_err(|error| ChannelError::Store {
                 channel: channel.to_string(),
-                error: StoreError::Corrupt(format!("encoding an outbound message: {e}")),
+                error,
             })?;
         self.store
             .outbox_enqueue(channel, DEFAULT_ACCOUNT, link, &rows)

@@ -11,7 +11,8 @@ use rand::Rng;
 
 use crate::clock::SharedClock;
 use crate::store::{
-    ApproveOutcome, ApprovedSender, PairingRequest, RequestOutcome, SharedPairing, StoreError,
+    ApproveOutcome, ApprovedSender, PairingNotice, PairingRequest, RequestOutcome, SharedPairing,
+    StoreError,
 };
 
 /// Characters a pairing code is made of (no `I`, `O`, `0`, `1`).
@@ -152,7 +153,9 @@ impl Pairing {
     }
 
     /// Give an unknown sender a code unless they have one or the account is
-    /// full (see [`crate::store::PairingStore::request_pairing`]).
+    /// full (see [`crate::store::PairingStore::request_pairing`]); the
+    /// reply `notice` builds for the new request is committed to the outbox
+    /// in the same transaction as the code.
     pub fn request(
         &self,
         channel: &str,
@@ -160,6 +163,7 @@ impl Pairing {
         sender: &str,
         sender_name: Option<&str>,
         conversation: &str,
+        notice: impl FnOnce(&PairingRequest) -> Result<PairingNotice, StoreError>,
     ) -> Result<RequestOutcome, StoreError> {
         let now = self.now();
         let request = PairingRequest {
@@ -172,7 +176,9 @@ impl Pairing {
             created_ms: now,
             expires_ms: now.saturating_add(CODE_TTL_MS as i64),
         };
-        self.store.request_pairing(&request, now, MAX_PENDING)
+        let notice = notice(&request)?;
+        self.store
+            .request_pairing(&request, &notice, now, MAX_PENDING)
     }
 
     /// Pending requests and approved senders of `channel` (one account, or

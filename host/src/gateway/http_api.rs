@@ -74,6 +74,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/channels/{name}/{action}", post(channel_action))
         .route("/v1/plugins", get(list_plugins))
         .route("/v1/plugins/reload", post(reload_plugins))
+        .route("/v1/config/reload", post(reload_config))
         .route(
             "/v1/plugins/{name}",
             put(super::http_plugins::upload).delete(super::http_plugins::remove),
@@ -401,6 +402,22 @@ async fn list_plugins(State(gw): State<Arc<Gateway>>) -> Response {
 
 async fn reload_plugins(State(gw): State<Arc<Gateway>>) -> Response {
     Json(methods::plugins::reload(&gw, None).await).into_response()
+}
+
+/// `POST /v1/config/reload`: 200 with what changed; 422 naming what is
+/// wrong when the file is refused (nothing changed); 409 without a file.
+async fn reload_config(State(gw): State<Arc<Gateway>>) -> Response {
+    use methods::config::{ReloadRefused, error_shape, reload};
+    match reload(&gw).await {
+        Ok(report) => Json(report).into_response(),
+        Err(refused) => {
+            let status = match refused {
+                ReloadRefused::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                ReloadRefused::NoFile => StatusCode::CONFLICT,
+            };
+            error(status, error_shape(&refused).message)
+        }
+    }
 }
 
 async fn channel_webhook(

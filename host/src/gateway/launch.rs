@@ -92,6 +92,11 @@ pub struct Options {
     /// off, so embedders and tests that set no secret get an open gateway
     /// (loopback only, as before).
     pub token_file: bool,
+    /// The configuration file these options came from: reloaded on
+    /// `config.reload` (and SIGHUP in `pincer serve`), and when saved
+    /// unless `gateway.config_watch` is off; its `[plugins.*]` tables
+    /// apply live (see [`crate::config_reload`]). `None`: no reload.
+    pub config_file: Option<PathBuf>,
 }
 
 impl Options {
@@ -118,6 +123,7 @@ impl Options {
             store: StoreConfig::default(),
             clock: None,
             token_file: false,
+            config_file: None,
         }
     }
 }
@@ -131,6 +137,7 @@ pub struct Running {
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     _watch: WatchHandle,
+    _config_watch: Option<crate::config_reload::ConfigWatch>,
     monitor: tokio::task::JoinHandle<()>,
     /// The webhook dispatcher and the bus-to-event-log bridge.
     background: Vec<tokio::task::JoinHandle<()>>,
@@ -282,6 +289,27 @@ pub async fn start(mut opts: Options) -> anyhow::Result<Running> {
     gateway
         .runs
         .set_default_timeout(Duration::from_millis(opts.agent.run_timeout_ms));
+    // The configuration file's reloader, before anything is served: its
+    // baseline (what needs a restart) is the file these options came from,
+    // and a save from now on is seen (a reload while plugins still load
+    // leaves their new settings for that load).
+    let config_watch = match &opts.config_file {
+        Some(path) => {
+            let reloader = crate::config_reload::ConfigReloader::new(path, runtime.clone())
+                .context("the configuration file")?;
+            let _ = gateway.config_reload.set(reloader.clone());
+            if opts.gateway.config_watch {
+                Some(
+                    reloader
+                        .watch(opts.watch_settle)
+                        .with_context(|| format!("watching {}", path.display()))?,
+                )
+            } else {
+                None
+            }
+        }
+        None => None,
+    };
     // A shared store makes this gateway a node of a cluster, joined before
     // the first connection is served.
     let mut background = Vec::new();
@@ -313,6 +341,7 @@ pub async fn start(mut opts: Options) -> anyhow::Result<Running> {
         stop: Some(stop_tx),
         task,
         _watch: watch,
+        _config_watch: config_watch,
         monitor,
         background,
         dispatcher,

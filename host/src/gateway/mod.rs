@@ -204,6 +204,10 @@ pub struct GatewayConfig {
     /// `[gateway.cluster]`: node identity and timings, used when the store
     /// is shared (PostgreSQL).
     pub cluster: cluster::ClusterConfig,
+    /// Reload the configuration file when it is saved (default `true`;
+    /// SIGHUP and `config.reload` reload it either way). Only with a
+    /// configuration file (`pincer serve --config`).
+    pub config_watch: bool,
 }
 
 impl Default for GatewayConfig {
@@ -247,6 +251,7 @@ impl Default for GatewayConfig {
             console: true,
             plugin_upload_max_bytes: 32 << 20,
             cluster: cluster::ClusterConfig::default(),
+            config_watch: true,
         }
     }
 }
@@ -366,6 +371,8 @@ pub struct Gateway {
     pub store_path: String,
     /// This node's cluster membership, when the store is shared.
     pub cluster: std::sync::OnceLock<Arc<cluster::Cluster>>,
+    /// The configuration file's reloader, when the gateway runs from one.
+    pub config_reload: std::sync::OnceLock<Arc<crate::config_reload::ConfigReloader>>,
     /// Set once the plugins directory has been loaded (`/readyz`).
     pub ready: AtomicBool,
     started: Instant,
@@ -428,6 +435,7 @@ impl Gateway {
             counters: Counters::default(),
             store_path,
             cluster: std::sync::OnceLock::new(),
+            config_reload: std::sync::OnceLock::new(),
             ready: AtomicBool::new(false),
             started: Instant::now(),
             presence_version: AtomicU64::new(1),

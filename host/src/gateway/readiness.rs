@@ -21,14 +21,21 @@ pub struct Readiness {
     pub plugins: bool,
     /// Why not ready (`None` when ready).
     pub reason: Option<String>,
+    /// The configuration file's reload history, when the gateway runs
+    /// from one (a refused reload shows here; it never makes the gateway
+    /// unready).
+    pub config: Option<Value>,
 }
 
 impl Readiness {
-    /// `{ready, store, plugins, reason?}`, as `/readyz` answers.
+    /// `{ready, store, plugins, reason?, config?}`, as `/readyz` answers.
     pub fn to_json(&self) -> Value {
         let mut v = json!({"ready": self.ready, "store": self.store, "plugins": self.plugins});
         if let Some(r) = &self.reason {
             v["reason"] = json!(r);
+        }
+        if let Some(c) = &self.config {
+            v["config"] = c.clone();
         }
         v
     }
@@ -54,5 +61,9 @@ pub fn check(gw: &Gateway) -> Readiness {
         store: store.is_ok(),
         plugins,
         reason,
+        config: gw
+            .config_reload
+            .get()
+            .and_then(|r| serde_json::to_value(r.status()).ok()),
     }
 }

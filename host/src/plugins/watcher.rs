@@ -41,7 +41,7 @@ pub fn plugin_path(path: &Path) -> Option<PathBuf> {
 /// after reading is no change (notify reports both, and loading a plugin
 /// opens its file, which would otherwise load it again, forever); closing
 /// it after writing is.
-fn changes_content(kind: &notify::EventKind) -> bool {
+pub(crate) fn changes_content(kind: &notify::EventKind) -> bool {
     use notify::event::{AccessKind, AccessMode};
     match kind {
         notify::EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,

@@ -14,8 +14,8 @@ use serde_json::{Map, Value, json};
 
 use super::{
     ApproveOutcome, Attempt, DeliveryState, DeliveryStatus, DeviceRecord, InDoubt, InboxLink,
-    InboxSettled, NewInbound, NewMessage, NewOutbound, NewSession, PairRequest, PairingRequest,
-    RequestOutcome, Settle, SharedStore, StoreError, WebhookEndpoint,
+    InboxSettled, NewInbound, NewMessage, NewOutbound, NewSession, PairRequest, PairingNotice,
+    PairingRequest, RequestOutcome, Settle, SharedStore, StoreError, WebhookEndpoint,
 };
 
 /// Opens the case's database (again).
@@ -45,6 +45,10 @@ pub const CASES: &[Case] = &[
     (
         "a_runs_user_message_is_appended_once",
         a_runs_user_message_is_appended_once,
+    ),
+    (
+        "a_runs_answer_is_appended_once",
+        a_runs_answer_is_appended_once,
     ),
     ("devices_pair_requests_tokens", devices_pair_requests_tokens),
     (
@@ -300,8 +304,8 @@ fn a_runs_user_message_is_appended_once(open: Opener<'_>) -> anyhow::Result<()> 
         ..user(text)
     };
     let first = s.append_message("k", of_run("user", "hello"))?;
-    s.append_message("k", of_run("assistant", "partial"))?;
-    // The run executes again after a restart (another process).
+    // The run executes again after a restart (another process), before it
+    // had answered.
     let s = open()?;
     let again = s.append_message("k", of_run("user", "hello"))?;
     ensure!(again.id == first.id && again.seq == first.seq, "{again:?}");
@@ -316,19 +320,66 @@ fn a_runs_user_message_is_appended_once(open: Opener<'_>) -> anyhow::Result<()> 
     )?;
     s.append_message("k", user("no run"))?;
     let roles: Vec<String> = s.history("k", 100)?.into_iter().map(|m| m.role).collect();
-    ensure!(
-        roles == ["user", "assistant", "assistant", "user", "user"],
-        "{roles:?}"
-    );
-    ensure!(other.seq == 4);
-    ensure!(s.get_session("k")?.context("missing")?.message_count == 5);
+    ensure!(roles == ["user", "assistant", "user", "user"], "{roles:?}");
+    ensure!(other.seq == 3);
+    ensure!(s.get_session("k")?.context("missing")?.message_count == 4);
     let received = s
         .events_after(0, 100)?
         .iter()
         .filter(|e| e.kind == "message.received")
         .count();
-    // Five appended (the helper logs one for each), none for the repeat.
-    ensure!(received == 5, "{received} message.received events");
+    // Four appended (the helper logs one for each), none for the repeat.
+    ensure!(received == 4, "{received} message.received events");
+    Ok(())
+}
+
+fn a_runs_answer_is_appended_once(open: Opener<'_>) -> anyhow::Result<()> {
+    let s = open()?;
+    let of_run = |run: &str, role: &str, text: &str, event| NewMessage {
+        role: role.into(),
+        run_id: Some(run.into()),
+        event: Some(event),
+        ..user(text)
+    };
+    s.append_message("k", of_run("run-1", "user", "hello", "message.received"))?;
+    let answer = s.append_message("k", of_run("run-1", "assistant", "hi!", "message.sent"))?;
+    // Killed after the answer was appended but before its reply was
+    // committed: the run executes again in another process and appends
+    // its (possibly different) answer again.
+    let s = open()?;
+    s.append_message("k", of_run("run-1", "user", "hello", "message.received"))?;
+    let again = s.append_message(
+        "k",
+        of_run("run-1", "assistant", "hi again", "message.sent"),
+    )?;
+    ensure!(
+        again.id == answer.id && again.seq == answer.seq,
+        "{again:?}"
+    );
+    ensure!(
+        again.content == answer.content,
+        "the first answer stays: {again:?}"
+    );
+    // Tool messages of a run are not deduplicated; the next run's answer
+    // is appended.
+    s.append_message("k", of_run("run-1", "tool", "{}", "message.sent"))?;
+    s.append_message("k", of_run("run-1", "tool", "{}", "message.sent"))?;
+    s.append_message("k", of_run("run-2", "user", "more", "message.received"))?;
+    s.append_message("k", of_run("run-2", "assistant", "sure", "message.sent"))?;
+    let history = s.history("k", 100)?;
+    let roles: Vec<&str> = history.iter().map(|m| m.role.as_str()).collect();
+    ensure!(
+        roles == ["user", "assistant", "tool", "tool", "user", "assistant"],
+        "{roles:?}"
+    );
+    ensure!(s.get_session("k")?.context("missing")?.message_count == 6);
+    let sent = s
+        .events_after(0, 100)?
+        .iter()
+        .filter(|e| e.kind == "message.sent")
+        .count();
+    // One per appended assistant or tool message, none for the repeat.
+    ensure!(sent == 4, "{sent} message.sent events");
     Ok(())
 }
 
@@ -662,22 +713,34 @@ fn pairing(open: Opener<'_>) -> anyhow::Result<()> {
         created_ms: 10,
         expires_ms,
     };
+    let notice = |code: &str| PairingNotice {
+        outbox: "tg".into(),
+        account: "default".into(),
+        message: NewOutbound {
+            conversation: "dm".into(),
+            message: format!("{{\"text\":\"Pairing code: {code}\"}}"),
+            blobs: Vec::new(),
+        },
+    };
     ensure!(matches!(
-        s.request_pairing(&req("AAAA2222", "alice", 1000), 10, 2)?,
+        s.request_pairing(&req("AAAA2222", "alice", 1000), &notice("AAAA2222"), 10, 2)?,
         RequestOutcome::Created(_)
     ));
     ensure!(
-        s.request_pairing(&req("BBBB3333", "alice", 1000), 11, 2)?
+        s.request_pairing(&req("BBBB3333", "alice", 1000), &notice("BBBB3333"), 11, 2)?
             == RequestOutcome::AlreadyPending
     );
     ensure!(matches!(
-        s.request_pairing(&req("CCCC4444", "bob", 100), 12, 2)?,
+        s.request_pairing(&req("CCCC4444", "bob", 100), &notice("CCCC4444"), 12, 2)?,
         RequestOutcome::Created(_)
     ));
-    ensure!(s.request_pairing(&req("DDDD5555", "carol", 1000), 13, 2)? == RequestOutcome::Full);
+    ensure!(
+        s.request_pairing(&req("DDDD5555", "carol", 1000), &notice("DDDD5555"), 13, 2)?
+            == RequestOutcome::Full
+    );
     // Bob's code expired at 100: his slot is freed for carol.
     ensure!(matches!(
-        s.request_pairing(&req("DDDD5555", "carol", 1000), 200, 2)?,
+        s.request_pairing(&req("DDDD5555", "carol", 1000), &notice("DDDD5555"), 200, 2)?,
         RequestOutcome::Created(_)
     ));
     ensure!(
@@ -695,7 +758,8 @@ fn pairing(open: Opener<'_>) -> anyhow::Result<()> {
     ensure!(s.is_approved("tg", "default", "alice")?);
     ensure!(!s.is_approved("tg", "other", "alice")?);
     ensure!(
-        s.request_pairing(&req("EEEE6666", "alice", 5000), 301, 2)? == RequestOutcome::Approved
+        s.request_pairing(&req("EEEE6666", "alice", 5000), &notice("EEEE6666"), 301, 2)?
+            == RequestOutcome::Approved
     );
     ensure!(
         s.approved_senders("tg", Some("default"))?
@@ -705,7 +769,7 @@ fn pairing(open: Opener<'_>) -> anyhow::Result<()> {
     );
     ensure!(s.approve_pairing("tg", "default", "DDDD5555", 5000)? == ApproveOutcome::Expired);
     ensure!(
-        s.request_pairing(&req("FFFF7777", "dave", 9000), 5000, 2)
+        s.request_pairing(&req("FFFF7777", "dave", 9000), &notice("FFFF7777"), 5000, 2)
             .is_ok()
     );
     ensure!(
@@ -714,6 +778,22 @@ fn pairing(open: Opener<'_>) -> anyhow::Result<()> {
             == Some("dave".to_owned())
     );
     ensure!(s.dismiss_pairing("tg", "default", "FFFF7777")?.is_none());
+    // Each code that was stored has its notice in the outbox, committed with
+    // it; refused and repeated requests left none.
+    let notices: Vec<String> = s
+        .outbox_rows("tg", 100)?
+        .into_iter()
+        .map(|r| r.message)
+        .collect();
+    let codes: Vec<&str> = notices
+        .iter()
+        .filter_map(|m| m.split("Pairing code: ").nth(1))
+        .map(|c| c.trim_end_matches("\"}"))
+        .collect();
+    ensure!(
+        codes == ["AAAA2222", "CCCC4444", "DDDD5555", "FFFF7777"],
+        "{codes:?}"
+    );
     Ok(())
 }
 

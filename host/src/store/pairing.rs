@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::StoreError;
+use super::{NewOutbound, StoreError};
 
 /// A pending request: an unknown sender who was given a code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -63,6 +63,21 @@ pub enum RequestOutcome {
     Approved,
 }
 
+/// The reply that gives a sender their new code, committed to the outbox
+/// in the transaction that stores the code: a code is never stored without
+/// its notice (a kill between the two would leave a code nobody was sent),
+/// and no notice goes out for a code that was not stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairingNotice {
+    /// The outbox queue it goes to (the channel runner's key, as
+    /// [`super::OutboxStore::outbox_enqueue`] takes it).
+    pub outbox: String,
+    /// The outbox row's account.
+    pub account: String,
+    /// The message (its text carries the request's code).
+    pub message: NewOutbound,
+}
+
 /// Why approving a code failed (besides the database).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApproveOutcome {
@@ -81,10 +96,12 @@ pub trait PairingStore: Send + Sync + 'static {
 
     /// Atomically: drop expired requests of the account; if `sender` is
     /// approved or already has an unexpired request, say so; if the account
-    /// has `max_pending` unexpired requests, refuse; else store `request`.
+    /// has `max_pending` unexpired requests, refuse; else store `request`
+    /// and commit `notice` to the outbox, in the same transaction.
     fn request_pairing(
         &self,
         request: &PairingRequest,
+        notice: &PairingNotice,
         now_ms: i64,
         max_pending: usize,
     ) -> Result<RequestOutcome, StoreError>;

@@ -193,9 +193,10 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Append a message to the session's current transcript (creating the
     /// session with defaults if absent), updating `updated_ms`,
     /// `message_count` and `last_preview`, and logging `msg.event` if set,
-    /// all in one transaction. A `user` message whose run already has its
-    /// `user` message in the session (the run executed again after a
-    /// restart) is not appended: the one there is returned.
+    /// all in one transaction. A `user` or `assistant` message whose run
+    /// already has its message of that role in the session (the run
+    /// executed again after a restart, perhaps after it had answered) is
+    /// not appended: the one there is returned, and no event is logged.
     fn append_message(&self, key: &str, msg: NewMessage) -> Result<TranscriptMessage, StoreError>;
     /// The last `limit` messages of the session's current transcript, oldest
     /// first. Empty if the session does not exist.
@@ -259,3 +260,9 @@ pub trait SessionStore: Send + Sync + 'static {
 
 /// A shared session store.
 pub type SharedSessions = std::sync::Arc<dyn SessionStore>;
+
+/// Whether a run's message of `role` is appended at most once per run (the
+/// run's prompt and its answer; a re-executed run finds them there).
+pub(crate) fn once_per_run(role: &str) -> bool {
+    matches!(role, "user" | "assistant")
+}

@@ -58,6 +58,33 @@ fn item(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxItem> {
     })
 }
 
+/// Insert one waiting message (inside the caller's transaction); returns
+/// its id.
+pub(super) fn insert_outbound(
+    tx: &rusqlite::Connection,
+    channel: &str,
+    account: &str,
+    inbox_seq: Option<i64>,
+    m: &NewOutbound,
+    now: i64,
+) -> Result<i64, StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO channel_outbox (channel, account, conversation, message, inbox_seq,
+             status, next_attempt_ms, created_ms, updated_ms, blobs)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?6, ?7)",
+    )?
+    .execute(params![
+        channel,
+        account,
+        m.conversation,
+        m.message,
+        inbox_seq,
+        now,
+        m.blobs.join(" ")
+    ])?;
+    Ok(tx.last_insert_rowid())
+}
+
 impl OutboxStore for SqliteStore {
     fn outbox_enqueue(
         &self,
@@ -67,27 +94,13 @@ impl OutboxStore for SqliteStore {
         messages: &[NewOutbound],
     ) -> Result<Vec<i64>, StoreError> {
         self.write_tx(|tx, now| {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO channel_outbox (channel, account, conversation, message, inbox_seq,
-                     status, next_attempt_ms, created_ms, updated_ms, blobs)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?6, ?7)",
-            )?;
             let seq = match link {
                 InboxLink::None => None,
                 InboxLink::Answers(seq) => Some(seq),
             };
             let mut ids = Vec::with_capacity(messages.len());
             for m in messages {
-                insert.execute(params![
-                    channel,
-                    account,
-                    m.conversation,
-                    m.message,
-                    seq,
-                    now,
-                    m.blobs.join(" ")
-                ])?;
-                ids.push(tx.last_insert_rowid());
+                ids.push(insert_outbound(tx, channel, account, seq, m, now)?);
             }
             match link {
                 InboxLink::None => {}

@@ -6,9 +6,10 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::sqlite_outbox::insert_outbound;
 use super::{
-    ApproveOutcome, ApprovedSender, PairingRequest, PairingStore, RequestOutcome, SqliteStore,
-    StoreError,
+    ApproveOutcome, ApprovedSender, PairingNotice, PairingRequest, PairingStore, RequestOutcome,
+    SqliteStore, StoreError,
 };
 
 /// Migration 5: pending pairing requests (one per sender, codes unique per
@@ -76,11 +77,12 @@ impl PairingStore for SqliteStore {
     fn request_pairing(
         &self,
         request: &PairingRequest,
+        notice: &PairingNotice,
         now_ms: i64,
         max_pending: usize,
     ) -> Result<RequestOutcome, StoreError> {
         let (channel, account) = (&request.channel, &request.account_id);
-        self.write_tx(|tx, _| {
+        self.write_tx(|tx, now| {
             tx.prepare_cached(
                 "DELETE FROM channel_pairing_requests
                  WHERE channel = ?1 AND account = ?2 AND expires_ms <= ?3",
@@ -121,6 +123,14 @@ impl PairingStore for SqliteStore {
                 request.created_ms,
                 request.expires_ms,
             ])?;
+            insert_outbound(
+                tx,
+                &notice.outbox,
+                &notice.account,
+                None,
+                &notice.message,
+                now,
+            )?;
             Ok(RequestOutcome::Created(request.clone()))
         })
     }

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::columns::{list_json, map_json, parse, sql_limit};
 use super::prune::PRUNE_BATCH;
+use super::sessions::once_per_run;
 use super::{
     DeviceRecord, EventRecord, NewMessage, NewSession, PairRequest, SessionEntry, SessionStore,
     SqliteStore, StoreError, TranscriptMessage,
@@ -132,16 +133,17 @@ impl SessionStore for SqliteStore {
     fn append_message(&self, key: &str, msg: NewMessage) -> Result<TranscriptMessage, StoreError> {
         self.write_tx(|tx, now| {
             let (session, _) = ensure(tx, key, &NewSession::default(), now)?;
-            if let Some(run_id) = msg.run_id.as_deref().filter(|_| msg.role == "user") {
+            if let Some(run_id) = msg.run_id.as_deref().filter(|_| once_per_run(&msg.role)) {
                 // A run executed again (after a restart) has its message
-                // in the transcript already.
+                // (and, killed after answering, its answer) in the
+                // transcript already.
                 let existing = tx
                     .prepare_cached(
                         "SELECT id, seq, role, content, ts, run_id, stop_reason, meta FROM messages
-                         WHERE session_id = ?1 AND run_id = ?2 AND role = 'user'
+                         WHERE session_id = ?1 AND run_id = ?2 AND role = ?3
                          ORDER BY seq LIMIT 1",
                     )?
-                    .query_row(params![session.session_id, run_id], message_row)
+                    .query_row(params![session.session_id, run_id, msg.role], message_row)
                     .optional()?;
                 if let Some(row) = existing {
                     return message_done(row);

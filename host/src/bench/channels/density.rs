@@ -1,6 +1,7 @@
 //! Density: many Telegram bots long-polling one fake, idle. Measures the
 //! memory each polling bot adds and the CPU all of them use while nothing
-//! happens, for the gateway (one channel per bot, see
+//! happens, for the gateway (one `telegram` plugin serving every bot as
+//! one of its accounts, at the default settings, see
 //! [`super::setup::telegram_bots`]) and for the same number of bare bots
 //! (one tokio task and HTTP client each) against the same fake.
 //!

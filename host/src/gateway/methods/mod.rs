@@ -4,6 +4,7 @@
 pub mod absent;
 pub mod channel_cards;
 pub mod chat;
+pub mod config;
 pub mod devices;
 pub mod pairing;
 pub mod plugins;
@@ -67,6 +68,7 @@ pub const METHODS: &[&str] = &[
     "send",
     "plugins.list",
     "plugins.reload",
+    "config.reload",
     "webhooks.add",
     "webhooks.list",
     "webhooks.get",
@@ -170,6 +172,7 @@ fn may_block(method: &str) -> bool {
         method,
         "agent.wait"
             | "plugins.reload"
+            | "config.reload"
             | "channels.start"
             | "channels.stop"
             | "channels.restart"
@@ -295,6 +298,18 @@ async fn dispatch(ctx: &Ctx, req: &Request) -> Reply {
         "plugins.reload" => match params::<plugins::ReloadParams>(&req.method, p) {
             Ok(rp) => Reply::Ok(plugins::reload(gw, rp.name.as_deref()).await),
             Err(e) => Reply::Err(e),
+        },
+        "config.reload" => match config::reload(gw).await {
+            Ok(report) => Reply::Ok(serde_json::to_value(report).unwrap_or_default()),
+            Err(refused) => {
+                let shape = config::error_shape(&refused);
+                match refused {
+                    config::ReloadRefused::Invalid(report) => {
+                        Reply::ErrWith(shape, serde_json::to_value(report).unwrap_or_default())
+                    }
+                    config::ReloadRefused::NoFile => Reply::Err(shape),
+                }
+            }
         },
         m if m.starts_with("webhooks.") => webhooks::handle(ctx, m, p).await.into(),
         "chat.startup" => startup::chat_startup(ctx, p).into(),

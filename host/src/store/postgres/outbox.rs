@@ -28,6 +28,34 @@ fn item(r: &Row) -> Result<OutboxItem, StoreError> {
     })
 }
 
+/// Insert one waiting message (inside the caller's transaction); returns
+/// its id.
+pub(super) fn insert_outbound<C: GenericClient>(
+    db: &mut Db<'_, C>,
+    channel: &str,
+    account: &str,
+    inbox_seq: Option<i64>,
+    m: &NewOutbound,
+) -> Result<i64, StoreError> {
+    let now = db.now;
+    Ok(db
+        .one(
+            "INSERT INTO channel_outbox (channel, account, conversation, message,
+                 inbox_seq, status, next_attempt_ms, created_ms, updated_ms, blobs)
+             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6, $6, $7) RETURNING id",
+            &[
+                &channel,
+                &account,
+                &m.conversation,
+                &m.message,
+                &inbox_seq,
+                &now,
+                &m.blobs.join(" "),
+            ],
+        )?
+        .try_get(0)?)
+}
+
 impl OutboxStore for PgStore {
     fn outbox_enqueue(
         &self,
@@ -37,7 +65,6 @@ impl OutboxStore for PgStore {
         messages: &[NewOutbound],
     ) -> Result<Vec<i64>, StoreError> {
         self.write(|db| {
-            let now = db.now;
             let seq = match link {
                 InboxLink::None => None,
                 InboxLink::Answers(seq) => Some(seq),
@@ -65,23 +92,7 @@ impl OutboxStore for PgStore {
             }
             let mut ids = Vec::with_capacity(messages.len());
             for m in messages {
-                let id: i64 = db
-                    .one(
-                        "INSERT INTO channel_outbox (channel, account, conversation, message,
-                             inbox_seq, status, next_attempt_ms, created_ms, updated_ms, blobs)
-                         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6, $6, $7) RETURNING id",
-                        &[
-                            &channel,
-                            &account,
-                            &m.conversation,
-                            &m.message,
-                            &seq,
-                            &now,
-                            &m.blobs.join(" "),
-                        ],
-                    )?
-                    .try_get(0)?;
-                ids.push(id);
+                ids.push(insert_outbound(db, channel, account, seq, m)?);
             }
             if let Some(seq) = seq {
                 settle(db, seq, InboxSettled::Answered)?;

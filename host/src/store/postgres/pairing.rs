@@ -7,8 +7,10 @@ use postgres::{GenericClient, Row, Transaction};
 
 use super::PgStore;
 use super::conn::Db;
+use super::outbox::insert_outbound;
 use crate::store::{
-    ApproveOutcome, ApprovedSender, PairingRequest, PairingStore, RequestOutcome, StoreError,
+    ApproveOutcome, ApprovedSender, PairingNotice, PairingRequest, PairingStore, RequestOutcome,
+    StoreError,
 };
 
 /// The `channel_pairing_requests` columns [`request_row`] reads, in order.
@@ -54,6 +56,7 @@ impl PairingStore for PgStore {
     fn request_pairing(
         &self,
         request: &PairingRequest,
+        notice: &PairingNotice,
         now_ms: i64,
         max_pending: usize,
     ) -> Result<RequestOutcome, StoreError> {
@@ -108,6 +111,7 @@ impl PairingStore for PgStore {
                     &request.expires_ms,
                 ],
             )?;
+            insert_outbound(db, &notice.outbox, &notice.account, None, &notice.message)?;
             Ok(RequestOutcome::Created(request.clone()))
         })
     }

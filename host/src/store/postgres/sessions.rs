@@ -17,6 +17,7 @@ use super::conn::Db;
 use super::{PgStore, limit};
 use crate::store::columns::{list_json, map_json, parse};
 use crate::store::prune::PRUNE_BATCH;
+use crate::store::sessions::once_per_run;
 use crate::store::sqlite_sessions::{
     EVENT_TEXT_CHARS, PREVIEW_CHARS, event_scope, message_text, session_data, truncate,
 };
@@ -143,14 +144,15 @@ impl SessionStore for PgStore {
         self.write(|db| {
             let now = db.now;
             let (session, _) = ensure(db, key, &NewSession::default())?;
-            if let Some(run_id) = msg.run_id.as_deref().filter(|_| msg.role == "user") {
+            if let Some(run_id) = msg.run_id.as_deref().filter(|_| once_per_run(&msg.role)) {
                 // A run executed again (after a restart) has its message
-                // in the transcript already.
+                // (and, killed after answering, its answer) in the
+                // transcript already.
                 let existing = db.query(
                     "SELECT id, seq, role, content, ts, run_id, stop_reason, meta FROM messages
-                     WHERE session_id = $1 AND run_id = $2 AND role = 'user'
+                     WHERE session_id = $1 AND run_id = $2 AND role = $3
                      ORDER BY seq LIMIT 1",
-                    &[&session.session_id, &run_id],
+                    &[&session.session_id, &run_id, &msg.role],
                 )?;
                 if let Some(row) = existing.first() {
                     return message_row(row);
