@@ -110,6 +110,8 @@ pub struct Cluster {
     /// To the writer thread; `None` once stopping.
     writer: Mutex<Option<std::sync::mpsc::Sender<NewStreamEvent>>>,
     pending: AtomicUsize,
+    /// The log id of the last event this node's writer appended.
+    written_upto: std::sync::atomic::AtomicI64,
     /// To the tail thread.
     wake: Mutex<std::sync::mpsc::Sender<crate::store::Wake>>,
     /// The last log id fanned out here; held while fanning out (and while
@@ -182,6 +184,7 @@ impl Cluster {
             store,
             writer: Mutex::new(Some(writer_tx)),
             pending: AtomicUsize::new(0),
+            written_upto: std::sync::atomic::AtomicI64::new(0),
             wake: Mutex::new(wake_tx),
             delivered: Mutex::new(head),
             claimed: Mutex::new(HashSet::new()),
@@ -241,6 +244,27 @@ impl Cluster {
     /// Events queued and not yet written.
     pub fn pending(&self) -> usize {
         self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Wait (at most `bound`) until every event this node published so
+    /// far is written to the log and fanned out to this node's own
+    /// connections; whether it was. The shutdown calls it before closing
+    /// the sockets, so a client sees the events of the runs the shutdown
+    /// ended (as a single node does) instead of a close before them.
+    pub async fn fanned_out(&self, bound: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            // `written_upto` is set before `pending` drops for a batch.
+            if self.pending() == 0
+                && *lock(&self.delivered) >= self.written_upto.load(Ordering::Acquire)
+            {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Add `conn` to the hub; with `resume_after`, first queue it the
