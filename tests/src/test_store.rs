@@ -37,7 +37,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{ChildStdin, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -83,8 +83,9 @@ struct Server {
     /// The server when this process started it (never dropped: the
     /// watchdog stops it when the process ends).
     _own: Option<PgServer>,
-    /// Our end of the watchdog's pipe (held until the process ends).
-    _watchdog: Option<ChildStdin>,
+    /// The watchdog, with our end of its stdin pipe (held until the
+    /// process ends; never waited for: it outlives us).
+    _watchdog: Option<Child>,
 }
 
 /// Settings of the suite's server: no fsync (a test may kill the server,
@@ -118,7 +119,7 @@ fn server() -> &'static Server {
 /// (SIGQUIT to the postmaster: immediate shutdown) and deletes `dir`. It
 /// runs in its own process group, so a Ctrl-C of the test run does not
 /// stop it before it has cleaned up.
-fn watchdog(dir: &Path) -> ChildStdin {
+fn watchdog(dir: &Path) -> Child {
     use std::os::unix::process::CommandExt;
     const SCRIPT: &str = r#"
 cat >/dev/null
@@ -135,7 +136,7 @@ if [ -n "$pid" ]; then
 fi
 rm -rf "$1"
 "#;
-    let mut child = Command::new("sh")
+    Command::new("sh")
         .args(["-c", SCRIPT, "pincer-test-pg-watchdog"])
         .arg(dir)
         .stdin(Stdio::piped())
@@ -143,8 +144,7 @@ rm -rf "$1"
         .stderr(Stdio::null())
         .process_group(0)
         .spawn()
-        .expect("starting the PostgreSQL watchdog (sh)");
-    child.stdin.take().expect("watchdog stdin")
+        .expect("starting the PostgreSQL watchdog (sh)")
 }
 
 /// Extra environment for a child gateway process: in the PostgreSQL pass,
