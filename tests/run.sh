@@ -38,7 +38,7 @@ if [[ " $passes " == *" postgres "* ]]; then
         esac
         targets+=(--test "$name")
     done
-    echo "--- cargo test -p pincer-tests (${#targets[@]} end-to-end test files) $* (PostgreSQL)"
+    echo "--- cargo test -p pincer-tests ($((${#targets[@]} / 2)) end-to-end test files) $* (PostgreSQL)"
     start=$SECONDS
     PINCER_TEST_STORE=postgres cargo test -p pincer-tests "${targets[@]}" "$@" || status=1
     echo "--- PostgreSQL pass: $((SECONDS - start)) s"
