@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the whole test suite needs, on a fresh Debian machine with
 # Rust (rustup) and nothing else; idempotent, so a warm machine pays a few
-# seconds. Used by the README's test command and by .ci/run.
+# seconds. Used by the README's test command (tests/setup.sh &&
+# tests/run.sh) and by .ci/run.
 #
 # - the wasm target the plugins build for (host/build.rs also adds it);
 # - Debian's Chromium, Node/npm, tmux and python3-venv (browser, Control UI,
@@ -28,8 +29,9 @@ command -v npm >/dev/null || need_apt+=(npm)
 # 24 for OpenClaw's CLI comes from PyPI into a virtualenv.
 command -v tmux >/dev/null || need_apt+=(tmux)
 python3 -m venv --help >/dev/null 2>&1 || need_apt+=(python3-venv)
-# The PostgreSQL store's tests (tests/tests/store_postgres.rs) start their
-# own throwaway server with initdb from Debian's package (any version).
+# The PostgreSQL store's and cluster tests, and the suite's PostgreSQL pass
+# (tests/run.sh), start their own throwaway servers with initdb from
+# Debian's package (any version).
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
 if [ "${#need_apt[@]}" -gt 0 ]; then
     sudo_=""

@@ -359,7 +359,8 @@ async fn migrate(common: &Common) -> anyhow::Result<()> {
 fn pairing(command: PairingCommand) -> anyhow::Result<()> {
     use pincer::channels::pairing::Pairing;
     let open = |common: &Common| -> anyhow::Result<Pairing> {
-        Ok(Pairing::open_data_dir(&resolve(common)?.data_dir)?)
+        let resolved = resolve(common)?;
+        Ok(Pairing::open(&resolved.data_dir, &resolved.file.store)?)
     };
     let out = match command {
         PairingCommand::List {

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use pincer::store::{InboxStore, KvStore, OutboxStore, SqliteStore};
+use pincer::store::{InboxStore, KvStore, OutboxStore};
 
 use crate::gateway::ChildGateway;
 
@@ -210,8 +210,8 @@ pub async fn kill_run(
     kills: usize,
 ) -> KillReport {
     let env = [(dir_var, dir.to_str().expect("utf-8"))];
-    let store = SqliteStore::open(&dir.join(pincer::store::DB_FILE)).expect("db");
-    kill_run_on(child, &env, &store, n, extra, kills).await
+    let store = crate::test_store::open(dir);
+    kill_run_on(child, &env, &*store, n, extra, kills).await
 }
 
 /// [`kill_run`] with the child's environment `env` and the `store` it

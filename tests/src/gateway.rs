@@ -44,9 +44,10 @@ impl TestGateway {
         (opts, dir)
     }
 
-    /// Start with `opts` (from [`TestGateway::options`]).
+    /// Start with `opts` (from [`TestGateway::options`]), on the suite's
+    /// store (see [`crate::test_store`]).
     pub async fn start_with(opts: Options, dir: tempfile::TempDir) -> TestGateway {
-        let running = launch::start(opts).await.expect("gateway starts");
+        let running = start(opts).await.expect("gateway starts");
         TestGateway {
             addr: running.addr,
             running: Some(running),
@@ -77,6 +78,14 @@ impl TestGateway {
             r.stop().await.expect("clean shutdown");
         }
     }
+}
+
+/// [`launch::start`] on the suite's store: in the PostgreSQL pass, the
+/// database of `opts.data_dir` unless the test chose a store (see
+/// [`crate::test_store::apply`]). Every test gateway starts through here.
+pub async fn start(mut opts: Options) -> anyhow::Result<Running> {
+    crate::test_store::apply(&mut opts);
+    launch::start(opts).await
 }
 
 /// Connect params for a CLI-like client with `scopes`, speaking
@@ -347,7 +356,9 @@ pub struct ChildGateway {
 impl ChildGateway {
     /// Re-run the current test binary with only `test` (an `#[ignore]`d
     /// test that starts a gateway and prints `LISTENING <addr>`), with `env`
-    /// set; returns once the child is listening.
+    /// set (and, in the PostgreSQL pass, this process's server: see
+    /// [`crate::test_store::child_env`]); returns once the child is
+    /// listening.
     pub fn spawn(test: &str, env: &[(&str, &str)]) -> ChildGateway {
         use std::io::{BufRead, BufReader};
         use std::process::{Command, Stdio};
@@ -362,6 +373,9 @@ impl ChildGateway {
         ])
         .stdout(Stdio::piped())
         .stderr(child_log());
+        for (k, v) in crate::test_store::child_env() {
+            cmd.env(k, v);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -30,6 +30,8 @@ pub mod sandbox;
 /// A throwaway Synapse homeserver and a Matrix client for the Matrix tests.
 pub mod synapse;
 
+pub mod test_store;
+
 pub mod webhook_receiver;
 
 pub mod whatsapp;
@@ -46,7 +48,6 @@ use pincer::events::{Event, EventBus, LocalBus};
 use pincer::health::HealthConfig;
 use pincer::plugins::RuntimeConfig;
 use pincer::runtime::{Runtime, RuntimeOptions};
-use pincer::store::SqliteStore;
 use tokio::sync::broadcast;
 
 /// The component built from source for plugin `name` (fails loudly if missing).
@@ -83,7 +84,8 @@ impl TestRuntime {
     pub fn new(config: RuntimeConfig, health: HealthConfig) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("plugins")).expect("plugins dir");
-        let store = Arc::new(SqliteStore::open(&dir.path().join("pincer.db")).expect("open store"));
+        // The suite's store (SQLite, or PostgreSQL in that pass).
+        let store = test_store::open(dir.path());
         let events = Arc::new(LocalBus::new(4096));
         let runtime = Runtime::new(RuntimeOptions {
             plugins_dir: dir.path().join("plugins"),

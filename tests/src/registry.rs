@@ -11,7 +11,6 @@ use pincer::events::LocalBus;
 use pincer::health::HealthConfig;
 use pincer::plugins::RuntimeConfig;
 use pincer::runtime::{Runtime, RuntimeOptions};
-use pincer::store::SqliteStore;
 
 use crate::built_plugin;
 
@@ -35,7 +34,7 @@ pub fn install_named(dir: &Path, plugin: &str, name: &str, extra: &str) {
 /// plugins in `<data_dir>/plugins`, as a restarted gateway would have it.
 pub fn runtime_at(data_dir: &Path, config: RuntimeConfig) -> Arc<Runtime> {
     std::fs::create_dir_all(data_dir.join("plugins")).expect("plugins dir");
-    let store = Arc::new(SqliteStore::open(&data_dir.join("pincer.db")).expect("open store"));
+    let store = crate::test_store::open(data_dir);
     Runtime::new(RuntimeOptions {
         plugins_dir: data_dir.join("plugins"),
         runtime: RuntimeConfig {

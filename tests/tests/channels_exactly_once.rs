@@ -15,7 +15,7 @@ use pincer::channels::access::DmPolicy;
 use pincer::gateway::launch::Options;
 use pincer::plugins::bindings::{AttachmentKind, OutboundAttachment, OutboundMessage, TextFormat};
 use pincer::plugins::{Limits, PluginSettings};
-use pincer::store::{KvStore, OutboxStore, SqliteStore};
+use pincer::store::{KvStore, SharedStore, Store};
 use pincer_tests::exactly_once::{self, CHANNEL, answers, diagnose, inbox, token, until};
 use pincer_tests::gateway::TestGateway;
 use pincer_tests::install_plugin;
@@ -57,8 +57,8 @@ fn data_dir() -> tempfile::TempDir {
 }
 
 /// The store of a data directory, opened beside the gateway's.
-fn store_of(dir: &Path) -> SqliteStore {
-    SqliteStore::open(&dir.join(pincer::store::DB_FILE)).expect("db")
+fn store_of(dir: &Path) -> SharedStore {
+    pincer_tests::test_store::open(dir)
 }
 
 /// Env var naming the data directory of [`streaming_child`].
@@ -80,7 +80,7 @@ fn streaming_child() {
         s.queue.send_concurrency = 1;
         let mut opts = options(Path::new(&dir), s);
         opts.agent.echo_word_delay_ms = 5;
-        let running = pincer::gateway::launch::start(opts).await.expect("starts");
+        let running = pincer_tests::gateway::start(opts).await.expect("starts");
         println!("LISTENING {}", running.addr);
         std::future::pending::<()>().await;
     });
@@ -114,7 +114,7 @@ async fn kill_9_while_replies_stream_by_edits_sends_each_first_message_once() {
     // Every answer's message ends with its whole text (edits are
     // idempotent and the last one lands).
     let store = store_of(dir.path());
-    let edits = finals_by_token(&store);
+    let edits = finals_by_token(&*store);
     for i in 0..120 {
         let tok = token(i);
         let text = edits.get(&tok).map(String::as_str).unwrap_or("");
@@ -148,7 +148,7 @@ fn finals_by_token(kv: &dyn KvStore) -> std::collections::BTreeMap<String, Strin
 }
 
 /// Hold testchan's sends until [`release`]; returns once `n` are held.
-async fn held(store: &SqliteStore, n: i64) {
+async fn held(store: &dyn Store, n: i64) {
     until(store, "a send held in the plugin", || {
         store
             .get(CHANNEL, "holding/send")
@@ -160,7 +160,7 @@ async fn held(store: &SqliteStore, n: i64) {
     .await;
 }
 
-fn release(store: &SqliteStore) {
+fn release(store: &dyn Store) {
     store.delete(CHANNEL, "hold/send").expect("release");
 }
 
@@ -177,7 +177,7 @@ async fn stopping_the_gateway_lets_a_send_in_flight_finish_and_nothing_is_sent_a
     store
         .set(CHANNEL, "inbox", inbox(0..1, "s", "").as_bytes())
         .expect("inbox");
-    held(&store, 1).await;
+    held(&*store, 1).await;
     assert_eq!(store.outbox_stats(CHANNEL).expect("stats").in_flight, 1);
     // Stop while the send is in the plugin; release it once the stop has
     // begun (the drain waits for it).
@@ -186,16 +186,16 @@ async fn stopping_the_gateway_lets_a_send_in_flight_finish_and_nothing_is_sent_a
         t.stop().await;
         t
     });
-    until(&store, "the shutdown to begin", || gw.shutting_down()).await;
-    release(&store);
+    until(&*store, "the shutdown to begin", || gw.shutting_down()).await;
+    release(&*store);
     let _t = stop.await.expect("stopped");
-    assert_eq!(answers(&store).get(&token(0)), Some(&1));
+    assert_eq!(answers(&*store).get(&token(0)), Some(&1));
     let st = store.outbox_stats(CHANNEL).expect("stats");
     assert_eq!(
         (st.depth, st.in_flight),
         (0, 0),
         "delivered and recorded before the process ended\n{}",
-        diagnose(&store)
+        diagnose(&*store)
     );
     assert!(store.outbox_in_doubt(CHANNEL).expect("doubt").is_empty());
     drop(gw);
@@ -209,11 +209,11 @@ async fn stopping_the_gateway_lets_a_send_in_flight_finish_and_nothing_is_sent_a
     store
         .set(CHANNEL, "inbox", inbox(1..2, "s", "").as_bytes())
         .expect("inbox");
-    until(&store, "the next answer", || {
-        answers(&store).contains_key(&token(1))
+    until(&*store, "the next answer", || {
+        answers(&*store).contains_key(&token(1))
     })
     .await;
-    assert_eq!(answers(&store).get(&token(0)), Some(&1), "not sent again");
+    assert_eq!(answers(&*store).get(&token(0)), Some(&1), "not sent again");
     t.stop().await;
 }
 
@@ -233,18 +233,18 @@ async fn a_send_the_drain_timeout_cuts_is_in_doubt_and_failed_when_resending_is_
     store
         .set(CHANNEL, "inbox", inbox(0..1, "d", "").as_bytes())
         .expect("inbox");
-    held(&store, 1).await;
+    held(&*store, 1).await;
     // Never released: the drain gives up and the send stays in doubt.
     t.stop().await;
     let doubt = store.outbox_in_doubt(CHANNEL).expect("doubt");
-    assert_eq!(doubt.len(), 1, "{}", diagnose(&store));
-    assert!(!answers(&store).contains_key(&token(0)));
+    assert_eq!(doubt.len(), 1, "{}", diagnose(&*store));
+    assert!(!answers(&*store).contains_key(&token(0)));
 
     // At the next start the send in doubt is failed, not sent again, and
     // the channel's health says why.
     let mut t =
         TestGateway::start_with(options(dir.path(), s), tempfile::tempdir().expect("spare")).await;
-    until(&store, "the send in doubt settled", || {
+    until(&*store, "the send in doubt settled", || {
         store
             .outbox_stats(CHANNEL)
             .is_ok_and(|s| s.failed == 1 && s.depth == 0)
@@ -304,7 +304,7 @@ async fn a_reply_with_a_file_survives_retries_and_a_restart_and_its_blob_is_kept
         )
         .expect("enqueue");
     until(
-        &store,
+        &*store,
         "a failed attempt while the channel is stopped",
         || {
             store
@@ -325,7 +325,7 @@ async fn a_reply_with_a_file_survives_retries_and_a_restart_and_its_blob_is_kept
     let mut opts = options(dir.path(), settings());
     opts.sandbox.media.blob_ttl_secs = 0;
     let mut t = TestGateway::start_with(opts, tempfile::tempdir().expect("spare")).await;
-    until(&store, "the reply with its file delivered", || {
+    until(&*store, "the reply with its file delivered", || {
         store.outbox_stats(CHANNEL).is_ok_and(|s| s.depth == 0)
     })
     .await;
@@ -470,7 +470,7 @@ async fn a_reply_behind_a_rate_limited_one_goes_out_after_it() {
     store
         .set(CHANNEL, "inbox", list.to_string().as_bytes())
         .expect("inbox");
-    until(&store, "both answers", || answers(&store).len() == 2).await;
+    until(&*store, "both answers", || answers(&*store).len() == 2).await;
     let sends: Vec<String> = store
         .list_keys(CHANNEL, "sent/", 10)
         .expect("sent")

@@ -297,7 +297,7 @@ fn child_gateway() {
         s.queue.send_concurrency = 1;
         opts.plugins.insert("testchan".into(), s);
         unlimited_senders(&mut opts);
-        let running = pincer::gateway::launch::start(opts).await.expect("starts");
+        let running = pincer_tests::gateway::start(opts).await.expect("starts");
         println!("LISTENING {}", running.addr);
         std::future::pending::<()>().await;
     });
@@ -329,15 +329,15 @@ async fn kill_9_at_random_points_of_200_messages_answers_each_once() {
 /// once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_committed_message_whose_wake_up_was_lost_is_found_by_the_sweep() {
-    use pincer::store::{InboxStore, NewInbound};
+    use pincer::store::NewInbound;
     let (opts, dir) = gateway_options(settings());
-    let db = dir.path().join(pincer::store::DB_FILE);
+    let data_dir = dir.path().to_path_buf();
     let mut t = TestGateway::start_with(opts, dir).await;
     let kv = kv_of(&t);
     kv.set("testchan", "inbox", inbox(0..3, "w").as_bytes())
         .expect("inbox");
     until("the first answers", || answers(&*kv).len() == 3).await;
-    let store = pincer::store::SqliteStore::open(&db).expect("db");
+    let store = pincer_tests::test_store::open(&data_dir);
     let message = serde_json::json!({
         "channel": "testchan", "id": "lost1", "conversation": "c1",
         "sender": "u1", "sender_name": null, "text": token(77),

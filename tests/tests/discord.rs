@@ -599,7 +599,7 @@ fn kill_child() {
         opts.gateway.runs.sender_per_minute = u32::MAX;
         opts.gateway.runs.sender_burst = u32::MAX;
         opts.plugins.insert(CHANNEL.into(), settings);
-        let running = pincer::gateway::launch::start(opts).await.expect("starts");
+        let running = pincer_tests::gateway::start(opts).await.expect("starts");
         println!("LISTENING {}", running.addr);
         std::future::pending::<()>().await;
     });
@@ -656,9 +656,7 @@ async fn kill_9_during_traffic_loses_and_doubles_nothing() {
                 *counts.entry(m.channel_id.as_str()).or_default() += 1;
             }
             let doubled: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
-            use pincer::store::{InboxStore, KvStore, OutboxStore};
-            let store =
-                pincer::store::SqliteStore::open(&dir.path().join(pincer::store::DB_FILE)).unwrap();
+            let store = pincer_tests::test_store::open(dir.path());
             let inbox: Vec<String> = store
                 .inbox_pending(CHANNEL, 0, 1000)
                 .unwrap()

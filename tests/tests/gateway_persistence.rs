@@ -28,7 +28,7 @@ async fn child_gateway() {
     opts.gateway.listen = "127.0.0.1:0".parse().unwrap();
     opts.gateway.token = Some("secret".into());
     opts.agent.echo_word_delay_ms = 100;
-    let running = pincer::gateway::launch::start(opts)
+    let running = pincer_tests::gateway::start(opts)
         .await
         .expect("child gateway");
     println!("LISTENING {}", running.addr);

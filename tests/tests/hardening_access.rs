@@ -277,10 +277,11 @@ async fn unknown_sender_gets_one_code_no_run_until_approved_over_the_protocol() 
         "{reply}"
     );
 
-    // A second message: still not processed, and no second code (the
-    // access check runs inside the push, so once it is answered the
-    // decision is made).
+    // A second message: still not processed, and no second code (once
+    // the inbox has settled it, the access decision is made: before that,
+    // an approval below could still let it through).
     r.push("echo", "mallory", "c-mallory", "m2", "hello?").await;
+    r.settled("echo").await;
     assert_eq!(r.sent().len(), 1, "one reply only: {:?}", r.sent());
 
     // No run: no session, nothing in a transcript, no tool call.
@@ -419,9 +420,14 @@ async fn http_and_cli_approvals_work_and_persist_across_a_restart() {
         .await;
     assert_eq!((s, &v["dismissed"]["sender"]), (200, &json!("dana")), "{v}");
 
-    // The CLI's path (`pincer pairing approve echo CODE`): the data
-    // directory's database, opened beside the running gateway.
-    let cli = Pairing::open_data_dir(r.g.dir.path()).expect("open the data dir");
+    // The CLI's path (`pincer pairing approve echo CODE`): the gateway's
+    // store (its data directory's database, or its PostgreSQL database
+    // with `--store`), opened beside the running gateway.
+    let cli = Pairing::open(
+        r.g.dir.path(),
+        &pincer_tests::test_store::config_for(r.g.dir.path()),
+    )
+    .expect("open the gateway's store");
     let approved = cli.approve("echo", None, &clio).expect("CLI approve");
     assert_eq!(approved.sender, "clio");
     let listed = cli.list("echo", None).unwrap();

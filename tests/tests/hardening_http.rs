@@ -244,7 +244,9 @@ async fn first_start_creates_the_token_file_and_later_starts_reuse_it() {
     g.stop().await;
 
     // The next start reuses it and says it did not create it.
-    let g2 = launch::start(opts2.clone()).await.expect("restart");
+    let g2 = pincer_tests::gateway::start(opts2.clone())
+        .await
+        .expect("restart");
     let t2 = g2.token_file.as_ref().expect("token");
     assert!(!t2.created);
     assert_eq!(t2.token.expose(), token);
@@ -256,7 +258,9 @@ async fn first_start_creates_the_token_file_and_later_starts_reuse_it() {
     open.gateway.listen = "127.0.0.1:0".parse().expect("addr");
     open.token_file = true;
     open.gateway.no_auth = true;
-    let g3 = launch::start(open.clone()).await.expect("open start");
+    let g3 = pincer_tests::gateway::start(open.clone())
+        .await
+        .expect("open start");
     assert!(g3.token_file.is_none());
     assert!(matches!(g3.gateway.config.auth_mode(), AuthMode::None));
     assert!(
@@ -267,7 +271,9 @@ async fn first_start_creates_the_token_file_and_later_starts_reuse_it() {
     );
     g3.stop().await.expect("stop");
     open.gateway.listen = "0.0.0.0:0".parse().expect("addr");
-    let err = launch::start(open).await.expect_err("open beyond loopback");
+    let err = pincer_tests::gateway::start(open)
+        .await
+        .expect_err("open beyond loopback");
     assert!(err.to_string().contains("without authentication"), "{err}");
 }
 

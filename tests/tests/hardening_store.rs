@@ -307,6 +307,8 @@ async fn readyz_answers_503_with_a_reason_while_the_store_cannot_write_and_recov
         max_db_mb: 2,
         ..StoreConfig::default()
     };
+    // SQLite-only (listed in pincer_tests::test_store): the file-size cap.
+    pincer_tests::test_store::keep_sqlite(&mut opts);
     let mut g = TestGateway::start_with(opts, dir).await;
     let client = reqwest::Client::new();
     let (status, body) = readyz(&client, &g).await;

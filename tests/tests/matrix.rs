@@ -538,7 +538,7 @@ fn matrix_child() {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(5);
-        let running = pincer::gateway::launch::start(opts).await.unwrap();
+        let running = pincer_tests::gateway::start(opts).await.unwrap();
         println!("LISTENING {}", running.addr);
         std::future::pending::<()>().await;
     });
@@ -599,9 +599,8 @@ async fn kill_9_during_traffic_loses_and_doubles_nothing() {
             .await;
         gw.kill();
         kills += 1;
-        let store =
-            pincer::store::SqliteStore::open(&dir.path().join(pincer::store::DB_FILE)).unwrap();
-        let doubt = pincer::store::OutboxStore::outbox_in_doubt(&store, "matrix").unwrap();
+        let store = pincer_tests::test_store::open(dir.path());
+        let doubt = pincer::store::OutboxStore::outbox_in_doubt(&*store, "matrix").unwrap();
         eprintln!("kill {kills}: {} outbox sends in doubt", doubt.len());
         gw = ChildGateway::spawn("matrix_child", &env);
     }
@@ -643,7 +642,6 @@ async fn kill_9_during_traffic_loses_and_doubles_nothing() {
 /// record put back to "open in flight" before the restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_cut_by_a_kill_is_found_by_its_key_not_posted_twice() {
-    use pincer::store::InboxStore;
     let (hs, bot, alice) = homeserver().await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap().to_string();
@@ -675,10 +673,9 @@ async fn an_open_cut_by_a_kill_is_found_by_its_key_not_posted_twice() {
             (!alice.shown_messages(&room, &bot.user_id).await.is_empty()).then_some(())
         })
         .await;
-    let db = dir.path().join(pincer::store::DB_FILE);
+    let store = pincer_tests::test_store::open(dir.path());
     let seq = alice
         .wait_until("the open recorded", || async {
-            let store = pincer::store::SqliteStore::open(&db).ok()?;
             let row = store
                 .inbox_pending("matrix", 0, 10)
                 .ok()?
@@ -691,7 +688,6 @@ async fn an_open_cut_by_a_kill_is_found_by_its_key_not_posted_twice() {
         .await;
     gw.kill();
     // Back to the moment before the open was recorded: in flight.
-    let store = pincer::store::SqliteStore::open(&db).unwrap();
     let mut p: serde_json::Value =
         serde_json::from_str(&store.inbox_progress(seq).unwrap().unwrap()).unwrap();
     p["done"]["live"] = serde_json::Value::Null;
@@ -709,7 +705,7 @@ async fn an_open_cut_by_a_kill_is_found_by_its_key_not_posted_twice() {
                 .then_some(shown)
         })
         .await;
-    let store = pincer::store::SqliteStore::open(&db).unwrap();
+    let store = pincer_tests::test_store::open(dir.path());
     alice
         .wait_until("the message settled", || async {
             store

@@ -29,6 +29,8 @@ async fn readyz_health_and_status_report_the_same_readiness() {
         max_db_mb: 2,
         ..StoreConfig::default()
     };
+    // SQLite-only (listed in pincer_tests::test_store): the file-size cap.
+    pincer_tests::test_store::keep_sqlite(&mut opts);
     let mut g = TestGateway::start_with(opts, dir).await;
     let mut c = Client::admin(&g.url()).await;
 

@@ -175,16 +175,29 @@ async fn concurrent_id_less_pushes_to_echo_all_get_distinct_ids() {
         .map(|i| {
             let rt = t.runtime.clone();
             tokio::spawn(async move {
-                let resp = rt
-                    .channels
-                    .webhook(
-                        "echo",
-                        push(
-                            json!({"conversation": format!("c{}", i % 7), "text": format!("m{i}")}),
-                        ),
-                    )
-                    .await
-                    .expect("webhook");
+                // As a platform does: a push answered "busy" (503 with
+                // Retry-After: every instance in use) is sent again.
+                let resp = loop {
+                    match rt
+                        .channels
+                        .webhook(
+                            "echo",
+                            push(
+                                json!({"conversation": format!("c{}", i % 7), "text": format!("m{i}")}),
+                            ),
+                        )
+                        .await
+                    {
+                        Err(pincer::channels::ChannelError::Call {
+                            error: pincer::plugins::CallError::Busy { retry_after_ms, .. },
+                            ..
+                        }) => {
+                            tokio::time::sleep(std::time::Duration::from_millis(retry_after_ms))
+                                .await
+                        }
+                        other => break other.expect("webhook"),
+                    }
+                };
                 assert_eq!(resp.status, 200);
                 json_of(&resp.body)["id"]
                     .as_str()

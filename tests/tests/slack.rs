@@ -568,7 +568,7 @@ fn slack_kill_child() {
         opts.gateway.runs.sender_per_minute = u32::MAX;
         opts.gateway.runs.sender_burst = u32::MAX;
         opts.agent.echo_word_delay_ms = 5;
-        let running = pincer::gateway::launch::start(opts).await.expect("starts");
+        let running = pincer_tests::gateway::start(opts).await.expect("starts");
         println!("LISTENING {}", running.addr);
         std::future::pending::<()>().await;
     });
@@ -576,8 +576,7 @@ fn slack_kill_child() {
 
 /// The DM channels whose reply had a send in flight in the store (after a
 /// kill: in doubt, Slack may or may not have taken it).
-fn in_doubt(store: &pincer::store::SqliteStore) -> std::collections::BTreeSet<String> {
-    use pincer::store::{InboxStore, OutboxStore};
+fn in_doubt(store: &pincer::store::SharedStore) -> std::collections::BTreeSet<String> {
     let mut out: std::collections::BTreeSet<String> = store
         .outbox_in_doubt("slack")
         .expect("outbox in doubt")
@@ -599,7 +598,6 @@ fn in_doubt(store: &pincer::store::SqliteStore) -> std::collections::BTreeSet<St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_traffic_loses_nothing_and_doubles_only_sends_cut_in_flight() {
-    use pincer::store::{InboxStore, OutboxStore};
     use pincer_tests::gateway::ChildGateway;
 
     const N: usize = 60;
@@ -615,14 +613,8 @@ async fn kill_9_during_traffic_loses_nothing_and_doubles_only_sends_cut_in_fligh
     let user = |i: usize| format!("U0KILL{i:04}");
     let text = |i: usize| format!("m{i:03} one two three four five");
     let pushes: Vec<_> = (0..N).map(|i| slack.dm(&user(i), &text(i))).collect();
-    let store = pincer::store::SqliteStore::open(&dir.path().join(pincer::store::DB_FILE));
+    let store = pincer_tests::test_store::open(dir.path());
     let mut gw = ChildGateway::spawn("slack_kill_child", &env);
-    let store = match store {
-        Ok(s) => s,
-        Err(_) => {
-            pincer::store::SqliteStore::open(&dir.path().join(pincer::store::DB_FILE)).expect("db")
-        }
-    };
     let mut doubt: std::collections::BTreeMap<String, usize> = Default::default();
     let mut unacked: Vec<usize> = Vec::new();
 
@@ -726,7 +718,7 @@ async fn kill_9_during_traffic_loses_nothing_and_doubles_only_sends_cut_in_fligh
     for i in 0..N {
         slack.wait_for_text(&dm_channel(&user(i)), &text(i)).await;
     }
-    pincer_tests::exactly_once::until(&store, "the inbox settled and the outbox drained", || {
+    pincer_tests::exactly_once::until(&*store, "the inbox settled and the outbox drained", || {
         store.inbox_stats("slack").map(|s| s.pending).unwrap_or(1) == 0
             && store.outbox_stats("slack").map(|s| s.depth).unwrap_or(1) == 0
     })
@@ -961,7 +953,6 @@ async fn socket_mode_reconnects_after_the_connection_drops() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socket_mode_kill_9_during_traffic_loses_nothing_and_doubles_only_sends_cut_in_flight() {
-    use pincer::store::{InboxStore, OutboxStore};
     use pincer_tests::gateway::ChildGateway;
 
     const N: usize = 40;
@@ -982,8 +973,7 @@ async fn socket_mode_kill_9_during_traffic_loses_nothing_and_doubles_only_sends_
     let text = |i: usize| format!("s{i:03} one two three four five");
     let pushes: Vec<_> = (0..N).map(|i| slack.dm(&user(i), &text(i))).collect();
     let mut gw = ChildGateway::spawn("slack_kill_child", &env);
-    let store =
-        pincer::store::SqliteStore::open(&dir.path().join(pincer::store::DB_FILE)).expect("db");
+    let store = pincer_tests::test_store::open(dir.path());
     let answered = |slack: &FakeSlack| {
         slack
             .posted_all()
@@ -1041,7 +1031,7 @@ async fn socket_mode_kill_9_during_traffic_loses_nothing_and_doubles_only_sends_
     }
     // One session serves the account (no orphan left by racing starts).
     slack.wait_for_open(1).await;
-    pincer_tests::exactly_once::until(&store, "the inbox settled and the outbox drained", || {
+    pincer_tests::exactly_once::until(&*store, "the inbox settled and the outbox drained", || {
         store.inbox_stats("slack").map(|s| s.pending).unwrap_or(1) == 0
             && store.outbox_stats("slack").map(|s| s.depth).unwrap_or(1) == 0
     })

@@ -337,7 +337,7 @@ async fn child_webhook_gateway() {
     opts.gateway.listen = "127.0.0.1:0".parse().unwrap();
     opts.gateway.token = Some("secret".into());
     // The allow-list comes from PINCER_WEBHOOK_ALLOW_CIDRS, set by the parent.
-    let running = pincer::gateway::launch::start(opts)
+    let running = pincer_tests::gateway::start(opts)
         .await
         .expect("child gateway");
     println!("LISTENING {}", running.addr);

@@ -205,6 +205,12 @@ impl PgServer {
         Ok(())
     }
 
+    /// The server's directory (its data in `data/`, its socket, its
+    /// `postmaster.pid` in `data/`), deleted on drop.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The server's port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port

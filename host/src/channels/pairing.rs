@@ -126,15 +126,28 @@ impl Pairing {
         Pairing { store, clock }
     }
 
-    /// Pairing over the database in `data_dir` (`pincer pairing`; safe
-    /// while a gateway runs on the same directory, which sees approvals at
-    /// the sender's next message). Fails if there is no database yet.
+    /// Pairing over the default database in `data_dir` (its SQLite
+    /// file); see [`Pairing::open`].
     pub fn open_data_dir(data_dir: &std::path::Path) -> Result<Self, PairingError> {
-        let db = data_dir.join(crate::store::DB_FILE);
-        if !db.is_file() {
+        Self::open(data_dir, &crate::store::StoreConfig::default())
+    }
+
+    /// Pairing over the store `config` names for the gateway on
+    /// `data_dir` (`pincer pairing`, with `--store`/`PINCER_STORE`/the
+    /// config file's `[store]`): the PostgreSQL database of a
+    /// `postgres://` URL, else the SQLite file, which must exist already.
+    /// Safe while gateways run on the same store: they see approvals at
+    /// the sender's next message.
+    pub fn open(
+        data_dir: &std::path::Path,
+        config: &crate::store::StoreConfig,
+    ) -> Result<Self, PairingError> {
+        if let Some(db) = crate::store::sqlite_path(data_dir, config)
+            && !db.is_file()
+        {
             return Err(PairingError::NoDatabase(db));
         }
-        let store = std::sync::Arc::new(crate::store::SqliteStore::open(&db)?);
+        let store = crate::store::open(data_dir, config)?;
         Ok(Pairing::new(store, crate::clock::system()))
     }
 

@@ -671,6 +671,14 @@ impl Gateway {
         // Channel sends in flight finish (bounded per channel) rather than
         // being cut mid-call and sent again after the restart.
         self.runtime.channels.drain().await;
+        // In a cluster, this node's events (the runs' ends, `shutdown`)
+        // reach its clients through the shared log: let them arrive
+        // before the sockets close (bounded).
+        if let Some(cluster) = self.cluster.get()
+            && !cluster.fanned_out(Duration::from_secs(2)).await
+        {
+            tracing::warn!("cluster events not fanned out before closing the connections");
+        }
         for c in self.hub.all() {
             c.close(1012, "service restart");
         }

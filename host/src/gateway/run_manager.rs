@@ -799,12 +799,8 @@ impl RunGuard {
         self.ended = true;
         let runs = &self.gw.runs;
         runs.record(result.clone());
-        // In a cluster, a run the other nodes already ended as lost (this
-        // node was cut off) keeps its one terminal event.
-        let end = match self.gw.cluster.get() {
-            Some(c) if !c.run_finished(&result) => None,
-            _ => end,
-        };
+        // Recorded and out of the in-flight set together (`agent.wait`
+        // answers from the record at once), before any store round trip.
         {
             let mut s = runs.sched();
             s.active.remove(&self.run_id);
@@ -813,6 +809,12 @@ impl RunGuard {
                 s.lanes.remove(&self.session_key, |w| &w.run_id == id);
             }
         }
+        // In a cluster, a run the other nodes already ended as lost (this
+        // node was cut off) keeps its one terminal event.
+        let end = match self.gw.cluster.get() {
+            Some(c) if !c.run_finished(&result) => None,
+            _ => end,
+        };
         if let Some(end) = end {
             end.publish(&mut self.emitter());
         }

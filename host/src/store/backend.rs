@@ -2,7 +2,7 @@
 //! [`open`] picks SQLite (the default, `<data-dir>/pincer.db`) or
 //! PostgreSQL (a `postgres://` URL in [`StoreConfig::url`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -60,17 +60,22 @@ impl Store for PgStore {
 /// SQLite at the URL's path or `<data_dir>/pincer.db`. Errors name the
 /// file or the server (never a password).
 pub fn open(data_dir: &Path, config: &StoreConfig) -> Result<SharedStore, StoreError> {
+    match (config.url.as_deref(), sqlite_path(data_dir, config)) {
+        (_, Some(path)) => Ok(Arc::new(SqliteStore::open_with(&path, config)?)),
+        (Some(url), None) => Ok(Arc::new(PgStore::connect(url, config)?)),
+        (None, None) => unreachable!("no URL is SQLite"),
+    }
+}
+
+/// The SQLite file `config` names for a gateway on `data_dir` (the URL's
+/// path, or `<data_dir>/pincer.db`); `None` for a PostgreSQL URL.
+pub fn sqlite_path(data_dir: &Path, config: &StoreConfig) -> Option<PathBuf> {
     match config.url.as_deref() {
-        Some(url) if is_postgres_url(url) => Ok(Arc::new(PgStore::connect(url, config)?)),
-        other => {
-            let path = match other {
-                Some(p) if !p.is_empty() => {
-                    Path::new(p.strip_prefix("sqlite://").unwrap_or(p)).to_path_buf()
-                }
-                _ => data_dir.join(super::DB_FILE),
-            };
-            Ok(Arc::new(SqliteStore::open_with(&path, config)?))
+        Some(url) if is_postgres_url(url) => None,
+        Some(p) if !p.is_empty() => {
+            Some(Path::new(p.strip_prefix("sqlite://").unwrap_or(p)).to_path_buf())
         }
+        _ => Some(data_dir.join(super::DB_FILE)),
     }
 }
 

@@ -35,7 +35,7 @@ mod sqlite_sessions;
 mod sqlite_webhooks;
 mod webhooks;
 
-pub use backend::{SharedStore, Store, deserialize_store_config, open};
+pub use backend::{SharedStore, Store, deserialize_store_config, open, sqlite_path};
 pub use cluster::*;
 pub use inbox::*;
 pub use leases::*;

@@ -141,6 +141,8 @@ pub struct Cluster {
     /// To the writer thread; `None` once stopping.
     writer: Mutex<Option<std::sync::mpsc::Sender<NewStreamEvent>>>,
     pending: AtomicUsize,
+    /// The log id of the last event this node's writer appended.
+    written_upto: std::sync::atomic::AtomicI64,
     /// To the tail thread.
     wake: Mutex<std::sync::mpsc::Sender<crate::store::Wake>>,
     /// The last log id fanned out here; held while fanning out (and while
@@ -223,6 +225,7 @@ impl Cluster {
             store,
             writer: Mutex::new(Some(writer_tx)),
             pending: AtomicUsize::new(0),
+            written_upto: std::sync::atomic::AtomicI64::new(0),
             wake: Mutex::new(wake_tx),
             delivered: Mutex::new(head),
             claimed: Mutex::new(HashSet::new()),
@@ -296,7 +299,7 @@ impl Cluster {
 
     /// Wait until the writer has written (or given up) the first `upto`
     /// published events, or the node is stopping.
-    async fn written_upto(&self, upto: u64) {
+    async fn wait_written(&self, upto: u64) {
         let mut rx = self.written.subscribe();
         let _ = rx.wait_for(|w| *w >= upto || self.stopping()).await;
     }
@@ -332,6 +335,27 @@ impl Cluster {
                 _ = tokio::time::sleep(self.poll()) => {}
                 _ = tokio::time::sleep_until(deadline) => return Ok(Some(None)),
             }
+        }
+    }
+
+    /// Wait (at most `bound`) until every event this node published so
+    /// far is written to the log and fanned out to this node's own
+    /// connections; whether it was. The shutdown calls it before closing
+    /// the sockets, so a client sees the events of the runs the shutdown
+    /// ended (as a single node does) instead of a close before them.
+    pub async fn fanned_out(&self, bound: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            // `written_upto` is set before `pending` drops for a batch.
+            if self.pending() == 0
+                && *lock(&self.delivered) >= self.written_upto.load(Ordering::Acquire)
+            {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 

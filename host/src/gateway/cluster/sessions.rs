@@ -156,7 +156,7 @@ impl Drop for SessionClaim {
         let key = std::mem::take(&mut self.session_key);
         let token = self.token;
         let release = async move {
-            cluster.written_upto(upto).await;
+            cluster.wait_written(upto).await;
             let mut backoff = std::time::Duration::from_millis(100);
             loop {
                 let c = cluster.clone();

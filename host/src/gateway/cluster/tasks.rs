@@ -83,6 +83,7 @@ fn writer_loop(cluster: &Cluster, rx: Receiver<NewStreamEvent>) {
         loop {
             match cluster.store.append_stream(&batch) {
                 Ok(last) => {
+                    cluster.written_upto.fetch_max(last, Ordering::Release);
                     cluster.stats.batches.fetch_add(1, Ordering::Relaxed);
                     cluster
                         .stats
