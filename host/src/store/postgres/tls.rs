@@ -101,28 +101,29 @@ impl Target {
 fn split_tls_params(url: &str) -> Result<(String, Option<String>, Option<String>), StoreError> {
     let (mut mode, mut root) = (None, None);
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let mut parsed = url::Url::parse(url)
-            .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?;
-        let kept: Vec<(String, String)> = parsed
-            .query_pairs()
-            .filter_map(|(k, v)| match k.as_ref() {
-                "sslmode" => {
-                    mode = Some(v.into_owned());
-                    None
+        // Only the query is rewritten; the rest goes to postgres::Config as
+        // given (which also reports what is wrong with it).
+        let Some((base, query)) = url.split_once('?') else {
+            return Ok((url.to_string(), None, None));
+        };
+        let mut kept = url::form_urlencoded::Serializer::new(String::new());
+        let mut any = false;
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            match k.as_ref() {
+                "sslmode" => mode = Some(v.into_owned()),
+                "sslrootcert" => root = Some(v.into_owned()),
+                _ => {
+                    kept.append_pair(&k, &v);
+                    any = true;
                 }
-                "sslrootcert" => {
-                    root = Some(v.into_owned());
-                    None
-                }
-                _ => Some((k.into_owned(), v.into_owned())),
-            })
-            .collect();
-        if kept.is_empty() {
-            parsed.set_query(None);
-        } else {
-            parsed.query_pairs_mut().clear().extend_pairs(kept);
+            }
         }
-        return Ok((parsed.to_string(), mode, root));
+        let rest = if any {
+            format!("{base}?{}", kept.finish())
+        } else {
+            base.to_string()
+        };
+        return Ok((rest, mode, root));
     }
     // key=value form (values without spaces).
     let kept: Vec<&str> = url
