@@ -177,6 +177,12 @@ fn calls() -> Vec<(&'static str, Value, Expect)> {
         ("sessions.observer.visibility", json!({"key": main}), Ok("")),
         ("update.status", json!({}), Ok("")),
         ("config.get", json!({}), Ok("config")),
+        // This gateway has no configuration file to read again.
+        (
+            "config.reload",
+            json!({}),
+            Err("UNAVAILABLE", "without a configuration file"),
+        ),
         ("plugins.catalog.browse", json!({}), Ok("")),
     ]
 }
