@@ -66,7 +66,7 @@ impl Target {
     pub fn parse(url: &str) -> Result<Target, StoreError> {
         let (rest, mode, root) = split_tls_params(url)?;
         let mut config = postgres::Config::from_str(&rest)
-            .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?;
+            .map_err(|e| StoreError::Config(format!("bad PostgreSQL URL: {e}")))?;
         let (ssl, check) = match mode.as_deref().unwrap_or("prefer") {
             "disable" => (SslMode::Disable, None),
             "allow" | "prefer" => (SslMode::Prefer, Some(Check::Nothing)),
