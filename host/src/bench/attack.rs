@@ -113,22 +113,9 @@ impl Target {
         (field("VmRSS:"), field("VmHWM:"))
     }
 
-    /// CPU time the gateway has used (user and system), from
-    /// `/proc/<pid>/stat` (clock ticks of 10 ms).
+    /// CPU time the gateway has used (user and system).
     fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            return Duration::ZERO;
-        };
-        // After `(comm)`: state is field 3; utime and stime are 14 and 15.
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        Duration::from_millis((ticks(11) + ticks(12)) * 10)
+        cpu_time(&self.pid.to_string())
     }
 
     /// Reset the peak (`VmHWM`) to the current RSS.

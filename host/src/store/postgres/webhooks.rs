@@ -82,6 +82,18 @@ pub(super) fn fan_out(
     Ok(())
 }
 
+/// Claim delivery `$1` for an attempt at `$2` by node `$3` until `$4`:
+/// a pending delivery, or one whose claim ran out (the attempt number still
+/// goes up, so none is reused); the delivery as claimed, if it was.
+const CLAIM_ATTEMPT: &str = concat!(
+    "UPDATE webhook_deliveries SET status = 'in_flight', attempts = attempts + 1,
+     updated_ms = $2, claimed_by = $3, claim_expires_ms = $4
+     WHERE id = $1 AND (status = 'pending'
+        OR (status = 'in_flight' AND claim_expires_ms < $2))
+     RETURNING ",
+    delivery_cols!()
+);
+
 impl WebhookStore for PgStore {
     fn add_endpoint(&self, ep: &WebhookEndpoint) -> Result<(), StoreError> {
         self.write(|db| {
@@ -277,20 +289,10 @@ impl WebhookStore for PgStore {
         let until = now_ms.saturating_add(i64::try_from(claim_ms).unwrap_or(i64::MAX));
         let node = self.node.as_str();
         self.write(|db| {
-            db.opt(
-                concat!(
-                    "UPDATE webhook_deliveries SET status = 'in_flight', attempts = attempts + 1,
-                     updated_ms = $2, claimed_by = $3, claim_expires_ms = $4
-                     WHERE id = $1 AND (status = 'pending'
-                        OR (status = 'in_flight' AND claim_expires_ms < $2))
-                     RETURNING ",
-                    delivery_cols!()
-                ),
-                &[&delivery_id, &now_ms, &node, &until],
-            )?
-            .as_ref()
-            .map(delivery_row)
-            .transpose()
+            db.opt(CLAIM_ATTEMPT, &[&delivery_id, &now_ms, &node, &until])?
+                .as_ref()
+                .map(delivery_row)
+                .transpose()
         })
     }
 
@@ -349,17 +351,7 @@ impl WebhookStore for PgStore {
                 });
             }
             Ok(db
-                .opt(
-                    concat!(
-                        "UPDATE webhook_deliveries SET status = 'in_flight', attempts = attempts + 1,
-                         updated_ms = $2, claimed_by = $3, claim_expires_ms = $4
-                         WHERE id = $1 AND (status = 'pending'
-                            OR (status = 'in_flight' AND claim_expires_ms < $2))
-                         RETURNING ",
-                        delivery_cols!()
-                    ),
-                    &[&delivery_id, &now_ms, &node, &until],
-                )?
+                .opt(CLAIM_ATTEMPT, &[&delivery_id, &now_ms, &node, &until])?
                 .as_ref()
                 .map(delivery_row)
                 .transpose()?
