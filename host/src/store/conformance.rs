@@ -32,6 +32,11 @@ pub type CaseOpener<'a> =
 /// Every check, in order.
 pub const CASES: &[Case] = &[
     ("kv", kv),
+    ("kv_compare_and_swap", kv_compare_and_swap),
+    (
+        "kv_swaps_from_two_handles_lose_nothing",
+        kv_swaps_from_two_handles_lose_nothing,
+    ),
     ("sessions_reset_delete_patch", sessions_reset_delete_patch),
     ("events_sequenced_per_scope", events_sequenced_per_scope),
     (
@@ -110,6 +115,81 @@ fn kv(open: Opener<'_>) -> anyhow::Result<()> {
     ensure!(
         open()?.get("q", "a/1")? == Some(b"other plugin".to_vec()),
         "kept"
+    );
+    Ok(())
+}
+
+fn kv_compare_and_swap(open: Opener<'_>) -> anyhow::Result<()> {
+    let s = open()?;
+    // Absent -> value, only while absent.
+    ensure!(s.compare_and_swap("p", "k", None, Some(b"1"))?);
+    ensure!(!s.compare_and_swap("p", "k", None, Some(b"2"))?);
+    ensure!(s.get("p", "k")? == Some(b"1".to_vec()));
+    // Value -> value, only from the expected one.
+    ensure!(!s.compare_and_swap("p", "k", Some(b"9"), Some(b"2"))?);
+    ensure!(s.compare_and_swap("p", "k", Some(b"1"), Some(b"2"))?);
+    ensure!(
+        s.compare_and_swap("p", "k", Some(b"2"), Some(b"2"))?,
+        "same value"
+    );
+    // Another plugin's key of the same name is another key.
+    ensure!(!s.compare_and_swap("q", "k", Some(b"2"), None)?);
+    // Value -> deleted, only from the expected one; absent stays absent.
+    ensure!(!s.compare_and_swap("p", "k", Some(b"1"), None)?);
+    ensure!(s.compare_and_swap("p", "k", Some(b"2"), None)?);
+    ensure!(s.get("p", "k")?.is_none());
+    ensure!(s.compare_and_swap("p", "k", None, None)?);
+    s.set("p", "k", b"")?;
+    ensure!(
+        !s.compare_and_swap("p", "k", None, None)?,
+        "empty is not absent"
+    );
+    ensure!(s.compare_and_swap("p", "k", Some(b""), Some(b"x"))?);
+    ensure!(matches!(
+        s.compare_and_swap("p", "k", Some(b"x"), Some(&vec![0u8; (1 << 20) + 1])),
+        Err(StoreError::Limit(_))
+    ));
+    Ok(())
+}
+
+/// Two handles on one database (two cluster nodes, or a process and the
+/// operator's CLI) each add to one counter by compare-and-swap: no update
+/// is lost, which an in-process lock alone cannot promise.
+fn kv_swaps_from_two_handles_lose_nothing(open: Opener<'_>) -> anyhow::Result<()> {
+    let handles = [open()?, open()?];
+    let threads: Vec<_> = handles
+        .iter()
+        .map(|s| {
+            let s = Arc::clone(s);
+            std::thread::spawn(move || -> Result<u32, StoreError> {
+                let mut retries = 0;
+                for _ in 0..50 {
+                    loop {
+                        let old = s.get("p", "n")?;
+                        let n: u64 = old
+                            .as_deref()
+                            .and_then(|b| std::str::from_utf8(b).ok()?.parse().ok())
+                            .unwrap_or(0);
+                        let new = (n + 1).to_string();
+                        if s.compare_and_swap("p", "n", old.as_deref(), Some(new.as_bytes()))? {
+                            break;
+                        }
+                        retries += 1;
+                    }
+                }
+                Ok(retries)
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("thread panicked"))??;
+    }
+    ensure!(
+        handles[0].get("p", "n")? == Some(b"100".to_vec()),
+        "lost updates: {:?}",
+        handles[0].get("p", "n")?.map(String::from_utf8)
     );
     Ok(())
 }

@@ -87,6 +87,10 @@ pub enum StoreError {
     /// over by another node (nothing was written).
     #[error("fenced: {0}")]
     Fenced(String),
+    /// An atomic update kept losing to other writers and gave up (retry
+    /// later).
+    #[error("contended: {0}")]
+    Contended(String),
 }
 
 /// Per-plugin key-value storage. Keys are namespaced by plugin name, so one
@@ -98,6 +102,17 @@ pub trait KvStore: Send + Sync + 'static {
     fn set(&self, plugin: &str, key: &str, value: &[u8]) -> Result<(), StoreError>;
     /// Remove `key` from `plugin`'s namespace.
     fn delete(&self, plugin: &str, key: &str) -> Result<(), StoreError>;
+    /// Replace the value of `key` with `new` (`None`: delete it) if it is
+    /// `expected` (`None`: absent); whether it was. Atomic in the database,
+    /// so it holds between processes sharing the store (cluster nodes) and
+    /// against every other write, not just those of this process.
+    fn compare_and_swap(
+        &self,
+        plugin: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, StoreError>;
     /// Keys with `prefix` in `plugin`'s namespace, in order (at most `limit`).
     fn list_keys(
         &self,
@@ -108,6 +123,27 @@ pub trait KvStore: Send + Sync + 'static {
     /// How much `plugin` stores: its key count and the bytes of its keys
     /// plus values (for quotas).
     fn usage(&self, plugin: &str) -> Result<KvUsage, StoreError>;
+}
+
+/// Largest key a plugin may use.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Largest value a plugin may store.
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+
+/// Refuse a key or value over [`MAX_KEY_BYTES`] / [`MAX_VALUE_BYTES`]
+/// (every [`KvStore`] applies the same limits).
+pub fn check_kv_sizes(key: &str, value: &[u8]) -> Result<(), StoreError> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(StoreError::Limit(format!(
+            "key longer than {MAX_KEY_BYTES} bytes"
+        )));
+    }
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(StoreError::Limit(format!(
+            "value larger than {MAX_VALUE_BYTES} bytes"
+        )));
+    }
+    Ok(())
 }
 
 /// What one plugin stores in the key-value store.

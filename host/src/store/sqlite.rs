@@ -20,6 +20,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Deserialize;
 use tokio::sync::Notify;
 
+use super::check_kv_sizes;
 use super::pool::{Pool, configure_writer, offload};
 use super::readiness::WriteHealth;
 use super::{KvStore, KvUsage, StoreError};
@@ -365,11 +366,6 @@ pub(super) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Largest key a plugin may use.
-pub const MAX_KEY_BYTES: usize = 1024;
-/// Largest value a plugin may store.
-pub const MAX_VALUE_BYTES: usize = 1 << 20;
-
 impl KvStore for SqliteStore {
     fn get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.read(|conn| {
@@ -381,16 +377,7 @@ impl KvStore for SqliteStore {
     }
 
     fn set(&self, plugin: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        if key.len() > MAX_KEY_BYTES {
-            return Err(StoreError::Limit(format!(
-                "key longer than {MAX_KEY_BYTES} bytes"
-            )));
-        }
-        if value.len() > MAX_VALUE_BYTES {
-            return Err(StoreError::Limit(format!(
-                "value larger than {MAX_VALUE_BYTES} bytes"
-            )));
-        }
+        check_kv_sizes(key, value)?;
         self.write_tx(|tx, now| {
             tx.prepare_cached(
                 "INSERT INTO plugin_kv (plugin, key, value, updated_ms) VALUES (?1, ?2, ?3, ?4)
@@ -406,6 +393,50 @@ impl KvStore for SqliteStore {
             tx.prepare_cached("DELETE FROM plugin_kv WHERE plugin = ?1 AND key = ?2")?
                 .execute(params![plugin, key])?;
             Ok(())
+        })
+    }
+
+    fn compare_and_swap(
+        &self,
+        plugin: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, StoreError> {
+        if let Some(v) = new {
+            check_kv_sizes(key, v)?;
+        }
+        self.write_tx(|tx, now| {
+            // One conditional statement per case: the condition and the
+            // write are the same statement.
+            let changed = match (expected, new) {
+                (Some(e), Some(n)) => tx
+                    .prepare_cached(
+                        "UPDATE plugin_kv SET value = ?3, updated_ms = ?4
+                         WHERE plugin = ?1 AND key = ?2 AND value = ?5",
+                    )?
+                    .execute(params![plugin, key, n, now, e])?,
+                (Some(e), None) => tx
+                    .prepare_cached(
+                        "DELETE FROM plugin_kv WHERE plugin = ?1 AND key = ?2 AND value = ?3",
+                    )?
+                    .execute(params![plugin, key, e])?,
+                (None, Some(n)) => tx
+                    .prepare_cached(
+                        "INSERT INTO plugin_kv (plugin, key, value, updated_ms) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (plugin, key) DO NOTHING",
+                    )?
+                    .execute(params![plugin, key, n, now])?,
+                (None, None) => {
+                    let present = tx
+                        .prepare_cached("SELECT 1 FROM plugin_kv WHERE plugin = ?1 AND key = ?2")?
+                        .query_row(params![plugin, key], |_| Ok(()))
+                        .optional()?
+                        .is_some();
+                    usize::from(!present)
+                }
+            };
+            Ok(changed == 1)
         })
     }
 

@@ -18,8 +18,11 @@ pub struct KvQuota {
     max_bytes: u64,
     max_keys: u64,
     usage: Mutex<Option<KvUsage>>,
-    /// Serializes every write of the plugin, so `increment` and
-    /// `compare-and-swap` are atomic (held across the read and the write).
+    /// Serializes this process's writes of the plugin, so the quota check
+    /// and the write cannot race here (`increment` and `compare-and-swap`
+    /// are atomic in the database itself, across processes too). In a
+    /// cluster each node counts the usage it has seen, so the quota is
+    /// approximate by what other nodes wrote since it last read it.
     writes: Mutex<()>,
 }
 
@@ -60,9 +63,24 @@ impl KvQuota {
             Some(u) => u,
             None => store.usage(plugin)?,
         };
-        let old = store
-            .get(plugin, key)?
-            .map(|v| (key.len() + v.len()) as u64);
+        let old = store.get(plugin, key)?;
+        let next = self.admit(&mut guard, usage, key, old.as_deref(), value)?;
+        store.set(plugin, key, value)?;
+        *guard = Some(next);
+        Ok(())
+    }
+
+    /// The usage after replacing `old` with `value` under `key`, or the
+    /// quota error (keeping `usage` as the known figure).
+    fn admit(
+        &self,
+        guard: &mut Option<KvUsage>,
+        usage: KvUsage,
+        key: &str,
+        old: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<KvUsage, StoreError> {
+        let old = old.map(|v| (key.len() + v.len()) as u64);
         let keys = usage.keys + u64::from(old.is_none());
         let bytes =
             usage.bytes - old.unwrap_or(0).min(usage.bytes) + (key.len() + value.len()) as u64;
@@ -80,9 +98,7 @@ impl KvQuota {
                 self.max_bytes
             )));
         }
-        store.set(plugin, key, value)?;
-        *guard = Some(KvUsage { keys, bytes });
-        Ok(())
+        Ok(KvUsage { keys, bytes })
     }
 
     /// Delete `key`, keeping the usage current.
@@ -111,8 +127,9 @@ impl KvQuota {
 
 impl KvQuota {
     /// Add `delta` to the decimal counter under `key` (missing counts as 0)
-    /// and return the new value. Atomic with every other write of the plugin
-    /// (all of them take this quota's lock).
+    /// and return the new value. Atomic against every writer of the store,
+    /// other processes (cluster nodes) included: a compare-and-swap in the
+    /// database, retried while the value keeps changing under it.
     fn increment(
         &self,
         store: &SharedKv,
@@ -121,24 +138,38 @@ impl KvQuota {
         delta: i64,
     ) -> Result<i64, StoreError> {
         let _writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
-        let current = match store.get(plugin, key)? {
-            None => 0,
-            Some(v) => std::str::from_utf8(&v)
-                .ok()
-                .and_then(|t| t.trim().parse::<i64>().ok())
-                .ok_or_else(|| {
-                    StoreError::Limit(format!("key `{key}` does not hold a decimal counter"))
-                })?,
-        };
-        let next = current
-            .checked_add(delta)
-            .ok_or_else(|| StoreError::Limit(format!("counter `{key}` would overflow")))?;
-        self.set_locked(store, plugin, key, next.to_string().as_bytes())?;
-        Ok(next)
+        for _ in 0..ATOMIC_ATTEMPTS {
+            let old = store.get(plugin, key)?;
+            let current = match &old {
+                None => 0,
+                Some(v) => std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|t| t.trim().parse::<i64>().ok())
+                    .ok_or_else(|| {
+                        StoreError::Limit(format!("key `{key}` does not hold a decimal counter"))
+                    })?,
+            };
+            let next = current
+                .checked_add(delta)
+                .ok_or_else(|| StoreError::Limit(format!("counter `{key}` would overflow")))?;
+            if self.swap_locked(
+                store,
+                plugin,
+                key,
+                old.as_deref(),
+                Some(next.to_string().as_bytes()),
+            )? {
+                return Ok(next);
+            }
+        }
+        Err(StoreError::Contended(format!(
+            "counter `{key}` kept changing: gave up after {ATOMIC_ATTEMPTS} attempts"
+        )))
     }
 
     /// Replace the value under `key` with `new` (`None`: delete) if it equals
-    /// `expected` (`None`: absent). Atomic with every other write of the plugin.
+    /// `expected` (`None`: absent). Atomic in the database, so it also holds
+    /// against other processes sharing the store.
     fn compare_and_swap(
         &self,
         store: &SharedKv,
@@ -148,17 +179,44 @@ impl KvQuota {
         new: Option<&[u8]>,
     ) -> Result<bool, StoreError> {
         let _writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
-        let current = store.get(plugin, key)?;
-        if current.as_deref() != expected {
-            return Ok(false);
-        }
-        match new {
-            Some(v) => self.set_locked(store, plugin, key, v)?,
-            None => self.delete_locked(store, plugin, key)?,
-        }
-        Ok(true)
+        self.swap_locked(store, plugin, key, expected, new)
+    }
+
+    /// [`Self::compare_and_swap`] with the write lock held: the quota is
+    /// checked against `expected` (what the key holds if the swap happens)
+    /// and the usage moves only if it did.
+    fn swap_locked(
+        &self,
+        store: &SharedKv,
+        plugin: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, StoreError> {
+        let mut guard = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        let usage = match *guard {
+            Some(u) => u,
+            None => store.usage(plugin)?,
+        };
+        let next = match new {
+            Some(v) => self.admit(&mut guard, usage, key, expected, v)?,
+            None => match expected {
+                Some(e) => KvUsage {
+                    keys: usage.keys.saturating_sub(1),
+                    bytes: usage.bytes.saturating_sub((key.len() + e.len()) as u64),
+                },
+                None => usage,
+            },
+        };
+        let swapped = store.compare_and_swap(plugin, key, expected, new)?;
+        *guard = Some(if swapped { next } else { usage });
+        Ok(swapped)
     }
 }
+
+/// How often `increment` retries a compare-and-swap that lost to another
+/// writer before giving up with a transient error.
+const ATOMIC_ATTEMPTS: usize = 64;
 
 /// Most keys `list-keys` returns.
 pub const MAX_LIST: usize = 10_000;
@@ -193,6 +251,10 @@ impl PluginKv {
             Ok(Err(StoreError::Limit(m))) => {
                 tracing::warn!(plugin = &*self.plugin, error = %m, "plugin kv write refused");
                 Err(WitError::Permanent(m))
+            }
+            Ok(Err(StoreError::Contended(m))) => {
+                tracing::warn!(plugin = &*self.plugin, error = %m, "plugin kv update contended");
+                Err(WitError::Transient(m))
             }
             Ok(Err(e)) => {
                 tracing::error!(plugin = &*self.plugin, error = %e, "plugin kv store failed");

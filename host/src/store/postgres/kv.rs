@@ -1,8 +1,7 @@
 //! [`KvStore`] on PostgreSQL (`plugin_kv`), with the same limits as SQLite.
 
 use super::{PgStore, limit};
-use crate::store::sqlite::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
-use crate::store::{KvStore, KvUsage, StoreError};
+use crate::store::{KvStore, KvUsage, StoreError, check_kv_sizes};
 
 impl KvStore for PgStore {
     fn get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -18,16 +17,7 @@ impl KvStore for PgStore {
     }
 
     fn set(&self, plugin: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        if key.len() > MAX_KEY_BYTES {
-            return Err(StoreError::Limit(format!(
-                "key longer than {MAX_KEY_BYTES} bytes"
-            )));
-        }
-        if value.len() > MAX_VALUE_BYTES {
-            return Err(StoreError::Limit(format!(
-                "value larger than {MAX_VALUE_BYTES} bytes"
-            )));
-        }
+        check_kv_sizes(key, value)?;
         self.write(|db| {
             let now = db.now;
             db.exec(
@@ -47,6 +37,48 @@ impl KvStore for PgStore {
                 &[&plugin, &key],
             )?;
             Ok(())
+        })
+    }
+
+    fn compare_and_swap(
+        &self,
+        plugin: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, StoreError> {
+        if let Some(v) = new {
+            check_kv_sizes(key, v)?;
+        }
+        self.write(|db| {
+            let now = db.now;
+            // One conditional statement per case, atomic at any isolation
+            // level: the row lock an UPDATE or DELETE takes re-checks the
+            // value, and a concurrent INSERT of the key conflicts.
+            let changed = match (expected, new) {
+                (Some(e), Some(n)) => db.exec(
+                    "UPDATE plugin_kv SET value = $3, updated_ms = $4
+                     WHERE plugin = $1 AND key = $2 AND value = $5",
+                    &[&plugin, &key, &n, &now, &e],
+                )?,
+                (Some(e), None) => db.exec(
+                    "DELETE FROM plugin_kv WHERE plugin = $1 AND key = $2 AND value = $3",
+                    &[&plugin, &key, &e],
+                )?,
+                (None, Some(n)) => db.exec(
+                    "INSERT INTO plugin_kv (plugin, key, value, updated_ms) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (plugin, key) DO NOTHING",
+                    &[&plugin, &key, &n, &now],
+                )?,
+                (None, None) => u64::from(
+                    db.opt(
+                        "SELECT 1 FROM plugin_kv WHERE plugin = $1 AND key = $2",
+                        &[&plugin, &key],
+                    )?
+                    .is_none(),
+                ),
+            };
+            Ok(changed == 1)
         })
     }
 
