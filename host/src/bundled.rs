@@ -17,20 +17,9 @@ pub fn install(dir: &Path, overwrite: bool) -> std::io::Result<Vec<String>> {
         if wasm_path.exists() && !overwrite {
             continue;
         }
-        write_atomic(&dir.join(format!("{name}.toml")), toml.as_bytes())?;
-        write_atomic(&wasm_path, wasm)?;
+        crate::atomic_file::write(&dir.join(format!("{name}.toml")), toml.as_bytes())?;
+        crate::atomic_file::write(&wasm_path, wasm)?;
         written.push(name.to_string());
     }
     Ok(written)
-}
-
-/// Write `bytes` to `path` via a hidden temporary file and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let file = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("plugin");
-    let tmp = path.with_file_name(format!(".{file}.tmp"));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }

@@ -29,6 +29,7 @@
 
 pub mod admin_client;
 pub mod agent;
+pub mod atomic_file;
 pub mod bench;
 pub mod blobs;
 pub mod bundled;

@@ -228,7 +228,7 @@ async fn a_new_python_version_compiles_while_other_plugins_answer() {
     // Version 2: other bytes, so nothing in the compile cache.
     let bytes = std::fs::read(built_guest("py-weather")).unwrap();
     let path = dir.join("py-weather.wasm");
-    pincer::bundled::write_atomic(&path, &with_custom_section(&bytes, "v2")).unwrap();
+    pincer::atomic_file::write(&path, &with_custom_section(&bytes, "v2")).unwrap();
     let loader = {
         let plugins = plugins.clone();
         let path = path.clone();

@@ -15,9 +15,9 @@ use sha2::{Digest, Sha256};
 /// event carrying both the version and the hash they wrote.
 fn write_plugin(dir: &std::path::Path, from: &str, name: &str, version: &str) -> String {
     let manifest = format!("name = \"{name}\"\nkind = \"tool\"\nversion = \"{version}\"\n");
-    pincer::bundled::write_atomic(&dir.join(format!("{name}.toml")), manifest.as_bytes()).unwrap();
+    pincer::atomic_file::write(&dir.join(format!("{name}.toml")), manifest.as_bytes()).unwrap();
     let bytes = std::fs::read(built_plugin(from)).unwrap();
-    pincer::bundled::write_atomic(&dir.join(format!("{name}.wasm")), &bytes).unwrap();
+    pincer::atomic_file::write(&dir.join(format!("{name}.wasm")), &bytes).unwrap();
     hex::encode(Sha256::digest(&bytes))
 }
 
@@ -62,7 +62,7 @@ async fn add_replace_corrupt_remove() {
     assert_eq!(v1.tool_info().unwrap().name, "clock");
 
     // Corrupt replacement: v2 keeps serving and the error is reported.
-    pincer::bundled::write_atomic(
+    pincer::atomic_file::write(
         &dir.join("swap.wasm"),
         b"\0asm garbage that is not a component",
     )

@@ -359,12 +359,12 @@ async fn the_session_survives_an_instance_restart_and_a_hot_reload() {
 
     // A hot reload to another build: the new version gets the next frame.
     let v2 = pincer_tests::built_plugin("ws-probe-v2");
-    pincer::bundled::write_atomic(
+    pincer::atomic_file::write(
         &plugins_dir.join("ws-probe.toml"),
         &std::fs::read(v2.with_extension("toml")).expect("v2 manifest"),
     )
     .expect("write manifest");
-    pincer::bundled::write_atomic(
+    pincer::atomic_file::write(
         &plugins_dir.join("ws-probe.wasm"),
         &std::fs::read(&v2).expect("v2 wasm"),
     )

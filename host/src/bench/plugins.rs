@@ -110,7 +110,7 @@ pub async fn plugins() -> anyhow::Result<()> {
         let (_, wasm, _) = bundled[if i % 2 == 0 { 2 } else { 1 }];
         let before = runtime.plugins.current("clock").map(|v| v.sha256.clone());
         let t = Instant::now();
-        crate::bundled::write_atomic(&runtime.plugins_dir().join("clock.wasm"), wasm)?;
+        crate::atomic_file::write(&runtime.plugins_dir().join("clock.wasm"), wasm)?;
         loop {
             let now = runtime.plugins.current("clock").map(|v| v.sha256.clone());
             if now != before {

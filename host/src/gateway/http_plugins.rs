@@ -14,10 +14,8 @@
 //! ever sees a complete file. In a cluster the file is first stored for
 //! every node (see `cluster::plugins`).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Json;
 use axum::extract::{Path as UrlPath, Request, State};
@@ -200,7 +198,7 @@ async fn receive(
             .map_err(PluginFileError::Store)?;
     }
     let target2 = target.clone();
-    tokio::task::spawn_blocking(move || write_atomically(&dir, &target2, &bytes))
+    tokio::task::spawn_blocking(move || write_atomically(&target2, &bytes))
         .await
         .map_err(|e| PluginFileError::Write {
             path: target.clone(),
@@ -277,36 +275,12 @@ pub(crate) fn remove_plugin_files(dir: &Path, name: &str) -> Result<Vec<String>,
     Ok(removed)
 }
 
-/// Write `bytes` to a hidden temporary file in `dir` (ignored by the
-/// watcher), sync it, and rename it over `target`; the temporary file is
-/// removed on failure.
-pub(crate) fn write_atomically(
-    dir: &Path,
-    target: &Path,
-    bytes: &[u8],
-) -> Result<(), PluginFileError> {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let stem = target
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("plugin");
-    let tmp = dir.join(format!(
-        ".{stem}.upload-{}-{}.tmp",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let written = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, target)
-    })();
-    written.map_err(|source| {
-        let _ = std::fs::remove_file(&tmp);
-        PluginFileError::Write {
-            path: target.to_path_buf(),
-            source,
-        }
+/// Write an uploaded file atomically ([`crate::atomic_file::write`]), with
+/// the error naming the target.
+pub(crate) fn write_atomically(target: &Path, bytes: &[u8]) -> Result<(), PluginFileError> {
+    crate::atomic_file::write(target, bytes).map_err(|source| PluginFileError::Write {
+        path: target.to_path_buf(),
+        source,
     })
 }
 
@@ -362,19 +336,5 @@ mod tests {
         assert_eq!(removed, vec!["p.wasm".to_string(), "p.toml".to_string()]);
         assert!(dir.path().join("q.wasm").exists());
         assert!(remove_plugin_files(dir.path(), "p").unwrap().is_empty());
-    }
-
-    #[test]
-    fn atomic_write_replaces_and_leaves_no_temp() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("p.wasm");
-        write_atomically(dir.path(), &target, b"one").unwrap();
-        write_atomically(dir.path(), &target, b"two").unwrap();
-        assert_eq!(std::fs::read(&target).unwrap(), b"two");
-        let names: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("p.wasm")]);
     }
 }

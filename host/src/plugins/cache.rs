@@ -143,7 +143,7 @@ impl CompileCache {
         }
         let component = Component::new(engine, bytes).map_err(|e| anyhow::anyhow!("{e:#}"))?;
         if let Some(path) = &path
-            && let Err(e) = write_atomic(path, &component)
+            && let Err(e) = write_component(path, &component)
         {
             tracing::warn!(path = %path.display(), error = %e, "could not cache compiled plugin");
         }
@@ -196,13 +196,11 @@ impl CompileCache {
     }
 }
 
-fn write_atomic(path: &Path, component: &Component) -> anyhow::Result<()> {
+fn write_component(path: &Path, component: &Component) -> anyhow::Result<()> {
     let bytes = component.serialize().map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)?;
+    crate::atomic_file::write(path, &bytes)?;
     Ok(())
 }

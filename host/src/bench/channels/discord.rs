@@ -33,8 +33,8 @@ pub(super) fn install(plugins: &Path) -> anyhow::Result<()> {
         r#"allowed_hosts = ["https://discord.com", "http://127.0.0.1:*", "ws://127.0.0.1:*"]"#,
         "discord",
     )?;
-    crate::bundled::write_atomic(&plugins.join("discord.toml"), manifest.as_bytes())?;
-    crate::bundled::write_atomic(&plugins.join("discord.wasm"), wasm)?;
+    crate::atomic_file::write(&plugins.join("discord.toml"), manifest.as_bytes())?;
+    crate::atomic_file::write(&plugins.join("discord.wasm"), wasm)?;
     Ok(())
 }
 

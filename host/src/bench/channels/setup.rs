@@ -69,8 +69,8 @@ pub(super) fn install_telegram(plugins: &Path, names: &[String]) -> anyhow::Resu
             &format!("name = {name:?}"),
             "telegram",
         )?;
-        crate::bundled::write_atomic(&plugins.join(format!("{name}.toml")), manifest.as_bytes())?;
-        crate::bundled::write_atomic(&plugins.join(format!("{name}.wasm")), wasm)?;
+        crate::atomic_file::write(&plugins.join(format!("{name}.toml")), manifest.as_bytes())?;
+        crate::atomic_file::write(&plugins.join(format!("{name}.wasm")), wasm)?;
     }
     Ok(())
 }
@@ -86,8 +86,8 @@ pub(super) fn install_whatsapp(plugins: &Path, fake_base: &str) -> anyhow::Resul
         &format!("allowed_hosts = [{fake_base:?}]"),
         "whatsapp",
     )?;
-    crate::bundled::write_atomic(&plugins.join("whatsapp.toml"), manifest.as_bytes())?;
-    crate::bundled::write_atomic(&plugins.join("whatsapp.wasm"), wasm)?;
+    crate::atomic_file::write(&plugins.join("whatsapp.toml"), manifest.as_bytes())?;
+    crate::atomic_file::write(&plugins.join("whatsapp.wasm"), wasm)?;
     Ok(())
 }
 
@@ -102,8 +102,8 @@ pub(super) fn install_slack(plugins: &Path, fake_base: &str) -> anyhow::Result<(
         &format!("allowed_hosts = [{fake_base:?}]"),
         "slack",
     )?;
-    crate::bundled::write_atomic(&plugins.join("slack.toml"), manifest.as_bytes())?;
-    crate::bundled::write_atomic(&plugins.join("slack.wasm"), wasm)?;
+    crate::atomic_file::write(&plugins.join("slack.toml"), manifest.as_bytes())?;
+    crate::atomic_file::write(&plugins.join("slack.wasm"), wasm)?;
     Ok(())
 }
 

@@ -101,7 +101,7 @@ pub(super) fn sync(cluster: &Cluster, gw: &Gateway) {
             lock(&cluster.plugins).insert(p.name, p.sha256);
             continue;
         }
-        match write_atomically(&dir, &target, &bytes) {
+        match write_atomically(&target, &bytes) {
             Ok(()) => {
                 tracing::info!(plugin = %p.name, sha256 = %p.sha256, from_node = %p.node_id, "plugin from the cluster written; the watcher loads it");
                 lock(&cluster.plugins).insert(p.name, p.sha256);
