@@ -225,10 +225,8 @@ async fn kill_9_of_the_discord_node_moves_the_session_and_answers_every_message_
 
     // Every message answered; then the outbox settles (a late double
     // would show).
-    fake.wait_sent("every message answered", |s| {
-        answers(s).len() == MESSAGES
-    })
-    .await;
+    fake.wait_sent("every message answered", |s| answers(s).len() == MESSAGES)
+        .await;
     until(
         || "the outbox settles".into(),
         GUARD,
@@ -244,7 +242,11 @@ async fn kill_9_of_the_discord_node_moves_the_session_and_answers_every_message_
         let t = token(i);
         let replies = got.get(&t).map(Vec::as_slice).unwrap_or_default();
         for r in replies {
-            assert_eq!(r.reply_to.as_deref(), ids.get(&t).map(String::as_str), "{t}: {r:?}");
+            assert_eq!(
+                r.reply_to.as_deref(),
+                ids.get(&t).map(String::as_str),
+                "{t}: {r:?}"
+            );
             assert!(r.content.contains(&t), "{t}: {r:?}");
         }
         if doubt.contains(&t) {
@@ -258,7 +260,12 @@ async fn kill_9_of_the_discord_node_moves_the_session_and_answers_every_message_
             nonces.dedup();
             assert_eq!(nonces.len(), replies.len(), "{t}: a nonce posted twice");
         } else {
-            assert_eq!(replies.len(), 1, "{t} sent {} times, never in doubt", replies.len());
+            assert_eq!(
+                replies.len(),
+                1,
+                "{t} sent {} times, never in doubt",
+                replies.len()
+            );
         }
     }
     // One session all along: identified once, resumed by the new holder

@@ -103,7 +103,11 @@ fn dropping_a_pg_store_anywhere_at_shutdown_panics_nowhere() {
         // poll after it and may poll a timer, which tokio refuses with a
         // panic ([`SHUTTING_DOWN`]); a gateway stopped with `stop` (or
         // SIGTERM) never gets there.
-        assert_eq!(PANICS.load(Ordering::SeqCst), 0, "after a gateway's runtime ended");
+        assert_eq!(
+            PANICS.load(Ordering::SeqCst),
+            0,
+            "after a gateway's runtime ended"
+        );
     }
     let timer_panics = TIMER_PANICS.load(Ordering::SeqCst);
 

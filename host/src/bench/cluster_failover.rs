@@ -64,7 +64,14 @@ impl Node {
             .arg(dir.join("plugins"))
             .arg("--config")
             .arg(dir.join("pincer.toml"))
-            .args(["--store", url, "--listen", "127.0.0.1:0", "--token", "bench"])
+            .args([
+                "--store",
+                url,
+                "--listen",
+                "127.0.0.1:0",
+                "--token",
+                "bench",
+            ])
             .args(["--allow-cidrs", "127.0.0.0/8"])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -195,7 +202,11 @@ pub(super) async fn failover(
             .with_context(|| format!("the holder {} is none of the nodes", held.owner))?;
         nodes[victim].kill();
         let t0 = Instant::now();
-        fake.push(UserMessage::text(&chat, &user, &format!("after kill {trial}")));
+        fake.push(UserMessage::text(
+            &chat,
+            &user,
+            &format!("after kill {trial}"),
+        ));
         sent += 1;
         until("another node's lease", || {
             lease(&store).filter(|l| l.token > held.token)

@@ -124,7 +124,9 @@ async fn receive(
 }
 
 /// Start the receiver on `127.0.0.1:0`; its base URL.
-pub(super) async fn start_receiver(sink: Arc<Sink>) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
+pub(super) async fn start_receiver(
+    sink: Arc<Sink>,
+) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .context("binding the receiver")?;

@@ -66,18 +66,10 @@ pub async fn serve(
     let edge = edge_runtime(&gw)?;
     let edge_handle = edge.handle().clone();
     let edge = EdgeRuntime(Some(edge));
-    listener::serve(
-        listener,
-        app,
-        limits,
-        open,
-        gate,
-        edge_handle,
-        async move {
-            shutdown.await;
-            gw2.shutdown("service restart").await;
-        },
-    )
+    listener::serve(listener, app, limits, open, gate, edge_handle, async move {
+        shutdown.await;
+        gw2.shutdown("service restart").await;
+    })
     .await;
     drop(edge);
     for t in background {
