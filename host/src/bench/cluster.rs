@@ -14,6 +14,12 @@
 //! client connects, the nodes' idle cost is measured over `IDLE_WINDOW`:
 //! memory and CPU per node, and PostgreSQL transactions per second per node
 //! (heartbeats and polls).
+//!
+//! Then webhook deliveries per second on the same three setups
+//! ([`super::cluster_webhooks`]), and the failover time of a polling
+//! channel after kill -9 of its node, p50 and p99 over `FAILOVER_TRIALS`
+//! trials with the default lease ([`super::cluster_failover`]: three
+//! `pincer serve` processes, since only a process can be killed).
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -25,7 +31,7 @@ use futures::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::client::{connect, send_json};
-use super::ratio;
+use super::{cluster_failover, cluster_webhooks, ratio};
 use crate::gateway::launch::{Options, Running, start};
 use crate::store::StoreConfig;
 
@@ -37,6 +43,10 @@ const WORDS: usize = 200;
 const CHAT_RUNS: usize = 500;
 /// The window the idle cost is measured over.
 const IDLE_WINDOW: Duration = Duration::from_secs(10);
+/// Events of the webhook part (a tenth with `--quick`).
+const WEBHOOK_EVENTS: usize = 2_000;
+/// Failover trials (3 with `--quick`).
+const FAILOVER_TRIALS: usize = 20;
 
 /// One scenario's figures.
 struct Figures {
@@ -84,6 +94,9 @@ pub async fn cluster(quick: bool) -> anyhow::Result<()> {
         let urls = [
             server.create_db("cluster_1")?,
             server.create_db("cluster_3")?,
+            server.create_db("webhooks_1")?,
+            server.create_db("webhooks_3")?,
+            server.create_db("failover")?,
         ];
         anyhow::Ok((server, urls))
     })
@@ -94,9 +107,10 @@ pub async fn cluster(quick: bool) -> anyhow::Result<()> {
         scenario(label, sub, url, nodes, clients, chat_runs, pg_port)
     };
     figures.push(sc("SQLite, 1 node", dir.join("sqlite"), None, 1).await?);
+    let [pg1, pg3, wh1, wh3, failover_db] = urls;
     for ((label, nodes), url) in [("PostgreSQL, 1 node", 1), ("PostgreSQL, 3 nodes", 3)]
         .into_iter()
-        .zip(urls)
+        .zip([pg1, pg3])
     {
         let sub = dir.join(format!("pg{nodes}"));
         figures.push(sc(label, sub, Some(url), nodes).await?);
@@ -155,6 +169,33 @@ pub async fn cluster(quick: bool) -> anyhow::Result<()> {
         "\nAll nodes in one process on the same cores; PostgreSQL: a local server on 127.0.0.1:{} (defaults). Idle cost: over {} s before any client connects.",
         server.port(),
         IDLE_WINDOW.as_secs()
+    );
+    let events = if quick {
+        WEBHOOK_EVENTS / 10
+    } else {
+        WEBHOOK_EVENTS
+    };
+    let mut hooks = vec![
+        cluster_webhooks::scenario("SQLite, 1 node", &dir.join("wh-sqlite"), None, 1, events)
+            .await?,
+    ];
+    for (label, url, nodes) in [
+        ("PostgreSQL, 1 node", &wh1, 1),
+        ("PostgreSQL, 3 nodes", &wh3, 3),
+    ] {
+        let sub = dir.join(format!("wh-pg{nodes}"));
+        hooks.push(cluster_webhooks::scenario(label, &sub, Some(url), nodes, events).await?);
+    }
+    cluster_webhooks::print(&hooks, events);
+    println!(
+        "\nEvents appended while the dispatchers run, spread over the nodes; the rate is from the first append to the last receipt; the receiver (loopback, answers 204) shares the process and the cores."
+    );
+    let trials = if quick { 3 } else { FAILOVER_TRIALS };
+    let lease_ms = StoreConfig::default().lease_ms;
+    let mut f = cluster_failover::failover(&dir, &failover_db, trials, lease_ms).await?;
+    cluster_failover::print(&mut f);
+    println!(
+        "\nThree `pincer serve` processes on the same cores and database; the default lease; the bot polled with the plugin's long poll."
     );
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);

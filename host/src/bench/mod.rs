@@ -10,7 +10,9 @@
 //! - [`webhooks`]: outgoing webhook delivery;
 //! - [`languages`]: Python and TypeScript plugins against Rust;
 //! - [`cluster`]: run events fanned out on one node and across three
-//!   nodes, SQLite against PostgreSQL;
+//!   nodes, SQLite against PostgreSQL; webhook deliveries the same way
+//!   (`cluster_webhooks`); a polling channel's failover after kill -9
+//!   (`cluster_failover`);
 //! - [`attack`]: a healthy client's latency and the gateway's memory while
 //!   it is attacked from the network and from plugins.
 //!
@@ -20,6 +22,8 @@ pub mod attack;
 pub mod channels;
 mod client;
 pub mod cluster;
+mod cluster_failover;
+mod cluster_webhooks;
 pub mod gateway;
 pub mod idle;
 pub mod languages;

@@ -50,7 +50,7 @@ const FANOUT: usize = 4;
 const DELIVERY_WAIT: Duration = Duration::from_secs(120);
 
 /// One request seen by the receiver.
-struct Receipt {
+pub(super) struct Receipt {
     /// The request path (one per endpoint).
     path: String,
     /// The `webhook-id` header.
@@ -60,22 +60,30 @@ struct Receipt {
 }
 
 /// The receiver's shared state.
-struct Sink {
+pub(super) struct Sink {
     log: Mutex<Vec<Receipt>>,
     /// Requests received since the last [`Sink::take`].
     count: watch::Sender<usize>,
 }
 
 impl Sink {
+    /// An empty receiver state.
+    pub(super) fn new() -> Arc<Sink> {
+        Arc::new(Sink {
+            log: Mutex::new(Vec::new()),
+            count: watch::Sender::new(0),
+        })
+    }
+
     /// The receipts so far, resetting the log and the count.
-    fn take(&self) -> Vec<Receipt> {
+    pub(super) fn take(&self) -> Vec<Receipt> {
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         self.count.send_replace(0);
         std::mem::take(&mut *log)
     }
 
     /// Wait until `n` requests were received since the last reset.
-    async fn wait(&self, n: usize, what: &str) -> anyhow::Result<()> {
+    pub(super) async fn wait(&self, n: usize, what: &str) -> anyhow::Result<()> {
         let mut rx = self.count.subscribe();
         let got = tokio::time::timeout(DELIVERY_WAIT, rx.wait_for(|c| *c >= n))
             .await
@@ -116,7 +124,9 @@ async fn receive(
 }
 
 /// Start the receiver on `127.0.0.1:0`; its base URL.
-async fn start_receiver(sink: Arc<Sink>) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
+pub(super) async fn start_receiver(
+    sink: Arc<Sink>,
+) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .context("binding the receiver")?;
@@ -132,7 +142,7 @@ async fn start_receiver(sink: Arc<Sink>) -> anyhow::Result<(String, tokio::task:
 
 /// The data of bench event `i`: a small inbound message (the body sent is
 /// about 300 bytes).
-fn event_data(i: usize) -> Value {
+pub(super) fn event_data(i: usize) -> Value {
     json!({
         "channel": "bench",
         "conversation": "conv-1",
@@ -220,7 +230,7 @@ struct Delivered {
 /// Check a run's receipts: each of `paths` got exactly the same `n`
 /// distinct `webhook-id`s. Returns the number of problems (duplicates plus
 /// missing) and the last receipt time.
-fn check(receipts: &[Receipt], paths: &[String], n: usize) -> (usize, Option<Instant>) {
+pub(super) fn check(receipts: &[Receipt], paths: &[String], n: usize) -> (usize, Option<Instant>) {
     let mut per: HashMap<&str, HashSet<&str>> = HashMap::new();
     let mut problems = 0;
     for r in receipts {
@@ -431,10 +441,7 @@ pub async fn webhooks(events: usize) -> anyhow::Result<()> {
 }
 
 async fn run(dir: &Path, n: usize) -> anyhow::Result<()> {
-    let sink = Arc::new(Sink {
-        log: Mutex::new(Vec::new()),
-        count: watch::Sender::new(0),
-    });
+    let sink = Sink::new();
     let (base, server) = start_receiver(sink.clone()).await?;
     let raw_url = format!("{base}/raw");
     let mut cx = Cx {

@@ -229,6 +229,15 @@ impl ChannelRunner {
         matches!(self.gate(), Gate::Standby)
     }
 
+    /// Whether a start must wait for the account's lease: another node
+    /// holds it (cluster mode) and the plugin is a socket channel, whose
+    /// `start` opens sessions only the lease holder may open. Polling
+    /// and webhook channels start on standby nodes too (pushes are served
+    /// by every node; a poller runs no receiver there).
+    fn waits_for_lease(&self) -> bool {
+        self.is_standby() && self.version().is_ok_and(|v| v.uses_sockets())
+    }
+
     /// The lease this node holds for the account (cluster mode), if any.
     pub fn fence(&self) -> Option<Fence> {
         match self.gate() {
@@ -844,6 +853,17 @@ impl ChannelRunner {
             });
         }
         self.update(|s| s.missing_secrets.clear());
+        if self.waits_for_lease() {
+            // A socket channel's `start` opens its sessions, which only
+            // the lease holder may: on a standby node it is not started
+            // at all (no instance) until the lease keeper wins the lease
+            // and starts it.
+            drop(inst);
+            self.clear_pool();
+            self.set_state(ChannelState::Standby, None);
+            tracing::debug!(channel = %self.name, "socket channel on standby: started once this node holds the account's lease");
+            return Ok(());
+        }
         self.set_state(ChannelState::Starting, None);
         let inst = match inst {
             Some(i) => i,
@@ -925,6 +945,10 @@ impl ChannelRunner {
     /// create a fresh one. Ends `Running` or `Failed` (with the error).
     pub async fn restart(self: &Arc<Self>, timeout: Duration) -> Result<(), ChannelError> {
         let _life = self.lifecycle.lock().await;
+        if self.waits_for_lease() {
+            // Nothing runs here to restart (see `start_locked`).
+            return self.start_locked(None).await;
+        }
         self.stop_receiver().await;
         self.set_state(ChannelState::Restarting, None);
         let now = self.now();

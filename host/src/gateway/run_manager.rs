@@ -415,6 +415,19 @@ impl RunManager {
         // Dropping its turn sender tells the oldest waiting run it was
         // dropped; its task ends it.
         drop(dropped);
+        // Idle here, but in a cluster another node may be running the
+        // session: the run then waits for that run's end (its claim, see
+        // `drive`), and is answered as queued, next in line, as it is
+        // behind a run of this node. (This node cannot see runs queued on
+        // other nodes, so the position is 1.) Its user message waits for
+        // its turn too.
+        let admitted_now = matches!(outcome, StartOutcome::Started);
+        let outcome = match (&outcome, gw.cluster.get()) {
+            (StartOutcome::Started, Some(c)) if c.session_busy_elsewhere(&spec.session_key) => {
+                StartOutcome::Queued { position: 1 }
+            }
+            _ => outcome,
+        };
         // A `chat.send` run that has its session at once: the user's turn
         // goes into the transcript now, before the answer says `started`
         // (as OpenClaw does), so history shows it even if the run is
@@ -440,14 +453,14 @@ impl RunManager {
             done_tx,
             seq: AtomicU64::new(0),
             turn,
-            holds_lane: matches!(outcome, StartOutcome::Started),
+            holds_lane: admitted_now,
             user_saved,
             ended: false,
         };
         // A run that may start now joins its first slot queue here, in the
         // order runs start; its task may first run in any order.
         let gates = self.gates(&spec.origin);
-        let slot = matches!(outcome, StartOutcome::Started).then(|| join_slot_queue(&gates[0]));
+        let slot = admitted_now.then(|| join_slot_queue(&gates[0]));
         tokio::spawn(drive(guard, spec, cancel, reason, gates, slot, after).instrument(span));
         outcome
     }

@@ -64,20 +64,14 @@ pub async fn serve(
     let gate: Arc<dyn listener::AcceptGate> = Arc::new(AcceptByIp(gw.clone()));
     let _ = gw.control.set(tokio::runtime::Handle::current());
     let edge = edge_runtime(&gw)?;
-    listener::serve(
-        listener,
-        app,
-        limits,
-        open,
-        gate,
-        edge.handle().clone(),
-        async move {
-            shutdown.await;
-            gw2.shutdown("service restart").await;
-        },
-    )
+    let edge_handle = edge.handle().clone();
+    let edge = EdgeRuntime(Some(edge));
+    listener::serve(listener, app, limits, open, gate, edge_handle, async move {
+        shutdown.await;
+        gw2.shutdown("service restart").await;
+    })
     .await;
-    edge.shutdown_background();
+    drop(edge);
     for t in background {
         t.abort();
     }
@@ -96,6 +90,21 @@ fn edge_runtime(gw: &Gateway) -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .map_err(|e| anyhow::anyhow!("starting the edge runtime: {e}"))
+}
+
+/// The edge runtime, shut down in the background when dropped: at the end
+/// of [`serve`], and also when the `serve` future itself is dropped inside
+/// an async context (its task cancelled at runtime shutdown), where
+/// dropping a runtime the ordinary way panics ("Cannot drop a runtime in a
+/// context where blocking is not allowed").
+struct EdgeRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for EdgeRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// The gateway's per-address limits, checked at accept.

@@ -176,6 +176,18 @@ impl PluginVersion {
             Describe::Channel(_) => None,
         }
     }
+
+    /// Whether the component imports host-managed WebSocket sessions
+    /// (`pincer:socket/websocket`): a socket channel, whose `start` opens
+    /// its sessions, which only the holder of the account's lease may do
+    /// in cluster mode.
+    pub fn uses_sockets(&self) -> bool {
+        let engine = self.component.engine();
+        self.component
+            .component_type()
+            .imports(engine)
+            .any(|(name, _)| name.starts_with("pincer:socket/websocket"))
+    }
 }
 
 /// The manifest path for a component path (`x.wasm` → `x.toml`).

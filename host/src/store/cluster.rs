@@ -205,6 +205,16 @@ pub trait ClusterStore: Send + Sync + 'static {
     fn release_session(&self, session_key: &str, token: i64) -> Result<(), StoreError>;
     /// The claims `node_id` holds: (session key, token).
     fn session_claims_of(&self, node_id: &str) -> Result<Vec<(String, i64)>, StoreError>;
+    /// Whether session `session_key`'s claim is held by a node other than
+    /// `node_id` that was seen within `timeout_ms` (a run of this session
+    /// executes, or is about to, on another live node: a new run of it
+    /// waits).
+    fn session_claimed_elsewhere(
+        &self,
+        session_key: &str,
+        node_id: &str,
+        timeout_ms: i64,
+    ) -> Result<bool, StoreError>;
 
     /// Store plugin `name`'s component file (`bytes`, hex SHA-256
     /// `sha256`) as the cluster's current version of it, replacing any

@@ -108,6 +108,23 @@ impl Cluster {
         }
     }
 
+    /// Whether a run of `session_key` holds its claim on another live
+    /// node (a new run of it will wait for that run's end). A store error
+    /// counts as no (the run then finds out when it claims the session).
+    pub fn session_busy_elsewhere(&self, session_key: &str) -> bool {
+        let timeout = self.config.node_timeout_ms as i64;
+        match self
+            .store
+            .session_claimed_elsewhere(session_key, &self.node_id, timeout)
+        {
+            Ok(busy) => busy,
+            Err(e) => {
+                tracing::debug!(session = session_key, error = %e, "reading the session's claim failed");
+                false
+            }
+        }
+    }
+
     /// This node's claims still held by running runs: (session, held).
     pub(super) fn held_sessions(&self) -> Vec<(String, Held)> {
         lock(&self.sessions)

@@ -490,6 +490,28 @@ impl ClusterStore for PgStore {
         })
     }
 
+    fn session_claimed_elsewhere(
+        &self,
+        session_key: &str,
+        node_id: &str,
+        timeout_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.read(|db| {
+            let row = db.one(
+                concat!(
+                    "SELECT EXISTS (SELECT 1 FROM session_claims c
+                       JOIN cluster_nodes n ON n.node_id = c.node_id
+                      WHERE c.session_key = $1 AND c.node_id <> $2
+                        AND n.last_seen_ms >= ",
+                    db_now!(),
+                    " - $3)"
+                ),
+                &[&session_key, &node_id, &timeout_ms],
+            )?;
+            Ok(row.try_get(0)?)
+        })
+    }
+
     fn session_claims_of(&self, node_id: &str) -> Result<Vec<(String, i64)>, StoreError> {
         self.read(|db| {
             db.query(
