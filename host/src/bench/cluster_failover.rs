@@ -116,8 +116,8 @@ fn prepare(dir: &Path, fake: &FakeTelegram, lease_ms: u64) -> anyhow::Result<()>
         "the bundled telegram manifest no longer contains `{TG_HOSTS}`"
     );
     let manifest = toml.replacen(TG_HOSTS, TG_HOSTS_LOOPBACK, 1);
-    crate::bundled::write_atomic(&plugins.join("telegram.toml"), manifest.as_bytes())?;
-    crate::bundled::write_atomic(&plugins.join("telegram.wasm"), wasm)?;
+    crate::atomic_file::write(&plugins.join("telegram.toml"), manifest.as_bytes())?;
+    crate::atomic_file::write(&plugins.join("telegram.wasm"), wasm)?;
     let config = format!(
         r#"[store]
 lease_ms = {lease_ms}
