@@ -205,6 +205,14 @@ pub fn call_webhook(
         .timeout_ms(CALL_TIMEOUT_MS)
         .json(body)?
         .send()?;
+    if resp.status == 404 {
+        // The answer can overtake the deferred response the host is still
+        // sending back to Discord: Discord knows the webhook a moment
+        // later (and the token is used for its 15 minutes only).
+        return Err(Error::transient(format!(
+            "{route}: HTTP 404 (the interaction is not acknowledged yet)"
+        )));
+    }
     answer(&route, resp)
 }
 
