@@ -98,6 +98,25 @@ pub struct SentMessage {
     pub files: Vec<String>,
 }
 
+/// An interaction the fake made (a slash command) and what the bot
+/// answered through its follow-up webhook.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Interaction {
+    /// The interaction id.
+    pub id: String,
+    /// The application id (the follow-up webhook's id).
+    pub app_id: String,
+    /// The interaction token (the follow-up webhook's token).
+    pub token: String,
+    /// The original response's content once the bot replaced the deferred
+    /// response (`PATCH .../messages/@original`).
+    pub original: Option<String>,
+    /// How many times the original response was edited.
+    pub original_edits: usize,
+    /// Follow-up messages (`POST /webhooks/{app}/{token}`): id and content.
+    pub followups: Vec<(String, String)>,
+}
+
 /// What the gateway saw a client do.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GatewayStats {
@@ -177,6 +196,8 @@ pub(crate) struct State {
     pub(crate) acks: bool,
     pub(crate) close_next_identify: Option<(u16, String)>,
     pub(crate) stats: GatewayStats,
+    /// Interactions made by [`FakeDiscord::slash_command`], by token.
+    pub(crate) interactions: HashMap<String, Interaction>,
 }
 
 impl State {
@@ -309,6 +330,69 @@ impl FakeDiscord {
 
     fn user(id: &str) -> Value {
         json!({"id": id, "username": format!("user{id}"), "global_name": format!("User {id}")})
+    }
+
+    /// A slash command `/name` with a string option `text` (when given),
+    /// used by `user` in `channel` (in `guild`, or a DM): the interaction
+    /// Discord would POST to the bot's interactions endpoint. The fake
+    /// accepts its follow-up webhook from now on ([`FakeDiscord::interaction`]).
+    pub fn slash_command(
+        &self,
+        guild: Option<&str>,
+        channel: &str,
+        user: &str,
+        name: &str,
+        text: Option<&str>,
+    ) -> Value {
+        let mut st = self.shared.state.lock();
+        let id = st.next_id();
+        let token = format!("aW50ZXJhY3Rpb24.fake-token-{id}");
+        let app_id = self.shared.cfg.bot_id.clone();
+        let options: Vec<Value> = text
+            .map(|t| json!({"name": "text", "type": 3, "value": t}))
+            .into_iter()
+            .collect();
+        let mut d = json!({
+            "id": id, "application_id": app_id, "type": 2, "token": token, "version": 1,
+            "channel_id": channel, "channel": {"id": channel, "type": if guild.is_some() { 0 } else { 1 }},
+            "data": {"id": "1000", "name": name, "type": 1, "options": options},
+            "locale": "en-US", "app_permissions": "0",
+        });
+        match guild {
+            Some(g) => {
+                d["guild_id"] = json!(g);
+                d["member"] = json!({"user": Self::user(user), "roles": []});
+            }
+            None => d["user"] = Self::user(user),
+        }
+        st.interactions.insert(
+            token.clone(),
+            Interaction {
+                id,
+                app_id,
+                token,
+                ..Interaction::default()
+            },
+        );
+        d
+    }
+
+    /// Discord's PING (type 1): what it POSTs when the endpoint URL is saved.
+    pub fn ping_interaction(&self) -> Value {
+        let id = self.shared.state.lock().next_id();
+        json!({"id": id, "application_id": self.shared.cfg.bot_id, "type": 1,
+            "token": format!("ping-token-{id}"), "version": 1})
+    }
+
+    /// Interaction `id` as the bot has answered it so far.
+    pub fn interaction(&self, id: &str) -> Option<Interaction> {
+        self.shared
+            .state
+            .lock()
+            .interactions
+            .values()
+            .find(|i| i.id == id)
+            .cloned()
     }
 
     /// A user's DM to the bot in DM channel `channel`; the message id.

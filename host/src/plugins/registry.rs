@@ -34,6 +34,9 @@ use super::loader::{self, Describe, LoadError, PluginVersion};
 use super::manifest::{Limits, PluginKind, PluginSettings};
 use super::quotas::Quotas;
 use crate::clock::SharedClock;
+
+/// How long an idle blocking thread of the plugin call runtime lives.
+const BLOCKING_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(1);
 use crate::events::{Event, EventBus};
 use crate::netguard::NetGuard;
 use crate::store::SharedKv;
@@ -239,6 +242,11 @@ impl PluginRegistry {
             .worker_threads(threads)
             .thread_name("pincer-plugin")
             .on_thread_start(move || super::nice::lower_current_thread_or_warn(nice))
+            // Idle blocking threads (a plugin's key-value calls run there)
+            // exit after 1 s, as on the main runtime: with tokio's 10 s,
+            // 1,000 socket accounts heartbeating kept about 50 extra
+            // threads alive, each with its stack and malloc arena touched.
+            .thread_keep_alive(BLOCKING_KEEP_ALIVE)
             .enable_all()
             .build()
             .map_err(|e| anyhow::anyhow!("starting the plugin call runtime: {e}"))?;

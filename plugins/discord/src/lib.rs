@@ -26,6 +26,7 @@
 
 pub mod gateway;
 pub mod inbound;
+pub mod interactions;
 pub mod rest;
 pub mod socket;
 
@@ -403,17 +404,41 @@ impl Channel for Discord {
     fn handle_webhook(request: WebhookRequest) -> Result<WebhookResponse, Error> {
         match socket::event_of(&request) {
             Some((name, event)) => on_socket_event(&name, event),
+            // Only a push the host verified with the application's public
+            // key (`[webhook.verify]`) gets here as an interaction.
+            None if request.verified.as_deref() == Some(interactions::VERIFIED) => {
+                interactions::handle(&request)
+            }
             None => Ok(pincer_sdk::webhook_text(
                 404,
-                "this Discord channel takes events from the gateway, not by HTTP",
+                "this Discord channel takes events from the gateway and interactions signed with the application's key",
             )),
         }
     }
 
     fn send(message: OutboundMessage) -> Result<String, Error> {
         let s = settings()?;
+        let mut message = message;
+        // The answer to a slash command goes by the interaction's webhook
+        // while its token is valid (15 minutes), else to the channel.
+        let interaction = match message.reply_to.as_deref().and_then(interactions::target) {
+            Some(t) => {
+                let id = t.id.to_string();
+                message.reply_to = None;
+                interactions::load(&id)?.map(|stored| (id, stored))
+            }
+            None => None,
+        };
         let mut first: Option<String> = None;
-        if !message.text.trim().is_empty() {
+        if let Some((id, stored)) = interaction
+            && !message.text.trim().is_empty()
+        {
+            let body = json!({
+                "content": message.text,
+                "allowed_mentions": allowed_mentions(),
+            });
+            first = Some(interactions::send(&s.api_base, &id, stored, &body)?);
+        } else if !message.text.trim().is_empty() {
             let mut body = json!({
                 "content": message.text,
                 "allowed_mentions": allowed_mentions(),
@@ -440,6 +465,9 @@ impl Channel for Discord {
         _format: TextFormat,
     ) -> Result<(), Error> {
         let s = settings()?;
+        if let Some(t) = interactions::target(&message_id) {
+            return interactions::edit(&s.api_base, &t, &text);
+        }
         let path = format!(
             "/channels/{}/messages/{}",
             conversation.trim(),
@@ -450,6 +478,14 @@ impl Channel for Discord {
 
     fn typing(target: ChatTarget) -> Result<(), Error> {
         let s = settings()?;
+        // A deferred interaction shows "thinking..." already.
+        if target
+            .message_id
+            .as_deref()
+            .is_some_and(|m| interactions::target(m).is_some())
+        {
+            return Ok(());
+        }
         let path = format!("/channels/{}/typing", target.conversation.trim());
         rest::call(&s.api_base, "POST", &path, None).map(|_| ())
     }

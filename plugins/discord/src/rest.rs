@@ -186,6 +186,36 @@ pub fn call(
     answer(&route, resp)
 }
 
+/// Call an interaction's follow-up webhook (`/webhooks/{app}/{token}...`,
+/// see `crate::interactions`): authorised by the interaction token in the
+/// path, so no bot token is sent; its own rate-limit bucket.
+pub fn call_webhook(
+    api_base: &str,
+    method: &str,
+    path: &str,
+    body: &Value,
+) -> Result<Value, Error> {
+    // The token is a credential: the route key (kv, logs) keeps only the
+    // application id.
+    let route = path.split('/').take(3).collect::<Vec<_>>().join("/");
+    let route = format!("{method} {route}/:token");
+    check_limits(&route, clock::now_ms())?;
+    let resp = http::Request::new(method, &format!("{api_base}{path}"))
+        .header("User-Agent", USER_AGENT)
+        .timeout_ms(CALL_TIMEOUT_MS)
+        .json(body)?
+        .send()?;
+    if resp.status == 404 {
+        // The answer can overtake the deferred response the host is still
+        // sending back to Discord: Discord knows the webhook a moment
+        // later (and the token is used for its 15 minutes only).
+        return Err(Error::transient(format!(
+            "{route}: HTTP 404 (the interaction is not acknowledged yet)"
+        )));
+    }
+    answer(&route, resp)
+}
+
 /// Record the limits a response announces and interpret it.
 pub fn answer(route: &str, resp: http::Response) -> Result<Value, Error> {
     record_limits(route, &resp, clock::now_ms())?;

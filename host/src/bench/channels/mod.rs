@@ -311,6 +311,19 @@ fn sockets_table(runs: &[(sockets::Holder, sockets::Sockets)]) -> String {
             ));
         }
     }
+    for (h, r) in runs {
+        if let Some(p) = &r.parts {
+            t.push_str(&format!(
+                "{} sessions, {}: heap live {} and free in malloc's arenas {}, {} threads, RSS {} after malloc_trim.\n",
+                r.sessions,
+                holder_name(*h),
+                mib(p.heap_live),
+                mib(p.heap_free),
+                p.threads,
+                mib(p.rss_trimmed),
+            ));
+        }
+    }
     for (_, r) in runs.iter().filter(|(h, _)| *h == sockets::Holder::Discord) {
         if let Some(idle) = &r.idle {
             t.push_str(&format!(

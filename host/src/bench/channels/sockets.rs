@@ -54,6 +54,60 @@ pub(super) struct Sockets {
     /// Discord bots: what the idle window saw.
     #[serde(default)]
     pub(super) idle: Option<Idle>,
+    /// Where the process's memory was at the reading (gateway runs).
+    #[serde(default)]
+    pub(super) parts: Option<Parts>,
+}
+
+/// The process at the memory reading, split: the allocator's live and
+/// free bytes, threads, and what `malloc_trim` gives back at once.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(super) struct Parts {
+    /// Heap handed out and not given back (`mallinfo2` `uordblks + hblkhd`).
+    pub(super) heap_live: u64,
+    /// Free bytes kept inside malloc's arenas (`fordblks`).
+    pub(super) heap_free: u64,
+    /// Threads of the process (tokio workers, blocking pool, fake).
+    pub(super) threads: u64,
+    /// RSS right after `malloc_trim(0)`: the reading minus freed heap the
+    /// allocator held.
+    pub(super) rss_trimmed: u64,
+}
+
+impl Parts {
+    /// Read them now; trims the heap (call after the memory reading).
+    fn now() -> Parts {
+        let (heap_live, heap_free) = heap_split();
+        let threads = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Threads:"))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(0);
+        crate::plugins::heap::release();
+        Parts {
+            heap_live,
+            heap_free,
+            threads,
+            rss_trimmed: Memory::now().rss,
+        }
+    }
+}
+
+/// Live and free heap bytes (glibc's `mallinfo2`; zeros elsewhere).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn heap_split() -> (u64, u64) {
+    // SAFETY: `mallinfo2` only reads the allocator's counters.
+    let m = unsafe { libc::mallinfo2() };
+    ((m.uordblks + m.hblkhd) as u64, m.fordblks as u64)
+}
+
+/// Not available off glibc.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn heap_split() -> (u64, u64) {
+    (0, 0)
 }
 
 /// The idle window of a Discord run: every bot heartbeating on its own.
@@ -239,7 +293,13 @@ fn idle_window() -> Duration {
 /// heartbeats over [`idle_window`], then memory.
 async fn discord(n: usize) -> anyhow::Result<Sockets> {
     use crate::fakes::discord::{DiscordConfig, FakeDiscord};
-    let fake = FakeDiscord::start(DiscordConfig::default()).await;
+    // Not recording REST calls: the fake's end should cost what a plain
+    // server's does (the `ws-probe` runs' server records nothing).
+    let fake = FakeDiscord::start(DiscordConfig {
+        record_calls: false,
+        ..DiscordConfig::default()
+    })
+    .await;
     let dir = setup::DataDir::new()?;
     let before = Memory::now();
     let heap_before = heap_in_use();
@@ -284,6 +344,7 @@ async fn discord(n: usize) -> anyhow::Result<Sockets> {
     let live_instances = runners.iter().map(|c| c.idle_instances()).sum();
     let total = Memory::now();
     let heap = (heap_in_use(), heap_before);
+    let parts = Parts::now();
     let open: usize = runners.iter().map(|c| c.sockets().sessions().len()).sum();
     anyhow::ensure!(
         open == n,
@@ -302,6 +363,7 @@ async fn discord(n: usize) -> anyhow::Result<Sockets> {
             reconnects: beats_after.connections.saturating_sub(n),
             heap,
         }),
+        parts: Some(parts),
     };
     drop(runners);
     running.stop().await?;
@@ -366,6 +428,7 @@ pub(super) async fn run(holder: Holder, n: usize) -> anyhow::Result<Sockets> {
     }
     tokio::time::sleep(SETTLE).await;
     let total = Memory::now();
+    let parts = running.is_some().then(Parts::now);
     if let Some(r) = &running {
         let open: usize = r
             .gateway
@@ -383,6 +446,7 @@ pub(super) async fn run(holder: Holder, n: usize) -> anyhow::Result<Sockets> {
         total,
         start_s,
         idle: None,
+        parts,
     };
     if let Some(r) = running {
         r.stop().await?;

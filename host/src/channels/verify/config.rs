@@ -12,6 +12,9 @@
 //! signed = "{body}"                # the signed base string: {body}, {timestamp}
 //! timestamp_header = "X-Slack-Request-Timestamp"  # needed when `signed` uses {timestamp}
 //! tolerance_s = 300                # largest clock difference accepted (default 300)
+//! optional = false                 # true: the endpoint is an extra (Discord's
+//!                                  # interactions beside its gateway); unset key =
+//!                                  # pushes refused (503) but the channel configured
 //!
 //! [webhook.handshake]              # optional GET handshake answered by the host
 //! scheme = "hub-challenge"         # Meta: hub.mode=subscribe & hub.verify_token == secret
@@ -99,6 +102,11 @@ pub struct VerifySpec {
     pub timestamp_header: Option<String>,
     /// Largest accepted distance from the host's clock, in seconds.
     pub tolerance_s: u64,
+    /// The pushes are an optional extra of the channel (Discord's
+    /// interactions endpoint beside its gateway): while the operator has
+    /// not set the secret or key, pushes are still refused (503), but the
+    /// channel is not reported as unconfigured for it.
+    pub optional: bool,
 }
 
 impl Default for VerifySpec {
@@ -113,6 +121,7 @@ impl Default for VerifySpec {
             signed: None,
             timestamp_header: None,
             tolerance_s: DEFAULT_TOLERANCE_S,
+            optional: false,
         }
     }
 }

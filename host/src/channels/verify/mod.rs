@@ -227,15 +227,34 @@ fn resolve(
     }
 }
 
+/// Whether the operator has set the secret or key `scheme` needs (set,
+/// not necessarily valid).
+fn provided(scheme: &Scheme, keys: &dyn WebhookKeys, channel: &str, account: Option<&str>) -> bool {
+    match scheme {
+        Scheme::None => true,
+        Scheme::SharedHeader { secret, .. } | Scheme::HmacSha256 { secret, .. } => keys
+            .secret(channel, account, secret)
+            .is_some_and(|v| !v.is_empty()),
+        Scheme::Ed25519 { key, .. } => match key {
+            KeyRef::Config(k) => keys.config(channel, account, k),
+            KeyRef::Secret(s) => keys.secret(channel, account, s),
+        }
+        .is_some_and(|v| !v.trim().is_empty()),
+    }
+}
+
 /// What keeps the channel's pushes from being verified, if anything (for
-/// the channel's status): a secret or key not provided.
+/// the channel's status): a secret or key not provided (unless the
+/// manifest marks the endpoint `optional`), or a key that is no key.
 pub fn problem(
     spec: &WebhookSpec,
     keys: &dyn WebhookKeys,
     channel: &str,
     account: Option<&str>,
 ) -> Option<String> {
-    if let Err(r) = resolve(&spec.scheme(), keys, channel, account) {
+    let scheme = spec.scheme();
+    let skipped = spec.verify.optional && !provided(&scheme, keys, channel, account);
+    if !skipped && let Err(r) = resolve(&scheme, keys, channel, account) {
         return Some(r.detail);
     }
     let h = spec.handshake.as_ref()?;

@@ -433,3 +433,37 @@ fn no_scheme_passes_everything_and_stats_count_by_reason() {
     assert_eq!(stats.log_now(Reason::Invalid, 6_000), Some(2));
     assert_eq!(stats.log_now(Reason::Invalid, 6_001), None);
 }
+
+#[test]
+fn an_optional_endpoint_without_its_key_is_refused_but_no_problem() {
+    let w = spec(
+        "[verify]\nscheme = \"ed25519\"\nheader = \"X-Signature-Ed25519\"\npublic_key = \"config:public_key\"\nsigned = \"{timestamp}{body}\"\ntimestamp_header = \"X-Signature-Timestamp\"\noptional = true",
+    );
+    // No key: pushes are refused (503), yet the channel is configured.
+    assert_eq!(problem(&w, &Keys::default(), "ch", None), None);
+    let h = headers(&[
+        ("x-signature-ed25519", DISCORD_SIG),
+        ("x-signature-timestamp", "1700000000"),
+    ]);
+    let push = Push {
+        method: "POST",
+        query: "",
+        headers: &h,
+        body: br#"{"type":1}"#,
+    };
+    let r = check(&w, &Keys::default(), "ch", None, &push, 1_700_000_000_000).unwrap_err();
+    assert_eq!(r.reason, Reason::NotGranted);
+    // A key that is set but is no key is a problem even so.
+    let bad = Keys {
+        config: [("public_key", "not hex")].into(),
+        ..Keys::default()
+    };
+    assert!(problem(&w, &bad, "ch", None).is_some_and(|p| p.contains("is not hex")));
+    // The right key verifies.
+    let good = Keys {
+        config: [("public_key", RFC_PUBLIC)].into(),
+        ..Keys::default()
+    };
+    assert_eq!(problem(&w, &good, "ch", None), None);
+    assert!(check(&w, &good, "ch", None, &push, 1_700_000_000_000).is_ok());
+}

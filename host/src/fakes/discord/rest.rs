@@ -32,6 +32,12 @@ enum Route {
     Create(String),
     Edit(String, String),
     Typing(String),
+    /// `PATCH /webhooks/{app}/{token}/messages/@original`.
+    EditOriginal(String, String),
+    /// `POST /webhooks/{app}/{token}`.
+    Followup(String, String),
+    /// `PATCH /webhooks/{app}/{token}/messages/{id}`.
+    EditFollowup(String, String, String),
 }
 
 impl Route {
@@ -41,6 +47,20 @@ impl Route {
             Route::Create(_) => "create_message",
             Route::Edit(..) => "edit_message",
             Route::Typing(_) => "typing",
+            Route::EditOriginal(..) => "edit_original",
+            Route::Followup(..) => "followup",
+            Route::EditFollowup(..) => "edit_followup",
+        }
+    }
+
+    /// The interaction token of a follow-up webhook route (authorised by
+    /// it, not by the bot token), with its application id.
+    fn webhook(&self) -> Option<(&str, &str)> {
+        match self {
+            Route::EditOriginal(a, t) | Route::Followup(a, t) | Route::EditFollowup(a, t, _) => {
+                Some((a, t))
+            }
+            _ => None,
         }
     }
 }
@@ -55,6 +75,15 @@ fn route(method: &http::Method, path: &str) -> Option<Route> {
             Some(Route::Edit(c.to_string(), m.to_string()))
         }
         ("POST", ["channels", c, "typing"]) => Some(Route::Typing(c.to_string())),
+        ("PATCH", ["webhooks", a, t, "messages", "@original"]) => {
+            Some(Route::EditOriginal(a.to_string(), t.to_string()))
+        }
+        ("POST", ["webhooks", a, t]) => Some(Route::Followup(a.to_string(), t.to_string())),
+        ("PATCH", ["webhooks", a, t, "messages", m]) => Some(Route::EditFollowup(
+            a.to_string(),
+            t.to_string(),
+            m.to_string(),
+        )),
         _ => None,
     }
 }
@@ -158,7 +187,18 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         .faults
         .get_mut(name)
         .and_then(|q| q.pop_front());
-    let (status, reply) = if !token_ok(&shared, &parts.headers) {
+    let authorised = match route.webhook() {
+        Some((app, token)) => shared
+            .state
+            .lock()
+            .interactions
+            .get(token)
+            .is_some_and(|i| i.app_id == app),
+        None => token_ok(&shared, &parts.headers),
+    };
+    let (status, reply) = if route.webhook().is_some() && !authorised {
+        (404, json!({"message": "Unknown Webhook", "code": 10015}))
+    } else if !authorised {
         (401, json!({"message": "401: Unauthorized", "code": 0}))
     } else {
         match fault {
@@ -260,6 +300,54 @@ fn serve(shared: &Shared, route: &Route, params: &Value, files: &[Part]) -> (u16
             let body = message_json(&m);
             st.sent.push(m);
             (200, body)
+        }
+        Route::EditOriginal(_, token) => {
+            let content = params["content"].as_str().unwrap_or_default().to_string();
+            if content.chars().count() > CONTENT_LIMIT {
+                return invalid_form("content", "Must be 2000 or fewer in length.");
+            }
+            let mut st = shared.state.lock();
+            let Some(i) = st.interactions.get_mut(token) else {
+                return (404, json!({"message": "Unknown Webhook", "code": 10015}));
+            };
+            if i.original.is_some() {
+                i.original_edits += 1;
+            }
+            i.original = Some(content.clone());
+            let id = i.id.clone();
+            (
+                200,
+                json!({"id": id, "content": content, "type": 20, "webhook_id": i.app_id}),
+            )
+        }
+        Route::Followup(_, token) => {
+            let content = params["content"].as_str().unwrap_or_default().to_string();
+            if content.chars().count() > CONTENT_LIMIT {
+                return invalid_form("content", "Must be 2000 or fewer in length.");
+            }
+            let mut st = shared.state.lock();
+            let id = st.next_id();
+            let Some(i) = st.interactions.get_mut(token) else {
+                return (404, json!({"message": "Unknown Webhook", "code": 10015}));
+            };
+            i.followups.push((id.clone(), content.clone()));
+            (
+                200,
+                json!({"id": id, "content": content, "type": 0, "webhook_id": i.app_id}),
+            )
+        }
+        Route::EditFollowup(_, token, id) => {
+            let content = params["content"].as_str().unwrap_or_default().to_string();
+            let mut st = shared.state.lock();
+            let Some(m) = st
+                .interactions
+                .get_mut(token)
+                .and_then(|i| i.followups.iter_mut().find(|(m, _)| m == id))
+            else {
+                return (404, json!({"message": "Unknown Message", "code": 10008}));
+            };
+            m.1 = content.clone();
+            (200, json!({"id": id, "content": content, "type": 0}))
         }
         Route::Edit(channel, id) => {
             let content = params["content"].as_str().unwrap_or_default().to_string();

@@ -1,6 +1,10 @@
 //! Key-value factor: `pincer:plugin/kv`, a durable store private to each
 //! plugin (namespaced by plugin name) persisted by the host's [`KvStore`].
-//! Database work runs on the blocking pool so a slow disk never stalls tokio.
+//! Database work runs on the blocking pool so a slow disk never stalls tokio,
+//! at most [`KV_CONCURRENCY`] calls at a time across plugins: SQLite takes
+//! one writer at a time anyway, and unbounded, a thousand socket accounts
+//! saving their state at each heartbeat kept dozens of blocking threads
+//! waiting on its lock (each with its stack and malloc arena).
 //! Each plugin has a [`KvQuota`] (bytes and keys) shared by all its instances
 //! and versions; a `set` past it fails with `error.permanent` and stores
 //! nothing, and the plugin's other data and every other plugin are untouched.
@@ -10,6 +14,13 @@ use std::sync::{Arc, Mutex};
 use crate::plugins::bindings::WitError;
 use crate::plugins::bindings::v02::channel::pincer::plugin::kv::Host;
 use crate::store::{KvUsage, SharedKv, StoreError};
+
+/// Key-value calls (all plugins) on the blocking pool at once; more wait
+/// for a slot without holding a thread.
+pub const KV_CONCURRENCY: usize = 4;
+
+/// The slots of [`KV_CONCURRENCY`].
+static KV_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(KV_CONCURRENCY);
 
 /// One plugin's key-value quota and its usage (read from the store on the
 /// first write, then kept current by every write through it).
@@ -246,6 +257,10 @@ impl PluginKv {
         let plugin = self.plugin.clone();
         let store = self.store.clone();
         let quota = self.quota.clone();
+        let _slot = KV_SLOTS
+            .acquire()
+            .await
+            .map_err(|_| WitError::Transient("the key-value store is closed".into()))?;
         match tokio::task::spawn_blocking(move || f(&plugin, &store, &quota)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(StoreError::Limit(m))) => {
