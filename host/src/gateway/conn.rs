@@ -184,11 +184,24 @@ impl Authenticated {
     }
 }
 
+/// How a handshake ended without a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotAdmitted {
+    /// The peer went away, or was refused (auth, origin, a bad first
+    /// request): its socket may linger to drain what the peer still sends.
+    Closed,
+    /// Refused for a pre-auth protocol violation (an oversize or broken
+    /// frame, the handshake deadline): what was to be read is drained
+    /// (bounded) and the socket is closed without lingering, so a flood of
+    /// violators buys no more reading work.
+    Violation,
+}
+
 /// Run the handshake of one upgraded WebSocket: the challenge, the
-/// `connect` frame, auth and `hello-ok`. `Some` when it succeeded (the
+/// `connect` frame, auth and `hello-ok`. `Ok` when it succeeded (the
 /// `hello-ok` is queued, not yet written; nothing after the `connect`
-/// frame has been handled, though it may be buffered in `ws`); `None` when
-/// the socket was refused and closed or went away. `preauth` is released
+/// frame has been handled, though it may be buffered in `ws`); otherwise
+/// the socket was refused (and sent its close) or went away. `preauth` is released
 /// when the connection joins the hub; the handshake has one absolute
 /// deadline (`handshake_timeout_ms` from now).
 pub async fn authenticate<S>(
@@ -196,7 +209,7 @@ pub async fn authenticate<S>(
     ws: &mut Ws<S>,
     peer: &Peer,
     preauth: Preauth,
-) -> Option<Authenticated>
+) -> Result<Authenticated, NotAdmitted>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -209,11 +222,11 @@ where
     let text = EventFrame::new("connect.challenge", Some(&challenge), None, None).to_text();
     let sent = tokio::time::timeout_at(deadline, ws.send(Message::Text(text.into()))).await;
     if !sent.is_ok_and(|r| r.is_ok()) {
-        return None;
+        return Err(NotAdmitted::Closed);
     }
     let admitted = match handshake(&gw, ws, peer, &nonce, deadline, &preauth.lift).await {
         Ok(Some(a)) => a,
-        Ok(None) => return None,
+        Ok(None) => return Err(NotAdmitted::Closed),
         Err(r) => {
             gw.counters
                 .handshake_failures
@@ -231,11 +244,14 @@ where
             if r.drain && !blocked {
                 drain_raw(ws.get_mut()).await;
             }
-            return None;
+            return Err(match r.violation {
+                Some(_) => NotAdmitted::Violation,
+                None => NotAdmitted::Closed,
+            });
         }
     };
     gw.counters.handshakes.fetch_add(1, Ordering::Relaxed);
-    Some(Authenticated {
+    Ok(Authenticated {
         gw,
         admitted,
         slot: preauth.slot,

@@ -19,8 +19,13 @@
 //! when no read or write is in progress: the bytes of the connection are,
 //! in order, those in the [`WsState`], then hyper's read-ahead, then the
 //! socket's. Counted in `pincer_ws_handovers_total`; a socket that cannot
-//! be moved (not the listener's own socket type) is served where it is
-//! and counted in `pincer_ws_handovers_skipped_total`.
+//! be moved (not the listener's own socket type) stays registered with the
+//! edge runtime while its connection runs on the control runtime, counted
+//! in `pincer_ws_handovers_skipped_total`.
+//!
+//! A pre-auth socket refused for a protocol violation is closed here too
+//! ([`close_without_linger`]): taken out of hyper's upgrade and closed
+//! without the listener's drain-on-close linger.
 
 use std::io;
 use std::pin::Pin;
@@ -91,6 +96,19 @@ pub fn detach(upgraded: Upgraded) -> Result<Detached, DetachError> {
         read_ahead: parts.read_buf,
         slot,
     })
+}
+
+/// Close a pre-auth socket at once, without the linger that drains what
+/// its peer still sends (`listener::linger`, for sockets dropped
+/// otherwise): for a protocol violator, whose close already had its
+/// bounded drain (`conn::authenticate`). Its close may end in a reset.
+pub fn close_without_linger(ws: EdgeWs) {
+    let (guard, _state) = ws.into_parts();
+    let upgraded = guard.into_inner().into_inner();
+    if let Ok(parts) = upgraded.downcast::<TokioIo<TrackedIo>>() {
+        let mut tracked = parts.io.into_inner();
+        drop(tracked.take());
+    }
 }
 
 impl Detached {

@@ -268,8 +268,10 @@ async fn upgrade_any_path(
         let (guarded, lift) = FrameGuard::new(TokioIo::new(upgraded), MAX_PREAUTH_PAYLOAD);
         let mut ws = WsStream::with_gauge(guarded, limits, gw.counters.ws_frame_buffers.clone());
         let preauth = conn::Preauth { slot, lift };
-        let Some(authed) = conn::authenticate(gw.clone(), &mut ws, &peer, preauth).await else {
-            return;
+        let authed = match conn::authenticate(gw.clone(), &mut ws, &peer, preauth).await {
+            Ok(a) => a,
+            Err(conn::NotAdmitted::Violation) => return handover::close_without_linger(ws),
+            Err(conn::NotAdmitted::Closed) => return,
         };
         // Authenticated: continue on the control runtime with the socket,
         // apart from the edge runtime's unauthenticated work. The
