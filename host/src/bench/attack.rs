@@ -78,6 +78,15 @@ const WINDOW: Duration = Duration::from_secs(6);
 /// Pause between two healthy `health` requests.
 const PROBE_GAP: Duration = Duration::from_millis(10);
 
+/// Most connect attempts of the healthy client, [`CONNECT_RETRY`] apart:
+/// under the pre-auth flood every `max_preauth` slot may be taken when it
+/// connects, and a refused client retries, as a real one would after
+/// `Retry-After` (the refusals are shown in the scenario's note).
+const CONNECT_ATTEMPTS: u32 = 40;
+
+/// The pause between the healthy client's connect attempts.
+const CONNECT_RETRY: Duration = Duration::from_millis(250);
+
 /// How long the slow channel's reply receiver takes per request.
 const SLOW_REPLY: Duration = Duration::from_secs(2);
 
@@ -283,11 +292,25 @@ async fn start(dir: &Path, port: u16, config: &Path) -> anyhow::Result<Target> {
     }
 }
 
-/// The healthy client: `health` requests, one at a time, for `WINDOW`.
-async fn probe(url: &str) -> anyhow::Result<(Lat, u64)> {
-    let mut ws = connect(url, TOKEN)
-        .await
-        .context("healthy client connect")?;
+/// The healthy client's figures: latencies, failed requests and the
+/// connect attempts refused before one succeeded.
+type Probed = (Lat, u64, u32);
+
+/// The healthy client: connect (retrying a refusal), then `health`
+/// requests, one at a time, for `WINDOW`.
+async fn probe(url: &str) -> anyhow::Result<Probed> {
+    let mut refused = 0;
+    let mut ws = loop {
+        match connect(url, TOKEN).await {
+            Ok(ws) => break ws,
+            Err(e) if refused + 1 < CONNECT_ATTEMPTS => {
+                tracing::debug!(error = %e, "healthy client refused; retrying");
+                refused += 1;
+                tokio::time::sleep(CONNECT_RETRY).await;
+            }
+            Err(e) => return Err(e.context("healthy client connect")),
+        }
+    };
     let mut lat = Vec::new();
     let mut failed = 0u64;
     let end = Instant::now() + WINDOW;
@@ -307,12 +330,12 @@ async fn probe(url: &str) -> anyhow::Result<(Lat, u64)> {
         }
         tokio::time::sleep(PROBE_GAP).await;
     }
-    Ok((Lat(lat), failed))
+    Ok((Lat(lat), failed, refused))
 }
 
 /// [`probe`] on a thread and runtime of its own, so its latency is the
 /// gateway's and not this process's scheduling of attacker tasks.
-async fn probe_alone(url: String) -> anyhow::Result<(Lat, u64)> {
+async fn probe_alone(url: String) -> anyhow::Result<Probed> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("bench-healthy".into())
@@ -370,13 +393,13 @@ where
     F: FnOnce(CancellationToken) -> Fut,
     Fut: std::future::Future<Output = String> + Send + 'static,
 {
-    let (mut base, _) = probe_alone(target.ws_url()).await?;
+    let (mut base, _, _) = probe_alone(target.ws_url()).await?;
     target.reset_peak();
     let stop = CancellationToken::new();
     let task = attackers.spawn(attack(stop.clone()));
     tokio::time::sleep(RAMP).await;
     let (cpu_before, bench_before) = (target.cpu(), cpu_time("self"));
-    let (mut lat, failed) = probe_alone(target.ws_url()).await?;
+    let (mut lat, failed, refused) = probe_alone(target.ws_url()).await?;
     let cpu = target.cpu().saturating_sub(cpu_before);
     let bench_cpu = cpu_time("self").saturating_sub(bench_before);
     let load = load_average();
@@ -386,6 +409,11 @@ where
         .await
         .map_err(|_| anyhow::anyhow!("scenario `{name}` did not stop"))?
         .context("attack task")?;
+    let note = if refused > 0 {
+        format!("{note}; the healthy client was refused {refused} times before it connected")
+    } else {
+        note
+    };
     // Let the gateway release what the attack made it hold.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (after, _) = target.memory();

@@ -157,10 +157,59 @@ enum FirstFrame {
     Gone,
 }
 
-/// Serve one upgraded WebSocket until it closes. `preauth` is released
+/// A connection whose handshake succeeded (its `hello-ok` is queued), not
+/// yet serving requests: [`Authenticated::serve`] runs it, on whichever
+/// runtime the caller chooses (the hand-over to the control runtime
+/// happens in between, [`super::handover`]).
+pub struct Authenticated {
+    gw: Arc<Gateway>,
+    admitted: Admitted,
+    slot: PreauthSlot,
+}
+
+impl Authenticated {
+    /// The connection's id.
+    pub fn conn_id(&self) -> &str {
+        &self.admitted.conn.id
+    }
+
+    /// The connected phase: requests in, queue out, until the socket
+    /// closes. `ws` is the handshake's stream, or the same connection
+    /// rebuilt from its parts over another socket object.
+    pub async fn serve<S>(self, ws: Ws<S>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        run(self.gw, ws, self.admitted, self.slot).await
+    }
+}
+
+/// How a handshake ended without a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotAdmitted {
+    /// The peer went away, or was refused (auth, origin, a bad first
+    /// request): its socket may linger to drain what the peer still sends.
+    Closed,
+    /// Refused for a pre-auth protocol violation (an oversize or broken
+    /// frame, the handshake deadline): what was to be read is drained
+    /// (bounded) and the socket is closed without lingering, so a flood of
+    /// violators buys no more reading work.
+    Violation,
+}
+
+/// Run the handshake of one upgraded WebSocket: the challenge, the
+/// `connect` frame, auth and `hello-ok`. `Ok` when it succeeded (the
+/// `hello-ok` is queued, not yet written; nothing after the `connect`
+/// frame has been handled, though it may be buffered in `ws`); otherwise
+/// the socket was refused (and sent its close) or went away. `preauth` is released
 /// when the connection joins the hub; the handshake has one absolute
 /// deadline (`handshake_timeout_ms` from now).
-pub async fn serve<S>(gw: Arc<Gateway>, mut ws: Ws<S>, peer: Peer, preauth: Preauth)
+pub async fn authenticate<S>(
+    gw: Arc<Gateway>,
+    ws: &mut Ws<S>,
+    peer: &Peer,
+    preauth: Preauth,
+) -> Result<Authenticated, NotAdmitted>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -173,11 +222,11 @@ where
     let text = EventFrame::new("connect.challenge", Some(&challenge), None, None).to_text();
     let sent = tokio::time::timeout_at(deadline, ws.send(Message::Text(text.into()))).await;
     if !sent.is_ok_and(|r| r.is_ok()) {
-        return;
+        return Err(NotAdmitted::Closed);
     }
-    let admitted = match handshake(&gw, &mut ws, &peer, &nonce, deadline, &preauth.lift).await {
+    let admitted = match handshake(&gw, ws, peer, &nonce, deadline, &preauth.lift).await {
         Ok(Some(a)) => a,
-        Ok(None) => return,
+        Ok(None) => return Err(NotAdmitted::Closed),
         Err(r) => {
             gw.counters
                 .handshake_failures
@@ -189,26 +238,24 @@ where
                 .violation
                 .is_some_and(|what| gw.record_violation(peer.remote.ip(), what));
             if let Some(resp) = r.response {
-                send_text(&mut ws, resp.to_text()).await;
+                send_text(ws, resp.to_text()).await;
             }
-            close(&mut ws, r.code, &r.reason).await;
+            close(ws, r.code, &r.reason).await;
             if r.drain && !blocked {
                 drain_raw(ws.get_mut()).await;
             }
-            return;
+            return Err(match r.violation {
+                Some(_) => NotAdmitted::Violation,
+                None => NotAdmitted::Closed,
+            });
         }
     };
     gw.counters.handshakes.fetch_add(1, Ordering::Relaxed);
-    // Authenticated: continue on the control runtime, apart from the edge
-    // runtime's unauthenticated work. The handshake's task ends here: its
-    // state (the whole handshake future) is not kept for the connection's
-    // life.
-    match gw.control.get().cloned() {
-        Some(control) => {
-            control.spawn(run(gw, ws, admitted, preauth.slot));
-        }
-        None => run(gw, ws, admitted, preauth.slot).await,
-    }
+    Ok(Authenticated {
+        gw,
+        admitted,
+        slot: preauth.slot,
+    })
 }
 
 /// Read the first text frame before `deadline` (pings and pongs are

@@ -75,6 +75,11 @@ impl<S> FrameGuard<S> {
         };
         (guard, lift)
     }
+
+    /// The guarded stream (the guard's checks end here).
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for FrameGuard<S> {

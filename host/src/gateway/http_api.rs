@@ -228,6 +228,8 @@ async fn metrics_text(State(gw): State<Arc<Gateway>>) -> Response {
         ("pincer_frames_out_total", &c.frames_out),
         ("pincer_handshakes_total", &c.handshakes),
         ("pincer_handshake_failures_total", &c.handshake_failures),
+        ("pincer_ws_handovers_total", &c.handovers),
+        ("pincer_ws_handovers_skipped_total", &c.handovers_skipped),
         ("pincer_handshake_timeouts_total", &c.handshake_timeouts),
         ("pincer_frames_too_large_total", &c.frames_too_large),
         ("pincer_frames_invalid_utf8_total", &c.frames_invalid_utf8),

@@ -21,7 +21,10 @@
 //!
 //! Connections are served on the `edge` runtime handle given to [`serve`]
 //! (the gateway's untrusted-work runtime, at lower OS priority); the
-//! accept loop itself runs where it is called.
+//! accept loop itself runs where it is called (the gateway calls it on the
+//! edge runtime too, so no socket it accepts or refuses touches the
+//! operators' runtime; authenticated WebSockets move there afterwards,
+//! [`super::handover`]).
 //!
 //! Graceful shutdown asks every HTTP connection to finish its request and
 //! close, and waits for them; `ConnectInfo<SocketAddr>` is set on every
@@ -98,7 +101,7 @@ content-length: 69\r\n\r\n\
 {\"error\":{\"code\":\"OVERLOADED\",\"message\":\"too many open connections\"}}";
 
 /// A slot under the socket cap, counted in `pincer_http_sockets_open`.
-struct Slot {
+pub(super) struct Slot {
     _permit: OwnedSemaphorePermit,
 }
 
@@ -392,7 +395,7 @@ impl Drop for BusyGuard {
 /// its slot under the socket cap until it is shut down or dropped (also
 /// after an upgrade, for the WebSocket's whole life). Dropped, it closes
 /// the socket with a [`linger`].
-struct TrackedIo {
+pub(super) struct TrackedIo {
     slot: Option<Slot>,
     activity: Arc<Activity>,
     /// Always `Some` until dropped.
@@ -405,6 +408,15 @@ impl TrackedIo {
             .as_mut()
             .map(Pin::new)
             .ok_or_else(|| std::io::ErrorKind::NotConnected.into())
+    }
+}
+
+impl TrackedIo {
+    /// Take the socket and its slot out (for the hand-over of an upgraded
+    /// connection, [`super::handover`]); `None` once it was taken.
+    pub(super) fn take(&mut self) -> Option<(TcpStream, Option<Slot>)> {
+        let stream = self.inner.take()?;
+        Some((stream, self.slot.take()))
     }
 }
 
@@ -431,7 +443,7 @@ const CLOSE_LINGER: Duration = Duration::from_millis(500);
 /// client: a `413` for a body the client is still uploading never arrived
 /// (the client saw the connection reset instead). Bounded by
 /// [`MAX_LINGERING`]; outside a runtime the socket is closed at once.
-fn linger(stream: TcpStream) {
+pub(super) fn linger(stream: TcpStream) {
     static LINGERING: Semaphore = Semaphore::const_new(MAX_LINGERING);
     let mut probe = [0u8; 1];
     if matches!(stream.try_read(&mut probe), Ok(0)) {

@@ -41,6 +41,7 @@ pub mod console;
 pub mod control_ui;
 pub mod fdlimit;
 pub mod frame_guard;
+pub mod handover;
 pub mod http_api;
 pub mod http_guard;
 pub mod http_pairing;
@@ -330,6 +331,12 @@ pub struct Counters {
     pub handshakes: AtomicU64,
     /// Handshakes failed.
     pub handshake_failures: AtomicU64,
+    /// Authenticated connections whose socket moved from the edge runtime
+    /// to the control runtime ([`handover`]).
+    pub handovers: AtomicU64,
+    /// Authenticated connections whose socket could not move (it stays
+    /// registered with the edge runtime).
+    pub handovers_skipped: AtomicU64,
     /// Handshakes that ran out of time (the absolute deadline).
     pub handshake_timeouts: AtomicU64,
     /// Sockets closed for a frame over the limit (1009).
@@ -387,7 +394,8 @@ pub struct Gateway {
     /// Per-IP pre-auth protocol violations (enforced at accept).
     pub violations: auth_limit::AuthLimiter,
     /// The runtime authenticated connections run on (the one `serve` was
-    /// called on; handshakes run on the edge runtime).
+    /// called on; accepting, HTTP requests and handshakes run on the edge
+    /// runtime).
     pub control: std::sync::OnceLock<tokio::runtime::Handle>,
     /// The health summary last put in a `hello-ok` snapshot, with its time
     /// and the health state version it was built at.

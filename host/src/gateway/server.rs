@@ -27,7 +27,7 @@ use super::frame_guard::FrameGuard;
 use super::hub::{Audience, Broadcast};
 use super::listener::{self, HttpLimits};
 use super::ws_stream::{WsLimits, WsStream};
-use super::{Gateway, fdlimit, http_api, http_guard, inbound, now_ms, runtime_events};
+use super::{Gateway, fdlimit, handover, http_api, http_guard, inbound, now_ms, runtime_events};
 use crate::protocol::MAX_PREAUTH_PAYLOAD;
 
 /// Serve `gw` on `listener` until `shutdown` resolves; then run the
@@ -60,27 +60,55 @@ pub async fn serve(
         max_sockets,
     };
     let open = Arc::new(Semaphore::new(max_sockets));
-    let gw2 = gw.clone();
     let gate: Arc<dyn listener::AcceptGate> = Arc::new(AcceptByIp(gw.clone()));
     let _ = gw.control.set(tokio::runtime::Handle::current());
-    let edge = edge_runtime(&gw)?;
-    let edge_handle = edge.handle().clone();
-    let edge = EdgeRuntime(Some(edge));
-    listener::serve(listener, app, limits, open, gate, edge_handle, async move {
-        shutdown.await;
-        gw2.shutdown("service restart").await;
-    })
-    .await;
+    let edge = EdgeRuntime(Some(edge_runtime(&gw)?));
+    let edge_handle = edge.handle();
+    // Accepting runs on the edge runtime: the listening socket and every
+    // accepted one are registered with the edge runtime's I/O driver, and
+    // refusals at accept are decided there. Authenticated WebSockets move
+    // back here with their socket (`handover`).
+    let listener = listener.into_std()?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = edge_handle.clone();
+    let accepting = edge_handle.spawn(async move {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => return Err(anyhow::anyhow!("registering the listener: {e}")),
+        };
+        listener::serve(listener, app, limits, open, gate, handle, async move {
+            let _ = stop_rx.await;
+        })
+        .await;
+        Ok(())
+    });
+    // The gateway's shutdown runs here, on the control runtime, while the
+    // edge runtime still accepts (new sockets are refused by the shutting
+    // down gateway); then accepting stops and the open HTTP connections
+    // finish.
+    let mut accepting = std::pin::pin!(accepting);
+    let result = tokio::select! {
+        _ = shutdown => {
+            gw.shutdown("service restart").await;
+            let _ = stop_tx.send(());
+            accepting.await
+        }
+        r = &mut accepting => r,
+    };
     drop(edge);
     for t in background {
         t.abort();
     }
-    Ok(())
+    match result {
+        Ok(r) => r,
+        Err(e) => Err(anyhow::anyhow!("the accept loop failed: {e}")),
+    }
 }
 
-/// The edge runtime: HTTP requests and WebSocket handshakes, at lower OS
-/// priority (`edge_nice`) than the runtime authenticated connections run
-/// on, so a flood of unauthenticated work yields the CPU to operators.
+/// The edge runtime: accepting, HTTP requests and WebSocket handshakes, at
+/// lower OS priority (`edge_nice`) than the runtime authenticated
+/// connections run on, so a flood of unauthenticated work yields the CPU
+/// (and the control runtime's I/O driver) to operators.
 fn edge_runtime(gw: &Gateway) -> anyhow::Result<tokio::runtime::Runtime> {
     let nice = gw.config.edge_nice;
     tokio::runtime::Builder::new_multi_thread()
@@ -92,12 +120,19 @@ fn edge_runtime(gw: &Gateway) -> anyhow::Result<tokio::runtime::Runtime> {
         .map_err(|e| anyhow::anyhow!("starting the edge runtime: {e}"))
 }
 
-/// The edge runtime, shut down in the background when dropped: at the end
-/// of [`serve`], and also when the `serve` future itself is dropped inside
-/// an async context (its task cancelled at runtime shutdown), where
-/// dropping a runtime the ordinary way panics ("Cannot drop a runtime in a
-/// context where blocking is not allowed").
+/// The edge runtime, shut down without waiting for its tasks when dropped
+/// (also when [`serve`] is cancelled: dropping a runtime inside an async
+/// context would panic).
 struct EdgeRuntime(Option<tokio::runtime::Runtime>);
+
+impl EdgeRuntime {
+    fn handle(&self) -> tokio::runtime::Handle {
+        match &self.0 {
+            Some(rt) => rt.handle().clone(),
+            None => tokio::runtime::Handle::current(),
+        }
+    }
+}
 
 impl Drop for EdgeRuntime {
     fn drop(&mut self) {
@@ -231,8 +266,18 @@ async fn upgrade_any_path(
             max_message: max_payload,
         };
         let (guarded, lift) = FrameGuard::new(TokioIo::new(upgraded), MAX_PREAUTH_PAYLOAD);
-        let ws = WsStream::with_gauge(guarded, limits, gw.counters.ws_frame_buffers.clone());
-        conn::serve(gw, ws, peer, conn::Preauth { slot, lift }).await;
+        let mut ws = WsStream::with_gauge(guarded, limits, gw.counters.ws_frame_buffers.clone());
+        let preauth = conn::Preauth { slot, lift };
+        let authed = match conn::authenticate(gw.clone(), &mut ws, &peer, preauth).await {
+            Ok(a) => a,
+            Err(conn::NotAdmitted::Violation) => return handover::close_without_linger(ws),
+            Err(conn::NotAdmitted::Closed) => return,
+        };
+        // Authenticated: continue on the control runtime with the socket,
+        // apart from the edge runtime's unauthenticated work. The
+        // handshake's task ends here: its state is not kept for the
+        // connection's life.
+        handover::continue_on_control(gw, ws, authed).await;
     });
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

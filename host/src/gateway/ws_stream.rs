@@ -101,10 +101,44 @@ pub struct WsStream<S> {
     /// reading side starts (a pong) must wake it too, since the socket
     /// keeps one waker per direction.
     write_waker: Option<Waker>,
-    /// Where the bytes held in buffers are added up (all connections of a
-    /// gateway), and this stream's share of it.
+    /// This stream's share of the gateway's frame-buffer gauge.
+    share: GaugeShare,
+}
+
+/// Where the bytes held in buffers are added up (all connections of a
+/// gateway), and one stream's share of it, given back when dropped.
+#[derive(Debug, Default)]
+struct GaugeShare {
     gauge: Option<Arc<AtomicUsize>>,
     accounted: usize,
+}
+
+impl Drop for GaugeShare {
+    fn drop(&mut self) {
+        if let Some(g) = &self.gauge {
+            g.fetch_sub(self.accounted, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Everything a [`WsStream`] holds apart from its socket: buffered bytes
+/// (a frame read ahead, a fragmented message, an unwritten frame), pending
+/// replies and the close state. [`WsStream::into_parts`] and
+/// [`WsStream::from_parts`] move a connection to another socket object for
+/// the same connection (the hand-over to the control runtime) without
+/// losing a byte.
+#[derive(Debug)]
+pub struct WsState {
+    limits: WsLimits,
+    rbuf: Vec<u8>,
+    partial: Option<Partial>,
+    wbuf: Vec<u8>,
+    wpos: usize,
+    pending_pong: Option<Bytes>,
+    pending_close: Option<Option<CloseFrame>>,
+    close_sent: bool,
+    ended: bool,
+    share: GaugeShare,
 }
 
 /// Wakes the reading task and the waiting writer (see
@@ -138,8 +172,70 @@ impl<S> WsStream<S> {
             close_sent: false,
             ended: false,
             write_waker: None,
-            gauge: None,
-            accounted: 0,
+            share: GaugeShare::default(),
+        }
+    }
+
+    /// Split into the socket and the stream's state (see [`WsState`]).
+    pub fn into_parts(self) -> (S, WsState) {
+        let WsStream {
+            io,
+            limits,
+            rbuf,
+            partial,
+            wbuf,
+            wpos,
+            pending_pong,
+            pending_close,
+            close_sent,
+            ended,
+            write_waker: _,
+            share,
+        } = self;
+        let state = WsState {
+            limits,
+            rbuf,
+            partial,
+            wbuf,
+            wpos,
+            pending_pong,
+            pending_close,
+            close_sent,
+            ended,
+            share,
+        };
+        (io, state)
+    }
+
+    /// Continue a stream split by [`WsStream::into_parts`] over `io`, which
+    /// must yield the same connection's bytes from where the old socket
+    /// object stopped.
+    pub fn from_parts(io: S, state: WsState) -> Self {
+        let WsState {
+            limits,
+            rbuf,
+            partial,
+            wbuf,
+            wpos,
+            pending_pong,
+            pending_close,
+            close_sent,
+            ended,
+            share,
+        } = state;
+        WsStream {
+            io,
+            limits,
+            rbuf,
+            partial,
+            wbuf,
+            wpos,
+            pending_pong,
+            pending_close,
+            close_sent,
+            ended,
+            write_waker: None,
+            share,
         }
     }
 
@@ -147,22 +243,23 @@ impl<S> WsStream<S> {
     /// `gauge` (shared by every connection; 0 while all are idle).
     pub fn with_gauge(io: S, limits: WsLimits, gauge: Arc<AtomicUsize>) -> Self {
         let mut ws = Self::new(io, limits);
-        ws.gauge = Some(gauge);
+        ws.share.gauge = Some(gauge);
         ws
     }
 
     /// Bring the gauge up to date with the buffers.
     fn account(&mut self) {
-        let Some(g) = &self.gauge else {
+        let now = self.buffered_capacity();
+        let share = &mut self.share;
+        let Some(g) = &share.gauge else {
             return;
         };
-        let now = self.buffered_capacity();
-        if now > self.accounted {
-            g.fetch_add(now - self.accounted, Ordering::Relaxed);
-        } else if now < self.accounted {
-            g.fetch_sub(self.accounted - now, Ordering::Relaxed);
+        if now > share.accounted {
+            g.fetch_add(now - share.accounted, Ordering::Relaxed);
+        } else if now < share.accounted {
+            g.fetch_sub(share.accounted - now, Ordering::Relaxed);
         }
-        self.accounted = now;
+        share.accounted = now;
     }
 
     /// The socket.
@@ -180,14 +277,6 @@ impl<S> WsStream<S> {
         self.rbuf.capacity()
             + self.wbuf.capacity()
             + self.partial.as_ref().map_or(0, |p| p.data.capacity())
-    }
-}
-
-impl<S> Drop for WsStream<S> {
-    fn drop(&mut self) {
-        if let Some(g) = &self.gauge {
-            g.fetch_sub(self.accounted, Ordering::Relaxed);
-        }
     }
 }
 
@@ -727,6 +816,38 @@ mod tests {
         }
         assert_eq!(ws.buffered_capacity(), 0);
         let _client = writer.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn parts_carry_read_ahead_and_partial_frames_to_a_new_socket_object() {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let mut ws = WsStream::new(server, LIMITS);
+        let mut first = client_frame(true, 1, b"one");
+        first.extend(client_frame(false, 1, b"ab"));
+        let cont = client_frame(false, 0, b"cd");
+        first.extend(&cont[..3]);
+        client.write_all(&first).await.unwrap();
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => assert_eq!(t.as_str(), "one"),
+            other => panic!("unexpected {other:?}"),
+        }
+        // What was read past "one" (a fragment and half a frame) moves with
+        // the state to a different socket object over the same bytes.
+        let (io, state) = ws.into_parts();
+        let mut ws = WsStream::from_parts(tokio::io::BufReader::new(io), state);
+        client.write_all(&cont[3..]).await.unwrap();
+        client
+            .write_all(&client_frame(true, 0, b"ef"))
+            .await
+            .unwrap();
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => assert_eq!(t.as_str(), "abcdef"),
+            other => panic!("unexpected {other:?}"),
+        }
+        ws.send(Message::Text("reply".into())).await.unwrap();
+        let mut got = [0u8; 7];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"\x81\x05reply");
     }
 
     #[tokio::test]
