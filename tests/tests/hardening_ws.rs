@@ -156,17 +156,25 @@ async fn preauth_sockets_are_capped_per_ip_and_in_total() {
     let _b = Client::admin(&g.url()).await;
     let _c = Client::admin(&g.url()).await;
     assert_eq!(g.gw().preauth.count(), 0);
-    let _p1 = Client::open(&g.url()).await;
+    let mut p1 = Client::open(&g.url()).await;
     let _p2 = Client::open(&g.url()).await;
     // A third from this address: 429.
     assert_eq!(refused_status(&g.url()).await, 429);
-    // Another address still gets one; then the total cap: 503.
+    // Another address still gets one; the table is full now.
     let _q1 = ws_from(ip("127.0.0.2"), g.addr).await.expect("upgrade");
-    match ws_from(ip("127.0.0.3"), g.addr).await {
-        Err(WsError::Http(r)) => assert_eq!(r.status().as_u16(), 503),
-        Err(e) => panic!("expected a 503 refusal, got {e}"),
-        Ok(_) => panic!("a fourth pre-auth socket was admitted"),
-    }
+    assert_eq!(g.gw().preauth.count(), 3);
+    // A fourth is not refused: the oldest handshaking socket is evicted
+    // (closed with 1013, try again later) to make room, so a flood of
+    // silent sockets cannot lock operators out.
+    let _q2 = ws_from(ip("127.0.0.3"), g.addr)
+        .await
+        .expect("a new socket evicts the oldest");
+    assert_eq!(g.gw().preauth.evicted(), 1);
+    assert_eq!(p1.closed().await.code, 1013);
+    // An operator connecting while the table is full gets in the same way.
+    let mut operator = Client::admin(&g.url()).await;
+    assert_eq!(operator.call("health", json!({})).await["ok"], true);
+    assert_eq!(g.gw().preauth.evicted(), 2);
 }
 
 // ---------------------------------------------------------------- A7 ----

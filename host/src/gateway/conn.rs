@@ -191,7 +191,8 @@ pub enum NotAdmitted {
     /// request): its socket may linger to drain what the peer still sends.
     Closed,
     /// Refused for a pre-auth protocol violation (an oversize or broken
-    /// frame, the handshake deadline): what was to be read is drained
+    /// frame, the handshake deadline) or evicted from a full pre-auth table
+    /// for a newer socket: what was to be read is drained
     /// (bounded) and the socket is closed without lingering, so a flood of
     /// violators buys no more reading work.
     Violation,
@@ -224,7 +225,7 @@ where
     if !sent.is_ok_and(|r| r.is_ok()) {
         return Err(NotAdmitted::Closed);
     }
-    let admitted = match handshake(&gw, ws, peer, &nonce, deadline, &preauth.lift).await {
+    let admitted = match handshake(&gw, ws, peer, &nonce, deadline, &preauth).await {
         Ok(Some(a)) => a,
         Ok(None) => return Err(NotAdmitted::Closed),
         Err(r) => {
@@ -246,6 +247,9 @@ where
             }
             return Err(match r.violation {
                 Some(_) => NotAdmitted::Violation,
+                // Evicted for a newer socket: no lingering either (in a
+                // flood, that is the flood's work).
+                None if r.code == EVICTED => NotAdmitted::Violation,
                 None => NotAdmitted::Closed,
             });
         }
@@ -258,16 +262,36 @@ where
     })
 }
 
+/// The close code of a pre-auth socket evicted for a newer one: 1013, "try
+/// again later" (RFC 6455 registry).
+const EVICTED: u16 = 1013;
+
 /// Read the first text frame before `deadline` (pings and pongs are
-/// answered but do not extend it).
+/// answered but do not extend it), unless the socket's pre-auth slot is
+/// evicted for a newer socket first (closed with 1013, try again later).
 async fn first_frame<S: AsyncRead + AsyncWrite + Unpin>(
     gw: &Gateway,
     ws: &mut Ws<S>,
     peer: &Peer,
     deadline: Instant,
+    slot: &PreauthSlot,
 ) -> Result<FirstFrame, Refusal> {
     loop {
-        let msg = match tokio::time::timeout_at(deadline, ws.next()).await {
+        let next = tokio::select! {
+            biased;
+            r = tokio::time::timeout_at(deadline, ws.next()) => r,
+            _ = slot.evicted() => {
+                debug!(remote = %peer.remote, "pre-auth socket evicted for a newer one");
+                return Err(Refusal {
+                    response: None,
+                    code: EVICTED,
+                    reason: "too many unauthenticated connections".into(),
+                    drain: false,
+                    violation: None,
+                });
+            }
+        };
+        let msg = match next {
             Err(_) => {
                 gw.counters
                     .handshake_timeouts
@@ -325,9 +349,10 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     peer: &Peer,
     nonce: &str,
     deadline: Instant,
-    lift: &Lift,
+    preauth: &Preauth,
 ) -> Result<Option<Admitted>, Refusal> {
-    let text = match first_frame(gw, ws, peer, deadline).await? {
+    let lift = &preauth.lift;
+    let text = match first_frame(gw, ws, peer, deadline, &preauth.slot).await? {
         FirstFrame::Text(t) => t,
         FirstFrame::Gone => return Ok(None),
     };

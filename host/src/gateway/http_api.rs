@@ -212,6 +212,7 @@ async fn metrics_text(State(gw): State<Arc<Gateway>>) -> Response {
     let c = &gw.counters;
     metrics::gauge!("pincer_connections").set(gw.hub.len() as f64);
     metrics::gauge!("pincer_connections_preauth").set(gw.preauth.count() as f64);
+    metrics::counter!("pincer_preauth_evicted_total").absolute(gw.preauth.evicted());
     let q = &gw.hub.queues;
     metrics::gauge!("pincer_ws_buffered_bytes").set(q.buffered.load(Ordering::Relaxed) as f64);
     metrics::gauge!("pincer_ws_buffered_bytes_high_water")
