@@ -183,7 +183,7 @@ pub(crate) async fn keep(a: Account, leases: Leases, stop: CancellationToken) {
         });
         let held = Held::spawn(&a, leases.safety_poll());
         if a.autostart
-            && let Err(e) = a.runner.start().await
+            && let Err(e) = a.runner.start_unless_running().await
         {
             tracing::error!(channel = %key, error = %e, "channel failed to start");
         }

@@ -450,6 +450,8 @@ impl ChannelManager {
         // (queue settings apply from its first load): stopping a processor
         // with answers in flight would answer them twice.
         let settings = version.settings.for_account(id).unwrap_or_default();
+        // Whether this load created the account under a lease keeper.
+        let mut leased_new = false;
         let runner = {
             let mut runners = self.runners();
             runners
@@ -467,7 +469,10 @@ impl ChannelManager {
                     let drain = outbox::Drain::default();
                     if let Some(leases) = self.leases.get() {
                         // Standby until the keeper wins the lease: the
-                        // start below then runs no receiver.
+                        // start below then runs no receiver (and if the
+                        // keeper won first and started the channel, the
+                        // start below leaves it running).
+                        leased_new = true;
                         runner.set_lease_ms(leases.lease_ms);
                         runner.set_gate(runner::Gate::Standby);
                         let keeper = tokio::spawn(lease::keep(
@@ -514,7 +519,15 @@ impl ChannelManager {
             runner.stop().await;
             return;
         }
-        if let Err(e) = runner.start().await {
+        // A new leased account is started once, by whichever of this load
+        // and its lease keeper comes second finding it not yet running; a
+        // reload restarts it with the new version.
+        let started = if leased_new {
+            runner.start_unless_running().await
+        } else {
+            runner.start().await
+        };
+        if let Err(e) = started {
             tracing::error!(channel = %key, error = %e, "channel failed to start");
         }
     }

@@ -843,6 +843,20 @@ impl ChannelRunner {
         self.start_locked(None).await
     }
 
+    /// Start the channel unless it is already running: what the lease
+    /// keeper does once it wins the account's lease. The channel's own
+    /// start at load can come after the lease was won (it then runs the
+    /// receiver already); starting again would restart that receiver, and
+    /// its next poll would not wait for a `retry_after` the platform had
+    /// just asked for.
+    pub async fn start_unless_running(self: &Arc<Self>) -> Result<(), ChannelError> {
+        let _life = self.lifecycle.lock().await;
+        if self.status().state == ChannelState::Running {
+            return Ok(());
+        }
+        self.start_locked(None).await
+    }
+
     async fn start_locked(self: &Arc<Self>, inst: Option<Instance>) -> Result<(), ChannelError> {
         self.stop_receiver().await;
         let missing = self.missing_secrets();
