@@ -185,7 +185,7 @@ pub(crate) async fn keep(a: Account, leases: Leases, stop: CancellationToken) {
         if a.autostart
             && let Err(e) = a.runner.start_unless_running().await
         {
-            tracing::error!(channel = %key, error = %e, "channel failed to start");
+            super::log_start_error(&key, &e);
         }
         let ended = hold(&a.runner, &leases, fence.clone(), asked + lease, &stop).await;
         a.runner.standby().await;

@@ -175,6 +175,18 @@ pub enum ChannelError {
     },
 }
 
+/// Log a channel that did not start. An unconfigured one is not an error:
+/// its runner already said, at info, which secrets it waits for, and a
+/// bundled channel nobody has set up must not fill the log with errors.
+fn log_start_error(key: &str, e: &ChannelError) {
+    match e {
+        ChannelError::Unconfigured { .. } => {
+            tracing::debug!(channel = %key, error = %e, "channel not started")
+        }
+        _ => tracing::error!(channel = %key, error = %e, "channel failed to start"),
+    }
+}
+
 /// The inbox processor and outbox worker of one channel (cluster mode:
 /// its lease keeper, which runs them while it holds the lease).
 struct Workers {
@@ -528,7 +540,7 @@ impl ChannelManager {
             runner.start().await
         };
         if let Err(e) = started {
-            tracing::error!(channel = %key, error = %e, "channel failed to start");
+            log_start_error(&key, &e);
         }
     }
 

@@ -213,7 +213,9 @@ impl SecretValues {
             // Host-generated secrets are granted after this (see `super::generated`);
             // optional ones are the plugin's to ask for when its mode needs them.
             if !out.contains(needed) && !binding.generate && !binding.optional {
-                tracing::warn!(plugin, secret = %needed, "plugin needs a secret the operator has not granted");
+                // Info, not a warning: a bundled channel waits quietly, shown
+                // as `unconfigured`, until the operator grants its secrets.
+                tracing::info!(plugin, secret = %needed, "plugin needs a secret the operator has not granted");
             }
         }
         Ok(out)
