@@ -672,3 +672,251 @@ async fn an_outbound_document_reaches_the_whatsapp_fake_as_multipart() {
             .expect("a document message");
     assert_eq!(doc.body["document"]["id"], up.id.as_str(), "{:?}", doc.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_10000_character_whatsapp_answer_arrives_in_order_within_the_limit() {
+    use pincer::fakes::whatsapp::Contact;
+    use pincer_tests::whatsapp::WaRig;
+    let r = WaRig::start(DmPolicy::Open).await;
+    let ada = Contact::new("4915112345678", "Ada Lovelace");
+    let words: Vec<String> = (0..1_700).map(|i| format!("w{i:04}")).collect();
+    let text = words.join(" ");
+    assert!(text.chars().count() >= 10_000);
+    let push = r.wa.batch().text(&ada, &text).build();
+    assert_eq!(r.wa.push(&r.webhook_url(), &push).await.status, 200);
+    // The echo agent answers with the text: wait until all of it is there.
+    let want: String = text.split_whitespace().collect();
+    let mut n = 1;
+    let parts = loop {
+        let sent = r.wa.wait_for_sent(&ada.wa_id, n).await;
+        let parts: Vec<String> = sent
+            .iter()
+            .map(|m| m.text().unwrap_or_default().to_string())
+            .collect();
+        let joined: String = parts.concat().split_whitespace().collect();
+        if joined.len() >= want.len() {
+            break parts;
+        }
+        n = sent.len() + 1;
+    };
+    assert!(parts.len() >= 3, "{} chunks", parts.len());
+    for p in &parts {
+        assert!(
+            p.chars().count() <= 4096,
+            "a chunk of {}",
+            p.chars().count()
+        );
+    }
+    let joined: String = parts.concat().split_whitespace().collect();
+    assert_eq!(joined, want, "chunks out of order or lost");
+    // None was refused by the Graph API (calls still in flight, such as the
+    // read receipt, are not answers yet).
+    let refused: Vec<_> =
+        r.wa.calls()
+            .into_iter()
+            .filter(|c| c.method == "messages" && c.status.is_some_and(|s| s != 200))
+            .map(|c| (c.status, c.params, c.response))
+            .collect();
+    assert!(refused.is_empty(), "refused: {refused:?}");
+}
+
+/// Env vars of [`whatsapp_kill_child`]: its data directory and the fake's
+/// base URL.
+const WA_KILL_DIR: &str = "PINCER_WA_KILL_DIR";
+const WA_KILL_API: &str = "PINCER_WA_KILL_API";
+
+/// Not a test: the gateway the WhatsApp kill -9 test starts and kills,
+/// serving the channel from the data directory in `WA_KILL_DIR` against
+/// the fake at `WA_KILL_API` (the fake's default account).
+#[test]
+#[ignore]
+fn whatsapp_kill_child() {
+    let (Ok(dir), Ok(api)) = (std::env::var(WA_KILL_DIR), std::env::var(WA_KILL_API)) else {
+        return;
+    };
+    pincer_tests::gateway::child_logging();
+    let rt = pincer_tests::gateway::child_runtime();
+    rt.block_on(async move {
+        let c = pincer::fakes::whatsapp::WhatsAppConfig::default();
+        let secret = |v: &str| SecretSource::Value(v.to_string());
+        let s = PluginSettings {
+            dm_policy: DmPolicy::Open,
+            secrets: [
+                ("access_token".to_string(), secret(&c.access_token)),
+                ("app_secret".to_string(), secret(&c.app_secret)),
+                ("verify_token".to_string(), secret(&c.verify_token)),
+            ]
+            .into(),
+            config: [
+                ("phone_number_id".to_string(), c.phone_number_id.clone()),
+                ("api_version".to_string(), c.api_version.clone()),
+                ("api_base".to_string(), api),
+            ]
+            .into(),
+            queue: pincer::channels::QueueSettings {
+                send_interval_ms: 1,
+                send_burst: 1000,
+                retry_base_ms: 20,
+                retry_max_ms: 200,
+                ..Default::default()
+            },
+            http: Some(pincer::plugins::limits::HttpOverrides {
+                rate_per_sec: Some(100_000),
+                burst: Some(100_000),
+                max_response_bytes: None,
+            }),
+            ..Default::default()
+        };
+        let mut opts = pincer::gateway::launch::Options::new(Path::new(&dir));
+        opts.gateway.listen = "127.0.0.1:0".parse().expect("addr");
+        opts.watch_settle = Duration::from_millis(100);
+        opts.allow_cidrs =
+            pincer::netguard::NetGuard::parse_cidrs("127.0.0.0/8").expect("loopback range");
+        opts.plugins.insert("whatsapp".into(), s);
+        opts.gateway.runs.sender_per_minute = u32::MAX;
+        opts.gateway.runs.sender_burst = u32::MAX;
+        opts.agent.echo_word_delay_ms = 5;
+        let running = pincer_tests::gateway::start(opts).await.expect("starts");
+        println!("LISTENING {}", running.addr);
+        std::future::pending::<()>().await;
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whatsapp_kill_9_mid_batch_loses_nothing_and_doubles_only_sends_cut_in_flight() {
+    use pincer::fakes::whatsapp::{Contact, FakeWhatsApp, WhatsAppConfig};
+    use pincer_tests::exactly_once::{in_doubt_on, token};
+    use pincer_tests::gateway::ChildGateway;
+    const N: usize = 60;
+    let wa = FakeWhatsApp::start(WhatsAppConfig::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    pincer_tests::whatsapp::install(&dir.path().join("plugins"), wa.base_url());
+    let api = wa.base_url().to_string();
+    let env = [
+        (WA_KILL_DIR, dir.path().to_str().expect("utf-8")),
+        (WA_KILL_API, api.as_str()),
+    ];
+    let contact = |i: usize| Contact::new(&format!("49151{i:08}"), "Kim");
+    let text = |i: usize| format!("{} one two three four", token(i));
+    let pushes: Vec<_> = (0..N)
+        .map(|i| wa.batch().text(&contact(i), &text(i)).build())
+        .collect();
+    let hook = |gw: &ChildGateway| format!("http://{}/channels/whatsapp/webhook", gw.addr);
+    let answered = |wa: &FakeWhatsApp| {
+        (0..N)
+            .filter(|&i| {
+                wa.sent(&contact(i).wa_id)
+                    .iter()
+                    .any(|m| m.text() == Some(text(i).as_str()))
+            })
+            .count()
+    };
+    let store = pincer_tests::test_store::open(dir.path());
+    let mut doubt: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut gw = ChildGateway::spawn("whatsapp_kill_child", &env);
+    for (i, p) in pushes.iter().enumerate().take(N / 2) {
+        let a = wa.push(&hook(&gw), p).await;
+        assert_eq!(a.status, 200, "push {i}: {}", a.body);
+    }
+    let mut next = N / 2;
+    for kill_at in [8, 30] {
+        let deadline = tokio::time::Instant::now() + HANG_GUARD;
+        while answered(&wa) < kill_at {
+            assert!(tokio::time::Instant::now() < deadline, "{kill_at} answers");
+            if next < N {
+                let a = wa.push(&hook(&gw), &pushes[next]).await;
+                assert_eq!(a.status, 200, "push {next}: {}", a.body);
+                next += 1;
+            } else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        // A few pushes race the kill: answered or not, Meta sends what was
+        // not acknowledged again.
+        let url = hook(&gw);
+        let burst: Vec<usize> = (next..(next + 5).min(N)).collect();
+        let racing = {
+            let bodies: Vec<_> = burst.iter().map(|&i| pushes[i].body.clone()).collect();
+            let app_secret = wa.config().app_secret.clone();
+            tokio::spawn(async move {
+                use hmac::Mac;
+                let client = reqwest::Client::new();
+                let mut out = Vec::new();
+                for b in bodies {
+                    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(app_secret.as_bytes())
+                        .expect("hmac key");
+                    mac.update(&b);
+                    let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+                    let status = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .header("x-hub-signature-256", sig)
+                        .body(b.to_vec())
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0);
+                    out.push(status);
+                }
+                out
+            })
+        };
+        gw.kill();
+        for t in in_doubt_on(&*store, "whatsapp") {
+            *doubt.entry(t).or_insert(0) += 1;
+        }
+        // Answered 200 or cut by the kill: Meta redelivers what it did not
+        // see acknowledged, and here everything it had (all deduplicated).
+        racing.await.expect("pusher");
+        next = (next + 5).min(N);
+        gw = ChildGateway::spawn("whatsapp_kill_child", &env);
+        for (i, p) in pushes.iter().enumerate().take(next) {
+            let a = wa.push(&hook(&gw), p).await;
+            assert_eq!(a.status, 200, "redelivery {i}: {}", a.body);
+        }
+    }
+    for (i, p) in pushes.iter().enumerate().skip(next) {
+        let a = wa.push(&hook(&gw), p).await;
+        assert_eq!(a.status, 200, "push {i}: {}", a.body);
+    }
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    while answered(&wa) < N {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {N} answered",
+            answered(&wa)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pincer_tests::exactly_once::until(&*store, "the inbox settled and the outbox drained", || {
+        store
+            .inbox_stats("whatsapp")
+            .map(|s| s.pending)
+            .unwrap_or(1)
+            == 0
+            && store.outbox_stats("whatsapp").map(|s| s.depth).unwrap_or(1) == 0
+    })
+    .await;
+    gw.kill();
+    for i in 0..N {
+        let sent: Vec<String> = wa
+            .sent(&contact(i).wa_id)
+            .iter()
+            .filter_map(|m| m.text().map(str::to_string))
+            .collect();
+        let allowed = 1 + doubt.get(&token(i)).copied().unwrap_or(0);
+        assert!(
+            sent.iter().all(|t| *t == text(i)) && !sent.is_empty() && sent.len() <= allowed,
+            "{}: {sent:?} (in doubt at {} kills)",
+            contact(i).wa_id,
+            allowed - 1
+        );
+    }
+    let doubled = (0..N)
+        .filter(|&i| wa.sent(&contact(i).wa_id).len() > 1)
+        .count();
+    eprintln!(
+        "whatsapp kill -9 x2: {N} messages answered, {} in doubt at a kill, {doubled} sent twice",
+        doubt.len()
+    );
+}
