@@ -920,3 +920,29 @@ async fn whatsapp_kill_9_mid_batch_loses_nothing_and_doubles_only_sends_cut_in_f
         doubt.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbound_telegram_document_reaches_the_agent_as_a_described_file() {
+    let fake = FakeTelegram::start().await;
+    let _g = gateway(settings(fake.base_url()), |_| {}).await;
+    let chat = Chat::private(4242, "Alice");
+    let user = User::new(4242, "Alice");
+    let file = fake.add_file(b"%PDF-1.7 quarterly", "q3-report.pdf", "application/pdf");
+    fake.push(UserMessage::document(&chat, &user, &file, Some("see this")));
+    // The echo model describes the files it was given after the text: the
+    // host looked the document up (getFile) and downloaded it with the
+    // token it holds.
+    let answer = fake
+        .wait_until("an answer describing the document", || {
+            fake.sent_texts(chat.id)
+                .into_iter()
+                .find(|t| t.contains("q3-report.pdf"))
+        })
+        .await;
+    assert!(answer.contains("see this"), "{answer}");
+    assert!(answer.contains("application/pdf"), "{answer}");
+    assert_eq!(fake.calls_of("getFile").len(), 1);
+    let downloads = fake.calls_of("file");
+    assert_eq!(downloads.len(), 1, "one download of the document");
+    assert_eq!(downloads[0].status, Some(200));
+}
