@@ -55,7 +55,7 @@ use tokio::task::JoinHandle;
 use crate::plugins::bindings::{
     ChatType, InboundMessage, OutboundMessage, ReceiveMode, WebhookRequest, WebhookResponse,
 };
-use crate::plugins::{CallError, PluginRegistry, PluginVersion};
+use crate::plugins::{CallError, PluginError, PluginRegistry, PluginVersion};
 use crate::store::{SharedInbox, SharedOutbox, SharedPairing};
 
 /// Accounts of one plugin version started at once when it loads (see
@@ -175,12 +175,33 @@ pub enum ChannelError {
     },
 }
 
+impl ChannelError {
+    /// The plugin refused its configuration (`error.config` from its
+    /// `start`): only the operator can fix that, so nothing retries it.
+    pub fn is_config_error(&self) -> bool {
+        matches!(
+            self,
+            ChannelError::Call {
+                error: CallError::Plugin {
+                    error: PluginError::Config { .. },
+                    ..
+                },
+                ..
+            }
+        )
+    }
+}
+
 /// Log a channel that did not start. An unconfigured one is not an error:
 /// its runner already said, at info, which secrets it waits for, and a
 /// bundled channel nobody has set up must not fill the log with errors.
 fn log_start_error(key: &str, e: &ChannelError) {
     match e {
         ChannelError::Unconfigured { .. } => {
+            tracing::debug!(channel = %key, error = %e, "channel not started")
+        }
+        // Logged, with its reason, where the runner marks it unconfigured.
+        e if e.is_config_error() => {
             tracing::debug!(channel = %key, error = %e, "channel not started")
         }
         _ => tracing::error!(channel = %key, error = %e, "channel failed to start"),

@@ -900,6 +900,20 @@ impl ChannelRunner {
                     .map(|v| Duration::from_millis(v.limits.call_timeout_ms));
                 match self.checkout_within(wait).await {
                     Ok(i) => i,
+                    Err(e) if e.is_config_error() => {
+                        // The plugin refused its configuration (a missing
+                        // `phone_number_id`, say): restarting cannot help, so
+                        // it waits, like missing secrets, for a config or
+                        // plugin reload instead of being restarted until the
+                        // monitor gives up.
+                        tracing::warn!(channel = %self.name, error = %e, "channel not started: the plugin refused its configuration");
+                        self.clear_pool();
+                        self.set_state(
+                            ChannelState::Unconfigured,
+                            Some(format!("unconfigured: {e}")),
+                        );
+                        return Err(e);
+                    }
                     Err(e) => {
                         self.update(|s| s.reconnect_attempts += 1);
                         self.set_state(ChannelState::Failed, Some(e.to_string()));
