@@ -7,6 +7,7 @@ pub mod browser;
 pub mod cluster;
 pub mod cluster_claims;
 pub mod cluster_leases;
+pub mod discord;
 pub mod exactly_once;
 pub mod fake_openai;
 pub mod fake_slack;

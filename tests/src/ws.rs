@@ -1,7 +1,10 @@
 //! WebSocket helpers for the hardening tests: a raw RFC 6455 client over
 //! TCP that writes frames header by header (to send an unfinished frame,
-//! an oversized declaration or invalid UTF-8), and protocol clients bound
-//! to a chosen loopback source address (per-IP limits).
+//! an oversized declaration or invalid UTF-8), the upgrade of a raw socket
+//! by hand ([`upgrade_from`]; [`upgrade_request`] and
+//! [`read_upgrade_head`] to pipeline bytes after the request), and
+//! protocol clients bound to a chosen loopback source address (per-IP
+//! limits).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -42,6 +45,51 @@ pub async fn ws_from(
         .map(|(ws, _)| ws)
 }
 
+/// The HTTP request upgrading a raw socket to a WebSocket at `addr` (a
+/// fixed key: nothing here checks the accept hash).
+pub fn upgrade_request(addr: SocketAddr) -> String {
+    format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+}
+
+/// Read the head of the answer to an [`upgrade_request`] byte by byte
+/// (nothing past it is consumed) and check it is the `101`.
+pub async fn read_upgrade_head(tcp: &mut TcpStream) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(FRAME_WAIT, tcp.read(&mut byte))
+            .await
+            .expect("an upgrade answer within the hang guard")
+            .expect("read");
+        assert!(
+            n > 0,
+            "closed before the head: {:?}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "upgrade refused: {}",
+        String::from_utf8_lossy(&head)
+    );
+}
+
+/// A raw socket from `source` to the gateway at `addr`, upgraded to a
+/// WebSocket by hand: the `101` is read, nothing after it (the challenge
+/// is next).
+pub async fn upgrade_from(source: IpAddr, addr: SocketAddr) -> TcpStream {
+    let mut tcp = tcp_from(source, addr).await;
+    tcp.write_all(upgrade_request(addr).as_bytes())
+        .await
+        .expect("write upgrade");
+    read_upgrade_head(&mut tcp).await;
+    tcp
+}
+
 /// A raw WebSocket client: masked frames written by hand (mask key 0, so
 /// the payload goes as is), server frames parsed.
 pub struct RawWs {
@@ -63,23 +111,10 @@ impl RawWs {
     /// Upgrade on `addr` and read the `connect.challenge` frame.
     pub async fn open(addr: SocketAddr) -> RawWs {
         let mut tcp = TcpStream::connect(addr).await.expect("connect");
-        let req = format!(
-            "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        tcp.write_all(req.as_bytes()).await.expect("write upgrade");
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            let n = tokio::time::timeout(FRAME_WAIT, tcp.read(&mut byte))
-                .await
-                .expect("upgrade response within the hang guard")
-                .expect("read");
-            assert_eq!(n, 1, "closed during the upgrade");
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8_lossy(&head);
-        assert!(head.starts_with("HTTP/1.1 101"), "upgrade refused: {head}");
+        tcp.write_all(upgrade_request(addr).as_bytes())
+            .await
+            .expect("write upgrade");
+        read_upgrade_head(&mut tcp).await;
         let mut ws = RawWs { tcp, written: 0 };
         let challenge = ws.read_frame().await.expect("challenge");
         assert_eq!(challenge.opcode, op::TEXT);

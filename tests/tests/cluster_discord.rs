@@ -13,17 +13,15 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use pincer::channels::access::{DmPolicy, GroupPolicy};
 use pincer::fakes::discord::{DEFAULT_TOKEN, DiscordConfig, FakeDiscord, SentMessage};
 use pincer::plugins::PluginSettings;
-use pincer::plugins::manifest::SecretSource;
 use pincer::store::{LeaseRow, LeaseStore, OutboxStore, PgStore};
 use pincer_tests::cluster_leases::{in_doubt, node_options, until};
+use pincer_tests::discord::{self, CHANNEL};
 use pincer_tests::exactly_once::{token, token_in};
 use pincer_tests::gateway::ChildGateway;
 use pincer_tests::postgres::TestPostgres;
 
-const CHANNEL: &str = "discord";
 /// The lease time, ms: short, so the takeover happens within the test,
 /// yet several renewals long on a loaded machine.
 const LEASE_MS: u64 = 4_000;
@@ -72,52 +70,13 @@ fn discord_node() {
 /// fake's addresses, quick reconnects and retries, one send at a time (a
 /// kill cuts at most one send in flight).
 fn settings(api_base: &str, gateway_url: &str) -> PluginSettings {
-    let config: BTreeMap<String, String> = [
-        ("api_base", api_base),
-        ("gateway_url", gateway_url),
-        ("reconnect_base_ms", "100"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let mut s = PluginSettings {
-        allowed_hosts: Some(vec![
-            "https://discord.com".into(),
-            "wss://gateway.discord.gg".into(),
-            "http://127.0.0.1:*".into(),
-            "ws://127.0.0.1:*".into(),
-        ]),
-        secrets: [(
-            "bot_token".to_string(),
-            SecretSource::Value(DEFAULT_TOKEN.to_string()),
-        )]
-        .into(),
-        config,
-        dm_policy: DmPolicy::Open,
-        group_policy: GroupPolicy::Open,
-        ..Default::default()
-    };
+    let mut s = discord::settings_for(api_base, gateway_url, DEFAULT_TOKEN);
     s.queue.send_concurrency = 1;
     s.queue.send_interval_ms = 1;
     s.queue.send_burst = 1000;
     s.queue.retry_base_ms = 20;
     s.queue.retry_max_ms = 500;
     s
-}
-
-/// Install the discord plugin built from source into `plugins`, its
-/// manifest widened to the fake on loopback.
-fn install(plugins: &Path) {
-    std::fs::create_dir_all(plugins).expect("plugins dir");
-    let wasm = pincer_tests::built_plugin("discord");
-    std::fs::copy(&wasm, plugins.join("discord.wasm")).expect("copy discord.wasm");
-    let manifest = std::fs::read_to_string(wasm.with_extension("toml")).expect("manifest");
-    let widened = manifest.replace(
-        r#"allowed_hosts = ["https://discord.com", "wss://gateway.discord.gg", "wss://*.discord.gg", "https://cdn.discordapp.com"]"#,
-        r#"allowed_hosts = ["https://discord.com", "wss://gateway.discord.gg", "wss://*.discord.gg", "https://cdn.discordapp.com", "http://127.0.0.1:*", "ws://127.0.0.1:*"]"#,
-    );
-    assert_ne!(manifest, widened, "the manifest's allowed_hosts line moved");
-    std::fs::write(plugins.join("discord.toml"), widened).expect("write manifest");
 }
 
 /// A node: its process, node id and data directory.
@@ -129,7 +88,7 @@ struct Node {
 
 fn start_node(url: &str, id: &str, fake: &FakeDiscord) -> Node {
     let dir = tempfile::tempdir().expect("tempdir");
-    install(&dir.path().join("plugins"));
+    discord::install(&dir.path().join("plugins"));
     let d = dir.path().to_str().expect("utf-8 path").to_string();
     let env = [
         (ENV_URL, url),

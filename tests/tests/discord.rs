@@ -14,115 +14,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use pincer::channels::access::{DmPolicy, GroupPolicy};
 use pincer::fakes::discord::{DEFAULT_TOKEN, DiscordConfig, FakeDiscord, RestFault, SentMessage};
-use pincer::plugins::PluginSettings;
-use pincer::plugins::manifest::SecretSource;
+use pincer_tests::discord::{
+    CHANNEL, gateway, gateway_with, install, settings, settings_for, started, texts_in, wait_texts,
+};
 use pincer_tests::gateway::{Client, TestGateway};
 use serde_json::{Value, json};
-
-const CHANNEL: &str = "discord";
-
-/// Install the discord plugin built from source into `plugins`, with its
-/// manifest widened to the fake's loopback addresses (a secret is filled
-/// in only for the manifest's own hosts).
-fn install(plugins: &Path) {
-    std::fs::create_dir_all(plugins).unwrap();
-    let wasm = pincer_tests::built_plugin("discord");
-    std::fs::copy(&wasm, plugins.join("discord.wasm")).unwrap();
-    let manifest = std::fs::read_to_string(wasm.with_extension("toml")).unwrap();
-    std::fs::write(plugins.join("discord.toml"), widen(&manifest)).unwrap();
-}
-
-fn widen(manifest: &str) -> String {
-    let widened = manifest.replace(
-        r#"allowed_hosts = ["https://discord.com", "wss://gateway.discord.gg", "wss://*.discord.gg", "https://cdn.discordapp.com"]"#,
-        r#"allowed_hosts = ["https://discord.com", "wss://gateway.discord.gg", "wss://*.discord.gg", "https://cdn.discordapp.com", "http://127.0.0.1:*", "ws://127.0.0.1:*"]"#,
-    );
-    assert_ne!(manifest, widened, "the manifest's allowed_hosts line moved");
-    widened
-}
-
-/// Operator settings for the fake: the token granted by value, `api_base`
-/// and `gateway_url` at the fake, quick reconnects.
-fn settings(fake: &FakeDiscord) -> PluginSettings {
-    settings_for(fake.api_base(), fake.gateway_url(), &fake.config().token)
-}
-
-/// [`settings`] from the fake's addresses and the token.
-fn settings_for(api_base: &str, gateway_url: &str, token: &str) -> PluginSettings {
-    let cfg: BTreeMap<String, String> = [
-        ("api_base", api_base),
-        ("gateway_url", gateway_url),
-        ("reconnect_base_ms", "100"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    PluginSettings {
-        allowed_hosts: Some(vec![
-            "https://discord.com".into(),
-            "wss://gateway.discord.gg".into(),
-            "http://127.0.0.1:*".into(),
-            "ws://127.0.0.1:*".into(),
-        ]),
-        secrets: [(
-            "bot_token".to_string(),
-            SecretSource::Value(token.to_string()),
-        )]
-        .into(),
-        config: cfg,
-        dm_policy: DmPolicy::Open,
-        group_policy: GroupPolicy::Open,
-        ..Default::default()
-    }
-}
-
-/// A gateway (token `secret`) serving the discord channel with `settings`.
-async fn gateway(settings: PluginSettings) -> TestGateway {
-    gateway_with(settings, |_| {}).await
-}
-
-/// [`gateway`], with `tune` adjusting the options.
-async fn gateway_with(
-    settings: PluginSettings,
-    tune: impl FnOnce(&mut pincer::gateway::launch::Options),
-) -> TestGateway {
-    let dir = tempfile::tempdir().unwrap();
-    install(&dir.path().join("plugins"));
-    let mut opts = pincer::gateway::launch::Options::new(dir.path());
-    opts.gateway.listen = "127.0.0.1:0".parse().unwrap();
-    opts.gateway.token = Some("secret".into());
-    opts.watch_settle = Duration::from_millis(100);
-    opts.allow_cidrs = pincer::netguard::NetGuard::parse_cidrs("127.0.0.0/8").unwrap();
-    opts.plugins.insert(CHANNEL.into(), settings);
-    tune(&mut opts);
-    TestGateway::start_with(opts, dir).await
-}
-
-/// A fake and a gateway whose bot has established its first session.
-async fn started(cfg: DiscordConfig) -> (FakeDiscord, TestGateway) {
-    let fake = FakeDiscord::start(cfg).await;
-    let g = gateway(settings(&fake)).await;
-    fake.wait_established(1).await;
-    (fake, g)
-}
-
-/// The bot's messages in `channel`, in order.
-fn texts_in(sent: &[SentMessage], channel: &str) -> Vec<String> {
-    sent.iter()
-        .filter(|m| m.channel_id == channel)
-        .map(|m| m.content.clone())
-        .collect()
-}
-
-/// Wait until the bot's messages in `channel` read `texts`.
-async fn wait_texts(fake: &FakeDiscord, channel: &str, texts: &[&str]) -> Vec<SentMessage> {
-    fake.wait_sent(&format!("texts {texts:?} in channel {channel}"), |s| {
-        texts_in(s, channel) == texts
-    })
-    .await
-}
 
 /// Every value in the plugin's key-value store, as text.
 fn kv_values(g: &TestGateway) -> Vec<String> {

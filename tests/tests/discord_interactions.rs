@@ -9,69 +9,18 @@
 //! plugin sends by the interaction's follow-up webhook (`PATCH
 //! /webhooks/{app}/{token}/messages/@original`), recorded by the fake.
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use ed25519_dalek::{Signer, SigningKey};
-use pincer::channels::access::{DmPolicy, GroupPolicy};
 use pincer::fakes::discord::{DiscordConfig, FakeDiscord};
-use pincer::plugins::PluginSettings;
-use pincer::plugins::manifest::SecretSource;
+use pincer_tests::discord::{self, CHANNEL};
 use pincer_tests::gateway::{Client, TestGateway};
 use serde_json::{Value, json};
-
-const CHANNEL: &str = "discord";
 
 /// The application's signing key (Discord holds it; the operator gets the
 /// public half).
 fn app_key() -> SigningKey {
     SigningKey::from_bytes(&[21u8; 32])
-}
-
-fn install(plugins: &Path) {
-    std::fs::create_dir_all(plugins).unwrap();
-    let wasm = pincer_tests::built_plugin("discord");
-    std::fs::copy(&wasm, plugins.join("discord.wasm")).unwrap();
-    let manifest = std::fs::read_to_string(wasm.with_extension("toml")).unwrap();
-    let widened = manifest.replace(
-        r#"allowed_hosts = ["https://discord.com", "wss://gateway.discord.gg", "wss://*.discord.gg", "https://cdn.discordapp.com"]"#,
-        r#"allowed_hosts = ["https://discord.com", "wss://gateway.discord.gg", "wss://*.discord.gg", "https://cdn.discordapp.com", "http://127.0.0.1:*", "ws://127.0.0.1:*"]"#,
-    );
-    assert_ne!(manifest, widened, "the manifest's allowed_hosts line moved");
-    std::fs::write(plugins.join("discord.toml"), widened).unwrap();
-}
-
-/// The bot's settings at `fake`, with the application's public key unless
-/// `public_key` is `None`.
-fn settings(fake: &FakeDiscord, public_key: Option<String>) -> PluginSettings {
-    let mut config: BTreeMap<String, String> = [
-        ("api_base", fake.api_base()),
-        ("gateway_url", fake.gateway_url()),
-        ("reconnect_base_ms", "100"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    if let Some(k) = public_key {
-        config.insert("public_key".into(), k);
-    }
-    PluginSettings {
-        allowed_hosts: Some(vec![
-            "https://discord.com".into(),
-            "http://127.0.0.1:*".into(),
-            "ws://127.0.0.1:*".into(),
-        ]),
-        secrets: [(
-            "bot_token".to_string(),
-            SecretSource::Value(fake.config().token.clone()),
-        )]
-        .into(),
-        config,
-        dm_policy: DmPolicy::Open,
-        group_policy: GroupPolicy::Open,
-        ..Default::default()
-    }
 }
 
 struct Rig {
@@ -81,20 +30,16 @@ struct Rig {
 }
 
 impl Rig {
-    /// A fake, and a gateway whose bot has its Gateway session.
+    /// A fake, and a gateway whose bot has its Gateway session (and the
+    /// application's public key unless `with_key` is false).
     async fn start(with_key: bool) -> Rig {
-        let fake = FakeDiscord::start(DiscordConfig::default()).await;
         let public = with_key.then(|| hex::encode(app_key().verifying_key().to_bytes()));
-        let dir = tempfile::tempdir().unwrap();
-        install(&dir.path().join("plugins"));
-        let mut opts = pincer::gateway::launch::Options::new(dir.path());
-        opts.gateway.listen = "127.0.0.1:0".parse().unwrap();
-        opts.gateway.token = Some("secret".into());
-        opts.watch_settle = Duration::from_millis(100);
-        opts.allow_cidrs = pincer::netguard::NetGuard::parse_cidrs("127.0.0.0/8").unwrap();
-        opts.plugins.insert(CHANNEL.into(), settings(&fake, public));
-        let g = TestGateway::start_with(opts, dir).await;
-        fake.wait_established(1).await;
+        let (fake, g) = discord::started_with(DiscordConfig::default(), |s| {
+            if let Some(k) = public {
+                s.config.insert("public_key".into(), k);
+            }
+        })
+        .await;
         Rig {
             fake,
             g,

@@ -9,15 +9,16 @@
 //! sockets neither moves nor stops the operator's connection.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::StreamExt;
 use pincer_tests::gateway::{ALL, Client, TestGateway, connect_params};
+use pincer_tests::ws::{read_upgrade_head, tcp_from, upgrade_from, upgrade_request};
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::Role;
@@ -50,43 +51,6 @@ fn client_text(payload: &str) -> Vec<u8> {
     out.extend_from_slice(&mask);
     out.extend(payload.bytes().enumerate().map(|(i, b)| b ^ mask[i & 3]));
     out
-}
-
-fn upgrade_request(addr: SocketAddr) -> String {
-    format!(
-        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-}
-
-/// Read the HTTP answer's head byte by byte (nothing past it is consumed)
-/// and check it is the `101`.
-async fn read_switching_head(s: &mut TcpStream) {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = tokio::time::timeout(WAIT, s.read(&mut byte))
-            .await
-            .expect("an answer")
-            .expect("read");
-        assert!(
-            n > 0,
-            "closed before the head: {:?}",
-            String::from_utf8_lossy(&head)
-        );
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-}
-
-async fn connect_from(addr: SocketAddr, from: Ipv4Addr) -> TcpStream {
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket.bind(SocketAddr::from((from, 0))).expect("bind");
-    socket.connect(addr).await.expect("connect")
 }
 
 /// A `req` frame's JSON text.
@@ -208,7 +172,7 @@ async fn frames_pipelined_right_after_connect_are_all_answered() {
     }
     assert!(wire.len() > 4096 + 512, "{} bytes", wire.len());
     s.write_all(&wire).await.expect("write");
-    read_switching_head(&mut s).await;
+    read_upgrade_head(&mut s).await;
     let mut ws = WebSocketStream::from_raw_socket(s, Role::Client, None).await;
     let (got, _) = responses(&mut ws, &want).await;
     assert_eq!(got["c"]["payload"]["type"], "hello-ok", "{}", got["c"]);
@@ -239,7 +203,7 @@ async fn frames_pipelined_right_after_connect_are_all_answered() {
     )));
     want.insert("chat".into());
     s.write_all(&wire).await.expect("write");
-    read_switching_head(&mut s).await;
+    read_upgrade_head(&mut s).await;
     let mut ws = WebSocketStream::from_raw_socket(s, Role::Client, None).await;
     let (got, mut events) = responses(&mut ws, &want).await;
     for (id, v) in &got {
@@ -278,17 +242,6 @@ async fn frames_pipelined_right_after_connect_are_all_answered() {
     assert_eq!(handovers(&g), (2, 0));
 }
 
-/// An unauthenticated socket from `from`, upgraded and then silent (it
-/// holds a pre-auth slot until the handshake deadline).
-async fn silent_upgrade(addr: SocketAddr, from: Ipv4Addr) -> TcpStream {
-    let mut s = connect_from(addr, from).await;
-    s.write_all(upgrade_request(addr).as_bytes())
-        .await
-        .expect("write request");
-    read_switching_head(&mut s).await;
-    s
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_unauthenticated_sockets_neither_moves_nor_stops_an_operator() {
     let (mut opts, dir) = TestGateway::options();
@@ -302,7 +255,7 @@ async fn a_flood_of_unauthenticated_sockets_neither_moves_nor_stops_an_operator(
 
     // A blocked address: one oversize frame before `connect`.
     let blocked = Ipv4Addr::new(127, 0, 3, 1);
-    let mut s = silent_upgrade(g.addr, blocked).await;
+    let mut s = upgrade_from(blocked.into(), g.addr).await;
     let mut frame = vec![0x81, 0x80 | 127];
     frame.extend_from_slice(&(1u64 << 20).to_be_bytes());
     frame.extend_from_slice(&[0, 0, 0, 0]);
@@ -316,11 +269,11 @@ async fn a_flood_of_unauthenticated_sockets_neither_moves_nor_stops_an_operator(
     // and 100 sockets from the blocked address, refused at accept.
     let mut flood = Vec::new();
     for i in 0..200u8 {
-        flood.push(silent_upgrade(g.addr, Ipv4Addr::new(127, 0, 2, 1 + i % 4)).await);
+        flood.push(upgrade_from(Ipv4Addr::new(127, 0, 2, 1 + i % 4).into(), g.addr).await);
     }
     assert_eq!(g.gw().preauth.count(), 200);
     for _ in 0..100 {
-        let mut s = connect_from(g.addr, blocked).await;
+        let mut s = tcp_from(blocked.into(), g.addr).await;
         let mut answer = Vec::new();
         let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut answer))
             .await

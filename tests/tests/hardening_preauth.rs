@@ -10,20 +10,15 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use pincer_tests::gateway::{Client, TestGateway};
+use pincer_tests::ws::{tcp_from, upgrade_from};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 /// The attacker's own loopback address (any 127/8 address works on Linux).
 const ATTACKER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 5);
 
 /// A hang guard for one exchange, not a timing check.
 const WAIT: Duration = Duration::from_secs(30);
-
-async fn connect_from(addr: SocketAddr, from: Ipv4Addr) -> TcpStream {
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket.bind(SocketAddr::from((from, 0))).expect("bind");
-    socket.connect(addr).await.expect("connect")
-}
 
 /// Everything the server sends until it closes.
 async fn read_to_end(s: &mut TcpStream) -> Vec<u8> {
@@ -32,36 +27,6 @@ async fn read_to_end(s: &mut TcpStream) -> Vec<u8> {
         .await
         .expect("the server closes");
     out
-}
-
-/// Open a WebSocket from `from` by hand; the socket after the `101`.
-async fn upgrade_from(addr: SocketAddr, from: Ipv4Addr) -> TcpStream {
-    let mut s = connect_from(addr, from).await;
-    let req = format!(
-        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.expect("write request");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = tokio::time::timeout(WAIT, s.read(&mut byte))
-            .await
-            .expect("an answer")
-            .expect("read");
-        assert!(
-            n > 0,
-            "closed before the head: {:?}",
-            String::from_utf8_lossy(&head)
-        );
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    s
 }
 
 /// The close code of the server's close frame in `bytes` (unmasked server
@@ -89,7 +54,7 @@ fn close_code(mut bytes: &[u8]) -> Option<u16> {
 /// Violation: a text frame declaring 1 MiB before `connect` (the limit is
 /// 64 KiB); the server closes with 1009.
 async fn oversize_frame(addr: SocketAddr, from: Ipv4Addr) {
-    let mut s = upgrade_from(addr, from).await;
+    let mut s = upgrade_from(from.into(), addr).await;
     let mut frame = vec![0x81, 0x80 | 127];
     frame.extend_from_slice(&(1u64 << 20).to_be_bytes());
     frame.extend_from_slice(&[0, 0, 0, 0]);
@@ -102,13 +67,13 @@ async fn oversize_frame(addr: SocketAddr, from: Ipv4Addr) {
 /// Violation: no `connect` before the handshake deadline; the server
 /// closes with 1000.
 async fn handshake_timeout(addr: SocketAddr, from: Ipv4Addr) {
-    let mut s = upgrade_from(addr, from).await;
+    let mut s = upgrade_from(from.into(), addr).await;
     assert_eq!(close_code(&read_to_end(&mut s).await), Some(1000));
 }
 
 /// What a new socket from `from` is answered before it sends anything.
 async fn answer_before_sending(addr: SocketAddr, from: Ipv4Addr) -> String {
-    let mut s = connect_from(addr, from).await;
+    let mut s = tcp_from(from.into(), addr).await;
     String::from_utf8_lossy(&read_to_end(&mut s).await).into_owned()
 }
 
@@ -159,7 +124,7 @@ async fn loopback_violations_are_not_counted_unless_loopback_is_limited() {
         oversize_frame(g.addr, ATTACKER).await;
     }
     // Still served: the upgrade succeeds.
-    drop(upgrade_from(g.addr, ATTACKER).await);
+    drop(upgrade_from(ATTACKER.into(), g.addr).await);
     assert_eq!(
         g.gw()
             .violations

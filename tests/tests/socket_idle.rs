@@ -13,84 +13,28 @@
 //! an instance created for it: the tests wait until the plugin has no live
 //! instance at all (its gate is empty) before the event they check.
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
-use pincer::channels::access::{DmPolicy, GroupPolicy};
-use pincer::fakes::discord::{DiscordConfig, FakeDiscord, GatewayStats, SentMessage};
-use pincer::plugins::manifest::SecretSource;
-use pincer::plugins::{PluginSettings, SocketOverrides};
+use pincer::fakes::discord::{DiscordConfig, FakeDiscord, GatewayStats};
+use pincer::plugins::SocketOverrides;
+use pincer_tests::discord::{self, CHANNEL, wait_texts};
 use pincer_tests::gateway::TestGateway;
 
-const CHANNEL: &str = "discord";
-
-/// Install the discord plugin built from source, its manifest widened to
-/// the fake's loopback addresses.
-fn install(plugins: &Path) {
-    std::fs::create_dir_all(plugins).unwrap();
-    let wasm = pincer_tests::built_plugin("discord");
-    std::fs::copy(&wasm, plugins.join("discord.wasm")).unwrap();
-    let manifest = std::fs::read_to_string(wasm.with_extension("toml")).unwrap();
-    let widened = manifest.replace(
-        r#"allowed_hosts = ["https://discord.com", "wss://gateway.discord.gg", "wss://*.discord.gg", "https://cdn.discordapp.com"]"#,
-        r#"allowed_hosts = ["https://discord.com", "wss://gateway.discord.gg", "wss://*.discord.gg", "https://cdn.discordapp.com", "http://127.0.0.1:*", "ws://127.0.0.1:*"]"#,
-    );
-    assert_ne!(manifest, widened, "the manifest's allowed_hosts line moved");
-    std::fs::write(plugins.join("discord.toml"), widened).unwrap();
-}
-
-/// The fake's bot with `idle_instance_ms` (`None`: the host's default).
-fn settings(fake: &FakeDiscord, idle_instance_ms: Option<u64>) -> PluginSettings {
-    let config: BTreeMap<String, String> = [
-        ("api_base", fake.api_base()),
-        ("gateway_url", fake.gateway_url()),
-        ("reconnect_base_ms", "100"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    PluginSettings {
-        allowed_hosts: Some(vec![
-            "https://discord.com".into(),
-            "http://127.0.0.1:*".into(),
-            "ws://127.0.0.1:*".into(),
-        ]),
-        secrets: [(
-            "bot_token".to_string(),
-            SecretSource::Value(fake.config().token.clone()),
-        )]
-        .into(),
-        config,
-        dm_policy: DmPolicy::Open,
-        group_policy: GroupPolicy::Open,
-        socket: idle_instance_ms.map(|ms| SocketOverrides {
-            idle_instance_ms: Some(ms),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 /// A fake (heartbeats every `heartbeat_ms`) and a gateway whose bot has
-/// established its first session.
+/// established its first session, idle instances dropped after
+/// `idle_instance_ms` (`None`: the host's default).
 async fn started(heartbeat_ms: u64, idle_instance_ms: Option<u64>) -> (FakeDiscord, TestGateway) {
-    let fake = FakeDiscord::start(DiscordConfig {
+    let cfg = DiscordConfig {
         heartbeat_interval_ms: heartbeat_ms,
         ..DiscordConfig::default()
+    };
+    discord::started_with(cfg, |s| {
+        s.socket = idle_instance_ms.map(|ms| SocketOverrides {
+            idle_instance_ms: Some(ms),
+            ..Default::default()
+        });
     })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    install(&dir.path().join("plugins"));
-    let mut opts = pincer::gateway::launch::Options::new(dir.path());
-    opts.gateway.listen = "127.0.0.1:0".parse().unwrap();
-    opts.gateway.token = Some("secret".into());
-    opts.allow_cidrs = pincer::netguard::NetGuard::parse_cidrs("127.0.0.0/8").unwrap();
-    opts.plugins
-        .insert(CHANNEL.into(), settings(&fake, idle_instance_ms));
-    let g = TestGateway::start_with(opts, dir).await;
-    fake.wait_established(1).await;
-    (fake, g)
+    .await
 }
 
 /// Plugin instances alive now (pooled, or in a call).
@@ -115,22 +59,6 @@ async fn wait_no_instance(g: &TestGateway) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// The bot's messages in `channel`, in order.
-fn texts_in(sent: &[SentMessage], channel: &str) -> Vec<String> {
-    sent.iter()
-        .filter(|m| m.channel_id == channel)
-        .map(|m| m.content.clone())
-        .collect()
-}
-
-/// Wait until the bot's messages in `channel` read `texts`.
-async fn wait_texts(fake: &FakeDiscord, channel: &str, texts: &[&str]) -> Vec<SentMessage> {
-    fake.wait_sent(&format!("texts {texts:?} in channel {channel}"), |s| {
-        texts_in(s, channel) == texts
-    })
-    .await
 }
 
 /// The gateway session the plugin keeps in its kv (`session_id`, `seq`).

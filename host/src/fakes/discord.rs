@@ -21,10 +21,12 @@
 //! Events dispatched while no connection is attached are kept and replayed
 //! on resume, as Discord does.
 //!
-//! [`bare_bot`] is the gateway-less baseline bot of `pincer bench channels`.
+//! [`bare_bot`] is the gateway-less baseline bot of `pincer bench channels`;
+//! [`plugin`] installs the bundled `discord` plugin pointed at the fake.
 
 mod bare;
 mod gateway;
+pub mod plugin;
 mod rest;
 
 pub use bare::{BareDiscordBot, bare_bot};

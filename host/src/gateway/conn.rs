@@ -128,9 +128,15 @@ struct Refusal {
     /// A protocol violation counted toward the address's block
     /// ([`Gateway::record_violation`]).
     violation: Option<&'static str>,
+    /// After the close, the socket may linger to drain what the peer still
+    /// sends ([`NotAdmitted::Closed`]); otherwise it is closed at once
+    /// ([`NotAdmitted::Violation`]).
+    linger: bool,
 }
 
 impl Refusal {
+    /// A refused request: its error response, then the close; the socket
+    /// lingers.
     fn reply(id: &str, error: ErrorShape, code: u16) -> Self {
         let reason = error.message.clone();
         Refusal {
@@ -139,6 +145,34 @@ impl Refusal {
             reason,
             drain: false,
             violation: None,
+            linger: true,
+        }
+    }
+
+    /// A protocol violation (`what`, counted toward the address's block):
+    /// the close, a bounded drain first if `drain`, and no lingering.
+    fn violation(code: u16, reason: impl Into<String>, what: &'static str, drain: bool) -> Self {
+        Refusal {
+            response: None,
+            code,
+            reason: reason.into(),
+            drain,
+            violation: Some(what),
+            linger: false,
+        }
+    }
+
+    /// Evicted from a full pre-auth table for a newer socket: closed with
+    /// 1013 (try again later) and no lingering (in a flood, that would be
+    /// the flood's work); not a violation.
+    fn evicted() -> Self {
+        Refusal {
+            response: None,
+            code: EVICTED,
+            reason: "too many unauthenticated connections".into(),
+            drain: false,
+            violation: None,
+            linger: false,
         }
     }
 }
@@ -245,12 +279,10 @@ where
             if r.drain && !blocked {
                 drain_raw(ws.get_mut()).await;
             }
-            return Err(match r.violation {
-                Some(_) => NotAdmitted::Violation,
-                // Evicted for a newer socket: no lingering either (in a
-                // flood, that is the flood's work).
-                None if r.code == EVICTED => NotAdmitted::Violation,
-                None => NotAdmitted::Closed,
+            return Err(if r.linger {
+                NotAdmitted::Closed
+            } else {
+                NotAdmitted::Violation
             });
         }
     };
@@ -282,13 +314,7 @@ async fn first_frame<S: AsyncRead + AsyncWrite + Unpin>(
             r = tokio::time::timeout_at(deadline, ws.next()) => r,
             _ = slot.evicted() => {
                 debug!(remote = %peer.remote, "pre-auth socket evicted for a newer one");
-                return Err(Refusal {
-                    response: None,
-                    code: EVICTED,
-                    reason: "too many unauthenticated connections".into(),
-                    drain: false,
-                    violation: None,
-                });
+                return Err(Refusal::evicted());
             }
         };
         let msg = match next {
@@ -299,25 +325,20 @@ async fn first_frame<S: AsyncRead + AsyncWrite + Unpin>(
                 debug!(remote = %peer.remote, "handshake timeout");
                 // The reference closes a handshake timeout with 1000 and no
                 // reason.
-                return Err(Refusal {
-                    response: None,
-                    code: 1000,
-                    reason: String::new(),
-                    drain: false,
-                    violation: Some("handshake timeout"),
-                });
+                return Err(Refusal::violation(
+                    1000,
+                    String::new(),
+                    "handshake timeout",
+                    false,
+                ));
             }
             Ok(None) => return Ok(FirstFrame::Gone),
             Ok(Some(Err(e))) => {
                 return match read_error_close(gw, &e) {
                     Some((1009, _)) => Err(too_large()),
-                    Some((code, reason)) => Err(Refusal {
-                        response: None,
-                        code,
-                        reason: reason.into(),
-                        drain: true,
-                        violation: Some("broken frame"),
-                    }),
+                    Some((code, reason)) => {
+                        Err(Refusal::violation(code, reason, "broken frame", true))
+                    }
                     None => Ok(FirstFrame::Gone),
                 };
             }
@@ -626,16 +647,13 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(Some(Admitted { conn, rx, resume }))
 }
 
+/// A frame over the pre-auth limit: a violation, drained.
 fn too_large() -> Refusal {
-    Refusal {
-        response: None,
-        code: 1009,
-        reason: "preauth payload too large".into(),
-        drain: true,
-        violation: Some("oversize frame"),
-    }
+    Refusal::violation(1009, "preauth payload too large", "oversize frame", true)
 }
 
+/// A first frame that is not a request: refused like a bad request (not a
+/// violation; the socket lingers).
 fn invalid_frame() -> Refusal {
     Refusal {
         response: None,
@@ -643,6 +661,7 @@ fn invalid_frame() -> Refusal {
         reason: "invalid request frame".into(),
         drain: false,
         violation: None,
+        linger: true,
     }
 }
 
@@ -885,4 +904,29 @@ where
     .await;
     let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
     Some(sink)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn violations_and_evictions_close_without_lingering_other_refusals_linger() {
+        let timeout = Refusal::violation(1000, String::new(), "handshake timeout", false);
+        for (what, r) in [
+            ("oversize", too_large()),
+            ("timeout", timeout),
+            ("evicted", Refusal::evicted()),
+        ] {
+            assert!(!r.linger, "{what} lingers");
+        }
+        let evicted = Refusal::evicted();
+        assert_eq!(evicted.code, EVICTED);
+        assert!(evicted.violation.is_none(), "an eviction is no violation");
+        let bad_request = Refusal::reply("1", ErrorShape::invalid("invalid role"), 1008);
+        for (what, r) in [("invalid frame", invalid_frame()), ("reply", bad_request)] {
+            assert!(r.linger, "{what} does not linger");
+            assert!(r.violation.is_none(), "{what} is counted as a violation");
+        }
+    }
 }

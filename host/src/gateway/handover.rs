@@ -23,7 +23,8 @@
 //! edge runtime while its connection runs on the control runtime, counted
 //! in `pincer_ws_handovers_skipped_total`.
 //!
-//! A pre-auth socket refused for a protocol violation is closed here too
+//! A pre-auth socket refused without lingering (a protocol violation, or
+//! evicted from a full pre-auth table) is closed here too
 //! ([`close_without_linger`]): taken out of hyper's upgrade and closed
 //! without the listener's drain-on-close linger.
 
@@ -101,7 +102,8 @@ pub fn detach(upgraded: Upgraded) -> Result<Detached, DetachError> {
 /// Close a pre-auth socket at once, without the linger that drains what
 /// its peer still sends (`listener::linger`, for sockets dropped
 /// otherwise): for a protocol violator, whose close already had its
-/// bounded drain (`conn::authenticate`). Its close may end in a reset.
+/// bounded drain (`conn::authenticate`), or a socket evicted for a newer
+/// one. Its close may end in a reset.
 pub fn close_without_linger(ws: EdgeWs) {
     let (guard, _state) = ws.into_parts();
     let upgraded = guard.into_inner().into_inner();

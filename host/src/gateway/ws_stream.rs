@@ -78,6 +78,39 @@ struct Partial {
 #[derive(Debug)]
 pub struct WsStream<S> {
     io: S,
+    /// The sending side's task while it waits for the socket: a write the
+    /// reading side starts (a pong) must wake it too, since the socket
+    /// keeps one waker per direction. Tied to this socket object, so not
+    /// part of the [`WsState`].
+    write_waker: Option<Waker>,
+    /// Everything else: buffers, pending replies, the close state.
+    state: WsState,
+}
+
+/// Where the bytes held in buffers are added up (all connections of a
+/// gateway), and one stream's share of it, given back when dropped.
+#[derive(Debug, Default)]
+struct GaugeShare {
+    gauge: Option<Arc<AtomicUsize>>,
+    accounted: usize,
+}
+
+impl Drop for GaugeShare {
+    fn drop(&mut self) {
+        if let Some(g) = &self.gauge {
+            g.fetch_sub(self.accounted, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Everything a [`WsStream`] holds apart from its socket (and the waiting
+/// writer's waker): buffered bytes (a frame read ahead, a fragmented
+/// message, an unwritten frame), pending replies and the close state.
+/// [`WsStream::into_parts`] and [`WsStream::from_parts`] move a connection
+/// to another socket object for the same connection (the hand-over to the
+/// control runtime) without losing a byte; both are moves.
+#[derive(Debug)]
+pub struct WsState {
     limits: WsLimits,
     /// Bytes of the frame in progress (and any after it); empty, with no
     /// allocation, between frames.
@@ -97,47 +130,7 @@ pub struct WsStream<S> {
     close_sent: bool,
     /// The stream has ended (close received, error or end of file).
     ended: bool,
-    /// The sending side's task while it waits for the socket: a write the
-    /// reading side starts (a pong) must wake it too, since the socket
-    /// keeps one waker per direction.
-    write_waker: Option<Waker>,
     /// This stream's share of the gateway's frame-buffer gauge.
-    share: GaugeShare,
-}
-
-/// Where the bytes held in buffers are added up (all connections of a
-/// gateway), and one stream's share of it, given back when dropped.
-#[derive(Debug, Default)]
-struct GaugeShare {
-    gauge: Option<Arc<AtomicUsize>>,
-    accounted: usize,
-}
-
-impl Drop for GaugeShare {
-    fn drop(&mut self) {
-        if let Some(g) = &self.gauge {
-            g.fetch_sub(self.accounted, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Everything a [`WsStream`] holds apart from its socket: buffered bytes
-/// (a frame read ahead, a fragmented message, an unwritten frame), pending
-/// replies and the close state. [`WsStream::into_parts`] and
-/// [`WsStream::from_parts`] move a connection to another socket object for
-/// the same connection (the hand-over to the control runtime) without
-/// losing a byte.
-#[derive(Debug)]
-pub struct WsState {
-    limits: WsLimits,
-    rbuf: Vec<u8>,
-    partial: Option<Partial>,
-    wbuf: Vec<u8>,
-    wpos: usize,
-    pending_pong: Option<Bytes>,
-    pending_close: Option<Option<CloseFrame>>,
-    close_sent: bool,
-    ended: bool,
     share: GaugeShare,
 }
 
@@ -160,8 +153,53 @@ impl futures::task::ArcWake for BothWakers {
 impl<S> WsStream<S> {
     /// A WebSocket over an upgraded socket (the HTTP handshake is done).
     pub fn new(io: S, limits: WsLimits) -> Self {
+        Self::from_parts(io, WsState::new(limits))
+    }
+
+    /// Split into the socket and the stream's state (see [`WsState`]).
+    pub fn into_parts(self) -> (S, WsState) {
+        (self.io, self.state)
+    }
+
+    /// Continue a stream split by [`WsStream::into_parts`] over `io`, which
+    /// must yield the same connection's bytes from where the old socket
+    /// object stopped.
+    pub fn from_parts(io: S, state: WsState) -> Self {
         WsStream {
             io,
+            write_waker: None,
+            state,
+        }
+    }
+
+    /// Like [`WsStream::new`], adding the bytes its buffers hold to
+    /// `gauge` (shared by every connection; 0 while all are idle).
+    pub fn with_gauge(io: S, limits: WsLimits, gauge: Arc<AtomicUsize>) -> Self {
+        let mut ws = Self::new(io, limits);
+        ws.state.share.gauge = Some(gauge);
+        ws
+    }
+
+    /// The socket.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.io
+    }
+
+    /// The socket.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// Bytes this stream holds in buffers right now (0 when idle).
+    pub fn buffered_capacity(&self) -> usize {
+        self.state.buffered_capacity()
+    }
+}
+
+impl WsState {
+    /// The state of a new stream: nothing buffered, nothing pending.
+    fn new(limits: WsLimits) -> Self {
+        WsState {
             limits,
             rbuf: Vec::new(),
             partial: None,
@@ -171,80 +209,8 @@ impl<S> WsStream<S> {
             pending_close: None,
             close_sent: false,
             ended: false,
-            write_waker: None,
             share: GaugeShare::default(),
         }
-    }
-
-    /// Split into the socket and the stream's state (see [`WsState`]).
-    pub fn into_parts(self) -> (S, WsState) {
-        let WsStream {
-            io,
-            limits,
-            rbuf,
-            partial,
-            wbuf,
-            wpos,
-            pending_pong,
-            pending_close,
-            close_sent,
-            ended,
-            write_waker: _,
-            share,
-        } = self;
-        let state = WsState {
-            limits,
-            rbuf,
-            partial,
-            wbuf,
-            wpos,
-            pending_pong,
-            pending_close,
-            close_sent,
-            ended,
-            share,
-        };
-        (io, state)
-    }
-
-    /// Continue a stream split by [`WsStream::into_parts`] over `io`, which
-    /// must yield the same connection's bytes from where the old socket
-    /// object stopped.
-    pub fn from_parts(io: S, state: WsState) -> Self {
-        let WsState {
-            limits,
-            rbuf,
-            partial,
-            wbuf,
-            wpos,
-            pending_pong,
-            pending_close,
-            close_sent,
-            ended,
-            share,
-        } = state;
-        WsStream {
-            io,
-            limits,
-            rbuf,
-            partial,
-            wbuf,
-            wpos,
-            pending_pong,
-            pending_close,
-            close_sent,
-            ended,
-            write_waker: None,
-            share,
-        }
-    }
-
-    /// Like [`WsStream::new`], adding the bytes its buffers hold to
-    /// `gauge` (shared by every connection; 0 while all are idle).
-    pub fn with_gauge(io: S, limits: WsLimits, gauge: Arc<AtomicUsize>) -> Self {
-        let mut ws = Self::new(io, limits);
-        ws.share.gauge = Some(gauge);
-        ws
     }
 
     /// Bring the gauge up to date with the buffers.
@@ -262,18 +228,8 @@ impl<S> WsStream<S> {
         share.accounted = now;
     }
 
-    /// The socket.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.io
-    }
-
-    /// The socket.
-    pub fn get_ref(&self) -> &S {
-        &self.io
-    }
-
-    /// Bytes this stream holds in buffers right now (0 when idle).
-    pub fn buffered_capacity(&self) -> usize {
+    /// Bytes held in buffers right now (0 when idle).
+    fn buffered_capacity(&self) -> usize {
         self.rbuf.capacity()
             + self.wbuf.capacity()
             + self.partial.as_ref().map_or(0, |p| p.data.capacity())
@@ -394,7 +350,7 @@ fn text(data: Vec<u8>) -> Result<Message, Error> {
         .map_err(|e| Error::Utf8(e.utf8_error().to_string()))
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
+impl WsState {
     /// Take the next complete frame out of `rbuf`, unmasked.
     fn take_frame(&mut self) -> Result<Option<(Header, Vec<u8>)>, Error> {
         let Some(h) = parse_header(&self.rbuf, &self.limits)? else {
@@ -518,57 +474,65 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
             _ => Ok(Some(Message::Pong(Bytes::from(payload)))),
         }
     }
+}
 
+impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
     /// Read more bytes into `rbuf`; the count (0 at end of file).
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let WsStream {
+            io: sock, state, ..
+        } = self;
         // A frame whose header is complete reads straight into its buffer,
         // no further than the frame's end.
-        let need = match parse_header(&self.rbuf, &self.limits) {
-            Ok(Some(h)) => (h.len + h.payload).saturating_sub(self.rbuf.len()),
+        let need = match parse_header(&state.rbuf, &state.limits) {
+            Ok(Some(h)) => (h.len + h.payload).saturating_sub(state.rbuf.len()),
             _ => 0,
         };
         if need > STACK_READ {
-            self.rbuf.reserve(need.min(GROW_STEP));
-            let want = need.min(self.rbuf.capacity() - self.rbuf.len());
-            let spare = &mut self.rbuf.spare_capacity_mut()[..want];
+            state.rbuf.reserve(need.min(GROW_STEP));
+            let want = need.min(state.rbuf.capacity() - state.rbuf.len());
+            let spare = &mut state.rbuf.spare_capacity_mut()[..want];
             let mut rb = ReadBuf::uninit(spare);
-            ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb))?;
+            ready!(Pin::new(&mut *sock).poll_read(cx, &mut rb))?;
             let n = rb.filled().len();
             // SAFETY: `poll_read` initialised the first `n` bytes of the
             // spare capacity (`ReadBuf::filled`).
-            unsafe { self.rbuf.set_len(self.rbuf.len() + n) };
+            unsafe { state.rbuf.set_len(state.rbuf.len() + n) };
             return Poll::Ready(Ok(n));
         }
         let mut stack = [0u8; STACK_READ];
         let mut rb = ReadBuf::new(&mut stack);
-        ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb))?;
+        ready!(Pin::new(&mut *sock).poll_read(cx, &mut rb))?;
         let n = rb.filled().len();
-        self.rbuf.extend_from_slice(rb.filled());
+        state.rbuf.extend_from_slice(rb.filled());
         Poll::Ready(Ok(n))
     }
 
     /// Write everything queued (then the pending pong and close reply);
     /// the write buffer is freed once the socket took it.
     fn poll_write_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let WsStream {
+            io: sock, state, ..
+        } = self;
         loop {
-            if self.wpos < self.wbuf.len() {
-                let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.wbuf[self.wpos..]))?;
+            if state.wpos < state.wbuf.len() {
+                let n = ready!(Pin::new(&mut *sock).poll_write(cx, &state.wbuf[state.wpos..]))?;
                 if n == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
-                self.wpos += n;
+                state.wpos += n;
                 continue;
             }
-            if self.wbuf.capacity() > 0 {
-                self.wbuf = Vec::new();
-                self.wpos = 0;
+            if state.wbuf.capacity() > 0 {
+                state.wbuf = Vec::new();
+                state.wpos = 0;
             }
-            if let Some(p) = self.pending_pong.take() {
-                encode(&mut self.wbuf, 10, &p);
+            if let Some(p) = state.pending_pong.take() {
+                encode(&mut state.wbuf, 10, &p);
                 continue;
             }
-            if let Some(c) = self.pending_close.take() {
-                encode(&mut self.wbuf, 8, &close_payload(&c));
+            if let Some(c) = state.pending_close.take() {
+                encode(&mut state.wbuf, 8, &close_payload(&c));
                 continue;
             }
             return Poll::Ready(Ok(()));
@@ -578,7 +542,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
     /// Write pending answers from the reading side, waking the writer too
     /// when the socket becomes writable (its waker would be replaced).
     fn write_from_reader(&mut self, cx: &mut Context<'_>) {
-        if self.pending_pong.is_none() && self.pending_close.is_none() && self.wbuf.is_empty() {
+        if self.state.pending_pong.is_none()
+            && self.state.pending_close.is_none()
+            && self.state.wbuf.is_empty()
+        {
             return;
         }
         let waker = futures::task::waker(Arc::new(BothWakers {
@@ -614,7 +581,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
 
     /// Send a close frame (unless one was sent) and flush it.
     pub async fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), Error> {
-        if !self.close_sent {
+        if !self.state.close_sent {
             self.send(Message::Close(frame)).await
         } else {
             self.flush().await
@@ -628,7 +595,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WsStream<S> {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         let r = this.poll_next_frame(cx);
-        this.account();
+        this.state.account();
         r
     }
 }
@@ -640,18 +607,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
         // cannot proceed now is retried on the next read or send.
         this.write_from_reader(cx);
         loop {
-            if this.ended {
+            if this.state.ended {
                 return Poll::Ready(None);
             }
-            let frame = match this.take_frame() {
+            let frame = match this.state.take_frame() {
                 Ok(f) => f,
                 Err(e) => {
-                    this.ended = true;
+                    this.state.ended = true;
                     return Poll::Ready(Some(Err(e)));
                 }
             };
             if let Some((h, payload)) = frame {
-                match this.on_frame(h, payload) {
+                match this.state.on_frame(h, payload) {
                     Ok(Some(m)) => {
                         if matches!(m, Message::Close(_) | Message::Ping(_)) {
                             this.write_from_reader(cx);
@@ -660,21 +627,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
                     }
                     Ok(None) => continue,
                     Err(e) => {
-                        this.ended = true;
+                        this.state.ended = true;
                         return Poll::Ready(Some(Err(e)));
                     }
                 }
             }
             match ready!(this.poll_fill(cx)) {
                 Ok(0) => {
-                    this.ended = true;
+                    this.state.ended = true;
                     return Poll::Ready(Some(Err(
                         ProtocolError::ResetWithoutClosingHandshake.into()
                     )));
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    this.ended = true;
+                    this.state.ended = true;
                     return Poll::Ready(Some(Err(Error::Io(e))));
                 }
             }
@@ -688,33 +655,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WsStream<S> {
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let this = self.get_mut();
         let r = this.poll_send_side(cx);
-        this.account();
+        this.state.account();
         r
     }
 
     fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
         let this = self.get_mut();
-        let r = this.encode_message(item);
-        this.account();
+        let r = this.state.encode_message(item);
+        this.state.account();
         r
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let this = self.get_mut();
         let r = this.poll_flush_all(cx);
-        this.account();
+        this.state.account();
         r
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let this = self.get_mut();
         let r = this.poll_close_frame(cx);
-        this.account();
+        this.state.account();
         r
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
+impl WsState {
+    /// Encode `item` into the write buffer (nothing after a close).
     fn encode_message(&mut self, item: Message) -> Result<(), Error> {
         let this = self;
         if this.close_sent {
@@ -741,7 +709,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
         }
         Ok(())
     }
+}
 
+impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
     fn poll_flush_all(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let this = self;
         ready!(this.poll_send_side(cx))?;
@@ -750,10 +720,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
 
     fn poll_close_frame(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let this = self;
-        if !this.close_sent {
-            this.close_sent = true;
-            this.pending_pong = None;
-            encode(&mut this.wbuf, 8, &[]);
+        if !this.state.close_sent {
+            this.state.close_sent = true;
+            this.state.pending_pong = None;
+            encode(&mut this.state.wbuf, 8, &[]);
         }
         ready!(this.poll_send_side(cx))?;
         Pin::new(&mut this.io).poll_flush(cx).map_err(Error::Io)

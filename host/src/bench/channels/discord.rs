@@ -5,7 +5,6 @@
 //! driven by a bare bot ([`crate::fakes::discord::bare_bot`]) is the
 //! baseline. Every message comes from its own DM channel.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
@@ -14,54 +13,21 @@ use anyhow::Context;
 use super::Sizes;
 use super::setup;
 use super::throughput::{Measured, flow, receipts};
-use crate::channels::access::DmPolicy;
 use crate::fakes::discord::{DiscordConfig, FakeDiscord, bare_bot};
 use crate::fakes::recorder::Call;
 use crate::plugins::PluginSettings;
-use crate::plugins::manifest::SecretSource;
-
-/// The shipped Discord manifest's host list.
-const DISCORD_HOSTS: &str = r#"allowed_hosts = ["https://discord.com", "wss://gateway.discord.gg", "wss://*.discord.gg", "https://cdn.discordapp.com"]"#;
 
 /// Install the bundled discord plugin with its hosts widened to loopback.
 pub(super) fn install(plugins: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(plugins).with_context(|| format!("creating {}", plugins.display()))?;
-    let (wasm, toml) = setup::bundled("discord")?;
-    let manifest = setup::rewrite(
-        toml,
-        DISCORD_HOSTS,
-        r#"allowed_hosts = ["https://discord.com", "http://127.0.0.1:*", "ws://127.0.0.1:*"]"#,
-        "discord",
-    )?;
-    crate::atomic_file::write(&plugins.join("discord.toml"), manifest.as_bytes())?;
-    crate::atomic_file::write(&plugins.join("discord.wasm"), wasm)?;
-    Ok(())
+    crate::fakes::discord::plugin::install(plugins)
+        .with_context(|| format!("installing discord into {}", plugins.display()))
 }
 
-/// The operator settings of the fake's bot (policy `open`).
+/// The operator settings of the fake's bot (policy `open`), unmetered.
 pub(super) fn settings(fake: &FakeDiscord) -> PluginSettings {
-    let config: BTreeMap<String, String> = [
-        ("api_base", fake.api_base()),
-        ("gateway_url", fake.gateway_url()),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
     PluginSettings {
-        allowed_hosts: Some(vec![
-            "https://discord.com".into(),
-            "http://127.0.0.1:*".into(),
-            "ws://127.0.0.1:*".into(),
-        ]),
-        secrets: [(
-            "bot_token".to_string(),
-            SecretSource::Value(fake.config().token.clone()),
-        )]
-        .into(),
-        config,
-        dm_policy: DmPolicy::Open,
         http: setup::unmetered(),
-        ..Default::default()
+        ..fake.bot_settings()
     }
 }
 
