@@ -9,6 +9,8 @@
 //!   calls `diagnostics.lanes`, once "unknown method", which held its
 //!   Health block back for about a minute);
 //! - `diagnostics.lanes` counts running and queued runs truthfully;
+//! - `chat.send`'s run is released by the client's Pong (not the bound)
+//!   on protocol v3 and v4 alike;
 //! - the console's channel Stop and Start buttons stop and start the
 //!   channel, its row shows the channel's last activity, a pairing request
 //!   dismissed in the page is gone and admits nobody, and the plugin rows
@@ -22,7 +24,7 @@ use pincer::channels::access::DmPolicy;
 use pincer::plugins::PluginSettings;
 use pincer::store::StoreConfig;
 use pincer_tests::browser;
-use pincer_tests::gateway::{Client, TestGateway};
+use pincer_tests::gateway::{ALL, Client, TestGateway, connect_params};
 use pincer_tests::webhook_receiver::Receiver;
 use serde_json::{Value, json};
 
@@ -384,4 +386,38 @@ async fn diagnostics_lanes_counts_running_and_queued_runs() {
     let after = c.call("diagnostics.lanes", json!({})).await;
     assert_eq!(after["lanes"][0]["activeCount"], 0, "{after}");
     assert!(after["dynamic"].is_null(), "{after}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_send_runs_are_released_by_the_pong_on_v3_and_v4() {
+    let (mut opts, dir) = TestGateway::options();
+    opts.gateway.token = Some(TOKEN.into());
+    // Far beyond the test: only a Pong can release a run.
+    opts.gateway.pong_barrier_timeout_ms = 600_000;
+    let g = TestGateway::start_with(opts, dir).await;
+    let counters = || {
+        let c = &g.gw().counters;
+        (
+            c.pong_barriers.load(std::sync::atomic::Ordering::Relaxed),
+            c.pong_barrier_timeouts
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    };
+    for (n, v) in [(1, 3), (2, 4)] {
+        let mut c = Client::connect(&g.url(), connect_params(v, v, Some(TOKEN), ALL)).await;
+        assert_eq!(c.hello["protocol"], v, "{}", c.hello);
+        let run = format!("v{v}-run");
+        c.call(
+            "chat.send",
+            json!({"sessionKey": format!("v{v}"), "message": "hello", "idempotencyKey": run}),
+        )
+        .await;
+        let states = c.chat_run(&run).await;
+        assert_eq!(
+            states.last().expect("events")["state"],
+            "final",
+            "{states:?}"
+        );
+        assert_eq!(counters(), (n, 0), "protocol v{v}");
+    }
 }
