@@ -145,6 +145,14 @@ try {
       report.steps.push({ name: 'pairing-dismissed', t: Date.now() });
     }
 
+    // The channel rows as the page shows them.
+    report.channelRows = await page.locator('#channel-rows tr').evaluateAll((rows) =>
+      rows.map((tr) => ({
+        name: tr.dataset.channel,
+        state: tr.querySelector('td[data-state]')?.dataset.state ?? null,
+        cells: [...tr.children].map((c) => c.innerText.trim()),
+      })),
+    );
     // The plugin rows as the page shows them.
     await until(async () => (await page.locator('#plugin-rows tr').count()) > 0, 'the plugin rows');
     report.pluginRows = await page.locator('#plugin-rows tr').evaluateAll((rows) =>

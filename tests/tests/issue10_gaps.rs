@@ -12,7 +12,8 @@
 //! - `chat.send`'s run is released by the client's Pong (not the bound)
 //!   on protocol v3 and v4 alike;
 //! - the console's channel Stop and Start buttons stop and start the
-//!   channel, its row shows the channel's last activity, a pairing request
+//!   channel, its row shows the channel's last activity (and another's
+//!   last error), a pairing request
 //!   dismissed in the page is gone and admits nobody, and the plugin rows
 //!   show kind, version, load time, and a plugin that failed to load with
 //!   its error.
@@ -186,7 +187,8 @@ async fn console_stops_starts_dismisses_and_shows_plugin_details() {
         },
     );
     std::fs::create_dir_all(&opts.plugins_dir).expect("plugins dir");
-    for name in ["echo", "clock"] {
+    // Telegram without its bot token: a channel with a last error.
+    for name in ["echo", "clock", "telegram"] {
         pincer_tests::install_plugin(&opts.plugins_dir, name, name);
     }
     // A file that is no plugin: listed as failed, with its error.
@@ -282,6 +284,22 @@ async fn console_stops_starts_dismisses_and_shows_plugin_details() {
     assert!(
         !after[1].contains(code),
         "the dismissed code again: {after:?}"
+    );
+
+    // A channel's last error, as the gateway reports it.
+    let telegram = report["channelRows"]
+        .as_array()
+        .expect("channelRows")
+        .iter()
+        .find(|r| r["name"] == "telegram")
+        .unwrap_or_else(|| panic!("no telegram row: {report}"))
+        .clone();
+    // Cells: name, state, last activity, restarts, last error, actions.
+    assert!(
+        telegram["cells"][4]
+            .as_str()
+            .is_some_and(|e| e.contains("bot_token")),
+        "{telegram}"
     );
 
     // The plugin rows: name, kind, version, state, load time, last error.
