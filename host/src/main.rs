@@ -504,6 +504,7 @@ async fn serve(
     gw: GatewayArgs,
     no_bundled: bool,
     logs: Arc<LogBuffer>,
+    log_format: pincer::logging::LogFormat,
 ) -> anyhow::Result<()> {
     let r = resolve(&common)?;
     let mut opts = Options::new(&r.data_dir);
@@ -559,7 +560,13 @@ async fn serve(
         .flatten();
     let running = pincer::gateway::launch::start(opts).await?;
     match &running.token_file {
-        // Printed once, when generated; later starts only say where it is.
+        // Said once, when generated; later starts only say where it is.
+        // With `--log-format json` every stderr line stays one JSON object.
+        Some(t) if t.created && log_format == pincer::logging::LogFormat::Json => tracing::info!(
+            path = %t.path.display(),
+            url = %format!("http://{}/#token={}", running.addr, t.token.expose()),
+            "generated a gateway token, kept in this file (mode 0600): use it as `Authorization: Bearer <token>` on /v1 and as auth.token in connect"
+        ),
         Some(t) if t.created => eprintln!(
             "\nGenerated a gateway token, kept in {} (mode 0600). Use it as \
              `Authorization: Bearer <token>` on /v1 and as auth.token in connect:\n\n    \
@@ -637,7 +644,7 @@ async fn run() -> anyhow::Result<std::process::ExitCode> {
             common,
             gateway,
             no_bundled,
-        } => serve(common, gateway, no_bundled, logs).await,
+        } => serve(common, gateway, no_bundled, logs, cli.log_format).await,
         Command::Plugins { command } => match command {
             PluginsCommand::List { common } => {
                 let r = resolve(&common)?;

@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 const TOKEN: &str = "control-ui-secret";
 
 /// Methods the Control UI must have called (and had answered) on the way:
-/// start-up, the chat, and the pages the driver opens.
+/// start-up, the chat, and the pages the driver opens; among them the 18
+/// that issue 10 found refused as unknown.
 const EXPECTED: &[&str] = &[
     "connect",
     "chat.startup",
@@ -28,6 +29,24 @@ const EXPECTED: &[&str] = &[
     "models.list",
     "models.authStatus",
     "channels.status",
+    "plugins.list",
+    // The 18 of issue 10 (chat.startup and models.authStatus above).
+    "chat.metadata",
+    "config.get",
+    "sessions.describe",
+    "update.status",
+    "cron.list",
+    "cron.status",
+    "tasks.list",
+    "question.list",
+    "talk.catalog",
+    "exec.approval.list",
+    "plugin.approval.list",
+    "openclaw.approval.list",
+    "progressCard.get",
+    "sessions.branches.list",
+    "sessions.companion.state",
+    "sessions.observer.visibility",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -184,6 +184,7 @@ fn calls() -> Vec<(&'static str, Value, Expect)> {
             Err("UNAVAILABLE", "without a configuration file"),
         ),
         ("plugins.catalog.browse", json!({}), Ok("")),
+        ("diagnostics.lanes", json!({}), Ok("lanes")),
     ]
 }
 

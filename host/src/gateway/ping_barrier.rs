@@ -35,10 +35,15 @@ pub struct PingBarriers {
 
 impl PingBarriers {
     /// Register `done` (fired when the Pong for the returned id, or for a
-    /// later barrier, arrives) and return the barrier's id.
+    /// later barrier, arrives) and return the barrier's id. Barriers whose
+    /// waiter is gone (its run went ahead on the bound, or ended) are
+    /// dropped first, so a client that never answers pings does not make
+    /// the list grow with every `chat.send`.
     pub fn register(&self, done: oneshot::Sender<()>) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        self.lock().push_back((id, done));
+        let mut pending = self.lock();
+        pending.retain(|(_, waiter)| !waiter.is_closed());
+        pending.push_back((id, done));
         id
     }
 
@@ -119,5 +124,27 @@ mod tests {
             r3.try_recv(),
             Err(oneshot::error::TryRecvError::Closed)
         ));
+    }
+
+    #[test]
+    fn barriers_nobody_waits_for_are_dropped_at_the_next_register() {
+        // A client that never answers pings: each run stops waiting (its
+        // receiver is dropped on the bound) and its barrier goes with the
+        // next registration instead of staying until the connection ends.
+        let b = PingBarriers::default();
+        for _ in 0..100 {
+            let (t, r) = oneshot::channel();
+            b.register(t);
+            drop(r);
+        }
+        assert_eq!(b.waiting(), 1, "only the latest, not yet seen closed");
+        let (t, mut r) = oneshot::channel();
+        let id = b.register(t);
+        assert_eq!(b.waiting(), 1);
+        // The live one is still released by its Pong.
+        let count = AtomicU64::new(0);
+        b.on_pong(&PingBarriers::payload(id), &count);
+        assert_eq!(count.load(Ordering::Relaxed), 1);
+        assert!(r.try_recv().is_ok());
     }
 }

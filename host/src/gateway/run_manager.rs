@@ -229,6 +229,27 @@ impl RunManager {
         c
     }
 
+    /// Unfinished runs by phase in each session that has any, by session
+    /// key (`diagnostics.lanes`' per-session lanes).
+    pub fn counts_by_session(&self) -> std::collections::BTreeMap<String, RunCounts> {
+        let s = self.sched();
+        let mut by = std::collections::BTreeMap::<String, RunCounts>::new();
+        for a in s.active.values() {
+            let c = by.entry(a.session_key.clone()).or_default();
+            match a.phase {
+                Phase::Queued => c.queued += 1,
+                Phase::Waiting => c.waiting += 1,
+                Phase::Running => c.running += 1,
+            }
+        }
+        by
+    }
+
+    /// The ordering and bounds runs are scheduled by (`[gateway.runs]`).
+    pub fn limits(&self) -> &RunLimits {
+        &self.limits
+    }
+
     /// Unfinished run ids in `session_key` (queued ones included).
     pub fn active_in(&self, session_key: &str) -> Vec<String> {
         self.sched()

@@ -60,7 +60,8 @@ pub fn required_scope(method: &str) -> Option<&'static str> {
         | "sessions.branches.list"
         | "sessions.companion.state"
         | "sessions.observer.visibility"
-        | "plugins.catalog.browse" => Some(READ),
+        | "plugins.catalog.browse"
+        | "diagnostics.lanes" => Some(READ),
         "agent" | "agent.wait" | "chat.send" | "chat.abort" | "sessions.abort" | "send" => {
             Some(WRITE)
         }

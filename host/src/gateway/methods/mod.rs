@@ -6,6 +6,7 @@ pub mod channel_cards;
 pub mod chat;
 pub mod config;
 pub mod devices;
+pub mod diagnostics;
 pub mod pairing;
 pub mod plugins;
 pub mod send;
@@ -77,6 +78,7 @@ pub const METHODS: &[&str] = &[
     "webhooks.rotate",
     "webhooks.deliveries",
     "webhooks.replay",
+    "diagnostics.lanes",
     // startup::METHODS
     "chat.startup",
     "chat.metadata",
@@ -261,6 +263,7 @@ async fn dispatch(ctx: &Ctx, req: &Request) -> Reply {
         "node.list" => Reply::Ok(serde_json::json!({"ts": super::now_ms(), "nodes": []})),
         "logs.tail" => system::logs_tail(gw, p).into(),
         "tools.catalog" => Reply::Ok(system::tools_catalog(gw)),
+        "diagnostics.lanes" => Reply::Ok(diagnostics::lanes(gw)),
         "chat.send" => chat::send(ctx, &req.id, p),
         "chat.abort" => chat::abort(ctx, p).into(),
         "chat.history" => chat::history(ctx, p).into(),
