@@ -317,3 +317,79 @@ fn plugin_build_names_the_missing_tool_for_every_language() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("1 passed"), "the child ran nothing:\n{text}");
 }
+
+/// The scaffold README's "Debugging a trap" for JavaScript/TypeScript: a
+/// scaffolded TS tool, edited as a user debugging it would, built and
+/// loaded: an exception escaping `invoke` traps that call only (named
+/// call, wasm backtrace, the next call served by a fresh instance), and a
+/// thrown contract `error` reaches the caller as a typed error, no trap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ts_scaffold_traps_and_typed_errors_as_its_readme_says() {
+    let built = tokio::task::spawn_blocking(|| {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = scaffold::new_project(tmp.path(), Lang::Ts, PluginKind::Tool, "ts-debug")
+            .expect("scaffold");
+        let readme = std::fs::read_to_string(dir.join("README.md")).expect("README");
+        assert!(
+            readme.contains("never your lines") && !readme.contains(".wasm!invoke"),
+            "the README's trap section does not describe a JS trap:\n{readme}"
+        );
+        let src = dir.join("plugin.ts");
+        let code = std::fs::read_to_string(&src).expect("plugin.ts");
+        let edited = code.replace(
+            "invoke(args: string): string {",
+            "invoke(args: string): string {\n    const a = JSON.parse(args || \"{}\");\n    \
+             if (a.fail === \"trap\") throw new Error(\"boom in invoke\");\n    \
+             if (a.fail === \"typed\") throw { tag: \"permanent\", val: \"asked to fail\" };",
+        );
+        assert_ne!(
+            edited, code,
+            "the template's invoke changed; update this edit"
+        );
+        std::fs::write(&src, edited).expect("write plugin.ts");
+        (tmp, build(&dir))
+    })
+    .await
+    .expect("build task");
+    let (_project, built) = built;
+    let t = pincer_tests::TestRuntime::new(Default::default(), Default::default());
+    install_built(&built, &t.plugins_dir());
+    let failed = t.runtime.load_dir().await.expect("load dir");
+    assert!(failed.is_empty(), "{failed:?}");
+    let plugins = &t.runtime.plugins;
+
+    let err = plugins
+        .invoke_tool("ts-debug", r#"{"fail":"trap"}"#)
+        .await
+        .expect_err("an escaping exception traps");
+    assert!(
+        matches!(
+            &err,
+            pincer::plugins::CallError::Trap { call: "invoke", .. }
+        ),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("`invoke` trapped"), "{text}");
+    assert!(text.contains("wasm backtrace"), "{text}");
+
+    let err = plugins
+        .invoke_tool("ts-debug", r#"{"fail":"typed"}"#)
+        .await
+        .expect_err("a thrown contract error is an error");
+    assert!(
+        matches!(
+            &err,
+            pincer::plugins::CallError::Plugin { call: "invoke", .. }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("asked to fail"), "{err}");
+
+    let out = plugins
+        .invoke_tool("ts-debug", "{}")
+        .await
+        .expect("serves on");
+    let v: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(v["greeting"], "Hello from ts-debug!", "{v}");
+}
