@@ -19,7 +19,7 @@ use std::time::Duration;
 use pincer::events::Event;
 use pincer::plugin_dev::builder::Built;
 use pincer::plugin_dev::{DevError, Lang, builder, check, scaffold};
-use pincer::plugins::PluginKind;
+use pincer::plugins::{PluginKind, PluginSettings};
 use pincer_tests::gateway::{Client, TestGateway};
 use pincer_tests::guests::{build, install_built, repo_root};
 use serde_json::{Value, json};
@@ -323,6 +323,8 @@ fn plugin_build_names_the_missing_tool_for_every_language() {
 /// loaded: an exception escaping `invoke` traps that call only (named
 /// call, wasm backtrace, the next call served by a fresh instance), and a
 /// thrown contract `error` reaches the caller as a typed error, no trap.
+/// Then the opt-in `warm_instance`: guest memory persists between calls
+/// until a trap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ts_scaffold_traps_and_typed_errors_as_its_readme_says() {
     let built = tokio::task::spawn_blocking(|| {
@@ -340,7 +342,8 @@ async fn ts_scaffold_traps_and_typed_errors_as_its_readme_says() {
             "invoke(args: string): string {",
             "invoke(args: string): string {\n    const a = JSON.parse(args || \"{}\");\n    \
              if (a.fail === \"trap\") throw new Error(\"boom in invoke\");\n    \
-             if (a.fail === \"typed\") throw { tag: \"permanent\", val: \"asked to fail\" };",
+             if (a.fail === \"typed\") throw { tag: \"permanent\", val: \"asked to fail\" };\n    \
+             if (a.count) { const g = globalThis as any; g.here = (g.here || 0) + 1; return String(g.here); }",
         );
         assert_ne!(
             edited, code,
@@ -392,4 +395,36 @@ async fn ts_scaffold_traps_and_typed_errors_as_its_readme_says() {
         .expect("serves on");
     let v: Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(v["greeting"], "Hello from ts-debug!", "{v}");
+
+    // By default every call runs in a fresh instance: guest memory (a JS
+    // global) never carries over.
+    let count = || async {
+        plugins
+            .invoke_tool("ts-debug", r#"{"count":true}"#)
+            .await
+            .expect("count")
+    };
+    assert_eq!((count().await, count().await), ("1".into(), "1".into()));
+    // `warm_instance = true`: one instance kept between calls (no engine
+    // warm-up per call), dropped when a call traps.
+    let warm = PluginSettings {
+        warm_instance: true,
+        ..Default::default()
+    };
+    t.runtime
+        .apply_settings([("ts-debug".to_string(), warm)].into())
+        .await;
+    assert_eq!(count().await, "1", "the first warm call makes the instance");
+    assert_eq!(count().await, "2", "the second reuses it");
+    assert_eq!(count().await, "3");
+    plugins
+        .invoke_tool("ts-debug", r#"{"fail":"trap"}"#)
+        .await
+        .expect_err("traps");
+    assert_eq!(count().await, "1", "a trap drops the warm instance");
+    plugins
+        .invoke_tool("ts-debug", r#"{"fail":"typed"}"#)
+        .await
+        .expect_err("typed error");
+    assert_eq!(count().await, "2", "a typed error keeps it");
 }
