@@ -906,11 +906,9 @@ impl PluginRegistry {
         }
         let arguments = arguments.to_string();
         let warm = self.settings(name).warm_instance;
-        let kept = if warm {
-            self.take_warm(name, &version)
-        } else {
-            None
-        };
+        // Taken either way: with `warm_instance` turned off since, a kept
+        // instance is dropped here.
+        let kept = self.take_warm(name, &version).filter(|_| warm);
         let outcome = self
             .run_call("invoke", async move {
                 let mut inst = match kept {
