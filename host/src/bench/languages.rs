@@ -41,6 +41,9 @@ struct Figures {
     instantiate: Duration,
     name_call: Duration,
     invoke_kv: Duration,
+    /// A tool call as the gateway makes it (`invoke_tool`): a fresh
+    /// instance and one `invoke`.
+    fresh_call: Duration,
     rss_per_instance: u64,
 }
 
@@ -220,6 +223,15 @@ pub async fn languages() -> anyhow::Result<()> {
             black_box(inst.invoke(g.args).await?);
         }
         let invoke_kv = t.elapsed() / n;
+        // The gateway runs each tool call in a fresh instance: its first
+        // call pays whatever the guest does lazily (JS: a few ms).
+        let n = 200u32;
+        let t = Instant::now();
+        for _ in 0..n {
+            let mut fresh = Instance::new(version.clone()).await?;
+            black_box(fresh.invoke(g.args).await?);
+        }
+        let fresh_call = t.elapsed() / n;
 
         // Resident memory per idle instance: live instances, each called
         // once, as many as the plugin's instance quota admits.
@@ -240,15 +252,16 @@ pub async fn languages() -> anyhow::Result<()> {
             instantiate,
             name_call,
             invoke_kv,
+            fresh_call,
             rss_per_instance: after.saturating_sub(before) / count,
         });
     }
 
     let rust = &figures[0];
     println!(
-        "| plugin | build | size | cold compile | cached load | instantiate | `name()` | `invoke` + kv | RSS per idle instance |"
+        "| plugin | build | size | cold compile | cached load | instantiate | `name()` | `invoke` + kv | tool call (fresh instance + `invoke`) | RSS per idle instance |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (g, f) in guests.iter().zip(&figures) {
         let rel = |a: Duration, b: Duration| {
             if std::ptr::eq(f, rust) {
@@ -259,7 +272,7 @@ pub async fn languages() -> anyhow::Result<()> {
         };
         let size = g.wasm.len() as f64;
         println!(
-            "| {} `{}` | {} | {:.1} KiB{} | {}{} | {}{} | {}{} | {}{} | {}{} | {:.0} KiB{} |",
+            "| {} `{}` | {} | {:.1} KiB{} | {}{} | {}{} | {}{} | {}{} | {}{} | {}{} | {:.0} KiB{} |",
             g.lang,
             g.name,
             g.build
@@ -281,6 +294,8 @@ pub async fn languages() -> anyhow::Result<()> {
             rel(f.name_call, rust.name_call),
             us(f.invoke_kv),
             rel(f.invoke_kv, rust.invoke_kv),
+            us(f.fresh_call),
+            rel(f.fresh_call, rust.fresh_call),
             f.rss_per_instance as f64 / 1024.0,
             if std::ptr::eq(f, rust) {
                 String::new()
@@ -293,7 +308,7 @@ pub async fn languages() -> anyhow::Result<()> {
         );
     }
     println!(
-        "\nRatios are against the Rust plugin in the same run. Rust: the `hostile` test tool's `kvincrement` (one `kv.increment`); Python and TypeScript: the SDK templates (one `kv.increment` and a clock read). Cold compile: one run each."
+        "\nRatios are against the Rust plugin in the same run. Rust: the `hostile` test tool's `kvincrement` (one `kv.increment`); Python and TypeScript: the SDK templates (one `kv.increment` and a clock read). Cold compile: one run each. `name()` and `invoke` + kv: repeated calls on one instance; tool call: what the gateway does per tool call, a fresh instance and one `invoke`."
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

@@ -76,7 +76,9 @@ pub const RUST_INSTALL: &str = "install Rust with rustup: https://rustup.rs";
 pub const PYTHON_INSTALL: &str =
     "install it with `pip install componentize-py` (or run sdk/install-toolchains.sh)";
 /// How to install jco.
-pub const JS_INSTALL: &str = "install it with `npm install @bytecodealliance/jco @bytecodealliance/componentize-js` in the project (or run sdk/install-toolchains.sh)";
+/// (`jco componentize` breaks with `@bytecodealliance/preview2-shim` 0.26.1,
+/// which a plain install pulls in: the pin is part of the command.)
+pub const JS_INSTALL: &str = "install it with `npm install @bytecodealliance/jco@1.35.0 @bytecodealliance/componentize-js@0.22.0 @bytecodealliance/preview2-shim@0.26.0` in the project, or restore the project's package.json from `pincer plugin new` and run `npm install` (or run sdk/install-toolchains.sh)";
 
 /// The wasi-libc sysroot clang builds against: `$WASI_SYSROOT`, else Debian's
 /// layout under `/usr` (`/usr/include/wasm32-wasi`, `/usr/lib/wasm32-wasi`).

@@ -353,6 +353,11 @@ pub struct PluginSettings {
     pub socket: Option<super::limits::SocketOverrides>,
     /// Set to false to keep a channel loaded but stopped.
     pub autostart: Option<bool>,
+    /// Tools: keep one instance between calls instead of a fresh one per
+    /// call (default false). Its memory persists from call to call; a trap
+    /// or a limit drops it. Saves the first-call warm-up of big guests (a
+    /// JavaScript tool's engine: milliseconds per call).
+    pub warm_instance: bool,
     /// Overrides of the host-wide plugin quotas (instances, key-value, `/data`, logs).
     pub quotas: super::quotas::QuotaSettings,
     /// Channels: who may message the agent in direct chats (default

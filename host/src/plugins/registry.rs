@@ -155,11 +155,13 @@ struct SlotStatus {
 }
 
 /// What all versions of one plugin name share: the instance gate, the
-/// key-value quota and the log budget.
+/// key-value quota, the log budget and a tool's warm instance.
 struct Shared {
     gate: Arc<Gate>,
     kv_quota: Arc<host::kv::KvQuota>,
     log: Arc<host::log::LogLimiter>,
+    /// A tool's instance kept between calls (`warm_instance = true`).
+    warm: Mutex<Option<Instance>>,
 }
 
 /// The loaded plugins.
@@ -365,6 +367,7 @@ impl PluginRegistry {
                 quotas.log_bytes_per_sec as f64,
                 quotas.log_burst_bytes as f64,
             ),
+            warm: Mutex::new(None),
         });
         map.insert(name.to_string(), s.clone());
         Ok(s)
@@ -861,9 +864,35 @@ impl PluginRegistry {
         })
     }
 
-    /// Run tool `name` with JSON `arguments` in a fresh instance, on the
-    /// plugin call runtime. Refused with [`CallError::Busy`] when the plugin
-    /// is at its instance cap.
+    /// Tool `name`'s warm instance of `version`, if one is kept.
+    fn take_warm(&self, name: &str, version: &Arc<PluginVersion>) -> Option<Instance> {
+        let shared = self.shared_map().get(name).cloned()?;
+        let inst = shared
+            .warm
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()?;
+        Arc::ptr_eq(inst.version(), version).then_some(inst)
+    }
+
+    /// Keep `inst` as tool `name`'s warm instance, unless a failure made it
+    /// unusable or another version is current now.
+    fn keep_warm(&self, name: &str, inst: Instance) {
+        let current = self
+            .current(name)
+            .is_some_and(|v| Arc::ptr_eq(&v, inst.version()));
+        if inst.is_poisoned() || !current {
+            return;
+        }
+        if let Some(shared) = self.shared_map().get(name).cloned() {
+            *shared.warm.lock().unwrap_or_else(|p| p.into_inner()) = Some(inst);
+        }
+    }
+
+    /// Run tool `name` with JSON `arguments` in a fresh instance (or, with
+    /// `warm_instance = true` in its settings, the instance kept from its
+    /// last call), on the plugin call runtime. Refused with
+    /// [`CallError::Busy`] when the plugin is at its instance cap.
     pub async fn invoke_tool(&self, name: &str, arguments: &str) -> Result<String, CallError> {
         let version = self
             .current(name)
@@ -876,13 +905,30 @@ impl PluginRegistry {
             });
         }
         let arguments = arguments.to_string();
-        let result = self
+        let warm = self.settings(name).warm_instance;
+        // Taken either way: with `warm_instance` turned off since, a kept
+        // instance is dropped here.
+        let kept = self.take_warm(name, &version).filter(|_| warm);
+        let outcome = self
             .run_call("invoke", async move {
-                let mut inst = Instance::try_new(version).await?;
-                inst.invoke(&arguments).await
+                let mut inst = match kept {
+                    Some(inst) => inst,
+                    None => Instance::try_new(version).await?,
+                };
+                let r = inst.invoke(&arguments).await;
+                Ok::<_, CallError>((r, inst))
             })
             .await
             .and_then(|r| r);
+        let result = match outcome {
+            Ok((r, inst)) => {
+                if warm {
+                    self.keep_warm(name, inst);
+                }
+                r
+            }
+            Err(e) => Err(e),
+        };
         self.record_call(
             name,
             result.as_ref().is_err_and(CallError::poisons_instance),
