@@ -152,7 +152,15 @@ pub fn check(path: &Path) -> Report {
             return report;
         }
     };
-    if bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0] {
+    if bytes.len() < 8 || bytes[..4] != *b"\0asm" {
+        report.error(
+            "file",
+            "not a WebAssembly file (it does not start with the `\\0asm` header)",
+            "point it at the `.wasm` your build wrote (`pincer plugin build` prints its path); a text file, an archive or a partial download fails here",
+        );
+        return report;
+    }
+    if bytes[4..8] == [1, 0, 0, 0] {
         report.error(
             "file",
             "a core WebAssembly module, not a component",
