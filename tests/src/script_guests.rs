@@ -152,3 +152,29 @@ pub fn install_guest(plugins_dir: &Path, name: &str, edit: impl FnOnce(String) -
     std::fs::write(plugins_dir.join(format!("{name}.toml")), edit(manifest))
         .expect("write manifest");
 }
+
+/// `wasm` with a custom section appended: a valid component with other
+/// bytes, so a different hash and no compiled artifact in the cache.
+pub fn with_custom_section(wasm: &[u8], tag: &str) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    let name = b"pincer-test";
+    let mut payload = Vec::new();
+    leb(name.len(), &mut payload);
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    let mut out = wasm.to_vec();
+    out.push(0);
+    leb(payload.len(), &mut out);
+    out.extend_from_slice(&payload);
+    out
+}

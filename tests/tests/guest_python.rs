@@ -12,7 +12,7 @@ use pincer::health::HealthConfig;
 use pincer::plugins::{PluginSettings, RuntimeConfig};
 use pincer_tests::fake_openai::{FakeOpenAi, FakeToolCall, Script};
 use pincer_tests::gateway::{Client, TestGateway};
-use pincer_tests::script_guests::{built_guest, install_guest};
+use pincer_tests::script_guests::{built_guest, install_guest, with_custom_section};
 use pincer_tests::{TestRuntime, http_server, install_plugin};
 use serde_json::{Value, json};
 
@@ -174,32 +174,6 @@ async fn the_agent_calls_the_python_tool() {
     assert_eq!(tool_msg["tool_call_id"], "call_w");
     let result: Value = serde_json::from_str(tool_msg["content"].as_str().unwrap()).unwrap();
     assert_eq!(result["temperature_c"], 21.5, "{result}");
-}
-
-/// `wasm` with a custom section appended: a valid component with other
-/// bytes, so a different hash and no compiled artifact in the cache.
-fn with_custom_section(wasm: &[u8], tag: &str) -> Vec<u8> {
-    fn leb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let b = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(b);
-                return;
-            }
-            out.push(b | 0x80);
-        }
-    }
-    let name = b"pincer-test";
-    let mut payload = Vec::new();
-    leb(name.len(), &mut payload);
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(tag.as_bytes());
-    let mut out = wasm.to_vec();
-    out.push(0);
-    leb(payload.len(), &mut out);
-    out.extend_from_slice(&payload);
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
