@@ -61,8 +61,11 @@ pub fn prometheus() -> &'static PrometheusHandle {
 pub fn router(gw: Arc<Gateway>) -> Router {
     // Everything under /v1 and /metrics needs the bearer token (when the
     // gateway has one), checked once here before any extractor runs.
-    let secured = Router::new()
-        .route("/metrics", get(metrics_text))
+    let mut secured = Router::new().route("/metrics", get(metrics_text));
+    for path in super::control_ui_config::PATHS {
+        secured = secured.route(path, get(super::control_ui_config::serve));
+    }
+    let secured = secured
         .route("/v1/sessions", get(list_sessions))
         .route(
             "/v1/sessions/{key}",
