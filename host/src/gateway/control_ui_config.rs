@@ -1,19 +1,27 @@
 //! `/control-ui-config.json`: the runtime settings OpenClaw's Control UI
-//! fetches on start (with the gateway token as a bearer), in the shape
-//! OpenClaw 2026.9.6 serves there. Only when the gateway serves a Control
-//! UI (`--control-ui DIR`); 404 otherwise. Behind the same bearer check as
-//! `/v1` (the route sits in the secured router), as OpenClaw gates it.
+//! fetches on start, in the shape OpenClaw 2026.9.6 serves there. Only
+//! when the gateway serves a Control UI (`--control-ui DIR`); 404
+//! otherwise.
+//!
+//! Not behind the token, unlike OpenClaw's: OpenClaw gates it because its
+//! document carries avatar URLs and plugin frame grants; Pincer's carries
+//! neither (constants and feature flags, no version), like the UI's own
+//! files. Gating it would also lock operators out: the UI tries its device
+//! token as a bearer first, which Pincer's HTTP auth does not accept, and
+//! each refusal counts toward the per-address auth-failure limit (five
+//! page loads were enough to get `429` on every secured route).
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
 use serde_json::{Value, json};
 
+use super::Gateway;
 use super::methods::system::AGENT_NAME;
-use super::{AuthMode, Gateway, VERSION};
 
 /// The paths OpenClaw answers with the config: the canonical one, the
 /// pre-2026.6 alias and the default-namespace alias (Pincer serves the UI
@@ -24,33 +32,40 @@ pub const PATHS: &[&str] = &[
     "/__openclaw__/control-ui-config.json",
 ];
 
-/// The config document for a gateway serving a Control UI.
-pub fn document(gw: &Gateway) -> Value {
+/// The routes, one per path in [`PATHS`].
+pub fn routes() -> Router<Arc<Gateway>> {
+    PATHS
+        .iter()
+        .fold(Router::new(), |r, path| r.route(path, get(serve)))
+}
+
+/// The config document. The server version is left out (the UI reads it
+/// from `hello-ok` once connected); Pincer renders no embeds and has no
+/// terminal, CLI agents or plugin UI frames.
+pub fn document() -> Value {
     json!({
         "basePath": "",
         "assistantName": AGENT_NAME,
         "assistantAvatar": null,
         "assistantAgentId": "main",
-        "serverVersion": VERSION,
-        // Pincer renders no embeds and has no terminal, CLI agents or
-        // plugin UI frames.
+        "serverVersion": null,
         "embedSandbox": "strict",
         "allowExternalEmbedUrls": false,
         "automaticallyFetchFavicons": false,
         "communityInvite": false,
         "terminalEnabled": false,
         "cliAgentsEnabled": false,
-        "pluginAssetsRequireAuth": !matches!(gw.config.auth_mode(), AuthMode::None),
+        "pluginAssetsRequireAuth": true,
         "pluginFrameGrants": [],
     })
 }
 
 /// The handler: the document, or 404 when no Control UI is served.
-pub async fn serve(State(gw): State<Arc<Gateway>>) -> Response {
+async fn serve(State(gw): State<Arc<Gateway>>) -> Response {
     if gw.config.control_ui.is_none() {
         return StatusCode::NOT_FOUND.into_response();
     }
-    let mut resp = Json(document(&gw)).into_response();
+    let mut resp = Json(document()).into_response();
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp

@@ -61,11 +61,8 @@ pub fn prometheus() -> &'static PrometheusHandle {
 pub fn router(gw: Arc<Gateway>) -> Router {
     // Everything under /v1 and /metrics needs the bearer token (when the
     // gateway has one), checked once here before any extractor runs.
-    let mut secured = Router::new().route("/metrics", get(metrics_text));
-    for path in super::control_ui_config::PATHS {
-        secured = secured.route(path, get(super::control_ui_config::serve));
-    }
-    let secured = secured
+    let secured = Router::new()
+        .route("/metrics", get(metrics_text))
         .route("/v1/sessions", get(list_sessions))
         .route(
             "/v1/sessions/{key}",
@@ -107,6 +104,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             any(channel_webhook),
         )
         .merge(secured)
+        .merge(super::control_ui_config::routes())
         .fallback(super::control_ui::serve)
         .layer(middleware::map_response(close_after_refused_body))
         .with_state(gw)
