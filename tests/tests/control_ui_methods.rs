@@ -40,7 +40,10 @@ async fn every_control_ui_method_is_advertised_and_answered() {
         ("exec.approvals.get", json!({})),
         ("themes.list", json!({})),
         ("usage.status", json!({})),
-        ("sessions.usage", json!({"startDate": "2026-01-01", "endDate": "2026-01-30", "limit": 1000})),
+        (
+            "sessions.usage",
+            json!({"startDate": "2026-01-01", "endDate": "2026-01-30", "limit": 1000}),
+        ),
         ("environments.list", json!({"includeDesktopSetup": true})),
         ("system.info", json!({})),
     ];

@@ -19,9 +19,7 @@ async fn page_methods_answer_in_the_shapes_the_ui_reads() {
     let g = TestGateway::start().await;
     let mut c = Client::admin(&g.url()).await;
 
-    let lib = c
-        .call("skills.library.list", json!({"scope": "all"}))
-        .await;
+    let lib = c.call("skills.library.list", json!({"scope": "all"})).await;
     assert_eq!(lib["entries"], json!([]), "{lib}");
     assert_eq!(lib["defaultTarget"], "unavailable");
     assert_eq!(lib["canManageWorkspace"], false);
@@ -29,7 +27,10 @@ async fn page_methods_answer_in_the_shapes_the_ui_reads() {
         .call("skills.search", json!({"query": "x", "limit": 20}))
         .await;
     assert_eq!(search["results"], json!([]));
-    assert_eq!(c.call("skills.status", json!({})).await["skills"], json!([]));
+    assert_eq!(
+        c.call("skills.status", json!({})).await["skills"],
+        json!([])
+    );
 
     let exec = c.call("exec.approvals.get", json!({})).await;
     assert_eq!(exec["resolvedDefaults"]["security"], "deny", "{exec}");
@@ -81,12 +82,25 @@ async fn page_methods_answer_in_the_shapes_the_ui_reads() {
     assert_eq!(info["machineName"], info["hostname"]);
     assert!(info["uptimeMs"].as_u64().is_some());
     assert!(info["cpuCount"].as_u64().is_some_and(|n| n >= 1));
-    assert!(info["serverVersion"].as_str().is_some_and(|v| !v.is_empty()));
+    assert!(
+        info["serverVersion"]
+            .as_str()
+            .is_some_and(|v| !v.is_empty())
+    );
     if cfg!(target_os = "linux") {
         let total = info["memoryTotalBytes"].as_u64().expect("memory total");
         let free = info["memoryFreeBytes"].as_u64().expect("memory free");
         assert!(free <= total);
-        assert!(info["processMemory"]["rssBytes"].as_u64().is_some_and(|b| b > 0));
+        assert!(
+            info["processMemory"]["rssBytes"]
+                .as_u64()
+                .is_some_and(|b| b > 0)
+        );
+        let disk = &info["disks"][0];
+        let total = disk["totalBytes"].as_u64().expect("disk total");
+        assert!(disk["availableBytes"].as_u64().is_some_and(|a| a <= total));
+        assert_eq!(info["diskTotalBytes"], total);
+        assert_eq!(info["diskPath"], disk["path"]);
     }
 }
 
@@ -228,7 +242,10 @@ async fn sessions_usage_sums_the_token_counts_the_provider_reported() {
             .is_some_and(|m| m.contains("startDate")),
         "{bad}"
     );
-    assert_eq!(c.call("usage.status", json!({})).await["providers"], json!([]));
+    assert_eq!(
+        c.call("usage.status", json!({})).await["providers"],
+        json!([])
+    );
 }
 
 async fn get(url: &str, token: Option<&str>) -> (u16, Value) {

@@ -185,7 +185,11 @@ fn calls() -> Vec<(&'static str, Value, Expect)> {
         ),
         ("plugins.catalog.browse", json!({}), Ok("")),
         ("diagnostics.lanes", json!({}), Ok("lanes")),
-        ("skills.library.list", json!({"scope": "all"}), Ok("entries")),
+        (
+            "skills.library.list",
+            json!({"scope": "all"}),
+            Ok("entries"),
+        ),
         ("skills.search", json!({"limit": 20}), Ok("results")),
         ("skills.status", json!({}), Ok("skills")),
         ("exec.approvals.get", json!({}), Ok("resolvedDefaults")),

@@ -213,13 +213,41 @@ fn os_release() -> String {
         .unwrap_or_default()
 }
 
+/// `(total, available)` bytes of the file system holding `dir`.
+fn disk_space(dir: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `statvfs` is plain data, for which all zeroes is valid.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a valid out pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let frsize = st.f_frsize;
+    Some((
+        st.f_blocks.saturating_mul(frsize),
+        st.f_bavail.saturating_mul(frsize),
+    ))
+}
+
+/// The directory of the SQLite store, or the working directory (a
+/// PostgreSQL store lives elsewhere).
+fn data_dir(gw: &Gateway) -> Option<std::path::PathBuf> {
+    let store = std::path::Path::new(&gw.store_path);
+    match store.parent() {
+        Some(p) if store.is_file() => std::fs::canonicalize(p).ok(),
+        _ => std::env::current_dir().ok(),
+    }
+}
+
 fn rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
 }
 
-/// `system.info`: the host and the gateway process.
+/// `system.info`: the host, the gateway process and the disk holding its
+/// data.
 fn system_info(gw: &Gateway) -> Value {
     let host = hostname();
     let os = std::env::consts::OS;
@@ -243,6 +271,15 @@ fn system_info(gw: &Gateway) -> Value {
     if let Some((total, free)) = memory() {
         v["memoryTotalBytes"] = json!(total);
         v["memoryFreeBytes"] = json!(free);
+    }
+    if let Some(dir) = data_dir(gw)
+        && let Some((total, available)) = disk_space(&dir).filter(|(t, _)| *t > 0)
+    {
+        let path = dir.display().to_string();
+        v["disks"] = json!([{"path": path, "totalBytes": total, "availableBytes": available}]);
+        v["diskTotalBytes"] = json!(total);
+        v["diskAvailableBytes"] = json!(available);
+        v["diskPath"] = json!(path);
     }
     if let Some(load) = load_average().filter(|l| l.iter().any(|x| *x != 0.0)) {
         v["loadAverage"] = json!(load);
