@@ -10,7 +10,11 @@
 //   badge and its detail, then, with `channel`, the channel's Stop and
 //   Start buttons (the state cell after each, and the last-activity cell),
 //   with `dismissSender`, the Dismiss button of that sender's pairing
-//   request, and the plugin rows as shown (`pluginRows`).
+//   request, and the plugin rows as shown (`pluginRows`);
+// - `pages`: `[{name, url, methods}]`, Control UI pages opened in turn:
+//   each waits until every method in `methods` has been answered since the
+//   page was opened, then a screenshot; `pageMethods[name]` lists what the
+//   page called (tests/tests/control_ui_pages.rs).
 
 import { launchPage } from './launch.mjs';
 import fs from 'node:fs';
@@ -39,6 +43,19 @@ page.on('console', (m) => {
   if (m.type() === 'error') report.consoleErrors.push(m.text().slice(0, 500));
 });
 page.on('pageerror', (e) => report.pageErrors.push(String(e).slice(0, 500)));
+// The Control UI's runtime settings fetches: status, method and whether
+// they carried the token.
+report.uiConfig = [];
+page.on('response', (r) => {
+  if (r.status() >= 400) report.httpErrors.push(`${r.status()} ${r.request().method()} ${r.url()}`);
+  if (r.url().includes('control-ui-config.json')) {
+    report.uiConfig.push({
+      status: r.status(),
+      method: r.request().method(),
+      bearer: /^Bearer /.test(r.request().headers()['authorization'] ?? ''),
+    });
+  }
+});
 // Every request the pages send over the WebSocket and its answer.
 report.calls = [];
 const pending = {};
@@ -99,6 +116,22 @@ try {
     report.controlUiBlocks = await codeBlocks();
     report.steps.push({ name: 'control-ui-health', t: Date.now() });
     await shot('control-ui-debug');
+  }
+
+  if (opts.pages) {
+    report.pageMethods = {};
+    for (const p of opts.pages) {
+      const from = report.calls.length;
+      await page.goto(p.url);
+      const answered = () => new Set(report.calls.slice(from).map((c) => c.method));
+      await until(
+        async () => p.methods.every((m) => answered().has(m)),
+        `${p.name}: answers to ${p.methods.join(', ')}`,
+      );
+      report.pageMethods[p.name] = [...answered()].sort();
+      report.steps.push({ name: `page-${p.name}`, t: Date.now() });
+      await shot(`page-${p.name}`);
+    }
   }
 
   if (opts.consoleUrl) {

@@ -34,6 +34,18 @@ async fn every_control_ui_method_is_advertised_and_answered() {
         ("sessions.observer.visibility", json!({"visible": true})),
         ("plugins.catalog.browse", json!({"intent": "all"})),
         ("channels.pairing.list", json!({})),
+        ("skills.library.list", json!({"scope": "all"})),
+        ("skills.search", json!({"limit": 20})),
+        ("skills.status", json!({})),
+        ("exec.approvals.get", json!({})),
+        ("themes.list", json!({})),
+        ("usage.status", json!({})),
+        (
+            "sessions.usage",
+            json!({"startDate": "2026-01-01", "endDate": "2026-01-30", "limit": 1000}),
+        ),
+        ("environments.list", json!({"includeDesktopSetup": true})),
+        ("system.info", json!({})),
     ];
     for (m, p) in calls {
         assert!(advertised(m), "{m} is not in features.methods");

@@ -185,6 +185,19 @@ fn calls() -> Vec<(&'static str, Value, Expect)> {
         ),
         ("plugins.catalog.browse", json!({}), Ok("")),
         ("diagnostics.lanes", json!({}), Ok("lanes")),
+        (
+            "skills.library.list",
+            json!({"scope": "all"}),
+            Ok("entries"),
+        ),
+        ("skills.search", json!({"limit": 20}), Ok("results")),
+        ("skills.status", json!({}), Ok("skills")),
+        ("exec.approvals.get", json!({}), Ok("resolvedDefaults")),
+        ("themes.list", json!({}), Ok("themes")),
+        ("usage.status", json!({}), Ok("providers")),
+        ("sessions.usage", json!({"limit": 10}), Ok("totals")),
+        ("environments.list", json!({}), Ok("environments")),
+        ("system.info", json!({}), Ok("uptimeMs")),
     ]
 }
 

@@ -104,6 +104,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             any(channel_webhook),
         )
         .merge(secured)
+        .merge(super::control_ui_config::routes())
         .fallback(super::control_ui::serve)
         .layer(middleware::map_response(close_after_refused_body))
         .with_state(gw)

@@ -25,6 +25,7 @@
 //! - [`token_file`]: the token generated on first start;
 //! - [`public_error`]: short outward errors with a log reference;
 //! - [`control_ui`]: a browser Control UI build served at `/`;
+//! - [`control_ui_config`]: `/control-ui-config.json` for that UI;
 //! - [`console`]: Pincer's own operator console at `/console`;
 //! - [`http_plugins`]: plugin uploads (`PUT /v1/plugins/{name}`);
 //! - [`runtime_events`]: plugin and channel events forwarded to clients.
@@ -39,6 +40,7 @@ pub mod cluster;
 pub mod conn;
 pub mod console;
 pub mod control_ui;
+pub mod control_ui_config;
 pub mod fdlimit;
 pub mod frame_guard;
 pub mod handover;

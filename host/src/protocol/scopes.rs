@@ -61,7 +61,15 @@ pub fn required_scope(method: &str) -> Option<&'static str> {
         | "sessions.companion.state"
         | "sessions.observer.visibility"
         | "plugins.catalog.browse"
-        | "diagnostics.lanes" => Some(READ),
+        | "diagnostics.lanes"
+        | "skills.library.list"
+        | "skills.search"
+        | "skills.status"
+        | "themes.list"
+        | "usage.status"
+        | "sessions.usage"
+        | "environments.list"
+        | "system.info" => Some(READ),
         "agent" | "agent.wait" | "chat.send" | "chat.abort" | "sessions.abort" | "send" => {
             Some(WRITE)
         }
@@ -76,7 +84,8 @@ pub fn required_scope(method: &str) -> Option<&'static str> {
         // OpenClaw's CLI asks for exactly this scope (readers may too: the
         // answer is always the empty list).
         "question.list" => Some(QUESTIONS),
-        // Everything else, including `update.status` and
+        // Everything else, including `update.status`, `exec.approvals.get`
+        // (admin in OpenClaw's table) and
         // every `webhooks.*` method (endpoint
         // URLs and delivery bodies are sensitive), needs admin.
         _ => Some(ADMIN),
@@ -221,5 +230,8 @@ mod tests {
             Err(ADMIN)
         );
         assert_eq!(authorize("update.status", &s(&[READ])), Err(ADMIN));
+        assert!(authorize("system.info", &s(&[READ])).is_ok());
+        assert!(authorize("sessions.usage", &s(&[READ])).is_ok());
+        assert_eq!(authorize("exec.approvals.get", &s(&[READ])), Err(ADMIN));
     }
 }

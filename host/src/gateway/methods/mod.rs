@@ -7,6 +7,7 @@ pub mod chat;
 pub mod config;
 pub mod devices;
 pub mod diagnostics;
+pub mod pages;
 pub mod pairing;
 pub mod plugins;
 pub mod send;
@@ -100,6 +101,16 @@ pub const METHODS: &[&str] = &[
     "update.status",
     "config.get",
     "plugins.catalog.browse",
+    // pages::METHODS
+    "skills.library.list",
+    "skills.search",
+    "skills.status",
+    "exec.approvals.get",
+    "themes.list",
+    "usage.status",
+    "sessions.usage",
+    "environments.list",
+    "system.info",
 ];
 
 /// Events this gateway sends.
@@ -183,6 +194,7 @@ fn may_block(method: &str) -> bool {
             | "health"
             | "channels.status"
             | "webhooks.add"
+            | "sessions.usage"
     )
 }
 
@@ -319,6 +331,10 @@ async fn dispatch(ctx: &Ctx, req: &Request) -> Reply {
         "chat.metadata" => Reply::Ok(startup::chat_metadata(gw)),
         "sessions.describe" => startup::sessions_describe(ctx, p).into(),
         "models.authStatus" => Reply::Ok(startup::models_auth_status(gw)),
+        m if pages::METHODS.contains(&m) => match pages::answer(gw, m, p) {
+            Some(r) => r.into(),
+            None => Reply::Err(ErrorShape::unknown_method(m)),
+        },
         m if absent::METHODS.contains(&m) => match absent::answer(m, p) {
             Some(v) => Reply::Ok(v),
             None => Reply::Err(ErrorShape::unknown_method(m)),
@@ -333,7 +349,11 @@ mod tests {
 
     #[test]
     fn group_tables_are_advertised() {
-        for m in absent::METHODS.iter().chain(startup::METHODS) {
+        for m in absent::METHODS
+            .iter()
+            .chain(startup::METHODS)
+            .chain(pages::METHODS)
+        {
             assert!(METHODS.contains(m), "{m} missing from METHODS");
         }
     }
