@@ -44,6 +44,7 @@ const ENV_GW: &str = "PINCER_CLUSTER_DISCORD_GW";
 #[test]
 #[ignore = "a cluster node, run as a child process by the tests"]
 fn discord_node() {
+    pincer_tests::gateway::child_logging();
     let var = |k: &str| std::env::var(k).ok();
     let (Some(url), Some(dir), Some(node), Some(api), Some(gw)) = (
         var(ENV_URL),
@@ -184,8 +185,36 @@ async fn kill_9_of_the_discord_node_moves_the_session_and_answers_every_message_
 
     // Every message answered; then the outbox settles (a late double
     // would show).
-    fake.wait_sent("every message answered", |s| answers(s).len() == MESSAGES)
-        .await;
+    until(
+        || {
+            // On a hang, name what is missing and what went out twice.
+            let sent = fake.sent();
+            let got = answers(&sent);
+            let missing: Vec<String> = (0..MESSAGES)
+                .map(token)
+                .filter(|t| !got.contains_key(t))
+                .collect();
+            let twice: Vec<&String> = got.iter().filter(|(_, v)| v.len() > 1).map(|(t, _)| t).collect();
+            // The bot's messages in the conversations of the missing ones.
+            let channels: Vec<String> = missing
+                .iter()
+                .filter_map(|t| t.trim_start_matches('q').parse::<usize>().ok())
+                .map(|i| format!("{}", 9_000 + i % CHANNELS))
+                .collect();
+            let there: Vec<(&str, &str, usize, Option<&str>)> = sent
+                .iter()
+                .filter(|m| channels.contains(&m.channel_id))
+                .map(|m| (m.id.as_str(), m.content.as_str(), m.edits, m.nonce.as_deref()))
+                .collect();
+            format!(
+                "every message answered: {} sent, missing {missing:?}, sent twice {twice:?}; in doubt at the kill {doubt:?}; the bot's messages there (id, content, edits, nonce): {there:?}",
+                sent.len()
+            )
+        },
+        Duration::from_secs(120),
+        || (answers(&fake.sent()).len() == MESSAGES).then_some(()),
+    )
+    .await;
     until(
         || "the outbox settles".into(),
         GUARD,

@@ -497,15 +497,21 @@ async fn live_step(
             // its place in the reply.
             let key = stream_key(target, streamer.snapshot().consumed, "open", "");
             let r = send_text(channels, target, text, key).await;
+            // What the opened message shows: `text`, unless the open found
+            // the message an earlier attempt posted (same key, older text)
+            // and bringing it up to date failed. Then it is unknown, and
+            // recorded as such so that a later edit, at the latest the
+            // finishing one, sends the text even when it equals `text`.
+            let mut shown = text.clone();
             if std::mem::take(open_in_doubt)
                 && let Ok(id) = &r
                 && let Err(e) = edit_text(channels, target, id, text).await
             {
-                // Later edits bring the message up to date.
-                debug!(%channel, error = %e, "updating a message opened in doubt failed");
+                debug!(%channel, error = %e, "updating a message opened in doubt failed; the next edit brings it up to date");
+                shown = String::new();
             }
             let id = r.as_ref().ok().cloned();
-            streamer.opened(id, text.clone());
+            streamer.opened(id, shown);
             r.map(drop)
         }
         Step::Edit { id, text, .. } => edit_text(channels, target, id, text).await,
@@ -522,7 +528,12 @@ async fn live_step(
             debug!(%channel, error = %e, "streaming stopped; the answer goes out when complete");
             streamer.unsupported();
         }
-        Err(e) => warn!(%channel, error = %e, "streaming reply"),
+        Err(e) => {
+            // The message keeps what it showed before; the next edit (at
+            // the latest the finishing one) sends the text again.
+            streamer.step_failed(&step);
+            warn!(%channel, error = %e, "streaming reply")
+        }
     }
 }
 

@@ -187,6 +187,23 @@ impl Streamer {
         }
     }
 
+    /// An `Edit` of message `id` (or a `Draft`) failed for now: what the
+    /// message shows is unknown, so the next flush, at the latest the
+    /// finish, sends the text again even when it has not changed since.
+    pub fn step_failed(&mut self, step: &Step) {
+        match step {
+            Step::Edit { id, .. } => {
+                if let Some((live, shown)) = &mut self.live
+                    && live == id
+                {
+                    shown.clear();
+                }
+            }
+            Step::Draft { .. } => self.drafted = None,
+            Step::Open { .. } | Step::Post { .. } => {}
+        }
+    }
+
     /// The channel does not support edits/drafts (or they fail for good):
     /// deliver the rest at the end.
     pub fn unsupported(&mut self) {
@@ -534,6 +551,47 @@ mod tests {
             vec![Step::Edit {
                 id: "m1".into(),
                 text: "⚠️ failed".into(),
+                last: true
+            }]
+        );
+    }
+
+    #[test]
+    fn a_failed_edit_is_sent_again_by_the_finish() {
+        let mut s = Streamer::new(settings(Style::Edit, 1, 0), 1);
+        assert!(matches!(s.update("please", 0)[..], [Step::Open { .. }]));
+        s.opened(Some("m1".into()), "please".into());
+        let steps = s.update("please echo", 10);
+        let [edit @ Step::Edit { .. }] = &steps[..] else {
+            panic!("{steps:?}")
+        };
+        // The edit was rate limited: the message still shows "please".
+        s.step_failed(edit);
+        assert_eq!(
+            s.finish("please echo"),
+            vec![Step::Edit {
+                id: "m1".into(),
+                text: "please echo".into(),
+                last: true
+            }]
+        );
+    }
+
+    #[test]
+    fn a_message_whose_text_is_unknown_is_edited_at_the_finish_even_to_the_same_text() {
+        // An open that found an earlier attempt's message (same key, older
+        // text) and could not update it records its text as unknown.
+        let mut s = Streamer::new(settings(Style::Edit, 1, 0), 1);
+        assert!(matches!(
+            s.update("whole answer", 0)[..],
+            [Step::Open { .. }]
+        ));
+        s.opened(Some("m1".into()), String::new());
+        assert_eq!(
+            s.finish("whole answer"),
+            vec![Step::Edit {
+                id: "m1".into(),
+                text: "whole answer".into(),
                 last: true
             }]
         );
