@@ -73,12 +73,8 @@ fn pincer(args: &[&str]) -> Command {
     cmd
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
+mod common;
+use common::free_port;
 
 /// `pincer serve` (token `secret`) on a free loopback port with `data` as
 /// its data directory, `config` as its config file and `env` set; returns

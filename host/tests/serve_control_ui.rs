@@ -5,26 +5,11 @@
 //! error. (OpenClaw's real Control UI against the gateway is tested in
 //! `tests/tests/control_ui.rs`, configured through `[gateway] control_ui`.)
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Kills the gateway when the test ends, however it ends.
-struct Gateway(Child);
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
+mod common;
+use common::{Gateway, free_port};
 
 /// `pincer serve --control-ui ui`, its data in `data` and an empty plugins
 /// directory (no bundled plugins to compile).

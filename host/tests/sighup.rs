@@ -4,26 +4,11 @@
 //! `tests/tests/config_reload.rs`.)
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Kills the gateway when the test ends, however it ends.
-struct Gateway(Child);
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
+mod common;
+use common::{Gateway, free_port};
 
 /// The `echo` channel's state in `/v1/channels`, once the gateway answers.
 async fn echo_state(client: &reqwest::Client, port: u16) -> Option<String> {
