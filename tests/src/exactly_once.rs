@@ -270,3 +270,43 @@ pub async fn kill_run_on<S: KvStore + InboxStore + OutboxStore + ?Sized>(
     );
     report
 }
+
+/// Replies paced by nothing: sends go out at once with quick retries and
+/// the plugin's outbound budget (20 requests/s by default) lifted, so a
+/// kill -9 run tests the delivery path, not the pacing.
+pub fn unpaced(settings: &mut pincer::plugins::PluginSettings) {
+    settings.queue = pincer::channels::QueueSettings {
+        send_interval_ms: 1,
+        send_burst: 1000,
+        retry_base_ms: 20,
+        retry_max_ms: 200,
+        ..Default::default()
+    };
+    settings.http = Some(pincer::plugins::limits::HttpOverrides {
+        rate_per_sec: Some(100_000),
+        burst: Some(100_000),
+        max_response_bytes: None,
+    });
+}
+
+/// In a kill -9 test's child gateway: serve channel `name` with `settings`
+/// from data directory `dir` (loopback fakes allowed, one sender as fast
+/// as it likes, the echo agent streaming word by word), print the
+/// `LISTENING` line [`ChildGateway`] waits for, and run until killed.
+pub fn serve_kill_child(dir: &Path, name: &str, settings: pincer::plugins::PluginSettings) {
+    crate::gateway::child_logging();
+    let mut opts = pincer::gateway::launch::Options::new(dir);
+    opts.gateway.listen = "127.0.0.1:0".parse().expect("addr");
+    opts.watch_settle = Duration::from_millis(100);
+    opts.allow_cidrs =
+        pincer::netguard::NetGuard::parse_cidrs("127.0.0.0/8").expect("loopback range");
+    opts.plugins.insert(name.into(), settings);
+    opts.gateway.runs.sender_per_minute = u32::MAX;
+    opts.gateway.runs.sender_burst = u32::MAX;
+    opts.agent.echo_word_delay_ms = 5;
+    crate::gateway::child_runtime().block_on(async move {
+        let running = crate::gateway::start(opts).await.expect("starts");
+        println!("LISTENING {}", running.addr);
+        std::future::pending::<()>().await;
+    });
+}

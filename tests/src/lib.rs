@@ -30,6 +30,7 @@ pub mod sandbox;
 
 /// A throwaway Synapse homeserver and a Matrix client for the Matrix tests.
 pub mod synapse;
+pub mod telegram;
 
 pub mod test_store;
 

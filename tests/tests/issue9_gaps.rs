@@ -28,21 +28,7 @@ use serde_json::{Value, json};
 /// A hang guard for waits on a child's state (not a timing assertion).
 const HANG_GUARD: Duration = Duration::from_secs(120);
 
-/// Install the telegram plugin built from source into `plugins`, its
-/// manifest widened to loopback (a declared secret is only filled in for
-/// the manifest's own hosts).
-fn install(plugins: &Path) {
-    std::fs::create_dir_all(plugins).unwrap();
-    let wasm = pincer_tests::built_plugin("telegram");
-    std::fs::copy(&wasm, plugins.join("telegram.wasm")).unwrap();
-    let manifest = std::fs::read_to_string(wasm.with_extension("toml")).unwrap();
-    let widened = manifest.replace(
-        r#"allowed_hosts = ["https://api.telegram.org"]"#,
-        r#"allowed_hosts = ["https://api.telegram.org", "http://127.0.0.1:*"]"#,
-    );
-    assert_ne!(manifest, widened, "the manifest's allowed_hosts line moved");
-    std::fs::write(plugins.join("telegram.toml"), widened).unwrap();
-}
+use pincer_tests::telegram::install;
 
 /// Operator settings: the token by value, `api_base` at `base`.
 fn settings(base: &str) -> PluginSettings {
@@ -322,37 +308,9 @@ fn telegram_kill_child() {
     let (Ok(dir), Ok(api)) = (std::env::var(KILL_DIR), std::env::var(KILL_API)) else {
         return;
     };
-    pincer_tests::gateway::child_logging();
-    let rt = pincer_tests::gateway::child_runtime();
-    rt.block_on(async move {
-        let mut s = settings(&api);
-        s.queue = pincer::channels::QueueSettings {
-            send_interval_ms: 1,
-            send_burst: 1000,
-            retry_base_ms: 20,
-            retry_max_ms: 200,
-            ..Default::default()
-        };
-        // The default 20 requests/s per plugin would pace the replies,
-        // not test them.
-        s.http = Some(pincer::plugins::limits::HttpOverrides {
-            rate_per_sec: Some(100_000),
-            burst: Some(100_000),
-            max_response_bytes: None,
-        });
-        let mut opts = pincer::gateway::launch::Options::new(Path::new(&dir));
-        opts.gateway.listen = "127.0.0.1:0".parse().expect("addr");
-        opts.watch_settle = Duration::from_millis(100);
-        opts.allow_cidrs =
-            pincer::netguard::NetGuard::parse_cidrs("127.0.0.0/8").expect("loopback range");
-        opts.plugins.insert("telegram".into(), s);
-        opts.gateway.runs.sender_per_minute = u32::MAX;
-        opts.gateway.runs.sender_burst = u32::MAX;
-        opts.agent.echo_word_delay_ms = 5;
-        let running = pincer_tests::gateway::start(opts).await.expect("starts");
-        println!("LISTENING {}", running.addr);
-        std::future::pending::<()>().await;
-    });
+    let mut s = settings(&api);
+    pincer_tests::exactly_once::unpaced(&mut s);
+    pincer_tests::exactly_once::serve_kill_child(Path::new(&dir), "telegram", s);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -734,52 +692,26 @@ fn whatsapp_kill_child() {
     let (Ok(dir), Ok(api)) = (std::env::var(WA_KILL_DIR), std::env::var(WA_KILL_API)) else {
         return;
     };
-    pincer_tests::gateway::child_logging();
-    let rt = pincer_tests::gateway::child_runtime();
-    rt.block_on(async move {
-        let c = pincer::fakes::whatsapp::WhatsAppConfig::default();
-        let secret = |v: &str| SecretSource::Value(v.to_string());
-        let s = PluginSettings {
-            dm_policy: DmPolicy::Open,
-            secrets: [
-                ("access_token".to_string(), secret(&c.access_token)),
-                ("app_secret".to_string(), secret(&c.app_secret)),
-                ("verify_token".to_string(), secret(&c.verify_token)),
-            ]
-            .into(),
-            config: [
-                ("phone_number_id".to_string(), c.phone_number_id.clone()),
-                ("api_version".to_string(), c.api_version.clone()),
-                ("api_base".to_string(), api),
-            ]
-            .into(),
-            queue: pincer::channels::QueueSettings {
-                send_interval_ms: 1,
-                send_burst: 1000,
-                retry_base_ms: 20,
-                retry_max_ms: 200,
-                ..Default::default()
-            },
-            http: Some(pincer::plugins::limits::HttpOverrides {
-                rate_per_sec: Some(100_000),
-                burst: Some(100_000),
-                max_response_bytes: None,
-            }),
-            ..Default::default()
-        };
-        let mut opts = pincer::gateway::launch::Options::new(Path::new(&dir));
-        opts.gateway.listen = "127.0.0.1:0".parse().expect("addr");
-        opts.watch_settle = Duration::from_millis(100);
-        opts.allow_cidrs =
-            pincer::netguard::NetGuard::parse_cidrs("127.0.0.0/8").expect("loopback range");
-        opts.plugins.insert("whatsapp".into(), s);
-        opts.gateway.runs.sender_per_minute = u32::MAX;
-        opts.gateway.runs.sender_burst = u32::MAX;
-        opts.agent.echo_word_delay_ms = 5;
-        let running = pincer_tests::gateway::start(opts).await.expect("starts");
-        println!("LISTENING {}", running.addr);
-        std::future::pending::<()>().await;
-    });
+    let c = pincer::fakes::whatsapp::WhatsAppConfig::default();
+    let secret = |v: &str| SecretSource::Value(v.to_string());
+    let mut s = PluginSettings {
+        dm_policy: DmPolicy::Open,
+        secrets: [
+            ("access_token".to_string(), secret(&c.access_token)),
+            ("app_secret".to_string(), secret(&c.app_secret)),
+            ("verify_token".to_string(), secret(&c.verify_token)),
+        ]
+        .into(),
+        config: [
+            ("phone_number_id".to_string(), c.phone_number_id.clone()),
+            ("api_version".to_string(), c.api_version.clone()),
+            ("api_base".to_string(), api),
+        ]
+        .into(),
+        ..Default::default()
+    };
+    pincer_tests::exactly_once::unpaced(&mut s);
+    pincer_tests::exactly_once::serve_kill_child(Path::new(&dir), "whatsapp", s);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

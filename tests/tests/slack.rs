@@ -517,61 +517,30 @@ fn slack_kill_child() {
     let (Ok(dir), Ok(api)) = (std::env::var(KILL_DIR), std::env::var(KILL_API)) else {
         return;
     };
-    let rt = pincer_tests::gateway::child_runtime();
     if let Ok(f) = std::fs::File::create(std::path::Path::new(&dir).join("child.log")) {
         let _ = tracing_subscriber::fmt()
             .with_writer(std::sync::Mutex::new(f))
             .with_ansi(false)
             .try_init();
     }
-    rt.block_on(async move {
-        let ws = std::env::var(KILL_WS).ok();
-        let mode: &[(&str, &str)] = if ws.is_some() {
-            &[("mode", "socket")]
-        } else {
-            &[]
-        };
-        let mut settings = pincer_tests::fake_slack::settings_for(
-            &SlackConfig::default(),
-            &api,
-            DmPolicy::Open,
-            mode,
-        );
-        if let Some(ws) = ws {
-            let base = api.trim_end_matches("/api").to_string();
-            settings.allowed_hosts = Some(vec![base, ws]);
-            settings.socket = Some(pincer::plugins::SocketOverrides {
-                frames_per_window: Some(1_000_000),
-                ..Default::default()
-            });
-        }
-        settings.queue = pincer::channels::QueueSettings {
-            send_interval_ms: 1,
-            send_burst: 1000,
-            retry_base_ms: 20,
-            retry_max_ms: 200,
+    let ws = std::env::var(KILL_WS).ok();
+    let mode: &[(&str, &str)] = if ws.is_some() {
+        &[("mode", "socket")]
+    } else {
+        &[]
+    };
+    let mut settings =
+        pincer_tests::fake_slack::settings_for(&SlackConfig::default(), &api, DmPolicy::Open, mode);
+    if let Some(ws) = ws {
+        let base = api.trim_end_matches("/api").to_string();
+        settings.allowed_hosts = Some(vec![base, ws]);
+        settings.socket = Some(pincer::plugins::SocketOverrides {
+            frames_per_window: Some(1_000_000),
             ..Default::default()
-        };
-        // The default 20 requests/s per plugin would pace the replies,
-        // not test them.
-        settings.http = Some(pincer::plugins::limits::HttpOverrides {
-            rate_per_sec: Some(100_000),
-            burst: Some(100_000),
-            max_response_bytes: None,
         });
-        let mut opts = pincer::gateway::launch::Options::new(std::path::Path::new(&dir));
-        opts.gateway.listen = "127.0.0.1:0".parse().expect("addr");
-        opts.watch_settle = Duration::from_millis(100);
-        opts.allow_cidrs =
-            pincer::netguard::NetGuard::parse_cidrs("127.0.0.0/8").expect("loopback range");
-        opts.plugins.insert("slack".into(), settings);
-        opts.gateway.runs.sender_per_minute = u32::MAX;
-        opts.gateway.runs.sender_burst = u32::MAX;
-        opts.agent.echo_word_delay_ms = 5;
-        let running = pincer_tests::gateway::start(opts).await.expect("starts");
-        println!("LISTENING {}", running.addr);
-        std::future::pending::<()>().await;
-    });
+    }
+    pincer_tests::exactly_once::unpaced(&mut settings);
+    pincer_tests::exactly_once::serve_kill_child(std::path::Path::new(&dir), "slack", settings);
 }
 
 /// The DM channels whose reply had a send in flight in the store (after a

@@ -9,7 +9,6 @@
 //! answered call shows the host filled the token in; the plugin's config
 //! never holds it and its key-value store is checked for it.
 
-use std::path::Path;
 use std::time::Duration;
 
 use pincer::channels::access::{DmPolicy, GroupPolicy};
@@ -22,22 +21,7 @@ use pincer::plugins::manifest::SecretSource;
 use pincer_tests::gateway::{Client, TestGateway};
 use serde_json::json;
 
-/// Install the telegram plugin built from source into `plugins`, with its
-/// manifest widened to the fake's loopback address: a declared secret is
-/// only filled in for the manifest's own hosts, so an operator pointing
-/// `api_base` elsewhere must widen the manifest too.
-fn install(plugins: &Path) {
-    std::fs::create_dir_all(plugins).unwrap();
-    let wasm = pincer_tests::built_plugin("telegram");
-    std::fs::copy(&wasm, plugins.join("telegram.wasm")).unwrap();
-    let manifest = std::fs::read_to_string(wasm.with_extension("toml")).unwrap();
-    let widened = manifest.replace(
-        r#"allowed_hosts = ["https://api.telegram.org"]"#,
-        r#"allowed_hosts = ["https://api.telegram.org", "http://127.0.0.1:*"]"#,
-    );
-    assert_ne!(manifest, widened, "the manifest's allowed_hosts line moved");
-    std::fs::write(plugins.join("telegram.toml"), widened).unwrap();
-}
+use pincer_tests::telegram::install;
 
 /// Operator settings for the fake: the token granted by value, `api_base`
 /// at the fake, `config` extra entries.
