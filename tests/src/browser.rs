@@ -96,3 +96,40 @@ pub async fn run_driver(script: &str, opts: &Value) -> (Value, bool) {
         .unwrap_or_else(|| panic!("{script} printed no JSON report:\n{stdout}"));
     (report, out.status.success())
 }
+
+/// Run driver `script` with `opts` plus the artifacts directory `name`
+/// (where its `report.json` is written), and check the run: it finished
+/// without a failure or an uncaught page exception, and every request the
+/// pages made was answered, none with an error. Its report.
+pub async fn drive_checked(script: &str, name: &str, mut opts: Value) -> Value {
+    require_tools();
+    let artifacts = artifacts_dir(name);
+    opts["artifacts"] = serde_json::json!(artifacts);
+    let (report, exited_ok) = run_driver(script, &opts).await;
+    let pretty = serde_json::to_string_pretty(&report).unwrap_or_default();
+    std::fs::write(artifacts.join("report.json"), &pretty).expect("writing the report");
+    assert!(
+        exited_ok && report["failed"].is_null(),
+        "the browser run failed: {}\n(report and screenshots in {})",
+        report["failed"],
+        artifacts.display()
+    );
+    assert_eq!(
+        report["pageErrors"],
+        serde_json::json!([]),
+        "uncaught exceptions"
+    );
+    let errors: Vec<&Value> = report["calls"]
+        .as_array()
+        .expect("calls")
+        .iter()
+        .filter(|c| c["ok"] != true)
+        .collect();
+    assert!(errors.is_empty(), "error answers: {errors:#?}");
+    assert_eq!(
+        report["pendingMethods"],
+        serde_json::json!([]),
+        "unanswered requests"
+    );
+    report
+}

@@ -350,26 +350,12 @@ async fn control_ui_pages_get_answers_not_errors() {
             })
         })
         .collect();
-    let artifacts = browser::artifacts_dir("control_ui_pages");
-    let driver_opts = json!({"pages": pages, "artifacts": artifacts});
-    let (report, exited_ok) = browser::run_driver("issue10-gaps.mjs", &driver_opts).await;
-    let pretty = serde_json::to_string_pretty(&report).unwrap_or_default();
-    std::fs::write(artifacts.join("report.json"), &pretty).expect("writing the report");
-    assert!(
-        exited_ok && report["failed"].is_null(),
-        "the browser run failed: {}\n(report and screenshots in {})",
-        report["failed"],
-        artifacts.display()
-    );
-    assert_eq!(report["pageErrors"], json!([]), "uncaught exceptions");
-    let errors: Vec<&Value> = report["calls"]
-        .as_array()
-        .expect("calls")
-        .iter()
-        .filter(|c| c["ok"] != true)
-        .collect();
-    assert!(errors.is_empty(), "error answers: {errors:#?}");
-    assert_eq!(report["pendingMethods"], json!([]), "unanswered requests");
+    let report = browser::drive_checked(
+        "issue10-gaps.mjs",
+        "control_ui_pages",
+        json!({"pages": pages}),
+    )
+    .await;
     for (name, _, methods) in PAGES {
         let called = &report["pageMethods"][name];
         for m in *methods {

@@ -42,32 +42,9 @@ async fn readyz(g: &TestGateway) -> (u16, Value) {
     (code, r.json().await.expect("readyz json"))
 }
 
-/// Run the driver with `opts` (plus the artifacts directory `name`); its
-/// report, after checking it finished without a failure or page error.
-async fn drive(name: &str, mut opts: Value) -> Value {
-    browser::require_tools();
-    let artifacts = browser::artifacts_dir(name);
-    opts["artifacts"] = json!(artifacts);
-    let (report, exited_ok) = browser::run_driver("issue10-gaps.mjs", &opts).await;
-    let pretty = serde_json::to_string_pretty(&report).unwrap_or_default();
-    std::fs::write(artifacts.join("report.json"), &pretty).expect("writing the report");
-    assert!(
-        exited_ok && report["failed"].is_null(),
-        "the browser run failed: {}\n(report and screenshots in {})",
-        report["failed"],
-        artifacts.display()
-    );
-    assert_eq!(report["pageErrors"], json!([]), "uncaught exceptions");
-    // Every request the pages made was answered, none with an error.
-    let errors: Vec<&Value> = report["calls"]
-        .as_array()
-        .expect("calls")
-        .iter()
-        .filter(|c| c["ok"] != true)
-        .collect();
-    assert!(errors.is_empty(), "error answers: {errors:#?}");
-    assert_eq!(report["pendingMethods"], json!([]), "unanswered requests");
-    report
+/// [`browser::drive_checked`] with the issue-10 driver.
+async fn drive(name: &str, opts: Value) -> Value {
+    browser::drive_checked("issue10-gaps.mjs", name, opts).await
 }
 
 /// The Control UI's debug page (gateway `g`) and the console, as URLs.
