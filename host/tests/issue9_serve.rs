@@ -9,7 +9,7 @@
 //! only read, never driven.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
@@ -43,30 +43,15 @@ const SECRET_VARS: [&str; 4] = [
 /// not a timing assertion).
 const STEP_GUARD: Duration = Duration::from_secs(120);
 
-/// A `pincer serve` child, killed on drop.
+/// A `pincer serve` child (killed on drop) and its base URL.
 struct Served {
-    child: Child,
+    gw: Gateway,
     base: String,
 }
 
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `pincer ARGS` with none of the operator environment that would change
-/// what it opens.
+/// [`common::pincer`], without the secrets' variables either.
 fn pincer(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pincer"));
-    cmd.args(args)
-        .env_remove("PINCER_STORE")
-        .env_remove("PINCER_GATEWAY_TOKEN")
-        .env_remove("PINCER_URL")
-        .env_remove("PINCER_CONFIG")
-        .env_remove("PINCER_DATA_DIR")
-        .env_remove("PINCER_PLUGINS_DIR");
+    let mut cmd = common::pincer(args);
     for var in SECRET_VARS {
         cmd.env_remove(var);
     }
@@ -74,7 +59,7 @@ fn pincer(args: &[&str]) -> Command {
 }
 
 mod common;
-use common::free_port;
+use common::{Gateway, free_port};
 
 /// `pincer serve` (token `secret`) on a free loopback port with `data` as
 /// its data directory, `config` as its config file and `env` set; returns
@@ -94,13 +79,13 @@ async fn serve(data: &Path, config: Option<&Path>, env: &[(&str, &str)]) -> Serv
         cmd.env(k, v);
     }
     let mut served = Served {
-        child: cmd.spawn().expect("spawn pincer serve"),
+        gw: Gateway(cmd.spawn().expect("spawn pincer serve")),
         base: format!("http://127.0.0.1:{port}"),
     };
     let http = reqwest::Client::new();
     let deadline = Instant::now() + STEP_GUARD;
     loop {
-        if let Some(status) = served.child.try_wait().expect("try_wait") {
+        if let Some(status) = served.gw.0.try_wait().expect("try_wait") {
             panic!("pincer serve exited: {status}");
         }
         let ready = http

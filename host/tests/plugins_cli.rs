@@ -6,7 +6,7 @@
 //! status.
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -15,29 +15,13 @@ use serde_json::Value;
 /// not a timing assertion).
 const STEP_GUARD: Duration = Duration::from_secs(120);
 
-/// A `pincer serve` child, killed on drop.
+mod common;
+use common::{Gateway, free_port, pincer};
+
+/// A `pincer serve` child (killed on drop) and its base URL.
 struct Served {
-    child: Child,
+    _gw: Gateway,
     url: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn pincer(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pincer"));
-    cmd.args(args)
-        .env_remove("PINCER_STORE")
-        .env_remove("PINCER_GATEWAY_TOKEN")
-        .env_remove("PINCER_URL")
-        .env_remove("PINCER_CONFIG")
-        .env_remove("PINCER_DATA_DIR")
-        .env_remove("PINCER_PLUGINS_DIR");
-    cmd
 }
 
 fn run(args: &[&str]) -> (bool, String, String) {
@@ -53,10 +37,7 @@ fn run(args: &[&str]) -> (bool, String, String) {
 /// directory (no bundled plugins; a generated token) and wait for
 /// `/readyz`.
 async fn serve(data: &Path) -> Served {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = free_port();
     let log = std::fs::File::create(data.with_extension("log")).expect("log file");
     let child = pincer(&[
         "serve",
@@ -71,7 +52,7 @@ async fn serve(data: &Path) -> Served {
     .spawn()
     .expect("start pincer serve");
     let served = Served {
-        child,
+        _gw: Gateway(child),
         url: format!("http://127.0.0.1:{port}"),
     };
     let deadline = Instant::now() + STEP_GUARD;
