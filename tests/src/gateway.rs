@@ -26,6 +26,28 @@ pub struct TestGateway {
 }
 
 impl TestGateway {
+    /// [`TestGateway::options`] for the browser tests of the console:
+    /// token `token`, loopback allowed, strangers paired on the echo
+    /// channel, whose messages go to `reply_url`; the plugins directory
+    /// exists.
+    pub fn console_options(token: &str, reply_url: String) -> (Options, tempfile::TempDir) {
+        let (mut opts, dir) = Self::options();
+        opts.gateway.token = Some(token.into());
+        opts.allow_cidrs =
+            pincer::netguard::NetGuard::parse_cidrs("127.0.0.0/8").expect("loopback CIDR");
+        opts.plugins.insert(
+            "echo".into(),
+            pincer::plugins::PluginSettings {
+                dm_policy: pincer::channels::access::DmPolicy::Pairing,
+                allowed_hosts: Some(vec!["http://127.0.0.1:*".into()]),
+                config: [("reply_url".to_string(), reply_url)].into(),
+                ..Default::default()
+            },
+        );
+        std::fs::create_dir_all(&opts.plugins_dir).expect("plugins dir");
+        (opts, dir)
+    }
+
     /// Options for a gateway in a fresh temp dir on an ephemeral port.
     pub fn options() -> (Options, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -163,6 +163,17 @@ impl Receiver {
         self.shared.release.notify_waiters();
     }
 
+    /// The texts an echo channel pointed here (`reply_url`) sent into
+    /// `conversation`, in order.
+    pub fn texts_to(&self, conversation: &str) -> Vec<String> {
+        self.received()
+            .iter()
+            .map(|r| r.json())
+            .filter(|m| m["conversation"] == conversation)
+            .filter_map(|m| m["text"].as_str().map(str::to_string))
+            .collect()
+    }
+
     /// Everything received so far.
     pub fn received(&self) -> Vec<Received> {
         self.shared.received.lock().unwrap().clone()

@@ -17,12 +17,9 @@
 //! origin): each is a clear JSON error and leaves the plugins directory as
 //! it was.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use pincer::channels::access::DmPolicy;
-use pincer::plugins::PluginSettings;
 use pincer_tests::browser;
 use pincer_tests::gateway::{Client, TestGateway, connect_params};
 use pincer_tests::webhook_receiver::{Receiver, Reply};
@@ -338,33 +335,12 @@ async fn an_uploaded_plugin_is_hot_loaded_and_answers() {
     gw.stop().await;
 }
 
-/// Everything the echo channel sent into `conversation`, as texts.
-fn sent_to(rx: &Receiver, conversation: &str) -> Vec<String> {
-    rx.received()
-        .iter()
-        .map(|r| r.json())
-        .filter(|m| m["conversation"] == conversation)
-        .filter_map(|m| m["text"].as_str().map(str::to_string))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_in_chromium_restarts_approves_and_uploads() {
     browser::require_tools();
     let rx = Arc::new(Receiver::start().await);
-    let (mut opts, dir) = TestGateway::options();
-    opts.gateway.token = Some(TOKEN.into());
-    opts.allow_cidrs = pincer::netguard::NetGuard::parse_cidrs("127.0.0.0/8").expect("cidr");
     // Strangers must be paired; every message echo sends goes to `rx`.
-    opts.plugins.insert(
-        "echo".into(),
-        PluginSettings {
-            dm_policy: DmPolicy::Pairing,
-            allowed_hosts: Some(vec!["http://127.0.0.1:*".into()]),
-            config: BTreeMap::from([("reply_url".to_string(), rx.url())]),
-            ..Default::default()
-        },
-    );
+    let (mut opts, dir) = TestGateway::console_options(TOKEN, rx.url());
     // Webhook deliveries fail at their first attempt (no retries), so the
     // page has a failed delivery to show and replay.
     let hooks = Receiver::start().await;
@@ -392,7 +368,7 @@ async fn console_in_chromium_restarts_approves_and_uploads() {
     // waits for an operator.
     push("hello, may I?").await;
     rx.wait_for(1).await;
-    let first = sent_to(&rx, "stranger-dm");
+    let first = rx.texts_to("stranger-dm");
     assert!(
         first.len() == 1 && first[0].contains("Pairing code"),
         "{first:?}"
@@ -488,7 +464,7 @@ async fn console_in_chromium_restarts_approves_and_uploads() {
     push("now I am paired").await;
     let mut seen = rx.received().len();
     loop {
-        let after = sent_to(&rx, "stranger-dm");
+        let after = rx.texts_to("stranger-dm");
         if after.iter().skip(1).any(|t| t.contains("now I am paired")) {
             assert!(
                 !after.iter().skip(1).any(|t| t.contains("Pairing code")),

@@ -18,11 +18,8 @@
 //!   show kind, version, load time, and a plugin that failed to load with
 //!   its error.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use pincer::channels::access::DmPolicy;
-use pincer::plugins::PluginSettings;
 use pincer::store::StoreConfig;
 use pincer_tests::browser;
 use pincer_tests::gateway::{ALL, Client, TestGateway, connect_params};
@@ -137,33 +134,11 @@ async fn control_ui_and_console_show_what_readyz_reports_ready_or_not() {
     g.stop().await;
 }
 
-/// What the echo channel sent to conversation `to`, in order.
-fn sent_to(rx: &Receiver, to: &str) -> Vec<String> {
-    rx.received()
-        .iter()
-        .map(|r| r.json())
-        .filter(|m| m["conversation"] == to)
-        .filter_map(|m| m["text"].as_str().map(str::to_string))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_stops_starts_dismisses_and_shows_plugin_details() {
     browser::require_tools();
     let rx = Arc::new(Receiver::start().await);
-    let (mut opts, dir) = TestGateway::options();
-    opts.gateway.token = Some(TOKEN.into());
-    opts.allow_cidrs = pincer::netguard::NetGuard::parse_cidrs("127.0.0.0/8").expect("cidr");
-    opts.plugins.insert(
-        "echo".into(),
-        PluginSettings {
-            dm_policy: DmPolicy::Pairing,
-            allowed_hosts: Some(vec!["http://127.0.0.1:*".into()]),
-            config: BTreeMap::from([("reply_url".to_string(), rx.url())]),
-            ..Default::default()
-        },
-    );
-    std::fs::create_dir_all(&opts.plugins_dir).expect("plugins dir");
+    let (opts, dir) = TestGateway::console_options(TOKEN, rx.url());
     // Telegram without its bot token: a channel with a last error.
     for name in ["echo", "clock", "telegram"] {
         pincer_tests::install_plugin(&opts.plugins_dir, name, name);
@@ -195,7 +170,7 @@ async fn console_stops_starts_dismisses_and_shows_plugin_details() {
         .as_millis() as u64;
     push("hello, may I?").await;
     rx.wait_for(1).await;
-    let first = sent_to(&rx, "stranger-dm");
+    let first = rx.texts_to("stranger-dm");
     assert!(
         first.len() == 1 && first[0].contains("Pairing code"),
         "{first:?}"
@@ -255,7 +230,7 @@ async fn console_stops_starts_dismisses_and_shows_plugin_details() {
     );
     push("still a stranger").await;
     rx.wait_for(2).await;
-    let after = sent_to(&rx, "stranger-dm");
+    let after = rx.texts_to("stranger-dm");
     assert_eq!(after.len(), 2, "{after:?}");
     assert!(after[1].contains("Pairing code"), "{after:?}");
     assert!(
