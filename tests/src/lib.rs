@@ -207,3 +207,38 @@ pub async fn http_server(
     });
     (addr, rx)
 }
+
+/// Channel `name`'s health, as the monitor reports it.
+pub async fn channel_health(runtime: &Runtime, name: &str) -> pincer::health::ChannelHealth {
+    runtime
+        .health
+        .snapshot()
+        .await
+        .into_iter()
+        .find(|h| h.name == name)
+        .unwrap_or_else(|| panic!("no channel {name}"))
+}
+
+/// Wait until channel `name`'s health satisfies `f` (it changes when a
+/// poll returns or fails, with no event to await); `guard` is a hang
+/// guard, not a timing assertion.
+pub async fn until_health(
+    runtime: &Runtime,
+    name: &str,
+    what: &str,
+    guard: Duration,
+    f: impl Fn(&pincer::health::ChannelHealth) -> bool,
+) -> pincer::health::ChannelHealth {
+    let deadline = tokio::time::Instant::now() + guard;
+    loop {
+        let h = channel_health(runtime, name).await;
+        if f(&h) {
+            return h;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {h:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -63,15 +63,7 @@ async fn a_config_the_plugin_refuses_leaves_the_channel_unconfigured_not_restart
     pincer_tests::whatsapp::install(&t.plugins_dir(), "http://127.0.0.1:9");
     assert!(t.runtime.load_dir().await.expect("load").is_empty());
 
-    let snapshot = || async {
-        t.runtime
-            .health
-            .snapshot()
-            .await
-            .into_iter()
-            .find(|h| h.name == "whatsapp")
-            .expect("whatsapp")
-    };
+    let snapshot = || pincer_tests::channel_health(&t.runtime, "whatsapp");
     let h = snapshot().await;
     assert_eq!(h.state, ChannelState::Unconfigured, "{h:?}");
     let why = h.last_error.clone().unwrap_or_default();

@@ -52,30 +52,13 @@ async fn runtime(clock: Arc<ManualClock>, settings: PluginSettings) -> TestRunti
 }
 
 async fn snapshot(t: &TestRuntime) -> ChannelHealth {
-    t.runtime
-        .health
-        .snapshot()
-        .await
-        .into_iter()
-        .find(|h| h.name == "testchan")
-        .expect("testchan")
+    pincer_tests::channel_health(&t.runtime, "testchan").await
 }
 
 /// Wait until the channel's status satisfies `f` (it changes when a poll
 /// returns).
 async fn until(t: &TestRuntime, what: &str, f: impl Fn(&ChannelHealth) -> bool) -> ChannelHealth {
-    let deadline = tokio::time::Instant::now() + HANG_GUARD;
-    loop {
-        let h = snapshot(t).await;
-        if f(&h) {
-            return h;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}: {h:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    pincer_tests::until_health(&t.runtime, "testchan", what, HANG_GUARD, f).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

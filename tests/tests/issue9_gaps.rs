@@ -131,46 +131,20 @@ async fn a_get_updates_that_returns_at_once_with_nothing_is_not_a_busy_loop() {
         "10 empty polls in {span:?}: a busy loop"
     );
     // Every one of those polls was contact: the channel is healthy.
-    let h = g
-        .gw()
-        .runtime
-        .health
-        .snapshot()
-        .await
-        .into_iter()
-        .find(|h| h.name == "telegram")
-        .expect("telegram");
+    let h = snapshot(&g).await;
     assert_eq!(h.state, ChannelState::Running, "{h:?}");
     assert_eq!(h.poll_errors, 0, "{h:?}");
 }
 
 /// The telegram channel's health.
 async fn snapshot(g: &TestGateway) -> ChannelHealth {
-    g.gw()
-        .runtime
-        .health
-        .snapshot()
-        .await
-        .into_iter()
-        .find(|h| h.name == "telegram")
-        .expect("telegram")
+    pincer_tests::channel_health(&g.gw().runtime, "telegram").await
 }
 
 /// Wait until the channel's health satisfies `f` (it changes when a poll
 /// returns or fails).
 async fn until(g: &TestGateway, what: &str, f: impl Fn(&ChannelHealth) -> bool) -> ChannelHealth {
-    let deadline = tokio::time::Instant::now() + HANG_GUARD;
-    loop {
-        let h = snapshot(g).await;
-        if f(&h) {
-            return h;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}: {h:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    pincer_tests::until_health(&g.gw().runtime, "telegram", what, HANG_GUARD, f).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
