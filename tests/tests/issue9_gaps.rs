@@ -17,7 +17,7 @@ use axum::extract::Request;
 use pincer::channels::ChannelState;
 use pincer::channels::access::DmPolicy;
 use pincer::clock::{Clock, ManualClock};
-use pincer::fakes::telegram::{Chat, DEFAULT_TOKEN, FakeTelegram, TgFault, User, UserMessage};
+use pincer::fakes::telegram::{Chat, FakeTelegram, TgFault, User, UserMessage};
 use pincer::gateway::launch::ClockOverride;
 use pincer::health::{ChannelHealth, HealthConfig};
 use pincer::plugins::manifest::SecretSource;
@@ -32,38 +32,10 @@ use pincer_tests::telegram::install;
 
 /// Operator settings: the token by value, `api_base` at `base`.
 fn settings(base: &str) -> PluginSettings {
-    PluginSettings {
-        allowed_hosts: Some(vec![
-            "https://api.telegram.org".into(),
-            "http://127.0.0.1:*".into(),
-        ]),
-        secrets: [(
-            "bot_token".to_string(),
-            SecretSource::Value(DEFAULT_TOKEN.into()),
-        )]
-        .into(),
-        config: [("api_base".to_string(), base.to_string())].into(),
-        dm_policy: DmPolicy::Open,
-        ..Default::default()
-    }
+    pincer_tests::telegram::settings(base, &[])
 }
 
-/// A gateway serving telegram with `settings`; `tune` adjusts the options.
-async fn gateway(
-    settings: PluginSettings,
-    tune: impl FnOnce(&mut pincer::gateway::launch::Options),
-) -> TestGateway {
-    let dir = tempfile::tempdir().unwrap();
-    install(&dir.path().join("plugins"));
-    let mut opts = pincer::gateway::launch::Options::new(dir.path());
-    opts.gateway.listen = "127.0.0.1:0".parse().unwrap();
-    opts.gateway.token = Some("secret".into());
-    opts.watch_settle = Duration::from_millis(100);
-    opts.allow_cidrs = pincer::netguard::NetGuard::parse_cidrs("127.0.0.0/8").unwrap();
-    opts.plugins.insert("telegram".into(), settings);
-    tune(&mut opts);
-    TestGateway::start_with(opts, dir).await
-}
+use pincer_tests::telegram::gateway;
 
 /// A Bot API server that answers `getUpdates` at once with no updates,
 /// whatever its `timeout`, and records when each poll arrived.

@@ -21,44 +21,19 @@ use pincer::plugins::manifest::SecretSource;
 use pincer_tests::gateway::{Client, TestGateway};
 use serde_json::json;
 
-use pincer_tests::telegram::install;
-
 /// Operator settings for the fake: the token granted by value, `api_base`
 /// at the fake, `config` extra entries.
 fn settings(fake: &FakeTelegram, config: &[(&str, &str)]) -> PluginSettings {
-    let mut cfg: std::collections::BTreeMap<String, String> = config
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    cfg.insert("api_base".into(), fake.base_url().into());
-    PluginSettings {
-        allowed_hosts: Some(vec![
-            "https://api.telegram.org".into(),
-            "http://127.0.0.1:*".into(),
-        ]),
-        secrets: [(
-            "bot_token".to_string(),
-            SecretSource::Value(DEFAULT_TOKEN.into()),
-        )]
-        .into(),
-        config: cfg,
-        dm_policy: DmPolicy::Open,
-        ..Default::default()
-    }
+    pincer_tests::telegram::settings(fake.base_url(), config)
 }
 
 /// A gateway (token `secret`) serving the telegram channel with `settings`,
 /// on `port` (0: any).
 async fn gateway(settings: PluginSettings, port: u16) -> TestGateway {
-    let dir = tempfile::tempdir().unwrap();
-    install(&dir.path().join("plugins"));
-    let mut opts = pincer::gateway::launch::Options::new(dir.path());
-    opts.gateway.listen = format!("127.0.0.1:{port}").parse().unwrap();
-    opts.gateway.token = Some("secret".into());
-    opts.watch_settle = Duration::from_millis(100);
-    opts.allow_cidrs = pincer::netguard::NetGuard::parse_cidrs("127.0.0.0/8").unwrap();
-    opts.plugins.insert("telegram".into(), settings);
-    TestGateway::start_with(opts, dir).await
+    pincer_tests::telegram::gateway(settings, |o| {
+        o.gateway.listen = format!("127.0.0.1:{port}").parse().expect("addr");
+    })
+    .await
 }
 
 /// A loopback port free right now (for a webhook URL that must be known
