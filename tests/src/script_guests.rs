@@ -178,3 +178,55 @@ pub fn with_custom_section(wasm: &[u8], tag: &str) -> Vec<u8> {
     out.extend_from_slice(&payload);
     out
 }
+
+/// In runtime `t`, a new version of guest `name` (other bytes, so nothing
+/// in the compile cache) compiles in the background while the `clock` tool
+/// keeps answering and the old version stays current until the new one is
+/// swapped in: the check that a big guest's hot reload blocks nobody.
+pub async fn assert_new_version_compiles_while_others_answer(t: &crate::TestRuntime, name: &str) {
+    use std::time::Duration;
+    let dir = t.plugins_dir();
+    crate::install_plugin(&dir, "clock", "clock");
+    install_guest(&dir, name, |m| m);
+    let plugins = t.runtime.plugins.clone();
+    plugins
+        .load_file(&dir.join("clock.wasm"))
+        .await
+        .expect("clock loads");
+    let path = dir.join(format!("{name}.wasm"));
+    plugins.load_file(&path).await.expect("v1 loads");
+    let v1 = plugins.current(name).expect("v1").sha256.clone();
+
+    let bytes = std::fs::read(built_guest(name)).expect("built");
+    pincer::atomic_file::write(&path, &with_custom_section(&bytes, "v2")).expect("write v2");
+    let loader = {
+        let plugins = plugins.clone();
+        let path = path.clone();
+        tokio::spawn(async move { plugins.load_file(&path).await })
+    };
+    // Count the clock's answers that completed while v1 was still current
+    // (v2 is swapped in only once compiled and smoke-tested).
+    let mut answered_during_load = 0;
+    while !loader.is_finished() {
+        let out = tokio::time::timeout(Duration::from_secs(60), plugins.invoke_tool("clock", "{}"))
+            .await
+            .expect("clock answers")
+            .expect("clock works");
+        assert!(out.contains("unix_ms"), "{out}");
+        if plugins.current(name).expect("current").sha256 == v1 {
+            answered_during_load += 1;
+        }
+    }
+    loader.await.expect("join").expect("v2 loads");
+    assert!(
+        answered_during_load > 0,
+        "no call completed while v2 compiled"
+    );
+    let info = plugins.info(name).expect("info");
+    assert_eq!(
+        info.cached,
+        Some(false),
+        "v2 was compiled, not cached: {info:?}"
+    );
+    assert_ne!(info.sha256.as_deref(), Some(v1.as_str()));
+}

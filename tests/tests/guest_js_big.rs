@@ -7,12 +7,11 @@
 //! (`guest_python.rs` proves the same for Python.)
 
 use std::path::Path;
-use std::time::Duration;
 
 use pincer::health::HealthConfig;
 use pincer::plugins::RuntimeConfig;
-use pincer_tests::script_guests::{built_guest, install_guest, with_custom_section};
-use pincer_tests::{TestRuntime, install_plugin};
+use pincer_tests::TestRuntime;
+use pincer_tests::script_guests::{assert_new_version_compiles_while_others_answer, install_guest};
 
 const NAME: &str = "ts-webhook";
 
@@ -74,46 +73,5 @@ async fn the_second_start_loads_the_typescript_channel_from_the_compile_cache() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_typescript_version_compiles_while_other_plugins_answer() {
-    let t = runtime();
-    let dir = t.plugins_dir();
-    install_plugin(&dir, "clock", "clock");
-    install_guest(&dir, NAME, |m| m);
-    let plugins = t.runtime.plugins.clone();
-    plugins
-        .load_file(&dir.join("clock.wasm"))
-        .await
-        .expect("clock loads");
-    let path = dir.join(format!("{NAME}.wasm"));
-    plugins.load_file(&path).await.expect("v1 loads");
-    let v1 = plugins.current(NAME).expect("v1").sha256.clone();
-
-    // Version 2: other bytes, so nothing in the compile cache.
-    let bytes = std::fs::read(built_guest(NAME)).expect("built");
-    pincer::atomic_file::write(&path, &with_custom_section(&bytes, "v2")).expect("write v2");
-    let loader = {
-        let plugins = plugins.clone();
-        let path = path.clone();
-        tokio::spawn(async move { plugins.load_file(&path).await })
-    };
-    // While it compiles, the clock keeps answering and v1 stays current
-    // (v2 is swapped in only once compiled and smoke-tested).
-    let mut answered_during_load = 0;
-    while !loader.is_finished() {
-        let out = tokio::time::timeout(Duration::from_secs(60), plugins.invoke_tool("clock", "{}"))
-            .await
-            .expect("clock answers")
-            .expect("clock works");
-        assert!(out.contains("unix_ms"), "{out}");
-        if plugins.current(NAME).expect("current").sha256 == v1 {
-            answered_during_load += 1;
-        }
-    }
-    loader.await.expect("join").expect("v2 loads");
-    assert!(
-        answered_during_load > 0,
-        "no call completed while v2 compiled"
-    );
-    let info = plugins.info(NAME).expect("info");
-    assert_eq!(info.cached, Some(false), "v2 was compiled: {info:?}");
-    assert_ne!(info.sha256.as_deref(), Some(v1.as_str()));
+    assert_new_version_compiles_while_others_answer(&runtime(), NAME).await;
 }

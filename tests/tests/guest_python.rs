@@ -6,14 +6,12 @@
 //! a restarted gateway loads it from the compiled cache; and a new version
 //! compiling in the background does not stop another plugin answering.
 
-use std::time::Duration;
-
 use pincer::health::HealthConfig;
 use pincer::plugins::{PluginSettings, RuntimeConfig};
 use pincer_tests::fake_openai::{FakeOpenAi, FakeToolCall, Script};
 use pincer_tests::gateway::{Client, TestGateway};
-use pincer_tests::script_guests::{built_guest, install_guest, with_custom_section};
-use pincer_tests::{TestRuntime, http_server, install_plugin};
+use pincer_tests::script_guests::{assert_new_version_compiles_while_others_answer, install_guest};
+use pincer_tests::{TestRuntime, http_server};
 use serde_json::{Value, json};
 
 const WEATHER: &str = r#"{"latitude":52.52,"longitude":13.41,"current_weather":{"temperature":21.5,"windspeed":7.25}}"#;
@@ -185,54 +183,5 @@ async fn a_new_python_version_compiles_while_other_plugins_answer() {
         },
         HealthConfig::default(),
     );
-    let dir = t.plugins_dir();
-    install_plugin(&dir, "clock", "clock");
-    install_guest(&dir, "py-weather", |m| m);
-    let plugins = t.runtime.plugins.clone();
-    plugins
-        .load_file(&dir.join("clock.wasm"))
-        .await
-        .expect("clock loads");
-    plugins
-        .load_file(&dir.join("py-weather.wasm"))
-        .await
-        .expect("v1 loads");
-    let v1 = plugins.current("py-weather").unwrap().sha256.clone();
-
-    // Version 2: other bytes, so nothing in the compile cache.
-    let bytes = std::fs::read(built_guest("py-weather")).unwrap();
-    let path = dir.join("py-weather.wasm");
-    pincer::atomic_file::write(&path, &with_custom_section(&bytes, "v2")).unwrap();
-    let loader = {
-        let plugins = plugins.clone();
-        let path = path.clone();
-        tokio::spawn(async move { plugins.load_file(&path).await })
-    };
-    // While it compiles, the clock tool keeps answering and the old
-    // version of py-weather keeps serving: count the clock answers that
-    // completed while v1 was still the current version (v2 is swapped in
-    // only once compiled and smoke-tested).
-    let mut answered_during_load = 0;
-    while !loader.is_finished() {
-        let out = tokio::time::timeout(Duration::from_secs(60), plugins.invoke_tool("clock", "{}"))
-            .await
-            .expect("clock answers")
-            .expect("clock works");
-        assert!(out.contains("unix_ms"), "{out}");
-        if plugins.current("py-weather").unwrap().sha256 == v1 {
-            answered_during_load += 1;
-        }
-    }
-    loader.await.unwrap().expect("v2 loads");
-    assert!(
-        answered_during_load > 0,
-        "no call completed while v2 compiled"
-    );
-    let info = plugins.info("py-weather").unwrap();
-    assert_eq!(
-        info.cached,
-        Some(false),
-        "v2 was compiled, not cached: {info:?}"
-    );
-    assert_ne!(info.sha256.as_deref(), Some(v1.as_str()));
+    assert_new_version_compiles_while_others_answer(&t, "py-weather").await;
 }
